@@ -1,0 +1,77 @@
+// Command pagewire runs a pagewire node and talks to running ones.
+//
+//	pagewire mount   [-config PATH] [-- CMD ARGS...]
+//	pagewire status  [-url URL]
+//	pagewire export  -name DB [-url URL] PATH
+//	pagewire import  -name DB [-url URL] PATH
+//	pagewire version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// Version is the pagewire version, set at build time with
+// -ldflags "-X main.Version=...".
+var Version = "dev"
+
+const usage = `usage:
+  pagewire mount   [-config PATH] [-- CMD ARGS...]   run a node; run CMD once it is ready
+  pagewire status  [-url URL]                        role, primary, databases and positions
+  pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
+  pagewire import  -name DB [-url URL] PATH          replace a database on the primary
+  pagewire version
+`
+
+// exitError carries a child's exit code out of run.
+type exitError struct{ code int }
+
+func (e *exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:])
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		os.Exit(ee.code)
+	case errors.Is(err, errUsage):
+		fmt.Fprint(os.Stderr, usage)
+		os.Exit(2)
+	case err != nil:
+		fmt.Fprintln(os.Stderr, "pagewire:", err)
+		os.Exit(1)
+	}
+}
+
+var errUsage = errors.New("usage")
+
+func run(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return errUsage
+	}
+	switch args[0] {
+	case "mount":
+		return runMount(ctx, args[1:])
+	case "status":
+		return runStatus(ctx, args[1:], os.Stdout)
+	case "export":
+		return runExport(ctx, args[1:], os.Stdout)
+	case "import":
+		return runImport(ctx, args[1:], os.Stdout)
+	case "version":
+		fmt.Println("pagewire", Version)
+		return nil
+	case "-h", "-help", "--help", "help":
+		fmt.Print(usage)
+		return nil
+	}
+	fmt.Fprintf(os.Stderr, "pagewire: unknown command %q\n", args[0])
+	return errUsage
+}

@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/config"
+	"github.com/pagewire/pagewire/fusemount"
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+	"github.com/pagewire/pagewire/server"
+)
+
+// runMount runs every part of a node until ctx is done or the app exits.
+func runMount(ctx context.Context, args []string) error {
+	fset := flag.NewFlagSet("mount", flag.ContinueOnError)
+	configPath := fset.String("config", "", "config file (default: ./pagewire.yml, ./litefs.yml, /etc/pagewire.yml, /etc/litefs.yml, else the embedded single-node default)")
+	if err := fset.Parse(args); err != nil {
+		return errUsage
+	}
+	cfg, source, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	log := newLogger(cfg.Log)
+	log.Info("starting pagewire", "version", Version, "config", source, "fuse.dir", cfg.FUSE.Dir, "data.dir", cfg.Data.Dir, "http.addr", cfg.HTTP.Addr)
+
+	argv := fset.Args()
+	var app []string
+	if len(argv) > 0 {
+		app = argv
+	}
+
+	store, err := server.OpenStore(server.StoreConfig{Dir: cfg.Data.Dir, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	if cfg.Lease.Type != config.LeaseTypeStatic {
+		return fmt.Errorf("lease.type %q is not available in this build yet: use \"static\"", cfg.Lease.Type)
+	}
+	if cfg.Lease.Candidate {
+		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{})
+	} else {
+		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL})
+	}
+
+	lis, err := net.Listen("tcp", cfg.HTTP.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on http.addr %q: %w; is another node running? change http.addr", cfg.HTTP.Addr, err)
+	}
+	scfg := server.DefaultConfig()
+	scfg.Store, scfg.Listener, scfg.Logger = store, lis, log
+	scfg.Node = server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
+	srv, err := server.New(scfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	mcfg := fusemount.DefaultConfig()
+	mcfg.Dir, mcfg.AllowOther, mcfg.Debug, mcfg.Logger = cfg.FUSE.Dir, cfg.FUSE.AllowOther, cfg.FUSE.Debug, log
+	mcfg.Storage = storagev1.NewStorageServiceClient(srv.Conn())
+	mnt, err := fusemount.New(mcfg)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+
+	// Signals go to the app while it runs; the node stops once it exits.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
+	nodeCtx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopNode()
+	g, gctx := errgroup.WithContext(nodeCtx)
+	g.Go(func() error { return srv.Run(gctx) })
+	g.Go(func() error { return mnt.Run(gctx) })
+	var appErr error
+	g.Go(func() error {
+		select {
+		case <-mnt.Ready():
+		case <-gctx.Done():
+			return nil
+		}
+		srv.SetReady(true)
+		log.Info("node ready", "role", "primary", "mount", cfg.FUSE.Dir)
+		appErr = runApps(gctx, cfg, app, sigs, log)
+		if appErr != nil || len(app) > 0 || len(cfg.Exec) > 0 {
+			stopNode() // the app is done: so is the node
+			return nil
+		}
+		select {
+		case <-sigs:
+		case <-gctx.Done():
+		}
+		log.Info("stopping")
+		stopNode()
+		return nil
+	})
+	err = g.Wait()
+	if err != nil {
+		return err
+	}
+	return appErr
+}
+
+// runApps runs the exec commands and the -- command. All but the last
+// command run to completion first; the last one gets forwarded signals and
+// its exit code becomes pagewire's.
+func runApps(ctx context.Context, cfg config.Config, app []string, sigs <-chan os.Signal, log *slog.Logger) error {
+	var cmds [][]string
+	for _, e := range cfg.Exec {
+		if e.IfCandidate && !cfg.Lease.Candidate {
+			continue
+		}
+		cmds = append(cmds, shellArgs(e.Cmd))
+	}
+	if len(app) > 0 {
+		cmds = append(cmds, app)
+	}
+	for i, argv := range cmds {
+		last := i == len(cmds)-1
+		if err := runChild(ctx, argv, sigs, log); err != nil {
+			var ee *exitError
+			if !last && errors.As(err, &ee) {
+				return fmt.Errorf("exec %q failed with exit code %d; the app was not started", strings.Join(argv, " "), ee.code)
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+// shellArgs runs a command line through sh only when it needs a shell.
+func shellArgs(cmd string) []string {
+	if strings.ContainsAny(cmd, "|&;<>()$`\\\"'*?[]#~=%{}") {
+		return []string{"/bin/sh", "-c", cmd}
+	}
+	return strings.Fields(cmd)
+}
+
+// runChild runs one command, forwarding signals, and returns an *exitError
+// for a non-zero exit.
+func runChild(ctx context.Context, argv []string, sigs <-chan os.Signal, log *slog.Logger) error {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %q: %w", argv[0], err)
+	}
+	log.Info("started app", "cmd", strings.Join(argv, " "), "pid", cmd.Process.Pid)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	for {
+		select {
+		case sig := <-sigs:
+			log.Info("forwarding signal to app", "signal", sig.String())
+			_ = cmd.Process.Signal(sig)
+		case <-ctx.Done():
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			t := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+			<-done
+			t.Stop()
+			return nil
+		case err := <-done:
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code := ee.ExitCode()
+				if code < 0 { // killed by a signal
+					code = 128 + int(ee.Sys().(syscall.WaitStatus).Signal())
+				}
+				log.Info("app exited", "cmd", argv[0], "code", code)
+				return &exitError{code: code}
+			}
+			if err != nil {
+				return err
+			}
+			log.Info("app exited", "cmd", argv[0], "code", 0)
+			return nil
+		}
+	}
+}
+
+// loadConfig finds and loads the config, or the embedded default.
+func loadConfig(explicit string) (config.Config, string, error) {
+	path, err := config.Find(explicit)
+	if err != nil {
+		return config.Config{}, "", err
+	}
+	if path == "" {
+		return config.Default(), "embedded default", nil
+	}
+	cfg, err := config.Load(path, os.Getenv)
+	return cfg, path, err
+}
+
+func newLogger(c config.LogConfig) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if c.Debug {
+		opts.Level = slog.LevelDebug
+	}
+	if c.Format == config.LogFormatJSON {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}

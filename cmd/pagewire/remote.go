@@ -1,0 +1,181 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+)
+
+const defaultURL = "http://localhost:20202"
+
+// dial connects to the node at rawURL.
+func dial(rawURL string) (*grpc.ClientConn, error) {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("-url %q is not a URL like %s", rawURL, defaultURL)
+	}
+	return grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
+}
+
+func runStatus(ctx context.Context, args []string, out io.Writer) error {
+	fset := flag.NewFlagSet("status", flag.ContinueOnError)
+	rawURL := fset.String("url", defaultURL, "node URL")
+	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
+		return errUsage
+	}
+	conn, err := dial(*rawURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin := adminv1.NewAdminServiceClient(conn)
+	node, err := admin.GetNode(ctx, &adminv1.GetNodeRequest{})
+	if err != nil {
+		return fmt.Errorf("node at %s: %w (is it running? check -url)", *rawURL, client.Error(err))
+	}
+	dbs, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
+	if err != nil {
+		return client.Error(err)
+	}
+	fmt.Fprintf(out, "hostname: %s\nrole:     %s\nprimary:  %s\nversion:  %s\n\n", node.GetHostname(), roleName(node.GetRole()), node.GetPrimary(), node.GetVersion())
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "DATABASE\tTXID\tCHECKSUM\tPAGES\tPAGE SIZE")
+	for _, d := range dbs.GetDatabases() {
+		fmt.Fprintf(tw, "%s\t%016x\t%016x\t%d\t%d\n", d.GetName(), d.GetTxid(), d.GetChecksum(), d.GetPageCount(), d.GetPageSize())
+	}
+	return tw.Flush()
+}
+
+func roleName(r adminv1.Role) string {
+	switch r {
+	case adminv1.Role_ROLE_PRIMARY:
+		return "primary"
+	case adminv1.Role_ROLE_REPLICA:
+		return "replica"
+	}
+	return "unknown"
+}
+
+// parseNameFlags parses -name, -url and one PATH argument.
+func parseNameFlags(cmd string, args []string) (name, rawURL, path string, err error) {
+	fset := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	n := fset.String("name", "", "database name")
+	u := fset.String("url", defaultURL, "node URL")
+	if err := fset.Parse(args); err != nil || fset.NArg() != 1 {
+		return "", "", "", errUsage
+	}
+	if err := pagewire.ValidateDBName(*n); err != nil {
+		return "", "", "", fmt.Errorf("-name: %w", err)
+	}
+	return *n, *u, fset.Arg(0), nil
+}
+
+func runExport(ctx context.Context, args []string, out io.Writer) error {
+	name, rawURL, path, err := parseNameFlags("export", args)
+	if err != nil {
+		return err
+	}
+	conn, err := dial(rawURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := adminv1.NewAdminServiceClient(conn).ExportDatabase(ctx, &adminv1.ExportDatabaseRequest{Name: name})
+	if err != nil {
+		return client.Error(err)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".pagewire-export-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	var last *adminv1.ExportDatabaseResponse
+	for {
+		msg, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			tmp.Close()
+			return fmt.Errorf("export %q: %w", name, client.Error(err))
+		}
+		if _, err := tmp.Write(msg.GetData()); err != nil {
+			tmp.Close()
+			return err
+		}
+		last = msg
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "exported %s at %s to %s\n", name, pagewire.Pos{TXID: pagewire.TXID(last.GetTxid()), Checksum: last.GetChecksum()}, path)
+	return nil
+}
+
+func runImport(ctx context.Context, args []string, out io.Writer) error {
+	name, rawURL, path, err := parseNameFlags("import", args)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	conn, err := dial(rawURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stream, err := adminv1.NewAdminServiceClient(conn).ImportDatabase(ctx)
+	if err != nil {
+		return client.Error(err)
+	}
+	buf := make([]byte, 1<<20)
+	first := true
+	for {
+		n, rerr := f.Read(buf)
+		if n > 0 || first {
+			msg := &adminv1.ImportDatabaseRequest{Data: buf[:n]}
+			if first {
+				msg.Name, first = name, false
+			}
+			if err := stream.Send(msg); err != nil {
+				break // the server's reason comes from CloseAndRecv
+			}
+		}
+		if errors.Is(rerr, io.EOF) {
+			break
+		}
+		if rerr != nil {
+			return rerr
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return fmt.Errorf("import %q: %w", name, client.Error(err))
+	}
+	d := resp.GetDatabase()
+	fmt.Fprintf(out, "imported %s: %d pages, now at %s\n", d.GetName(), d.GetPageCount(), pagewire.Pos{TXID: pagewire.TXID(d.GetTxid()), Checksum: d.GetChecksum()})
+	return nil
+}

@@ -1,0 +1,130 @@
+package fusemount
+
+import (
+	"context"
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+)
+
+// fileNode is one file on the mount, addressed on the server by its id.
+type fileNode struct {
+	fs.Inode
+	m        *Mount
+	name     string
+	id       uint64
+	volatile bool // content changes on the server: no caching
+	readOnly bool
+}
+
+var (
+	_ fs.NodeOpener    = (*fileNode)(nil)
+	_ fs.NodeReader    = (*fileNode)(nil)
+	_ fs.NodeWriter    = (*fileNode)(nil)
+	_ fs.NodeFsyncer   = (*fileNode)(nil)
+	_ fs.NodeGetattrer = (*fileNode)(nil)
+	_ fs.NodeSetattrer = (*fileNode)(nil)
+	_ fs.NodeReleaser  = (*fileNode)(nil)
+)
+
+// handle marks an open file; Release tells the server it was closed.
+type handle struct{}
+
+func (n *fileNode) fill(fi *storagev1.FileInfo, a *fuse.Attr) {
+	a.Ino = fi.GetFileId()
+	a.Size = uint64(fi.GetSize())
+	a.Blocks = (a.Size + 511) / 512
+	a.Blksize = 4096
+	a.Nlink = 1
+	a.Mode = syscall.S_IFREG | 0o644
+	if fi.GetReadOnly() {
+		a.Mode = syscall.S_IFREG | 0o444
+	}
+	if t := fi.GetModTime(); t != nil {
+		a.Mtime, a.Mtimensec = uint64(t.GetSeconds()), uint32(t.GetNanos())
+		a.Ctime, a.Ctimensec = a.Mtime, a.Mtimensec
+		a.Atime, a.Atimensec = a.Mtime, a.Mtimensec
+	}
+}
+
+func (n *fileNode) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	return n.open(ctx, flags)
+}
+
+func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, syscall.Errno) {
+	write := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if write && n.readOnly {
+		return nil, 0, syscall.EACCES
+	}
+	if _, err := n.m.cfg.Storage.OpenFile(ctx, &storagev1.OpenFileRequest{FileId: n.id, Write: write}); err != nil {
+		return nil, 0, n.m.fail("open", n.name, err)
+	}
+	if n.volatile {
+		return &handle{}, fuse.FOPEN_DIRECT_IO, 0
+	}
+	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+}
+
+func (n *fileNode) Release(ctx context.Context, _ fs.FileHandle) syscall.Errno {
+	// Release must reach the server even if the closing process is gone.
+	if _, err := n.m.cfg.Storage.CloseFile(context.WithoutCancel(ctx), &storagev1.CloseFileRequest{FileId: n.id}); err != nil {
+		return n.m.fail("close", n.name, err)
+	}
+	return 0
+}
+
+func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	resp, err := n.m.cfg.Storage.ReadFile(ctx, &storagev1.ReadFileRequest{FileId: n.id, Offset: off, Length: int64(len(dest))})
+	if err != nil {
+		return nil, n.m.fail("read", n.name, err)
+	}
+	return fuse.ReadResultData(resp.GetData()), 0
+}
+
+func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if _, err := n.m.cfg.Storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: n.id, Offset: off, Data: data}); err != nil {
+		return 0, n.m.fail("write", n.name, err)
+	}
+	return uint32(len(data)), 0
+}
+
+func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
+	if _, err := n.m.cfg.Storage.SyncFile(ctx, &storagev1.SyncFileRequest{FileId: n.id}); err != nil {
+		return n.m.fail("fsync", n.name, err)
+	}
+	return 0
+}
+
+func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	resp, err := n.m.cfg.Storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: n.name})
+	if err != nil {
+		return n.m.fail("stat", n.name, err)
+	}
+	if resp.GetFile().GetFileId() != n.id {
+		return syscall.ESTALE // deleted and created again: the kernel looks it up anew
+	}
+	n.fill(resp.GetFile(), &out.Attr)
+	if !n.volatile {
+		out.SetTimeout(n.m.cfg.CacheTimeout)
+	}
+	return 0
+}
+
+func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if size, ok := in.GetSize(); ok {
+		resp, err := n.m.cfg.Storage.TruncateFile(ctx, &storagev1.TruncateFileRequest{FileId: n.id, Size: int64(size)})
+		if err != nil {
+			return n.m.fail("truncate", n.name, err)
+		}
+		n.fill(resp.GetFile(), &out.Attr)
+		if !n.volatile {
+			out.SetTimeout(n.m.cfg.CacheTimeout)
+		}
+		return 0
+	}
+	// Modes, owners and times are not stored: every file is 0644, root's.
+	return n.Getattr(ctx, fh, out)
+}

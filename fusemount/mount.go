@@ -1,0 +1,150 @@
+package fusemount
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fs"
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+)
+
+// Config configures a Mount.
+type Config struct {
+	Dir        string                         // the mount point (fuse.dir); required
+	Storage    storagev1.StorageServiceClient // the storage server; required
+	AllowOther bool                           // fuse.allow-other
+	Debug      bool                           // fuse.debug: log every FUSE request
+	Logger     *slog.Logger                   // nil: slog.Default()
+	// CacheTimeout is how long the kernel trusts names and attributes of
+	// files whose content only changes through this mount.
+	CacheTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with every optional value set.
+func DefaultConfig() Config {
+	return Config{CacheTimeout: time.Second}
+}
+
+// Validate reports the first missing or bad value.
+func (c Config) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("fuse.dir is not set")
+	case c.Storage == nil:
+		return errors.New("fusemount: Storage is required")
+	case c.CacheTimeout < 0:
+		return errors.New("fusemount: CacheTimeout must be >= 0")
+	}
+	return nil
+}
+
+// Mount is the FUSE filesystem of one node.
+type Mount struct {
+	cfg   Config
+	log   *slog.Logger
+	ready chan struct{}
+}
+
+// New validates cfg; Run mounts.
+func New(cfg Config) (*Mount, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Mount{cfg: cfg, log: log.With("component", "fusemount"), ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the filesystem is mounted and serving.
+func (m *Mount) Ready() <-chan struct{} { return m.ready }
+
+// Run mounts the filesystem, serves it until ctx is done, then unmounts.
+// A stale mount left at the mount point by a killed node is cleared first.
+func (m *Mount) Run(ctx context.Context) error {
+	dir := m.cfg.Dir
+	clearStaleMount(dir, m.log)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create fuse.dir %q: %w; fix its permissions or choose another fuse.dir", dir, err)
+	}
+	timeout := m.cfg.CacheTimeout
+	negative := timeout
+	root := &rootNode{m: m}
+	opts := &fs.Options{
+		EntryTimeout:    &timeout,
+		AttrTimeout:     &timeout,
+		NegativeTimeout: &negative,
+		MountOptions: fuse.MountOptions{
+			FsName:                   "pagewire",
+			Name:                     "pagewire",
+			AllowOther:               m.cfg.AllowOther,
+			Debug:                    m.cfg.Debug,
+			DirectMount:              true,
+			DisableXAttrs:            true, // else a security.capability lookup per write()
+			ExplicitDataCacheControl: true, // keep the page cache; the server says when to drop it
+			MaxWrite:                 1 << 20,
+			MaxReadAhead:             1 << 20,
+		},
+	}
+	srv, err := fs.Mount(dir, root, opts)
+	if err != nil {
+		return fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
+	}
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return fmt.Errorf("mount %q: %w", dir, err)
+	}
+	m.log.Info("mounted", "dir", dir)
+	close(m.ready)
+	done := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(done)
+	}()
+	select {
+	case <-ctx.Done():
+	case <-done:
+		return fmt.Errorf("fuse mount %q ended unexpectedly (unmounted from outside?)", dir)
+	}
+	return m.unmount(srv, done)
+}
+
+// unmount unmounts, retrying while files are busy, and detaches lazily as a
+// last resort so that no mount is left behind.
+func (m *Mount) unmount(srv *fuse.Server, done <-chan struct{}) error {
+	var err error
+	for i := 0; i < 20; i++ {
+		if err = srv.Unmount(); err == nil {
+			break
+		}
+		t := time.NewTimer(100 * time.Millisecond)
+		<-t.C
+	}
+	if err != nil {
+		m.log.Warn("mount is busy; detaching it lazily", "dir", m.cfg.Dir, "error", err)
+		if derr := syscall.Unmount(m.cfg.Dir, syscall.MNT_DETACH); derr != nil {
+			return fmt.Errorf("unmount %q: %w", m.cfg.Dir, err)
+		}
+	}
+	<-done
+	m.log.Info("unmounted", "dir", m.cfg.Dir)
+	return nil
+}
+
+// clearStaleMount detaches a FUSE mount whose daemon died (stat gives
+// ENOTCONN), as kill -9 of a node leaves behind.
+func clearStaleMount(dir string, log *slog.Logger) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+		log.Warn("clearing a stale mount left by a previous run", "dir", dir)
+		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+	}
+}

@@ -1,0 +1,224 @@
+package pagewire
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// TXID is a database's transaction ID: 1 for a new database, then one more
+// for every committed write transaction.
+type TXID uint64
+
+// String formats the TXID as 16 hex digits, as LiteFS does.
+func (t TXID) String() string { return fmt.Sprintf("%016x", uint64(t)) }
+
+// Pos is a database's position: its TXID and the rolling checksum of its
+// pages at that TXID.
+type Pos struct {
+	TXID     TXID
+	Checksum uint64 // XOR of per-page CRC64s, top bit set (DESIGN §7)
+}
+
+// String formats the position as the -pos file does: "%016x/%016x".
+func (p Pos) String() string { return fmt.Sprintf("%016x/%016x", uint64(p.TXID), p.Checksum) }
+
+// Role is a node's role in its cluster.
+type Role int
+
+// The roles a node can have.
+const (
+	RoleUnknown Role = iota // no role yet
+	RolePrimary             // holds the write lease
+	RoleReplica             // read-only
+)
+
+// String names the role.
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleReplica:
+		return "replica"
+	default:
+		return "unknown"
+	}
+}
+
+// ReasonReadOnly is the google.rpc.ErrorInfo reason of a write refused
+// because this node is not the primary.
+const ReasonReadOnly = "READONLY_DBMOVED"
+
+// Errors that cross component boundaries. Compare with errors.Is.
+var (
+	// ErrNotFound: the database or file does not exist.
+	ErrNotFound = errors.New("not found")
+	// ErrInvalidName: the name is not a plain file name.
+	ErrInvalidName = errors.New("invalid name")
+	// ErrNotWAL: the operation would take a database out of WAL mode.
+	ErrNotWAL = errors.New("databases on pagewire stay in WAL mode")
+	// ErrReadOnly: writes are refused on this node (see ReadOnlyError).
+	ErrReadOnly = errors.New("database is read-only on this node")
+	// ErrStale: the file was deleted and created again since it was opened.
+	ErrStale = errors.New("stale file handle")
+	// ErrBusy: the database is in use and the operation needs it idle.
+	ErrBusy = errors.New("database is in use")
+	// ErrCorrupt: stored data does not match its checksum or format.
+	ErrCorrupt = errors.New("data is corrupt")
+	// ErrInvalidArgument: a request carries a bad value.
+	ErrInvalidArgument = errors.New("invalid argument")
+)
+
+// ReadOnlyError is a write refused because another node is the primary.
+type ReadOnlyError struct {
+	Primary      string // the primary's hostname, "" when unknown
+	AdvertiseURL string // the primary's advertise URL, "" when unknown
+}
+
+// Error says where writes must go.
+func (e *ReadOnlyError) Error() string {
+	if e.Primary == "" {
+		return "database is read-only on this node: no primary is known; wait for one to be elected"
+	}
+	return fmt.Sprintf("database is read-only on this node: send writes to the primary %s (%s)", e.Primary, e.AdvertiseURL)
+}
+
+// Is makes errors.Is(err, ErrReadOnly) true.
+func (e *ReadOnlyError) Is(target error) bool { return target == ErrReadOnly }
+
+// FileKind is what a file on the mount is.
+type FileKind int
+
+// The kinds of files on the mount.
+const (
+	FileDatabase FileKind = iota + 1 // the main database file
+	FileWAL                          // <db>-wal
+	FileSHM                          // <db>-shm
+	FilePos                          // <db>-pos, read-only position
+	FileJournal                      // <db>-journal: always refused
+	FilePrimary                      // .primary, on replicas
+)
+
+// PrimaryFileName is the mount file that names the primary on replicas.
+const PrimaryFileName = ".primary"
+
+var suffixes = []struct {
+	suffix string
+	kind   FileKind
+}{
+	{"-wal", FileWAL},
+	{"-shm", FileSHM},
+	{"-pos", FilePos},
+	{"-journal", FileJournal},
+}
+
+// ParseFileName splits a mount file name into its database name and kind.
+// It returns ErrInvalidName for names that are not plain file names.
+func ParseFileName(name string) (db string, kind FileKind, err error) {
+	if name == PrimaryFileName {
+		return "", FilePrimary, nil
+	}
+	for _, s := range suffixes {
+		if base, ok := strings.CutSuffix(name, s.suffix); ok {
+			if err := ValidateDBName(base); err != nil {
+				return "", 0, err
+			}
+			return base, s.kind, nil
+		}
+	}
+	if err := ValidateDBName(name); err != nil {
+		return "", 0, err
+	}
+	return name, FileDatabase, nil
+}
+
+// FileName is the mount name of a database's file of the given kind.
+func FileName(db string, kind FileKind) string {
+	switch kind {
+	case FilePrimary:
+		return PrimaryFileName
+	case FileDatabase:
+		return db
+	}
+	for _, s := range suffixes {
+		if s.kind == kind {
+			return db + s.suffix
+		}
+	}
+	return db
+}
+
+// MaxNameLen is the longest database name, leaving room for "-journal" within
+// the 255 bytes a file name may have.
+const MaxNameLen = 255 - len("-journal")
+
+// ValidateDBName checks that name can be a database: a plain file name with no
+// "/", no NUL, not "." or "..", not starting with ".", not ending in a
+// reserved suffix, at most MaxNameLen bytes.
+func ValidateDBName(name string) error {
+	switch {
+	case name == "":
+		return fmt.Errorf("%w: database name is empty", ErrInvalidName)
+	case len(name) > MaxNameLen:
+		return fmt.Errorf("%w: database name is %d bytes; the limit is %d", ErrInvalidName, len(name), MaxNameLen)
+	case strings.ContainsAny(name, "/\x00"):
+		return fmt.Errorf("%w: database name %q has a '/' or NUL byte: use a plain file name", ErrInvalidName, name)
+	case strings.HasPrefix(name, "."):
+		return fmt.Errorf("%w: database name %q starts with '.', which pagewire reserves", ErrInvalidName, name)
+	}
+	for _, s := range suffixes {
+		if strings.HasSuffix(name, s.suffix) {
+			return fmt.Errorf("%w: database name %q ends in %q, which SQLite uses for its own files", ErrInvalidName, name, s.suffix)
+		}
+	}
+	return nil
+}
+
+// Reasons carried in google.rpc.ErrorInfo so that errors.Is works across
+// the wire. Each names one sentinel above.
+const (
+	ReasonNotFound        = "NOT_FOUND"
+	ReasonInvalidName     = "INVALID_NAME"
+	ReasonNotWAL          = "NOT_WAL"
+	ReasonStale           = "STALE_FILE"
+	ReasonBusy            = "BUSY"
+	ReasonCorrupt         = "CORRUPT"
+	ReasonInvalidArgument = "INVALID_ARGUMENT"
+)
+
+// ErrorDomain is the google.rpc.ErrorInfo domain of pagewire's errors.
+const ErrorDomain = "pagewire.dev"
+
+var reasons = []struct {
+	reason string
+	err    error
+}{
+	{ReasonReadOnly, ErrReadOnly},
+	{ReasonNotFound, ErrNotFound},
+	{ReasonInvalidName, ErrInvalidName},
+	{ReasonNotWAL, ErrNotWAL},
+	{ReasonStale, ErrStale},
+	{ReasonBusy, ErrBusy},
+	{ReasonCorrupt, ErrCorrupt},
+	{ReasonInvalidArgument, ErrInvalidArgument},
+}
+
+// ReasonOf is the wire reason of err, or "" if err is none of the sentinels.
+func ReasonOf(err error) string {
+	for _, r := range reasons {
+		if errors.Is(err, r.err) {
+			return r.reason
+		}
+	}
+	return ""
+}
+
+// ErrorOf is the sentinel for a wire reason, or nil if the reason is unknown.
+func ErrorOf(reason string) error {
+	for _, r := range reasons {
+		if r.reason == reason {
+			return r.err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/pagewire/pagewire"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+)
+
+// exportChunk is the size of one ExportDatabase message.
+const exportChunk = 1 << 20
+
+// adminService serves AdminService from a Store.
+type adminService struct {
+	adminv1.UnimplementedAdminServiceServer
+	store *Store
+	node  NodeInfo
+}
+
+var _ adminv1.AdminServiceServer = (*adminService)(nil)
+
+func (a *adminService) ListDatabases(context.Context, *adminv1.ListDatabasesRequest) (*adminv1.ListDatabasesResponse, error) {
+	dbs := a.store.Databases()
+	resp := &adminv1.ListDatabasesResponse{Databases: make([]*adminv1.Database, len(dbs))}
+	for i, di := range dbs {
+		resp.Databases[i] = databaseToProto(di)
+	}
+	return resp, nil
+}
+
+func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRequest) (*adminv1.GetDatabaseResponse, error) {
+	di, err := a.store.Database(req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &adminv1.GetDatabaseResponse{Database: databaseToProto(di)}, nil
+}
+
+func (a *adminService) GetNode(context.Context, *adminv1.GetNodeRequest) (*adminv1.GetNodeResponse, error) {
+	role, ro := a.store.Role()
+	primary := ro.Primary
+	if role == pagewire.RolePrimary {
+		primary = a.node.Hostname
+	}
+	return &adminv1.GetNodeResponse{Hostname: a.node.Hostname, AdvertiseUrl: a.node.AdvertiseURL,
+		Role: roleToProto(role), Primary: primary, Version: a.node.Version}, nil
+}
+
+// chunkWriter sends what is written to it as ExportDatabase messages.
+type chunkWriter struct {
+	send func(*adminv1.ExportDatabaseResponse) error
+}
+
+func (w *chunkWriter) Write(p []byte) (int, error) {
+	for off := 0; off < len(p); off += exportChunk {
+		end := min(off+exportChunk, len(p))
+		msg := &adminv1.ExportDatabaseResponse{Data: p[off:end]}
+		if err := w.send(msg); err != nil {
+			return off, err
+		}
+	}
+	return len(p), nil
+}
+
+func (a *adminService) ExportDatabase(req *adminv1.ExportDatabaseRequest, stream adminv1.AdminService_ExportDatabaseServer) error {
+	w := &chunkWriter{send: stream.Send}
+	pos, err := a.store.Export(req.GetName(), w)
+	if err != nil {
+		return toStatus(fmt.Errorf("export %q: %w", req.GetName(), err))
+	}
+	// The last message carries the position the snapshot was taken at.
+	return stream.Send(&adminv1.ExportDatabaseResponse{Txid: uint64(pos.TXID), Checksum: pos.Checksum})
+}
+
+// importReader reads the data of ImportDatabase messages.
+type importReader struct {
+	recv func() (*adminv1.ImportDatabaseRequest, error)
+	buf  []byte
+}
+
+func (r *importReader) Read(p []byte) (int, error) {
+	for len(r.buf) == 0 {
+		msg, err := r.recv()
+		if err != nil {
+			return 0, err // io.EOF at the end of the stream
+		}
+		r.buf = msg.GetData()
+	}
+	n := copy(p, r.buf)
+	r.buf = r.buf[n:]
+	return n, nil
+}
+
+func (a *adminService) ImportDatabase(stream adminv1.AdminService_ImportDatabaseServer) error {
+	first, err := stream.Recv()
+	if errors.Is(err, io.EOF) {
+		return toStatus(fmt.Errorf("%w: import stream is empty", pagewire.ErrInvalidArgument))
+	} else if err != nil {
+		return err
+	}
+	r := &importReader{recv: stream.Recv, buf: first.GetData()}
+	di, err := a.store.Import(first.GetName(), r)
+	if err != nil {
+		return toStatus(err)
+	}
+	return stream.SendAndClose(&adminv1.ImportDatabaseResponse{Database: databaseToProto(di)})
+}

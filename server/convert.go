@@ -1,0 +1,50 @@
+package server
+
+import (
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/pagewire/pagewire"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+)
+
+var kindToProto = map[pagewire.FileKind]storagev1.FileKind{
+	pagewire.FileDatabase: storagev1.FileKind_FILE_KIND_DATABASE,
+	pagewire.FileWAL:      storagev1.FileKind_FILE_KIND_WAL,
+	pagewire.FileSHM:      storagev1.FileKind_FILE_KIND_SHM,
+	pagewire.FilePos:      storagev1.FileKind_FILE_KIND_POS,
+	pagewire.FilePrimary:  storagev1.FileKind_FILE_KIND_PRIMARY,
+}
+
+func fileInfoToProto(fi FileInfo) *storagev1.FileInfo {
+	return &storagev1.FileInfo{
+		Name:     fi.Name,
+		FileId:   fi.ID,
+		Kind:     kindToProto[fi.Kind],
+		Size:     fi.Size,
+		ModTime:  timestamppb.New(fi.ModTime),
+		ReadOnly: fi.ReadOnly,
+		Volatile: fi.Volatile,
+	}
+}
+
+func databaseToProto(di DatabaseInfo) *adminv1.Database {
+	return &adminv1.Database{
+		Name:        di.Name,
+		Txid:        uint64(di.Pos.TXID),
+		Checksum:    di.Pos.Checksum,
+		PageSize:    di.PageSize,
+		PageCount:   di.PageCount,
+		OpenHandles: int32(di.OpenHandles),
+	}
+}
+
+func roleToProto(r pagewire.Role) adminv1.Role {
+	switch r {
+	case pagewire.RolePrimary:
+		return adminv1.Role_ROLE_PRIMARY
+	case pagewire.RoleReplica:
+		return adminv1.Role_ROLE_REPLICA
+	}
+	return adminv1.Role_ROLE_UNSPECIFIED
+}

@@ -1,0 +1,568 @@
+package server
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// Names of a database's files inside its folder under data.dir/dbs.
+const (
+	databaseFileName = "database"
+	walFileName      = "wal"
+	metaFileName     = "meta"
+)
+
+// database is one SQLite database: its files under data.dir, the -shm in
+// memory, and its position.
+type database struct {
+	name string
+	dir  string
+	log  *slog.Logger
+
+	// mu guards every field below. Reads of file data take it shared;
+	// writes, truncations and deletions take it exclusive.
+	mu       sync.RWMutex
+	db       *os.File
+	wal      *os.File // nil while there is no -wal
+	metaFile *os.File
+	shm      []byte
+	hasSHM   bool
+	ids      fileIDs
+	modTime  [pagewire.FilePrimary + 1]time.Time
+	pageSize uint32
+	pos      pagewire.Pos
+	pages    []uint64 // per-page checksums, index pgno-1; len = pages in the database
+	w        walState
+	// metaUnsynced is set when the meta file records a WAL generation that
+	// has not been fsync'd; the next fsync of the WAL syncs it too.
+	metaUnsynced bool
+	handles      int    // open file handles on the mount
+	frameBuf     []byte // scratch for one WAL frame, used under mu
+	startupErr   error  // a checksum mismatch found when the database was opened
+	deleted      bool   // set once the database is deleted; its files are closed
+}
+
+// fileIDs are the ids of a database's files; 0 means the file does not exist.
+type fileIDs struct {
+	db, wal, shm, pos uint64
+}
+
+// walState follows the current WAL generation.
+type walState struct {
+	hdr         walHeader
+	ok          bool   // a valid header has been written; frames may follow
+	commitFrame uint32 // last frame of the last counted commit
+	ck1, ck2    uint32 // running checksum at commitFrame
+	index       map[uint32]uint32
+	pending     []pendingFrame // frames scanned past commitFrame, not yet committed
+}
+
+type pendingFrame struct {
+	pgno     uint32
+	checksum uint64
+	frame    uint32
+}
+
+// createDatabase makes a new database in dir: an empty one-page database in
+// WAL mode, at TXID 1.
+func createDatabase(dir, name string, log *slog.Logger, newID func() uint64) (*database, error) {
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("create database folder: %w", err)
+	}
+	page := newDatabasePage(defaultPageSize)
+	if err := writeFileSync(filepath.Join(dir, databaseFileName), page); err != nil {
+		return nil, err
+	}
+	m := meta{Pos: pagewire.Pos{TXID: 1, Checksum: pageChecksum(1, page) | checksumFlag}, PageSize: defaultPageSize}
+	if err := writeFileSync(filepath.Join(dir, metaFileName), m.encode()); err != nil {
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	return openDatabase(dir, name, log, newID)
+}
+
+// openDatabase opens a database folder, recomputes its checksum from its
+// pages and WAL, counts commits the meta file has not recorded, and reports a
+// checksum that disagrees with the recorded one.
+func openDatabase(dir, name string, log *slog.Logger, newID func() uint64) (*database, error) {
+	d := &database{name: name, dir: dir, log: log.With(logKeyDB, name)}
+	var err error
+	if d.db, err = os.OpenFile(filepath.Join(dir, databaseFileName), os.O_RDWR, 0); err != nil {
+		return nil, fmt.Errorf("open database %q: %w", name, err)
+	}
+	if err := d.load(); err != nil {
+		d.closeFiles()
+		return nil, fmt.Errorf("open database %q: %w", name, err)
+	}
+	d.ids = fileIDs{db: newID(), pos: newID()}
+	if d.wal != nil {
+		d.ids.wal = newID()
+	}
+	now := time.Now()
+	for i := range d.modTime {
+		d.modTime[i] = now
+	}
+	return d, nil
+}
+
+func (d *database) load() error {
+	hdr := make([]byte, 100)
+	if _, err := d.db.ReadAt(hdr, 0); err != nil {
+		return fmt.Errorf("read header: %w", err)
+	}
+	if err := validateDBHeader(hdr); err != nil {
+		return fmt.Errorf("%w: %v", pagewire.ErrCorrupt, err)
+	}
+	d.pageSize = dbHeaderPageSize(hdr)
+	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
+	fi, err := d.db.Stat()
+	if err != nil {
+		return err
+	}
+	nPage := dbHeaderPageCount(hdr)
+	if nPage == 0 {
+		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
+	}
+	if err := d.loadPages(nPage); err != nil {
+		return err
+	}
+
+	f, err := os.OpenFile(filepath.Join(d.dir, metaFileName), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	d.metaFile = f
+	buf := make([]byte, metaSize)
+	n, _ := f.ReadAt(buf, 0)
+	m, merr := decodeMeta(buf[:n])
+	if merr != nil {
+		d.log.Warn("database meta file is missing or damaged; its TXID restarts at 1", logKeyError, merr)
+		m = meta{Pos: pagewire.Pos{TXID: 1, Checksum: d.pos.Checksum}}
+	}
+	d.pos.TXID = m.Pos.TXID
+
+	if d.wal, err = os.OpenFile(filepath.Join(d.dir, walFileName), os.O_RDWR, 0); errors.Is(err, fs.ErrNotExist) {
+		d.wal = nil
+	} else if err != nil {
+		return err
+	}
+	recovered, verifiable, err := d.recoverWAL(m)
+	if err != nil {
+		return err
+	}
+	if recovered > 0 {
+		d.log.Info("counted transactions the meta file had not recorded", "transactions", recovered, logKeyTXID, d.pos.TXID)
+	}
+	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum {
+		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded: the files under %s were changed outside pagewire",
+			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.dir)
+		d.log.Error("database checksum mismatch at startup", logKeyError, d.startupErr)
+	}
+	return d.saveMeta(true)
+}
+
+// loadPages computes the checksum of every page in the database file.
+func (d *database) loadPages(nPage uint32) error {
+	d.pages = make([]uint64, nPage)
+	r := bufio.NewReaderSize(io.NewSectionReader(d.db, 0, int64(nPage)*int64(d.pageSize)), 1<<20)
+	page := make([]byte, d.pageSize)
+	var sum uint64
+	for i := range d.pages {
+		if _, err := io.ReadFull(r, page); err != nil {
+			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+				clear(page) // a short file reads as zero pages, as SQLite does
+			} else {
+				return fmt.Errorf("read page %d: %w", i+1, err)
+			}
+		}
+		d.pages[i] = pageChecksum(uint32(i+1), page)
+		sum ^= d.pages[i]
+	}
+	d.pos.Checksum = sum | checksumFlag
+	return nil
+}
+
+// recoverWAL scans the -wal (if any) for committed transactions, applies
+// them to the page checksums, and works out the TXID from the meta record.
+// It reports how many commits the meta had not recorded, and whether the
+// recomputed checksum can be compared with the recorded one.
+func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error) {
+	d.w = walState{index: map[uint32]uint32{}}
+	if d.wal == nil {
+		return 0, true, nil
+	}
+	hdr := make([]byte, walHeaderSize)
+	if n, _ := d.wal.ReadAt(hdr, 0); n < walHeaderSize {
+		return 0, true, nil
+	}
+	h, herr := parseWALHeader(hdr)
+	if herr != nil || h.PageSize != d.pageSize {
+		return 0, true, nil // SQLite treats such a WAL as empty
+	}
+	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Ck1, h.Ck2
+	sameGen := h.Salt1 == m.Salt1 && h.Salt2 == m.Salt2
+	commits := 0
+	atMeta := !sameGen || m.CommitFrame == 0
+	if _, err := d.scanFrames(0, func(frame uint32) {
+		commits++
+		if sameGen && frame == m.CommitFrame {
+			atMeta = true
+			commits = 0
+		}
+	}); err != nil {
+		return 0, false, err
+	}
+	d.w.pending = nil
+	// d.pos.TXID is the meta's TXID plus every commit after the meta's frame.
+	d.pos.TXID += pagewire.TXID(commits)
+	if sameGen && !atMeta {
+		d.log.Error("the WAL ends before the last commit the meta file recorded; transactions were lost (power failure with synchronous=OFF or NORMAL?)",
+			"recorded_frame", m.CommitFrame, "wal_commit_frame", d.w.commitFrame)
+		return 0, false, nil
+	}
+	// The checksum can be compared only when nothing after the meta's frame
+	// was committed: checkpoints may have copied later pages into the file.
+	return commits, commits == 0, nil
+}
+
+// scanFrames reads the WAL frames after the last counted commit, up to
+// frame `upto` (0: to the end of the file), stopping at the first invalid
+// frame. Each commit frame applies its transaction and calls onCommit. It
+// returns how many valid frames it read.
+func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, error) {
+	d.w.pending = d.w.pending[:0]
+	next := d.w.commitFrame + 1
+	ck1, ck2 := d.w.ck1, d.w.ck2
+	read := 0
+	for f := next; upto == 0 || f <= upto; f++ {
+		buf := d.frameBuf
+		if n, err := d.wal.ReadAt(buf, walFrameOffset(f, d.pageSize)); n < len(buf) {
+			if err != nil && !errors.Is(err, io.EOF) {
+				return read, fmt.Errorf("read wal frame %d: %w", f, err)
+			}
+			break
+		}
+		fh := parseWALFrameHeader(buf)
+		if fh.Pgno == 0 || fh.Salt1 != d.w.hdr.Salt1 || fh.Salt2 != d.w.hdr.Salt2 {
+			break
+		}
+		be := d.w.hdr.bigEndianChecksum()
+		ck1, ck2 = walChecksum(be, ck1, ck2, buf[:8])
+		ck1, ck2 = walChecksum(be, ck1, ck2, buf[walFrameHeaderSize:])
+		if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
+			break
+		}
+		read++
+		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
+		if fh.Commit != 0 {
+			d.applyCommit(fh.Commit, f, ck1, ck2)
+			if onCommit != nil {
+				onCommit(f)
+			}
+		}
+	}
+	return read, nil
+}
+
+// applyCommit folds the pending frames, ending in commit frame `frame`, into
+// the page checksums and the WAL index.
+func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
+	sum := d.pos.Checksum &^ checksumFlag
+	if need := int(nPage); need > len(d.pages) {
+		d.pages = append(d.pages, make([]uint64, need-len(d.pages))...)
+	}
+	for _, p := range d.w.pending {
+		if int(p.pgno) > len(d.pages) {
+			continue // above the commit size: SQLite drops it
+		}
+		sum ^= d.pages[p.pgno-1] ^ p.checksum
+		d.pages[p.pgno-1] = p.checksum
+		d.w.index[p.pgno] = p.frame
+	}
+	for i := int(nPage); i < len(d.pages); i++ {
+		sum ^= d.pages[i]
+		delete(d.w.index, uint32(i+1))
+	}
+	d.pages = d.pages[:nPage]
+	d.pos.Checksum = sum | checksumFlag
+	d.pos.TXID++
+	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
+	d.w.pending = d.w.pending[:0]
+}
+
+// saveMeta records the position and WAL state; fsync makes it durable now,
+// otherwise it becomes durable at the next WAL fsync.
+func (d *database) saveMeta(fsync bool) error {
+	m := meta{Pos: d.pos, CommitFrame: d.w.commitFrame, Ck1: d.w.ck1, Ck2: d.w.ck2, PageSize: d.pageSize}
+	if d.w.ok {
+		m.Salt1, m.Salt2 = d.w.hdr.Salt1, d.w.hdr.Salt2
+	}
+	if _, err := d.metaFile.WriteAt(m.encode(), 0); err != nil {
+		return fmt.Errorf("write meta: %w", err)
+	}
+	if fsync {
+		if err := d.metaFile.Sync(); err != nil {
+			return fmt.Errorf("sync meta: %w", err)
+		}
+	}
+	return nil
+}
+
+// resetWAL forgets the WAL generation: the WAL was emptied or deleted,
+// which SQLite does only once every frame is in the database file.
+func (d *database) resetWAL() error {
+	d.w = walState{index: map[uint32]uint32{}, pending: d.w.pending[:0]}
+	d.metaUnsynced = true
+	return d.saveMeta(false)
+}
+
+// startGeneration follows a new WAL header: SQLite wrote it after every
+// frame of the last generation was copied into the database file.
+func (d *database) startGeneration(h walHeader) error {
+	if d.w.ok && h.Salt1 == d.w.hdr.Salt1 && h.Salt2 == d.w.hdr.Salt2 {
+		return nil
+	}
+	d.w = walState{hdr: h, ok: true, ck1: h.Ck1, ck2: h.Ck2, index: map[uint32]uint32{}, pending: d.w.pending[:0]}
+	d.metaUnsynced = true
+	return d.saveMeta(false)
+}
+
+// writeDB writes to the database file. Only checkpoints write it in WAL
+// mode; a write that would take page 1 out of WAL mode is refused.
+func (d *database) writeDB(off int64, data []byte) error {
+	if off < 100 {
+		if err := d.checkPage1Write(off, data); err != nil {
+			return err
+		}
+	}
+	_, err := d.db.WriteAt(data, off)
+	return err
+}
+
+func (d *database) checkPage1Write(off int64, data []byte) error {
+	hdr := make([]byte, 100)
+	if _, err := d.db.ReadAt(hdr, 0); err != nil {
+		return fmt.Errorf("read header: %w", err)
+	}
+	copy(hdr[off:], data)
+	if err := validateDBHeader(hdr); err != nil {
+		return fmt.Errorf("%w: refusing a write to %q: %v", pagewire.ErrInvalidArgument, d.name, err)
+	}
+	if hdr[18] != 2 || hdr[19] != 2 {
+		return fmt.Errorf("%w: refusing to change %q out of WAL mode (PRAGMA journal_mode must stay WAL)", pagewire.ErrNotWAL, d.name)
+	}
+	if dbHeaderPageSize(hdr) != d.pageSize {
+		return fmt.Errorf("%w: refusing to change the page size of %q", pagewire.ErrInvalidArgument, d.name)
+	}
+	return nil
+}
+
+// writeWAL writes to the -wal and counts the transactions whose commit
+// frames the write completes.
+func (d *database) writeWAL(off int64, data []byte) error {
+	var hdr walHeader
+	isHeader := off == 0 && len(data) >= walHeaderSize
+	if isHeader {
+		var err error
+		if hdr, err = parseWALHeader(data); err != nil {
+			return fmt.Errorf("%w: bad WAL header for %q: %v", pagewire.ErrInvalidArgument, d.name, err)
+		}
+		if hdr.PageSize != d.pageSize {
+			return fmt.Errorf("%w: WAL page size %d differs from the database's %d", pagewire.ErrInvalidArgument, hdr.PageSize, d.pageSize)
+		}
+	}
+	if _, err := d.wal.WriteAt(data, off); err != nil {
+		return err
+	}
+	if isHeader {
+		return d.startGeneration(hdr)
+	}
+	if !d.w.ok {
+		return nil
+	}
+	frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
+	end := off + int64(len(data))
+	if end <= walHeaderSize || (end-walHeaderSize)%frameSize != 0 {
+		return nil
+	}
+	k := uint32((end - walHeaderSize) / frameSize)
+	if k <= d.w.commitFrame {
+		return nil
+	}
+	// Only a commit frame's completion can commit; look at its header.
+	var fh [walFrameHeaderSize]byte
+	if _, err := d.wal.ReadAt(fh[:], walFrameOffset(k, d.pageSize)); err != nil {
+		return fmt.Errorf("read wal frame header: %w", err)
+	}
+	if binary.BigEndian.Uint32(fh[4:]) == 0 {
+		return nil
+	}
+	before := d.pos.TXID
+	if _, err := d.scanFrames(k, nil); err != nil {
+		return err
+	}
+	d.w.pending = d.w.pending[:0]
+	if d.pos.TXID == before {
+		d.log.Warn("a WAL commit frame failed validation; not counted", "frame", k)
+		return nil
+	}
+	return d.saveMeta(false)
+}
+
+// readPage reads page pgno of the committed database: from its newest WAL
+// frame, else from the database file. mu must be held.
+func (d *database) readPage(pgno uint32, buf []byte) error {
+	if f, ok := d.w.index[pgno]; ok {
+		_, err := d.wal.ReadAt(buf, walFrameOffset(f, d.pageSize)+walFrameHeaderSize)
+		return err
+	}
+	n, err := d.db.ReadAt(buf, int64(pgno-1)*int64(d.pageSize))
+	if errors.Is(err, io.EOF) {
+		clear(buf[n:])
+		return nil
+	}
+	return err
+}
+
+// export writes a consistent copy of the committed database to w, in
+// rollback-journal mode so that any SQLite opens it as a plain file.
+func (d *database) export(w io.Writer) (pagewire.Pos, error) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.deleted {
+		return pagewire.Pos{}, pagewire.ErrNotFound
+	}
+	buf := make([]byte, d.pageSize)
+	bw := bufio.NewWriterSize(w, 1<<20)
+	for pgno := uint32(1); pgno <= uint32(len(d.pages)); pgno++ {
+		if err := d.readPage(pgno, buf); err != nil {
+			return pagewire.Pos{}, fmt.Errorf("read page %d: %w", pgno, err)
+		}
+		if pgno == 1 {
+			buf[18], buf[19] = 1, 1
+		}
+		if _, err := bw.Write(buf); err != nil {
+			return pagewire.Pos{}, err
+		}
+	}
+	return d.pos, bw.Flush()
+}
+
+// replace swaps in a new database file (an import): the -wal and -shm are
+// dropped, the TXID grows by one and the checksum is recomputed.
+func (d *database) replace(path string, newID func() uint64) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.handles > 0 {
+		return fmt.Errorf("%w: %q has %d open file handles; stop the apps using it, then import again", pagewire.ErrBusy, d.name, d.handles)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, 100)
+	if _, err := f.ReadAt(hdr, 0); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: read imported header: %v", pagewire.ErrInvalidArgument, err)
+	}
+	if err := validateDBHeader(hdr); err != nil {
+		f.Close()
+		return fmt.Errorf("%w: imported file: %v", pagewire.ErrInvalidArgument, err)
+	}
+	if _, err := f.WriteAt([]byte{2, 2}, 18); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	f.Close()
+	if d.wal != nil {
+		d.wal.Close()
+		d.wal = nil
+		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	if err := os.Rename(path, filepath.Join(d.dir, databaseFileName)); err != nil {
+		return err
+	}
+	if err := syncDir(d.dir); err != nil {
+		return err
+	}
+	d.db.Close()
+	if d.db, err = os.OpenFile(filepath.Join(d.dir, databaseFileName), os.O_RDWR, 0); err != nil {
+		return err
+	}
+	txid := d.pos.TXID
+	d.shm, d.hasSHM = nil, false
+	d.ids = fileIDs{db: newID(), pos: d.ids.pos}
+	d.pageSize = dbHeaderPageSize(hdr)
+	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
+	fi, err := d.db.Stat()
+	if err != nil {
+		return err
+	}
+	nPage := dbHeaderPageCount(hdr)
+	if nPage == 0 {
+		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
+	}
+	if err := d.loadPages(nPage); err != nil {
+		return err
+	}
+	d.pos.TXID = txid + 1
+	d.w = walState{index: map[uint32]uint32{}}
+	d.startupErr = nil
+	d.modTime[pagewire.FileDatabase] = time.Now()
+	return d.saveMeta(true)
+}
+
+func (d *database) closeFiles() {
+	for _, f := range []*os.File{d.db, d.wal, d.metaFile} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", dir, err)
+	}
+	return nil
+}

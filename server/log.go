@@ -1,0 +1,9 @@
+package server
+
+// Structured log keys.
+const (
+	logKeyDB    = "db"
+	logKeyTXID  = "txid"
+	logKeyError = "error"
+	logKeyFile  = "file"
+)

@@ -1,0 +1,196 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/pagewire/pagewire/inproc"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+)
+
+// NodeInfo is who this node is.
+type NodeInfo struct {
+	Hostname     string
+	AdvertiseURL string
+	Version      string
+}
+
+// Config configures a Server.
+type Config struct {
+	Store    *Store       // required
+	Node     NodeInfo     // Hostname required
+	Listener net.Listener // http.addr, opened by the caller; nil: serve only in process
+	Logger   *slog.Logger // nil: slog.Default()
+	// ShutdownTimeout bounds a graceful stop before connections are cut.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultConfig returns a Config with every optional value set.
+func DefaultConfig() Config {
+	return Config{ShutdownTimeout: 5 * time.Second}
+}
+
+// Validate reports the first missing or bad value.
+func (c Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("server: Store is required")
+	case c.Node.Hostname == "":
+		return errors.New("server: Node.Hostname is required")
+	case c.ShutdownTimeout <= 0:
+		return errors.New("server: ShutdownTimeout must be > 0")
+	}
+	return nil
+}
+
+// Server is a node's gRPC and HTTP front: StorageService and AdminService,
+// health and reflection, and the HTTP API, on one listener; and the same
+// storage service on an in-process channel for the mount.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	gs     *grpc.Server
+	health *health.Server
+	inproc *inproc.Channel
+	http   *http.Server
+}
+
+// New builds the server; it serves nothing until Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("component", "server")
+	s := &Server{cfg: cfg, log: log}
+
+	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
+		log.Error("panic in gRPC handler", "panic", p)
+		return status.Errorf(codes.Internal, "internal error: %v", p)
+	})
+	logOpts := []logging.Option{
+		logging.WithLogOnEvents(logging.FinishCall),
+		logging.WithLevels(func(c codes.Code) logging.Level {
+			if c == codes.OK {
+				return logging.LevelDebug
+			}
+			return logging.DefaultServerCodeToLevel(c)
+		}),
+	}
+	s.gs = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(
+			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+			recovery.UnaryServerInterceptor(recoverPanic),
+		),
+		grpc.ChainStreamInterceptor(
+			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+			recovery.StreamServerInterceptor(recoverPanic),
+		),
+	)
+	// The mount's in-process calls skip the logging interceptor: they are
+	// every page read and write. Errors reach the mount, which logs them.
+	s.inproc = inproc.New(recovery.UnaryServerInterceptor(recoverPanic))
+
+	storage := &storageService{store: cfg.Store}
+	admin := &adminService{store: cfg.Store, node: cfg.Node}
+	for _, r := range []grpc.ServiceRegistrar{s.gs, s.inproc} {
+		storagev1.RegisterStorageServiceServer(r, storage)
+		adminv1.RegisterAdminServiceServer(r, admin)
+	}
+	s.health = health.NewServer()
+	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
+	healthgrpc.RegisterHealthServer(s.gs, s.health)
+	reflection.Register(s.gs)
+
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http.Protocols = new(http.Protocols)
+	s.http.Protocols.SetHTTP1(true)
+	s.http.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients speak it with prior knowledge
+	return s, nil
+}
+
+// Conn is an in-process connection to this server's services.
+func (s *Server) Conn() grpc.ClientConnInterface { return s.inproc }
+
+// SetReady marks the node ready: health turns SERVING.
+func (s *Server) SetReady(ready bool) {
+	st := healthgrpc.HealthCheckResponse_NOT_SERVING
+	if ready {
+		st = healthgrpc.HealthCheckResponse_SERVING
+	}
+	s.health.SetServingStatus("", st)
+}
+
+// Ready reports whether the node is ready.
+func (s *Server) Ready() bool {
+	resp, err := s.health.Check(context.Background(), &healthgrpc.HealthCheckRequest{})
+	return err == nil && resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING
+}
+
+// handler splits the port: gRPC (HTTP/2 with a grpc content type) goes to
+// the gRPC server, everything else to the HTTP API.
+func (s *Server) handler() http.Handler {
+	api := s.apiMux()
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			s.gs.ServeHTTP(w, r)
+			return
+		}
+		api.ServeHTTP(w, r)
+	})
+}
+
+// Run serves until ctx is done, then stops gracefully within
+// ShutdownTimeout. It returns nil on cancellation.
+func (s *Server) Run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	if s.cfg.Listener != nil {
+		go func() { errc <- s.http.Serve(s.cfg.Listener) }()
+	} else {
+		errc <- http.ErrServerClosed
+	}
+	select {
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serve %s: %w", s.cfg.Listener.Addr(), err)
+		}
+		<-ctx.Done()
+	case <-ctx.Done():
+	}
+	s.health.Shutdown()
+	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := s.http.Shutdown(sctx)
+	s.gs.Stop() // streams served through ServeHTTP end with their connections
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	_ = s.http.Close()
+	return nil
+}
+
+// slogAdapter lets go-grpc-middleware's logging interceptor log with slog.
+func slogAdapter(l *slog.Logger) logging.Logger {
+	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
+		l.Log(ctx, slog.Level(lvl), msg, fields...)
+	})
+}

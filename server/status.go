@@ -1,0 +1,52 @@
+package server
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pagewire/pagewire"
+)
+
+// toStatus maps a domain error to a gRPC status error carrying
+// google.rpc.ErrorInfo, so that clients/go can map it back. It is the only
+// place the server chooses status codes.
+func toStatus(err error) error {
+	if err == nil {
+		return nil
+	}
+	if _, ok := status.FromError(err); ok {
+		return err
+	}
+	var code codes.Code
+	switch {
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	case errors.Is(err, pagewire.ErrNotFound):
+		code = codes.NotFound
+	case errors.Is(err, pagewire.ErrInvalidName), errors.Is(err, pagewire.ErrInvalidArgument):
+		code = codes.InvalidArgument
+	case errors.Is(err, pagewire.ErrReadOnly), errors.Is(err, pagewire.ErrNotWAL),
+		errors.Is(err, pagewire.ErrStale), errors.Is(err, pagewire.ErrBusy):
+		code = codes.FailedPrecondition
+	case errors.Is(err, pagewire.ErrCorrupt):
+		code = codes.DataLoss
+	default:
+		return status.Error(codes.Internal, err.Error())
+	}
+	info := &errdetails.ErrorInfo{Reason: pagewire.ReasonOf(err), Domain: pagewire.ErrorDomain}
+	var ro *pagewire.ReadOnlyError
+	if errors.As(err, &ro) {
+		info.Metadata = map[string]string{"primary": ro.Primary, "advertise_url": ro.AdvertiseURL}
+	}
+	st, derr := status.New(code, err.Error()).WithDetails(info)
+	if derr != nil {
+		return status.Error(code, err.Error())
+	}
+	return st.Err()
+}

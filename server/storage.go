@@ -1,0 +1,111 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/pagewire/pagewire"
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+)
+
+// maxIO bounds one read or write: the mount never asks for more than its
+// max_write (1 MiB).
+const maxIO = 4 << 20
+
+// storageService serves the block protocol from a Store.
+type storageService struct {
+	storagev1.UnimplementedStorageServiceServer
+	store *Store
+}
+
+var _ storagev1.StorageServiceServer = (*storageService)(nil)
+
+func (s *storageService) ListFiles(context.Context, *storagev1.ListFilesRequest) (*storagev1.ListFilesResponse, error) {
+	files := s.store.List()
+	resp := &storagev1.ListFilesResponse{Files: make([]*storagev1.FileInfo, len(files))}
+	for i, fi := range files {
+		resp.Files[i] = fileInfoToProto(fi)
+	}
+	return resp, nil
+}
+
+func (s *storageService) LookupFile(_ context.Context, req *storagev1.LookupFileRequest) (*storagev1.LookupFileResponse, error) {
+	fi, err := s.store.Lookup(req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.LookupFileResponse{File: fileInfoToProto(fi)}, nil
+}
+
+func (s *storageService) CreateFile(_ context.Context, req *storagev1.CreateFileRequest) (*storagev1.CreateFileResponse, error) {
+	fi, err := s.store.Create(req.GetName())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.CreateFileResponse{File: fileInfoToProto(fi)}, nil
+}
+
+func (s *storageService) DeleteFile(_ context.Context, req *storagev1.DeleteFileRequest) (*storagev1.DeleteFileResponse, error) {
+	if err := s.store.Delete(req.GetName()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.DeleteFileResponse{}, nil
+}
+
+func (s *storageService) OpenFile(_ context.Context, req *storagev1.OpenFileRequest) (*storagev1.OpenFileResponse, error) {
+	fi, err := s.store.Open(req.GetFileId(), req.GetWrite())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.OpenFileResponse{File: fileInfoToProto(fi)}, nil
+}
+
+func (s *storageService) CloseFile(_ context.Context, req *storagev1.CloseFileRequest) (*storagev1.CloseFileResponse, error) {
+	s.store.CloseHandle(req.GetFileId())
+	return &storagev1.CloseFileResponse{}, nil
+}
+
+func (s *storageService) ReadFile(_ context.Context, req *storagev1.ReadFileRequest) (*storagev1.ReadFileResponse, error) {
+	if req.GetLength() < 0 || req.GetLength() > maxIO {
+		return nil, toStatus(fmt.Errorf("%w: read length %d is outside 0..%d", pagewire.ErrInvalidArgument, req.GetLength(), maxIO))
+	}
+	buf := make([]byte, req.GetLength())
+	n, err := s.store.ReadAt(req.GetFileId(), buf, req.GetOffset())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.ReadFileResponse{Data: buf[:n]}, nil
+}
+
+func (s *storageService) WriteFile(_ context.Context, req *storagev1.WriteFileRequest) (*storagev1.WriteFileResponse, error) {
+	if len(req.GetData()) > maxIO {
+		return nil, toStatus(fmt.Errorf("%w: write of %d bytes exceeds %d", pagewire.ErrInvalidArgument, len(req.GetData()), maxIO))
+	}
+	size, txid, err := s.store.WriteAt(req.GetFileId(), req.GetData(), req.GetOffset())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.WriteFileResponse{Size: size, Txid: uint64(txid)}, nil
+}
+
+func (s *storageService) TruncateFile(_ context.Context, req *storagev1.TruncateFileRequest) (*storagev1.TruncateFileResponse, error) {
+	fi, err := s.store.Truncate(req.GetFileId(), req.GetSize())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.TruncateFileResponse{File: fileInfoToProto(fi)}, nil
+}
+
+func (s *storageService) SyncFile(_ context.Context, req *storagev1.SyncFileRequest) (*storagev1.SyncFileResponse, error) {
+	if err := s.store.Sync(req.GetFileId()); err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.SyncFileResponse{}, nil
+}
+
+func (s *storageService) SyncDirectory(context.Context, *storagev1.SyncDirectoryRequest) (*storagev1.SyncDirectoryResponse, error) {
+	if err := s.store.SyncDir(); err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.SyncDirectoryResponse{}, nil
+}

@@ -1,0 +1,764 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// FileInfo describes a file on the mount.
+type FileInfo struct {
+	Name     string
+	ID       uint64
+	Kind     pagewire.FileKind
+	Size     int64
+	ModTime  time.Time
+	ReadOnly bool // the mount refuses writes
+	Volatile bool // content changes on its own: the mount must not cache it
+}
+
+// DatabaseInfo describes a database.
+type DatabaseInfo struct {
+	Name        string
+	Pos         pagewire.Pos
+	PageSize    uint32
+	PageCount   uint32
+	OpenHandles int
+	Err         error // a problem found at startup, nil if none
+}
+
+// StoreConfig configures a Store.
+type StoreConfig struct {
+	Dir    string       // data.dir; required
+	Logger *slog.Logger // nil: slog.Default()
+}
+
+// Store owns data.dir: every database's files and positions, and the file
+// handles the mount uses. It is safe for concurrent use.
+type Store struct {
+	dir  string
+	log  *slog.Logger
+	lock *os.File // flock on data.dir/.lock: one node per data.dir
+
+	nextID atomic.Uint64
+
+	// mu guards dbs, files and role.
+	mu    sync.RWMutex
+	dbs   map[string]*database
+	files map[uint64]fileRef
+	role  roleState
+}
+
+type fileRef struct {
+	db   *database
+	kind pagewire.FileKind
+}
+
+type roleState struct {
+	role pagewire.Role
+	ro   pagewire.ReadOnlyError // who the primary is, when not us
+}
+
+// rootID is the mount root's inode number; file ids start above it.
+const rootID = 1
+
+// OpenStore opens (or initialises) data.dir and every database in it.
+func OpenStore(cfg StoreConfig) (*Store, error) {
+	if cfg.Dir == "" {
+		return nil, errors.New("data.dir is not set")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]fileRef{}}
+	s.nextID.Store(rootID + 1) // +1: the .primary file
+	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
+		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
+	}
+	lock, err := os.OpenFile(filepath.Join(cfg.Dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data.dir %q is not writable: %w", cfg.Dir, err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("data.dir %q is in use by another pagewire process; stop it or choose another data.dir", cfg.Dir)
+	}
+	s.lock = lock
+	entries, err := os.ReadDir(filepath.Join(cfg.Dir, "dbs"))
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		name := e.Name()
+		if err := pagewire.ValidateDBName(name); err != nil {
+			s.log.Warn("ignoring a folder under data.dir/dbs that is not a database name", "folder", name)
+			continue
+		}
+		d, err := openDatabase(filepath.Join(cfg.Dir, "dbs", name), name, s.log, s.newID)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		s.addLocked(d)
+	}
+	s.role.role = pagewire.RolePrimary
+	return s, nil
+}
+
+func (s *Store) newID() uint64 { return s.nextID.Add(1) }
+
+// addLocked registers a database's file ids. s.mu must be held (or s not
+// yet shared).
+func (s *Store) addLocked(d *database) {
+	s.dbs[d.name] = d
+	s.registerLocked(d)
+}
+
+func (s *Store) registerLocked(d *database) {
+	for id, ref := range s.files {
+		if ref.db == d {
+			delete(s.files, id)
+		}
+	}
+	for kind, id := range map[pagewire.FileKind]uint64{
+		pagewire.FileDatabase: d.ids.db, pagewire.FileWAL: d.ids.wal,
+		pagewire.FileSHM: d.ids.shm, pagewire.FilePos: d.ids.pos,
+	} {
+		if id != 0 {
+			s.files[id] = fileRef{db: d, kind: kind}
+		}
+	}
+}
+
+// Close closes every database and releases data.dir.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	dbs := s.dbs
+	s.dbs = map[string]*database{}
+	s.files = map[uint64]fileRef{}
+	s.mu.Unlock()
+	var errs []error
+	for _, d := range dbs {
+		d.mu.Lock()
+		if d.wal != nil {
+			errs = append(errs, d.wal.Sync())
+		}
+		errs = append(errs, d.saveMeta(true))
+		d.closeFiles()
+		d.deleted = true
+		d.mu.Unlock()
+	}
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
+	}
+	return errors.Join(errs...)
+}
+
+// SetRole sets the node's role. On a replica, ro says who the primary is.
+func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.role = roleState{role: role, ro: ro}
+}
+
+// Role returns the node's role and, when not primary, who the primary is.
+func (s *Store) Role() (pagewire.Role, pagewire.ReadOnlyError) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.role.role, s.role.ro
+}
+
+func (s *Store) checkWritable() error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.role.role != pagewire.RolePrimary {
+		ro := s.role.ro
+		return &ro
+	}
+	return nil
+}
+
+// Lookup returns the file called name.
+func (s *Store) Lookup(name string) (FileInfo, error) {
+	dbName, kind, err := pagewire.ParseFileName(name)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if kind == pagewire.FilePrimary {
+		return s.primaryInfo()
+	}
+	s.mu.RLock()
+	d := s.dbs[dbName]
+	s.mu.RUnlock()
+	if d == nil {
+		return FileInfo{}, fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.info(kind)
+}
+
+func (s *Store) primaryInfo() (FileInfo, error) {
+	role, ro := s.Role()
+	if role != pagewire.RoleReplica || ro.Primary == "" {
+		return FileInfo{}, fmt.Errorf("%w: %s (this node is the primary)", pagewire.ErrNotFound, pagewire.PrimaryFileName)
+	}
+	return FileInfo{Name: pagewire.PrimaryFileName, ID: rootID + 1, Kind: pagewire.FilePrimary,
+		Size: int64(len(ro.Primary) + 1), ModTime: time.Now(), ReadOnly: true, Volatile: true}, nil
+}
+
+// info describes one of d's files. d.mu must be held.
+func (d *database) info(kind pagewire.FileKind) (FileInfo, error) {
+	fi := FileInfo{Name: pagewire.FileName(d.name, kind), Kind: kind, ModTime: d.modTime[kind]}
+	switch kind {
+	case pagewire.FileDatabase:
+		st, err := d.db.Stat()
+		if err != nil {
+			return fi, err
+		}
+		fi.ID, fi.Size = d.ids.db, st.Size()
+	case pagewire.FileWAL:
+		if d.wal == nil {
+			return fi, fmt.Errorf("%w: %s", pagewire.ErrNotFound, fi.Name)
+		}
+		st, err := d.wal.Stat()
+		if err != nil {
+			return fi, err
+		}
+		fi.ID, fi.Size = d.ids.wal, st.Size()
+	case pagewire.FileSHM:
+		if !d.hasSHM {
+			return fi, fmt.Errorf("%w: %s", pagewire.ErrNotFound, fi.Name)
+		}
+		fi.ID, fi.Size = d.ids.shm, int64(len(d.shm))
+	case pagewire.FilePos:
+		fi.ID, fi.Size, fi.ReadOnly, fi.Volatile = d.ids.pos, int64(len(posContent(d.pos))), true, true
+	case pagewire.FileJournal:
+		return fi, fmt.Errorf("%w: %s", pagewire.ErrNotFound, fi.Name)
+	}
+	return fi, nil
+}
+
+func posContent(p pagewire.Pos) string { return p.String() + "\n" }
+
+// Create creates the file called name, or returns it if it exists. A new
+// database is an empty database in WAL mode at TXID 1. A -journal is refused:
+// pagewire keeps every database in WAL mode.
+func (s *Store) Create(name string) (FileInfo, error) {
+	dbName, kind, err := pagewire.ParseFileName(name)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	switch kind {
+	case pagewire.FileJournal:
+		err := fmt.Errorf("%w: refusing to create %s: a rollback journal would take %q out of WAL mode; keep PRAGMA journal_mode=WAL", pagewire.ErrNotWAL, name, dbName)
+		s.log.Warn("refused to leave WAL mode", logKeyDB, dbName, logKeyError, err)
+		return FileInfo{}, err
+	case pagewire.FilePos, pagewire.FilePrimary:
+		return FileInfo{}, fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
+	}
+	if kind != pagewire.FileSHM {
+		if err := s.checkWritable(); err != nil {
+			if fi, lerr := s.Lookup(name); lerr == nil {
+				return fi, nil // opening an existing file with O_CREAT is a read
+			}
+			return FileInfo{}, err
+		}
+	}
+	s.mu.Lock()
+	d := s.dbs[dbName]
+	if d == nil {
+		if kind != pagewire.FileDatabase {
+			s.mu.Unlock()
+			return FileInfo{}, fmt.Errorf("%w: database %s does not exist", pagewire.ErrNotFound, dbName)
+		}
+		d, err = createDatabase(filepath.Join(s.dir, "dbs", dbName), dbName, s.log, s.newID)
+		if err != nil {
+			s.mu.Unlock()
+			return FileInfo{}, err
+		}
+		if err := syncDir(filepath.Join(s.dir, "dbs")); err != nil {
+			s.mu.Unlock()
+			return FileInfo{}, err
+		}
+		s.addLocked(d)
+		s.log.Info("created database", logKeyDB, dbName)
+	}
+	s.mu.Unlock()
+
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.deleted {
+		return FileInfo{}, fmt.Errorf("%w: %s was deleted meanwhile", pagewire.ErrNotFound, name)
+	}
+	switch kind {
+	case pagewire.FileWAL:
+		if d.wal == nil {
+			f, err := os.OpenFile(filepath.Join(d.dir, walFileName), os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				return FileInfo{}, err
+			}
+			d.wal = f
+			d.ids.wal = s.newID()
+			d.modTime[kind] = time.Now()
+			s.register(d)
+		}
+	case pagewire.FileSHM:
+		if !d.hasSHM {
+			d.hasSHM, d.shm = true, nil
+			d.ids.shm = s.newID()
+			d.modTime[kind] = time.Now()
+			s.register(d)
+		}
+	}
+	return d.info(kind)
+}
+
+func (s *Store) register(d *database) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.registerLocked(d)
+}
+
+// Delete removes the file called name. Deleting a database removes its
+// folder under data.dir.
+func (s *Store) Delete(name string) error {
+	dbName, kind, err := pagewire.ParseFileName(name)
+	if err != nil {
+		return err
+	}
+	s.mu.RLock()
+	d := s.dbs[dbName]
+	s.mu.RUnlock()
+	if d == nil || kind == pagewire.FileJournal || kind == pagewire.FilePrimary {
+		return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
+	}
+	switch kind {
+	case pagewire.FilePos:
+		return fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
+	case pagewire.FileSHM:
+		d.mu.Lock()
+		d.hasSHM, d.shm, d.ids.shm = false, nil, 0
+		d.mu.Unlock()
+		s.register(d)
+		return nil
+	}
+	if err := s.checkWritable(); err != nil {
+		return err
+	}
+	switch kind {
+	case pagewire.FileWAL:
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.wal == nil {
+			return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
+		}
+		d.wal.Close()
+		d.wal, d.ids.wal = nil, 0
+		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		s.register(d)
+		return d.resetWAL()
+	}
+	s.mu.Lock()
+	delete(s.dbs, dbName)
+	for id, ref := range s.files {
+		if ref.db == d {
+			delete(s.files, id)
+		}
+	}
+	s.mu.Unlock()
+	d.mu.Lock()
+	d.closeFiles()
+	d.deleted = true
+	d.mu.Unlock()
+	if err := os.RemoveAll(d.dir); err != nil {
+		return err
+	}
+	s.log.Info("deleted database", logKeyDB, dbName)
+	return syncDir(filepath.Join(s.dir, "dbs"))
+}
+
+// file finds an open file by id.
+func (s *Store) file(id uint64) (fileRef, error) {
+	s.mu.RLock()
+	ref, ok := s.files[id]
+	s.mu.RUnlock()
+	if !ok {
+		if id == rootID+1 {
+			return fileRef{kind: pagewire.FilePrimary}, nil
+		}
+		return ref, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	return ref, nil
+}
+
+// Open records an open file handle and returns the file. Opening a
+// database or -wal for writing is refused on a replica, so that SQLite opens
+// it read-only and apps get SQLITE_READONLY.
+func (s *Store) Open(id uint64, write bool) (FileInfo, error) {
+	ref, err := s.file(id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if write && (ref.kind == pagewire.FileDatabase || ref.kind == pagewire.FileWAL) {
+		if err := s.checkWritable(); err != nil {
+			return FileInfo{}, err
+		}
+	}
+	if ref.kind == pagewire.FilePrimary {
+		return s.primaryInfo()
+	}
+	ref.db.mu.Lock()
+	defer ref.db.mu.Unlock()
+	fi, err := ref.db.info(ref.kind)
+	if err != nil {
+		return fi, err
+	}
+	ref.db.handles++
+	return fi, nil
+}
+
+// CloseHandle records that a file handle was released.
+func (s *Store) CloseHandle(id uint64) {
+	ref, err := s.file(id)
+	if err != nil || ref.db == nil {
+		return
+	}
+	ref.db.mu.Lock()
+	if ref.db.handles > 0 {
+		ref.db.handles--
+	}
+	ref.db.mu.Unlock()
+}
+
+// ReadAt reads from a file into p, like io.ReaderAt but returning a short
+// count and nil at end of file.
+func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
+	}
+	ref, err := s.file(id)
+	if err != nil {
+		return 0, err
+	}
+	if ref.kind == pagewire.FilePrimary {
+		_, ro := s.Role()
+		return copyAt(p, ro.Primary+"\n", off), nil
+	}
+	d := ref.db
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.deleted {
+		return 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	var f *os.File
+	switch ref.kind {
+	case pagewire.FileDatabase:
+		f = d.db
+	case pagewire.FileWAL:
+		f = d.wal
+	case pagewire.FileSHM:
+		if off >= int64(len(d.shm)) {
+			return 0, nil
+		}
+		return copy(p, d.shm[off:]), nil
+	case pagewire.FilePos:
+		return copyAt(p, posContent(d.pos), off), nil
+	}
+	if f == nil {
+		return 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	n, err := f.ReadAt(p, off)
+	if errors.Is(err, io.EOF) {
+		err = nil
+	}
+	return n, err
+}
+
+func copyAt(p []byte, s string, off int64) int {
+	if off >= int64(len(s)) {
+		return 0
+	}
+	return copy(p, s[off:])
+}
+
+// WriteAt writes p to a file at off and returns the file's new size and the
+// database's TXID after the write.
+func (s *Store) WriteAt(id uint64, p []byte, off int64) (size int64, txid pagewire.TXID, err error) {
+	if off < 0 {
+		return 0, 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
+	}
+	ref, err := s.file(id)
+	if err != nil {
+		return 0, 0, err
+	}
+	switch ref.kind {
+	case pagewire.FilePos, pagewire.FilePrimary:
+		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
+	case pagewire.FileDatabase, pagewire.FileWAL:
+		if err := s.checkWritable(); err != nil {
+			return 0, 0, err
+		}
+	}
+	d := ref.db
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.deleted {
+		return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	if d.startupErr != nil && ref.kind != pagewire.FileSHM {
+		return 0, 0, d.startupErr
+	}
+	d.modTime[ref.kind] = time.Now()
+	switch ref.kind {
+	case pagewire.FileDatabase:
+		if err := d.writeDB(off, p); err != nil {
+			return 0, 0, err
+		}
+		st, err := d.db.Stat()
+		if err != nil {
+			return 0, 0, err
+		}
+		return st.Size(), d.pos.TXID, nil
+	case pagewire.FileWAL:
+		if d.wal == nil {
+			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+		}
+		if err := d.writeWAL(off, p); err != nil {
+			return 0, 0, err
+		}
+		st, err := d.wal.Stat()
+		if err != nil {
+			return 0, 0, err
+		}
+		return st.Size(), d.pos.TXID, nil
+	default: // FileSHM
+		if end := off + int64(len(p)); end > int64(len(d.shm)) {
+			d.shm = append(d.shm, make([]byte, end-int64(len(d.shm)))...)
+		}
+		copy(d.shm[off:], p)
+		return int64(len(d.shm)), d.pos.TXID, nil
+	}
+}
+
+// Truncate sets a file's size.
+func (s *Store) Truncate(id uint64, size int64) (FileInfo, error) {
+	if size < 0 {
+		return FileInfo{}, fmt.Errorf("%w: negative size", pagewire.ErrInvalidArgument)
+	}
+	ref, err := s.file(id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	switch ref.kind {
+	case pagewire.FilePos, pagewire.FilePrimary:
+		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
+	case pagewire.FileDatabase, pagewire.FileWAL:
+		if err := s.checkWritable(); err != nil {
+			return FileInfo{}, err
+		}
+	}
+	d := ref.db
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.deleted {
+		return FileInfo{}, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	d.modTime[ref.kind] = time.Now()
+	switch ref.kind {
+	case pagewire.FileDatabase:
+		if size < int64(d.pageSize) {
+			return FileInfo{}, fmt.Errorf("%w: refusing to truncate %q below one page: delete the database instead", pagewire.ErrInvalidArgument, d.name)
+		}
+		if err := d.db.Truncate(size); err != nil {
+			return FileInfo{}, err
+		}
+	case pagewire.FileWAL:
+		if err := d.wal.Truncate(size); err != nil {
+			return FileInfo{}, err
+		}
+		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
+		if size < walHeaderSize+int64(d.w.commitFrame)*frameSize {
+			if err := d.resetWAL(); err != nil {
+				return FileInfo{}, err
+			}
+		}
+	case pagewire.FileSHM:
+		if size <= int64(len(d.shm)) {
+			d.shm = d.shm[:size]
+		} else {
+			d.shm = append(d.shm, make([]byte, size-int64(len(d.shm)))...)
+		}
+	}
+	return d.info(ref.kind)
+}
+
+// Sync makes a file's data durable. A WAL fsync also makes a new WAL
+// generation's meta record durable.
+func (s *Store) Sync(id uint64) error {
+	ref, err := s.file(id)
+	if err != nil {
+		return err
+	}
+	if ref.db == nil {
+		return nil
+	}
+	d := ref.db
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.deleted {
+		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	switch ref.kind {
+	case pagewire.FileDatabase:
+		return d.db.Sync()
+	case pagewire.FileWAL:
+		if d.wal == nil {
+			return nil
+		}
+		if err := d.wal.Sync(); err != nil {
+			return err
+		}
+		if d.metaUnsynced {
+			if err := d.metaFile.Sync(); err != nil {
+				return err
+			}
+			d.metaUnsynced = false
+		}
+	}
+	return nil
+}
+
+// SyncDir makes created and deleted names durable.
+func (s *Store) SyncDir() error { return syncDir(filepath.Join(s.dir, "dbs")) }
+
+// List returns every file on the mount, sorted by name.
+func (s *Store) List() []FileInfo {
+	var out []FileInfo
+	if fi, err := s.primaryInfo(); err == nil {
+		out = append(out, fi)
+	}
+	s.mu.RLock()
+	dbs := make([]*database, 0, len(s.dbs))
+	for _, d := range s.dbs {
+		dbs = append(dbs, d)
+	}
+	s.mu.RUnlock()
+	for _, d := range dbs {
+		d.mu.RLock()
+		for _, k := range []pagewire.FileKind{pagewire.FileDatabase, pagewire.FileWAL, pagewire.FileSHM, pagewire.FilePos} {
+			if fi, err := d.info(k); err == nil {
+				out = append(out, fi)
+			}
+		}
+		d.mu.RUnlock()
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Databases describes every database, sorted by name.
+func (s *Store) Databases() []DatabaseInfo {
+	s.mu.RLock()
+	names := make([]string, 0, len(s.dbs))
+	for name := range s.dbs {
+		names = append(names, name)
+	}
+	s.mu.RUnlock()
+	sort.Strings(names)
+	out := make([]DatabaseInfo, 0, len(names))
+	for _, name := range names {
+		if di, err := s.Database(name); err == nil {
+			out = append(out, di)
+		}
+	}
+	return out
+}
+
+// Database describes one database.
+func (s *Store) Database(name string) (DatabaseInfo, error) {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return DatabaseInfo{}, err
+	}
+	s.mu.RLock()
+	d := s.dbs[name]
+	s.mu.RUnlock()
+	if d == nil {
+		return DatabaseInfo{}, fmt.Errorf("%w: database %q", pagewire.ErrNotFound, name)
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return DatabaseInfo{Name: d.name, Pos: d.pos, PageSize: d.pageSize, PageCount: uint32(len(d.pages)), OpenHandles: d.handles, Err: d.startupErr}, nil
+}
+
+// Export writes a consistent copy of a database, as a plain SQLite file in
+// rollback-journal mode, to w.
+func (s *Store) Export(name string, w io.Writer) (pagewire.Pos, error) {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return pagewire.Pos{}, err
+	}
+	s.mu.RLock()
+	d := s.dbs[name]
+	s.mu.RUnlock()
+	if d == nil {
+		return pagewire.Pos{}, fmt.Errorf("%w: database %q", pagewire.ErrNotFound, name)
+	}
+	return d.export(w)
+}
+
+// Import replaces (or creates) a database with the SQLite file read from r.
+// It is refused while the mount has any of the database's files open.
+func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return DatabaseInfo{}, err
+	}
+	if err := s.checkWritable(); err != nil {
+		return DatabaseInfo{}, err
+	}
+	tmp, err := os.CreateTemp(filepath.Join(s.dir, "dbs"), ".import-*")
+	if err != nil {
+		return DatabaseInfo{}, err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = io.Copy(tmp, r)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return DatabaseInfo{}, fmt.Errorf("receive import: %w", err)
+	}
+	if _, err := s.Create(name); err != nil {
+		return DatabaseInfo{}, err
+	}
+	s.mu.RLock()
+	d := s.dbs[name]
+	s.mu.RUnlock()
+	if d == nil {
+		return DatabaseInfo{}, fmt.Errorf("%w: database %q was deleted during the import", pagewire.ErrNotFound, name)
+	}
+	if err := d.replace(tmp.Name(), s.newID); err != nil {
+		return DatabaseInfo{}, fmt.Errorf("import %q: %w", name, err)
+	}
+	s.register(d)
+	s.log.Info("imported database", logKeyDB, name)
+	return s.Database(name)
+}
