@@ -1,0 +1,58 @@
+# pagewire: `make test` runs every check and test CI runs (see .ci/run).
+# It needs root (FUSE mounts) and installs what the tests use.
+
+GO ?= go
+# Integration tests start real nodes; they run one package at a time.
+INTEGRATION_FLAGS ?= -race -tags integration -p 1 -timeout 40m
+
+.PHONY: test deps lint proto-check unit fuzz integration run bench
+
+test: deps lint proto-check unit fuzz integration
+
+# deps installs the tools the tests drive: fuse3 and the sqlite3 CLI from
+# Debian; buf, protoc plugins and staticcheck are `go tool`s pinned in go.mod.
+deps:
+	@command -v sqlite3 >/dev/null && command -v fusermount3 >/dev/null && command -v python3 >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 fuse3 python3 >/dev/null; }
+	@test -e /dev/fuse || { echo "/dev/fuse is missing: the integration tests need FUSE"; exit 1; }
+	$(GO) mod download
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags integration ./...
+	$(GO) tool staticcheck ./...
+	$(GO) tool staticcheck -tags integration ./...
+	$(GO) tool buf lint
+	$(GO) tool buf format --diff --exit-code
+
+# proto-check regenerates code and tidies modules; either changing the tree
+# means someone forgot to commit the result.
+proto-check:
+	$(GO) tool buf generate
+	$(GO) mod tidy
+	@if [ -n "$$(git status --porcelain -- proto go.mod go.sum)" ]; then \
+		echo "buf generate or go mod tidy changed the tree: run them and commit the result"; \
+		git status --porcelain -- proto go.mod go.sum; exit 1; fi
+
+unit:
+	$(GO) test -race -short -count=1 ./...
+
+# Each fuzzer runs briefly on top of its seed corpus.
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzParseWALHeader$$' -fuzztime 10s ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 10s ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzStore_WALWrites$$' -fuzztime 20s ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 10s ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config/
+
+integration:
+	$(GO) test $(INTEGRATION_FLAGS) -count=1 ./...
+
+# run starts a node on the embedded default: a single-node static primary
+# mounted at ./pagewire/mnt with its data in ./pagewire/data, API on :20202.
+run:
+	$(GO) run ./cmd/pagewire mount
+
+bench:
+	$(GO) run ./bench

@@ -1,0 +1,303 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Lease types, the values of lease.type.
+const (
+	LeaseTypeStatic = "static" // one fixed primary: the node with lease.candidate true
+	LeaseTypeConsul = "consul" // the primary holds a Consul lock; candidates take over
+)
+
+// Log formats, the values of log.format.
+const (
+	LogFormatText = "text"
+	LogFormatJSON = "json"
+)
+
+// Defaults that Default sets (DESIGN §3, §4; LiteFS's where DESIGN is silent).
+const (
+	DefaultFUSEDir                = "./pagewire/mnt"
+	DefaultDataDir                = "./pagewire/data"
+	DefaultHTTPAddr               = ":20202"
+	DefaultRetention              = 10 * time.Minute
+	DefaultMaxLag                 = 10 * time.Second
+	DefaultPrimaryRedirectTimeout = 5 * time.Second
+	DefaultDemoteDelay            = 10 * time.Second
+	DefaultConsulKey              = "litefs/primary"
+	DefaultConsulTTL              = 10 * time.Second
+	DefaultConsulLockDelay        = 1 * time.Second
+)
+
+// Config is a node's whole configuration, litefs.yml compatible.
+// Build one with Default, Parse or Load; a zero Config is not valid.
+type Config struct {
+	FUSE        FUSEConfig `yaml:"fuse"`
+	Data        DataConfig `yaml:"data"`
+	ExitOnError bool       `yaml:"exit-on-error"` // exit on a startup validation error; default true, as LiteFS
+	SkipSync    bool       `yaml:"skip-sync"`     // start exec before the node is primary or synced
+	// Exec is run once the node is ready: all but the last command run to
+	// completion first. In YAML it is a string or a list of {cmd, if-candidate}.
+	Exec        ExecList          `yaml:"exec"`
+	HTTP        HTTPConfig        `yaml:"http"`
+	Proxy       ProxyConfig       `yaml:"proxy"`
+	Lease       LeaseConfig       `yaml:"lease"`
+	Log         LogConfig         `yaml:"log"`
+	Replication ReplicationConfig `yaml:"replication"`
+	Backup      BackupConfig      `yaml:"backup"`
+	Auth        AuthConfig        `yaml:"auth"`
+
+	// Ignored lists the LiteFS keys the file set that pagewire has no use
+	// for (LiteFS Cloud backups, tracing, proxy timeouts, ...): they are
+	// accepted so that an existing litefs.yml keeps working.
+	Ignored []Ignored `yaml:"-"`
+
+	// file and lines say where values came from, for error messages: the
+	// file name given to Parse, and the line of each dotted key path set in
+	// it ("lease.consul.url", "exec[1].cmd"). Both are empty for Default.
+	file  string
+	lines map[string]int
+}
+
+// Ignored is a LiteFS key the file set that pagewire ignores.
+type Ignored struct {
+	Key  string // dotted key path, e.g. "data.retention-monitor-interval"
+	Line int    // line in the file
+}
+
+// FUSEConfig is the fuse section: the mount that apps open databases on.
+type FUSEConfig struct {
+	Dir        string `yaml:"dir"`         // mount directory; required
+	AllowOther bool   `yaml:"allow-other"` // let other users open the mount
+	Debug      bool   `yaml:"debug"`       // log every FUSE call
+}
+
+// DataConfig is the data section: pagewire's own files.
+type DataConfig struct {
+	Dir       string   `yaml:"dir"`       // required; must not contain or be inside fuse.dir
+	Retention Duration `yaml:"retention"` // how long transaction logs are kept; > 0, default 10m
+	Compress  bool     `yaml:"compress"`  // compress transaction logs; default true, as LiteFS
+}
+
+// ExecCmd is one command of exec.
+type ExecCmd struct {
+	Cmd         string `yaml:"cmd"`          // shell command line; must not be empty
+	IfCandidate bool   `yaml:"if-candidate"` // run only on a node that can become primary
+}
+
+// HTTPConfig is the http section: the node's one API port (DESIGN §6).
+type HTTPConfig struct {
+	Addr string `yaml:"addr"` // host:port to listen on; default ":20202"
+}
+
+// ProxyConfig is the proxy section. The proxy runs only when Addr is set.
+type ProxyConfig struct {
+	Addr          string   `yaml:"addr"`           // host:port to listen on; "" disables the proxy
+	Target        string   `yaml:"target"`         // the app's host:port; required with Addr
+	DB            string   `yaml:"db"`             // database whose position a replica waits for; required with Addr
+	Passthrough   []string `yaml:"passthrough"`    // path globs (path.Match) sent to the local app untouched
+	AlwaysForward []string `yaml:"always-forward"` // paths always forwarded to the primary
+	// MaxLag is how long a replica waits to catch up before answering 504; > 0, default 10s.
+	MaxLag Duration `yaml:"max-lag"`
+	// PrimaryRedirectTimeout is how long to wait for a primary to exist; > 0, default 5s.
+	PrimaryRedirectTimeout Duration `yaml:"primary-redirect-timeout"`
+}
+
+// LeaseConfig is the lease section: who is primary.
+type LeaseConfig struct {
+	Type string `yaml:"type"` // LeaseTypeStatic (default) or LeaseTypeConsul
+	// Hostname is this node's name as others see it (the .primary file).
+	// Unset: with a static lease and candidate false, the host of
+	// AdvertiseURL (the primary's); otherwise os.Hostname().
+	Hostname string `yaml:"hostname"`
+	// AdvertiseURL is this node's API URL; with a static lease and candidate
+	// false, the primary's, and then required. Unset otherwise:
+	// "http://<hostname>:<port of http.addr>".
+	AdvertiseURL string       `yaml:"advertise-url"`
+	Candidate    bool         `yaml:"candidate"`    // may become primary; default true
+	Promote      bool         `yaml:"promote"`      // a candidate takes the lease once synced
+	DemoteDelay  Duration     `yaml:"demote-delay"` // wait after a forced demotion; >= 0, default 10s as LiteFS
+	Consul       ConsulConfig `yaml:"consul"`       // used when Type is LeaseTypeConsul
+}
+
+// ConsulConfig is lease.consul, used when lease.type is "consul".
+type ConsulConfig struct {
+	URL       string   `yaml:"url"`        // Consul agent URL, may carry a token; required
+	Key       string   `yaml:"key"`        // lock key, unique per cluster; default "litefs/primary"
+	TTL       Duration `yaml:"ttl"`        // session TTL; > 0, default 10s
+	LockDelay Duration `yaml:"lock-delay"` // Consul lock-delay; >= 0, default 1s
+}
+
+// LogConfig is the log section.
+type LogConfig struct {
+	Format string `yaml:"format"` // LogFormatText (default) or LogFormatJSON
+	Debug  bool   `yaml:"debug"`  // log at debug level
+}
+
+// ReplicationConfig is the replication section, pagewire's own (DESIGN §7).
+type ReplicationConfig struct {
+	// SyncReplicas is how many replicas must have applied a transaction before
+	// its commit returns; 0 (the default): commits don't wait (async).
+	SyncReplicas int `yaml:"sync-replicas"`
+}
+
+// BackupConfig is the backup section.
+// It has no keys yet: configured in a later issue.
+type BackupConfig struct{}
+
+// AuthConfig is the auth section.
+// It has no keys yet: configured in a later issue.
+type AuthConfig struct{}
+
+// ExecList is the exec key. In YAML it is a single command string, or a list
+// whose items are command strings or {cmd, if-candidate} mappings.
+type ExecList []ExecCmd
+
+// UnmarshalYAML decodes a command string or a list of commands.
+// It does not reject unknown keys in list items; Parse does.
+func (l *ExecList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = ExecList{{Cmd: n.Value}}
+		return nil
+	case yaml.SequenceNode:
+		list := make(ExecList, 0, len(n.Content))
+		for i, item := range n.Content {
+			if item.Kind == yaml.AliasNode && item.Alias != nil {
+				item = item.Alias
+			}
+			var c ExecCmd
+			switch item.Kind {
+			case yaml.ScalarNode:
+				c.Cmd = item.Value
+			case yaml.MappingNode:
+				if err := item.Decode(&c); err != nil {
+					return fmt.Errorf("exec[%d]: %w", i, err)
+				}
+			default:
+				return fmt.Errorf("exec[%d] must be a command string or a mapping with cmd and if-candidate", i)
+			}
+			list = append(list, c)
+		}
+		*l = list
+		return nil
+	default:
+		return fmt.Errorf("exec must be a command string or a list of commands")
+	}
+}
+
+// Duration is a time.Duration written in YAML as a Go duration string such
+// as "10s" or "1m30s". A bare number is rejected: it has no unit.
+type Duration time.Duration
+
+// String formats d as time.Duration does.
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// UnmarshalYAML parses a Go duration string. Its error names the bad value.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf(`must be a duration such as "10s", not a %s`, kindName(n.Kind))
+	}
+	v, err := time.ParseDuration(n.Value)
+	if err != nil {
+		return fmt.Errorf(`%q is not a duration: use a number and a unit, e.g. "10s" or "1m30s"`, n.Value)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// MarshalYAML writes d as a duration string, so that a Config round-trips.
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// Default returns the configuration `pagewire mount` runs with when no file
+// is found: a single-node static primary with fuse.dir ./pagewire/mnt,
+// data.dir ./pagewire/data and http.addr :20202. lease.hostname is the host's
+// name and lease.advertise-url "http://<hostname>:20202".
+func Default() Config {
+	c := defaults()
+	c.fillHost()
+	return c
+}
+
+// defaults is Default without the values that depend on the host or on other
+// keys; Parse decodes over it and then calls fillHost.
+func defaults() Config {
+	return Config{
+		FUSE:        FUSEConfig{Dir: DefaultFUSEDir},
+		Data:        DataConfig{Dir: DefaultDataDir, Retention: Duration(DefaultRetention), Compress: true},
+		ExitOnError: true,
+		HTTP:        HTTPConfig{Addr: DefaultHTTPAddr},
+		Proxy: ProxyConfig{
+			MaxLag:                 Duration(DefaultMaxLag),
+			PrimaryRedirectTimeout: Duration(DefaultPrimaryRedirectTimeout),
+		},
+		Lease: LeaseConfig{
+			Type:        LeaseTypeStatic,
+			Candidate:   true,
+			DemoteDelay: Duration(DefaultDemoteDelay),
+			Consul: ConsulConfig{
+				Key:       DefaultConsulKey,
+				TTL:       Duration(DefaultConsulTTL),
+				LockDelay: Duration(DefaultConsulLockDelay),
+			},
+		},
+		Log: LogConfig{Format: LogFormatText},
+	}
+}
+
+// osHostname is os.Hostname; tests replace it.
+var osHostname = os.Hostname
+
+// fillHost sets lease.hostname and lease.advertise-url when they are unset
+// (see LeaseConfig). A static replica's advertise-url is the primary's and
+// is never made up; Validate requires it.
+func (c *Config) fillHost() {
+	staticReplica := c.Lease.Type == LeaseTypeStatic && !c.Lease.Candidate
+	if c.Lease.Hostname == "" && staticReplica {
+		if u, err := parseHTTPURL(c.Lease.AdvertiseURL); err == nil {
+			c.Lease.Hostname = u.Hostname()
+		}
+	}
+	if c.Lease.Hostname == "" {
+		h, err := osHostname()
+		if err != nil || h == "" {
+			h = "localhost"
+		}
+		c.Lease.Hostname = h
+	}
+	if c.Lease.AdvertiseURL == "" && !staticReplica {
+		// A bad http.addr leaves it unset; Validate reports http.addr.
+		if _, port, err := net.SplitHostPort(c.HTTP.Addr); err == nil && port != "" {
+			c.Lease.AdvertiseURL = "http://" + net.JoinHostPort(c.Lease.Hostname, port)
+		}
+	}
+}
+
+// Error is one problem with a configuration: a bad or unknown key, a YAML
+// syntax error or a bad environment reference.
+type Error struct {
+	File string // file name given to Parse; "" when unknown
+	Line int    // 1-based line in the file; 0 when unknown
+	Key  string // dotted key path such as "lease.consul.url"; "" when no key
+	Msg  string // what is wrong and what to do; names Key when there is one
+}
+
+// Error returns "file:line: msg", leaving out what is unknown.
+func (e *Error) Error() string {
+	switch {
+	case e.File != "" && e.Line > 0:
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	case e.File != "":
+		return e.File + ": " + e.Msg
+	case e.Line > 0:
+		return fmt.Sprintf("line %d: %s", e.Line, e.Msg)
+	default:
+		return e.Msg
+	}
+}

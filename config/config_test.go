@@ -1,0 +1,710 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+const testHostname = "node1"
+
+func TestMain(m *testing.M) {
+	osHostname = func() (string, error) { return testHostname, nil }
+	os.Exit(m.Run())
+}
+
+// env returns a getenv over vars.
+func env(vars map[string]string) func(string) string {
+	return func(k string) string { return vars[k] }
+}
+
+// flyEnv is what Fly.io sets on a machine in region, with the primary in "ord".
+func flyEnv(region string) func(string) string {
+	return env(map[string]string{
+		"FLY_REGION":     region,
+		"PRIMARY_REGION": "ord",
+		"FLY_APP_NAME":   "myapp",
+		"FLY_CONSUL_URL": "https://:secret-token@consul-iad.fly-shared.net/myapp-xyz/",
+		"HOSTNAME":       "abc123",
+	})
+}
+
+func TestDefault(t *testing.T) {
+	c := Default()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate: %v", err)
+	}
+	for _, tt := range []struct {
+		name      string
+		got, want any
+	}{
+		{"fuse.dir", c.FUSE.Dir, "./pagewire/mnt"},
+		{"data.dir", c.Data.Dir, "./pagewire/data"},
+		{"data.retention", c.Data.Retention, Duration(10 * time.Minute)},
+		{"data.compress", c.Data.Compress, true},
+		{"exit-on-error", c.ExitOnError, true},
+		{"http.addr", c.HTTP.Addr, ":20202"},
+		{"proxy.max-lag", c.Proxy.MaxLag, Duration(10 * time.Second)},
+		{"proxy.primary-redirect-timeout", c.Proxy.PrimaryRedirectTimeout, Duration(5 * time.Second)},
+		{"lease.type", c.Lease.Type, "static"},
+		{"lease.candidate", c.Lease.Candidate, true},
+		{"lease.hostname", c.Lease.Hostname, testHostname},
+		{"lease.advertise-url", c.Lease.AdvertiseURL, "http://node1:20202"},
+		{"lease.demote-delay", c.Lease.DemoteDelay, Duration(10 * time.Second)},
+		{"lease.consul.key", c.Lease.Consul.Key, "litefs/primary"},
+		{"lease.consul.ttl", c.Lease.Consul.TTL, Duration(10 * time.Second)},
+		{"lease.consul.lock-delay", c.Lease.Consul.LockDelay, Duration(1 * time.Second)},
+		{"log.format", c.Log.Format, "text"},
+		{"replication.sync-replicas", c.Replication.SyncReplicas, 0},
+		{"exec", len(c.Exec), 0},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("%s=%v, want %v", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Run("LiteFSExample", func(t *testing.T) {
+		c, err := Load("testdata/litefs.yml", flyEnv("ord"))
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		for _, tt := range []struct {
+			name      string
+			got, want any
+		}{
+			{"fuse.dir", c.FUSE.Dir, "/litefs"},
+			{"data.dir", c.Data.Dir, "/var/lib/litefs"},
+			{"data.retention", c.Data.Retention, Duration(10 * time.Minute)},
+			{"exit-on-error", c.ExitOnError, false},
+			{"proxy.addr", c.Proxy.Addr, ":8080"},
+			{"proxy.target", c.Proxy.Target, "localhost:8081"},
+			{"proxy.db", c.Proxy.DB, "db"},
+			{"proxy.max-lag", c.Proxy.MaxLag, Duration(10 * time.Second)},
+			{"lease.type", c.Lease.Type, "consul"},
+			{"lease.candidate", c.Lease.Candidate, true},
+			{"lease.promote", c.Lease.Promote, true},
+			{"lease.hostname", c.Lease.Hostname, testHostname},
+			{"lease.advertise-url", c.Lease.AdvertiseURL, "http://abc123.vm.myapp.internal:20202"},
+			{"lease.consul.url", c.Lease.Consul.URL, "https://:secret-token@consul-iad.fly-shared.net/myapp-xyz/"},
+			{"lease.consul.key", c.Lease.Consul.Key, "litefs/myapp"},
+			{"lease.consul.ttl", c.Lease.Consul.TTL, Duration(10 * time.Second)},
+			{"http.addr", c.HTTP.Addr, ":20202"},
+		} {
+			if tt.got != tt.want {
+				t.Errorf("%s=%v, want %v", tt.name, tt.got, tt.want)
+			}
+		}
+		if got, want := c.Proxy.Passthrough, []string{"*.ico", "*.png"}; !reflect.DeepEqual(got, want) {
+			t.Errorf("proxy.passthrough=%q, want %q", got, want)
+		}
+		wantExec := ExecList{
+			{Cmd: "migrate -database sqlite3:///litefs/db up", IfCandidate: true},
+			{Cmd: "myapp -addr :8081 -dsn /litefs/db"},
+		}
+		if !reflect.DeepEqual(c.Exec, wantExec) {
+			t.Errorf("exec=%+v, want %+v", c.Exec, wantExec)
+		}
+	})
+
+	t.Run("LiteFSExampleInOtherRegion", func(t *testing.T) {
+		c, err := Load("testdata/litefs.yml", flyEnv("fra"))
+		if err != nil {
+			t.Fatalf("Load: %v", err)
+		}
+		if got, want := c.Lease.Candidate, false; got != want {
+			t.Fatalf("lease.candidate=%v, want %v", got, want)
+		}
+	})
+
+	t.Run("Missing", func(t *testing.T) {
+		_, err := Load(filepath.Join(t.TempDir(), "nope.yml"), env(nil))
+		if !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("err=%v, want os.ErrNotExist", err)
+		}
+	})
+
+	t.Run("ErrorsNameThePath", func(t *testing.T) {
+		path := filepath.Join(t.TempDir(), "litefs.yml")
+		if err := os.WriteFile(path, []byte("fuse:\n  dirr: /x\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Load(path, env(nil))
+		if err == nil || !strings.HasPrefix(err.Error(), path+":2: ") {
+			t.Fatalf("err=%v, want prefix %q", err, path+":2: ")
+		}
+	})
+}
+
+func TestParse(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		yaml  string
+		env   map[string]string
+		check func(t *testing.T, c Config)
+	}{
+		{
+			name: "Empty",
+			yaml: "",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.FUSE.Dir, DefaultFUSEDir; got != want {
+					t.Errorf("fuse.dir=%q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "OnlyComments",
+			yaml: "# nothing here\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.HTTP.Addr, DefaultHTTPAddr; got != want {
+					t.Errorf("http.addr=%q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "UnsetKeysKeepDefaults",
+			yaml: "data:\n  dir: /data\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Data.Dir, "/data"; got != want {
+					t.Errorf("data.dir=%q, want %q", got, want)
+				}
+				if got, want := c.Data.Retention, Duration(DefaultRetention); got != want {
+					t.Errorf("data.retention=%v, want %v", got, want)
+				}
+				if got, want := c.Data.Compress, true; got != want {
+					t.Errorf("data.compress=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "NullKeepsDefault",
+			yaml: "data:\n  retention: ~\nfuse:\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Data.Retention, Duration(DefaultRetention); got != want {
+					t.Errorf("data.retention=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "ExecString",
+			yaml: `exec: "myapp -addr :8080"` + "\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Exec, (ExecList{{Cmd: "myapp -addr :8080"}}); !reflect.DeepEqual(got, want) {
+					t.Errorf("exec=%+v, want %+v", got, want)
+				}
+			},
+		},
+		{
+			name: "ExecListOfStrings",
+			yaml: "exec:\n  - migrate up\n  - cmd: myapp\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Exec, (ExecList{{Cmd: "migrate up"}, {Cmd: "myapp"}}); !reflect.DeepEqual(got, want) {
+					t.Errorf("exec=%+v, want %+v", got, want)
+				}
+			},
+		},
+		{
+			name: "Durations",
+			yaml: "data:\n  retention: 1m30s\nproxy:\n  max-lag: \"250ms\"\nlease:\n  demote-delay: 0s\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Data.Retention, Duration(90*time.Second); got != want {
+					t.Errorf("data.retention=%v, want %v", got, want)
+				}
+				if got, want := c.Proxy.MaxLag, Duration(250*time.Millisecond); got != want {
+					t.Errorf("proxy.max-lag=%v, want %v", got, want)
+				}
+				if got, want := c.Lease.DemoteDelay, Duration(0); got != want {
+					t.Errorf("lease.demote-delay=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "AdvertiseURLFollowsHTTPAddr",
+			yaml: "http:\n  addr: \"127.0.0.1:3000\"\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Lease.AdvertiseURL, "http://node1:3000"; got != want {
+					t.Errorf("lease.advertise-url=%q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "StaticReplicaHostnameFromAdvertiseURL",
+			yaml: "lease:\n  candidate: false\n  advertise-url: http://primary.internal:20202\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Lease.Hostname, "primary.internal"; got != want {
+					t.Errorf("lease.hostname=%q, want %q", got, want)
+				}
+				if got, want := c.Lease.AdvertiseURL, "http://primary.internal:20202"; got != want {
+					t.Errorf("lease.advertise-url=%q, want %q", got, want)
+				}
+			},
+		},
+		{
+			name: "EnvDefaultAndLiterals",
+			yaml: "lease:\n  hostname: ${NODE:-fallback}\n  candidate: ${FLY_REGION != 'ord'}\n  promote: ${ROLE == \"primary\"}\n",
+			env:  map[string]string{"FLY_REGION": "fra", "ROLE": "primary"},
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Lease.Hostname, "fallback"; got != want {
+					t.Errorf("lease.hostname=%q, want %q", got, want)
+				}
+				if got, want := c.Lease.Candidate, true; got != want {
+					t.Errorf("lease.candidate=%v, want %v", got, want)
+				}
+				if got, want := c.Lease.Promote, true; got != want {
+					t.Errorf("lease.promote=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "MergeKey",
+			yaml: "exec:\n  - &m {cmd: migrate, if-candidate: true}\n  - <<: *m\n    cmd: app\n",
+			check: func(t *testing.T, c Config) {
+				want := ExecList{{Cmd: "migrate", IfCandidate: true}, {Cmd: "app", IfCandidate: true}}
+				if got := c.Exec; !reflect.DeepEqual(got, want) {
+					t.Errorf("exec=%+v, want %+v", got, want)
+				}
+			},
+		},
+		{
+			name: "Replication",
+			yaml: "replication:\n  sync-replicas: 2\nbackup: {}\nauth:\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Replication.SyncReplicas, 2; got != want {
+					t.Errorf("replication.sync-replicas=%d, want %d", got, want)
+				}
+			},
+		},
+		{
+			name: "AliasAndMerge",
+			yaml: "fuse: &f\n  dir: /litefs\n  debug: true\ndata:\n  dir: /var/lib/litefs\nproxy:\n  passthrough: &p [\"*.ico\"]\n  always-forward: *p\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Proxy.AlwaysForward, []string{"*.ico"}; !reflect.DeepEqual(got, want) {
+					t.Errorf("proxy.always-forward=%q, want %q", got, want)
+				}
+			},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.yaml), "litefs.yml", env(tt.env))
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func TestParse_UnknownKey(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		yaml string
+		want []string // substrings of the error
+	}{
+		{
+			name: "Typo",
+			yaml: "# comment\nfuse:\n  dirr: /litefs\n",
+			want: []string{`litefs.yml:3: unknown key "fuse.dirr"`, `did you mean "fuse.dir"?`},
+		},
+		{
+			name: "Nested",
+			yaml: "lease:\n  type: consul\n  consul:\n    url: http://x\n    token: abc\n",
+			want: []string{`litefs.yml:5: unknown key "lease.consul.token"`, "url, key, ttl, lock-delay"},
+		},
+		{
+			name: "TopLevel",
+			yaml: "fuse:\n  dir: /a\nmystery: 1\n",
+			want: []string{`litefs.yml:3: unknown key "mystery"`, "the top level takes fuse, data"},
+		},
+		{
+			name: "ExecItem",
+			yaml: "exec:\n  - cmd: a\n  - cmd: b\n    if-candidat: true\n",
+			want: []string{`litefs.yml:4: unknown key "exec[1].if-candidat"`, `did you mean "exec[1].if-candidate"?`},
+		},
+		{
+			name: "Backup",
+			yaml: "backup:\n  bucket: x\n",
+			want: []string{`litefs.yml:2: unknown key "backup.bucket"`, "backup takes no keys yet"},
+		},
+		{
+			name: "XPrefixIsNotSpecial",
+			yaml: "x-dirs: &dirs\n  dir: /litefs\n",
+			want: []string{`litefs.yml:1: unknown key "x-dirs"`},
+		},
+		{
+			name: "UnderMergeKey",
+			yaml: "exec:\n  - <<: {cmdd: x}\n",
+			want: []string{`litefs.yml:2: unknown key "exec[0].cmdd"`},
+		},
+		{
+			name: "AllReported",
+			yaml: "fuse:\n  dirr: /a\ndata:\n  dri: /b\n",
+			want: []string{`litefs.yml:2: unknown key "fuse.dirr"`, `litefs.yml:4: unknown key "data.dri"`},
+		},
+		{
+			name: "Twice",
+			yaml: "fuse:\n  dir: /a\n  dir: /b\n",
+			want: []string{`litefs.yml:3: fuse.dir is set twice, on lines 2 and 3: keep one`},
+		},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "litefs.yml", env(nil))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("err=%q, want it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestParse_BadValue(t *testing.T) {
+	const dirs = "fuse:\n  dir: /litefs\ndata:\n  dir: /var/lib/litefs\n" // lines 1-4
+	for _, tt := range []struct {
+		name string
+		yaml string
+		key  string // Error.Key of the first error
+		line int    // Error.Line of the first error
+		want string // a substring of the message
+	}{
+		{"BadDuration", dirs + "proxy:\n  max-lag: 10x\n", "proxy.max-lag", 6, `proxy.max-lag "10x" is not a duration`},
+		{"NumberAsDuration", "data:\n  retention: 10\n", "data.retention", 2, `data.retention "10" is not a duration`},
+		{"ListAsDuration", "lease:\n  consul:\n    ttl: [1]\n", "lease.consul.ttl", 3, "lease.consul.ttl must be a duration"},
+		{"ZeroRetention", "data:\n  retention: 0s\n", "data.retention", 2, "data.retention is 0s: use a positive duration"},
+		{"BadLeaseType", "lease:\n  type: zookeeper\n", "lease.type", 2, `lease.type "zookeeper" is not supported: use "static" or "consul"`},
+		{"BadHTTPAddr", "http:\n  addr: localhost\n", "http.addr", 2, `http.addr "localhost" is not host:port`},
+		{"NegativeSyncReplicas", "replication:\n  sync-replicas: -1\n", "replication.sync-replicas", 2, "replication.sync-replicas is -1"},
+		{"NotANumber", "replication:\n  sync-replicas: two\n", "replication.sync-replicas", 2, `"two" is not a whole number`},
+		{"NotABool", "fuse:\n  allow-other: maybe\n", "fuse.allow-other", 2, `fuse.allow-other "maybe" is not a boolean`},
+		{"MappingAsString", "fuse:\n  dir: {a: b}\n", "fuse.dir", 2, "fuse.dir must be a single value"},
+		{"SectionNotMapping", "fuse: /litefs\n", "fuse", 1, "fuse must be a mapping of keys (dir, allow-other, debug)"},
+		{"MissingConsulURL", "lease:\n  type: consul\n", "lease.consul.url", 1, "lease.consul.url is not set"},
+		{"EmptyConsulKey", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    key: \"\"\n", "lease.consul.key", 5, "lease.consul.key is not set"},
+		{"ZeroConsulTTL", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    ttl: 0s\n", "lease.consul.ttl", 5, "lease.consul.ttl is 0s"},
+		{"NegativeLockDelay", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    lock-delay: -1s\n", "lease.consul.lock-delay", 5, "lease.consul.lock-delay is -1s"},
+		{"SameDirs", "fuse:\n  dir: /litefs\ndata:\n  dir: /litefs/\n", "data.dir", 4, "data.dir \"/litefs/\" is the same directory as fuse.dir"},
+		{"DataInsideFUSE", "fuse:\n  dir: /litefs\ndata:\n  dir: /litefs/data\n", "data.dir", 4, "is inside fuse.dir"},
+		{"FUSEInsideData", "fuse:\n  dir: /var/lib/litefs/mnt\ndata:\n  dir: /var/lib/litefs\n", "fuse.dir", 2, "is inside data.dir"},
+		{"EmptyFUSEDir", "fuse:\n  dir: \"\"\n", "fuse.dir", 2, "fuse.dir is not set"},
+		{"StaticReplicaWithoutAdvertiseURL", "lease:\n  type: static\n  candidate: false\n", "lease.advertise-url", 1, "lease.advertise-url is not set"},
+		{"BadAdvertiseURL", "lease:\n  advertise-url: primary:20202\n", "lease.advertise-url", 2, "is not an http or https URL"},
+		{"ProxyWithoutTarget", "proxy:\n  addr: \":8080\"\n  db: db\n", "proxy.target", 1, "proxy.target is not set"},
+		{"ProxyWithoutDB", "proxy:\n  addr: \":8080\"\n  target: localhost:8081\n", "proxy.db", 1, "proxy.db is not set"},
+		{"ProxyTargetWithoutAddr", "proxy:\n  target: localhost:8081\n", "proxy.target", 2, "proxy.target is set but proxy.addr is not"},
+		{"BadPassthrough", "proxy:\n  passthrough: [\"*.png\", \"[a\"]\n", "proxy.passthrough[1]", 2, `"[a" is not a valid path pattern`},
+		{"ZeroMaxLag", "proxy:\n  max-lag: 0s\n", "proxy.max-lag", 2, "proxy.max-lag is 0s"},
+		{"BadLogFormat", "log:\n  format: xml\n", "log.format", 2, `log.format "xml" is not supported`},
+		{"EmptyExec", "exec: \"${APP}\"\n", "exec[0].cmd", 1, "exec[0].cmd is empty"},
+		{"ExecMapping", "exec:\n  cmd: myapp\n", "exec", 2, "exec must be a command string or a list"},
+		{"NegativeDemoteDelay", "lease:\n  demote-delay: -5s\n", "lease.demote-delay", 2, "lease.demote-delay is -5s"},
+		{"Unclosed", "fuse:\n  dir: ${DIR\n", "", 2, `"${DIR" has no closing "}"`},
+		{"BadSyntax", "fuse:\n  dir: /a\n dir: /b\n", "", 2, "invalid YAML"},
+		{"TopLevelList", "- a\n- b\n", "", 1, "the file must be a mapping"},
+		{"TwoDocuments", "fuse:\n  dir: /a\n---\nfuse:\n  dir: /b\n", "", 3, "more than one YAML document"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.yaml), "litefs.yml", env(nil))
+			if err == nil {
+				t.Fatal("Parse succeeded, want an error")
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("err=%q (%T), want a *Error", err, err)
+			}
+			if got, want := e.Key, tt.key; got != want {
+				t.Errorf("Key=%q, want %q (err=%q)", got, want, err)
+			}
+			if got, want := e.Line, tt.line; got != want {
+				t.Errorf("Line=%d, want %d (err=%q)", got, want, err)
+			}
+			if !strings.Contains(e.Msg, tt.want) {
+				t.Errorf("Msg=%q, want it to contain %q", e.Msg, tt.want)
+			}
+			if tt.key != "" && !strings.Contains(e.Msg, tt.key) {
+				t.Errorf("Msg=%q does not name the key %q", e.Msg, tt.key)
+			}
+		})
+	}
+}
+
+func TestParse_ConsulURLNotPrinted(t *testing.T) {
+	const token = "s3cr3t"
+	y := "lease:\n  type: consul\n  consul:\n    url: \"consul.internal:8500/?token=" + token + "\"\n"
+	_, err := Parse([]byte(y), "litefs.yml", env(nil))
+	if err == nil {
+		t.Fatal("Parse succeeded, want an error")
+	}
+	if !strings.Contains(err.Error(), "lease.consul.url") {
+		t.Errorf("err=%q, want it to name lease.consul.url", err)
+	}
+	if strings.Contains(err.Error(), token) {
+		t.Errorf("err=%q prints the token", err)
+	}
+}
+
+func TestParse_Aliases(t *testing.T) {
+	// A "billion laughs" file under known keys: each level merges nine
+	// copies of the level below, so data expands to 9^9 mappings.
+	level := "&d0 {dir: /d}"
+	for i := 1; i <= 9; i++ {
+		prev := fmt.Sprintf("*d%d", i-1)
+		level = fmt.Sprintf("&d%d {<<: [%s%s]}", i, level, strings.Repeat(", "+prev, 8))
+	}
+	y := "fuse:\n  dir: /litefs\ndata: " + level + "\n"
+
+	done := make(chan error, 1)
+	go func() {
+		_, err := Parse([]byte(y), "litefs.yml", env(nil))
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "too many values") {
+			t.Fatalf("err=%v, want it to contain %q", err, "too many values")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Parse did not return")
+	}
+
+	t.Run("SelfMerge", func(t *testing.T) {
+		_, err := Parse([]byte("data: &a {dir: /d, <<: *a}\n"), "litefs.yml", env(nil))
+		if want := "litefs.yml:1: data uses an alias inside its own anchor &a"; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err=%v, want it to contain %q", err, want)
+		}
+	})
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string) string {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	first := filepath.Join(dir, "a", "pagewire.yml")
+	second := write("b/litefs.yml")
+	third := write("c/pagewire.yml")
+	if err := os.MkdirAll(filepath.Join(dir, "d", "litefs.yml"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	isDir := filepath.Join(dir, "d", "litefs.yml")
+
+	for _, tt := range []struct {
+		name     string
+		search   []string
+		explicit string
+		want     string
+		wantErr  string
+	}{
+		{name: "FirstExisting", search: []string{first, second, third}, want: second},
+		{name: "SkipsDirectories", search: []string{isDir, third}, want: third},
+		{name: "None", search: []string{first, isDir}, want: ""},
+		{name: "Explicit", search: []string{second}, explicit: third, want: third},
+		{name: "ExplicitMissing", search: []string{second}, explicit: first, wantErr: "does not exist: check the -config path"},
+		{name: "ExplicitDirectory", search: []string{second}, explicit: isDir, wantErr: "is a directory"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			old := searchPaths
+			searchPaths = tt.search
+			t.Cleanup(func() { searchPaths = old })
+
+			got, err := Find(tt.explicit)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Find: %v", err)
+			}
+			if got != tt.want {
+				t.Fatalf("path=%q, want %q", got, tt.want)
+			}
+		})
+	}
+
+	t.Run("DefaultOrder", func(t *testing.T) {
+		want := []string{"pagewire.yml", "litefs.yml", "/etc/pagewire.yml", "/etc/litefs.yml"}
+		if !reflect.DeepEqual(searchPaths, want) {
+			t.Fatalf("searchPaths=%q, want %q", searchPaths, want)
+		}
+	})
+}
+
+func TestConfig_Validate(t *testing.T) {
+	t.Run("AllErrors", func(t *testing.T) {
+		c := Default()
+		c.Lease.Type = "zookeeper"
+		c.Log.Format = "xml"
+		err := c.Validate()
+		if err == nil {
+			t.Fatal("Validate succeeded, want an error")
+		}
+		for _, w := range []string{`lease.type "zookeeper"`, `log.format "xml"`} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("err=%q, want it to contain %q", err, w)
+			}
+		}
+	})
+
+	t.Run("NoFileNoLine", func(t *testing.T) {
+		c := Default()
+		c.Replication.SyncReplicas = -2
+		err := c.Validate()
+		if err == nil {
+			t.Fatal("Validate succeeded, want an error")
+		}
+		if got, want := err.Error(), "replication.sync-replicas is -2: "; !strings.HasPrefix(got, want) {
+			t.Fatalf("err=%q, want prefix %q", got, want)
+		}
+	})
+
+	t.Run("ZeroConfig", func(t *testing.T) {
+		var c Config
+		if err := c.Validate(); err == nil {
+			t.Fatal("Validate of a zero Config succeeded, want an error")
+		}
+	})
+
+	t.Run("StaticReplica", func(t *testing.T) {
+		c := Default()
+		c.Lease.Candidate = false
+		c.Lease.AdvertiseURL = "http://primary:20202"
+		if err := c.Validate(); err != nil {
+			t.Fatalf("Validate: %v", err)
+		}
+	})
+}
+
+func TestDuration_UnmarshalYAML(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    Duration
+		wantErr string
+	}{
+		{in: "10s", want: Duration(10 * time.Second)},
+		{in: `"1m30s"`, want: Duration(90 * time.Second)},
+		{in: "0", want: 0},
+		{in: "-2ms", want: Duration(-2 * time.Millisecond)},
+		{in: "10", wantErr: `"10" is not a duration`},
+		{in: "soon", wantErr: `"soon" is not a duration`},
+		{in: "{a: 1}", wantErr: "must be a duration"},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			var d Duration
+			err := yaml.Unmarshal([]byte(tt.in), &d)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			if d != tt.want {
+				t.Fatalf("d=%v, want %v", d, tt.want)
+			}
+		})
+	}
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		out, err := yaml.Marshal(struct {
+			D Duration `yaml:"d"`
+		}{Duration(90 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := string(out), "d: 1m30s\n"; got != want {
+			t.Fatalf("Marshal=%q, want %q", got, want)
+		}
+	})
+}
+
+func TestExecList_UnmarshalYAML(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		in      string
+		want    ExecList
+		wantErr string
+	}{
+		{name: "String", in: "myapp serve", want: ExecList{{Cmd: "myapp serve"}}},
+		{name: "List", in: "[{cmd: migrate, if-candidate: true}, {cmd: app}]", want: ExecList{{Cmd: "migrate", IfCandidate: true}, {Cmd: "app"}}},
+		{name: "ListOfStrings", in: "[a, b]", want: ExecList{{Cmd: "a"}, {Cmd: "b"}}},
+		{name: "Mapping", in: "{cmd: app}", wantErr: "exec must be a command string or a list"},
+		{name: "NestedList", in: "[[a]]", wantErr: "exec[0] must be"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var l ExecList
+			err := yaml.Unmarshal([]byte(tt.in), &l)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			if !reflect.DeepEqual(l, tt.want) {
+				t.Fatalf("exec=%+v, want %+v", l, tt.want)
+			}
+		})
+	}
+}
+
+func TestError_Error(t *testing.T) {
+	for _, tt := range []struct {
+		err  Error
+		want string
+	}{
+		{Error{File: "litefs.yml", Line: 7, Msg: "m"}, "litefs.yml:7: m"},
+		{Error{File: "litefs.yml", Msg: "m"}, "litefs.yml: m"},
+		{Error{Line: 3, Msg: "m"}, "line 3: m"},
+		{Error{Msg: "m"}, "m"},
+	} {
+		t.Run(tt.want, func(t *testing.T) {
+			if got := tt.err.Error(); got != tt.want {
+				t.Fatalf("Error()=%q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// A LiteFS key pagewire has no use for loads, and is listed as ignored with
+// its line, so that an existing litefs.yml keeps working.
+func TestParse_IgnoresLiteFSOnlyKeys(t *testing.T) {
+	yml := "fuse:\n  dir: /litefs\ndata:\n  dir: /var/lib/litefs\n  retention-monitor-interval: 1m\nbackup:\n  type: litefs-cloud\n"
+	c, err := Parse([]byte(yml), "litefs.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Ignored{{Key: "data.retention-monitor-interval", Line: 5}, {Key: "backup.type", Line: 7}}
+	if len(c.Ignored) != len(want) {
+		t.Fatalf("Ignored=%v, want %v", c.Ignored, want)
+	}
+	for i := range want {
+		if c.Ignored[i] != want[i] {
+			t.Fatalf("Ignored=%v, want %v", c.Ignored, want)
+		}
+	}
+	if c.Data.Dir != "/var/lib/litefs" {
+		t.Fatalf("data.dir=%q", c.Data.Dir)
+	}
+}

@@ -1,0 +1,200 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// Validate checks c and returns every problem found as an *Error naming the
+// key, joined with errors.Join, or nil. When c came from Parse, errors also
+// name the file and line.
+func (c *Config) Validate() error {
+	v := validator{c: c}
+
+	// fuse and data.
+	switch {
+	case c.FUSE.Dir == "":
+		v.fail("fuse.dir", `fuse.dir is not set: set it to the directory apps open databases in, e.g. "/litefs"`)
+	case c.Data.Dir == "":
+		v.fail("data.dir", `data.dir is not set: set it to a directory for pagewire's own files, e.g. "/var/lib/litefs"`)
+	default:
+		fuse, data := absPath(c.FUSE.Dir), absPath(c.Data.Dir)
+		switch {
+		case fuse == data:
+			v.fail("data.dir", "data.dir %q is the same directory as fuse.dir %q: use two separate directories", c.Data.Dir, c.FUSE.Dir)
+		case within(fuse, data):
+			v.fail("data.dir", "data.dir %q is inside fuse.dir %q: use directories that do not contain each other", c.Data.Dir, c.FUSE.Dir)
+		case within(data, fuse):
+			v.fail("fuse.dir", "fuse.dir %q is inside data.dir %q: use directories that do not contain each other", c.FUSE.Dir, c.Data.Dir)
+		}
+	}
+	if c.Data.Retention <= 0 {
+		v.fail("data.retention", `data.retention is %s: use a positive duration such as "10m"`, c.Data.Retention)
+	}
+	for i, e := range c.Exec {
+		if strings.TrimSpace(e.Cmd) == "" {
+			v.fail(fmt.Sprintf("exec[%d].cmd", i), "exec[%d].cmd is empty: set the command to run, or remove it", i)
+		}
+	}
+
+	// http.
+	v.hostPort("http.addr", c.HTTP.Addr, `":20202"`)
+
+	// proxy.
+	p := c.Proxy
+	if p.Addr != "" {
+		v.hostPort("proxy.addr", p.Addr, `":8080"`)
+		if p.Target == "" {
+			v.fail("proxy.target", `proxy.target is not set: with proxy.addr set, set it to your app's host:port, e.g. "localhost:8081"`)
+		} else {
+			v.hostPort("proxy.target", p.Target, `"localhost:8081"`)
+		}
+		if p.DB == "" {
+			v.fail("proxy.db", `proxy.db is not set: with proxy.addr set, set it to the name of the database to track, e.g. "db"`)
+		}
+	} else if p.Target != "" || p.DB != "" {
+		key := "proxy.target"
+		if p.Target == "" {
+			key = "proxy.db"
+		}
+		v.fail(key, `%s is set but proxy.addr is not: set proxy.addr, e.g. ":8080", to run the proxy, or remove the proxy section`, key)
+	}
+	for i, pat := range p.Passthrough {
+		key := fmt.Sprintf("proxy.passthrough[%d]", i)
+		if _, err := path.Match(pat, ""); pat == "" || err != nil {
+			v.fail(key, `%s %q is not a valid path pattern: use e.g. "*.png" or "/static/*"`, key, pat)
+		}
+	}
+	for i, fwd := range p.AlwaysForward {
+		if fwd == "" {
+			key := fmt.Sprintf("proxy.always-forward[%d]", i)
+			v.fail(key, "%s is empty: remove it or set a path", key)
+		}
+	}
+	if p.MaxLag <= 0 {
+		v.fail("proxy.max-lag", `proxy.max-lag is %s: use a positive duration such as "10s"`, p.MaxLag)
+	}
+	if p.PrimaryRedirectTimeout <= 0 {
+		v.fail("proxy.primary-redirect-timeout", `proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, p.PrimaryRedirectTimeout)
+	}
+
+	// lease.
+	l := c.Lease
+	switch l.Type {
+	case LeaseTypeStatic:
+		if l.AdvertiseURL == "" && !l.Candidate {
+			v.fail("lease.advertise-url", `lease.advertise-url is not set: with lease.type "static" and lease.candidate false this node is a replica, so set it to the primary's URL, e.g. "http://primary:20202"`)
+		}
+	case LeaseTypeConsul:
+		if l.Consul.URL == "" {
+			v.fail("lease.consul.url", `lease.consul.url is not set: set it to the Consul agent's URL, e.g. "http://localhost:8500", or use lease.type "static"`)
+		} else if _, err := parseHTTPURL(l.Consul.URL); err != nil {
+			// The URL may hold a token (Fly's does): never print it.
+			v.fail("lease.consul.url", `lease.consul.url is not an http or https URL: use e.g. "http://localhost:8500"`)
+		}
+		if l.Consul.Key == "" {
+			v.fail("lease.consul.key", `lease.consul.key is not set: set a key unique to this cluster, e.g. "litefs/myapp"`)
+		}
+		if l.Consul.TTL <= 0 {
+			v.fail("lease.consul.ttl", `lease.consul.ttl is %s: use a positive duration such as "10s"`, l.Consul.TTL)
+		}
+		if l.Consul.LockDelay < 0 {
+			v.fail("lease.consul.lock-delay", `lease.consul.lock-delay is %s: use 0 or a positive duration such as "1s"`, l.Consul.LockDelay)
+		}
+	default:
+		v.fail("lease.type", `lease.type %q is not supported: use "static" or "consul"`, l.Type)
+	}
+	if l.AdvertiseURL != "" {
+		if _, err := parseHTTPURL(l.AdvertiseURL); err != nil {
+			v.fail("lease.advertise-url", `lease.advertise-url %q is not an http or https URL: use e.g. "http://myhost:20202"`, l.AdvertiseURL)
+		}
+	}
+	if l.Hostname == "" {
+		v.fail("lease.hostname", "lease.hostname is empty: set it to the name other nodes know this node by")
+	}
+	if l.DemoteDelay < 0 {
+		v.fail("lease.demote-delay", `lease.demote-delay is %s: use 0 or a positive duration such as "10s"`, l.DemoteDelay)
+	}
+
+	// log and replication.
+	if f := c.Log.Format; f != LogFormatText && f != LogFormatJSON {
+		v.fail("log.format", `log.format %q is not supported: use "text" or "json"`, f)
+	}
+	if n := c.Replication.SyncReplicas; n < 0 {
+		v.fail("replication.sync-replicas", "replication.sync-replicas is %d: use 0 for asynchronous commits, or the number of replicas each commit waits for", n)
+	}
+
+	return v.err()
+}
+
+// validator collects Validate's errors.
+type validator struct {
+	c    *Config
+	errs []*Error
+}
+
+func (v *validator) fail(key, format string, args ...any) {
+	v.errs = append(v.errs, &Error{File: v.c.file, Line: v.c.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) err() error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return join(v.errs)
+}
+
+// hostPort checks that addr, the value of key, is host:port.
+func (v *validator) hostPort(key, addr, example string) {
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		v.fail(key, "%s %q is not host:port: use e.g. %s", key, addr, example)
+	}
+}
+
+// line returns the file line of key, or of the nearest enclosing key that
+// the file sets ("lease" for an unset "lease.advertise-url"), or 0.
+func (c *Config) line(key string) int {
+	for key != "" {
+		if n, ok := c.lines[key]; ok {
+			return n
+		}
+		i := strings.LastIndexAny(key, ".[")
+		if i < 0 {
+			break
+		}
+		key = key[:i]
+	}
+	return 0
+}
+
+// parseHTTPURL parses s as an absolute http or https URL with a host.
+func parseHTTPURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, errors.New("not an http or https URL with a host")
+	}
+	return u, nil
+}
+
+// absPath returns p made absolute and clean, or clean when the working
+// directory is unknown.
+func absPath(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return filepath.Clean(p)
+}
+
+// within reports whether child is below parent; both are clean.
+func within(parent, child string) bool {
+	rel, err := filepath.Rel(parent, child)
+	return err == nil && rel != "." && filepath.IsLocal(rel)
+}
