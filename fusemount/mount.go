@@ -11,6 +11,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/prometheus/client_golang/prometheus"
 
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
@@ -22,6 +23,7 @@ type Config struct {
 	AllowOther bool                           // fuse.allow-other
 	Debug      bool                           // fuse.debug: log every FUSE request
 	Logger     *slog.Logger                   // nil: slog.Default()
+	Registry   prometheus.Registerer          // where FUSE request counters go; nil: none
 	// CacheTimeout is how long the kernel trusts names and attributes of
 	// files whose content only changes through this mount.
 	CacheTimeout time.Duration
@@ -94,21 +96,38 @@ func (m *Mount) Run(ctx context.Context) error {
 			MaxReadAhead:             1 << 20,
 		},
 	}
-	srv, err := fs.Mount(dir, root, opts)
+	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
+	srv, err := fuse.NewServer(rawFS, dir, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
 	}
+	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
 		return fmt.Errorf("mount %q: %w", dir, err)
 	}
-	m.log.Info("mounted", "dir", dir)
-	close(m.ready)
 	done := make(chan struct{})
 	go func() {
 		srv.Wait()
 		close(done)
 	}()
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		m.watch(watchCtx, root, watched)
+	}()
+	defer func() {
+		stopWatch()
+		<-watching
+	}()
+	select {
+	case <-watched:
+		m.log.Info("mounted", "dir", dir)
+		close(m.ready)
+	case <-ctx.Done():
+	}
 	select {
 	case <-ctx.Done():
 	case <-done:

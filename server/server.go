@@ -10,8 +10,10 @@ import (
 	"strings"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/logging"
 	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/recovery"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
@@ -37,6 +39,9 @@ type Config struct {
 	Node     NodeInfo     // Hostname required
 	Listener net.Listener // http.addr, opened by the caller; nil: serve only in process
 	Logger   *slog.Logger // nil: slog.Default()
+	// Registry is where the server registers its metrics and what /metrics
+	// serves; nil: a new registry.
+	Registry *prometheus.Registry
 	// ShutdownTimeout bounds a graceful stop before connections are cut.
 	ShutdownTimeout time.Duration
 }
@@ -81,7 +86,12 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	log = log.With("component", "server")
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
 	s := &Server{cfg: cfg, log: log}
+	grpcMetrics := grpcprom.NewServerMetrics()
+	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store))
 
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
@@ -98,17 +108,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.gs = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(
+			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.UnaryServerInterceptor(recoverPanic),
 		),
 		grpc.ChainStreamInterceptor(
+			grpcMetrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
 	)
 	// The mount's in-process calls skip the logging interceptor: they are
 	// every page read and write. Errors reach the mount, which logs them.
-	s.inproc = inproc.New(recovery.UnaryServerInterceptor(recoverPanic))
+	// They are counted like network calls, so a bench can count calls per
+	// transaction.
+	s.inproc = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
 
 	storage := &storageService{store: cfg.Store}
 	admin := &adminService{store: cfg.Store, node: cfg.Node}
@@ -116,6 +130,7 @@ func New(cfg Config) (*Server, error) {
 		storagev1.RegisterStorageServiceServer(r, storage)
 		adminv1.RegisterAdminServiceServer(r, admin)
 	}
+	grpcMetrics.InitializeMetrics(s.gs)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
 	healthgrpc.RegisterHealthServer(s.gs, s.health)
@@ -186,6 +201,15 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	_ = s.http.Close()
 	return nil
+}
+
+// chainUnary makes one interceptor of two, outer first.
+func chainUnary(outer, inner grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return outer(ctx, req, info, func(ctx context.Context, req any) (any, error) {
+			return inner(ctx, req, info, h)
+		})
+	}
 }
 
 // slogAdapter lets go-grpc-middleware's logging interceptor log with slog.

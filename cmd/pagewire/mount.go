@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pagewire/pagewire"
@@ -35,6 +36,9 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	log := newLogger(cfg.Log)
+	for _, ig := range cfg.Ignored {
+		log.Warn("ignoring a LiteFS config key pagewire does not use", "key", ig.Key, "line", ig.Line, "config", source)
+	}
 	log.Info("starting pagewire", "version", Version, "config", source, "fuse.dir", cfg.FUSE.Dir, "data.dir", cfg.Data.Dir, "http.addr", cfg.HTTP.Addr)
 
 	argv := fset.Args()
@@ -62,7 +66,8 @@ func runMount(ctx context.Context, args []string) error {
 		return fmt.Errorf("listen on http.addr %q: %w; is another node running? change http.addr", cfg.HTTP.Addr, err)
 	}
 	scfg := server.DefaultConfig()
-	scfg.Store, scfg.Listener, scfg.Logger = store, lis, log
+	reg := prometheus.NewRegistry()
+	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	scfg.Node = server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
 	srv, err := server.New(scfg)
 	if err != nil {
@@ -70,7 +75,7 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	mcfg := fusemount.DefaultConfig()
-	mcfg.Dir, mcfg.AllowOther, mcfg.Debug, mcfg.Logger = cfg.FUSE.Dir, cfg.FUSE.AllowOther, cfg.FUSE.Debug, log
+	mcfg.Dir, mcfg.AllowOther, mcfg.Debug, mcfg.Logger, mcfg.Registry = cfg.FUSE.Dir, cfg.FUSE.AllowOther, cfg.FUSE.Debug, log, reg
 	mcfg.Storage = storagev1.NewStorageServiceClient(srv.Conn())
 	mnt, err := fusemount.New(mcfg)
 	if err != nil {
