@@ -6,12 +6,11 @@
 //
 // The FUSE mount uses it to reach the storage server in the same process:
 // every page read and write crosses it, so it is on the hot path (DESIGN §9).
-// Server streams are not supported; use a real connection for those.
+// Streams run their handler in a goroutine and pass messages over channels.
 package inproc
 
 import (
 	"context"
-	"fmt"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -25,6 +24,12 @@ import (
 type Channel struct {
 	interceptor grpc.UnaryServerInterceptor
 	methods     map[string]method // "/pkg.Service/Method"
+	streams     map[string]stream
+}
+
+type stream struct {
+	impl    any
+	handler grpc.StreamHandler
 }
 
 type method struct {
@@ -33,19 +38,22 @@ type method struct {
 }
 
 var (
-	_ grpc.ServiceRegistrar     = (*Channel)(nil)
+	_ grpc.ServiceRegistrar    = (*Channel)(nil)
 	_ grpc.ClientConnInterface = (*Channel)(nil)
 )
 
 // New returns a channel whose calls pass through interceptor (nil: none).
 func New(interceptor grpc.UnaryServerInterceptor) *Channel {
-	return &Channel{interceptor: interceptor, methods: map[string]method{}}
+	return &Channel{interceptor: interceptor, methods: map[string]method{}, streams: map[string]stream{}}
 }
 
-// RegisterService registers a service's unary methods.
+// RegisterService registers a service's methods and streams.
 func (c *Channel) RegisterService(desc *grpc.ServiceDesc, impl any) {
 	for _, m := range desc.Methods {
 		c.methods["/"+desc.ServiceName+"/"+m.MethodName] = method{impl: impl, handler: m.Handler}
+	}
+	for _, s := range desc.Streams {
+		c.streams["/"+desc.ServiceName+"/"+s.StreamName] = stream{impl: impl, handler: s.Handler}
 	}
 }
 
@@ -77,9 +85,4 @@ func (c *Channel) Invoke(ctx context.Context, name string, args, reply any, _ ..
 	proto.Reset(r)
 	proto.Merge(r, out.(proto.Message))
 	return nil
-}
-
-// NewStream is not supported in process.
-func (c *Channel) NewStream(_ context.Context, desc *grpc.StreamDesc, name string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
-	return nil, status.Error(codes.Unimplemented, fmt.Sprintf("stream %s (%s) needs a network connection; the in-process channel carries unary calls only", name, desc.StreamName))
 }

@@ -48,3 +48,7 @@ func roleToProto(r pagewire.Role) adminv1.Role {
 	}
 	return adminv1.Role_ROLE_UNSPECIFIED
 }
+
+func fileChangeToProto(c FileChange) *storagev1.FileChange {
+	return &storagev1.FileChange{Name: c.Name, FileId: c.ID, Entry: c.Entry, Offset: c.Offset, Length: c.Length}
+}

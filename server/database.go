@@ -36,8 +36,7 @@ type database struct {
 	db       *os.File
 	wal      *os.File // nil while there is no -wal
 	metaFile *os.File
-	shm      []byte
-	hasSHM   bool
+	shm      *shmBuf // nil while there is no -shm
 	ids      fileIDs
 	modTime  [pagewire.FilePrimary + 1]time.Time
 	pageSize uint32
@@ -48,6 +47,7 @@ type database struct {
 	// has not been fsync'd; the next fsync of the WAL syncs it too.
 	metaUnsynced bool
 	handles      int    // open file handles on the mount
+	commits      uint64 // commits counted by writes since the node started
 	frameBuf     []byte // scratch for one WAL frame, used under mu
 	startupErr   error  // a checksum mismatch found when the database was opened
 	deleted      bool   // set once the database is deleted; its files are closed
@@ -226,8 +226,9 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 		return 0, false, err
 	}
 	d.w.pending = nil
-	// d.pos.TXID is the meta's TXID plus every commit after the meta's frame.
-	d.pos.TXID += pagewire.TXID(commits)
+	// Scanning counted every commit in the WAL; the TXID is the meta's plus
+	// the commits after the meta's frame.
+	d.pos.TXID = m.Pos.TXID + pagewire.TXID(commits)
 	if sameGen && !atMeta {
 		d.log.Error("the WAL ends before the last commit the meta file recorded; transactions were lost (power failure with synchronous=OFF or NORMAL?)",
 			"recorded_frame", m.CommitFrame, "wal_commit_frame", d.w.commitFrame)
@@ -329,12 +330,10 @@ func (d *database) resetWAL() error {
 	return d.saveMeta(false)
 }
 
-// startGeneration follows a new WAL header: SQLite wrote it after every
-// frame of the last generation was copied into the database file.
+// startGeneration follows a new WAL header. SQLite writes one only when
+// its WAL is logically empty, every frame of the last generation being in
+// the database file, so counting restarts at frame 1.
 func (d *database) startGeneration(h walHeader) error {
-	if d.w.ok && h.Salt1 == d.w.hdr.Salt1 && h.Salt2 == d.w.hdr.Salt2 {
-		return nil
-	}
 	d.w = walState{hdr: h, ok: true, ck1: h.Ck1, ck2: h.Ck2, index: map[uint32]uint32{}, pending: d.w.pending[:0]}
 	d.metaUnsynced = true
 	return d.saveMeta(false)
@@ -384,6 +383,18 @@ func (d *database) writeWAL(off int64, data []byte) error {
 			return fmt.Errorf("%w: WAL page size %d differs from the database's %d", pagewire.ErrInvalidArgument, hdr.PageSize, d.pageSize)
 		}
 	}
+	// SQLite never writes into the header except whole, nor over committed
+	// frames of the current generation: such a write would destroy
+	// committed transactions.
+	if !isHeader {
+		protected := int64(walHeaderSize)
+		if d.w.ok {
+			protected = walFrameOffset(d.w.commitFrame+1, d.pageSize)
+		}
+		if off < protected {
+			return fmt.Errorf("%w: refusing a write at offset %d of %s-wal: it would overwrite committed transactions (only SQLite may write the WAL)", pagewire.ErrInvalidArgument, off, d.name)
+		}
+	}
 	if _, err := d.wal.WriteAt(data, off); err != nil {
 		return err
 	}
@@ -419,6 +430,7 @@ func (d *database) writeWAL(off int64, data []byte) error {
 		d.log.Warn("a WAL commit frame failed validation; not counted", "frame", k)
 		return nil
 	}
+	d.commits += uint64(d.pos.TXID - before)
 	return d.saveMeta(false)
 }
 
@@ -462,10 +474,16 @@ func (d *database) export(w io.Writer) (pagewire.Pos, error) {
 }
 
 // replace swaps in a new database file (an import): the -wal and -shm are
-// dropped, the TXID grows by one and the checksum is recomputed.
-func (d *database) replace(path string, newID func() uint64) error {
+// dropped, the TXID grows by one and the checksum is recomputed. It returns
+// the file ids from before.
+func (d *database) replace(path string, newID func() uint64) (before fileIDs, err error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	before = d.ids
+	return before, d.replaceLocked(path, newID)
+}
+
+func (d *database) replaceLocked(path string, newID func() uint64) error {
 	if d.handles > 0 {
 		return fmt.Errorf("%w: %q has %d open file handles; stop the apps using it, then import again", pagewire.ErrBusy, d.name, d.handles)
 	}
@@ -509,7 +527,7 @@ func (d *database) replace(path string, newID func() uint64) error {
 		return err
 	}
 	txid := d.pos.TXID
-	d.shm, d.hasSHM = nil, false
+	d.shm = nil
 	d.ids = fileIDs{db: newID(), pos: d.ids.pos}
 	d.pageSize = dbHeaderPageSize(hdr)
 	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))

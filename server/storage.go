@@ -109,3 +109,24 @@ func (s *storageService) SyncDirectory(context.Context, *storagev1.SyncDirectory
 	}
 	return &storagev1.SyncDirectoryResponse{}, nil
 }
+
+func (s *storageService) WatchFiles(_ *storagev1.WatchFilesRequest, stream storagev1.StorageService_WatchFilesServer) error {
+	w := s.store.Watch()
+	defer w.Close()
+	if err := stream.Send(&storagev1.WatchFilesResponse{}); err != nil {
+		return err
+	}
+	for {
+		changes, err := w.Next(stream.Context())
+		if err != nil {
+			return nil // the mount went away
+		}
+		resp := &storagev1.WatchFilesResponse{Changes: make([]*storagev1.FileChange, len(changes))}
+		for i, c := range changes {
+			resp.Changes[i] = fileChangeToProto(c)
+		}
+		if err := stream.Send(resp); err != nil {
+			return err
+		}
+	}
+}

@@ -35,7 +35,8 @@ type DatabaseInfo struct {
 	PageSize    uint32
 	PageCount   uint32
 	OpenHandles int
-	Err         error // a problem found at startup, nil if none
+	Commits     uint64 // transactions committed since the node started
+	Err         error  // a problem found at startup, nil if none
 }
 
 // StoreConfig configures a Store.
@@ -53,16 +54,26 @@ type Store struct {
 
 	nextID atomic.Uint64
 
+	// watchMu guards watchers.
+	watchMu  sync.Mutex
+	watchers map[*Watcher]struct{}
+
 	// mu guards dbs, files and role.
 	mu    sync.RWMutex
 	dbs   map[string]*database
-	files map[uint64]fileRef
+	files map[uint64]*fileRef
 	role  roleState
 }
 
+// fileRef is a file id the mount may hold. An id stays valid while the
+// mount has it open, even after its file was deleted, as POSIX wants: the
+// kernel writes back a deleted -shm's mmapped pages until the last munmap.
 type fileRef struct {
 	db   *database
 	kind pagewire.FileKind
+	shm  *shmBuf // the -shm's content, for kind FileSHM
+	open int     // open handles; guarded by Store.mu
+	gone bool    // deleted; the id goes when open reaches 0
 }
 
 type roleState struct {
@@ -82,7 +93,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]fileRef{}}
+	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
 		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
@@ -130,18 +141,32 @@ func (s *Store) addLocked(d *database) {
 	s.registerLocked(d)
 }
 
+// registerLocked adds ids for d's current files; s.mu must be held.
 func (s *Store) registerLocked(d *database) {
-	for id, ref := range s.files {
-		if ref.db == d {
-			delete(s.files, id)
-		}
-	}
 	for kind, id := range map[pagewire.FileKind]uint64{
 		pagewire.FileDatabase: d.ids.db, pagewire.FileWAL: d.ids.wal,
 		pagewire.FileSHM: d.ids.shm, pagewire.FilePos: d.ids.pos,
 	} {
-		if id != 0 {
-			s.files[id] = fileRef{db: d, kind: kind}
+		if id != 0 && s.files[id] == nil {
+			ref := &fileRef{db: d, kind: kind}
+			if kind == pagewire.FileSHM {
+				ref.shm = d.shm
+			}
+			s.files[id] = ref
+		}
+	}
+}
+
+// unregister retires file ids whose files were deleted or replaced.
+func (s *Store) unregister(ids ...uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if ref := s.files[id]; ref != nil {
+			ref.gone = true
+			if ref.open == 0 {
+				delete(s.files, id)
+			}
 		}
 	}
 }
@@ -151,7 +176,7 @@ func (s *Store) Close() error {
 	s.mu.Lock()
 	dbs := s.dbs
 	s.dbs = map[string]*database{}
-	s.files = map[uint64]fileRef{}
+	s.files = map[uint64]*fileRef{}
 	s.mu.Unlock()
 	var errs []error
 	for _, d := range dbs {
@@ -244,10 +269,10 @@ func (d *database) info(kind pagewire.FileKind) (FileInfo, error) {
 		}
 		fi.ID, fi.Size = d.ids.wal, st.Size()
 	case pagewire.FileSHM:
-		if !d.hasSHM {
+		if d.shm == nil {
 			return fi, fmt.Errorf("%w: %s", pagewire.ErrNotFound, fi.Name)
 		}
-		fi.ID, fi.Size = d.ids.shm, int64(len(d.shm))
+		fi.ID, fi.Size = d.ids.shm, int64(len(d.shm.data))
 	case pagewire.FilePos:
 		fi.ID, fi.Size, fi.ReadOnly, fi.Volatile = d.ids.pos, int64(len(posContent(d.pos))), true, true
 	case pagewire.FileJournal:
@@ -321,8 +346,8 @@ func (s *Store) Create(name string) (FileInfo, error) {
 			s.register(d)
 		}
 	case pagewire.FileSHM:
-		if !d.hasSHM {
-			d.hasSHM, d.shm = true, nil
+		if d.shm == nil {
+			d.shm = &shmBuf{}
 			d.ids.shm = s.newID()
 			d.modTime[kind] = time.Now()
 			s.register(d)
@@ -355,9 +380,13 @@ func (s *Store) Delete(name string) error {
 		return fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
 	case pagewire.FileSHM:
 		d.mu.Lock()
-		d.hasSHM, d.shm, d.ids.shm = false, nil, 0
+		id := d.ids.shm
+		d.shm, d.ids.shm = nil, 0
 		d.mu.Unlock()
-		s.register(d)
+		if id == 0 {
+			return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
+		}
+		s.unregister(id)
 		return nil
 	}
 	if err := s.checkWritable(); err != nil {
@@ -371,25 +400,22 @@ func (s *Store) Delete(name string) error {
 			return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
 		}
 		d.wal.Close()
+		s.unregister(d.ids.wal)
 		d.wal, d.ids.wal = nil, 0
 		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		s.register(d)
 		return d.resetWAL()
 	}
 	s.mu.Lock()
 	delete(s.dbs, dbName)
-	for id, ref := range s.files {
-		if ref.db == d {
-			delete(s.files, id)
-		}
-	}
 	s.mu.Unlock()
 	d.mu.Lock()
 	d.closeFiles()
 	d.deleted = true
+	ids := d.ids
 	d.mu.Unlock()
+	s.unregister(ids.db, ids.wal, ids.shm, ids.pos)
 	if err := os.RemoveAll(d.dir); err != nil {
 		return err
 	}
@@ -397,16 +423,19 @@ func (s *Store) Delete(name string) error {
 	return syncDir(filepath.Join(s.dir, "dbs"))
 }
 
-// file finds an open file by id.
-func (s *Store) file(id uint64) (fileRef, error) {
+var primaryRef = &fileRef{kind: pagewire.FilePrimary}
+
+// file finds a file by id. A deleted file's id is stale, but for a -shm
+// still open: its orphaned content stays readable and writable.
+func (s *Store) file(id uint64) (*fileRef, error) {
+	if id == rootID+1 {
+		return primaryRef, nil
+	}
 	s.mu.RLock()
-	ref, ok := s.files[id]
+	ref := s.files[id]
 	s.mu.RUnlock()
-	if !ok {
-		if id == rootID+1 {
-			return fileRef{kind: pagewire.FilePrimary}, nil
-		}
-		return ref, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	if ref == nil || (ref.gone && ref.kind != pagewire.FileSHM) {
+		return nil, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 	return ref, nil
 }
@@ -428,21 +457,35 @@ func (s *Store) Open(id uint64, write bool) (FileInfo, error) {
 		return s.primaryInfo()
 	}
 	ref.db.mu.Lock()
-	defer ref.db.mu.Unlock()
 	fi, err := ref.db.info(ref.kind)
+	if err == nil {
+		ref.db.handles++
+	}
+	ref.db.mu.Unlock()
 	if err != nil {
 		return fi, err
 	}
-	ref.db.handles++
+	s.mu.Lock()
+	ref.open++
+	s.mu.Unlock()
 	return fi, nil
 }
 
 // CloseHandle records that a file handle was released.
 func (s *Store) CloseHandle(id uint64) {
-	ref, err := s.file(id)
-	if err != nil || ref.db == nil {
+	s.mu.Lock()
+	ref := s.files[id]
+	if ref == nil {
+		s.mu.Unlock()
 		return
 	}
+	if ref.open > 0 {
+		ref.open--
+	}
+	if ref.gone && ref.open == 0 {
+		delete(s.files, id)
+	}
+	s.mu.Unlock()
 	ref.db.mu.Lock()
 	if ref.db.handles > 0 {
 		ref.db.handles--
@@ -477,10 +520,7 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	case pagewire.FileWAL:
 		f = d.wal
 	case pagewire.FileSHM:
-		if off >= int64(len(d.shm)) {
-			return 0, nil
-		}
-		return copy(p, d.shm[off:]), nil
+		return ref.shm.readAt(p, off), nil
 	case pagewire.FilePos:
 		return copyAt(p, posContent(d.pos), off), nil
 	}
@@ -552,11 +592,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64) (size int64, txid pagewi
 		}
 		return st.Size(), d.pos.TXID, nil
 	default: // FileSHM
-		if end := off + int64(len(p)); end > int64(len(d.shm)) {
-			d.shm = append(d.shm, make([]byte, end-int64(len(d.shm)))...)
-		}
-		copy(d.shm[off:], p)
-		return int64(len(d.shm)), d.pos.TXID, nil
+		return ref.shm.writeAt(p, off), d.pos.TXID, nil
 	}
 }
 
@@ -603,10 +639,9 @@ func (s *Store) Truncate(id uint64, size int64) (FileInfo, error) {
 			}
 		}
 	case pagewire.FileSHM:
-		if size <= int64(len(d.shm)) {
-			d.shm = d.shm[:size]
-		} else {
-			d.shm = append(d.shm, make([]byte, size-int64(len(d.shm)))...)
+		ref.shm.truncate(size)
+		if ref.gone {
+			return FileInfo{Name: pagewire.FileName(d.name, ref.kind), ID: id, Kind: ref.kind, Size: size, ModTime: time.Now()}, nil
 		}
 	}
 	return d.info(ref.kind)
@@ -707,7 +742,7 @@ func (s *Store) Database(name string) (DatabaseInfo, error) {
 	}
 	d.mu.RLock()
 	defer d.mu.RUnlock()
-	return DatabaseInfo{Name: d.name, Pos: d.pos, PageSize: d.pageSize, PageCount: uint32(len(d.pages)), OpenHandles: d.handles, Err: d.startupErr}, nil
+	return DatabaseInfo{Name: d.name, Pos: d.pos, PageSize: d.pageSize, PageCount: uint32(len(d.pages)), OpenHandles: d.handles, Commits: d.commits, Err: d.startupErr}, nil
 }
 
 // Export writes a consistent copy of a database, as a plain SQLite file in
@@ -755,10 +790,22 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if d == nil {
 		return DatabaseInfo{}, fmt.Errorf("%w: database %q was deleted during the import", pagewire.ErrNotFound, name)
 	}
-	if err := d.replace(tmp.Name(), s.newID); err != nil {
+	before, err := d.replace(tmp.Name(), s.newID)
+	if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("import %q: %w", name, err)
 	}
+	s.unregister(before.db, before.wal, before.shm)
 	s.register(d)
+	// The kernel must forget the old files: the database is a new file now,
+	// and its -wal and -shm are gone.
+	changes := []FileChange{{Name: name, ID: before.db, Entry: true, Length: -1}}
+	if before.wal != 0 {
+		changes = append(changes, FileChange{Name: pagewire.FileName(name, pagewire.FileWAL), ID: before.wal, Entry: true, Length: -1})
+	}
+	if before.shm != 0 {
+		changes = append(changes, FileChange{Name: pagewire.FileName(name, pagewire.FileSHM), ID: before.shm, Entry: true, Length: -1})
+	}
+	s.notify(changes...)
 	s.log.Info("imported database", logKeyDB, name)
 	return s.Database(name)
 }

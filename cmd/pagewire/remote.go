@@ -173,7 +173,7 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 	}
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return fmt.Errorf("import %q: %w", name, client.Error(err))
+		return client.Error(err)
 	}
 	d := resp.GetDatabase()
 	fmt.Fprintf(out, "imported %s: %d pages, now at %s\n", d.GetName(), d.GetPageCount(), pagewire.Pos{TXID: pagewire.TXID(d.GetTxid()), Checksum: d.GetChecksum()})

@@ -1210,6 +1210,172 @@ func (*SyncDirectoryResponse) Descriptor() ([]byte, []int) {
 	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{22}
 }
 
+// WatchFilesRequest starts watching every file.
+type WatchFilesRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchFilesRequest) Reset() {
+	*x = WatchFilesRequest{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchFilesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchFilesRequest) ProtoMessage() {}
+
+func (x *WatchFilesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchFilesRequest.ProtoReflect.Descriptor instead.
+func (*WatchFilesRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{23}
+}
+
+// WatchFilesResponse is a batch of changes.
+type WatchFilesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// changes are the files that changed, in order.
+	Changes       []*FileChange `protobuf:"bytes,1,rep,name=changes,proto3" json:"changes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchFilesResponse) Reset() {
+	*x = WatchFilesResponse{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchFilesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchFilesResponse) ProtoMessage() {}
+
+func (x *WatchFilesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchFilesResponse.ProtoReflect.Descriptor instead.
+func (*WatchFilesResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WatchFilesResponse) GetChanges() []*FileChange {
+	if x != nil {
+		return x.Changes
+	}
+	return nil
+}
+
+// FileChange is one change the server made to a file by itself.
+type FileChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the file's name on the mount.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// file_id is the file's id before the change.
+	FileId uint64 `protobuf:"varint,2,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// entry is set when the name now means another file, or none: the mount
+	// must forget the name.
+	Entry bool `protobuf:"varint,3,opt,name=entry,proto3" json:"entry,omitempty"`
+	// offset is where changed content starts.
+	Offset int64 `protobuf:"varint,4,opt,name=offset,proto3" json:"offset,omitempty"`
+	// length is how many bytes changed: 0 for none, -1 for all from offset.
+	Length        int64 `protobuf:"varint,5,opt,name=length,proto3" json:"length,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FileChange) Reset() {
+	*x = FileChange{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FileChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FileChange) ProtoMessage() {}
+
+func (x *FileChange) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FileChange.ProtoReflect.Descriptor instead.
+func (*FileChange) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *FileChange) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *FileChange) GetFileId() uint64 {
+	if x != nil {
+		return x.FileId
+	}
+	return 0
+}
+
+func (x *FileChange) GetEntry() bool {
+	if x != nil {
+		return x.Entry
+	}
+	return false
+}
+
+func (x *FileChange) GetOffset() int64 {
+	if x != nil {
+		return x.Offset
+	}
+	return 0
+}
+
+func (x *FileChange) GetLength() int64 {
+	if x != nil {
+		return x.Length
+	}
+	return 0
+}
+
 var File_pagewire_storage_v1_storage_proto protoreflect.FileDescriptor
 
 const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
@@ -1267,14 +1433,24 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"\x12\n" +
 	"\x10SyncFileResponse\"\x16\n" +
 	"\x14SyncDirectoryRequest\"\x17\n" +
-	"\x15SyncDirectoryResponse*\x8d\x01\n" +
+	"\x15SyncDirectoryResponse\"\x13\n" +
+	"\x11WatchFilesRequest\"O\n" +
+	"\x12WatchFilesResponse\x129\n" +
+	"\achanges\x18\x01 \x03(\v2\x1f.pagewire.storage.v1.FileChangeR\achanges\"\x7f\n" +
+	"\n" +
+	"FileChange\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\afile_id\x18\x02 \x01(\x04R\x06fileId\x12\x14\n" +
+	"\x05entry\x18\x03 \x01(\bR\x05entry\x12\x16\n" +
+	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x16\n" +
+	"\x06length\x18\x05 \x01(\x03R\x06length*\x8d\x01\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FILE_KIND_DATABASE\x10\x01\x12\x11\n" +
 	"\rFILE_KIND_WAL\x10\x02\x12\x11\n" +
 	"\rFILE_KIND_SHM\x10\x03\x12\x11\n" +
 	"\rFILE_KIND_POS\x10\x04\x12\x15\n" +
-	"\x11FILE_KIND_PRIMARY\x10\x052\x99\b\n" +
+	"\x11FILE_KIND_PRIMARY\x10\x052\xfa\b\n" +
 	"\x0eStorageService\x12Z\n" +
 	"\tListFiles\x12%.pagewire.storage.v1.ListFilesRequest\x1a&.pagewire.storage.v1.ListFilesResponse\x12]\n" +
 	"\n" +
@@ -1289,7 +1465,9 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\tWriteFile\x12%.pagewire.storage.v1.WriteFileRequest\x1a&.pagewire.storage.v1.WriteFileResponse\x12c\n" +
 	"\fTruncateFile\x12(.pagewire.storage.v1.TruncateFileRequest\x1a).pagewire.storage.v1.TruncateFileResponse\x12W\n" +
 	"\bSyncFile\x12$.pagewire.storage.v1.SyncFileRequest\x1a%.pagewire.storage.v1.SyncFileResponse\x12f\n" +
-	"\rSyncDirectory\x12).pagewire.storage.v1.SyncDirectoryRequest\x1a*.pagewire.storage.v1.SyncDirectoryResponseB\xde\x01\n" +
+	"\rSyncDirectory\x12).pagewire.storage.v1.SyncDirectoryRequest\x1a*.pagewire.storage.v1.SyncDirectoryResponse\x12_\n" +
+	"\n" +
+	"WatchFiles\x12&.pagewire.storage.v1.WatchFilesRequest\x1a'.pagewire.storage.v1.WatchFilesResponse0\x01B\xde\x01\n" +
 	"\x17com.pagewire.storage.v1B\fStorageProtoP\x01ZGgithub.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1;storagev1\xa2\x02\x03PSX\xaa\x02\x13Pagewire.Storage.V1\xca\x02\x13Pagewire\\Storage\\V1\xe2\x02\x1fPagewire\\Storage\\V1\\GPBMetadata\xea\x02\x15Pagewire::Storage::V1b\x06proto3"
 
 var (
@@ -1305,7 +1483,7 @@ func file_pagewire_storage_v1_storage_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(FileKind)(0),                 // 0: pagewire.storage.v1.FileKind
 	(*FileInfo)(nil),              // 1: pagewire.storage.v1.FileInfo
@@ -1331,43 +1509,49 @@ var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(*SyncFileResponse)(nil),      // 21: pagewire.storage.v1.SyncFileResponse
 	(*SyncDirectoryRequest)(nil),  // 22: pagewire.storage.v1.SyncDirectoryRequest
 	(*SyncDirectoryResponse)(nil), // 23: pagewire.storage.v1.SyncDirectoryResponse
-	(*timestamppb.Timestamp)(nil), // 24: google.protobuf.Timestamp
+	(*WatchFilesRequest)(nil),     // 24: pagewire.storage.v1.WatchFilesRequest
+	(*WatchFilesResponse)(nil),    // 25: pagewire.storage.v1.WatchFilesResponse
+	(*FileChange)(nil),            // 26: pagewire.storage.v1.FileChange
+	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
 }
 var file_pagewire_storage_v1_storage_proto_depIdxs = []int32{
 	0,  // 0: pagewire.storage.v1.FileInfo.kind:type_name -> pagewire.storage.v1.FileKind
-	24, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
+	27, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
 	1,  // 2: pagewire.storage.v1.ListFilesResponse.files:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 3: pagewire.storage.v1.LookupFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 4: pagewire.storage.v1.CreateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 5: pagewire.storage.v1.OpenFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 6: pagewire.storage.v1.TruncateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
-	2,  // 7: pagewire.storage.v1.StorageService.ListFiles:input_type -> pagewire.storage.v1.ListFilesRequest
-	4,  // 8: pagewire.storage.v1.StorageService.LookupFile:input_type -> pagewire.storage.v1.LookupFileRequest
-	6,  // 9: pagewire.storage.v1.StorageService.CreateFile:input_type -> pagewire.storage.v1.CreateFileRequest
-	8,  // 10: pagewire.storage.v1.StorageService.DeleteFile:input_type -> pagewire.storage.v1.DeleteFileRequest
-	10, // 11: pagewire.storage.v1.StorageService.OpenFile:input_type -> pagewire.storage.v1.OpenFileRequest
-	12, // 12: pagewire.storage.v1.StorageService.CloseFile:input_type -> pagewire.storage.v1.CloseFileRequest
-	14, // 13: pagewire.storage.v1.StorageService.ReadFile:input_type -> pagewire.storage.v1.ReadFileRequest
-	16, // 14: pagewire.storage.v1.StorageService.WriteFile:input_type -> pagewire.storage.v1.WriteFileRequest
-	18, // 15: pagewire.storage.v1.StorageService.TruncateFile:input_type -> pagewire.storage.v1.TruncateFileRequest
-	20, // 16: pagewire.storage.v1.StorageService.SyncFile:input_type -> pagewire.storage.v1.SyncFileRequest
-	22, // 17: pagewire.storage.v1.StorageService.SyncDirectory:input_type -> pagewire.storage.v1.SyncDirectoryRequest
-	3,  // 18: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
-	5,  // 19: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
-	7,  // 20: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
-	9,  // 21: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
-	11, // 22: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
-	13, // 23: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
-	15, // 24: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
-	17, // 25: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
-	19, // 26: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
-	21, // 27: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
-	23, // 28: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
-	18, // [18:29] is the sub-list for method output_type
-	7,  // [7:18] is the sub-list for method input_type
-	7,  // [7:7] is the sub-list for extension type_name
-	7,  // [7:7] is the sub-list for extension extendee
-	0,  // [0:7] is the sub-list for field type_name
+	26, // 7: pagewire.storage.v1.WatchFilesResponse.changes:type_name -> pagewire.storage.v1.FileChange
+	2,  // 8: pagewire.storage.v1.StorageService.ListFiles:input_type -> pagewire.storage.v1.ListFilesRequest
+	4,  // 9: pagewire.storage.v1.StorageService.LookupFile:input_type -> pagewire.storage.v1.LookupFileRequest
+	6,  // 10: pagewire.storage.v1.StorageService.CreateFile:input_type -> pagewire.storage.v1.CreateFileRequest
+	8,  // 11: pagewire.storage.v1.StorageService.DeleteFile:input_type -> pagewire.storage.v1.DeleteFileRequest
+	10, // 12: pagewire.storage.v1.StorageService.OpenFile:input_type -> pagewire.storage.v1.OpenFileRequest
+	12, // 13: pagewire.storage.v1.StorageService.CloseFile:input_type -> pagewire.storage.v1.CloseFileRequest
+	14, // 14: pagewire.storage.v1.StorageService.ReadFile:input_type -> pagewire.storage.v1.ReadFileRequest
+	16, // 15: pagewire.storage.v1.StorageService.WriteFile:input_type -> pagewire.storage.v1.WriteFileRequest
+	18, // 16: pagewire.storage.v1.StorageService.TruncateFile:input_type -> pagewire.storage.v1.TruncateFileRequest
+	20, // 17: pagewire.storage.v1.StorageService.SyncFile:input_type -> pagewire.storage.v1.SyncFileRequest
+	22, // 18: pagewire.storage.v1.StorageService.SyncDirectory:input_type -> pagewire.storage.v1.SyncDirectoryRequest
+	24, // 19: pagewire.storage.v1.StorageService.WatchFiles:input_type -> pagewire.storage.v1.WatchFilesRequest
+	3,  // 20: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
+	5,  // 21: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
+	7,  // 22: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
+	9,  // 23: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
+	11, // 24: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
+	13, // 25: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
+	15, // 26: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
+	17, // 27: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
+	19, // 28: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
+	21, // 29: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
+	23, // 30: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
+	25, // 31: pagewire.storage.v1.StorageService.WatchFiles:output_type -> pagewire.storage.v1.WatchFilesResponse
+	20, // [20:32] is the sub-list for method output_type
+	8,  // [8:20] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_storage_v1_storage_proto_init() }
@@ -1381,7 +1565,7 @@ func file_pagewire_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_storage_v1_storage_proto_rawDesc), len(file_pagewire_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   23,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	StorageService_TruncateFile_FullMethodName  = "/pagewire.storage.v1.StorageService/TruncateFile"
 	StorageService_SyncFile_FullMethodName      = "/pagewire.storage.v1.StorageService/SyncFile"
 	StorageService_SyncDirectory_FullMethodName = "/pagewire.storage.v1.StorageService/SyncDirectory"
+	StorageService_WatchFiles_FullMethodName    = "/pagewire.storage.v1.StorageService/WatchFiles"
 )
 
 // StorageServiceClient is the client API for StorageService service.
@@ -67,6 +68,11 @@ type StorageServiceClient interface {
 	SyncFile(ctx context.Context, in *SyncFileRequest, opts ...grpc.CallOption) (*SyncFileResponse, error)
 	// SyncDirectory makes created and deleted names durable (fsync of the directory).
 	SyncDirectory(ctx context.Context, in *SyncDirectoryRequest, opts ...grpc.CallOption) (*SyncDirectoryResponse, error)
+	// WatchFiles streams the changes the server makes to files by itself
+	// (imports, deletions, replicated transactions), so that the mount can
+	// drop what the kernel has cached. The first message, empty, says that
+	// watching has started.
+	WatchFiles(ctx context.Context, in *WatchFilesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchFilesResponse], error)
 }
 
 type storageServiceClient struct {
@@ -187,6 +193,25 @@ func (c *storageServiceClient) SyncDirectory(ctx context.Context, in *SyncDirect
 	return out, nil
 }
 
+func (c *storageServiceClient) WatchFiles(ctx context.Context, in *WatchFilesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchFilesResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StorageService_ServiceDesc.Streams[0], StorageService_WatchFiles_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[WatchFilesRequest, WatchFilesResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StorageService_WatchFilesClient = grpc.ServerStreamingClient[WatchFilesResponse]
+
 // StorageServiceServer is the server API for StorageService service.
 // All implementations must embed UnimplementedStorageServiceServer
 // for forward compatibility.
@@ -222,6 +247,11 @@ type StorageServiceServer interface {
 	SyncFile(context.Context, *SyncFileRequest) (*SyncFileResponse, error)
 	// SyncDirectory makes created and deleted names durable (fsync of the directory).
 	SyncDirectory(context.Context, *SyncDirectoryRequest) (*SyncDirectoryResponse, error)
+	// WatchFiles streams the changes the server makes to files by itself
+	// (imports, deletions, replicated transactions), so that the mount can
+	// drop what the kernel has cached. The first message, empty, says that
+	// watching has started.
+	WatchFiles(*WatchFilesRequest, grpc.ServerStreamingServer[WatchFilesResponse]) error
 	mustEmbedUnimplementedStorageServiceServer()
 }
 
@@ -264,6 +294,9 @@ func (UnimplementedStorageServiceServer) SyncFile(context.Context, *SyncFileRequ
 }
 func (UnimplementedStorageServiceServer) SyncDirectory(context.Context, *SyncDirectoryRequest) (*SyncDirectoryResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method SyncDirectory not implemented")
+}
+func (UnimplementedStorageServiceServer) WatchFiles(*WatchFilesRequest, grpc.ServerStreamingServer[WatchFilesResponse]) error {
+	return status.Error(codes.Unimplemented, "method WatchFiles not implemented")
 }
 func (UnimplementedStorageServiceServer) mustEmbedUnimplementedStorageServiceServer() {}
 func (UnimplementedStorageServiceServer) testEmbeddedByValue()                        {}
@@ -484,6 +517,17 @@ func _StorageService_SyncDirectory_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _StorageService_WatchFiles_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(WatchFilesRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StorageServiceServer).WatchFiles(m, &grpc.GenericServerStream[WatchFilesRequest, WatchFilesResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StorageService_WatchFilesServer = grpc.ServerStreamingServer[WatchFilesResponse]
+
 // StorageService_ServiceDesc is the grpc.ServiceDesc for StorageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -536,6 +580,12 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _StorageService_SyncDirectory_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "WatchFiles",
+			Handler:       _StorageService_WatchFiles_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "pagewire/storage/v1/storage.proto",
 }

@@ -1,0 +1,427 @@
+package server
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/pagewire/pagewire"
+)
+
+// walBuilder writes a WAL the way SQLite does: a header, then per frame a
+// 24-byte header write and a page write, checksums chained.
+type walBuilder struct {
+	t        testing.TB
+	s        *Store
+	id       uint64
+	pageSize uint32
+	salt1    uint32
+	salt2    uint32
+	ck1, ck2 uint32
+	next     uint32 // next frame number
+}
+
+func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder {
+	t.Helper()
+	fi, err := s.Create(db + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := &walBuilder{t: t, s: s, id: fi.ID, pageSize: defaultPageSize, salt1: salt1, salt2: salt1 * 7}
+	w.restart(salt1)
+	return w
+}
+
+// restart writes a new WAL header with new salts, as SQLite does after a
+// checkpoint.
+func (w *walBuilder) restart(salt1 uint32) {
+	w.salt1, w.salt2 = salt1, salt1*7
+	hdr := make([]byte, walHeaderSize)
+	binary.BigEndian.PutUint32(hdr[0:], walMagicLE)
+	binary.BigEndian.PutUint32(hdr[4:], walVersion)
+	binary.BigEndian.PutUint32(hdr[8:], w.pageSize)
+	binary.BigEndian.PutUint32(hdr[16:], w.salt1)
+	binary.BigEndian.PutUint32(hdr[20:], w.salt2)
+	w.ck1, w.ck2 = walChecksum(false, 0, 0, hdr[:24])
+	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
+	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
+	if _, _, err := w.s.WriteAt(w.id, hdr, 0); err != nil {
+		w.t.Fatal(err)
+	}
+	w.next = 1
+}
+
+// frame appends one frame; commit is the db size for a commit frame, else 0.
+func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXID {
+	w.t.Helper()
+	fh := make([]byte, walFrameHeaderSize)
+	binary.BigEndian.PutUint32(fh[0:], pgno)
+	binary.BigEndian.PutUint32(fh[4:], commit)
+	binary.BigEndian.PutUint32(fh[8:], w.salt1)
+	binary.BigEndian.PutUint32(fh[12:], w.salt2)
+	w.ck1, w.ck2 = walChecksum(false, w.ck1, w.ck2, fh[:8])
+	w.ck1, w.ck2 = walChecksum(false, w.ck1, w.ck2, page)
+	binary.BigEndian.PutUint32(fh[16:], w.ck1)
+	binary.BigEndian.PutUint32(fh[20:], w.ck2)
+	off := walFrameOffset(w.next, w.pageSize)
+	if _, _, err := w.s.WriteAt(w.id, fh, off); err != nil {
+		w.t.Fatal(err)
+	}
+	_, txid, err := w.s.WriteAt(w.id, page, off+walFrameHeaderSize)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.next++
+	return txid
+}
+
+func testPage(fill byte) []byte { return bytes.Repeat([]byte{fill}, defaultPageSize) }
+
+// checksumOf computes a database checksum from scratch.
+func checksumOf(pages map[uint32][]byte, nPage uint32) uint64 {
+	var sum uint64
+	for pgno := uint32(1); pgno <= nPage; pgno++ {
+		sum ^= pageChecksum(pgno, pages[pgno])
+	}
+	return sum | checksumFlag
+}
+
+func openTestStore(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := OpenStore(StoreConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore_CreateIsWALAtTXID1(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	fi, err := s.Create("app.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size != defaultPageSize {
+		t.Fatalf("size=%d, want one page", fi.Size)
+	}
+	page := make([]byte, 100)
+	if _, err := s.ReadAt(fi.ID, page, 0); err != nil {
+		t.Fatal(err)
+	}
+	if page[18] != 2 || page[19] != 2 {
+		t.Fatalf("header bytes 18/19 = %d/%d, want 2/2 (WAL)", page[18], page[19])
+	}
+	di, err := s.Database("app.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := di.Pos.TXID, pagewire.TXID(1); got != want {
+		t.Fatalf("TXID=%d, want %d", got, want)
+	}
+	if got, want := di.Pos.Checksum, checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize)}, 1); got != want {
+		t.Fatalf("checksum=%016x, want %016x", got, want)
+	}
+}
+
+func TestStore_CountsCommitFrames(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.Create("app.db"); err != nil {
+		t.Fatal(err)
+	}
+	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
+	w := newWALBuilder(t, s, "app.db", 11)
+
+	// A two-frame transaction: no commit until its last frame.
+	if got := w.frame(2, testPage(2), 0); got != 1 {
+		t.Fatalf("TXID after a non-commit frame = %d, want 1", got)
+	}
+	if got := w.frame(3, testPage(3), 3); got != 2 {
+		t.Fatalf("TXID after a commit frame = %d, want 2", got)
+	}
+	pages[2], pages[3] = testPage(2), testPage(3)
+	// A page rewritten, then the database shrunk to two pages.
+	w.frame(2, testPage(9), 2)
+	pages[2] = testPage(9)
+	di, _ := s.Database("app.db")
+	if got, want := di.Pos, (pagewire.Pos{TXID: 3, Checksum: checksumOf(pages, 2)}); got != want {
+		t.Fatalf("pos=%v, want %v", got, want)
+	}
+	if di.PageCount != 2 {
+		t.Fatalf("page count=%d, want 2", di.PageCount)
+	}
+
+	// A commit frame with a bad checksum is not counted.
+	bad := make([]byte, walFrameHeaderSize)
+	binary.BigEndian.PutUint32(bad[0:], 2)
+	binary.BigEndian.PutUint32(bad[4:], 2)
+	binary.BigEndian.PutUint32(bad[8:], w.salt1)
+	binary.BigEndian.PutUint32(bad[12:], w.salt2)
+	off := walFrameOffset(w.next, w.pageSize)
+	s.WriteAt(w.id, bad, off)
+	if _, txid, _ := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize); txid != 3 {
+		t.Fatalf("TXID after a bad frame = %d, want 3", txid)
+	}
+
+	// The position survives a restart.
+	want := di.Pos
+	s.Close()
+	s2 := openTestStore(t, dir)
+	di2, err := s2.Database("app.db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di2.Pos != want || di2.Err != nil {
+		t.Fatalf("after restart pos=%v err=%v, want %v", di2.Pos, di2.Err, want)
+	}
+}
+
+func TestStore_NewWALGenerationKeepsCounting(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db")
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.frame(2, testPage(2), 2)
+	// SQLite checkpoints (copies frames into the db file), then restarts
+	// the WAL with new salts and overwrites frames from the start.
+	dbID := mustLookup(t, s, "app.db").ID
+	if _, _, err := s.WriteAt(dbID, testPage(2), defaultPageSize); err != nil {
+		t.Fatal(err)
+	}
+	w.restart(2)
+	if got := w.frame(2, testPage(7), 2); got != 3 {
+		t.Fatalf("TXID=%d, want 3", got)
+	}
+	want := pagewire.Pos{TXID: 3, Checksum: checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize), 2: testPage(7)}, 2)}
+	if di, _ := s.Database("app.db"); di.Pos != want {
+		t.Fatalf("pos=%v, want %v", di.Pos, want)
+	}
+	s.Close()
+	s2 := openTestStore(t, dir)
+	if di, _ := s2.Database("app.db"); di.Pos != want || di.Err != nil {
+		t.Fatalf("after restart pos=%v err=%v, want %v", di.Pos, di.Err, want)
+	}
+}
+
+func TestStore_RecoversCommitsTheMetaMissed(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db")
+	metaPath := filepath.Join(dir, "dbs", "app.db", metaFileName)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.frame(2, testPage(2), 2)
+	old, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.frame(2, testPage(3), 2)
+	w.frame(3, testPage(4), 3)
+	di, _ := s.Database("app.db")
+	s.Close()
+	// As after a power failure: the meta file lost its last writes.
+	if err := os.WriteFile(metaPath, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTestStore(t, dir)
+	di2, _ := s2.Database("app.db")
+	if di2.Pos != di.Pos || di2.Err != nil {
+		t.Fatalf("recovered pos=%v err=%v, want %v", di2.Pos, di2.Err, di.Pos)
+	}
+}
+
+func TestStore_ReportsFilesChangedOutside(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db")
+	s.Close()
+	f, err := os.OpenFile(filepath.Join(dir, "dbs", "app.db", databaseFileName), os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteAt([]byte("tampered"), 3000)
+	f.Close()
+	s2 := openTestStore(t, dir)
+	di, _ := s2.Database("app.db")
+	if !errors.Is(di.Err, pagewire.ErrCorrupt) {
+		t.Fatalf("Err=%v, want ErrCorrupt", di.Err)
+	}
+	// Writes are refused so that the damage is not built upon.
+	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200); !errors.Is(err, pagewire.ErrCorrupt) {
+		t.Fatalf("write err=%v, want ErrCorrupt", err)
+	}
+}
+
+func TestStore_RefusesLeavingWAL(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	fi, _ := s.Create("app.db")
+	if _, err := s.Create("app.db-journal"); !errors.Is(err, pagewire.ErrNotWAL) {
+		t.Fatalf("create journal err=%v, want ErrNotWAL", err)
+	}
+	page := newDatabasePage(defaultPageSize)
+	page[18], page[19] = 1, 1
+	if _, _, err := s.WriteAt(fi.ID, page, 0); !errors.Is(err, pagewire.ErrNotWAL) {
+		t.Fatalf("write rollback header err=%v, want ErrNotWAL", err)
+	}
+	if _, _, err := s.WriteAt(fi.ID, []byte("not sqlite at all"), 0); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("write garbage header err=%v, want ErrInvalidArgument", err)
+	}
+	if _, err := s.Truncate(fi.ID, 0); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("truncate to 0 err=%v, want ErrInvalidArgument", err)
+	}
+	got := make([]byte, 20)
+	s.ReadAt(fi.ID, got, 0)
+	if got[18] != 2 || got[19] != 2 {
+		t.Fatal("header changed after refused writes")
+	}
+}
+
+func TestStore_RefusesBadNames(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	for _, name := range []string{"", ".hidden", "a/b", "x-wal-shm", "nosuch.db-wal"} {
+		if _, err := s.Create(name); err == nil {
+			t.Errorf("Create(%q) succeeded", name)
+		}
+	}
+	if got := s.List(); len(got) != 0 {
+		t.Fatalf("files after refused creates: %v", got)
+	}
+}
+
+func TestStore_ReplicaRefusesWrites(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	fi, _ := s.Create("app.db")
+	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"})
+	_, _, err := s.WriteAt(fi.ID, []byte{0}, 200)
+	var ro *pagewire.ReadOnlyError
+	if !errors.As(err, &ro) || ro.Primary != "node1" {
+		t.Fatalf("err=%v, want ReadOnlyError naming node1", err)
+	}
+	if _, err := s.Open(fi.ID, true); !errors.Is(err, pagewire.ErrReadOnly) {
+		t.Fatalf("open for write err=%v, want ErrReadOnly", err)
+	}
+	if _, err := s.Open(fi.ID, false); err != nil {
+		t.Fatalf("open for read: %v", err)
+	}
+	// Readers still need the -shm.
+	shm, err := s.Create("app.db-shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.WriteAt(shm.ID, []byte{1, 2, 3}, 0); err != nil {
+		t.Fatalf("write -shm on a replica: %v", err)
+	}
+}
+
+func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db")
+	w := newWALBuilder(t, s, "app.db", 1)
+	p1 := newDatabasePage(defaultPageSize)
+	p1[50] = 0x42                          // a change to page 1 that only the WAL has
+	binary.BigEndian.PutUint32(p1[28:], 2) // the database grows to two pages
+	w.frame(1, p1, 0)
+	w.frame(2, testPage(2), 2)
+	w.frame(2, testPage(3), 0) // uncommitted: must not be exported
+	var buf bytes.Buffer
+	pos, err := s.Export("app.db", &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.TXID != 2 || buf.Len() != 2*defaultPageSize {
+		t.Fatalf("export pos=%v len=%d, want TXID 2 and two pages", pos, buf.Len())
+	}
+	got := buf.Bytes()
+	if got[50] != 0x42 || got[18] != 1 || got[19] != 1 {
+		t.Fatalf("page 1: byte 50=%x, 18/19=%d/%d; want 42 and rollback mode", got[50], got[18], got[19])
+	}
+	if !bytes.Equal(got[defaultPageSize:], testPage(2)) {
+		t.Fatal("page 2 is not the committed version")
+	}
+	// Import it under a new name: WAL mode again, TXID 2 (created, replaced).
+	di, err := s.Import("copy.db", bytes.NewReader(got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if di.Pos.TXID != 2 || di.PageCount != 2 {
+		t.Fatalf("imported %+v", di)
+	}
+	hdr := make([]byte, 20)
+	s.ReadAt(mustLookup(t, s, "copy.db").ID, hdr, 0)
+	if hdr[18] != 2 || hdr[19] != 2 {
+		t.Fatal("imported database is not in WAL mode")
+	}
+}
+
+func TestStore_ImportRefusedWhileOpen(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	fi, _ := s.Create("app.db")
+	if _, err := s.Open(fi.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Import("app.db", bytes.NewReader(newDatabasePage(defaultPageSize))); !errors.Is(err, pagewire.ErrBusy) {
+		t.Fatalf("err=%v, want ErrBusy", err)
+	}
+	s.CloseHandle(fi.ID)
+	if _, err := s.Import("app.db", bytes.NewReader(newDatabasePage(defaultPageSize))); err != nil {
+		t.Fatal(err)
+	}
+	// The old handle is stale now: the kernel must look the file up again.
+	if _, err := s.ReadAt(fi.ID, make([]byte, 10), 0); !errors.Is(err, pagewire.ErrStale) {
+		t.Fatalf("read through old id err=%v, want ErrStale", err)
+	}
+}
+
+func TestStore_OneNodePerDataDir(t *testing.T) {
+	dir := t.TempDir()
+	openTestStore(t, dir)
+	if _, err := OpenStore(StoreConfig{Dir: dir}); err == nil {
+		t.Fatal("a second store opened the same data.dir")
+	}
+}
+
+func mustLookup(t testing.TB, s *Store, name string) FileInfo {
+	t.Helper()
+	fi, err := s.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi
+}
+
+// A deleted -shm stays writable through its id until the mount releases
+// it (the kernel writes back mmapped pages after unlink), and handle counts
+// follow releases of deleted files.
+func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db")
+	shm, err := s.Create("app.db-shm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Open(shm.ID, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Delete("app.db-shm"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Lookup("app.db-shm"); !errors.Is(err, pagewire.ErrNotFound) {
+		t.Fatalf("lookup after delete err=%v, want ErrNotFound", err)
+	}
+	if _, _, err := s.WriteAt(shm.ID, []byte("late writeback"), 0); err != nil {
+		t.Fatalf("write back to a deleted, open -shm: %v", err)
+	}
+	if di, _ := s.Database("app.db"); di.OpenHandles != 1 {
+		t.Fatalf("open handles=%d, want 1", di.OpenHandles)
+	}
+	s.CloseHandle(shm.ID)
+	if di, _ := s.Database("app.db"); di.OpenHandles != 0 {
+		t.Fatalf("open handles after release=%d, want 0", di.OpenHandles)
+	}
+	if _, _, err := s.WriteAt(shm.ID, []byte("x"), 0); !errors.Is(err, pagewire.ErrStale) {
+		t.Fatalf("write after release err=%v, want ErrStale", err)
+	}
+}

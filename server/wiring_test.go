@@ -1,0 +1,156 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+	"github.com/pagewire/pagewire/server"
+)
+
+// startServer runs a real server.New over bufconn and returns a client
+// connection to it, plus the store.
+func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *server.Store) {
+	t.Helper()
+	store, err := server.OpenStore(server.StoreConfig{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := bufconn.Listen(1 << 20)
+	cfg := server.DefaultConfig()
+	cfg.Store, cfg.Listener, cfg.Node = store, lis, server.NodeInfo{Hostname: "node1", AdvertiseURL: "http://node1:20202"}
+	srv, err := server.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	conn, err := grpc.NewClient("passthrough:///bufnet",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		store.Close()
+	})
+	return conn, srv, store
+}
+
+func TestServer_ReadOnlyErrorCrossesTheWire(t *testing.T) {
+	conn, _, store := startServer(t)
+	ctx := context.Background()
+	storage := storagev1.NewStorageServiceClient(conn)
+	created, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "app.db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node2", AdvertiseURL: "http://[fdaa::2]:20202"})
+	_, err = storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: created.GetFile().GetFileId(), Offset: 200, Data: []byte{1}})
+	err = client.Error(err)
+	var ro *pagewire.ReadOnlyError
+	if !errors.As(err, &ro) {
+		t.Fatalf("err=%v (%T), want a ReadOnlyError", err, err)
+	}
+	if ro.Primary != "node2" || ro.AdvertiseURL != "http://[fdaa::2]:20202" || !errors.Is(err, pagewire.ErrReadOnly) {
+		t.Fatalf("got %+v", ro)
+	}
+}
+
+func TestServer_ErrorsMapBack(t *testing.T) {
+	conn, _, _ := startServer(t)
+	ctx := context.Background()
+	storage := storagev1.NewStorageServiceClient(conn)
+	admin := adminv1.NewAdminServiceClient(conn)
+	for _, tc := range []struct {
+		name string
+		call func() error
+		want error
+	}{
+		{"lookup missing", func() error {
+			_, err := storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: "nosuch.db"})
+			return err
+		}, pagewire.ErrNotFound},
+		{"bad name", func() error {
+			_, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: ".x"})
+			return err
+		}, pagewire.ErrInvalidName},
+		{"journal", func() error {
+			storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "a.db"})
+			_, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "a.db-journal"})
+			return err
+		}, pagewire.ErrNotWAL},
+		{"stale id", func() error {
+			_, err := storage.ReadFile(ctx, &storagev1.ReadFileRequest{FileId: 9999, Length: 10})
+			return err
+		}, pagewire.ErrStale},
+		{"oversized read", func() error {
+			_, err := storage.ReadFile(ctx, &storagev1.ReadFileRequest{FileId: 9999, Length: 1 << 30})
+			return err
+		}, pagewire.ErrInvalidArgument},
+		{"admin missing db", func() error {
+			_, err := admin.GetDatabase(ctx, &adminv1.GetDatabaseRequest{Name: "nosuch.db"})
+			return err
+		}, pagewire.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := client.Error(tc.call()); !errors.Is(err, tc.want) {
+				t.Fatalf("err=%v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestServer_HealthTellsTheTruth(t *testing.T) {
+	conn, srv, _ := startServer(t)
+	h := healthgrpc.NewHealthClient(conn)
+	resp, err := h.Check(context.Background(), &healthgrpc.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.GetStatus() != healthgrpc.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("status before ready = %v, want NOT_SERVING", resp.GetStatus())
+	}
+	srv.SetReady(true)
+	resp, _ = h.Check(context.Background(), &healthgrpc.HealthCheckRequest{})
+	if resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
+		t.Fatalf("status when ready = %v, want SERVING", resp.GetStatus())
+	}
+}
+
+func TestServer_InProcessChannelServesStorage(t *testing.T) {
+	_, srv, _ := startServer(t)
+	storage := storagev1.NewStorageServiceClient(srv.Conn())
+	ctx := context.Background()
+	created, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "app.db"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := storage.ReadFile(ctx, &storagev1.ReadFileRequest{FileId: created.GetFile().GetFileId(), Length: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := string(resp.GetData()), "SQLite format 3\x00"; got != want {
+		t.Fatalf("read %q, want %q", got, want)
+	}
+	_, err = storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: "nosuch.db"})
+	if !errors.Is(client.Error(err), pagewire.ErrNotFound) {
+		t.Fatalf("err=%v, want ErrNotFound", err)
+	}
+}
