@@ -99,12 +99,11 @@ func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall
 }
 
 func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
-	resp, err := n.m.cfg.Storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: n.name})
+	// By id: an open file deleted since (a -shm at last close) still has
+	// attributes; one replaced since is stale, and the kernel looks it up anew.
+	resp, err := n.m.cfg.Storage.StatFile(ctx, &storagev1.StatFileRequest{FileId: n.id})
 	if err != nil {
 		return n.m.fail("stat", n.name, err)
-	}
-	if resp.GetFile().GetFileId() != n.id {
-		return syscall.ESTALE // deleted and created again: the kernel looks it up anew
 	}
 	n.fill(resp.GetFile(), &out.Attr)
 	if !n.volatile {

@@ -117,7 +117,7 @@ func (r *rootNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall
 // normal (SQLite probes for -journal and -wal) and is not logged.
 func (m *Mount) fail(op, name string, err error) syscall.Errno {
 	errno := toErrno(err)
-	if errno != syscall.ENOENT && errno != syscall.EINTR {
+	if errno != syscall.ENOENT && errno != syscall.EINTR && errno != syscall.ESTALE {
 		m.log.Warn("storage call failed", "op", op, "file", name, "errno", errno.Error(), "error", err)
 	}
 	return errno

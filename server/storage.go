@@ -45,6 +45,14 @@ func (s *storageService) CreateFile(_ context.Context, req *storagev1.CreateFile
 	return &storagev1.CreateFileResponse{File: fileInfoToProto(fi)}, nil
 }
 
+func (s *storageService) StatFile(_ context.Context, req *storagev1.StatFileRequest) (*storagev1.StatFileResponse, error) {
+	fi, err := s.store.Stat(req.GetFileId())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &storagev1.StatFileResponse{File: fileInfoToProto(fi)}, nil
+}
+
 func (s *storageService) DeleteFile(_ context.Context, req *storagev1.DeleteFileRequest) (*storagev1.DeleteFileResponse, error) {
 	if err := s.store.Delete(req.GetName()); err != nil {
 		return nil, toStatus(err)

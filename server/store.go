@@ -471,6 +471,32 @@ func (s *Store) Open(id uint64, write bool) (FileInfo, error) {
 	return fi, nil
 }
 
+// Stat describes a file by id: the file as it is now, or a deleted -shm as
+// the mount still holds it.
+func (s *Store) Stat(id uint64) (FileInfo, error) {
+	ref, err := s.file(id)
+	if err != nil {
+		return FileInfo{}, err
+	}
+	if ref.kind == pagewire.FilePrimary {
+		return s.primaryInfo()
+	}
+	d := ref.db
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if ref.gone { // an orphaned -shm
+		return FileInfo{Name: pagewire.FileName(d.name, ref.kind), ID: id, Kind: ref.kind, Size: int64(len(ref.shm.data)), ModTime: d.modTime[ref.kind]}, nil
+	}
+	fi, err := d.info(ref.kind)
+	if err != nil {
+		return fi, err
+	}
+	if fi.ID != id {
+		return FileInfo{}, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	return fi, nil
+}
+
 // CloseHandle records that a file handle was released.
 func (s *Store) CloseHandle(id uint64) {
 	s.mu.Lock()
@@ -641,7 +667,7 @@ func (s *Store) Truncate(id uint64, size int64) (FileInfo, error) {
 	case pagewire.FileSHM:
 		ref.shm.truncate(size)
 		if ref.gone {
-			return FileInfo{Name: pagewire.FileName(d.name, ref.kind), ID: id, Kind: ref.kind, Size: size, ModTime: time.Now()}, nil
+			return FileInfo{Name: pagewire.FileName(d.name, ref.kind), ID: id, Kind: ref.kind, Size: size, ModTime: d.modTime[ref.kind]}, nil
 		}
 	}
 	return d.info(ref.kind)

@@ -455,6 +455,98 @@ func (x *CreateFileResponse) GetFile() *FileInfo {
 	return nil
 }
 
+// StatFileRequest names a file by id.
+type StatFileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file_id is the file's id.
+	FileId        uint64 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatFileRequest) Reset() {
+	*x = StatFileRequest{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatFileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatFileRequest) ProtoMessage() {}
+
+func (x *StatFileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatFileRequest.ProtoReflect.Descriptor instead.
+func (*StatFileRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *StatFileRequest) GetFileId() uint64 {
+	if x != nil {
+		return x.FileId
+	}
+	return 0
+}
+
+// StatFileResponse describes the file.
+type StatFileResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// file is the file.
+	File          *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StatFileResponse) Reset() {
+	*x = StatFileResponse{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StatFileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StatFileResponse) ProtoMessage() {}
+
+func (x *StatFileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StatFileResponse.ProtoReflect.Descriptor instead.
+func (*StatFileResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *StatFileResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
 // DeleteFileRequest names the file to delete.
 type DeleteFileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -466,7 +558,7 @@ type DeleteFileRequest struct {
 
 func (x *DeleteFileRequest) Reset() {
 	*x = DeleteFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[7]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -478,7 +570,7 @@ func (x *DeleteFileRequest) String() string {
 func (*DeleteFileRequest) ProtoMessage() {}
 
 func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[7]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -491,7 +583,7 @@ func (x *DeleteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DeleteFileRequest) GetName() string {
@@ -510,7 +602,7 @@ type DeleteFileResponse struct {
 
 func (x *DeleteFileResponse) Reset() {
 	*x = DeleteFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[8]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +614,7 @@ func (x *DeleteFileResponse) String() string {
 func (*DeleteFileResponse) ProtoMessage() {}
 
 func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[8]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +627,7 @@ func (x *DeleteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFileResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{10}
 }
 
 // OpenFileRequest names the opened file.
@@ -551,7 +643,7 @@ type OpenFileRequest struct {
 
 func (x *OpenFileRequest) Reset() {
 	*x = OpenFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[9]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +655,7 @@ func (x *OpenFileRequest) String() string {
 func (*OpenFileRequest) ProtoMessage() {}
 
 func (x *OpenFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[9]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +668,7 @@ func (x *OpenFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFileRequest.ProtoReflect.Descriptor instead.
 func (*OpenFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *OpenFileRequest) GetFileId() uint64 {
@@ -604,7 +696,7 @@ type OpenFileResponse struct {
 
 func (x *OpenFileResponse) Reset() {
 	*x = OpenFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[10]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -616,7 +708,7 @@ func (x *OpenFileResponse) String() string {
 func (*OpenFileResponse) ProtoMessage() {}
 
 func (x *OpenFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[10]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -629,7 +721,7 @@ func (x *OpenFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OpenFileResponse.ProtoReflect.Descriptor instead.
 func (*OpenFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *OpenFileResponse) GetFile() *FileInfo {
@@ -650,7 +742,7 @@ type CloseFileRequest struct {
 
 func (x *CloseFileRequest) Reset() {
 	*x = CloseFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[11]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -662,7 +754,7 @@ func (x *CloseFileRequest) String() string {
 func (*CloseFileRequest) ProtoMessage() {}
 
 func (x *CloseFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[11]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -675,7 +767,7 @@ func (x *CloseFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseFileRequest.ProtoReflect.Descriptor instead.
 func (*CloseFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *CloseFileRequest) GetFileId() uint64 {
@@ -694,7 +786,7 @@ type CloseFileResponse struct {
 
 func (x *CloseFileResponse) Reset() {
 	*x = CloseFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[12]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -706,7 +798,7 @@ func (x *CloseFileResponse) String() string {
 func (*CloseFileResponse) ProtoMessage() {}
 
 func (x *CloseFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[12]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -719,7 +811,7 @@ func (x *CloseFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CloseFileResponse.ProtoReflect.Descriptor instead.
 func (*CloseFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{14}
 }
 
 // ReadFileRequest asks for a byte range.
@@ -737,7 +829,7 @@ type ReadFileRequest struct {
 
 func (x *ReadFileRequest) Reset() {
 	*x = ReadFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[13]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +841,7 @@ func (x *ReadFileRequest) String() string {
 func (*ReadFileRequest) ProtoMessage() {}
 
 func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[13]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +854,7 @@ func (x *ReadFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileRequest.ProtoReflect.Descriptor instead.
 func (*ReadFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ReadFileRequest) GetFileId() uint64 {
@@ -797,7 +889,7 @@ type ReadFileResponse struct {
 
 func (x *ReadFileResponse) Reset() {
 	*x = ReadFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[14]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +901,7 @@ func (x *ReadFileResponse) String() string {
 func (*ReadFileResponse) ProtoMessage() {}
 
 func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[14]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +914,7 @@ func (x *ReadFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReadFileResponse.ProtoReflect.Descriptor instead.
 func (*ReadFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ReadFileResponse) GetData() []byte {
@@ -847,7 +939,7 @@ type WriteFileRequest struct {
 
 func (x *WriteFileRequest) Reset() {
 	*x = WriteFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[15]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +951,7 @@ func (x *WriteFileRequest) String() string {
 func (*WriteFileRequest) ProtoMessage() {}
 
 func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[15]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +964,7 @@ func (x *WriteFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileRequest.ProtoReflect.Descriptor instead.
 func (*WriteFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{15}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *WriteFileRequest) GetFileId() uint64 {
@@ -910,7 +1002,7 @@ type WriteFileResponse struct {
 
 func (x *WriteFileResponse) Reset() {
 	*x = WriteFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[16]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -922,7 +1014,7 @@ func (x *WriteFileResponse) String() string {
 func (*WriteFileResponse) ProtoMessage() {}
 
 func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[16]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -935,7 +1027,7 @@ func (x *WriteFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WriteFileResponse.ProtoReflect.Descriptor instead.
 func (*WriteFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{16}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *WriteFileResponse) GetSize() int64 {
@@ -965,7 +1057,7 @@ type TruncateFileRequest struct {
 
 func (x *TruncateFileRequest) Reset() {
 	*x = TruncateFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[17]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -977,7 +1069,7 @@ func (x *TruncateFileRequest) String() string {
 func (*TruncateFileRequest) ProtoMessage() {}
 
 func (x *TruncateFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[17]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -990,7 +1082,7 @@ func (x *TruncateFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TruncateFileRequest.ProtoReflect.Descriptor instead.
 func (*TruncateFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{17}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *TruncateFileRequest) GetFileId() uint64 {
@@ -1018,7 +1110,7 @@ type TruncateFileResponse struct {
 
 func (x *TruncateFileResponse) Reset() {
 	*x = TruncateFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[18]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1030,7 +1122,7 @@ func (x *TruncateFileResponse) String() string {
 func (*TruncateFileResponse) ProtoMessage() {}
 
 func (x *TruncateFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[18]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1043,7 +1135,7 @@ func (x *TruncateFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TruncateFileResponse.ProtoReflect.Descriptor instead.
 func (*TruncateFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{18}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *TruncateFileResponse) GetFile() *FileInfo {
@@ -1064,7 +1156,7 @@ type SyncFileRequest struct {
 
 func (x *SyncFileRequest) Reset() {
 	*x = SyncFileRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[19]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1076,7 +1168,7 @@ func (x *SyncFileRequest) String() string {
 func (*SyncFileRequest) ProtoMessage() {}
 
 func (x *SyncFileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[19]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1089,7 +1181,7 @@ func (x *SyncFileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncFileRequest.ProtoReflect.Descriptor instead.
 func (*SyncFileRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{19}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SyncFileRequest) GetFileId() uint64 {
@@ -1108,7 +1200,7 @@ type SyncFileResponse struct {
 
 func (x *SyncFileResponse) Reset() {
 	*x = SyncFileResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[20]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1120,7 +1212,7 @@ func (x *SyncFileResponse) String() string {
 func (*SyncFileResponse) ProtoMessage() {}
 
 func (x *SyncFileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[20]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1133,7 +1225,7 @@ func (x *SyncFileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncFileResponse.ProtoReflect.Descriptor instead.
 func (*SyncFileResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{20}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{22}
 }
 
 // SyncDirectoryRequest asks for the directory to be made durable.
@@ -1145,7 +1237,7 @@ type SyncDirectoryRequest struct {
 
 func (x *SyncDirectoryRequest) Reset() {
 	*x = SyncDirectoryRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[21]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1157,7 +1249,7 @@ func (x *SyncDirectoryRequest) String() string {
 func (*SyncDirectoryRequest) ProtoMessage() {}
 
 func (x *SyncDirectoryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[21]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1170,7 +1262,7 @@ func (x *SyncDirectoryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDirectoryRequest.ProtoReflect.Descriptor instead.
 func (*SyncDirectoryRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{21}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{23}
 }
 
 // SyncDirectoryResponse is empty.
@@ -1182,7 +1274,7 @@ type SyncDirectoryResponse struct {
 
 func (x *SyncDirectoryResponse) Reset() {
 	*x = SyncDirectoryResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[22]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1194,7 +1286,7 @@ func (x *SyncDirectoryResponse) String() string {
 func (*SyncDirectoryResponse) ProtoMessage() {}
 
 func (x *SyncDirectoryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[22]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1207,7 +1299,7 @@ func (x *SyncDirectoryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncDirectoryResponse.ProtoReflect.Descriptor instead.
 func (*SyncDirectoryResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{22}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{24}
 }
 
 // WatchFilesRequest starts watching every file.
@@ -1219,7 +1311,7 @@ type WatchFilesRequest struct {
 
 func (x *WatchFilesRequest) Reset() {
 	*x = WatchFilesRequest{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1231,7 +1323,7 @@ func (x *WatchFilesRequest) String() string {
 func (*WatchFilesRequest) ProtoMessage() {}
 
 func (x *WatchFilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[23]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1244,7 +1336,7 @@ func (x *WatchFilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchFilesRequest.ProtoReflect.Descriptor instead.
 func (*WatchFilesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{23}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{25}
 }
 
 // WatchFilesResponse is a batch of changes.
@@ -1258,7 +1350,7 @@ type WatchFilesResponse struct {
 
 func (x *WatchFilesResponse) Reset() {
 	*x = WatchFilesResponse{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1270,7 +1362,7 @@ func (x *WatchFilesResponse) String() string {
 func (*WatchFilesResponse) ProtoMessage() {}
 
 func (x *WatchFilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[24]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1283,7 +1375,7 @@ func (x *WatchFilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchFilesResponse.ProtoReflect.Descriptor instead.
 func (*WatchFilesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{24}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *WatchFilesResponse) GetChanges() []*FileChange {
@@ -1313,7 +1405,7 @@ type FileChange struct {
 
 func (x *FileChange) Reset() {
 	*x = FileChange{}
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +1417,7 @@ func (x *FileChange) String() string {
 func (*FileChange) ProtoMessage() {}
 
 func (x *FileChange) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[25]
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +1430,7 @@ func (x *FileChange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileChange.ProtoReflect.Descriptor instead.
 func (*FileChange) Descriptor() ([]byte, []int) {
-	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{25}
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *FileChange) GetName() string {
@@ -1399,6 +1491,10 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\x11CreateFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x12CreateFileResponse\x121\n" +
+	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"*\n" +
+	"\x0fStatFileRequest\x12\x17\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"E\n" +
+	"\x10StatFileResponse\x121\n" +
 	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"'\n" +
 	"\x11DeleteFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
@@ -1450,13 +1546,14 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\rFILE_KIND_WAL\x10\x02\x12\x11\n" +
 	"\rFILE_KIND_SHM\x10\x03\x12\x11\n" +
 	"\rFILE_KIND_POS\x10\x04\x12\x15\n" +
-	"\x11FILE_KIND_PRIMARY\x10\x052\xfa\b\n" +
+	"\x11FILE_KIND_PRIMARY\x10\x052\xd3\t\n" +
 	"\x0eStorageService\x12Z\n" +
 	"\tListFiles\x12%.pagewire.storage.v1.ListFilesRequest\x1a&.pagewire.storage.v1.ListFilesResponse\x12]\n" +
 	"\n" +
 	"LookupFile\x12&.pagewire.storage.v1.LookupFileRequest\x1a'.pagewire.storage.v1.LookupFileResponse\x12]\n" +
 	"\n" +
-	"CreateFile\x12&.pagewire.storage.v1.CreateFileRequest\x1a'.pagewire.storage.v1.CreateFileResponse\x12]\n" +
+	"CreateFile\x12&.pagewire.storage.v1.CreateFileRequest\x1a'.pagewire.storage.v1.CreateFileResponse\x12W\n" +
+	"\bStatFile\x12$.pagewire.storage.v1.StatFileRequest\x1a%.pagewire.storage.v1.StatFileResponse\x12]\n" +
 	"\n" +
 	"DeleteFile\x12&.pagewire.storage.v1.DeleteFileRequest\x1a'.pagewire.storage.v1.DeleteFileResponse\x12W\n" +
 	"\bOpenFile\x12$.pagewire.storage.v1.OpenFileRequest\x1a%.pagewire.storage.v1.OpenFileResponse\x12Z\n" +
@@ -1483,7 +1580,7 @@ func file_pagewire_storage_v1_storage_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
+var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(FileKind)(0),                 // 0: pagewire.storage.v1.FileKind
 	(*FileInfo)(nil),              // 1: pagewire.storage.v1.FileInfo
@@ -1493,65 +1590,70 @@ var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(*LookupFileResponse)(nil),    // 5: pagewire.storage.v1.LookupFileResponse
 	(*CreateFileRequest)(nil),     // 6: pagewire.storage.v1.CreateFileRequest
 	(*CreateFileResponse)(nil),    // 7: pagewire.storage.v1.CreateFileResponse
-	(*DeleteFileRequest)(nil),     // 8: pagewire.storage.v1.DeleteFileRequest
-	(*DeleteFileResponse)(nil),    // 9: pagewire.storage.v1.DeleteFileResponse
-	(*OpenFileRequest)(nil),       // 10: pagewire.storage.v1.OpenFileRequest
-	(*OpenFileResponse)(nil),      // 11: pagewire.storage.v1.OpenFileResponse
-	(*CloseFileRequest)(nil),      // 12: pagewire.storage.v1.CloseFileRequest
-	(*CloseFileResponse)(nil),     // 13: pagewire.storage.v1.CloseFileResponse
-	(*ReadFileRequest)(nil),       // 14: pagewire.storage.v1.ReadFileRequest
-	(*ReadFileResponse)(nil),      // 15: pagewire.storage.v1.ReadFileResponse
-	(*WriteFileRequest)(nil),      // 16: pagewire.storage.v1.WriteFileRequest
-	(*WriteFileResponse)(nil),     // 17: pagewire.storage.v1.WriteFileResponse
-	(*TruncateFileRequest)(nil),   // 18: pagewire.storage.v1.TruncateFileRequest
-	(*TruncateFileResponse)(nil),  // 19: pagewire.storage.v1.TruncateFileResponse
-	(*SyncFileRequest)(nil),       // 20: pagewire.storage.v1.SyncFileRequest
-	(*SyncFileResponse)(nil),      // 21: pagewire.storage.v1.SyncFileResponse
-	(*SyncDirectoryRequest)(nil),  // 22: pagewire.storage.v1.SyncDirectoryRequest
-	(*SyncDirectoryResponse)(nil), // 23: pagewire.storage.v1.SyncDirectoryResponse
-	(*WatchFilesRequest)(nil),     // 24: pagewire.storage.v1.WatchFilesRequest
-	(*WatchFilesResponse)(nil),    // 25: pagewire.storage.v1.WatchFilesResponse
-	(*FileChange)(nil),            // 26: pagewire.storage.v1.FileChange
-	(*timestamppb.Timestamp)(nil), // 27: google.protobuf.Timestamp
+	(*StatFileRequest)(nil),       // 8: pagewire.storage.v1.StatFileRequest
+	(*StatFileResponse)(nil),      // 9: pagewire.storage.v1.StatFileResponse
+	(*DeleteFileRequest)(nil),     // 10: pagewire.storage.v1.DeleteFileRequest
+	(*DeleteFileResponse)(nil),    // 11: pagewire.storage.v1.DeleteFileResponse
+	(*OpenFileRequest)(nil),       // 12: pagewire.storage.v1.OpenFileRequest
+	(*OpenFileResponse)(nil),      // 13: pagewire.storage.v1.OpenFileResponse
+	(*CloseFileRequest)(nil),      // 14: pagewire.storage.v1.CloseFileRequest
+	(*CloseFileResponse)(nil),     // 15: pagewire.storage.v1.CloseFileResponse
+	(*ReadFileRequest)(nil),       // 16: pagewire.storage.v1.ReadFileRequest
+	(*ReadFileResponse)(nil),      // 17: pagewire.storage.v1.ReadFileResponse
+	(*WriteFileRequest)(nil),      // 18: pagewire.storage.v1.WriteFileRequest
+	(*WriteFileResponse)(nil),     // 19: pagewire.storage.v1.WriteFileResponse
+	(*TruncateFileRequest)(nil),   // 20: pagewire.storage.v1.TruncateFileRequest
+	(*TruncateFileResponse)(nil),  // 21: pagewire.storage.v1.TruncateFileResponse
+	(*SyncFileRequest)(nil),       // 22: pagewire.storage.v1.SyncFileRequest
+	(*SyncFileResponse)(nil),      // 23: pagewire.storage.v1.SyncFileResponse
+	(*SyncDirectoryRequest)(nil),  // 24: pagewire.storage.v1.SyncDirectoryRequest
+	(*SyncDirectoryResponse)(nil), // 25: pagewire.storage.v1.SyncDirectoryResponse
+	(*WatchFilesRequest)(nil),     // 26: pagewire.storage.v1.WatchFilesRequest
+	(*WatchFilesResponse)(nil),    // 27: pagewire.storage.v1.WatchFilesResponse
+	(*FileChange)(nil),            // 28: pagewire.storage.v1.FileChange
+	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
 }
 var file_pagewire_storage_v1_storage_proto_depIdxs = []int32{
 	0,  // 0: pagewire.storage.v1.FileInfo.kind:type_name -> pagewire.storage.v1.FileKind
-	27, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
+	29, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
 	1,  // 2: pagewire.storage.v1.ListFilesResponse.files:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 3: pagewire.storage.v1.LookupFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 4: pagewire.storage.v1.CreateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
-	1,  // 5: pagewire.storage.v1.OpenFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
-	1,  // 6: pagewire.storage.v1.TruncateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
-	26, // 7: pagewire.storage.v1.WatchFilesResponse.changes:type_name -> pagewire.storage.v1.FileChange
-	2,  // 8: pagewire.storage.v1.StorageService.ListFiles:input_type -> pagewire.storage.v1.ListFilesRequest
-	4,  // 9: pagewire.storage.v1.StorageService.LookupFile:input_type -> pagewire.storage.v1.LookupFileRequest
-	6,  // 10: pagewire.storage.v1.StorageService.CreateFile:input_type -> pagewire.storage.v1.CreateFileRequest
-	8,  // 11: pagewire.storage.v1.StorageService.DeleteFile:input_type -> pagewire.storage.v1.DeleteFileRequest
-	10, // 12: pagewire.storage.v1.StorageService.OpenFile:input_type -> pagewire.storage.v1.OpenFileRequest
-	12, // 13: pagewire.storage.v1.StorageService.CloseFile:input_type -> pagewire.storage.v1.CloseFileRequest
-	14, // 14: pagewire.storage.v1.StorageService.ReadFile:input_type -> pagewire.storage.v1.ReadFileRequest
-	16, // 15: pagewire.storage.v1.StorageService.WriteFile:input_type -> pagewire.storage.v1.WriteFileRequest
-	18, // 16: pagewire.storage.v1.StorageService.TruncateFile:input_type -> pagewire.storage.v1.TruncateFileRequest
-	20, // 17: pagewire.storage.v1.StorageService.SyncFile:input_type -> pagewire.storage.v1.SyncFileRequest
-	22, // 18: pagewire.storage.v1.StorageService.SyncDirectory:input_type -> pagewire.storage.v1.SyncDirectoryRequest
-	24, // 19: pagewire.storage.v1.StorageService.WatchFiles:input_type -> pagewire.storage.v1.WatchFilesRequest
-	3,  // 20: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
-	5,  // 21: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
-	7,  // 22: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
-	9,  // 23: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
-	11, // 24: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
-	13, // 25: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
-	15, // 26: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
-	17, // 27: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
-	19, // 28: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
-	21, // 29: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
-	23, // 30: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
-	25, // 31: pagewire.storage.v1.StorageService.WatchFiles:output_type -> pagewire.storage.v1.WatchFilesResponse
-	20, // [20:32] is the sub-list for method output_type
-	8,  // [8:20] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	1,  // 5: pagewire.storage.v1.StatFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
+	1,  // 6: pagewire.storage.v1.OpenFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
+	1,  // 7: pagewire.storage.v1.TruncateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
+	28, // 8: pagewire.storage.v1.WatchFilesResponse.changes:type_name -> pagewire.storage.v1.FileChange
+	2,  // 9: pagewire.storage.v1.StorageService.ListFiles:input_type -> pagewire.storage.v1.ListFilesRequest
+	4,  // 10: pagewire.storage.v1.StorageService.LookupFile:input_type -> pagewire.storage.v1.LookupFileRequest
+	6,  // 11: pagewire.storage.v1.StorageService.CreateFile:input_type -> pagewire.storage.v1.CreateFileRequest
+	8,  // 12: pagewire.storage.v1.StorageService.StatFile:input_type -> pagewire.storage.v1.StatFileRequest
+	10, // 13: pagewire.storage.v1.StorageService.DeleteFile:input_type -> pagewire.storage.v1.DeleteFileRequest
+	12, // 14: pagewire.storage.v1.StorageService.OpenFile:input_type -> pagewire.storage.v1.OpenFileRequest
+	14, // 15: pagewire.storage.v1.StorageService.CloseFile:input_type -> pagewire.storage.v1.CloseFileRequest
+	16, // 16: pagewire.storage.v1.StorageService.ReadFile:input_type -> pagewire.storage.v1.ReadFileRequest
+	18, // 17: pagewire.storage.v1.StorageService.WriteFile:input_type -> pagewire.storage.v1.WriteFileRequest
+	20, // 18: pagewire.storage.v1.StorageService.TruncateFile:input_type -> pagewire.storage.v1.TruncateFileRequest
+	22, // 19: pagewire.storage.v1.StorageService.SyncFile:input_type -> pagewire.storage.v1.SyncFileRequest
+	24, // 20: pagewire.storage.v1.StorageService.SyncDirectory:input_type -> pagewire.storage.v1.SyncDirectoryRequest
+	26, // 21: pagewire.storage.v1.StorageService.WatchFiles:input_type -> pagewire.storage.v1.WatchFilesRequest
+	3,  // 22: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
+	5,  // 23: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
+	7,  // 24: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
+	9,  // 25: pagewire.storage.v1.StorageService.StatFile:output_type -> pagewire.storage.v1.StatFileResponse
+	11, // 26: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
+	13, // 27: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
+	15, // 28: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
+	17, // 29: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
+	19, // 30: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
+	21, // 31: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
+	23, // 32: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
+	25, // 33: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
+	27, // 34: pagewire.storage.v1.StorageService.WatchFiles:output_type -> pagewire.storage.v1.WatchFilesResponse
+	22, // [22:35] is the sub-list for method output_type
+	9,  // [9:22] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_storage_v1_storage_proto_init() }
@@ -1565,7 +1667,7 @@ func file_pagewire_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_storage_v1_storage_proto_rawDesc), len(file_pagewire_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   26,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,6 +22,7 @@ const (
 	StorageService_ListFiles_FullMethodName     = "/pagewire.storage.v1.StorageService/ListFiles"
 	StorageService_LookupFile_FullMethodName    = "/pagewire.storage.v1.StorageService/LookupFile"
 	StorageService_CreateFile_FullMethodName    = "/pagewire.storage.v1.StorageService/CreateFile"
+	StorageService_StatFile_FullMethodName      = "/pagewire.storage.v1.StorageService/StatFile"
 	StorageService_DeleteFile_FullMethodName    = "/pagewire.storage.v1.StorageService/DeleteFile"
 	StorageService_OpenFile_FullMethodName      = "/pagewire.storage.v1.StorageService/OpenFile"
 	StorageService_CloseFile_FullMethodName     = "/pagewire.storage.v1.StorageService/CloseFile"
@@ -51,6 +52,9 @@ type StorageServiceClient interface {
 	// CreateFile creates a file, or returns it if it exists. A new database is
 	// created in WAL mode; a -journal file is refused with FAILED_PRECONDITION.
 	CreateFile(ctx context.Context, in *CreateFileRequest, opts ...grpc.CallOption) (*CreateFileResponse, error)
+	// StatFile describes an open file by id, even one deleted since it was
+	// opened; a file that no longer exists under that id is STALE_FILE.
+	StatFile(ctx context.Context, in *StatFileRequest, opts ...grpc.CallOption) (*StatFileResponse, error)
 	// DeleteFile removes a file. Deleting a database removes all its files.
 	DeleteFile(ctx context.Context, in *DeleteFileRequest, opts ...grpc.CallOption) (*DeleteFileResponse, error)
 	// OpenFile records that the mount opened a file handle.
@@ -107,6 +111,16 @@ func (c *storageServiceClient) CreateFile(ctx context.Context, in *CreateFileReq
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CreateFileResponse)
 	err := c.cc.Invoke(ctx, StorageService_CreateFile_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *storageServiceClient) StatFile(ctx context.Context, in *StatFileRequest, opts ...grpc.CallOption) (*StatFileResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(StatFileResponse)
+	err := c.cc.Invoke(ctx, StorageService_StatFile_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -230,6 +244,9 @@ type StorageServiceServer interface {
 	// CreateFile creates a file, or returns it if it exists. A new database is
 	// created in WAL mode; a -journal file is refused with FAILED_PRECONDITION.
 	CreateFile(context.Context, *CreateFileRequest) (*CreateFileResponse, error)
+	// StatFile describes an open file by id, even one deleted since it was
+	// opened; a file that no longer exists under that id is STALE_FILE.
+	StatFile(context.Context, *StatFileRequest) (*StatFileResponse, error)
 	// DeleteFile removes a file. Deleting a database removes all its files.
 	DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error)
 	// OpenFile records that the mount opened a file handle.
@@ -270,6 +287,9 @@ func (UnimplementedStorageServiceServer) LookupFile(context.Context, *LookupFile
 }
 func (UnimplementedStorageServiceServer) CreateFile(context.Context, *CreateFileRequest) (*CreateFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateFile not implemented")
+}
+func (UnimplementedStorageServiceServer) StatFile(context.Context, *StatFileRequest) (*StatFileResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method StatFile not implemented")
 }
 func (UnimplementedStorageServiceServer) DeleteFile(context.Context, *DeleteFileRequest) (*DeleteFileResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method DeleteFile not implemented")
@@ -369,6 +389,24 @@ func _StorageService_CreateFile_Handler(srv interface{}, ctx context.Context, de
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(StorageServiceServer).CreateFile(ctx, req.(*CreateFileRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _StorageService_StatFile_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(StatFileRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(StorageServiceServer).StatFile(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: StorageService_StatFile_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(StorageServiceServer).StatFile(ctx, req.(*StatFileRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -546,6 +584,10 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "CreateFile",
 			Handler:    _StorageService_CreateFile_Handler,
+		},
+		{
+			MethodName: "StatFile",
+			Handler:    _StorageService_StatFile_Handler,
 		},
 		{
 			MethodName: "DeleteFile",
