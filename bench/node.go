@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+const (
+	nodeReadyTimeout = 60 * time.Second // the machine may be busy with other tests
+	nodeStopTimeout  = 30 * time.Second // after SIGTERM, before SIGKILL
+)
+
+// node is one `pagewire mount` process: a single-node static primary whose
+// mount, data and log live under one folder. The harness never touches the
+// mount itself (a FUSE server's process must not use its own mount, and the
+// node is another process anyway); only the Python workloads do.
+type node struct {
+	MountDir string
+	DataDir  string
+	LogPath  string
+	URL      string // http://127.0.0.1:port
+
+	cmd  *exec.Cmd
+	log  *os.File
+	done chan struct{} // closed when the process has exited
+	err  error         // the process's exit error, once done is closed
+
+	stopped bool // stop has run
+}
+
+// startNode writes a config under dir, starts bin as a node and waits until
+// its /healthz says ready. On error nothing is left running or mounted.
+func startNode(ctx context.Context, bin, dir string) (*node, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	n := &node{
+		MountDir: filepath.Join(dir, "mnt"),
+		DataDir:  filepath.Join(dir, "data"),
+		LogPath:  filepath.Join(dir, "node.log"),
+		URL:      "http://" + addr,
+	}
+	configPath := filepath.Join(dir, "pagewire.yml")
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\nlease:\n  type: static\n  hostname: bench\n  candidate: true\n",
+		n.MountDir, n.DataDir, addr)
+	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	if n.log, err = os.Create(n.LogPath); err != nil {
+		return nil, err
+	}
+	n.cmd = exec.Command(bin, "mount", "-config", configPath)
+	n.cmd.Dir = dir
+	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
+	n.cmd.SysProcAttr = &syscall.SysProcAttr{
+		// Its own process group: a Ctrl-C reaches the harness only, which
+		// stops the node after the workloads. Pdeathsig: if the harness is
+		// killed, the node still gets SIGTERM and unmounts.
+		Setpgid:   true,
+		Pdeathsig: syscall.SIGTERM,
+	}
+	if err := n.cmd.Start(); err != nil {
+		n.log.Close()
+		return nil, fmt.Errorf("start %s: %w", bin, err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		n.err = n.cmd.Wait()
+		close(n.done)
+	}()
+	if err := n.waitReady(ctx); err != nil {
+		return nil, errors.Join(err, n.stop())
+	}
+	return n, nil
+}
+
+// waitReady polls /healthz until it answers 200.
+func (n *node) waitReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, nodeReadyTimeout)
+	defer cancel()
+	client := &http.Client{Timeout: 2 * time.Second}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/healthz", nil)
+		if err != nil {
+			return err
+		}
+		if resp, err := client.Do(req); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-n.done:
+			return fmt.Errorf("node exited while starting: %v\n%s", n.err, n.logTail())
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("node not ready after %s\n%s", nodeReadyTimeout, n.logTail())
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// stop sends SIGTERM, waits for the process (SIGKILL after nodeStopTimeout)
+// and makes sure no mount is left behind. Calls after the first do nothing.
+func (n *node) stop() error {
+	if n.stopped {
+		return nil
+	}
+	n.stopped = true
+	var errs []error
+	select {
+	case <-n.done:
+		errs = append(errs, fmt.Errorf("node exited before the bench stopped it: %v", n.err))
+	default:
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.done:
+			if n.err != nil {
+				errs = append(errs, fmt.Errorf("node exited after SIGTERM: %w", n.err))
+			}
+		case <-time.After(nodeStopTimeout):
+			_ = n.cmd.Process.Kill()
+			<-n.done
+			errs = append(errs, fmt.Errorf("node did not stop within %s of SIGTERM; killed it", nodeStopTimeout))
+		}
+	}
+	n.log.Close()
+	if mounted, err := isMounted(n.MountDir); err != nil {
+		errs = append(errs, err)
+	} else if mounted {
+		if err := syscall.Unmount(n.MountDir, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmount %s: %w", n.MountDir, err))
+		} else {
+			errs = append(errs, fmt.Errorf("node left %s mounted; detached it", n.MountDir))
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w\n%s", errors.Join(errs...), n.logTail())
+	}
+	return nil
+}
+
+// logTail returns the last lines of the node's log, for error messages.
+func (n *node) logTail() string {
+	b, err := os.ReadFile(n.LogPath)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 30 {
+		lines = lines[len(lines)-30:]
+	}
+	return "node log (" + n.LogPath + ", last lines):\n" + strings.Join(lines, "\n")
+}
+
+// isMounted reports whether dir is a mount point, from /proc/self/mountinfo.
+func isMounted(dir string) (bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for s.Scan() {
+		// ID parent major:minor root mountpoint options ...
+		fields := strings.Fields(s.Text())
+		if len(fields) > 4 && unescapeMountinfo(fields[4]) == dir {
+			return true, nil
+		}
+	}
+	return false, s.Err()
+}
+
+// unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).
+func unescapeMountinfo(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// freeAddr returns a loopback address with a port free right now.
+func freeAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
