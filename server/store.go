@@ -325,6 +325,8 @@ func (s *Store) Create(name string) (FileInfo, error) {
 		}
 		s.addLocked(d)
 		s.log.Info("created database", logKeyDB, dbName)
+		// The kernel may remember that <db>-pos did not exist.
+		defer s.notify(FileChange{Name: pagewire.FileName(dbName, pagewire.FilePos), Entry: true})
 	}
 	s.mu.Unlock()
 
@@ -416,6 +418,14 @@ func (s *Store) Delete(name string) error {
 	ids := d.ids
 	d.mu.Unlock()
 	s.unregister(ids.db, ids.wal, ids.shm, ids.pos)
+	// The kernel removed the name it unlinked; it must forget the others.
+	changes := []FileChange{{Name: pagewire.FileName(dbName, pagewire.FilePos), ID: ids.pos, Entry: true}}
+	for kind, id := range map[pagewire.FileKind]uint64{pagewire.FileWAL: ids.wal, pagewire.FileSHM: ids.shm} {
+		if id != 0 {
+			changes = append(changes, FileChange{Name: pagewire.FileName(dbName, kind), ID: id, Entry: true})
+		}
+	}
+	s.notify(changes...)
 	if err := os.RemoveAll(d.dir); err != nil {
 		return err
 	}
