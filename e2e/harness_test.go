@@ -1,0 +1,319 @@
+//go:build integration
+
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// pagewireBin is the pagewire binary under test, built once by TestMain.
+var pagewireBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pagewire-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	pagewireBin = filepath.Join(dir, "pagewire")
+	build := exec.Command("go", "build", "-race", "-o", pagewireBin, "../cmd/pagewire")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build pagewire:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// Node is one pagewire node running as its own process.
+type Node struct {
+	t          testing.TB
+	Dir        string // the node's folder: config, mount and data below it
+	MountDir   string
+	DataDir    string
+	ConfigPath string
+	HTTPAddr   string   // 127.0.0.1:port
+	URL        string   // http://127.0.0.1:port
+	Args       []string // extra args after -config, e.g. "--", "cmd"
+	Log        *syncBuffer
+
+	cmd  *exec.Cmd
+	done chan struct{}
+	err  error // the process's exit error, once done is closed
+}
+
+// NodeOptions changes how StartNode configures a node.
+type NodeOptions struct {
+	Config string   // extra YAML appended to the generated config
+	Args   []string // extra args, e.g. {"--", "sh", "-c", "..."}
+	// NoWait returns as soon as the process started, without waiting for
+	// /healthz.
+	NoWait bool
+}
+
+// StartNode writes a config for a single-node static primary under a new
+// temp folder, starts `pagewire mount` and waits until /healthz says ready.
+// Cleanup stops the node and makes sure its mount is gone.
+func StartNode(t testing.TB, opts NodeOptions) *Node {
+	t.Helper()
+	dir := t.TempDir()
+	n := &Node{t: t, Dir: dir, MountDir: filepath.Join(dir, "mnt"), DataDir: filepath.Join(dir, "data"),
+		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args}
+	n.HTTPAddr = freeAddr(t)
+	n.URL = "http://" + n.HTTPAddr
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\nlease:\n  type: static\n  hostname: node1\n  candidate: true\n%s",
+		n.MountDir, n.DataDir, n.HTTPAddr, opts.Config)
+	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.cleanup)
+	n.Start(opts.NoWait)
+	return n
+}
+
+// Start starts the node's process (again) and, unless noWait, waits for it
+// to be ready.
+func (n *Node) Start(noWait bool) {
+	n.t.Helper()
+	n.Log = &syncBuffer{}
+	args := append([]string{"mount", "-config", n.ConfigPath}, n.Args...)
+	n.cmd = exec.Command(pagewireBin, args...)
+	n.cmd.Dir = n.Dir
+	n.cmd.Stdout, n.cmd.Stderr = n.Log, n.Log
+	if err := n.cmd.Start(); err != nil {
+		n.t.Fatal(err)
+	}
+	n.done = make(chan struct{})
+	go func() {
+		n.err = n.cmd.Wait()
+		close(n.done)
+	}()
+	if noWait {
+		return
+	}
+	ok := pollUntil(30*time.Second, func() bool {
+		select {
+		case <-n.done:
+			return true
+		default:
+		}
+		resp, err := http.Get(n.URL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	select {
+	case <-n.done:
+		n.t.Fatalf("node exited during start: %v\n%s", n.err, n.Log)
+	default:
+	}
+	if !ok {
+		n.t.Fatalf("node not ready after 30s:\n%s", n.Log)
+	}
+}
+
+// Wait waits for the process to exit and returns its exit code.
+func (n *Node) Wait(timeout time.Duration) int {
+	n.t.Helper()
+	select {
+	case <-n.done:
+	case <-time.After(timeout):
+		n.t.Fatalf("node did not exit within %s:\n%s", timeout, n.Log)
+	}
+	if n.err == nil {
+		return 0
+	}
+	if ee, ok := n.err.(*exec.ExitError); ok {
+		return ee.ExitCode()
+	}
+	n.t.Fatalf("wait: %v", n.err)
+	return -1
+}
+
+// Stop sends SIGTERM and waits for a clean exit (code 0).
+func (n *Node) Stop() {
+	n.t.Helper()
+	_ = n.cmd.Process.Signal(syscall.SIGTERM)
+	if code := n.Wait(30 * time.Second); code != 0 {
+		n.t.Fatalf("node exited with code %d after SIGTERM:\n%s", code, n.Log)
+	}
+}
+
+// Kill sends SIGKILL and waits for the process to be gone. The mount is
+// left behind, stale, as after a crash.
+func (n *Node) Kill() {
+	n.t.Helper()
+	_ = n.cmd.Process.Kill()
+	<-n.done
+}
+
+// Running reports whether the process is still running.
+func (n *Node) Running() bool {
+	select {
+	case <-n.done:
+		return false
+	default:
+		return true
+	}
+}
+
+func (n *Node) cleanup() {
+	if n.cmd != nil && n.cmd.Process != nil && n.Running() {
+		_ = n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.done:
+		case <-time.After(15 * time.Second):
+			_ = n.cmd.Process.Kill()
+			<-n.done
+		}
+	}
+	// Whatever happened, leave no mount behind.
+	_ = syscall.Unmount(n.MountDir, syscall.MNT_DETACH)
+	if n.t.Failed() {
+		n.t.Logf("node log:\n%s", n.Log)
+	}
+}
+
+// Path is the path of a file on the node's mount.
+func (n *Node) Path(name string) string { return filepath.Join(n.MountDir, name) }
+
+// Pos reads a database's -pos file.
+func (n *Node) Pos(db string) string {
+	n.t.Helper()
+	b, err := os.ReadFile(n.Path(db + "-pos"))
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// HTTPGet fetches a path of the node's HTTP API and returns status and body.
+func (n *Node) HTTPGet(path string) (int, string) {
+	n.t.Helper()
+	resp, err := http.Get(n.URL + path)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// CLI runs a pagewire subcommand against this node and returns its combined
+// output and exit code.
+func (n *Node) CLI(args ...string) (string, int) {
+	n.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, pagewireBin, args...)
+	cmd.Dir = n.Dir
+	out, err := cmd.CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); ok {
+		return string(out), ee.ExitCode()
+	} else if err != nil {
+		n.t.Fatal(err)
+	}
+	return string(out), 0
+}
+
+// freeAddr returns a free loopback TCP address.
+func freeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// pollUntil calls f every 20ms until it returns true or timeout passes.
+func pollUntil(timeout time.Duration, f func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if f() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		t := time.NewTimer(20 * time.Millisecond)
+		<-t.C
+	}
+}
+
+// waitFor fails the test if f does not become true within timeout.
+func waitFor(t testing.TB, timeout time.Duration, what string, f func() bool) {
+	t.Helper()
+	if !pollUntil(timeout, f) {
+		t.Fatalf("timed out after %s waiting for %s", timeout, what)
+	}
+}
+
+// python runs a Python 3 script with args and returns its stdout; it fails
+// the test on a non-zero exit.
+func python(t testing.TB, script string, args ...string) string {
+	t.Helper()
+	out, err := pythonErr(script, args...)
+	if err != nil {
+		t.Fatalf("python: %v\n%s", err, out)
+	}
+	return out
+}
+
+// pythonErr runs a Python 3 script and returns its combined output and error.
+func pythonErr(script string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "python3", append([]string{"-c", script}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// sqliteCLI runs the sqlite3 command-line shell on db with the given SQL.
+func sqliteCLI(t testing.TB, db, sql string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "sqlite3", db)
+	cmd.Stdin = strings.NewReader(sql)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}

@@ -1,0 +1,162 @@
+//go:build integration
+
+package e2e
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	_ "modernc.org/sqlite" // driver "sqlite"
+)
+
+// sqModernc runs lines on db with modernc.org/sqlite in this test process
+// (the node serving the mount is another process, so using the mount here
+// is safe) and returns the printed values; it fails the test on an error.
+// A line starting with '?' is a query whose rows are printed with columns
+// joined by '|'; any other line is executed.
+func sqModernc(t testing.TB, path string, lines ...string) []string {
+	t.Helper()
+	out, err := sqModerncErr(path, lines...)
+	if err != nil {
+		t.Fatalf("modernc on %s: %v\n%s", filepath.Base(path), err, out)
+	}
+	return strings.Fields(out)
+}
+
+// sqModerncErr is sqModernc returning the output so far and the first error.
+func sqModerncErr(path string, lines ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
+	if err != nil {
+		return "", err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer conn.Close()
+	var out strings.Builder
+	for _, line := range lines {
+		q, isQuery := strings.CutPrefix(strings.TrimSpace(line), "?")
+		if !isQuery {
+			if _, err := conn.ExecContext(ctx, q); err != nil {
+				return out.String(), fmt.Errorf("%s: %w", q, err)
+			}
+			continue
+		}
+		if err := sqQuery(ctx, conn, q, &out); err != nil {
+			return out.String(), fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return out.String(), nil
+}
+
+func sqQuery(ctx context.Context, conn *sql.Conn, q string, out *strings.Builder) error {
+	rows, err := conn.QueryContext(ctx, q)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	cols, err := rows.Columns()
+	if err != nil {
+		return err
+	}
+	vals := make([]any, len(cols))
+	ptrs := make([]any, len(cols))
+	for i := range vals {
+		ptrs[i] = &vals[i]
+	}
+	for rows.Next() {
+		if err := rows.Scan(ptrs...); err != nil {
+			return err
+		}
+		fields := make([]string, len(vals))
+		for i, v := range vals {
+			if b, ok := v.([]byte); ok {
+				v = string(b)
+			}
+			fields[i] = fmt.Sprint(v)
+		}
+		fmt.Fprintln(out, strings.Join(fields, "|"))
+	}
+	return rows.Err()
+}
+
+// TestModernc_Clients has modernc.org/sqlite create a database on the mount
+// (WAL without asking), write in autocommit statements and a transaction,
+// and read it back with integrity_check ok and the expected TXID; Python
+// and the sqlite3 CLI read what modernc wrote, and modernc reads (and adds
+// to) what Python and the CLI wrote.
+func TestModernc_Clients(t *testing.T) {
+	n := StartNode(t, NodeOptions{})
+
+	t.Run("CreateWriteRead", func(t *testing.T) {
+		lines := []string{
+			"?PRAGMA journal_mode",
+			"CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT)",
+		}
+		for i := range 6 {
+			lines = append(lines, fmt.Sprintf("INSERT INTO t(v) VALUES ('mc-%d')", i))
+		}
+		lines = append(lines, "BEGIN")
+		for i := 6; i < 20; i++ {
+			lines = append(lines, fmt.Sprintf("INSERT INTO t(v) VALUES ('mc-%d')", i))
+		}
+		lines = append(lines, "COMMIT",
+			"?SELECT count(*) FROM t",
+			"?SELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id)",
+			"?PRAGMA integrity_check",
+			"?PRAGMA journal_mode")
+		got := sqModernc(t, n.Path("mc.db"), lines...)
+		want := []string{"wal", "20", sqRows("mc", 20), "ok", "wal"}
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Fatalf("modernc printed %q, want %q", got, want)
+		}
+		// created + create table + 6 autocommit inserts + 1 transaction.
+		sqCheckTXID(t, n, "mc.db", 1+1+6+1)
+	})
+
+	t.Run("OthersReadModernc", func(t *testing.T) {
+		sqCheckRead(t, n.Path("mc.db"), sqRows("mc", 20), 20)
+	})
+
+	t.Run("ModerncReadsOthers", func(t *testing.T) {
+		python(t, `
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("create table t(id integer primary key, v text)")
+for i in range(7):
+    c.execute("insert into t(v) values (?)", ("py-%d" % i,))
+c.close()
+`, n.Path("py.db"))
+		sqCLI(t, n.Path("cli.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nBEGIN;\n"+
+			"INSERT INTO t(v) VALUES ('cli-0');\nINSERT INTO t(v) VALUES ('cli-1');\nINSERT INTO t(v) VALUES ('cli-2');\nCOMMIT;\n")
+		for _, c := range []struct {
+			db, prefix string
+			rows       int
+		}{{"py.db", "py", 7}, {"cli.db", "cli", 3}} {
+			got := sqModernc(t, n.Path(c.db),
+				"?PRAGMA journal_mode",
+				"?SELECT count(*) FROM t",
+				"?SELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id)",
+				"?PRAGMA integrity_check")
+			want := []string{"wal", fmt.Sprint(c.rows), sqRows(c.prefix, c.rows), "ok"}
+			if strings.Join(got, " ") != strings.Join(want, " ") {
+				t.Errorf("modernc read of %s: %q, want %q", c.db, got, want)
+			}
+		}
+		// modernc adds a row to Python's database; Python and the CLI see it.
+		sqModernc(t, n.Path("py.db"), "INSERT INTO t(v) VALUES ('py-7')")
+		sqCheckRead(t, n.Path("py.db"), sqRows("py", 8), 8)
+		sqCheckTXID(t, n, "py.db", 1+1+7+1)
+		sqCheckTXID(t, n, "cli.db", 1+1+1)
+	})
+}
