@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // TXID is a database's transaction ID: 1 for a new database, then one more
@@ -222,3 +223,24 @@ func ErrorOf(reason string) error {
 	}
 	return nil
 }
+
+// Page is one database page.
+type Page struct {
+	Pgno uint32 // from 1
+	Data []byte // PageSize bytes
+}
+
+// Txn is one committed write transaction as it replicates: the pages it
+// changed and the database's size after it.
+type Txn struct {
+	TXID         TXID
+	PreChecksum  uint64 // the database's checksum before the transaction
+	PostChecksum uint64 // and after
+	PageSize     uint32
+	PageCount    uint32    // database size in pages after the transaction
+	CommitTime   time.Time // when the primary committed it
+	Pages        []Page    // ascending by Pgno, each page once
+}
+
+// Epoch is a lease epoch: every lease acquisition gets a larger one.
+type Epoch uint64
