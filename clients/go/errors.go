@@ -1,7 +1,6 @@
 package client
 
 import (
-
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 
@@ -51,4 +50,3 @@ type remoteReadOnly struct {
 
 func (e *remoteReadOnly) Error() string { return e.msg }
 func (e *remoteReadOnly) Unwrap() error { return &e.ReadOnlyError }
-
