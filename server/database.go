@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +23,7 @@ const (
 	databaseFileName = "database"
 	walFileName      = "wal"
 	metaFileName     = "meta"
+	txlogDirName     = "txlog"
 )
 
 // database is one SQLite database: its files under data.dir, the -shm in
@@ -50,7 +53,10 @@ type database struct {
 	commits      uint64 // commits counted by writes since the node started
 	frameBuf     []byte // scratch for one WAL frame, used under mu
 	startupErr   error  // a checksum mismatch found when the database was opened
-	deleted      bool   // set once the database is deleted; its files are closed
+	txlog        *txlog
+	logTxns      bool          // log commits to txlog; off during startup recovery and snapshots
+	changed      chan struct{} // closed and replaced on each commit
+	deleted      bool          // set once the database is deleted; its files are closed
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -76,29 +82,37 @@ type pendingFrame struct {
 
 // createDatabase makes a new database in dir: an empty one-page database in
 // WAL mode, at TXID 1.
-func createDatabase(dir, name string, log *slog.Logger, newID func() uint64) (*database, error) {
+func createDatabase(dir, name string, pageSize uint32, o dbOptions) (*database, error) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create database folder: %w", err)
 	}
-	page := newDatabasePage(defaultPageSize)
+	page := newDatabasePage(pageSize)
 	if err := writeFileSync(filepath.Join(dir, databaseFileName), page); err != nil {
 		return nil, err
 	}
-	m := meta{Pos: pagewire.Pos{TXID: 1, Checksum: pageChecksum(1, page) | checksumFlag}, PageSize: defaultPageSize}
+	m := meta{Pos: pagewire.Pos{TXID: 1, Checksum: pageChecksum(1, page) | checksumFlag}, PageSize: pageSize}
 	if err := writeFileSync(filepath.Join(dir, metaFileName), m.encode()); err != nil {
 		return nil, err
 	}
 	if err := syncDir(dir); err != nil {
 		return nil, err
 	}
-	return openDatabase(dir, name, log, newID)
+	return openDatabase(dir, name, o)
+}
+
+// dbOptions are what every database of a store shares.
+type dbOptions struct {
+	log       *slog.Logger
+	newID     func() uint64
+	retention time.Duration // how long the transaction log keeps records
 }
 
 // openDatabase opens a database folder, recomputes its checksum from its
 // pages and WAL, counts commits the meta file has not recorded, and reports a
 // checksum that disagrees with the recorded one.
-func openDatabase(dir, name string, log *slog.Logger, newID func() uint64) (*database, error) {
-	d := &database{name: name, dir: dir, log: log.With(logKeyDB, name)}
+func openDatabase(dir, name string, o dbOptions) (*database, error) {
+	log, newID := o.log, o.newID
+	d := &database{name: name, dir: dir, log: log.With(logKeyDB, name), changed: make(chan struct{})}
 	var err error
 	if d.db, err = os.OpenFile(filepath.Join(dir, databaseFileName), os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
@@ -107,6 +121,11 @@ func openDatabase(dir, name string, log *slog.Logger, newID func() uint64) (*dat
 		d.closeFiles()
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
+	if d.txlog, err = openTxlog(filepath.Join(dir, txlogDirName), o.retention); err != nil {
+		d.closeFiles()
+		return nil, fmt.Errorf("open database %q: %w", name, err)
+	}
+	d.logTxns = true
 	d.ids = fileIDs{db: newID(), pos: newID()}
 	if d.wal != nil {
 		d.ids.wal = newID()
@@ -281,6 +300,11 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
 // the page checksums and the WAL index.
 func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
+	pre := d.pos.Checksum
+	var txn pagewire.Txn
+	if d.logTxns {
+		txn = d.pendingTxn(nPage)
+	}
 	sum := d.pos.Checksum &^ checksumFlag
 	if need := int(nPage); need > len(d.pages) {
 		d.pages = append(d.pages, make([]uint64, need-len(d.pages))...)
@@ -302,6 +326,40 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
 	d.pos.TXID++
 	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
 	d.w.pending = d.w.pending[:0]
+	if d.logTxns {
+		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID, pre, d.pos.Checksum
+		if err := d.txlog.append(txn); err != nil {
+			// Replicas that need this transaction get a snapshot instead.
+			d.log.Error("could not log a transaction for replicas", logKeyTXID, d.pos.TXID, logKeyError, err)
+		}
+	}
+	if d.changed != nil {
+		close(d.changed)
+	}
+	d.changed = make(chan struct{})
+}
+
+// pendingTxn reads the pages of the pending frames, the newest frame of
+// each page, for the transaction log.
+func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
+	newest := make(map[uint32]uint32, len(d.w.pending))
+	for _, p := range d.w.pending {
+		if p.pgno <= nPage {
+			newest[p.pgno] = p.frame
+		}
+	}
+	txn := pagewire.Txn{PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now(), Pages: make([]pagewire.Page, 0, len(newest))}
+	buf := make([]byte, len(newest)*int(d.pageSize))
+	for pgno, frame := range newest {
+		data := buf[:d.pageSize:d.pageSize]
+		buf = buf[d.pageSize:]
+		if _, err := d.wal.ReadAt(data, walFrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
+			d.log.Error("could not read a committed page for the transaction log", "pgno", pgno, logKeyError, err)
+		}
+		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pgno, Data: data})
+	}
+	slices.SortFunc(txn.Pages, func(a, b pagewire.Page) int { return cmp.Compare(a.Pgno, b.Pgno) })
+	return txn
 }
 
 // saveMeta records the position and WAL state; fsync makes it durable now,
@@ -550,6 +608,9 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 }
 
 func (d *database) closeFiles() {
+	if d.txlog != nil {
+		d.txlog.close()
+	}
 	for _, f := range []*os.File{d.db, d.wal, d.metaFile} {
 		if f != nil {
 			f.Close()

@@ -43,14 +43,21 @@ type DatabaseInfo struct {
 type StoreConfig struct {
 	Dir    string       // data.dir; required
 	Logger *slog.Logger // nil: slog.Default()
+	// Retention is how long transaction logs keep records for replicas
+	// that were away (data.retention); 0: DefaultRetention.
+	Retention time.Duration
 }
+
+// DefaultRetention is data.retention's default, as LiteFS.
+const DefaultRetention = 10 * time.Minute
 
 // Store owns data.dir: every database's files and positions, and the file
 // handles the mount uses. It is safe for concurrent use.
 type Store struct {
-	dir  string
-	log  *slog.Logger
-	lock *os.File // flock on data.dir/.lock: one node per data.dir
+	dir       string
+	log       *slog.Logger
+	lock      *os.File // flock on data.dir/.lock: one node per data.dir
+	retention time.Duration
 
 	nextID atomic.Uint64
 
@@ -95,6 +102,10 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	}
 	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
 	s.nextID.Store(rootID + 1) // +1: the .primary file
+	s.retention = cfg.Retention
+	if s.retention <= 0 {
+		s.retention = DefaultRetention
+	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
 		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
 	}
@@ -121,7 +132,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 			s.log.Warn("ignoring a folder under data.dir/dbs that is not a database name", "folder", name)
 			continue
 		}
-		d, err := openDatabase(filepath.Join(cfg.Dir, "dbs", name), name, s.log, s.newID)
+		d, err := openDatabase(filepath.Join(cfg.Dir, "dbs", name), name, s.dbOptions())
 		if err != nil {
 			s.Close()
 			return nil, err
@@ -133,6 +144,10 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 }
 
 func (s *Store) newID() uint64 { return s.nextID.Add(1) }
+
+func (s *Store) dbOptions() dbOptions {
+	return dbOptions{log: s.log, newID: s.newID, retention: s.retention}
+}
 
 // addLocked registers a database's file ids. s.mu must be held (or s not
 // yet shared).
@@ -314,7 +329,7 @@ func (s *Store) Create(name string) (FileInfo, error) {
 			s.mu.Unlock()
 			return FileInfo{}, fmt.Errorf("%w: database %s does not exist", pagewire.ErrNotFound, dbName)
 		}
-		d, err = createDatabase(filepath.Join(s.dir, "dbs", dbName), dbName, s.log, s.newID)
+		d, err = createDatabase(filepath.Join(s.dir, "dbs", dbName), dbName, defaultPageSize, s.dbOptions())
 		if err != nil {
 			s.mu.Unlock()
 			return FileInfo{}, err

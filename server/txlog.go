@@ -1,0 +1,360 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// txlog is a database's transaction log: every committed transaction's
+// pages, appended to segment files under dbs/<name>/txlog, kept for the
+// retention period so that a replica that was away can catch up. Appends
+// are plain writes: a transaction costs one write() and no fsync; after a
+// power failure a replica that needs a lost record gets a snapshot instead.
+type txlog struct {
+	dir        string
+	retention  time.Duration
+	segmentMax int64 // roll to a new segment past this size
+
+	// mu guards segs and the tail segment's file and size.
+	mu   sync.Mutex
+	segs []*segment // ascending by first TXID
+	tail *os.File   // append handle of the last segment
+}
+
+// segment is one txlog file.
+type segment struct {
+	first    pagewire.TXID // first TXID it holds
+	path     string
+	size     int64     // bytes of whole records; readers stop there
+	lastTime time.Time // commit time of its last record
+	last     pagewire.TXID
+}
+
+const (
+	txlogMagic      = 0x50575458 // "PWTX"
+	txlogHeaderSize = 4 + 4 + 8 + 8 + 8 + 8 + 4 + 4 + 4
+	txlogTrailer    = 4 // crc32
+	defaultSegment  = 64 << 20
+)
+
+// openTxlog opens (or creates) a transaction log and checks its segments,
+// cutting off a torn record at the end of the last one.
+func openTxlog(dir string, retention time.Duration) (*txlog, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	l := &txlog{dir: dir, retention: retention, segmentMax: defaultSegment}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok {
+			continue
+		}
+		first, err := strconv.ParseUint(name, 16, 64)
+		if err != nil {
+			continue
+		}
+		l.segs = append(l.segs, &segment{first: pagewire.TXID(first), path: filepath.Join(dir, e.Name())})
+	}
+	sort.Slice(l.segs, func(i, j int) bool { return l.segs[i].first < l.segs[j].first })
+	for i, s := range l.segs {
+		if err := s.scan(i == len(l.segs)-1); err != nil {
+			return nil, fmt.Errorf("transaction log %s: %w", s.path, err)
+		}
+	}
+	return l, nil
+}
+
+// scan finds the segment's valid end and last record; a torn record at the
+// end of the last segment (a crash mid-append) is cut off.
+func (s *segment) scan(isLast bool) error {
+	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var off int64
+	for {
+		txn, n, err := readRecord(f, off)
+		if err != nil {
+			s.size = off
+			if isLast {
+				return f.Truncate(off)
+			}
+			return nil
+		}
+		s.last, s.lastTime = txn.TXID, txn.CommitTime
+		off += n
+	}
+}
+
+// append adds a transaction; it must follow the last one (a gap, after an
+// import or a crash, starts a new segment so readers notice it).
+func (l *txlog) append(txn pagewire.Txn) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last *segment
+	if n := len(l.segs); n > 0 {
+		last = l.segs[n-1]
+	}
+	if last == nil || last.size >= l.segmentMax || (last.last != 0 && txn.TXID != last.last+1) {
+		if err := l.rollLocked(txn.TXID); err != nil {
+			return err
+		}
+		last = l.segs[len(l.segs)-1]
+	}
+	if l.tail == nil {
+		f, err := os.OpenFile(last.path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		l.tail = f
+	}
+	rec := encodeRecord(txn)
+	if _, err := l.tail.WriteAt(rec, last.size); err != nil {
+		return fmt.Errorf("append to transaction log: %w", err)
+	}
+	last.size += int64(len(rec))
+	last.last, last.lastTime = txn.TXID, txn.CommitTime
+	return nil
+}
+
+// rollLocked starts a new segment whose first TXID is first, and drops
+// segments past retention.
+func (l *txlog) rollLocked(first pagewire.TXID) error {
+	if l.tail != nil {
+		l.tail.Close()
+		l.tail = nil
+	}
+	path := filepath.Join(l.dir, fmt.Sprintf("%016x.log", uint64(first)))
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	l.tail = f
+	// Segments before a gap can never be streamed past it: keep them only
+	// for retention like the others.
+	l.segs = append(l.segs, &segment{first: first, path: path})
+	l.pruneLocked(time.Now())
+	return nil
+}
+
+// pruneLocked deletes whole segments, except the last, whose newest record
+// is older than retention.
+func (l *txlog) pruneLocked(now time.Time) {
+	keep := l.segs[:0]
+	for i, s := range l.segs {
+		if i < len(l.segs)-1 && !s.lastTime.IsZero() && now.Sub(s.lastTime) > l.retention {
+			_ = os.Remove(s.path)
+			continue
+		}
+		keep = append(keep, s)
+	}
+	l.segs = keep
+}
+
+// prune drops segments past retention; the server calls it periodically.
+func (l *txlog) prune(now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pruneLocked(now)
+}
+
+// reset forgets every record (the database was replaced or deleted).
+func (l *txlog) reset() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tail != nil {
+		l.tail.Close()
+		l.tail = nil
+	}
+	for _, s := range l.segs {
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	l.segs = nil
+	return nil
+}
+
+func (l *txlog) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.tail != nil {
+		l.tail.Close()
+		l.tail = nil
+	}
+}
+
+// errTxlogGap means the log does not hold the transaction asked for: it was
+// pruned, lost, or never logged (the database was created or imported then).
+var errTxlogGap = errors.New("transaction log does not hold that transaction")
+
+// txlogReader reads a transaction log forward from one TXID.
+type txlogReader struct {
+	l    *txlog
+	next pagewire.TXID // the TXID wanted next
+	seg  *segment
+	f    *os.File
+	off  int64
+}
+
+// readFrom starts reading at TXID next. It returns errTxlogGap if the log
+// holds nothing at or before next to start from.
+func (l *txlog) readFrom(next pagewire.TXID) (*txlogReader, error) {
+	l.mu.Lock()
+	var seg *segment
+	for _, s := range l.segs {
+		if s.first <= next {
+			seg = s
+		}
+	}
+	l.mu.Unlock()
+	if seg == nil {
+		return nil, errTxlogGap
+	}
+	f, err := os.Open(seg.path)
+	if err != nil {
+		return nil, errTxlogGap // pruned meanwhile
+	}
+	return &txlogReader{l: l, next: next, seg: seg, f: f}, nil
+}
+
+// Next returns the next transaction, or ok=false if it is not logged yet.
+// It returns errTxlogGap when the log skips the wanted TXID.
+func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
+	for {
+		r.l.mu.Lock()
+		end := r.seg.size
+		var following *segment
+		for i, s := range r.l.segs {
+			if s == r.seg && i+1 < len(r.l.segs) {
+				following = r.l.segs[i+1]
+			}
+		}
+		r.l.mu.Unlock()
+		if r.off >= end {
+			if following == nil {
+				return txn, false, nil
+			}
+			if following.first != r.next {
+				return txn, false, errTxlogGap
+			}
+			f, err := os.Open(following.path)
+			if err != nil {
+				return txn, false, errTxlogGap
+			}
+			r.f.Close()
+			r.seg, r.f, r.off = following, f, 0
+			continue
+		}
+		txn, n, err := readRecord(r.f, r.off)
+		if err != nil {
+			return txn, false, fmt.Errorf("read transaction log: %w", err)
+		}
+		r.off += n
+		switch {
+		case txn.TXID < r.next:
+			continue // skipping to the start
+		case txn.TXID > r.next:
+			return txn, false, errTxlogGap
+		}
+		r.next++
+		return txn, true, nil
+	}
+}
+
+// Close closes the reader.
+func (r *txlogReader) Close() { r.f.Close() }
+
+func encodeRecord(txn pagewire.Txn) []byte {
+	size := txlogHeaderSize + len(txn.Pages)*(4+int(txn.PageSize)) + txlogTrailer
+	b := make([]byte, txlogHeaderSize, size)
+	binary.BigEndian.PutUint32(b[0:], txlogMagic)
+	binary.BigEndian.PutUint32(b[4:], uint32(size))
+	binary.BigEndian.PutUint64(b[8:], uint64(txn.TXID))
+	binary.BigEndian.PutUint64(b[16:], txn.PreChecksum)
+	binary.BigEndian.PutUint64(b[24:], txn.PostChecksum)
+	binary.BigEndian.PutUint64(b[32:], uint64(txn.CommitTime.UnixNano()))
+	binary.BigEndian.PutUint32(b[40:], txn.PageSize)
+	binary.BigEndian.PutUint32(b[44:], txn.PageCount)
+	binary.BigEndian.PutUint32(b[48:], uint32(len(txn.Pages)))
+	for _, p := range txn.Pages {
+		b = binary.BigEndian.AppendUint32(b, p.Pgno)
+		b = append(b, p.Data...)
+	}
+	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+}
+
+// readRecord reads the record at off and returns it with its length.
+func readRecord(r io.ReaderAt, off int64) (pagewire.Txn, int64, error) {
+	var hdr [txlogHeaderSize]byte
+	if _, err := r.ReadAt(hdr[:], off); err != nil {
+		return pagewire.Txn{}, 0, err
+	}
+	return decodeRecordAt(r, off, hdr[:])
+}
+
+func decodeRecordAt(r io.ReaderAt, off int64, hdr []byte) (pagewire.Txn, int64, error) {
+	if binary.BigEndian.Uint32(hdr[0:]) != txlogMagic {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record magic", pagewire.ErrCorrupt)
+	}
+	size := int64(binary.BigEndian.Uint32(hdr[4:]))
+	pageSize := binary.BigEndian.Uint32(hdr[40:])
+	nPages := int64(binary.BigEndian.Uint32(hdr[48:]))
+	if !validPageSize(pageSize) || size != txlogHeaderSize+nPages*(4+int64(pageSize))+txlogTrailer {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
+	}
+	b := make([]byte, size)
+	if _, err := r.ReadAt(b, off); err != nil {
+		return pagewire.Txn{}, 0, err
+	}
+	return decodeRecord(b)
+}
+
+// decodeRecord decodes one whole record.
+func decodeRecord(b []byte) (pagewire.Txn, int64, error) {
+	if len(b) < txlogHeaderSize+txlogTrailer || binary.BigEndian.Uint32(b[0:]) != txlogMagic {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record", pagewire.ErrCorrupt)
+	}
+	size := int(binary.BigEndian.Uint32(b[4:]))
+	if size != len(b) || crc32.ChecksumIEEE(b[:size-txlogTrailer]) != binary.BigEndian.Uint32(b[size-txlogTrailer:]) {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: transaction log record checksum mismatch", pagewire.ErrCorrupt)
+	}
+	txn := pagewire.Txn{
+		TXID:         pagewire.TXID(binary.BigEndian.Uint64(b[8:])),
+		PreChecksum:  binary.BigEndian.Uint64(b[16:]),
+		PostChecksum: binary.BigEndian.Uint64(b[24:]),
+		CommitTime:   time.Unix(0, int64(binary.BigEndian.Uint64(b[32:]))),
+		PageSize:     binary.BigEndian.Uint32(b[40:]),
+		PageCount:    binary.BigEndian.Uint32(b[44:]),
+	}
+	n := int(binary.BigEndian.Uint32(b[48:]))
+	if !validPageSize(txn.PageSize) || size != txlogHeaderSize+n*(4+int(txn.PageSize))+txlogTrailer {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
+	}
+	txn.Pages = make([]pagewire.Page, n)
+	off := txlogHeaderSize
+	for i := range txn.Pages {
+		txn.Pages[i].Pgno = binary.BigEndian.Uint32(b[off:])
+		txn.Pages[i].Data = b[off+4 : off+4+int(txn.PageSize)]
+		off += 4 + int(txn.PageSize)
+	}
+	return txn, int64(size), nil
+}
