@@ -113,6 +113,9 @@ func (n *Node) Start(noWait bool) {
 	n.cmd = exec.Command(pagewireBin, args...)
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.Log, n.Log
+	// An app's orphaned children may keep the output pipe open; don't let
+	// them hold up Wait.
+	n.cmd.WaitDelay = 10 * time.Second
 	if err := n.cmd.Start(); err != nil {
 		n.t.Fatal(err)
 	}

@@ -26,6 +26,12 @@ import (
 
 // runMount runs every part of a node until ctx is done or the app exits.
 func runMount(ctx context.Context, args []string) error {
+	// Signals from here on stop the node, even one that arrives during
+	// start-up; once the app runs they go to the app.
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	fset := flag.NewFlagSet("mount", flag.ContinueOnError)
 	configPath := fset.String("config", "", "config file (default: ./pagewire.yml, ./litefs.yml, /etc/pagewire.yml, /etc/litefs.yml, else the embedded single-node default)")
 	if err := fset.Parse(args); err != nil {
@@ -56,9 +62,9 @@ func runMount(ctx context.Context, args []string) error {
 		return fmt.Errorf("lease.type %q is not available in this build yet: use \"static\"", cfg.Lease.Type)
 	}
 	if cfg.Lease.Candidate {
-		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{})
+		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
 	} else {
-		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL})
+		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL}, 1)
 	}
 
 	lis, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -83,11 +89,6 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 
-	// Signals go to the app while it runs; the node stops once it exits.
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
-	defer signal.Stop(sigs)
-
 	nodeCtx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopNode()
 	g, gctx := errgroup.WithContext(nodeCtx)
@@ -97,8 +98,19 @@ func runMount(ctx context.Context, args []string) error {
 	g.Go(func() error {
 		select {
 		case <-mnt.Ready():
+		case <-sigs:
+			log.Info("stopping before the node was ready")
+			stopNode()
+			return nil
 		case <-gctx.Done():
 			return nil
+		}
+		select {
+		case <-sigs:
+			log.Info("stopping before the node was ready")
+			stopNode()
+			return nil
+		default:
 		}
 		srv.SetReady(true)
 		log.Info("node ready", "role", "primary", "mount", cfg.FUSE.Dir)

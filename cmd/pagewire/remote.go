@@ -74,7 +74,15 @@ func parseNameFlags(cmd string, args []string) (name, rawURL, path string, err e
 	fset := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	n := fset.String("name", "", "database name")
 	u := fset.String("url", defaultURL, "node URL")
-	if err := fset.Parse(args); err != nil || fset.NArg() != 1 {
+	if err := fset.Parse(args); err != nil {
+		return "", "", "", errUsage
+	}
+	switch {
+	case *n == "":
+		return "", "", "", fmt.Errorf("%s: -name is required: the database's name on the mount", cmd)
+	case fset.NArg() == 0:
+		return "", "", "", fmt.Errorf("%s: the PATH of the file is required after the flags", cmd)
+	case fset.NArg() > 1:
 		return "", "", "", errUsage
 	}
 	if err := pagewire.ValidateDBName(*n); err != nil {
