@@ -56,6 +56,15 @@ func (s *Server) apiMux() *http.ServeMux {
 		}
 		writeJSON(w, http.StatusOK, s.dbToJSON(di))
 	})
+	mux.HandleFunc("GET /primary", func(w http.ResponseWriter, r *http.Request) {
+		role, ro := s.cfg.Store.Role()
+		primary := ro.Primary
+		if role == pagewire.RolePrimary {
+			primary = s.cfg.Node.Hostname
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		fmt.Fprintln(w, primary)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.Ready() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "the node is starting or stopping: its databases are not open or it has no role yet"})
