@@ -2,6 +2,8 @@ package fusemount
 
 import (
 	"context"
+	"os"
+	"strconv"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -30,8 +32,28 @@ var (
 	_ fs.NodeReleaser  = (*fileNode)(nil)
 )
 
-// handle marks an open file; Release tells the server it was closed.
-type handle struct{}
+// handle is an open file. internal marks a handle the node's own process
+// opened (a replica applying transactions): its writes are the node's, not
+// an app's.
+type handle struct{ internal bool }
+
+// isInternal reports whether fh is a handle the node itself opened.
+func isInternal(fh fs.FileHandle) bool {
+	h, ok := fh.(*handle)
+	return ok && h.internal
+}
+
+// callerIsNode reports whether the FUSE request comes from this process.
+// The kernel passes the calling thread's id; it is one of ours if
+// /proc/self/task has it.
+func callerIsNode(ctx context.Context) bool {
+	caller, ok := fuse.FromContext(ctx)
+	if !ok || caller.Pid == 0 {
+		return false
+	}
+	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(caller.Pid), 10))
+	return err == nil
+}
 
 func (n *fileNode) fill(fi *storagev1.FileInfo, a *fuse.Attr) {
 	a.Ino = fi.GetFileId()
@@ -59,13 +81,20 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if write && n.readOnly {
 		return nil, 0, syscall.EACCES
 	}
-	if _, err := n.m.cfg.Storage.OpenFile(ctx, &storagev1.OpenFileRequest{FileId: n.id, Write: write}); err != nil {
+	h := &handle{internal: write && callerIsNode(ctx)}
+	if _, err := n.m.cfg.Storage.OpenFile(ctx, &storagev1.OpenFileRequest{FileId: n.id, Write: write, Internal: h.internal}); err != nil {
+		errno := toErrno(err)
+		if errno == syscall.EROFS {
+			// A replica: the app's SQLite retries read-only and reports
+			// SQLITE_READONLY on writes.
+			return nil, 0, syscall.EACCES
+		}
 		return nil, 0, n.m.fail("open", n.name, err)
 	}
 	if n.volatile {
-		return &handle{}, fuse.FOPEN_DIRECT_IO, 0
+		return h, fuse.FOPEN_DIRECT_IO, 0
 	}
-	return &handle{}, fuse.FOPEN_KEEP_CACHE, 0
+	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
 func (n *fileNode) Release(ctx context.Context, _ fs.FileHandle) syscall.Errno {
@@ -84,8 +113,8 @@ func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off i
 	return fuse.ReadResultData(resp.GetData()), 0
 }
 
-func (n *fileNode) Write(ctx context.Context, _ fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
-	if _, err := n.m.cfg.Storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: n.id, Offset: off, Data: data}); err != nil {
+func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if _, err := n.m.cfg.Storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: n.id, Offset: off, Data: data, Internal: isInternal(fh)}); err != nil {
 		return 0, n.m.fail("write", n.name, err)
 	}
 	return uint32(len(data)), 0
@@ -114,7 +143,7 @@ func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	if size, ok := in.GetSize(); ok {
-		resp, err := n.m.cfg.Storage.TruncateFile(ctx, &storagev1.TruncateFileRequest{FileId: n.id, Size: int64(size)})
+		resp, err := n.m.cfg.Storage.TruncateFile(ctx, &storagev1.TruncateFileRequest{FileId: n.id, Size: int64(size), Internal: isInternal(fh)})
 		if err != nil {
 			return n.m.fail("truncate", n.name, err)
 		}

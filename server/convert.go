@@ -5,6 +5,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -51,4 +52,17 @@ func roleToProto(r pagewire.Role) adminv1.Role {
 
 func fileChangeToProto(c FileChange) *storagev1.FileChange {
 	return &storagev1.FileChange{Name: c.Name, FileId: c.ID, Entry: c.Entry, Offset: c.Offset, Length: c.Length}
+}
+
+func posToProto(p pagewire.Pos) *replicationv1.Position {
+	return &replicationv1.Position{Txid: uint64(p.TXID), Checksum: p.Checksum}
+}
+
+func txnToProto(t pagewire.Txn) *replicationv1.Transaction {
+	pages := make([]*replicationv1.Page, len(t.Pages))
+	for i, p := range t.Pages {
+		pages[i] = &replicationv1.Page{Pgno: p.Pgno, Data: p.Data}
+	}
+	return &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
+		PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pages}
 }

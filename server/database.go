@@ -510,25 +510,33 @@ func (d *database) readPage(pgno uint32, buf []byte) error {
 // export writes a consistent copy of the committed database to w, in
 // rollback-journal mode so that any SQLite opens it as a plain file.
 func (d *database) export(w io.Writer) (pagewire.Pos, error) {
+	pos, _, err := d.copyPages(w, true)
+	return pos, err
+}
+
+// copyPages writes every committed page, in order, to w under a read lock:
+// a consistent copy at the returned position. rollback sets page 1 to
+// rollback-journal mode, for a plain file; otherwise it stays WAL.
+func (d *database) copyPages(w io.Writer, rollback bool) (pagewire.Pos, uint32, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	if d.deleted {
-		return pagewire.Pos{}, pagewire.ErrNotFound
+		return pagewire.Pos{}, 0, pagewire.ErrNotFound
 	}
 	buf := make([]byte, d.pageSize)
 	bw := bufio.NewWriterSize(w, 1<<20)
 	for pgno := uint32(1); pgno <= uint32(len(d.pages)); pgno++ {
 		if err := d.readPage(pgno, buf); err != nil {
-			return pagewire.Pos{}, fmt.Errorf("read page %d: %w", pgno, err)
+			return pagewire.Pos{}, 0, fmt.Errorf("read page %d: %w", pgno, err)
 		}
-		if pgno == 1 {
+		if pgno == 1 && rollback {
 			buf[18], buf[19] = 1, 1
 		}
 		if _, err := bw.Write(buf); err != nil {
-			return pagewire.Pos{}, err
+			return pagewire.Pos{}, 0, err
 		}
 	}
-	return d.pos, bw.Flush()
+	return d.pos, d.pageSize, bw.Flush()
 }
 
 // replace swaps in a new database file (an import): the -wal and -shm are

@@ -57,16 +57,16 @@ func FuzzStore_WALWrites(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Create("app.db")
-		wal, err := s.Create("app.db-wal")
+		s.Create("app.db", false)
+		wal, err := s.Create("app.db-wal", false)
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := &walBuilder{t: t, s: s, id: wal.ID, pageSize: defaultPageSize}
 		w.restart(5)
 		w.frame(2, testPage(1), 2)
-		s.WriteAt(wal.ID, data1, int64(off1))
-		s.WriteAt(wal.ID, data2, int64(off2))
+		s.WriteAt(wal.ID, data1, int64(off1), false)
+		s.WriteAt(wal.ID, data2, int64(off2), false)
 		di, _ := s.Database("app.db")
 		if di.Pos.TXID < 2 {
 			t.Fatalf("TXID went back to %d", di.Pos.TXID)

@@ -23,6 +23,7 @@ import (
 
 	"github.com/pagewire/pagewire/inproc"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -44,11 +45,13 @@ type Config struct {
 	Registry *prometheus.Registry
 	// ShutdownTimeout bounds a graceful stop before connections are cut.
 	ShutdownTimeout time.Duration
+	// Heartbeat is how often idle replication streams send a heartbeat.
+	Heartbeat time.Duration
 }
 
 // DefaultConfig returns a Config with every optional value set.
 func DefaultConfig() Config {
-	return Config{ShutdownTimeout: 5 * time.Second}
+	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second}
 }
 
 // Validate reports the first missing or bad value.
@@ -60,6 +63,8 @@ func (c Config) Validate() error {
 		return errors.New("server: Node.Hostname is required")
 	case c.ShutdownTimeout <= 0:
 		return errors.New("server: ShutdownTimeout must be > 0")
+	case c.Heartbeat <= 0:
+		return errors.New("server: Heartbeat must be > 0")
 	}
 	return nil
 }
@@ -124,12 +129,12 @@ func New(cfg Config) (*Server, error) {
 	// transaction.
 	s.inproc = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
 
-	storage := &storageService{store: cfg.Store}
 	admin := &adminService{store: cfg.Store, node: cfg.Node}
-	for _, r := range []grpc.ServiceRegistrar{s.gs, s.inproc} {
-		storagev1.RegisterStorageServiceServer(r, storage)
-		adminv1.RegisterAdminServiceServer(r, admin)
-	}
+	storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store})
+	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
+	adminv1.RegisterAdminServiceServer(s.gs, admin)
+	adminv1.RegisterAdminServiceServer(s.inproc, admin)
+	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log})
 	grpcMetrics.InitializeMetrics(s.gs)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)

@@ -16,6 +16,17 @@ const maxIO = 4 << 20
 type storageService struct {
 	storagev1.UnimplementedStorageServiceServer
 	store *Store
+	// allowInternal accepts the node's own writes on a replica; only the
+	// in-process channel, which only this node's mount reaches, sets it.
+	allowInternal bool
+}
+
+// internal checks a request's internal flag.
+func (s *storageService) internal(flag bool) (bool, error) {
+	if flag && !s.allowInternal {
+		return false, toStatus(fmt.Errorf("%w: internal writes are accepted only from the node's own mount", pagewire.ErrInvalidArgument))
+	}
+	return flag, nil
 }
 
 var _ storagev1.StorageServiceServer = (*storageService)(nil)
@@ -38,7 +49,11 @@ func (s *storageService) LookupFile(_ context.Context, req *storagev1.LookupFile
 }
 
 func (s *storageService) CreateFile(_ context.Context, req *storagev1.CreateFileRequest) (*storagev1.CreateFileResponse, error) {
-	fi, err := s.store.Create(req.GetName())
+	internal, err := s.internal(req.GetInternal())
+	if err != nil {
+		return nil, err
+	}
+	fi, err := s.store.Create(req.GetName(), internal)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -61,7 +76,11 @@ func (s *storageService) DeleteFile(_ context.Context, req *storagev1.DeleteFile
 }
 
 func (s *storageService) OpenFile(_ context.Context, req *storagev1.OpenFileRequest) (*storagev1.OpenFileResponse, error) {
-	fi, err := s.store.Open(req.GetFileId(), req.GetWrite())
+	internal, err := s.internal(req.GetInternal())
+	if err != nil {
+		return nil, err
+	}
+	fi, err := s.store.Open(req.GetFileId(), req.GetWrite(), internal)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -89,7 +108,11 @@ func (s *storageService) WriteFile(_ context.Context, req *storagev1.WriteFileRe
 	if len(req.GetData()) > maxIO {
 		return nil, toStatus(fmt.Errorf("%w: write of %d bytes exceeds %d", pagewire.ErrInvalidArgument, len(req.GetData()), maxIO))
 	}
-	size, txid, err := s.store.WriteAt(req.GetFileId(), req.GetData(), req.GetOffset())
+	internal, err := s.internal(req.GetInternal())
+	if err != nil {
+		return nil, err
+	}
+	size, txid, err := s.store.WriteAt(req.GetFileId(), req.GetData(), req.GetOffset(), internal)
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -97,7 +120,11 @@ func (s *storageService) WriteFile(_ context.Context, req *storagev1.WriteFileRe
 }
 
 func (s *storageService) TruncateFile(_ context.Context, req *storagev1.TruncateFileRequest) (*storagev1.TruncateFileResponse, error) {
-	fi, err := s.store.Truncate(req.GetFileId(), req.GetSize())
+	internal, err := s.internal(req.GetInternal())
+	if err != nil {
+		return nil, err
+	}
+	fi, err := s.store.Truncate(req.GetFileId(), req.GetSize(), internal)
 	if err != nil {
 		return nil, toStatus(err)
 	}

@@ -65,11 +65,14 @@ type Store struct {
 	watchMu  sync.Mutex
 	watchers map[*Watcher]struct{}
 
-	// mu guards dbs, files and role.
+	// mu guards dbs, files, role and dbsChanged.
 	mu    sync.RWMutex
 	dbs   map[string]*database
 	files map[uint64]*fileRef
 	role  roleState
+	// dbsChanged is closed and replaced when a database is created or
+	// deleted.
+	dbsChanged chan struct{}
 }
 
 // fileRef is a file id the mount may hold. An id stays valid while the
@@ -84,8 +87,9 @@ type fileRef struct {
 }
 
 type roleState struct {
-	role pagewire.Role
-	ro   pagewire.ReadOnlyError // who the primary is, when not us
+	role  pagewire.Role
+	ro    pagewire.ReadOnlyError // who the primary is, when not us
+	epoch pagewire.Epoch         // the lease epoch of this node's role
 }
 
 // rootID is the mount root's inode number; file ids start above it.
@@ -101,6 +105,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		log = slog.Default()
 	}
 	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
+	s.dbsChanged = make(chan struct{})
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention = cfg.Retention
 	if s.retention <= 0 {
@@ -139,7 +144,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		}
 		s.addLocked(d)
 	}
-	s.role.role = pagewire.RolePrimary
+	s.role = roleState{role: pagewire.RolePrimary, epoch: 1}
 	return s, nil
 }
 
@@ -211,11 +216,46 @@ func (s *Store) Close() error {
 	return errors.Join(errs...)
 }
 
-// SetRole sets the node's role. On a replica, ro says who the primary is.
-func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError) {
+// SetRole sets the node's role and lease epoch. On a replica, ro says who
+// the primary is.
+func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.role = roleState{role: role, ro: ro}
+	s.role = roleState{role: role, ro: ro, epoch: epoch}
+}
+
+// Epoch is the lease epoch of the node's role.
+func (s *Store) Epoch() pagewire.Epoch {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.role.epoch
+}
+
+// databasesChanged returns a channel closed at the next database creation
+// or deletion.
+func (s *Store) databasesChanged() <-chan struct{} {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.dbsChanged
+}
+
+// dbsChangedLocked wakes databasesChanged waiters; s.mu must be held.
+func (s *Store) dbsChangedLocked() {
+	close(s.dbsChanged)
+	s.dbsChanged = make(chan struct{})
+}
+
+// db finds a database by name.
+func (s *Store) db(name string) (*database, error) {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return nil, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d := s.dbs[name]; d != nil {
+		return d, nil
+	}
+	return nil, fmt.Errorf("%w: database %q", pagewire.ErrNotFound, name)
 }
 
 // Role returns the node's role and, when not primary, who the primary is.
@@ -225,7 +265,12 @@ func (s *Store) Role() (pagewire.Role, pagewire.ReadOnlyError) {
 	return s.role.role, s.role.ro
 }
 
-func (s *Store) checkWritable() error {
+// checkWritable refuses writes to databases on a replica, but for the
+// node's own (internal) writes: a replica applying transactions.
+func (s *Store) checkWritable(internal bool) error {
+	if internal {
+		return nil
+	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.role.role != pagewire.RolePrimary {
@@ -301,7 +346,7 @@ func posContent(p pagewire.Pos) string { return p.String() + "\n" }
 // Create creates the file called name, or returns it if it exists. A new
 // database is an empty database in WAL mode at TXID 1. A -journal is refused:
 // pagewire keeps every database in WAL mode.
-func (s *Store) Create(name string) (FileInfo, error) {
+func (s *Store) Create(name string, internal bool) (FileInfo, error) {
 	dbName, kind, err := pagewire.ParseFileName(name)
 	if err != nil {
 		return FileInfo{}, err
@@ -315,7 +360,7 @@ func (s *Store) Create(name string) (FileInfo, error) {
 		return FileInfo{}, fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
 	}
 	if kind != pagewire.FileSHM {
-		if err := s.checkWritable(); err != nil {
+		if err := s.checkWritable(internal); err != nil {
 			if fi, lerr := s.Lookup(name); lerr == nil {
 				return fi, nil // opening an existing file with O_CREAT is a read
 			}
@@ -339,6 +384,7 @@ func (s *Store) Create(name string) (FileInfo, error) {
 			return FileInfo{}, err
 		}
 		s.addLocked(d)
+		s.dbsChangedLocked()
 		s.log.Info("created database", logKeyDB, dbName)
 		// The kernel may remember that <db>-pos did not exist.
 		defer s.notify(FileChange{Name: pagewire.FileName(dbName, pagewire.FilePos), Entry: true})
@@ -406,7 +452,7 @@ func (s *Store) Delete(name string) error {
 		s.unregister(id)
 		return nil
 	}
-	if err := s.checkWritable(); err != nil {
+	if err := s.checkWritable(false); err != nil {
 		return err
 	}
 	switch kind {
@@ -426,6 +472,7 @@ func (s *Store) Delete(name string) error {
 	}
 	s.mu.Lock()
 	delete(s.dbs, dbName)
+	s.dbsChangedLocked()
 	s.mu.Unlock()
 	d.mu.Lock()
 	d.closeFiles()
@@ -468,13 +515,13 @@ func (s *Store) file(id uint64) (*fileRef, error) {
 // Open records an open file handle and returns the file. Opening a
 // database or -wal for writing is refused on a replica, so that SQLite opens
 // it read-only and apps get SQLITE_READONLY.
-func (s *Store) Open(id uint64, write bool) (FileInfo, error) {
+func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
 	ref, err := s.file(id)
 	if err != nil {
 		return FileInfo{}, err
 	}
 	if write && (ref.kind == pagewire.FileDatabase || ref.kind == pagewire.FileWAL) {
-		if err := s.checkWritable(); err != nil {
+		if err := s.checkWritable(internal); err != nil {
 			return FileInfo{}, err
 		}
 	}
@@ -594,7 +641,7 @@ func copyAt(p []byte, s string, off int64) int {
 
 // WriteAt writes p to a file at off and returns the file's new size and the
 // database's TXID after the write.
-func (s *Store) WriteAt(id uint64, p []byte, off int64) (size int64, txid pagewire.TXID, err error) {
+func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int64, txid pagewire.TXID, err error) {
 	if off < 0 {
 		return 0, 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
 	}
@@ -606,7 +653,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64) (size int64, txid pagewi
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(); err != nil {
+		if err := s.checkWritable(internal); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -648,7 +695,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64) (size int64, txid pagewi
 }
 
 // Truncate sets a file's size.
-func (s *Store) Truncate(id uint64, size int64) (FileInfo, error) {
+func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error) {
 	if size < 0 {
 		return FileInfo{}, fmt.Errorf("%w: negative size", pagewire.ErrInvalidArgument)
 	}
@@ -660,7 +707,7 @@ func (s *Store) Truncate(id uint64, size int64) (FileInfo, error) {
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(); err != nil {
+		if err := s.checkWritable(internal); err != nil {
 			return FileInfo{}, err
 		}
 	}
@@ -817,7 +864,7 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return DatabaseInfo{}, err
 	}
-	if err := s.checkWritable(); err != nil {
+	if err := s.checkWritable(false); err != nil {
 		return DatabaseInfo{}, err
 	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "dbs"), ".import-*")
@@ -832,7 +879,7 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("receive import: %w", err)
 	}
-	if _, err := s.Create(name); err != nil {
+	if _, err := s.Create(name, false); err != nil {
 		return DatabaseInfo{}, err
 	}
 	s.mu.RLock()

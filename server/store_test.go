@@ -26,7 +26,7 @@ type walBuilder struct {
 
 func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder {
 	t.Helper()
-	fi, err := s.Create(db + "-wal")
+	fi, err := s.Create(db+"-wal", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func (w *walBuilder) restart(salt1 uint32) {
 	w.ck1, w.ck2 = walChecksum(false, 0, 0, hdr[:24])
 	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
 	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
-	if _, _, err := w.s.WriteAt(w.id, hdr, 0); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, hdr, 0, false); err != nil {
 		w.t.Fatal(err)
 	}
 	w.next = 1
@@ -67,10 +67,10 @@ func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXI
 	binary.BigEndian.PutUint32(fh[16:], w.ck1)
 	binary.BigEndian.PutUint32(fh[20:], w.ck2)
 	off := walFrameOffset(w.next, w.pageSize)
-	if _, _, err := w.s.WriteAt(w.id, fh, off); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, fh, off, false); err != nil {
 		w.t.Fatal(err)
 	}
-	_, txid, err := w.s.WriteAt(w.id, page, off+walFrameHeaderSize)
+	_, txid, err := w.s.WriteAt(w.id, page, off+walFrameHeaderSize, false)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func openTestStore(t testing.TB, dir string) *Store {
 
 func TestStore_CreateIsWALAtTXID1(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, err := s.Create("app.db")
+	fi, err := s.Create("app.db", false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +130,7 @@ func TestStore_CreateIsWALAtTXID1(t *testing.T) {
 func TestStore_CountsCommitFrames(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	if _, err := s.Create("app.db"); err != nil {
+	if _, err := s.Create("app.db", false); err != nil {
 		t.Fatal(err)
 	}
 	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
@@ -162,8 +162,8 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	binary.BigEndian.PutUint32(bad[8:], w.salt1)
 	binary.BigEndian.PutUint32(bad[12:], w.salt2)
 	off := walFrameOffset(w.next, w.pageSize)
-	s.WriteAt(w.id, bad, off)
-	if _, txid, _ := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize); txid != 3 {
+	s.WriteAt(w.id, bad, off, false)
+	if _, txid, _ := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); txid != 3 {
 		t.Fatalf("TXID after a bad frame = %d, want 3", txid)
 	}
 
@@ -183,13 +183,13 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 func TestStore_NewWALGenerationKeepsCounting(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db")
+	s.Create("app.db", false)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 2)
 	// SQLite checkpoints (copies frames into the db file), then restarts
 	// the WAL with new salts and overwrites frames from the start.
 	dbID := mustLookup(t, s, "app.db").ID
-	if _, _, err := s.WriteAt(dbID, testPage(2), defaultPageSize); err != nil {
+	if _, _, err := s.WriteAt(dbID, testPage(2), defaultPageSize, false); err != nil {
 		t.Fatal(err)
 	}
 	w.restart(2)
@@ -210,7 +210,7 @@ func TestStore_NewWALGenerationKeepsCounting(t *testing.T) {
 func TestStore_RecoversCommitsTheMetaMissed(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db")
+	s.Create("app.db", false)
 	metaPath := filepath.Join(dir, "dbs", "app.db", metaFileName)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 2)
@@ -236,7 +236,7 @@ func TestStore_RecoversCommitsTheMetaMissed(t *testing.T) {
 func TestStore_ReportsFilesChangedOutside(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db")
+	s.Create("app.db", false)
 	s.Close()
 	f, err := os.OpenFile(filepath.Join(dir, "dbs", "app.db", databaseFileName), os.O_RDWR, 0)
 	if err != nil {
@@ -250,26 +250,26 @@ func TestStore_ReportsFilesChangedOutside(t *testing.T) {
 		t.Fatalf("Err=%v, want ErrCorrupt", di.Err)
 	}
 	// Writes are refused so that the damage is not built upon.
-	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200); !errors.Is(err, pagewire.ErrCorrupt) {
+	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200, false); !errors.Is(err, pagewire.ErrCorrupt) {
 		t.Fatalf("write err=%v, want ErrCorrupt", err)
 	}
 }
 
 func TestStore_RefusesLeavingWAL(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db")
-	if _, err := s.Create("app.db-journal"); !errors.Is(err, pagewire.ErrNotWAL) {
+	fi, _ := s.Create("app.db", false)
+	if _, err := s.Create("app.db-journal", false); !errors.Is(err, pagewire.ErrNotWAL) {
 		t.Fatalf("create journal err=%v, want ErrNotWAL", err)
 	}
 	page := newDatabasePage(defaultPageSize)
 	page[18], page[19] = 1, 1
-	if _, _, err := s.WriteAt(fi.ID, page, 0); !errors.Is(err, pagewire.ErrNotWAL) {
+	if _, _, err := s.WriteAt(fi.ID, page, 0, false); !errors.Is(err, pagewire.ErrNotWAL) {
 		t.Fatalf("write rollback header err=%v, want ErrNotWAL", err)
 	}
-	if _, _, err := s.WriteAt(fi.ID, []byte("not sqlite at all"), 0); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, _, err := s.WriteAt(fi.ID, []byte("not sqlite at all"), 0, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("write garbage header err=%v, want ErrInvalidArgument", err)
 	}
-	if _, err := s.Truncate(fi.ID, 0); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, err := s.Truncate(fi.ID, 0, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("truncate to 0 err=%v, want ErrInvalidArgument", err)
 	}
 	got := make([]byte, 20)
@@ -282,7 +282,7 @@ func TestStore_RefusesLeavingWAL(t *testing.T) {
 func TestStore_RefusesBadNames(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
 	for _, name := range []string{"", ".hidden", "a/b", "x-wal-shm", "nosuch.db-wal"} {
-		if _, err := s.Create(name); err == nil {
+		if _, err := s.Create(name, false); err == nil {
 			t.Errorf("Create(%q) succeeded", name)
 		}
 	}
@@ -293,32 +293,32 @@ func TestStore_RefusesBadNames(t *testing.T) {
 
 func TestStore_ReplicaRefusesWrites(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db")
-	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"})
-	_, _, err := s.WriteAt(fi.ID, []byte{0}, 200)
+	fi, _ := s.Create("app.db", false)
+	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"}, 1)
+	_, _, err := s.WriteAt(fi.ID, []byte{0}, 200, false)
 	var ro *pagewire.ReadOnlyError
 	if !errors.As(err, &ro) || ro.Primary != "node1" {
 		t.Fatalf("err=%v, want ReadOnlyError naming node1", err)
 	}
-	if _, err := s.Open(fi.ID, true); !errors.Is(err, pagewire.ErrReadOnly) {
+	if _, err := s.Open(fi.ID, true, false); !errors.Is(err, pagewire.ErrReadOnly) {
 		t.Fatalf("open for write err=%v, want ErrReadOnly", err)
 	}
-	if _, err := s.Open(fi.ID, false); err != nil {
+	if _, err := s.Open(fi.ID, false, false); err != nil {
 		t.Fatalf("open for read: %v", err)
 	}
 	// Readers still need the -shm.
-	shm, err := s.Create("app.db-shm")
+	shm, err := s.Create("app.db-shm", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte{1, 2, 3}, 0); err != nil {
+	if _, _, err := s.WriteAt(shm.ID, []byte{1, 2, 3}, 0, false); err != nil {
 		t.Fatalf("write -shm on a replica: %v", err)
 	}
 }
 
 func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db")
+	s.Create("app.db", false)
 	w := newWALBuilder(t, s, "app.db", 1)
 	p1 := newDatabasePage(defaultPageSize)
 	p1[50] = 0x42                          // a change to page 1 that only the WAL has
@@ -358,8 +358,8 @@ func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
 
 func TestStore_ImportRefusedWhileOpen(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db")
-	if _, err := s.Open(fi.ID, true); err != nil {
+	fi, _ := s.Create("app.db", false)
+	if _, err := s.Open(fi.ID, true, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Import("app.db", bytes.NewReader(newDatabasePage(defaultPageSize))); !errors.Is(err, pagewire.ErrBusy) {
@@ -397,12 +397,12 @@ func mustLookup(t testing.TB, s *Store, name string) FileInfo {
 // follow releases of deleted files.
 func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db")
-	shm, err := s.Create("app.db-shm")
+	s.Create("app.db", false)
+	shm, err := s.Create("app.db-shm", false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Open(shm.ID, true); err != nil {
+	if _, err := s.Open(shm.ID, true, false); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete("app.db-shm"); err != nil {
@@ -411,7 +411,7 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	if _, err := s.Lookup("app.db-shm"); !errors.Is(err, pagewire.ErrNotFound) {
 		t.Fatalf("lookup after delete err=%v, want ErrNotFound", err)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte("late writeback"), 0); err != nil {
+	if _, _, err := s.WriteAt(shm.ID, []byte("late writeback"), 0, false); err != nil {
 		t.Fatalf("write back to a deleted, open -shm: %v", err)
 	}
 	if di, _ := s.Database("app.db"); di.OpenHandles != 1 {
@@ -421,7 +421,7 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	if di, _ := s.Database("app.db"); di.OpenHandles != 0 {
 		t.Fatalf("open handles after release=%d, want 0", di.OpenHandles)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte("x"), 0); !errors.Is(err, pagewire.ErrStale) {
+	if _, _, err := s.WriteAt(shm.ID, []byte("x"), 0, false); !errors.Is(err, pagewire.ErrStale) {
 		t.Fatalf("write after release err=%v, want ErrStale", err)
 	}
 }

@@ -61,7 +61,7 @@ func TestServer_ReadOnlyErrorCrossesTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node2", AdvertiseURL: "http://[fdaa::2]:20202"})
+	store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node2", AdvertiseURL: "http://[fdaa::2]:20202"}, 1)
 	_, err = storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: created.GetFile().GetFileId(), Offset: 200, Data: []byte{1}})
 	err = client.Error(err)
 	var ro *pagewire.ReadOnlyError

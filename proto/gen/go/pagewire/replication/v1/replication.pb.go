@@ -696,7 +696,10 @@ type SnapshotBegin struct {
 	// page_count is how many pages follow.
 	PageCount uint32 `protobuf:"varint,3,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
 	// reason says why the primary sends a snapshot instead of transactions.
-	Reason        string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	Reason string `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	// diverged is set when the replica's copy disagrees with the primary's
+	// history; the replica keeps its copy aside before replacing it.
+	Diverged      bool `protobuf:"varint,5,opt,name=diverged,proto3" json:"diverged,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -757,6 +760,13 @@ func (x *SnapshotBegin) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *SnapshotBegin) GetDiverged() bool {
+	if x != nil {
+		return x.Diverged
+	}
+	return false
 }
 
 // SnapshotPages carries consecutive pages of a snapshot.
@@ -1033,13 +1043,14 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\vcommit_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x123\n" +
 	"\x05pages\x18\x06 \x03(\v2\x1d.pagewire.replication.v1.PageR\x05pages\x12\x1b\n" +
-	"\tpage_size\x18\a \x01(\rR\bpageSize\"\xa2\x01\n" +
+	"\tpage_size\x18\a \x01(\rR\bpageSize\"\xbe\x01\n" +
 	"\rSnapshotBegin\x12=\n" +
 	"\bposition\x18\x01 \x01(\v2!.pagewire.replication.v1.PositionR\bposition\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_count\x18\x03 \x01(\rR\tpageCount\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"D\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1a\n" +
+	"\bdiverged\x18\x05 \x01(\bR\bdiverged\"D\n" +
 	"\rSnapshotPages\x123\n" +
 	"\x05pages\x18\x01 \x03(\v2\x1d.pagewire.replication.v1.PageR\x05pages\"\r\n" +
 	"\vSnapshotEnd\"\xdc\x03\n" +

@@ -367,7 +367,10 @@ func (x *LookupFileResponse) GetFile() *FileInfo {
 type CreateFileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// name is the file's name on the mount.
-	Name          string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// internal is set when the node itself creates the file (a replica
+	// applying transactions); refused from outside the node's process.
+	Internal      bool `protobuf:"varint,2,opt,name=internal,proto3" json:"internal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -407,6 +410,13 @@ func (x *CreateFileRequest) GetName() string {
 		return x.Name
 	}
 	return ""
+}
+
+func (x *CreateFileRequest) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
 }
 
 // CreateFileResponse describes the created (or existing) file.
@@ -636,7 +646,10 @@ type OpenFileRequest struct {
 	// file_id is the file's id.
 	FileId uint64 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	// write is set when the handle was opened for writing.
-	Write         bool `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"`
+	Write bool `protobuf:"varint,2,opt,name=write,proto3" json:"write,omitempty"`
+	// internal is set when the node itself opened the file; see
+	// CreateFileRequest.internal.
+	Internal      bool `protobuf:"varint,3,opt,name=internal,proto3" json:"internal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -681,6 +694,13 @@ func (x *OpenFileRequest) GetFileId() uint64 {
 func (x *OpenFileRequest) GetWrite() bool {
 	if x != nil {
 		return x.Write
+	}
+	return false
+}
+
+func (x *OpenFileRequest) GetInternal() bool {
+	if x != nil {
+		return x.Internal
 	}
 	return false
 }
@@ -932,7 +952,9 @@ type WriteFileRequest struct {
 	// offset is where to write.
 	Offset int64 `protobuf:"varint,2,opt,name=offset,proto3" json:"offset,omitempty"`
 	// data is what to write.
-	Data          []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,3,opt,name=data,proto3" json:"data,omitempty"`
+	// internal is set for writes through a handle the node itself opened.
+	Internal      bool `protobuf:"varint,4,opt,name=internal,proto3" json:"internal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -986,6 +1008,13 @@ func (x *WriteFileRequest) GetData() []byte {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *WriteFileRequest) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
 }
 
 // WriteFileResponse reports the file after the write.
@@ -1050,7 +1079,9 @@ type TruncateFileRequest struct {
 	// file_id is the file's id.
 	FileId uint64 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
 	// size is the new size in bytes.
-	Size          int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	Size int64 `protobuf:"varint,2,opt,name=size,proto3" json:"size,omitempty"`
+	// internal is set for truncations through a handle the node itself opened.
+	Internal      bool `protobuf:"varint,3,opt,name=internal,proto3" json:"internal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1097,6 +1128,13 @@ func (x *TruncateFileRequest) GetSize() int64 {
 		return x.Size
 	}
 	return 0
+}
+
+func (x *TruncateFileRequest) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
 }
 
 // TruncateFileResponse describes the file after truncation.
@@ -1487,9 +1525,10 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\x11LookupFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
 	"\x12LookupFileResponse\x121\n" +
-	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"'\n" +
+	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"C\n" +
 	"\x11CreateFileRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"G\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\binternal\x18\x02 \x01(\bR\binternal\"G\n" +
 	"\x12CreateFileResponse\x121\n" +
 	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"*\n" +
 	"\x0fStatFileRequest\x12\x17\n" +
@@ -1498,10 +1537,11 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"'\n" +
 	"\x11DeleteFileRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x14\n" +
-	"\x12DeleteFileResponse\"@\n" +
+	"\x12DeleteFileResponse\"\\\n" +
 	"\x0fOpenFileRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x14\n" +
-	"\x05write\x18\x02 \x01(\bR\x05write\"E\n" +
+	"\x05write\x18\x02 \x01(\bR\x05write\x12\x1a\n" +
+	"\binternal\x18\x03 \x01(\bR\binternal\"E\n" +
 	"\x10OpenFileResponse\x121\n" +
 	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"+\n" +
 	"\x10CloseFileRequest\x12\x17\n" +
@@ -1512,17 +1552,19 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x16\n" +
 	"\x06length\x18\x03 \x01(\x03R\x06length\"&\n" +
 	"\x10ReadFileResponse\x12\x12\n" +
-	"\x04data\x18\x01 \x01(\fR\x04data\"W\n" +
+	"\x04data\x18\x01 \x01(\fR\x04data\"s\n" +
 	"\x10WriteFileRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x16\n" +
 	"\x06offset\x18\x02 \x01(\x03R\x06offset\x12\x12\n" +
-	"\x04data\x18\x03 \x01(\fR\x04data\";\n" +
+	"\x04data\x18\x03 \x01(\fR\x04data\x12\x1a\n" +
+	"\binternal\x18\x04 \x01(\bR\binternal\";\n" +
 	"\x11WriteFileResponse\x12\x12\n" +
 	"\x04size\x18\x01 \x01(\x03R\x04size\x12\x12\n" +
-	"\x04txid\x18\x02 \x01(\x04R\x04txid\"B\n" +
+	"\x04txid\x18\x02 \x01(\x04R\x04txid\"^\n" +
 	"\x13TruncateFileRequest\x12\x17\n" +
 	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x12\n" +
-	"\x04size\x18\x02 \x01(\x03R\x04size\"I\n" +
+	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1a\n" +
+	"\binternal\x18\x03 \x01(\bR\binternal\"I\n" +
 	"\x14TruncateFileResponse\x121\n" +
 	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"*\n" +
 	"\x0fSyncFileRequest\x12\x17\n" +
