@@ -470,6 +470,14 @@ func (s *Store) Delete(name string) error {
 		}
 		return d.resetWAL()
 	}
+	return s.removeDatabase(d, false)
+}
+
+// removeDatabase deletes a database and its folder. The kernel is told to
+// forget its names; the database's own name too when forgetName is set
+// (the server deleted it, not an unlink through the mount).
+func (s *Store) removeDatabase(d *database, forgetName bool) error {
+	dbName := d.name
 	s.mu.Lock()
 	delete(s.dbs, dbName)
 	s.dbsChangedLocked()
@@ -482,6 +490,9 @@ func (s *Store) Delete(name string) error {
 	s.unregister(ids.db, ids.wal, ids.shm, ids.pos)
 	// The kernel removed the name it unlinked; it must forget the others.
 	changes := []FileChange{{Name: pagewire.FileName(dbName, pagewire.FilePos), ID: ids.pos, Entry: true}}
+	if forgetName {
+		changes = append(changes, FileChange{Name: dbName, ID: ids.db, Entry: true, Length: -1})
+	}
 	for kind, id := range map[pagewire.FileKind]uint64{pagewire.FileWAL: ids.wal, pagewire.FileSHM: ids.shm} {
 		if id != 0 {
 			changes = append(changes, FileChange{Name: pagewire.FileName(dbName, kind), ID: id, Entry: true})

@@ -1,0 +1,144 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// This file is the Store's side of replication on a replica: what
+// replicator.Local asks of the node's own storage.
+
+// divergedDirName is the folder under data.dir where a replica keeps the
+// copies of databases it had to re-seed.
+const divergedDirName = "diverged"
+
+// Position returns a database's position; ok is false if it doesn't exist.
+func (s *Store) Position(db string) (pagewire.Pos, bool) {
+	di, err := s.Database(db)
+	if err != nil {
+		return pagewire.Pos{}, false
+	}
+	return di.Pos, true
+}
+
+// CreateDatabase creates an empty WAL database with the given page size, as
+// a replica does before receiving a snapshot.
+func (s *Store) CreateDatabase(name string, pageSize uint32) error {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return err
+	}
+	if !validPageSize(pageSize) {
+		return fmt.Errorf("%w: page size %d", pagewire.ErrInvalidArgument, pageSize)
+	}
+	s.mu.Lock()
+	if s.dbs[name] != nil {
+		s.mu.Unlock()
+		return nil
+	}
+	d, err := createDatabase(filepath.Join(s.dir, "dbs", name), name, pageSize, s.dbOptions())
+	if err == nil {
+		err = syncDir(filepath.Join(s.dir, "dbs"))
+	}
+	if err != nil {
+		s.mu.Unlock()
+		return fmt.Errorf("create database %q: %w", name, err)
+	}
+	s.addLocked(d)
+	s.dbsChangedLocked()
+	s.mu.Unlock()
+	s.log.Info("created database", logKeyDB, name, "page_size", pageSize)
+	// The kernel may remember that these names did not exist.
+	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
+	return nil
+}
+
+// DeleteDatabase deletes a database that the primary deleted.
+func (s *Store) DeleteDatabase(name string) error {
+	d, err := s.db(name)
+	if err != nil {
+		return err
+	}
+	return s.removeDatabase(d, true)
+}
+
+// KeepAside saves a consistent copy of a database, as a plain SQLite file,
+// under data.dir/diverged, and logs where.
+func (s *Store) KeepAside(name, reason string) (string, error) {
+	d, err := s.db(name)
+	if err != nil {
+		return "", err
+	}
+	dir := filepath.Join(s.dir, divergedDirName)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	f, err := os.CreateTemp(dir, ".keep-*")
+	if err != nil {
+		return "", err
+	}
+	defer os.Remove(f.Name())
+	pos, err := d.export(f)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("keep a copy of %q: %w", name, err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s.%s.%s", name, pos.TXID, time.Now().UTC().Format("20060102T150405.000Z")))
+	if err := os.Rename(f.Name(), path); err != nil {
+		return "", err
+	}
+	if err := syncDir(dir); err != nil {
+		return "", err
+	}
+	s.log.Warn("kept this node's copy of a database aside before replacing it", logKeyDB, name, "path", path, "position", pos.String(), "reason", reason)
+	return path, nil
+}
+
+// BeginSnapshot stops logging commits of a database until Rebase: the next
+// commit is a whole snapshot, not a transaction a replica could replay.
+func (s *Store) BeginSnapshot(name string) error {
+	d, err := s.db(name)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.logTxns = false
+	return nil
+}
+
+// Rebase sets a database's TXID to pos.TXID once a snapshot made its
+// checksum pos.Checksum. The transaction log restarts after it.
+func (s *Store) Rebase(name string, pos pagewire.Pos) error {
+	d, err := s.db(name)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.logTxns = true
+	if d.pos.Checksum != pos.Checksum {
+		return fmt.Errorf("%w: after the snapshot %q has checksum %016x, the primary's is %016x", pagewire.ErrCorrupt, name, d.pos.Checksum, pos.Checksum)
+	}
+	if err := d.txlog.reset(); err != nil {
+		return err
+	}
+	d.pos.TXID = pos.TXID
+	d.startupErr = nil
+	if err := d.saveMeta(true); err != nil {
+		return err
+	}
+	if d.changed != nil {
+		close(d.changed)
+	}
+	d.changed = make(chan struct{})
+	return nil
+}
