@@ -82,6 +82,8 @@ type NodeOptions struct {
 	// NoWait returns as soon as the process started, without waiting for
 	// /healthz.
 	NoWait bool
+	// ReplicaOf makes the node a static-lease replica of that primary.
+	ReplicaOf *Node
 }
 
 // StartNode writes a config for a single-node static primary under a new
@@ -94,8 +96,13 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args}
 	n.HTTPAddr = freeAddr(t)
 	n.URL = "http://" + n.HTTPAddr
-	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\nlease:\n  type: static\n  hostname: node1\n  candidate: true\n%s",
-		n.MountDir, n.DataDir, n.HTTPAddr, opts.Config)
+	lease := "lease:\n  type: static\n  hostname: node1\n  candidate: true\n"
+	if p := opts.ReplicaOf; p != nil {
+		// As LiteFS's static lease: a replica names the primary.
+		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: node1\n  advertise-url: %q\n  candidate: false\n", p.URL)
+	}
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s%s",
+		n.MountDir, n.DataDir, n.HTTPAddr, lease, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -58,11 +58,25 @@ func posToProto(p pagewire.Pos) *replicationv1.Position {
 	return &replicationv1.Position{Txid: uint64(p.TXID), Checksum: p.Checksum}
 }
 
-func txnToProto(t pagewire.Txn) *replicationv1.Transaction {
-	pages := make([]*replicationv1.Page, len(t.Pages))
-	for i, p := range t.Pages {
-		pages[i] = &replicationv1.Page{Pgno: p.Pgno, Data: p.Data}
+// maxMessagePages bounds the bytes of pages in one stream message.
+const maxMessageBytes = 4 << 20
+
+// txnToProto converts a transaction to one message, or several with
+// more set when its pages exceed maxMessageBytes.
+func txnToProto(t pagewire.Txn) []*replicationv1.Transaction {
+	perMsg := max(1, maxMessageBytes/int(t.PageSize))
+	var out []*replicationv1.Transaction
+	for start := 0; start < len(t.Pages) || start == 0; start += perMsg {
+		end := min(start+perMsg, len(t.Pages))
+		pages := make([]*replicationv1.Page, 0, end-start)
+		for _, p := range t.Pages[start:end] {
+			pages = append(pages, &replicationv1.Page{Pgno: p.Pgno, Data: p.Data})
+		}
+		out = append(out, &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
+			PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pages, More: end < len(t.Pages)})
+		if end == len(t.Pages) {
+			break
+		}
 	}
-	return &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
-		PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pages}
+	return out
 }

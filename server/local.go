@@ -142,3 +142,12 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 	d.changed = make(chan struct{})
 	return nil
 }
+
+// DatabaseNames lists every database, sorted.
+func (s *Store) DatabaseNames() []string {
+	var names []string
+	for _, di := range s.Databases() {
+		names = append(names, di.Name)
+	}
+	return names
+}

@@ -177,8 +177,10 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		case err != nil:
 			return toStatus(err)
 		}
-		if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: txnToProto(txn)}}); err != nil {
-			return err
+		for _, part := range txnToProto(txn) {
+			if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: part}}); err != nil {
+				return err
+			}
 		}
 		next++
 	}

@@ -47,11 +47,14 @@ type Config struct {
 	ShutdownTimeout time.Duration
 	// Heartbeat is how often idle replication streams send a heartbeat.
 	Heartbeat time.Duration
+	// PruneInterval is how often transaction logs drop records past
+	// data.retention.
+	PruneInterval time.Duration
 }
 
 // DefaultConfig returns a Config with every optional value set.
 func DefaultConfig() Config {
-	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second}
+	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second, PruneInterval: 5 * time.Second}
 }
 
 // Validate reports the first missing or bad value.
@@ -65,6 +68,8 @@ func (c Config) Validate() error {
 		return errors.New("server: ShutdownTimeout must be > 0")
 	case c.Heartbeat <= 0:
 		return errors.New("server: Heartbeat must be > 0")
+	case c.PruneInterval <= 0:
+		return errors.New("server: PruneInterval must be > 0")
 	}
 	return nil
 }
@@ -182,6 +187,21 @@ func (s *Server) handler() http.Handler {
 // Run serves until ctx is done, then stops gracefully within
 // ShutdownTimeout. It returns nil on cancellation.
 func (s *Server) Run(ctx context.Context) error {
+	pruned := make(chan struct{})
+	go func() {
+		defer close(pruned)
+		t := time.NewTicker(s.cfg.PruneInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-t.C:
+				s.cfg.Store.Prune(now)
+			}
+		}
+	}()
+	defer func() { <-pruned }()
 	errc := make(chan error, 1)
 	if s.cfg.Listener != nil {
 		go func() { errc <- s.http.Serve(s.cfg.Listener) }()

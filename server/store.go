@@ -191,6 +191,16 @@ func (s *Store) unregister(ids ...uint64) {
 	}
 }
 
+// Prune drops transaction log records older than retention; the node
+// calls it periodically.
+func (s *Store) Prune(now time.Time) {
+	for _, name := range s.DatabaseNames() {
+		if d, err := s.db(name); err == nil {
+			d.txlog.prune(now)
+		}
+	}
+}
+
 // Close closes every database and releases data.dir.
 func (s *Store) Close() error {
 	s.mu.Lock()
@@ -674,7 +684,9 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 	if d.deleted {
 		return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
-	if d.startupErr != nil && ref.kind != pagewire.FileSHM {
+	// A database found damaged at startup takes no app writes: only the
+	// node's own, which re-seed it from the primary.
+	if d.startupErr != nil && ref.kind != pagewire.FileSHM && !internal {
 		return 0, 0, d.startupErr
 	}
 	d.modTime[ref.kind] = time.Now()

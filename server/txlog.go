@@ -155,12 +155,16 @@ func (l *txlog) rollLocked(first pagewire.TXID) error {
 	return nil
 }
 
-// pruneLocked deletes whole segments, except the last, whose newest record
-// is older than retention.
+// pruneLocked deletes whole segments whose newest record is older than
+// retention. When that is every segment, the next append starts a new one.
 func (l *txlog) pruneLocked(now time.Time) {
 	keep := l.segs[:0]
 	for i, s := range l.segs {
-		if i < len(l.segs)-1 && !s.lastTime.IsZero() && now.Sub(s.lastTime) > l.retention {
+		if !s.lastTime.IsZero() && now.Sub(s.lastTime) > l.retention {
+			if i == len(l.segs)-1 && l.tail != nil {
+				l.tail.Close()
+				l.tail = nil
+			}
 			_ = os.Remove(s.path)
 			continue
 		}

@@ -103,11 +103,22 @@ func TestTxlog_PrunesPastRetention(t *testing.T) {
 	for txid := pagewire.TXID(2); txid <= 5; txid++ {
 		l.append(testTxn(txid, 1))
 	}
-	l.prune(testEpoch.Add(time.Hour)) // an hour on: all but the last are past retention
+	l.prune(testEpoch.Add(64500 * time.Millisecond)) // all but txid 5 are past retention
 	if len(l.segs) != 1 || l.segs[0].first != 5 {
-		t.Fatalf("segments after prune: %d (first %d), want only the last", len(l.segs), l.segs[0].first)
+		t.Fatalf("segments after prune: %d, want only the last (txid 5, committed 5s after the others)", len(l.segs))
 	}
 	if _, err := l.readFrom(3); !errors.Is(err, errTxlogGap) {
+		t.Fatalf("err=%v, want errTxlogGap", err)
+	}
+	// Later still, the last one goes too, and appends start afresh.
+	l.prune(testEpoch.Add(2 * time.Hour))
+	if len(l.segs) != 0 {
+		t.Fatalf("segments=%d, want none", len(l.segs))
+	}
+	if err := l.append(testTxn(6, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.readFrom(5); !errors.Is(err, errTxlogGap) {
 		t.Fatalf("err=%v, want errTxlogGap", err)
 	}
 }

@@ -601,7 +601,11 @@ type Transaction struct {
 	// pages are the pages it changed, ascending by pgno.
 	Pages []*Page `protobuf:"bytes,6,rep,name=pages,proto3" json:"pages,omitempty"`
 	// page_size is the database's page size.
-	PageSize      uint32 `protobuf:"varint,7,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize uint32 `protobuf:"varint,7,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// more is set when the next message carries more pages of this
+	// transaction (same txid): large transactions are split so that no
+	// message exceeds a few MiB.
+	More          bool `protobuf:"varint,8,opt,name=more,proto3" json:"more,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -683,6 +687,13 @@ func (x *Transaction) GetPageSize() uint32 {
 		return x.PageSize
 	}
 	return 0
+}
+
+func (x *Transaction) GetMore() bool {
+	if x != nil {
+		return x.More
+	}
+	return false
 }
 
 // SnapshotBegin starts a snapshot: the replica replaces its copy with the
@@ -1033,7 +1044,7 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\bhostname\x18\x03 \x01(\tR\bhostname\".\n" +
 	"\x04Page\x12\x12\n" +
 	"\x04pgno\x18\x01 \x01(\rR\x04pgno\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\"\x97\x02\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\"\xab\x02\n" +
 	"\vTransaction\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\x04R\x04txid\x12!\n" +
 	"\fpre_checksum\x18\x02 \x01(\x04R\vpreChecksum\x12#\n" +
@@ -1043,7 +1054,8 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\vcommit_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"commitTime\x123\n" +
 	"\x05pages\x18\x06 \x03(\v2\x1d.pagewire.replication.v1.PageR\x05pages\x12\x1b\n" +
-	"\tpage_size\x18\a \x01(\rR\bpageSize\"\xbe\x01\n" +
+	"\tpage_size\x18\a \x01(\rR\bpageSize\x12\x12\n" +
+	"\x04more\x18\b \x01(\bR\x04more\"\xbe\x01\n" +
 	"\rSnapshotBegin\x12=\n" +
 	"\bposition\x18\x01 \x01(\v2!.pagewire.replication.v1.PositionR\bposition\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +

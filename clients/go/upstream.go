@@ -1,0 +1,83 @@
+package client
+
+import (
+	"context"
+	"fmt"
+
+	"google.golang.org/grpc"
+
+	"github.com/pagewire/pagewire"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
+	"github.com/pagewire/pagewire/replicator"
+)
+
+// Upstream is a replicator.Upstream over gRPC: the primary's
+// ReplicationService.
+type Upstream struct {
+	c replicationv1.ReplicationServiceClient
+}
+
+var _ replicator.Upstream = (*Upstream)(nil)
+
+// NewUpstream follows the primary at the other end of conn.
+func NewUpstream(conn grpc.ClientConnInterface) *Upstream {
+	return &Upstream{c: replicationv1.NewReplicationServiceClient(conn)}
+}
+
+// WatchDatabases opens the database watch.
+func (u *Upstream) WatchDatabases(ctx context.Context, hostname string) (replicator.DatabaseWatch, error) {
+	s, err := u.c.WatchDatabases(ctx, &replicationv1.WatchDatabasesRequest{Hostname: hostname})
+	if err != nil {
+		return nil, Error(err)
+	}
+	return &databaseWatch{s: s}, nil
+}
+
+// StreamTransactions opens one database's stream.
+func (u *Upstream) StreamTransactions(ctx context.Context, db, hostname string, have pagewire.Pos) (replicator.TxnStream, error) {
+	s, err := u.c.StreamTransactions(ctx, &replicationv1.StreamTransactionsRequest{
+		Name: db, Hostname: hostname, Position: &replicationv1.Position{Txid: uint64(have.TXID), Checksum: have.Checksum}})
+	if err != nil {
+		return nil, Error(err)
+	}
+	return &txnStream{s: s}, nil
+}
+
+type databaseWatch struct {
+	s grpc.ServerStreamingClient[replicationv1.WatchDatabasesResponse]
+}
+
+func (w *databaseWatch) Recv() (replicator.DatabaseEvent, error) {
+	msg, err := w.s.Recv()
+	if err != nil {
+		return replicator.DatabaseEvent{}, Error(err)
+	}
+	return databaseEventFromProto(msg), nil
+}
+
+type txnStream struct {
+	s grpc.ServerStreamingClient[replicationv1.StreamTransactionsResponse]
+}
+
+// Recv returns the next event. A transaction split over several messages
+// (more set) is joined first.
+func (t *txnStream) Recv() (replicator.TxnEvent, error) {
+	msg, err := t.s.Recv()
+	if err != nil {
+		return replicator.TxnEvent{}, Error(err)
+	}
+	first := msg.GetTransaction()
+	for m := first; m.GetMore(); {
+		next, err := t.s.Recv()
+		if err != nil {
+			return replicator.TxnEvent{}, Error(err)
+		}
+		m = next.GetTransaction()
+		if m.GetTxid() != first.GetTxid() {
+			return replicator.TxnEvent{}, fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, first.GetTxid())
+		}
+		first.Pages = append(first.Pages, m.GetPages()...)
+		first.More = m.GetMore()
+	}
+	return txnEventFromProto(msg)
+}

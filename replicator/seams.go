@@ -1,0 +1,94 @@
+package replicator
+
+import (
+	"context"
+
+	"github.com/pagewire/pagewire"
+)
+
+// Upstream is the primary as a replica reaches it. clients/go implements it
+// over gRPC. Streams end with the context.
+type Upstream interface {
+	// WatchDatabases follows the primary's databases: the first event lists
+	// them all.
+	WatchDatabases(ctx context.Context, hostname string) (DatabaseWatch, error)
+	// StreamTransactions follows one database from the replica's position
+	// (TXID 0: no copy).
+	StreamTransactions(ctx context.Context, db, hostname string, have pagewire.Pos) (TxnStream, error)
+}
+
+// PrimaryInfo is who sends a stream, and with which lease epoch.
+type PrimaryInfo struct {
+	Hostname     string
+	AdvertiseURL string
+	Epoch        pagewire.Epoch
+}
+
+// DatabaseState is a database on the primary.
+type DatabaseState struct {
+	Name string
+	Pos  pagewire.Pos
+}
+
+// DatabaseEvent is one event of a DatabaseWatch: exactly one of List (the
+// first event), Created, Deleted or Heartbeat is set.
+type DatabaseEvent struct {
+	Primary   PrimaryInfo
+	List      []DatabaseState
+	IsList    bool
+	Created   *DatabaseState
+	Deleted   string
+	Heartbeat bool
+}
+
+// DatabaseWatch receives DatabaseEvents.
+type DatabaseWatch interface {
+	// Recv returns the next event; an error ends the watch.
+	Recv() (DatabaseEvent, error)
+}
+
+// Snapshot starts a full copy of a database.
+type Snapshot struct {
+	Pos       pagewire.Pos
+	PageSize  uint32
+	PageCount uint32
+	Reason    string
+	Diverged  bool // the replica's copy disagrees with the primary: keep it aside
+}
+
+// TxnEvent is one event of a TxnStream: exactly one of Txn, Snapshot,
+// SnapshotPages, SnapshotEnd or Heartbeat is set.
+type TxnEvent struct {
+	Primary       PrimaryInfo
+	Txn           *pagewire.Txn
+	Snapshot      *Snapshot
+	SnapshotPages []pagewire.Page
+	SnapshotEnd   bool
+	Heartbeat     bool
+}
+
+// TxnStream receives one database's TxnEvents.
+type TxnStream interface {
+	// Recv returns the next event; an error ends the stream.
+	Recv() (TxnEvent, error)
+}
+
+// Local is the replica's own storage server. server.Store implements it.
+type Local interface {
+	// Position returns a database's position; ok is false if it doesn't
+	// exist.
+	Position(db string) (pos pagewire.Pos, ok bool)
+	// CreateDatabase creates an empty WAL database with the given page size.
+	CreateDatabase(db string, pageSize uint32) error
+	// DeleteDatabase deletes a database.
+	DeleteDatabase(db string) error
+	// KeepAside saves a consistent copy of a database under data.dir and
+	// returns its path.
+	KeepAside(db, reason string) (path string, err error)
+	// BeginSnapshot says that the next commit replaces the whole database:
+	// it is not logged as a transaction.
+	BeginSnapshot(db string) error
+	// Rebase sets a database's TXID after a snapshot was applied; it fails
+	// if the database's checksum is not pos.Checksum.
+	Rebase(db string, pos pagewire.Pos) error
+}
