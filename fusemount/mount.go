@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -52,6 +53,18 @@ type Mount struct {
 	cfg   Config
 	log   *slog.Logger
 	ready chan struct{}
+
+	// trustMu guards trusted.
+	trustMu sync.Mutex
+	trusted []int // processes whose writes are the node's own
+}
+
+// Trust makes writes from process pid count as the node's own (internal):
+// the node's apply worker on a replica.
+func (m *Mount) Trust(pid int) {
+	m.trustMu.Lock()
+	defer m.trustMu.Unlock()
+	m.trusted = append(m.trusted, pid)
 }
 
 // New validates cfg; Run mounts.
@@ -105,6 +118,10 @@ func (m *Mount) Run(ctx context.Context) error {
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
 		return fmt.Errorf("mount %q: %w", dir, err)
+	}
+	if err := closeOnExecDevFuse(); err != nil {
+		_ = srv.Unmount()
+		return fmt.Errorf("mount %q: mark /dev/fuse close-on-exec: %w", dir, err)
 	}
 	done := make(chan struct{})
 	go func() {
