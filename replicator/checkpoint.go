@@ -1,0 +1,278 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/pagewire/pagewire"
+)
+
+// Checkpoint copies committed frames into the database file as SQLite's
+// PASSIVE checkpoint does, without blocking readers or writers: it copies
+// the newest version of each page up to the oldest frame a reader still
+// needs, and reports whether the whole WAL is now in the database file
+// (then the next Apply starts the WAL over, unless a reader is pinned to it).
+// It copies nothing while a reader reads the database file alone (one that
+// began when the WAL was fully copied); complete is false then.
+//
+// Errors: pagewire.ErrBusy if another process is checkpointing (nothing was
+// copied; try later); ctx's error if ctx ends (what was copied stays valid,
+// but is not yet counted); pagewire.ErrCorrupt if the WAL's frames are not
+// those the wal-index names; I/O errors.
+func (w *WALWriter) Checkpoint(ctx context.Context) (complete bool, err error) {
+	if w.db == nil {
+		return false, fmt.Errorf("checkpoint: %w", errWALWriterClosed)
+	}
+	if err := ctx.Err(); err != nil {
+		return false, fmt.Errorf("checkpoint %s: %w", w.path, err)
+	}
+	if err := lockShm(w.shm.f, shmLockCkpt, 1, true); err != nil {
+		if errors.Is(err, errLockBusy) {
+			return false, fmt.Errorf("checkpoint %s: another process is checkpointing; try again later: %w", w.path, pagewire.ErrBusy)
+		}
+		return false, fmt.Errorf("checkpoint %s: take the checkpoint lock: %w", w.path, err)
+	}
+	complete, err = w.checkpoint(ctx)
+	if uerr := unlockShm(w.shm.f, shmLockCkpt, 1); uerr != nil && err == nil {
+		err = fmt.Errorf("release the checkpoint lock: %w", uerr)
+	}
+	if err != nil {
+		return false, fmt.Errorf("checkpoint %s: %w", w.path, err)
+	}
+	return complete, nil
+}
+
+// checkpoint runs SQLite's walCheckpoint in PASSIVE mode. The caller holds
+// WAL_CKPT_LOCK.
+func (w *WALWriter) checkpoint(ctx context.Context) (bool, error) {
+	hdr, ckpt, err := w.ckptHeader(ctx)
+	if err != nil {
+		return false, err
+	}
+	w.frames = hdr.mxFrame
+	if ckpt.nBackfill >= hdr.mxFrame {
+		return true, nil
+	}
+
+	// Frames above a reader's mark may be what it reads instead of the
+	// database file: stop below the oldest mark in use. Free marks below
+	// mxFrame are moved up (1) or retired (2..4).
+	mxSafe := hdr.mxFrame
+	for i := 1; i < shmReaders; i++ {
+		_, c, _, err := w.shm.readHeader()
+		if err != nil {
+			return false, fmt.Errorf("read the wal-index: %w", err)
+		}
+		y := c.readMark[i]
+		if mxSafe <= y {
+			continue
+		}
+		err = lockShm(w.shm.f, shmLockRead0+int64(i), 1, true)
+		if errors.Is(err, errLockBusy) {
+			mxSafe = y
+			continue
+		}
+		if err != nil {
+			return false, fmt.Errorf("lock read mark %d: %w", i, err)
+		}
+		mark := uint32(shmReadMarkUnused)
+		if i == 1 {
+			mark = mxSafe
+		}
+		err = w.shm.writeReadMark(i, mark)
+		if uerr := unlockShm(w.shm.f, shmLockRead0+int64(i), 1); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return false, fmt.Errorf("write read mark %d: %w", i, err)
+		}
+	}
+	if ckpt.nBackfill >= mxSafe {
+		return false, nil
+	}
+
+	// READ_LOCK(0) exclusive: no reader is reading the database file alone,
+	// whose snapshot the copy would change.
+	err = lockShm(w.shm.f, shmLockRead0, 1, true)
+	if errors.Is(err, errLockBusy) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("lock read mark 0: %w", err)
+	}
+	complete, err := w.backfill(ctx, hdr, mxSafe)
+	if uerr := unlockShm(w.shm.f, shmLockRead0, 1); uerr != nil && err == nil {
+		err = fmt.Errorf("unlock read mark 0: %w", uerr)
+	}
+	return complete, err
+}
+
+// backfill copies frames nBackfill+1..mxSafe into the database file and
+// advances nBackfill. The caller holds WAL_CKPT_LOCK and READ_LOCK(0).
+func (w *WALWriter) backfill(ctx context.Context, hdr walIndexHdr, mxSafe uint32) (bool, error) {
+	_, ckpt, _, err := w.shm.readHeader()
+	if err != nil {
+		return false, fmt.Errorf("read the wal-index: %w", err)
+	}
+	from := ckpt.nBackfill
+	if from >= mxSafe {
+		return false, nil
+	}
+	if err := w.shm.writeNBackfillAttempted(mxSafe); err != nil {
+		return false, fmt.Errorf("write the wal-index: %w", err)
+	}
+	if err := w.wal.Sync(); err != nil {
+		return false, fmt.Errorf("fsync the WAL: %w", err)
+	}
+
+	// The newest frame of each page in from+1..mxSafe, within the database.
+	pgnos, err := w.shm.readPgnos(from, mxSafe)
+	if err != nil {
+		return false, fmt.Errorf("read the wal-index: %w", err)
+	}
+	newest := make(map[uint32]uint32, len(pgnos))
+	for i, p := range pgnos {
+		if p == 0 {
+			return false, fmt.Errorf("%w: no page for frame %d", errShmCorrupt, from+1+uint32(i))
+		}
+		if hdr.nPage == 0 || p <= hdr.nPage {
+			newest[p] = from + 1 + uint32(i)
+		}
+	}
+	order := make([]uint32, 0, len(newest))
+	for p := range newest {
+		order = append(order, p)
+	}
+	slices.Sort(order)
+
+	// Copy in page order, one write per run of consecutive pages.
+	ps := int64(w.pageSize)
+	frame := make([]byte, walFrameHdrSize+ps)
+	run := w.frameBuf(0)
+	var runStart uint32
+	flush := func() error {
+		if len(run) == 0 {
+			return nil
+		}
+		if _, err := w.db.WriteAt(run, int64(runStart-1)*ps); err != nil {
+			return fmt.Errorf("write the database: %w", err)
+		}
+		run = run[:0]
+		return nil
+	}
+	for _, p := range order {
+		if err := ctx.Err(); err != nil {
+			return false, err
+		}
+		n := newest[p]
+		if _, err := w.wal.ReadAt(frame, walFrameOffset(n, w.pageSize)); err != nil {
+			return false, fmt.Errorf("read frame %d of the WAL: %w", n, err)
+		}
+		if fh := walDecodeFrameHeader(frame); fh.pgno != p || fh.salt != hdr.salt {
+			return false, fmt.Errorf("%w: WAL frame %d holds page %d, salts %x; the wal-index says page %d, salts %x", pagewire.ErrCorrupt, n, fh.pgno, fh.salt, p, hdr.salt)
+		}
+		if len(run) > 0 && (p != runStart+uint32(int64(len(run))/ps) || len(run)+int(ps) > walMaxWrite) {
+			if err := flush(); err != nil {
+				return false, err
+			}
+		}
+		if len(run) == 0 {
+			runStart = p
+		}
+		run = append(run, frame[walFrameHdrSize:]...)
+	}
+	if err := flush(); err != nil {
+		return false, err
+	}
+	w.buf = run[:0]
+
+	// All frames copied: the database file is the newest snapshot; make it
+	// that size and durable before saying so (a restart then overwrites the
+	// frames).
+	live, _, _, err := w.shm.readHeader()
+	if err != nil {
+		return false, fmt.Errorf("read the wal-index: %w", err)
+	}
+	complete := live.mxFrame == mxSafe
+	if complete {
+		if hdr.nPage > 0 {
+			if err := w.db.Truncate(int64(hdr.nPage) * ps); err != nil {
+				return false, fmt.Errorf("truncate the database: %w", err)
+			}
+		}
+		if err := w.db.Sync(); err != nil {
+			return false, fmt.Errorf("fsync the database: %w", err)
+		}
+	}
+	if err := w.shm.writeNBackfill(mxSafe); err != nil {
+		return false, fmt.Errorf("write the wal-index: %w", err)
+	}
+	return complete, nil
+}
+
+// ckptHeader returns a valid wal-index header, rebuilding the index if it is
+// invalid. The caller holds WAL_CKPT_LOCK. An invalid header while another
+// process holds WAL_WRITE_LOCK is a writer publishing or recovering: it
+// waits, until ctx is done.
+func (w *WALWriter) ckptHeader(ctx context.Context) (walIndexHdr, walCkptInfo, error) {
+	var b walBackoff
+	for {
+		hdr, ckpt, ok, err := w.shm.readHeader()
+		if err != nil {
+			return hdr, ckpt, fmt.Errorf("read the wal-index header: %w", err)
+		}
+		if ok {
+			switch {
+			case hdr.version != shmVersion:
+				return hdr, ckpt, fmt.Errorf("%w: the wal-index has format version %d, not %d", pagewire.ErrCorrupt, hdr.version, shmVersion)
+			case hdr.mxFrame > 0 && hdr.pageSize != w.pageSize:
+				return hdr, ckpt, fmt.Errorf("%w: the WAL's page size is %d but the database's is %d", pagewire.ErrCorrupt, hdr.pageSize, w.pageSize)
+			}
+			return hdr, ckpt, nil
+		}
+		hdr, ckpt, recovered, err := w.tryRecoverForCkpt()
+		if err == nil {
+			if recovered {
+				w.logRecovered(hdr)
+			}
+			continue // read it again, and check it
+		}
+		if !errors.Is(err, errLockBusy) {
+			return hdr, ckpt, err
+		}
+		if b.n == 0 {
+			w.log.Debug("waiting for another process to finish writing the wal-index")
+		}
+		if err := b.wait(ctx); err != nil {
+			return hdr, ckpt, fmt.Errorf("wait for the wal-index: %w", err)
+		}
+	}
+}
+
+// tryRecoverForCkpt rebuilds an invalid wal-index under WAL_WRITE_LOCK and
+// WAL_RECOVER_LOCK (the caller holds WAL_CKPT_LOCK). It returns errLockBusy
+// if another process holds either.
+func (w *WALWriter) tryRecoverForCkpt() (hdr walIndexHdr, ckpt walCkptInfo, recovered bool, err error) {
+	if err := lockShm(w.shm.f, shmLockWrite, 1, true); err != nil {
+		return hdr, ckpt, false, err
+	}
+	defer func() {
+		if uerr := unlockShm(w.shm.f, shmLockWrite, 1); uerr != nil && err == nil {
+			err = fmt.Errorf("release the WAL write lock: %w", uerr)
+		}
+	}()
+	hdr, ckpt, ok, err := w.shm.readHeader()
+	if err != nil || ok {
+		return hdr, ckpt, false, err
+	}
+	if err := lockShm(w.shm.f, shmLockRecover, 1, true); err != nil {
+		return hdr, ckpt, false, err
+	}
+	hdr, ckpt, err = w.recover()
+	if uerr := unlockShm(w.shm.f, shmLockRecover, 1); uerr != nil && err == nil {
+		err = fmt.Errorf("release the recovery lock: %w", uerr)
+	}
+	return hdr, ckpt, err == nil, err
+}

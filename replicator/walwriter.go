@@ -1,0 +1,775 @@
+package replicator
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// Structured log keys of the WAL writer.
+const (
+	walLogKeyPath   = "path"
+	walLogKeyFrames = "frames"
+)
+
+const (
+	// walMaxWrite bounds one write of frames; each write ends on a frame.
+	walMaxWrite = 1 << 20
+	// walMinWait and walMaxWait bound the jittered wait for a lock another
+	// process holds.
+	walMinWait = time.Millisecond
+	walMaxWait = 100 * time.Millisecond
+)
+
+// errWALWriterClosed: the WALWriter was closed.
+var errWALWriterClosed = fmt.Errorf("the WAL writer is closed: open a new one: %w", os.ErrClosed)
+
+// WALWriter appends transactions to one SQLite database in WAL mode as a
+// SQLite writer would. It is not safe for concurrent use: one goroutine per
+// database.
+//
+// SQLite readers in other processes keep their snapshot while it appends and
+// see each transaction at their next read transaction. It holds a SHARED lock
+// on the database file (so no client's last close checkpoints and deletes the
+// WAL) and the -shm's DMS lock (so no client wipes the wal-index) while open;
+// each Apply holds WAL_WRITE_LOCK, so SQLite writers and it take turns. It
+// reads and writes the -shm with pread/pwrite, never mmap.
+//
+// Its locks are POSIX fcntl locks, which belong to the process: the process
+// must not open the database, -wal or -shm through other descriptors while a
+// WALWriter is open, because closing any descriptor of a file drops all of
+// the process's locks on it, and must have at most one WALWriter per
+// database.
+type WALWriter struct {
+	path     string
+	log      *slog.Logger
+	db       *os.File
+	wal      *os.File
+	shm      shmFile
+	pageSize uint32
+	frames   uint32 // mxFrame after the last Apply or Checkpoint
+	// walCreated: this writer created the -wal, so its first fsync also
+	// fsyncs the directory, as SQLite's does.
+	walCreated bool
+	buf        []byte // frames being written, reused
+
+	// testHookBusy, if set, runs each time Apply finds a lock it needs held
+	// by another process, before it waits.
+	testHookBusy func()
+	// testHookBeforePublish, if set, runs when Apply has written and indexed
+	// the frames, before it publishes them.
+	testHookBeforePublish func()
+}
+
+// OpenWALWriter opens path, path+"-wal" and path+"-shm", creating the last
+// two if needed with the database file's permissions. The database file must
+// exist and be in WAL mode. It takes a SHARED lock on the database file and
+// the DMS lock on the -shm, and wipes the -shm first, as SQLite does, if no
+// other process has it open. log may be nil: slog.Default().
+//
+// Errors: pagewire.ErrNotWAL if the file is not a database in WAL mode;
+// pagewire.ErrCorrupt if its header is damaged; pagewire.ErrBusy if another
+// process is taking the database out of WAL mode, closing it last, or
+// initialising the -shm (try again); file errors as from os.OpenFile.
+func OpenWALWriter(path string, log *slog.Logger) (*WALWriter, error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	w := &WALWriter{path: path, log: log.With(walLogKeyPath, path)}
+	if err := w.open(); err != nil {
+		_ = w.closeFiles()
+		return nil, fmt.Errorf("open WAL writer for %s: %w", path, err)
+	}
+	return w, nil
+}
+
+func (w *WALWriter) open() error {
+	db, err := os.OpenFile(w.path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	w.db = db
+	if err := lockDBShared(db); err != nil {
+		if errors.Is(err, errLockBusy) {
+			return fmt.Errorf("another process is taking the database out of WAL mode or closing it: try again: %w", pagewire.ErrBusy)
+		}
+		return fmt.Errorf("lock the database: %w", err)
+	}
+	if w.pageSize, err = walReadDBHeader(db); err != nil {
+		return err
+	}
+	fi, err := db.Stat()
+	if err != nil {
+		return err
+	}
+	perm := fi.Mode().Perm()
+	walPath := w.path + "-wal"
+	if _, err := os.Lstat(walPath); errors.Is(err, fs.ErrNotExist) {
+		w.walCreated = true
+	}
+	if w.wal, err = os.OpenFile(walPath, os.O_RDWR|os.O_CREATE, perm); err != nil {
+		return err
+	}
+	shm, err := os.OpenFile(w.path+"-shm", os.O_RDWR|os.O_CREATE, perm)
+	if err != nil {
+		return err
+	}
+	w.shm = shmFile{shm}
+	if err := w.lockDMS(); err != nil {
+		return err
+	}
+	if hdr, _, ok, err := w.shm.readHeader(); err != nil {
+		return fmt.Errorf("read the wal-index header: %w", err)
+	} else if ok {
+		w.frames = hdr.mxFrame
+	}
+	return nil
+}
+
+// walReadDBHeader checks that db is a database in WAL mode and returns its page
+// size.
+func walReadDBHeader(db *os.File) (uint32, error) {
+	var b [100]byte
+	n, err := db.ReadAt(b[:], 0)
+	if err != nil && err != io.EOF {
+		return 0, fmt.Errorf("read the database header: %w", err)
+	}
+	switch {
+	case n == 0:
+		return 0, fmt.Errorf("%w: the database file is empty: create the database in WAL mode first", pagewire.ErrNotWAL)
+	case n < len(b) || string(b[:16]) != "SQLite format 3\x00":
+		return 0, fmt.Errorf("%w: not a SQLite database (bad header)", pagewire.ErrCorrupt)
+	case b[18] != 2 || b[19] != 2:
+		return 0, fmt.Errorf("%w: the database is not in WAL mode (header bytes 18/19 are %d/%d): run PRAGMA journal_mode=WAL on it", pagewire.ErrNotWAL, b[18], b[19])
+	}
+	pageSize := uint32(b[16])<<8 | uint32(b[17])<<16
+	if !walValidPageSize(pageSize) {
+		return 0, fmt.Errorf("%w: the database header gives page size %d", pagewire.ErrCorrupt, pageSize)
+	}
+	return pageSize, nil
+}
+
+// lockDMS takes the DMS lock shared as SQLite's unixOpenSharedMemory does:
+// if no other process holds it, the -shm is stale, so take it exclusive,
+// truncate the -shm (the next writer or reader rebuilds it) and downgrade.
+func (w *WALWriter) lockDMS() error {
+	holder, err := lockHolder(w.shm.f, syscall.F_WRLCK, shmLockDMS, 1)
+	if err != nil {
+		return fmt.Errorf("check who has the -shm open: %w", err)
+	}
+	busy := fmt.Errorf("another process is initialising the -shm: try again: %w", pagewire.ErrBusy)
+	switch holder {
+	case syscall.F_WRLCK:
+		return busy
+	case syscall.F_UNLCK:
+		if err := lockShm(w.shm.f, shmLockDMS, 1, true); err != nil {
+			if errors.Is(err, errLockBusy) {
+				return busy
+			}
+			return fmt.Errorf("lock the -shm: %w", err)
+		}
+		if err := w.shm.f.Truncate(3); err != nil {
+			return fmt.Errorf("reset the -shm: %w", err)
+		}
+	}
+	if err := lockShm(w.shm.f, shmLockDMS, 1, false); err != nil {
+		if errors.Is(err, errLockBusy) {
+			return busy
+		}
+		return fmt.Errorf("lock the -shm: %w", err)
+	}
+	return nil
+}
+
+// Frames is the WAL's mxFrame after the last Apply or Checkpoint (so the
+// caller can checkpoint every N frames).
+func (w *WALWriter) Frames() uint32 { return w.frames }
+
+// PageSize is the database's page size.
+func (w *WALWriter) PageSize() uint32 { return w.pageSize }
+
+// Close releases the locks and closes the files. It does not checkpoint or
+// delete the -wal or -shm. Closing twice returns nil.
+func (w *WALWriter) Close() error {
+	if w.db == nil {
+		return nil
+	}
+	var errs []error
+	if err := unlockShm(w.shm.f, shmLockDMS, 1); err != nil {
+		errs = append(errs, fmt.Errorf("unlock the -shm: %w", err))
+	}
+	if err := lockRange(w.db, syscall.F_UNLCK, 0, 0); err != nil {
+		errs = append(errs, fmt.Errorf("unlock the database: %w", err))
+	}
+	errs = append(errs, w.closeFiles())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close WAL writer for %s: %w", w.path, err)
+	}
+	return nil
+}
+
+func (w *WALWriter) closeFiles() error {
+	var errs []error
+	for _, f := range []*os.File{w.shm.f, w.wal, w.db} {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	w.shm.f, w.wal, w.db = nil, nil, nil
+	return errors.Join(errs...)
+}
+
+// Apply appends one transaction: pages, ascending by page number, each once
+// and PageSize bytes, and pageCount, the database size in pages after it.
+//
+// It waits, with bounded backoff until ctx is done, while another process
+// holds WAL_WRITE_LOCK (or, when the wal-index must be rebuilt, the
+// checkpoint or recovery lock). It rebuilds the wal-index from the WAL if it
+// is invalid or does not describe the WAL, starts the WAL over when every
+// frame is in the database file and no reader uses the WAL, appends the
+// frames, indexes them and publishes the new wal-index header. With sync it
+// fsyncs the WAL after writing, before publishing.
+//
+// Errors: pagewire.ErrInvalidArgument for a bad transaction (nothing is
+// written); ctx's error if ctx ends while waiting (nothing is written);
+// pagewire.ErrCorrupt if the WAL cannot belong to this database (its page
+// size or format differs); I/O errors. After an I/O error the transaction
+// may or may not have become visible (a reader's recovery can find frames
+// whose publish failed); applying it again is safe, as it sets the same
+// pages.
+func (w *WALWriter) Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error {
+	if w.db == nil {
+		return fmt.Errorf("apply: %w", errWALWriterClosed)
+	}
+	if err := w.checkTxn(pageCount, pages); err != nil {
+		return fmt.Errorf("apply to %s: %w", w.path, err)
+	}
+	hdr, ckpt, err := w.beginWrite(ctx)
+	if err != nil {
+		return fmt.Errorf("apply to %s: %w", w.path, err)
+	}
+	err = w.appendTxn(hdr, ckpt, pageCount, pages, sync)
+	if uerr := unlockShm(w.shm.f, shmLockWrite, 1); uerr != nil && err == nil {
+		err = fmt.Errorf("release the WAL write lock: %w", uerr)
+	}
+	if err != nil {
+		return fmt.Errorf("apply to %s: %w", w.path, err)
+	}
+	return nil
+}
+
+// checkTxn validates a transaction before anything is written.
+func (w *WALWriter) checkTxn(pageCount uint32, pages []pagewire.Page) error {
+	if len(pages) == 0 {
+		return fmt.Errorf("%w: empty transaction: a transaction changes at least one page", pagewire.ErrInvalidArgument)
+	}
+	if pageCount == 0 {
+		return fmt.Errorf("%w: database size of 0 pages: a database has at least one page", pagewire.ErrInvalidArgument)
+	}
+	lockPage := uint32(lockDBPending/w.pageSize + 1)
+	var prev uint32
+	for _, p := range pages {
+		switch {
+		case p.Pgno == 0:
+			return fmt.Errorf("%w: page number 0: pages count from 1", pagewire.ErrInvalidArgument)
+		case p.Pgno <= prev:
+			return fmt.Errorf("%w: page %d follows page %d: pages must be ascending, each once", pagewire.ErrInvalidArgument, p.Pgno, prev)
+		case p.Pgno > pageCount:
+			return fmt.Errorf("%w: page %d is beyond the database size of %d pages", pagewire.ErrInvalidArgument, p.Pgno, pageCount)
+		case p.Pgno == lockPage:
+			return fmt.Errorf("%w: page %d is SQLite's lock page, which holds no data", pagewire.ErrInvalidArgument, p.Pgno)
+		case len(p.Data) != int(w.pageSize):
+			return fmt.Errorf("%w: page %d is %d bytes; the database's page size is %d", pagewire.ErrInvalidArgument, p.Pgno, len(p.Data), w.pageSize)
+		}
+		prev = p.Pgno
+	}
+	return nil
+}
+
+// beginWrite takes WAL_WRITE_LOCK and returns a valid wal-index header,
+// rebuilding the index if needed. It waits while other processes hold the
+// locks it needs, until ctx is done.
+func (w *WALWriter) beginWrite(ctx context.Context) (walIndexHdr, walCkptInfo, error) {
+	var b walBackoff
+	for {
+		if err := ctx.Err(); err != nil {
+			return walIndexHdr{}, walCkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
+		}
+		hdr, ckpt, recovered, err := w.tryBeginWrite()
+		if err == nil {
+			if recovered {
+				w.logRecovered(hdr)
+			}
+			return hdr, ckpt, nil
+		}
+		if !errors.Is(err, errLockBusy) {
+			return walIndexHdr{}, walCkptInfo{}, err
+		}
+		if w.testHookBusy != nil {
+			w.testHookBusy()
+		}
+		if b.n == 0 {
+			w.log.Debug("waiting for another process's WAL write lock")
+		}
+		if err := b.wait(ctx); err != nil {
+			return walIndexHdr{}, walCkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
+		}
+	}
+}
+
+// logRecovered notes a recovery, as SQLite's SQLITE_NOTICE_RECOVER_WAL
+// does when it finds frames; an empty WAL is the normal first open.
+func (w *WALWriter) logRecovered(hdr walIndexHdr) {
+	if hdr.mxFrame > 0 {
+		w.log.Info("rebuilt the wal-index from the WAL", walLogKeyFrames, hdr.mxFrame)
+	} else {
+		w.log.Debug("initialised the wal-index")
+	}
+}
+
+// tryBeginWrite takes WAL_WRITE_LOCK without waiting, then validates the
+// wal-index, rebuilding it if needed. It holds the lock when it returns no
+// error, and errLockBusy if another process holds a lock it needs.
+func (w *WALWriter) tryBeginWrite() (hdr walIndexHdr, ckpt walCkptInfo, recovered bool, err error) {
+	if err := lockShm(w.shm.f, shmLockWrite, 1, true); err != nil {
+		if !errors.Is(err, errLockBusy) {
+			err = fmt.Errorf("take the WAL write lock: %w", err)
+		}
+		return hdr, ckpt, false, err
+	}
+	defer func() {
+		if err != nil {
+			_ = unlockShm(w.shm.f, shmLockWrite, 1)
+		}
+	}()
+	hdr, ckpt, ok, err := w.shm.readHeader()
+	if err != nil {
+		return hdr, ckpt, false, fmt.Errorf("read the wal-index header: %w", err)
+	}
+	if ok {
+		if hdr.version != shmVersion {
+			return hdr, ckpt, false, fmt.Errorf("%w: the wal-index has format version %d, not %d", pagewire.ErrCorrupt, hdr.version, shmVersion)
+		}
+		if ok, err = w.indexMatchesWAL(hdr, ckpt); err != nil {
+			return hdr, ckpt, false, err
+		}
+	}
+	if ok {
+		return hdr, ckpt, false, nil
+	}
+	// Recovery also holds WAL_CKPT_LOCK and WAL_RECOVER_LOCK.
+	if err := lockShm(w.shm.f, shmLockCkpt, 2, true); err != nil {
+		if !errors.Is(err, errLockBusy) {
+			err = fmt.Errorf("take the wal-index recovery locks: %w", err)
+		}
+		return hdr, ckpt, false, err
+	}
+	hdr, ckpt, err = w.recover()
+	if uerr := unlockShm(w.shm.f, shmLockCkpt, 2); uerr != nil && err == nil {
+		err = fmt.Errorf("release the wal-index recovery locks: %w", uerr)
+	}
+	return hdr, ckpt, true, err
+}
+
+// indexMatchesWAL reports whether a valid wal-index header describes the WAL
+// file: its frames exist and carry the header's salts. The caller holds
+// WAL_WRITE_LOCK, so no writer is between states.
+func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, error) {
+	if ckpt.nBackfill > hdr.mxFrame {
+		return false, nil
+	}
+	if hdr.mxFrame == 0 {
+		return true, nil
+	}
+	if hdr.pageSize != w.pageSize {
+		return false, nil
+	}
+	fi, err := w.wal.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat the WAL: %w", err)
+	}
+	if fi.Size() < walFrameOffset(hdr.mxFrame+1, w.pageSize) {
+		return false, nil
+	}
+	var b [walHeaderSize]byte
+	if _, err := w.wal.ReadAt(b[:], 0); err != nil {
+		return false, fmt.Errorf("read the WAL header: %w", err)
+	}
+	wh, err := decodeWALHeader(b[:])
+	if err != nil {
+		return false, nil
+	}
+	return wh.salt == hdr.salt && wh.bigEndCksum == hdr.bigEndCksum && wh.pageSize == w.pageSize, nil
+}
+
+// recover rebuilds the wal-index from the WAL, as SQLite's walIndexRecover
+// does: every valid frame up to the last commit frame is indexed, then
+// nBackfill = 0, nBackfillAttempted = mxFrame, aReadMark[1] = mxFrame (unused
+// if 0) and [2..4] unused (each only if its READ_LOCK is free), then the
+// header is published. The caller holds WAL_WRITE_LOCK, WAL_CKPT_LOCK and
+// WAL_RECOVER_LOCK.
+//
+// Blocks are built in memory and written whole, so entries a reader may be
+// using are rewritten with the values they had, never zeroed meanwhile.
+func (w *WALWriter) recover() (walIndexHdr, walCkptInfo, error) {
+	hdr := walIndexHdr{pageSize: w.pageSize}
+	var raw [12]byte
+	if n, _ := w.shm.f.ReadAt(raw[:], 0); n == len(raw) {
+		hdr.change = shmOrder.Uint32(raw[8:]) + 1 // differ from any header a reader has cached
+	}
+	pgnos, err := w.scanWAL(&hdr)
+	if err != nil {
+		return hdr, walCkptInfo{}, err
+	}
+	if err := w.shm.grow(int64(shmBlockOf(max(hdr.mxFrame, 1))+1) * shmBlockSize); err != nil {
+		return hdr, walCkptInfo{}, fmt.Errorf("grow the -shm: %w", err)
+	}
+	if hdr.mxFrame > 0 {
+		for k := uint32(0); k <= shmBlockOf(hdr.mxFrame); k++ {
+			b := newShmBlock(k, make([]byte, shmBlockSize))
+			b.reset()
+			zero := shmBlockZero(k)
+			for n := zero + 1; n <= min(hdr.mxFrame, zero+uint32(b.entries())); n++ {
+				if err := b.add(int(n-zero), pgnos[n-1]); err != nil {
+					return hdr, walCkptInfo{}, err
+				}
+			}
+			if err := w.shm.storeBlock(b); err != nil {
+				return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+			}
+		}
+	}
+	if err := w.shm.writeNBackfill(0); err != nil {
+		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+	}
+	if err := w.shm.writeNBackfillAttempted(hdr.mxFrame); err != nil {
+		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+	}
+	for i := 1; i < shmReaders; i++ {
+		err := lockShm(w.shm.f, shmLockRead0+int64(i), 1, true)
+		if errors.Is(err, errLockBusy) {
+			continue // a reader uses it: leave it
+		}
+		if err != nil {
+			return hdr, walCkptInfo{}, fmt.Errorf("lock read mark %d: %w", i, err)
+		}
+		mark := uint32(shmReadMarkUnused)
+		if i == 1 && hdr.mxFrame > 0 {
+			mark = hdr.mxFrame
+		}
+		err = w.shm.writeReadMark(i, mark)
+		if uerr := unlockShm(w.shm.f, shmLockRead0+int64(i), 1); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return hdr, walCkptInfo{}, fmt.Errorf("write read mark %d: %w", i, err)
+		}
+	}
+	if err := w.shm.publish(&hdr); err != nil {
+		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index header: %w", err)
+	}
+	_, ckpt, _, err := w.shm.readHeader()
+	if err != nil {
+		return hdr, walCkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
+	}
+	return hdr, ckpt, nil
+}
+
+// scanWAL reads the WAL as SQLite's recovery does and fills in hdr's WAL
+// fields: it returns the page of every frame up to the last valid commit
+// frame. A WAL without a valid header is empty.
+func (w *WALWriter) scanWAL(hdr *walIndexHdr) ([]uint32, error) {
+	fi, err := w.wal.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat the WAL: %w", err)
+	}
+	var b [walHeaderSize]byte
+	if fi.Size() < walHeaderSize {
+		return nil, nil
+	}
+	if _, err := w.wal.ReadAt(b[:], 0); err != nil {
+		return nil, fmt.Errorf("read the WAL header: %w", err)
+	}
+	wh, err := decodeWALHeader(b[:])
+	switch {
+	case errors.Is(err, errWALNoHeader):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("%w: %v: this SQLite WAL is of a format pagewire does not know", pagewire.ErrCorrupt, err)
+	case wh.pageSize != w.pageSize:
+		return nil, fmt.Errorf("%w: the WAL's page size is %d but the database's is %d", pagewire.ErrCorrupt, wh.pageSize, w.pageSize)
+	}
+	hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
+	fsz := int64(walFrameHdrSize) + int64(w.pageSize)
+	total := (fi.Size() - walHeaderSize) / fsz
+	per := max(1, int64(walMaxWrite)/fsz)
+	buf := make([]byte, per*fsz)
+	chain := wh.cksum
+	var pgnos []uint32
+	for n := int64(1); n <= total; {
+		m := min(per, total-n+1)
+		chunk := buf[:m*fsz]
+		if _, err := w.wal.ReadAt(chunk, walFrameOffset(uint32(n), w.pageSize)); err != nil {
+			return nil, fmt.Errorf("read the WAL: %w", err)
+		}
+		for ; len(chunk) > 0; chunk, n = chunk[fsz:], n+1 {
+			fh, c, ok := walCheckFrame(chunk[:fsz], wh.bigEndCksum, chain, wh.salt)
+			if !ok {
+				return pgnos[:hdr.mxFrame], nil
+			}
+			chain = c
+			pgnos = append(pgnos, fh.pgno)
+			if fh.commit != 0 {
+				hdr.mxFrame, hdr.nPage, hdr.frameCksum = uint32(n), fh.commit, c
+			}
+		}
+	}
+	return pgnos[:hdr.mxFrame], nil
+}
+
+// appendTxn writes a checked transaction. The caller holds WAL_WRITE_LOCK
+// and hdr is the current header.
+func (w *WALWriter) appendTxn(hdr walIndexHdr, ckpt walCkptInfo, pageCount uint32, pages []pagewire.Page, sync bool) error {
+	var newHdr []byte // a new WAL header to write first
+	if hdr.mxFrame > 0 && ckpt.nBackfill == hdr.mxFrame {
+		h, wh, ok, err := w.restart(hdr)
+		if err != nil {
+			return fmt.Errorf("restart the WAL: %w", err)
+		}
+		if ok {
+			hdr = h
+			b := wh.encode()
+			newHdr = b[:]
+		}
+	}
+	if hdr.mxFrame == 0 && newHdr == nil {
+		wh, err := w.nextWALHeader()
+		if err != nil {
+			return err
+		}
+		b := wh.encode()
+		newHdr = b[:]
+		hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
+	}
+	if newHdr != nil {
+		if _, err := w.wal.WriteAt(newHdr, 0); err != nil {
+			return fmt.Errorf("write the WAL header: %w", err)
+		}
+		if sync {
+			if err := w.syncWAL(); err != nil {
+				return err
+			}
+		}
+	}
+
+	fsz := walFrameHdrSize + int(w.pageSize)
+	per := max(1, walMaxWrite/fsz)
+	chain := hdr.frameCksum
+	for i := 0; i < len(pages); i += per {
+		batch := pages[i:min(len(pages), i+per)]
+		buf := w.frameBuf(len(batch) * fsz)
+		for j, p := range batch {
+			var commit uint32
+			if i+j == len(pages)-1 {
+				commit = pageCount
+			}
+			chain = walEncodeFrame(buf[j*fsz:(j+1)*fsz], hdr.bigEndCksum, chain, p.Pgno, commit, hdr.salt, p.Data)
+		}
+		if _, err := w.wal.WriteAt(buf, walFrameOffset(hdr.mxFrame+1+uint32(i), w.pageSize)); err != nil {
+			return fmt.Errorf("write frames to the WAL: %w", err)
+		}
+	}
+	if sync {
+		if err := w.syncWAL(); err != nil {
+			return err
+		}
+	}
+
+	if err := w.indexFrames(hdr.mxFrame, pages); err != nil {
+		return err
+	}
+	hdr.mxFrame += uint32(len(pages))
+	hdr.nPage = pageCount
+	hdr.frameCksum = chain
+	hdr.pageSize = w.pageSize
+	hdr.change++
+	if w.testHookBeforePublish != nil {
+		w.testHookBeforePublish()
+	}
+	if err := w.shm.publish(&hdr); err != nil {
+		return fmt.Errorf("publish the wal-index header: %w", err)
+	}
+	w.frames = hdr.mxFrame
+	return nil
+}
+
+// frameBuf returns a reused buffer of n bytes.
+func (w *WALWriter) frameBuf(n int) []byte {
+	if cap(w.buf) < n {
+		w.buf = make([]byte, n)
+	}
+	return w.buf[:n]
+}
+
+// syncWAL fsyncs the WAL, and the directory after the writer created the
+// WAL (ignoring errors there, as SQLite does).
+func (w *WALWriter) syncWAL() error {
+	if err := w.wal.Sync(); err != nil {
+		return fmt.Errorf("fsync the WAL: %w", err)
+	}
+	if w.walCreated {
+		w.walCreated = false
+		if d, err := os.Open(filepath.Dir(w.path)); err == nil {
+			_ = d.Sync()
+			_ = d.Close()
+		}
+	}
+	return nil
+}
+
+// restart starts the WAL over, as SQLite's walRestartLog does before a
+// writer's first frame, if every frame is in the database file (the caller
+// checked nBackfill == mxFrame > 0) and no reader uses a read mark: it takes
+// READ_LOCK(1..4) exclusive, publishes mxFrame = 0 with the new salts, and
+// resets nBackfill, nBackfillAttempted and the read marks. ok is false if a
+// reader holds a read mark. It returns the new header and the WAL header to
+// write.
+func (w *WALWriter) restart(hdr walIndexHdr) (walIndexHdr, walHeader, bool, error) {
+	err := lockShm(w.shm.f, shmLockRead0+1, shmReaders-1, true)
+	if errors.Is(err, errLockBusy) {
+		return hdr, walHeader{}, false, nil // a reader uses the WAL: keep appending
+	}
+	if err != nil {
+		return hdr, walHeader{}, false, fmt.Errorf("lock the read marks: %w", err)
+	}
+	hdr, wh, err := w.restartLocked(hdr)
+	if uerr := unlockShm(w.shm.f, shmLockRead0+1, shmReaders-1); uerr != nil && err == nil {
+		err = fmt.Errorf("unlock the read marks: %w", uerr)
+	}
+	return hdr, wh, err == nil, err
+}
+
+func (w *WALWriter) restartLocked(hdr walIndexHdr) (walIndexHdr, walHeader, error) {
+	wh, err := w.nextWALHeader()
+	if err != nil {
+		return hdr, wh, err
+	}
+	// The WAL header matched the index (indexMatchesWAL), so salt-1 is the
+	// index's plus one, as in SQLite's walRestartHdr.
+	hdr.mxFrame = 0
+	hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
+	if err := w.shm.publish(&hdr); err != nil {
+		return hdr, wh, fmt.Errorf("publish the wal-index header: %w", err)
+	}
+	if err := w.shm.writeNBackfill(0); err != nil {
+		return hdr, wh, err
+	}
+	if err := w.shm.writeNBackfillAttempted(0); err != nil {
+		return hdr, wh, err
+	}
+	var marks [16]byte // aReadMark[1..4], one aligned write: we hold all four locks
+	shmOrder.PutUint32(marks[0:], 0)
+	for i := 4; i < len(marks); i += 4 {
+		shmOrder.PutUint32(marks[i:], shmReadMarkUnused)
+	}
+	if err := w.shm.writeAt(marks[:], shmReadMarkOff+4); err != nil {
+		return hdr, wh, err
+	}
+	return hdr, wh, nil
+}
+
+// nextWALHeader returns the header of a new WAL generation, with salts that
+// no frame in the file carries. If the file has a valid header, it keeps its
+// checksum byte order, and takes checkpoint sequence + 1, salt-1 + 1 and a
+// random salt-2, as SQLite's restart does; otherwise little-endian checksum
+// words (what SQLite writes on x86 and arm64), sequence 0 and random salts.
+func (w *WALWriter) nextWALHeader() (walHeader, error) {
+	wh := walHeader{pageSize: w.pageSize}
+	var b [walHeaderSize]byte
+	n, err := w.wal.ReadAt(b[:], 0)
+	if err != nil && err != io.EOF {
+		return wh, fmt.Errorf("read the WAL header: %w", err)
+	}
+	binary.BigEndian.PutUint32(wh.salt[4:], rand.Uint32())
+	if old, err := decodeWALHeader(b[:n]); err == nil {
+		wh.bigEndCksum = old.bigEndCksum
+		wh.ckptSeq = old.ckptSeq + 1
+		binary.BigEndian.PutUint32(wh.salt[:], binary.BigEndian.Uint32(old.salt[:])+1)
+	} else {
+		binary.BigEndian.PutUint32(wh.salt[:], rand.Uint32())
+	}
+	wh.encode()
+	return wh, nil
+}
+
+// indexFrames adds the wal-index entries of pages, frames mxFrame+1...,
+// growing the -shm as needed. As SQLite's walIndexAppend does, a block's
+// first frame zeroes it, and entries above mxFrame (left by a writer that
+// crashed or rolled back) are removed first.
+func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
+	last := mxFrame + uint32(len(pages))
+	if err := w.shm.grow(int64(shmBlockOf(last)+1) * shmBlockSize); err != nil {
+		return fmt.Errorf("grow the -shm: %w", err)
+	}
+	var b *shmBlock
+	for i, p := range pages {
+		n := mxFrame + 1 + uint32(i)
+		k := shmBlockOf(n)
+		idx := int(n - shmBlockZero(k))
+		if b == nil || b.k != k {
+			if b != nil {
+				if err := w.shm.storeBlock(b); err != nil {
+					return fmt.Errorf("write the wal-index: %w", err)
+				}
+			}
+			if idx == 1 {
+				b = newShmBlock(k, make([]byte, shmBlockSize))
+				b.reset()
+			} else {
+				var err error
+				if b, err = w.shm.loadBlock(k); err != nil {
+					return fmt.Errorf("read the wal-index: %w", err)
+				}
+				b.truncate(idx - 1)
+			}
+		}
+		if err := b.add(idx, p.Pgno); err != nil {
+			return err
+		}
+	}
+	if err := w.shm.storeBlock(b); err != nil {
+		return fmt.Errorf("write the wal-index: %w", err)
+	}
+	return nil
+}
+
+// walBackoff is a bounded, jittered exponential wait.
+type walBackoff struct {
+	n int
+	d time.Duration
+}
+
+// wait sleeps for the next interval or until ctx is done.
+func (b *walBackoff) wait(ctx context.Context) error {
+	b.n++
+	b.d = min(max(2*b.d, walMinWait), walMaxWait)
+	t := time.NewTimer(b.d/2 + rand.N(b.d/2+1))
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
