@@ -43,6 +43,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseWALHeader$$' -fuzztime 10s ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 10s ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzStore_WALWrites$$' -fuzztime 20s ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 10s ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 10s ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config/
 

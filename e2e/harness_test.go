@@ -84,6 +84,8 @@ type NodeOptions struct {
 	NoWait bool
 	// ReplicaOf makes the node a static-lease replica of that primary.
 	ReplicaOf *Node
+	// Retention sets data.retention (e.g. "15s"); "": the default.
+	Retention string
 }
 
 // StartNode writes a config for a single-node static primary under a new
@@ -101,8 +103,12 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 		// As LiteFS's static lease: a replica names the primary.
 		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: node1\n  advertise-url: %q\n  candidate: false\n", p.URL)
 	}
-	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s%s",
-		n.MountDir, n.DataDir, n.HTTPAddr, lease, opts.Config)
+	data := fmt.Sprintf("data:\n  dir: %q\n", n.DataDir)
+	if opts.Retention != "" {
+		data += fmt.Sprintf("  retention: %s\n", opts.Retention)
+	}
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s",
+		n.MountDir, data, n.HTTPAddr, lease, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

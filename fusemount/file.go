@@ -43,16 +43,27 @@ func isInternal(fh fs.FileHandle) bool {
 	return ok && h.internal
 }
 
-// callerIsNode reports whether the FUSE request comes from this process.
-// The kernel passes the calling thread's id; it is one of ours if
-// /proc/self/task has it.
-func callerIsNode(ctx context.Context) bool {
+// callerIsNode reports whether the FUSE request comes from the node: this
+// process or one it trusts (its apply worker). The kernel passes the
+// calling thread's id; it is the node's if /proc/<pid>/task has it.
+func (m *Mount) callerIsNode(ctx context.Context) bool {
 	caller, ok := fuse.FromContext(ctx)
 	if !ok || caller.Pid == 0 {
 		return false
 	}
-	_, err := os.Stat("/proc/self/task/" + strconv.FormatUint(uint64(caller.Pid), 10))
-	return err == nil
+	tid := strconv.FormatUint(uint64(caller.Pid), 10)
+	if _, err := os.Stat("/proc/self/task/" + tid); err == nil {
+		return true
+	}
+	m.trustMu.Lock()
+	pids := append([]int(nil), m.trusted...)
+	m.trustMu.Unlock()
+	for _, pid := range pids {
+		if _, err := os.Stat("/proc/" + strconv.Itoa(pid) + "/task/" + tid); err == nil {
+			return true
+		}
+	}
+	return false
 }
 
 func (n *fileNode) fill(fi *storagev1.FileInfo, a *fuse.Attr) {
@@ -81,7 +92,7 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if write && n.readOnly {
 		return nil, 0, syscall.EACCES
 	}
-	h := &handle{internal: write && callerIsNode(ctx)}
+	h := &handle{internal: write && n.m.callerIsNode(ctx)}
 	if _, err := n.m.cfg.Storage.OpenFile(ctx, &storagev1.OpenFileRequest{FileId: n.id, Write: write, Internal: h.internal}); err != nil {
 		errno := toErrno(err)
 		if errno == syscall.EROFS {

@@ -76,7 +76,7 @@ func (r *rootNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (r *rootNode) Create(ctx context.Context, name string, flags uint32, _ uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
-	resp, err := r.m.cfg.Storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: name, Internal: callerIsNode(ctx)})
+	resp, err := r.m.cfg.Storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: name, Internal: r.m.callerIsNode(ctx)})
 	if err != nil {
 		return nil, nil, 0, r.m.fail("create", name, err)
 	}

@@ -118,7 +118,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		return stream.Send(msg)
 	}
 	have := pagewire.Pos{TXID: pagewire.TXID(req.GetPosition().GetTxid()), Checksum: req.GetPosition().GetChecksum()}
-	next, reason := d.streamStart(have)
+	next, reason, diverged := d.streamStart(have)
 	hb := time.NewTicker(r.heartbeat)
 	defer hb.Stop()
 	var rd *txlogReader
@@ -134,11 +134,11 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 				rd = nil
 			}
 			log.Info("sending snapshot", "reason", reason)
-			pos, err := r.sendSnapshot(d, reason, send)
+			pos, err := r.sendSnapshot(d, reason, diverged, send)
 			if err != nil {
 				return toStatus(fmt.Errorf("snapshot of %q: %w", d.name, err))
 			}
-			next, reason = pos.TXID+1, ""
+			next, reason, diverged = pos.TXID+1, "", false
 			continue
 		}
 		d.mu.RLock()
@@ -165,14 +165,14 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		}
 		if rd == nil {
 			if rd, err = d.txlog.readFrom(next); err != nil {
-				reason = fmt.Sprintf("transaction %d is no longer in the transaction log", next)
+				reason, diverged = fmt.Sprintf("transaction %d is no longer in the transaction log", next), false
 				continue
 			}
 		}
 		txn, ok, err := rd.Next()
 		switch {
 		case errors.Is(err, errTxlogGap) || (err == nil && !ok):
-			reason = fmt.Sprintf("the transaction log has no transaction %d", next)
+			reason, diverged = fmt.Sprintf("the transaction log has no transaction %d", next), false
 			continue
 		case err != nil:
 			return toStatus(err)
@@ -187,40 +187,41 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 }
 
 // streamStart decides where a replica at `have` starts: the TXID to send
-// next, or a reason to send a snapshot first.
-func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotReason string) {
+// next, or a reason to send a snapshot first, and whether the replica's
+// copy has diverged from the primary's history (it then keeps it aside).
+func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotReason string, diverged bool) {
 	d.mu.RLock()
 	pos := d.pos
 	d.mu.RUnlock()
 	switch {
 	case have.TXID == 0:
-		return 0, "the replica has no copy"
+		return 0, "the replica has no copy", false
 	case have.TXID > pos.TXID:
-		return 0, fmt.Sprintf("the replica is ahead of the primary (TXID %d > %d): diverged", have.TXID, pos.TXID)
+		return 0, fmt.Sprintf("the replica is ahead of the primary (TXID %d > %d): diverged", have.TXID, pos.TXID), true
 	case have.TXID == pos.TXID && have.Checksum != pos.Checksum:
-		return 0, fmt.Sprintf("the replica's checksum differs at TXID %d: diverged", have.TXID)
+		return 0, fmt.Sprintf("the replica's checksum differs at TXID %d: diverged", have.TXID), true
 	case have.TXID == pos.TXID:
-		return have.TXID + 1, ""
+		return have.TXID + 1, "", false
 	}
 	rd, err := d.txlog.readFrom(have.TXID + 1)
 	if err != nil {
-		return 0, fmt.Sprintf("transaction %d is no longer in the transaction log", have.TXID+1)
+		return 0, fmt.Sprintf("transaction %d is no longer in the transaction log", have.TXID+1), false
 	}
 	defer rd.Close()
 	txn, ok, err := rd.Next()
 	if err != nil || !ok {
-		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1)
+		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
 	}
 	if txn.PreChecksum != have.Checksum {
-		return 0, fmt.Sprintf("the replica's checksum at TXID %d differs from the primary's: diverged", have.TXID)
+		return 0, fmt.Sprintf("the replica's checksum at TXID %d differs from the primary's: diverged", have.TXID), true
 	}
-	return have.TXID + 1, ""
+	return have.TXID + 1, "", false
 }
 
 // sendSnapshot copies the database to a temporary file (a consistent copy,
 // taken under a read lock but without holding it while sending) and sends
 // it in chunks.
-func (r *replicationService) sendSnapshot(d *database, reason string, send func(*replicationv1.StreamTransactionsResponse) error) (pagewire.Pos, error) {
+func (r *replicationService) sendSnapshot(d *database, reason string, diverged bool, send func(*replicationv1.StreamTransactionsResponse) error) (pagewire.Pos, error) {
 	f, err := os.CreateTemp(filepath.Join(r.store.dir, "dbs"), ".snapshot-*")
 	if err != nil {
 		return pagewire.Pos{}, err
@@ -237,7 +238,7 @@ func (r *replicationService) sendSnapshot(d *database, reason string, send func(
 	}
 	count := uint32(st.Size() / int64(pageSize))
 	if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotBegin{SnapshotBegin: &replicationv1.SnapshotBegin{
-		Position: posToProto(pos), PageSize: pageSize, PageCount: count, Reason: reason}}}); err != nil {
+		Position: posToProto(pos), PageSize: pageSize, PageCount: count, Reason: reason, Diverged: diverged}}}); err != nil {
 		return pos, err
 	}
 	buf := make([]byte, int(pageSize)*snapshotChunkPages)

@@ -65,6 +65,8 @@ func run(ctx context.Context, args []string) error {
 		return runExport(ctx, args[1:], os.Stdout)
 	case "import":
 		return runImport(ctx, args[1:], os.Stdout)
+	case "apply-worker": // internal: started by a replica node
+		return runApplyWorker(ctx, args[1:])
 	case "version":
 		fmt.Println("pagewire", Version)
 		return nil

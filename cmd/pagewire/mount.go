@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,9 +19,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/fusemount"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+	"github.com/pagewire/pagewire/replicator"
 	"github.com/pagewire/pagewire/server"
 )
 
@@ -53,18 +56,40 @@ func runMount(ctx context.Context, args []string) error {
 		app = argv
 	}
 
-	store, err := server.OpenStore(server.StoreConfig{Dir: cfg.Data.Dir, Logger: log})
+	if cfg.Lease.Type != config.LeaseTypeStatic {
+		return fmt.Errorf("lease.type %q is not available in this build yet: use \"static\"", cfg.Lease.Type)
+	}
+	// With a static lease, a replica's lease.hostname and advertise-url are
+	// the primary's (as LiteFS); the node itself goes by the host's name.
+	node := server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
+	if !cfg.Lease.Candidate {
+		if h, err := os.Hostname(); err == nil {
+			node.Hostname, node.AdvertiseURL = h, ""
+		}
+	}
+
+	store, err := server.OpenStore(server.StoreConfig{Dir: cfg.Data.Dir, Logger: log, Retention: time.Duration(cfg.Data.Retention)})
 	if err != nil {
 		return err
 	}
 	defer store.Close()
-	if cfg.Lease.Type != config.LeaseTypeStatic {
-		return fmt.Errorf("lease.type %q is not available in this build yet: use \"static\"", cfg.Lease.Type)
-	}
+	var replica *replicator.Replica
+	var openWriter func(context.Context, string) (replicator.Writer, error) // set once the apply worker runs
 	if cfg.Lease.Candidate {
 		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
 	} else {
 		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL}, 1)
+		conn, err := client.Dial(cfg.Lease.AdvertiseURL)
+		if err != nil {
+			return fmt.Errorf("lease.advertise-url: %w", err)
+		}
+		defer conn.Close()
+		rcfg := replicator.DefaultReplicaConfig()
+		rcfg.OpenWriter = func(ctx context.Context, path string) (replicator.Writer, error) { return openWriter(ctx, path) }
+		rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = client.NewUpstream(conn), store, cfg.FUSE.Dir, node.Hostname, log
+		if replica, err = replicator.NewReplica(rcfg); err != nil {
+			return err
+		}
 	}
 
 	lis, err := net.Listen("tcp", cfg.HTTP.Addr)
@@ -74,7 +99,7 @@ func runMount(ctx context.Context, args []string) error {
 	scfg := server.DefaultConfig()
 	reg := prometheus.NewRegistry()
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
-	scfg.Node = server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
+	scfg.Node = node
 	srv, err := server.New(scfg)
 	if err != nil {
 		lis.Close()
@@ -92,10 +117,24 @@ func runMount(ctx context.Context, args []string) error {
 	nodeCtx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopNode()
 	g, gctx := errgroup.WithContext(nodeCtx)
+	// The mount outlives what uses it: the app and the apply worker stop
+	// first, so that they never find it gone (and a node never waits on its
+	// own mount while it stops).
+	mntCtx, stopMount := context.WithCancel(context.Background())
+	defer stopMount()
+	var users sync.WaitGroup // the app and the replica, while they run
 	g.Go(func() error { return srv.Run(gctx) })
-	g.Go(func() error { return mnt.Run(gctx) })
-	var appErr error
+	g.Go(func() error { return mnt.Run(mntCtx) })
 	g.Go(func() error {
+		<-gctx.Done()
+		users.Wait()
+		stopMount()
+		return nil
+	})
+	var appErr error
+	users.Add(1)
+	g.Go(func() error {
+		defer users.Done()
 		select {
 		case <-mnt.Ready():
 		case <-sigs:
@@ -113,7 +152,30 @@ func runMount(ctx context.Context, args []string) error {
 		default:
 		}
 		srv.SetReady(true)
-		log.Info("node ready", "role", "primary", "mount", cfg.FUSE.Dir)
+		if replica != nil {
+			// The replica applies through a worker process: a node must
+			// never wait on its own mount.
+			worker, err := startApplyWorker()
+			if err != nil {
+				stopNode()
+				return err
+			}
+			mnt.Trust(worker.cmd.Process.Pid)
+			openWriter = func(ctx context.Context, path string) (replicator.Writer, error) {
+				return worker.client.Open(ctx, path)
+			}
+			g.Go(func() error { return worker.watch(gctx) })
+			users.Add(1)
+			g.Go(func() error {
+				defer users.Done()
+				err := replica.Run(gctx)
+				worker.stop()
+				<-worker.exited
+				return err
+			})
+		}
+		role, _ := store.Role()
+		log.Info("node ready", "role", role.String(), "mount", cfg.FUSE.Dir)
 		appErr = runApps(gctx, cfg, app, sigs, log)
 		if appErr != nil || len(app) > 0 || len(cfg.Exec) > 0 {
 			stopNode() // the app is done: so is the node

@@ -1,0 +1,246 @@
+package replicator
+
+import (
+	"context"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/pagewire/pagewire"
+)
+
+// A node must never wait on its own FUSE mount: a node killed while one of
+// its threads waits for a FUSE reply that only the node can give never
+// finishes exiting, and its mount never goes away. So on a replica the
+// WALWriters run in a child process (`pagewire apply-worker`), which the
+// kernel fails cleanly when the node dies. ApplyClient is the node's end
+// of the pipe to it, ServeApply the child's.
+
+// applyRequest is one call to the apply worker.
+type applyRequest struct {
+	ID        uint64
+	Op        string // "open", "apply", "checkpoint", "close"
+	Path      string
+	PageCount uint32
+	Pages     []pagewire.Page
+	Sync      bool
+}
+
+// applyResponse answers one applyRequest.
+type applyResponse struct {
+	ID       uint64
+	Err      string
+	Reason   string // pagewire.ReasonOf the error, to map it back
+	Frames   uint32
+	PageSize uint32
+	Complete bool
+}
+
+// ServeApply runs WALWriters for the requests read from r, answering on w,
+// until r ends. It is the apply worker's main loop.
+func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
+	if log == nil {
+		log = slog.Default()
+	}
+	dec, enc := gob.NewDecoder(r), gob.NewEncoder(w)
+	writers := map[string]*WALWriter{}
+	defer func() {
+		for _, ww := range writers {
+			_ = ww.Close()
+		}
+	}()
+	ctx := context.Background()
+	for {
+		var req applyRequest
+		if err := dec.Decode(&req); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read apply request: %w", err)
+		}
+		resp := applyResponse{ID: req.ID}
+		ww, err := writers[req.Path], error(nil)
+		switch req.Op {
+		case "open":
+			if ww == nil {
+				ww, err = OpenWALWriter(req.Path, log)
+				if err == nil {
+					writers[req.Path] = ww
+				}
+			}
+		case "apply", "checkpoint", "close":
+			if ww == nil {
+				err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
+				break
+			}
+			switch req.Op {
+			case "apply":
+				err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
+			case "checkpoint":
+				resp.Complete, err = ww.Checkpoint(ctx)
+			case "close":
+				err = ww.Close()
+				delete(writers, req.Path)
+				ww = nil
+			}
+		default:
+			err = fmt.Errorf("%w: unknown apply op %q", pagewire.ErrInvalidArgument, req.Op)
+		}
+		if ww != nil {
+			resp.Frames, resp.PageSize = ww.Frames(), ww.PageSize()
+		}
+		if err != nil {
+			resp.Err, resp.Reason = err.Error(), pagewire.ReasonOf(err)
+		}
+		if err := enc.Encode(&resp); err != nil {
+			return fmt.Errorf("write apply response: %w", err)
+		}
+	}
+}
+
+// ApplyClient talks to an apply worker over its stdin and stdout. It is
+// safe for concurrent use.
+type ApplyClient struct {
+	w io.Closer
+
+	// encMu guards enc: one request is written at a time.
+	encMu sync.Mutex
+	enc   *gob.Encoder
+
+	// mu guards next, pending and err; never held while writing, so that
+	// responses are always read.
+	mu      sync.Mutex
+	next    uint64
+	pending map[uint64]chan applyResponse
+	err     error // set once the worker's output ended
+}
+
+// NewApplyClient starts reading responses from r; requests go to w.
+func NewApplyClient(w io.WriteCloser, r io.Reader) *ApplyClient {
+	c := &ApplyClient{enc: gob.NewEncoder(w), w: w, pending: map[uint64]chan applyResponse{}}
+	go c.read(gob.NewDecoder(r))
+	return c
+}
+
+func (c *ApplyClient) read(dec *gob.Decoder) {
+	for {
+		var resp applyResponse
+		if err := dec.Decode(&resp); err != nil {
+			c.mu.Lock()
+			c.err = fmt.Errorf("the apply worker stopped: %w", err)
+			for id, ch := range c.pending {
+				close(ch)
+				delete(c.pending, id)
+			}
+			c.mu.Unlock()
+			return
+		}
+		c.mu.Lock()
+		ch := c.pending[resp.ID]
+		delete(c.pending, resp.ID)
+		c.mu.Unlock()
+		if ch != nil {
+			ch <- resp
+		}
+	}
+}
+
+// call sends a request and waits for its response. A cancelled ctx stops
+// the wait; the worker still finishes the request.
+func (c *ApplyClient) call(ctx context.Context, req applyRequest) (applyResponse, error) {
+	ch := make(chan applyResponse, 1)
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return applyResponse{}, c.err
+	}
+	c.next++
+	req.ID = c.next
+	c.pending[req.ID] = ch
+	c.mu.Unlock()
+	c.encMu.Lock()
+	err := c.enc.Encode(&req)
+	c.encMu.Unlock()
+	if err != nil {
+		c.mu.Lock()
+		delete(c.pending, req.ID)
+		c.mu.Unlock()
+		return applyResponse{}, fmt.Errorf("send to the apply worker: %w", err)
+	}
+	select {
+	case resp, ok := <-ch:
+		if !ok {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return applyResponse{}, c.err
+		}
+		if resp.Err != "" {
+			return resp, &applyError{msg: resp.Err, sentinel: pagewire.ErrorOf(resp.Reason)}
+		}
+		return resp, nil
+	case <-ctx.Done():
+		return applyResponse{}, ctx.Err()
+	}
+}
+
+// Close ends the worker's input; it exits once it has answered.
+func (c *ApplyClient) Close() error { return c.w.Close() }
+
+// Open opens a WALWriter for the database at path in the worker.
+func (c *ApplyClient) Open(ctx context.Context, path string) (*RemoteWALWriter, error) {
+	resp, err := c.call(ctx, applyRequest{Op: "open", Path: path})
+	if err != nil {
+		return nil, err
+	}
+	return &RemoteWALWriter{c: c, path: path, frames: resp.Frames, pageSize: resp.PageSize}, nil
+}
+
+// applyError is an error the worker returned.
+type applyError struct {
+	msg      string
+	sentinel error
+}
+
+func (e *applyError) Error() string { return e.msg }
+func (e *applyError) Unwrap() error { return e.sentinel }
+
+// RemoteWALWriter is a WALWriter in the apply worker.
+type RemoteWALWriter struct {
+	c        *ApplyClient
+	path     string
+	frames   uint32
+	pageSize uint32
+}
+
+// Apply is WALWriter.Apply in the worker.
+func (w *RemoteWALWriter) Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error {
+	resp, err := w.c.call(ctx, applyRequest{Op: "apply", Path: w.path, PageCount: pageCount, Pages: pages, Sync: sync})
+	if err == nil {
+		w.frames = resp.Frames
+	}
+	return err
+}
+
+// Checkpoint is WALWriter.Checkpoint in the worker.
+func (w *RemoteWALWriter) Checkpoint(ctx context.Context) (bool, error) {
+	resp, err := w.c.call(ctx, applyRequest{Op: "checkpoint", Path: w.path})
+	if err == nil {
+		w.frames = resp.Frames
+	}
+	return resp.Complete, err
+}
+
+// Frames is WALWriter.Frames as of the last call.
+func (w *RemoteWALWriter) Frames() uint32 { return w.frames }
+
+// PageSize is the database's page size.
+func (w *RemoteWALWriter) PageSize() uint32 { return w.pageSize }
+
+// Close closes the writer in the worker.
+func (w *RemoteWALWriter) Close() error {
+	_, err := w.c.call(context.Background(), applyRequest{Op: "close", Path: w.path})
+	return err
+}

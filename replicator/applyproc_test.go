@@ -1,0 +1,96 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+
+	"github.com/pagewire/pagewire"
+)
+
+// startApplyPipe runs ServeApply on one end of two pipes, as the apply
+// worker process does, and returns the client end.
+func startApplyPipe(t *testing.T) *ApplyClient {
+	t.Helper()
+	reqR, reqW := io.Pipe()
+	respR, respW := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := ServeApply(reqR, respW, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		respW.Close()
+		done <- err
+	}()
+	c := NewApplyClient(reqW, respR)
+	t.Cleanup(func() {
+		c.Close()
+		if err := <-done; err != nil {
+			t.Errorf("ServeApply: %v", err)
+		}
+	})
+	return c
+}
+
+// The apply worker protocol carries transactions to a WALWriter and its
+// errors back, sentinels included.
+func TestApplyClient_AppliesThroughTheWorker(t *testing.T) {
+	dir := t.TempDir()
+	src := walNewSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	path := src.newReplicaFile(dir, "replica.db")
+	c := startApplyPipe(t)
+	ctx := context.Background()
+	w, err := c.Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.PageSize() != 4096 {
+		t.Fatalf("page size %d", w.PageSize())
+	}
+	for i := range 5 {
+		txn := src.exec("INSERT INTO t(v) VALUES ('row');")
+		if err := w.Apply(ctx, txn.pageCount, txn.pages, i%2 == 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if w.Frames() == 0 {
+		t.Fatal("Frames() is 0 after applies")
+	}
+	py := walStartPy(t)
+	py.open("r", path)
+	if got := py.queryInt("r", "SELECT count(*) FROM t"); got != 5 {
+		t.Fatalf("replica has %d rows, want 5", got)
+	}
+	// A bad transaction comes back as ErrInvalidArgument.
+	if err := w.Apply(ctx, 1, nil, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("err=%v, want ErrInvalidArgument", err)
+	}
+	if _, err := w.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Apply(ctx, 1, nil, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("apply after close: err=%v, want ErrInvalidArgument", err)
+	}
+}
+
+// A worker that dies fails every call, pending or new, with an error.
+func TestApplyClient_WorkerGone(t *testing.T) {
+	reqR, reqW := io.Pipe()
+	respR, respW := io.Pipe()
+	c := NewApplyClient(reqW, respR)
+	go func() {
+		var buf [1]byte
+		reqR.Read(buf[:]) // read part of the request, then die
+		reqR.Close()
+		respW.Close()
+	}()
+	if _, err := c.Open(context.Background(), "/nonexistent"); err == nil {
+		t.Fatal("Open through a dead worker succeeded")
+	}
+	if _, err := c.Open(context.Background(), "/nonexistent"); err == nil {
+		t.Fatal("a second call through a dead worker succeeded")
+	}
+}

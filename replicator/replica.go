@@ -1,0 +1,502 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// Structured log keys.
+const (
+	logKeyDB    = "db"
+	logKeyError = "error"
+	logKeyTXID  = "txid"
+)
+
+// ReplicaConfig configures a Replica.
+type ReplicaConfig struct {
+	Upstream Upstream     // the primary; required
+	Local    Local        // this node's storage; required
+	MountDir string       // where this node's databases are mounted; required
+	Hostname string       // this node's hostname, for the primary's logs; required
+	Logger   *slog.Logger // nil: slog.Default()
+	// CheckpointFrames is the WAL size, in frames, past which the replica
+	// checkpoints after applying; SQLite's default is 1000.
+	CheckpointFrames uint32
+	// MinBackoff and MaxBackoff bound the jittered wait before reconnecting.
+	MinBackoff, MaxBackoff time.Duration
+	// IdleTimeout ends a stream that sent nothing, not even a heartbeat, for
+	// this long.
+	IdleTimeout time.Duration
+	// OpenWriter opens the writer that appends to a database; nil:
+	// OpenWALWriter in this process. A node applying to its own mount must
+	// use a worker process (ApplyClient).
+	OpenWriter func(ctx context.Context, path string) (Writer, error)
+}
+
+// Writer appends transactions to a database: a WALWriter or a
+// RemoteWALWriter.
+type Writer interface {
+	Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error
+	Checkpoint(ctx context.Context) (complete bool, err error)
+	Frames() uint32
+	PageSize() uint32
+	Close() error
+}
+
+var (
+	_ Writer = (*WALWriter)(nil)
+	_ Writer = (*RemoteWALWriter)(nil)
+)
+
+// DefaultReplicaConfig returns a config with every optional value set.
+func DefaultReplicaConfig() ReplicaConfig {
+	return ReplicaConfig{CheckpointFrames: 1000, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, IdleTimeout: 10 * time.Second}
+}
+
+// Validate reports the first missing or bad value.
+func (c ReplicaConfig) Validate() error {
+	switch {
+	case c.Upstream == nil || c.Local == nil:
+		return errors.New("replicator: Upstream and Local are required")
+	case c.MountDir == "":
+		return errors.New("replicator: MountDir is required")
+	case c.Hostname == "":
+		return errors.New("replicator: Hostname is required")
+	case c.CheckpointFrames == 0:
+		return errors.New("replicator: CheckpointFrames must be > 0")
+	case c.MinBackoff <= 0 || c.MaxBackoff < c.MinBackoff:
+		return errors.New("replicator: need 0 < MinBackoff <= MaxBackoff")
+	case c.IdleTimeout <= 0:
+		return errors.New("replicator: IdleTimeout must be > 0")
+	}
+	return nil
+}
+
+// Replica follows the primary: it keeps every database the primary has,
+// applying each transaction as it arrives, and reconnects after any error.
+type Replica struct {
+	cfg ReplicaConfig
+	log *slog.Logger
+
+	// mu guards epoch and primary.
+	mu      sync.Mutex
+	epoch   pagewire.Epoch // the highest epoch seen; older ones are refused
+	primary PrimaryInfo
+}
+
+// NewReplica validates cfg.
+func NewReplica(cfg ReplicaConfig) (*Replica, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	if cfg.OpenWriter == nil {
+		cfg.OpenWriter = func(_ context.Context, path string) (Writer, error) { return OpenWALWriter(path, log) }
+	}
+	return &Replica{cfg: cfg, log: log.With("component", "replica")}, nil
+}
+
+// Primary returns the primary the replica last heard from.
+func (r *Replica) Primary() PrimaryInfo {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.primary
+}
+
+// checkEpoch refuses a message from an older lease epoch than one seen.
+func (r *Replica) checkEpoch(p PrimaryInfo) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p.Epoch < r.epoch {
+		return fmt.Errorf("%w: message from %s carries lease epoch %d, older than %d: refused", pagewire.ErrInvalidArgument, p.Hostname, p.Epoch, r.epoch)
+	}
+	r.epoch, r.primary = p.Epoch, p
+	return nil
+}
+
+// Run follows the primary until ctx is done; it returns nil then.
+func (r *Replica) Run(ctx context.Context) error {
+	b := r.newBackoff()
+	for {
+		err := r.follow(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		d := b.next()
+		r.log.Warn("lost the primary's database list; reconnecting", logKeyError, err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return nil
+		}
+	}
+}
+
+// follow runs one WatchDatabases stream and a goroutine per database.
+func (r *Replica) follow(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	watch, err := r.cfg.Upstream.WatchDatabases(ctx, r.cfg.Hostname)
+	if err != nil {
+		return err
+	}
+	type follower struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	followers := map[string]*follower{}
+	start := func(name string) {
+		if followers[name] != nil {
+			return
+		}
+		fctx, fcancel := context.WithCancel(ctx)
+		f := &follower{cancel: fcancel, done: make(chan struct{})}
+		followers[name] = f
+		go func() {
+			defer close(f.done)
+			r.followDB(fctx, name)
+		}()
+	}
+	stop := func(name string) {
+		if f := followers[name]; f != nil {
+			f.cancel()
+			<-f.done
+			delete(followers, name)
+		}
+	}
+	defer func() {
+		for name := range followers {
+			stop(name)
+		}
+	}()
+	events := make(chan DatabaseEvent)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			ev, err := watch.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	idle := time.NewTimer(r.cfg.IdleTimeout)
+	defer idle.Stop()
+	for {
+		var ev DatabaseEvent
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errc:
+			return err
+		case <-idle.C:
+			return fmt.Errorf("the primary sent nothing for %s", r.cfg.IdleTimeout)
+		case ev = <-events:
+		}
+		idle.Reset(r.cfg.IdleTimeout)
+		if err := r.checkEpoch(ev.Primary); err != nil {
+			return err
+		}
+		switch {
+		case ev.IsList:
+			r.log.Info("following the primary", "primary", ev.Primary.Hostname, "databases", len(ev.List))
+			want := map[string]bool{}
+			for _, db := range ev.List {
+				want[db.Name] = true
+				start(db.Name)
+			}
+			for name := range followers {
+				if !want[name] {
+					stop(name)
+				}
+			}
+			// Databases the primary no longer has are deleted here too.
+			r.deleteMissing(want)
+		case ev.Created != nil:
+			start(ev.Created.Name)
+		case ev.Deleted != "":
+			stop(ev.Deleted)
+			if err := r.cfg.Local.DeleteDatabase(ev.Deleted); err != nil && !errors.Is(err, pagewire.ErrNotFound) {
+				r.log.Error("could not delete a database the primary deleted", logKeyDB, ev.Deleted, logKeyError, err)
+			} else {
+				r.log.Info("deleted a database the primary deleted", logKeyDB, ev.Deleted)
+			}
+		}
+	}
+}
+
+// Lister is an optional capability of Local: listing its databases, so
+// that a replica can delete the ones the primary deleted while it was away.
+type Lister interface {
+	DatabaseNames() []string
+}
+
+func (r *Replica) deleteMissing(want map[string]bool) {
+	l, ok := r.cfg.Local.(Lister)
+	if !ok {
+		return
+	}
+	for _, name := range l.DatabaseNames() {
+		if want[name] {
+			continue
+		}
+		if err := r.cfg.Local.DeleteDatabase(name); err != nil {
+			r.log.Error("could not delete a database the primary no longer has", logKeyDB, name, logKeyError, err)
+			continue
+		}
+		r.log.Info("deleted a database the primary no longer has", logKeyDB, name)
+	}
+}
+
+// followDB keeps one database in step with the primary until ctx is done.
+func (r *Replica) followDB(ctx context.Context, name string) {
+	log := r.log.With(logKeyDB, name)
+	b := r.newBackoff()
+	a := &applier{r: r, name: name, path: filepath.Join(r.cfg.MountDir, name), log: log}
+	defer a.close()
+	for {
+		err := a.stream(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if errors.Is(err, errProgress) {
+			b.reset()
+			continue
+		}
+		d := b.next()
+		log.Warn("replication stream ended; reconnecting", logKeyError, err, "retry_in", d)
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// errProgress ends a stream that should be reopened at once.
+var errProgress = errors.New("reopen the stream")
+
+// applier applies one database's stream.
+type applier struct {
+	r    *Replica
+	name string
+	path string
+	log  *slog.Logger
+	w    Writer // open while the database exists locally
+}
+
+// close checkpoints what it can, as SQLite's last connection does, so that
+// the database file holds the data when the node is down, then closes.
+func (a *applier) close() {
+	if a.w != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if _, err := a.w.Checkpoint(ctx); err != nil {
+			a.log.Warn("checkpoint at close failed", logKeyError, err)
+		}
+		cancel()
+		if err := a.w.Close(); err != nil {
+			a.log.Warn("closing the WAL writer", logKeyError, err)
+		}
+		a.w = nil
+	}
+}
+
+func (a *applier) writer(ctx context.Context) (Writer, error) {
+	if a.w == nil {
+		w, err := a.r.cfg.OpenWriter(ctx, a.path)
+		if err != nil {
+			return nil, err
+		}
+		a.w = w
+	}
+	return a.w, nil
+}
+
+// stream opens a stream at the local position and applies what it brings.
+func (a *applier) stream(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	have, _ := a.r.cfg.Local.Position(a.name)
+	s, err := a.r.cfg.Upstream.StreamTransactions(ctx, a.name, a.r.cfg.Hostname, have)
+	if err != nil {
+		return err
+	}
+	// A stream silent past IdleTimeout is dead; cancelling ends Recv.
+	idle := time.AfterFunc(a.r.cfg.IdleTimeout, cancel)
+	defer idle.Stop()
+	var snap *Snapshot
+	var snapPages []pagewire.Page
+	for {
+		ev, err := s.Recv()
+		if err != nil {
+			if ctx.Err() != nil && !idle.Stop() {
+				return fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
+			}
+			return err
+		}
+		idle.Reset(a.r.cfg.IdleTimeout)
+		if err := a.r.checkEpoch(ev.Primary); err != nil {
+			return err
+		}
+		switch {
+		case ev.Txn != nil:
+			if err := a.applyTxn(ctx, *ev.Txn); err != nil {
+				return err
+			}
+		case ev.Snapshot != nil:
+			snap, snapPages = ev.Snapshot, make([]pagewire.Page, 0, ev.Snapshot.PageCount)
+		case ev.SnapshotPages != nil:
+			if snap == nil {
+				return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
+			}
+			for _, p := range ev.SnapshotPages {
+				if int(p.Pgno) != len(snapPages)+1 || uint32(len(p.Data)) != snap.PageSize {
+					return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+				}
+				snapPages = append(snapPages, p)
+			}
+		case ev.SnapshotEnd:
+			if snap == nil || uint32(len(snapPages)) != snap.PageCount {
+				return fmt.Errorf("%w: incomplete snapshot", pagewire.ErrInvalidArgument)
+			}
+			if err := a.applySnapshot(ctx, *snap, snapPages); err != nil {
+				return err
+			}
+			snap, snapPages = nil, nil
+		}
+	}
+}
+
+// applyTxn applies the next transaction and checks the result.
+func (a *applier) applyTxn(ctx context.Context, txn pagewire.Txn) error {
+	have, ok := a.r.cfg.Local.Position(a.name)
+	if !ok {
+		return fmt.Errorf("%w: transaction %d for a database this node does not have", pagewire.ErrInvalidArgument, txn.TXID)
+	}
+	if txn.TXID != have.TXID+1 || txn.PreChecksum != have.Checksum {
+		return fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow this node's position %s", pagewire.ErrInvalidArgument, txn.TXID, txn.PreChecksum, have)
+	}
+	w, err := a.writer(ctx)
+	if err != nil {
+		return err
+	}
+	if w.PageSize() != txn.PageSize {
+		return fmt.Errorf("%w: transaction page size %d, database's %d", pagewire.ErrInvalidArgument, txn.PageSize, w.PageSize())
+	}
+	if err := w.Apply(ctx, txn.PageCount, txn.Pages, false); err != nil {
+		return fmt.Errorf("apply transaction %d: %w", txn.TXID, err)
+	}
+	got, _ := a.r.cfg.Local.Position(a.name)
+	if want := (pagewire.Pos{TXID: txn.TXID, Checksum: txn.PostChecksum}); got != want {
+		// Reconnecting at this position makes the primary see the
+		// divergence and send a snapshot.
+		a.log.Error("after applying a transaction this node's position differs from the primary's", "got", got.String(), "want", want.String())
+		return errProgress
+	}
+	a.checkpoint(ctx, w)
+	return nil
+}
+
+// checkpoint copies the WAL into the database file once it is long.
+func (a *applier) checkpoint(ctx context.Context, w Writer) {
+	if w.Frames() < a.r.cfg.CheckpointFrames {
+		return
+	}
+	if _, err := w.Checkpoint(ctx); err != nil {
+		a.log.Warn("checkpoint failed; will retry after the next transaction", logKeyError, err)
+	}
+}
+
+// applySnapshot replaces the local copy with a snapshot, as one WAL
+// transaction so that local readers keep reading, and sets the TXID.
+func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []pagewire.Page) error {
+	have, exists := a.r.cfg.Local.Position(a.name)
+	if exists && snap.Diverged && have.TXID > 1 {
+		if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
+			return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
+		}
+	}
+	if exists && a.w != nil && a.w.PageSize() != snap.PageSize {
+		a.close()
+	}
+	if exists {
+		w, err := a.writer(ctx)
+		if err != nil {
+			return err
+		}
+		if w.PageSize() != snap.PageSize {
+			// Another page size cannot go through the WAL: start over.
+			a.close()
+			if err := a.r.cfg.Local.DeleteDatabase(a.name); err != nil {
+				return err
+			}
+			exists = false
+		}
+	}
+	if !exists {
+		if err := a.r.cfg.Local.CreateDatabase(a.name, snap.PageSize); err != nil {
+			return err
+		}
+	}
+	w, err := a.writer(ctx)
+	if err != nil {
+		return err
+	}
+	if err := a.r.cfg.Local.BeginSnapshot(a.name); err != nil {
+		return err
+	}
+	if err := w.Apply(ctx, snap.PageCount, pages, true); err != nil {
+		_ = a.r.cfg.Local.Rebase(a.name, pagewire.Pos{}) // resume logging; the checksum error is expected
+		return fmt.Errorf("apply snapshot: %w", err)
+	}
+	if err := a.r.cfg.Local.Rebase(a.name, snap.Pos); err != nil {
+		return err
+	}
+	a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+	a.checkpoint(ctx, w)
+	return nil
+}
+
+// backoff is a bounded, jittered exponential backoff.
+type backoff struct {
+	min, max, cur time.Duration
+}
+
+func (r *Replica) newBackoff() *backoff {
+	return &backoff{min: r.cfg.MinBackoff, max: r.cfg.MaxBackoff}
+}
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(2*b.cur, b.max)
+	}
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx is done; it reports whether d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
