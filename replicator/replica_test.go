@@ -1,0 +1,210 @@
+package replicator
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// fakeLocal is a Local at the seam: positions in a map.
+type fakeLocal struct {
+	mu      sync.Mutex
+	pos     map[string]pagewire.Pos
+	kept    []string
+	rebased []pagewire.Pos
+	created map[string]uint32
+}
+
+func newFakeLocal() *fakeLocal {
+	return &fakeLocal{pos: map[string]pagewire.Pos{}, created: map[string]uint32{}}
+}
+
+func (l *fakeLocal) Position(db string) (pagewire.Pos, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.pos[db]
+	return p, ok
+}
+
+func (l *fakeLocal) CreateDatabase(db string, pageSize uint32) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.pos[db] = pagewire.Pos{TXID: 1, Checksum: 1}
+	l.created[db] = pageSize
+	return nil
+}
+
+func (l *fakeLocal) DeleteDatabase(db string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.pos, db)
+	return nil
+}
+
+func (l *fakeLocal) KeepAside(db, _ string) (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.kept = append(l.kept, db)
+	return "/kept/" + db, nil
+}
+
+func (l *fakeLocal) BeginSnapshot(string) error { return nil }
+
+func (l *fakeLocal) Rebase(db string, pos pagewire.Pos) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rebased = append(l.rebased, pos)
+	l.pos[db] = pos
+	return nil
+}
+
+// fakeWriter records applies and moves the fake local position the way the
+// storage server would: TXID+1 and the checksum the test says.
+type fakeWriter struct {
+	l       *fakeLocal
+	db      string
+	applied int
+	next    uint64 // checksum after the next apply
+}
+
+func (w *fakeWriter) Apply(_ context.Context, _ uint32, _ []pagewire.Page, _ bool) error {
+	w.l.mu.Lock()
+	defer w.l.mu.Unlock()
+	w.applied++
+	p := w.l.pos[w.db]
+	w.l.pos[w.db] = pagewire.Pos{TXID: p.TXID + 1, Checksum: w.next}
+	return nil
+}
+func (w *fakeWriter) Checkpoint(context.Context) (bool, error) { return true, nil }
+func (w *fakeWriter) Frames() uint32                           { return 0 }
+func (w *fakeWriter) PageSize() uint32                         { return 4096 }
+func (w *fakeWriter) Close() error                             { return nil }
+
+func newTestReplica(t *testing.T, l *fakeLocal, w *fakeWriter) *Replica {
+	t.Helper()
+	cfg := DefaultReplicaConfig()
+	cfg.Upstream, cfg.Local, cfg.MountDir, cfg.Hostname = upstreamFunc(nil), l, "/mnt", "replica1"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.OpenWriter = func(context.Context, string) (Writer, error) { return w, nil }
+	r, err := NewReplica(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// upstreamFunc is an Upstream whose streams replay fixed events.
+type upstreamFunc []TxnEvent
+
+func (u upstreamFunc) WatchDatabases(context.Context, string) (DatabaseWatch, error) {
+	return nil, errors.New("not used")
+}
+
+func (u upstreamFunc) StreamTransactions(context.Context, string, string, pagewire.Pos) (TxnStream, error) {
+	return &replay{events: u}, nil
+}
+
+type replay struct{ events []TxnEvent }
+
+func (r *replay) Recv() (TxnEvent, error) {
+	if len(r.events) == 0 {
+		return TxnEvent{}, io.EOF
+	}
+	ev := r.events[0]
+	r.events = r.events[1:]
+	return ev, nil
+}
+
+func page(pgno uint32) pagewire.Page { return pagewire.Page{Pgno: pgno, Data: make([]byte, 4096)} }
+
+func TestReplica_RefusesOlderEpoch(t *testing.T) {
+	r := newTestReplica(t, newFakeLocal(), nil)
+	if err := r.checkEpoch(PrimaryInfo{Hostname: "a", Epoch: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.checkEpoch(PrimaryInfo{Hostname: "b", Epoch: 4}); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("older epoch: err=%v, want ErrInvalidArgument", err)
+	}
+	if got := r.Primary().Hostname; got != "a" {
+		t.Fatalf("primary=%q, want a (the refused message must not change it)", got)
+	}
+}
+
+func TestReplica_AppliesInOrderAndRefusesGaps(t *testing.T) {
+	l := newFakeLocal()
+	l.pos["app.db"] = pagewire.Pos{TXID: 7, Checksum: 70}
+	w := &fakeWriter{l: l, db: "app.db", next: 80}
+	r := newTestReplica(t, l, w)
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log}
+	ctx := context.Background()
+
+	// A transaction that does not follow the local position is refused
+	// before anything is written: a gap, and a wrong pre-checksum.
+	for _, txn := range []pagewire.Txn{
+		{TXID: 9, PreChecksum: 70, PostChecksum: 80, PageSize: 4096, PageCount: 1, Pages: []pagewire.Page{page(1)}},
+		{TXID: 8, PreChecksum: 71, PostChecksum: 80, PageSize: 4096, PageCount: 1, Pages: []pagewire.Page{page(1)}},
+	} {
+		if err := a.applyTxn(ctx, txn); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Fatalf("txn %d/%d: err=%v, want ErrInvalidArgument", txn.TXID, txn.PreChecksum, err)
+		}
+	}
+	if w.applied != 0 {
+		t.Fatalf("applied %d transactions that should have been refused", w.applied)
+	}
+	good := pagewire.Txn{TXID: 8, PreChecksum: 70, PostChecksum: 80, PageSize: 4096, PageCount: 1, Pages: []pagewire.Page{page(1)}}
+	if err := a.applyTxn(ctx, good); err != nil {
+		t.Fatal(err)
+	}
+	// The primary says 90 after the next one, the local store computes 81:
+	// diverged; the stream is reopened at once so the primary re-seeds it.
+	w.next = 81
+	bad := pagewire.Txn{TXID: 9, PreChecksum: 80, PostChecksum: 90, PageSize: 4096, PageCount: 1, Pages: []pagewire.Page{page(1)}}
+	if err := a.applyTxn(ctx, bad); !errors.Is(err, errProgress) {
+		t.Fatalf("err=%v, want errProgress", err)
+	}
+}
+
+func TestReplica_DivergedSnapshotKeepsCopyAside(t *testing.T) {
+	l := newFakeLocal()
+	l.pos["app.db"] = pagewire.Pos{TXID: 12, Checksum: 5}
+	w := &fakeWriter{l: l, db: "app.db", next: 99}
+	r := newTestReplica(t, l, w)
+	snapPos := pagewire.Pos{TXID: 10, Checksum: 99}
+	r.cfg.Upstream = upstreamFunc{
+		{Snapshot: &Snapshot{Pos: snapPos, PageSize: 4096, PageCount: 2, Reason: "ahead: diverged", Diverged: true}},
+		{SnapshotPages: []pagewire.Page{page(1), page(2)}},
+		{SnapshotEnd: true},
+	}
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.stream(ctx); !errors.Is(err, io.EOF) {
+		t.Fatalf("stream: %v", err)
+	}
+	if len(l.kept) != 1 || len(l.rebased) != 1 || l.rebased[0] != snapPos {
+		t.Fatalf("kept=%v rebased=%v, want one copy kept and a rebase to %v", l.kept, l.rebased, snapPos)
+	}
+}
+
+func TestReplica_RefusesMalformedSnapshot(t *testing.T) {
+	l := newFakeLocal()
+	w := &fakeWriter{l: l, db: "app.db"}
+	r := newTestReplica(t, l, w)
+	r.cfg.Upstream = upstreamFunc{
+		{Snapshot: &Snapshot{Pos: pagewire.Pos{TXID: 3}, PageSize: 4096, PageCount: 3}},
+		{SnapshotPages: []pagewire.Page{page(1), page(3)}}, // page 2 missing
+	}
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log}
+	if err := a.stream(context.Background()); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("err=%v, want ErrInvalidArgument", err)
+	}
+	if w.applied != 0 || len(l.rebased) != 0 {
+		t.Fatal("a malformed snapshot was applied")
+	}
+}
