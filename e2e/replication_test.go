@@ -192,7 +192,12 @@ func TestReplication_DivergedReplicaIsReseeded(t *testing.T) {
 	python(t, rpWriter, p.Path("app.db"), "20")
 	rpWaitPos(t, "app.db", p, r)
 	r.Stop()
-	// Alter the replica's copy by hand, behind pagewire's back.
+	// Alter the replica's copy by hand, behind pagewire's back. A clean
+	// stop checkpointed the WAL into the database file; drop the WAL so
+	// that the altered page is what the files say.
+	if err := os.Remove(filepath.Join(r.DataDir, "dbs", "app.db", "wal")); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
 	f, err := os.OpenFile(filepath.Join(r.DataDir, "dbs", "app.db", "database"), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -203,6 +208,9 @@ func TestReplication_DivergedReplicaIsReseeded(t *testing.T) {
 	f.Close()
 	r.Start(false)
 	rpWaitPos(t, "app.db", p, r)
+	if !strings.Contains(r.Log.String(), "checksum mismatch at startup") {
+		t.Fatalf("the replica did not report the altered files:\n%s", r.Log)
+	}
 	kept, _ := filepath.Glob(filepath.Join(r.DataDir, "diverged", "app.db.*"))
 	if len(kept) != 1 {
 		t.Fatalf("kept copies: %v, want one", kept)
