@@ -457,7 +457,10 @@ func (d *database) writeWAL(off int64, data []byte) error {
 		return err
 	}
 	if isHeader {
-		return d.startGeneration(hdr)
+		if err := d.startGeneration(hdr); err != nil || len(data) == walHeaderSize {
+			return err
+		}
+		// The header came with frames in one write: count their commits.
 	}
 	if !d.w.ok {
 		return nil

@@ -425,3 +425,29 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 		t.Fatalf("write after release err=%v, want ErrStale", err)
 	}
 }
+
+// A writer that sends the WAL header and its first frames in one write
+// still has its commit counted.
+func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	wal, _ := s.Create("app.db-wal", false)
+	w := &walBuilder{t: t, s: s, id: wal.ID, pageSize: defaultPageSize}
+	w.restart(3)
+	// Build frame 1 by hand into the same buffer as the header.
+	hdr := make([]byte, walHeaderSize)
+	s.ReadAt(wal.ID, hdr, 0)
+	fh := make([]byte, walFrameHeaderSize)
+	binary.BigEndian.PutUint32(fh[0:], 2)
+	binary.BigEndian.PutUint32(fh[4:], 2)
+	binary.BigEndian.PutUint32(fh[8:], w.salt1)
+	binary.BigEndian.PutUint32(fh[12:], w.salt2)
+	c1, c2 := walChecksum(false, w.ck1, w.ck2, fh[:8])
+	c1, c2 = walChecksum(false, c1, c2, testPage(4))
+	binary.BigEndian.PutUint32(fh[16:], c1)
+	binary.BigEndian.PutUint32(fh[20:], c2)
+	buf := append(append(hdr, fh...), testPage(4)...)
+	if _, txid, err := s.WriteAt(wal.ID, buf, 0, false); err != nil || txid != 2 {
+		t.Fatalf("txid=%d err=%v, want 2", txid, err)
+	}
+}
