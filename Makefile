@@ -46,6 +46,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 10s ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 10s ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 10s ./config/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWALHeader$$' -fuzztime 5s ./replicator/
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckFrame$$' -fuzztime 5s ./replicator/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWALIndexHdr$$' -fuzztime 5s ./replicator/
 
 integration:
 	$(GO) test $(INTEGRATION_FLAGS) -count=1 ./...
