@@ -3,6 +3,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"os"
@@ -26,15 +27,15 @@ func buildPagewireBin(t testing.TB) string {
 }
 
 // runBench runs the harness in-process with args plus -bin, -dir and -json,
-// and returns its stdout and JSON report. Cleanup detaches the mount if the
-// harness left one, before the temp dir is removed.
+// and returns its stdout and JSON report. Cleanup detaches any mount the
+// harness left under its work folder, before the temp dir is removed.
 func runBench(t testing.TB, bin string, args ...string) (string, report) {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "work")
-	mnt := filepath.Join(dir, "mnt")
 	t.Cleanup(func() {
-		if mounted, _ := isMounted(mnt); mounted {
-			_ = syscall.Unmount(mnt, syscall.MNT_DETACH)
+		mounts, _ := mountsUnder(dir)
+		for _, m := range mounts {
+			_ = syscall.Unmount(m, syscall.MNT_DETACH)
 		}
 	})
 	jsonPath := filepath.Join(t.TempDir(), "bench.json")
@@ -44,8 +45,8 @@ func runBench(t testing.TB, bin string, args ...string) (string, report) {
 		t.Fatalf("bench %q: %v\nstderr:\n%s", args, err, &stderr)
 	}
 	t.Logf("bench output:\n%s", &stdout)
-	if mounted, err := isMounted(mnt); err != nil || mounted {
-		t.Errorf("after the bench, %s mounted=%v (err %v), want unmounted", mnt, mounted, err)
+	if mounts, err := mountsUnder(dir); err != nil || len(mounts) > 0 {
+		t.Errorf("after the bench, mounts under %s: %q (err %v), want none", dir, mounts, err)
 	}
 	b, err := os.ReadFile(jsonPath)
 	if err != nil {
@@ -61,8 +62,11 @@ func runBench(t testing.TB, bin string, args ...string) (string, report) {
 // TestBench_quick runs every workload once on both targets and checks that
 // each was measured. It asserts no timings.
 func TestBench_quick(t *testing.T) {
-	out, rep := runBench(t, buildPagewireBin(t), "-quick")
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-no-replication")
 
+	if rep.Replication != nil {
+		t.Errorf("-no-replication: the report has a replication section")
+	}
 	if got, want := len(rep.Workloads), len(workloads); got != want {
 		t.Fatalf("report has %d workloads, want %d", got, want)
 	}
@@ -97,4 +101,99 @@ func TestBench_quick(t *testing.T) {
 			t.Errorf("%s: commits/tx %g, want > 0", w.Name, p.Commits)
 		}
 	}
+}
+
+// TestBench_replicationQuick runs the replication section alone and checks
+// that each of its measurements has a positive number. It asserts no
+// timings.
+func TestBench_replicationQuick(t *testing.T) {
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-replication")
+
+	if len(rep.Workloads) != 0 {
+		t.Errorf("-replication: the report has %d plain disk vs mount workloads, want none", len(rep.Workloads))
+	}
+	rr := rep.Replication
+	if rr == nil {
+		t.Fatal("-replication: the report has no replication section")
+	}
+	for _, heading := range []string{"## Replication", "### The primary's write rate", "### Visibility lag",
+		"### Point reads on a replica", "### Snapshot catch-up"} {
+		if !strings.Contains(out, heading) {
+			t.Errorf("output lacks %q", heading)
+		}
+	}
+
+	if got := len(rr.WriteRates); got != 3 {
+		t.Errorf("write rates for %d replica counts, want 3 (0, 1, 2)", got)
+	}
+	for i, wr := range rr.WriteRates {
+		if wr.Replicas != i || len(wr.Primary.Rates) != 1 || wr.Primary.MedianRate <= 0 || wr.Ratio <= 0 {
+			t.Errorf("write rate %d: %d replicas, rates %v, median %g, ratio %g; want %d replicas and positive numbers",
+				i, wr.Replicas, wr.Primary.Rates, wr.Primary.MedianRate, wr.Ratio, i)
+		}
+		if i > 0 && len(wr.CatchUpSeconds) != 1 {
+			t.Errorf("write rate with %d replicas: catch-up times %v, want one", i, wr.CatchUpSeconds)
+		}
+	}
+
+	if got := len(rr.Lag); got != 2 {
+		t.Errorf("lag measured %d ways, want 2 (pos, sql)", got)
+	}
+	for _, l := range rr.Lag {
+		if l.Commits <= 0 || l.Seen != l.Commits || l.CommitRate <= 0 || l.Polls <= 0 {
+			t.Errorf("lag by %s: %d commits, %d seen, rate %g, %d polls; want all seen and positive numbers",
+				l.SeenBy, l.Commits, l.Seen, l.CommitRate, l.Polls)
+		}
+		if l.P50MS <= 0 || l.P90MS < l.P50MS || l.P99MS < l.P90MS || l.MaxMS < l.P99MS {
+			t.Errorf("lag by %s: p50 %g, p90 %g, p99 %g, max %g ms; want positive and in order",
+				l.SeenBy, l.P50MS, l.P90MS, l.P99MS, l.MaxMS)
+		}
+	}
+
+	if got := len(rr.PointReads); got != 3 {
+		t.Errorf("point reads on %d targets, want 3 (disk, idle replica, applying replica)", got)
+	}
+	for _, pr := range rr.PointReads {
+		if len(pr.Reads.Rates) != 1 || pr.Reads.MedianRate <= 0 || pr.Ratio <= 0 {
+			t.Errorf("point reads on %s: rates %v, ratio %g; want one positive rate", pr.Target, pr.Reads.Rates, pr.Ratio)
+		}
+		if pr.Target == "replica-applying" && (pr.MedianApplyRate <= 0 || pr.MedianWriterRate <= 0) {
+			t.Errorf("point reads on the applying replica: apply rate %g, writer rate %g; want positive",
+				pr.MedianApplyRate, pr.MedianWriterRate)
+		}
+	}
+
+	sn := rr.Snapshot
+	switch {
+	case sn == nil:
+		t.Error("no snapshot catch-up result")
+	case sn.Bytes <= 0 || sn.FromStartSeconds <= 0 || sn.MBPerSecFromStart <= 0 || sn.ReadySeconds <= 0 ||
+		sn.FromReadySeconds <= 0 || sn.MBPerSecFromReady <= 0:
+		t.Errorf("snapshot catch-up %+v; want positive numbers", *sn)
+	case !sn.ViaSnapshot:
+		t.Error("the new replica's log does not say it applied a snapshot")
+	}
+}
+
+// mountsUnder lists the mount points at or below dir, from
+// /proc/self/mountinfo.
+func mountsUnder(dir string) ([]string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var mounts []string
+	s := bufio.NewScanner(f)
+	s.Buffer(make([]byte, 0, 64*1024), 1024*1024)
+	for s.Scan() {
+		fields := strings.Fields(s.Text())
+		if len(fields) <= 4 {
+			continue
+		}
+		if mp := unescapeMountinfo(fields[4]); mp == dir || strings.HasPrefix(mp, dir+"/") {
+			mounts = append(mounts, mp)
+		}
+	}
+	return mounts, s.Err()
 }

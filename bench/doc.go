@@ -19,17 +19,39 @@
 // on the machine and on what else it runs; the ratios and per-transaction
 // counts are what to compare (DESIGN.md §9).
 //
+// Then the replication section ("## Replication"), with a primary and up to
+// two replicas, each `pagewire mount` in its own process with a static lease
+// on loopback (the harness stops the workloads' node first):
+//
+//   - the primary's insert-normal rate with 0, 1 and 2 replicas connected,
+//     each replica caught up (its <db>-pos equal to the primary's) before;
+//   - visibility lag at ~1,000 tx/s (-lag-rate, -lag-seconds): a paced
+//     writer on the primary notes when each commit returns, a poller on a
+//     replica when it first sees it, once by the replica's -pos file and
+//     once by SELECT max(id) through SQLite; p50, p90, p99, max;
+//   - point reads on a replica, idle and while the primary commits ~500
+//     tx/s (-apply-rate), against plain disk without concurrent writes;
+//   - snapshot catch-up: a fresh primary with a ~200 MiB database
+//     (-snapshot-mib), a new replica with an empty data.dir, timed from its
+//     process start, and from its /healthz 200, until its -pos equals the
+//     primary's.
+//
+// The issue's bars are printed next to those results, never asserted.
+//
 // Run it as root (FUSE) from the module root:
 //
-//	go run ./bench                # 3 rounds, default counts
-//	go run ./bench -quick         # a smoke run
-//	go run ./bench -json out.json # also machine-readable results
-//	go run ./bench -h             # every flag
+//	go run ./bench                  # 3 rounds, default counts, then replication
+//	go run ./bench -quick           # a smoke run of both
+//	go run ./bench -replication     # the replication section alone
+//	go run ./bench -no-replication  # the plain disk vs mount workloads alone
+//	go run ./bench -json out.json   # also machine-readable results
+//	go run ./bench -h               # every flag
 //
-// The node is stopped with SIGTERM, and its mount detached if it is left
+// Every node is stopped with SIGTERM, and its mount detached if it is left
 // behind, on every exit path including Ctrl-C. Tests never assert timings:
-// the integration test (`go test -tags integration ./bench`) runs -quick and
-// checks only that every number was measured.
+// the integration tests (`go test -tags integration ./bench`) run -quick,
+// with and without -replication, and check only that every number was
+// measured.
 //
 // bench imports nothing of pagewire's; it drives the binary and reads its
 // HTTP API, as a user would.

@@ -22,7 +22,7 @@ func main() {
 	switch {
 	case errors.Is(err, flag.ErrHelp):
 	case err != nil && ctx.Err() != nil:
-		fmt.Fprintln(os.Stderr, "bench: interrupted; node stopped, nothing left mounted:", err)
+		fmt.Fprintln(os.Stderr, "bench: interrupted; nodes stopped, nothing left mounted:", err)
 		stop()
 		os.Exit(130)
 	case err != nil:
@@ -42,13 +42,31 @@ type options struct {
 	Rows    int
 	JSON    string
 	Quick   bool
+
+	// Sections: -replication runs only the replication section,
+	// -no-replication only the plain disk vs mount workloads.
+	OnlyReplication bool
+	NoReplication   bool
+	LagSeconds      float64
+	LagRate         float64
+	LagPollPause    time.Duration
+	ApplyRate       float64
+	SnapshotMiB     int
 }
+
+// workloads reports whether the plain disk vs mount workloads run.
+func (o options) workloads() bool { return !o.OnlyReplication }
+
+// replication reports whether the replication section runs.
+func (o options) replication() bool { return !o.NoReplication }
 
 // Counts -quick uses for flags not given explicitly.
 const (
-	quickInserts = 200
-	quickReads   = 2000
-	quickRows    = 5000
+	quickInserts     = 200
+	quickReads       = 2000
+	quickRows        = 5000
+	quickLagSeconds  = 1
+	quickSnapshotMiB = 8
 )
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -63,7 +81,16 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Reads, "reads", 50000, "point-read queries per run")
 	fs.IntVar(&o.Rows, "rows", 100000, "rows in the big transaction")
 	fs.StringVar(&o.JSON, "json", "", "also write the results as JSON to this `file`")
-	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, unless set explicitly", quickInserts, quickReads, quickRows))
+	fs.BoolVar(&o.OnlyReplication, "replication", false, "run only the replication section (default: the workloads, then replication)")
+	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
+	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
+	fs.Float64Var(&o.LagRate, "lag-rate", 1000, "replication: commits per second the lag writer is paced at")
+	fs.DurationVar(&o.LagPollPause, "lag-poll-pause", 100*time.Microsecond, "replication: the lag poller's sleep between polls of the replica;\n"+
+		"0 polls in a tight loop, which on a small machine starves the replica's node: each -pos poll is a request it serves")
+	fs.Float64Var(&o.ApplyRate, "apply-rate", 500, "replication: commits per second on the primary during the replica's point reads")
+	fs.IntVar(&o.SnapshotMiB, "snapshot-mib", 200, "replication: size in MiB of the database a new replica catches up on by snapshot")
+	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, unless set explicitly",
+		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB))
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `usage: go run ./bench [flags]
 
@@ -71,8 +98,15 @@ Runs the same SQLite workloads (Python sqlite3, WAL mode) on a plain-disk
 folder and on a pagewire mount served by a node it starts, and prints rates,
 mount/disk ratios and FUSE requests and gRPC calls per transaction.
 Workloads: autocommit 1-row inserts at synchronous=NORMAL and FULL, point
-reads one query per transaction, one big transaction. Needs root (FUSE) and
-python3.
+reads one query per transaction, one big transaction.
+
+Then, unless -no-replication, the replication section: a primary and up to
+two replicas; the primary's write rate with 0, 1 and 2 replicas, visibility
+lag from commit on the primary to visible on a replica, point reads on a
+replica while it applies, and a new replica's snapshot catch-up.
+-replication runs that section alone.
+
+Needs root (FUSE) and python3.
 
 flags:
 `)
@@ -100,6 +134,12 @@ flags:
 		if !set["rows"] {
 			o.Rows = quickRows
 		}
+		if !set["lag-seconds"] {
+			o.LagSeconds = quickLagSeconds
+		}
+		if !set["snapshot-mib"] {
+			o.SnapshotMiB = quickSnapshotMiB
+		}
 	}
 	switch {
 	case o.Rounds < 1:
@@ -110,6 +150,16 @@ flags:
 		return o, errors.New("-reads must be at least 1")
 	case o.Rows < 1:
 		return o, errors.New("-rows must be at least 1")
+	case o.OnlyReplication && o.NoReplication:
+		return o, errors.New("-replication and -no-replication exclude each other")
+	case o.LagSeconds <= 0 || o.LagRate <= 0 || o.ApplyRate <= 0:
+		return o, errors.New("-lag-seconds, -lag-rate and -apply-rate must be positive")
+	case o.LagPollPause < 0:
+		return o, errors.New("-lag-poll-pause must not be negative")
+	case o.LagSeconds*o.LagRate < 1:
+		return o, errors.New("-lag-seconds times -lag-rate must be at least one commit")
+	case o.SnapshotMiB < 1:
+		return o, errors.New("-snapshot-mib must be at least 1")
 	}
 	return o, nil
 }
@@ -128,9 +178,9 @@ func (o options) ops(w workload) int {
 	}
 }
 
-// run parses args, starts a node, runs every workload on both targets and
-// prints the report to stdout; progress goes to stderr. Whatever happens,
-// the node is stopped and its mount gone when run returns.
+// run parses args, runs the sections asked for and prints the report to
+// stdout; progress goes to stderr. Whatever happens, every node it started
+// is stopped and its mount gone when run returns.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
@@ -162,19 +212,53 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
-	fmt.Fprintf(stderr, "bench: starting node (%s) in %s\n", bin, workDir)
-	n, err := startNode(ctx, bin, workDir)
-	if err != nil {
-		return err
-	}
-	// Stopped here on every path, before cleanupDir removes the folder.
-	defer func() { err = errors.Join(err, n.stop()) }()
-
 	rep := &report{
 		Machine: mach,
 		Settings: settings{Rounds: o.Rounds, Inserts: o.Inserts, InsertsFull: o.Inserts / 5,
 			Reads: o.Reads, Rows: o.Rows},
 	}
+	if o.workloads() {
+		if rep.Workloads, err = runWorkloads(ctx, o, bin, workDir, diskDir, stderr); err != nil {
+			return err
+		}
+	}
+	if o.replication() {
+		rep.Replication = &replicationReport{
+			Settings: replicationSettings{Rounds: o.Rounds, Inserts: o.Inserts, Reads: o.Reads, LagRate: o.LagRate,
+				LagSeconds: o.LagSeconds, LagPollPauseMS: float64(o.LagPollPause) / 1e6, ApplyRate: o.ApplyRate, SnapshotMiB: o.SnapshotMiB},
+			Bars: replicationBars,
+		}
+		if err := runReplication(ctx, o, bin, workDir, diskDir, stderr, rep.Replication); err != nil {
+			// Print what was measured before the failure, then fail.
+			if ctx.Err() == nil {
+				_ = rep.writeMarkdown(stdout)
+			}
+			return fmt.Errorf("replication: %w", err)
+		}
+	}
+
+	if err := rep.writeMarkdown(stdout); err != nil {
+		return err
+	}
+	if o.JSON != "" {
+		if err := rep.writeJSON(o.JSON); err != nil {
+			return fmt.Errorf("write -json: %w", err)
+		}
+	}
+	return nil
+}
+
+// runWorkloads starts a node, runs every workload on both targets and
+// stops the node.
+func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, stderr io.Writer) (_ []workloadReport, err error) {
+	fmt.Fprintf(stderr, "bench: starting node (%s) in %s\n", bin, workDir)
+	n, err := startNode(ctx, bin, nodeSpec{Name: "node", Dir: workDir})
+	if err != nil {
+		return nil, err
+	}
+	// Stopped here on every path, before cleanupDir removes the folder.
+	defer func() { err = errors.Join(err, n.stop()) }()
+
 	client := &http.Client{Timeout: 10 * time.Second}
 	scrape := func(ctx context.Context) (*counters, error) {
 		return scrapeCounters(ctx, client, n.URL+"/metrics")
@@ -203,7 +287,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				}
 				res, err := runWorkload(ctx, w, filepath.Join(dir, name), results[i].Ops, workDir, sc)
 				if err != nil {
-					return fmt.Errorf("round %d, %s: %w", round, target, err)
+					return nil, fmt.Errorf("round %d, %s: %w", round, target, err)
 				}
 				if target == "mount" {
 					results[i].Mount.add(res)
@@ -224,17 +308,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 		r.PerTx = perTxFrom(sums[i], dbs[i], o.Rounds*w.transactions(r.Ops))
 	}
-	rep.Workloads = results
-
-	if err := rep.writeMarkdown(stdout); err != nil {
-		return err
+	// Stop it now: the replication section should not share the CPUs with it.
+	if err := n.stop(); err != nil {
+		return nil, err
 	}
-	if o.JSON != "" {
-		if err := rep.writeJSON(o.JSON); err != nil {
-			return fmt.Errorf("write -json: %w", err)
-		}
-	}
-	return nil
+	return results, nil
 }
 
 // prepareWorkDir returns the absolute, symlink-free work folder and what to

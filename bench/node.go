@@ -21,11 +21,13 @@ const (
 	nodeStopTimeout  = 30 * time.Second // after SIGTERM, before SIGKILL
 )
 
-// node is one `pagewire mount` process: a single-node static primary whose
-// mount, data and log live under one folder. The harness never touches the
-// mount itself (a FUSE server's process must not use its own mount, and the
-// node is another process anyway); only the Python workloads do.
+// node is one `pagewire mount` process: a static-lease primary, or a
+// replica of one, whose mount, data and log live under one folder. The
+// harness never writes through a mount (a FUSE server's process must not use
+// its own mount, and the node is another process anyway); the Python
+// workloads do, and the harness only reads -pos files.
 type node struct {
+	Name     string // for messages: "node", "primary", "replica 1", ...
 	MountDir string
 	DataDir  string
 	LogPath  string
@@ -39,22 +41,61 @@ type node struct {
 	stopped bool // stop has run
 }
 
-// startNode writes a config under dir, starts bin as a node and waits until
-// its /healthz says ready. On error nothing is left running or mounted.
-func startNode(ctx context.Context, bin, dir string) (*node, error) {
+// nodeSpec says how to configure a node.
+type nodeSpec struct {
+	Name string // for messages
+	Dir  string // its folder, made if absent: pagewire.yml, mnt, data and node.log below it
+	// Primary, if not nil, makes the node a static-lease replica of that
+	// node; otherwise the node is the primary (candidate).
+	Primary *node
+}
+
+// primaryHostname is the static lease's hostname: a primary's own, and the
+// one its replicas name.
+const primaryHostname = "bench"
+
+// startNode starts a node and waits until its /healthz says ready. On error
+// nothing is left running or mounted.
+func startNode(ctx context.Context, bin string, spec nodeSpec) (*node, error) {
+	n, err := launchNode(bin, spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.waitReady(ctx, 50*time.Millisecond); err != nil {
+		return nil, errors.Join(err, n.stop())
+	}
+	return n, nil
+}
+
+// launchNode writes a config under spec.Dir and starts bin as a node,
+// without waiting for it to be ready. The caller must call stop.
+func launchNode(bin string, spec nodeSpec) (*node, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
+		return nil, err
+	}
 	n := &node{
-		MountDir: filepath.Join(dir, "mnt"),
-		DataDir:  filepath.Join(dir, "data"),
-		LogPath:  filepath.Join(dir, "node.log"),
+		Name:     spec.Name,
+		MountDir: filepath.Join(spec.Dir, "mnt"),
+		DataDir:  filepath.Join(spec.Dir, "data"),
+		LogPath:  filepath.Join(spec.Dir, "node.log"),
 		URL:      "http://" + addr,
 	}
-	configPath := filepath.Join(dir, "pagewire.yml")
-	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\nlease:\n  type: static\n  hostname: bench\n  candidate: true\n",
-		n.MountDir, n.DataDir, addr)
+	if n.Name == "" {
+		n.Name = "node"
+	}
+	// As LiteFS's static lease: a replica names the primary's hostname and
+	// advertise URL, and is not a candidate.
+	lease := fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  candidate: true\n", primaryHostname)
+	if spec.Primary != nil {
+		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  advertise-url: %q\n  candidate: false\n",
+			primaryHostname, spec.Primary.URL)
+	}
+	configPath := filepath.Join(spec.Dir, "pagewire.yml")
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s", n.MountDir, n.DataDir, addr, lease)
 	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
@@ -62,7 +103,7 @@ func startNode(ctx context.Context, bin, dir string) (*node, error) {
 		return nil, err
 	}
 	n.cmd = exec.Command(bin, "mount", "-config", configPath)
-	n.cmd.Dir = dir
+	n.cmd.Dir = spec.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a Ctrl-C reaches the harness only, which
@@ -80,18 +121,15 @@ func startNode(ctx context.Context, bin, dir string) (*node, error) {
 		n.err = n.cmd.Wait()
 		close(n.done)
 	}()
-	if err := n.waitReady(ctx); err != nil {
-		return nil, errors.Join(err, n.stop())
-	}
 	return n, nil
 }
 
-// waitReady polls /healthz until it answers 200.
-func (n *node) waitReady(ctx context.Context) error {
+// waitReady polls /healthz every interval until it answers 200.
+func (n *node) waitReady(ctx context.Context, interval time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, nodeReadyTimeout)
 	defer cancel()
 	client := &http.Client{Timeout: 2 * time.Second}
-	tick := time.NewTicker(50 * time.Millisecond)
+	tick := time.NewTicker(interval)
 	defer tick.Stop()
 	for {
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, n.URL+"/healthz", nil)
@@ -106,10 +144,10 @@ func (n *node) waitReady(ctx context.Context) error {
 		}
 		select {
 		case <-n.done:
-			return fmt.Errorf("node exited while starting: %v\n%s", n.err, n.logTail())
+			return fmt.Errorf("%s exited while starting: %v\n%s", n.Name, n.err, n.logTail())
 		case <-ctx.Done():
 			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-				return fmt.Errorf("node not ready after %s\n%s", nodeReadyTimeout, n.logTail())
+				return fmt.Errorf("%s not ready after %s\n%s", n.Name, nodeReadyTimeout, n.logTail())
 			}
 			return ctx.Err()
 		case <-tick.C:
@@ -127,18 +165,18 @@ func (n *node) stop() error {
 	var errs []error
 	select {
 	case <-n.done:
-		errs = append(errs, fmt.Errorf("node exited before the bench stopped it: %v", n.err))
+		errs = append(errs, fmt.Errorf("%s exited before the bench stopped it: %v", n.Name, n.err))
 	default:
 		_ = n.cmd.Process.Signal(syscall.SIGTERM)
 		select {
 		case <-n.done:
 			if n.err != nil {
-				errs = append(errs, fmt.Errorf("node exited after SIGTERM: %w", n.err))
+				errs = append(errs, fmt.Errorf("%s exited after SIGTERM: %w", n.Name, n.err))
 			}
 		case <-time.After(nodeStopTimeout):
 			_ = n.cmd.Process.Kill()
 			<-n.done
-			errs = append(errs, fmt.Errorf("node did not stop within %s of SIGTERM; killed it", nodeStopTimeout))
+			errs = append(errs, fmt.Errorf("%s did not stop within %s of SIGTERM; killed it", n.Name, nodeStopTimeout))
 		}
 	}
 	n.log.Close()
@@ -148,7 +186,7 @@ func (n *node) stop() error {
 		if err := syscall.Unmount(n.MountDir, syscall.MNT_DETACH); err != nil {
 			errs = append(errs, fmt.Errorf("unmount %s: %w", n.MountDir, err))
 		} else {
-			errs = append(errs, fmt.Errorf("node left %s mounted; detached it", n.MountDir))
+			errs = append(errs, fmt.Errorf("%s left %s mounted; detached it", n.Name, n.MountDir))
 		}
 	}
 	if len(errs) > 0 {
@@ -167,7 +205,7 @@ func (n *node) logTail() string {
 	if len(lines) > 30 {
 		lines = lines[len(lines)-30:]
 	}
-	return "node log (" + n.LogPath + ", last lines):\n" + strings.Join(lines, "\n")
+	return n.Name + " log (" + n.LogPath + ", last lines):\n" + strings.Join(lines, "\n")
 }
 
 // isMounted reports whether dir is a mount point, from /proc/self/mountinfo.
@@ -187,6 +225,18 @@ func isMounted(dir string) (bool, error) {
 		}
 	}
 	return false, s.Err()
+}
+
+// stopNodes stops nodes in reverse order (replicas before their primary)
+// and joins their errors. Nodes already stopped, and nil ones, are skipped.
+func stopNodes(nodes ...*node) error {
+	var errs []error
+	for i := len(nodes) - 1; i >= 0; i-- {
+		if nodes[i] != nil {
+			errs = append(errs, nodes[i].stop())
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // unescapeMountinfo undoes the kernel's octal escapes (\040 for a space).

@@ -18,9 +18,10 @@ import (
 
 // report is everything one bench run measured; -json writes it as is.
 type report struct {
-	Machine   machine          `json:"machine"`
-	Settings  settings         `json:"settings"`
-	Workloads []workloadReport `json:"workloads"`
+	Machine     machine            `json:"machine"`
+	Settings    settings           `json:"settings"`
+	Workloads   []workloadReport   `json:"workloads,omitempty"`   // empty with -replication
+	Replication *replicationReport `json:"replication,omitempty"` // nil with -no-replication
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -121,10 +122,16 @@ func perTxFrom(sum *counters, db []string, transactions int) perTx {
 func (r *report) writeMarkdown(w io.Writer) error {
 	b := bufio.NewWriter(w)
 	m := r.Machine
-	fmt.Fprintf(b, "# pagewire bench: plain disk vs mount\n\n")
-	fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios are the point. "+
-		"Each rate is the median of %d round(s); disk and mount runs alternate within each round. "+
-		"Python sqlite3, WAL mode, a fresh database per run, 100-byte values.\n\n", r.Settings.Rounds)
+	switch {
+	case len(r.Workloads) == 0:
+		fmt.Fprintf(b, "# pagewire bench: replication\n\n")
+		fmt.Fprintf(b, "Rates vary by machine and by what else it runs. Python sqlite3, WAL mode, 100-byte values.\n\n")
+	default:
+		fmt.Fprintf(b, "# pagewire bench: plain disk vs mount\n\n")
+		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios are the point. "+
+			"Each rate is the median of %d round(s); disk and mount runs alternate within each round. "+
+			"Python sqlite3, WAL mode, a fresh database per run, 100-byte values.\n\n", r.Settings.Rounds)
+	}
 	fmt.Fprintf(b, "- machine: %d CPUs", m.CPUs)
 	if m.CPUModel != "" {
 		fmt.Fprintf(b, " (%s)", m.CPUModel)
@@ -138,7 +145,17 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		fmt.Fprintf(b, ", %s", m.Pagewire)
 	}
 	fmt.Fprintf(b, "\n- plain disk and data.dir on %s (%s)\n\n", m.WorkDirFS, m.WorkDir)
+	if len(r.Workloads) > 0 {
+		r.writeWorkloads(b)
+	}
+	if r.Replication != nil {
+		r.Replication.writeMarkdown(b, m.CPUs)
+	}
+	return b.Flush()
+}
 
+// writeWorkloads prints the plain disk vs mount tables.
+func (r *report) writeWorkloads(b io.Writer) {
 	fmt.Fprintf(b, "| workload | plain disk | mount | mount/disk |\n|---|---|---|---|\n")
 	for _, wr := range r.Workloads {
 		disk, mnt := formatRate(wr.Disk.MedianRate)+" "+wr.Unit, formatRate(wr.Mount.MedianRate)+" "+wr.Unit
@@ -161,7 +178,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s |\n", wr.Name,
 			formatCount(p.FUSE), formatBreakdown(p.FUSEByOp), formatCount(p.GRPC), formatBreakdown(p.GRPCByMethod), formatCount(p.Commits))
 	}
-	return b.Flush()
+	fmt.Fprintln(b)
 }
 
 // writeJSON writes the report to path.

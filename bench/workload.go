@@ -1,19 +1,10 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	_ "embed"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"os/exec"
 	"strconv"
-	"strings"
-	"syscall"
-	"time"
 )
 
 // workloadScript is the Python side of every workload; see its header for
@@ -21,10 +12,6 @@ import (
 //
 //go:embed workload.py
 var workloadScript string
-
-// workloadTimeout bounds one Python run, setup and close included, so a hung
-// mount ends the bench with an error instead of never.
-const workloadTimeout = 10 * time.Minute
 
 // workload is one SQLite workload, the same on both targets.
 type workload struct {
@@ -69,86 +56,12 @@ type scraper func(ctx context.Context) (*counters, error)
 // runWorkload runs w on the fresh database path with n ops. When scrape is
 // not nil it is called just before and just after the timed part.
 func runWorkload(ctx context.Context, w workload, path string, n int, workDir string, scrape scraper) (res runResult, err error) {
-	ctx, cancel := context.WithTimeout(ctx, workloadTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "python3", "-c", workloadScript, w.Name, path, strconv.Itoa(n))
-	cmd.Dir = workDir
-	// Its own process group: a Ctrl-C reaches the harness only, which then
-	// ends the workload (ctx) before it stops the node. Pdeathsig: it does
-	// not outlive a killed harness.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	cmd.WaitDelay = 5 * time.Second
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		return res, err
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		return res, err
-	}
-	if err := cmd.Start(); err != nil {
-		return res, fmt.Errorf("start python3: %w", err)
-	}
-	defer func() {
-		stdin.Close()
-		werr := cmd.Wait()
-		if err == nil && werr != nil {
-			err = werr
-		}
-		switch {
-		case err != nil && ctx.Err() != nil:
-			err = fmt.Errorf("workload %s on %s: %w", w.Name, path, context.Cause(ctx))
-		case err != nil:
-			err = fmt.Errorf("workload %s on %s: %w\n%s", w.Name, path, err, strings.TrimSpace(stderr.String()))
-		}
-	}()
-	lines := bufio.NewScanner(stdout)
-	var ready struct{ Ready bool }
-	if err := readLine(lines, &ready); err != nil {
-		return res, err
-	}
-	if !ready.Ready {
-		return res, errors.New("python did not say ready")
-	}
+	var before, after func(context.Context) error
 	if scrape != nil {
-		if res.Before, err = scrape(ctx); err != nil {
-			return res, err
-		}
+		before = func(ctx context.Context) (err error) { res.Before, err = scrape(ctx); return err }
+		after = func(ctx context.Context) (err error) { res.After, err = scrape(ctx); return err }
 	}
-	if _, err := io.WriteString(stdin, "go\n"); err != nil {
-		return res, err
-	}
-	var done struct {
-		Ops     int     `json:"ops"`
-		Seconds float64 `json:"seconds"`
-	}
-	if err := readLine(lines, &done); err != nil {
-		return res, err
-	}
-	if scrape != nil {
-		if res.After, err = scrape(ctx); err != nil {
-			return res, err
-		}
-	}
-	if done.Ops != n || done.Seconds <= 0 {
-		return res, fmt.Errorf("python reported ops=%d seconds=%g, want ops=%d and seconds > 0", done.Ops, done.Seconds, n)
-	}
-	res.Ops, res.Seconds = done.Ops, done.Seconds
-	return res, nil
-}
-
-// readLine decodes the next stdout line of workload.py into v.
-func readLine(lines *bufio.Scanner, v any) error {
-	if !lines.Scan() {
-		if err := lines.Err(); err != nil {
-			return err
-		}
-		return errors.New("python exited early")
-	}
-	if err := json.Unmarshal(lines.Bytes(), v); err != nil {
-		return fmt.Errorf("python printed %q: %w", lines.Text(), err)
-	}
-	return nil
+	res.Ops, res.Seconds, err = timedRun(ctx, fmt.Sprintf("workload %s on %s", w.Name, path), workloadScript, workDir,
+		[]string{w.Name, path, strconv.Itoa(n)}, n, before, after)
+	return res, err
 }

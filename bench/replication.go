@@ -1,0 +1,566 @@
+package main
+
+import (
+	"context"
+	_ "embed"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// replicationScript is the Python side of the replication section; see its
+// header for its modes.
+//
+//go:embed replication.py
+var replicationScript string
+
+const (
+	// catchUpTimeout bounds a wait for replicas to reach the primary's
+	// position; snapshotTimeout the snapshot catch-up of a new replica.
+	catchUpTimeout  = 2 * time.Minute
+	snapshotTimeout = 5 * time.Minute
+	// posPollInterval is how often the harness reads -pos files while it
+	// waits for a replica: fine enough to time a catch-up to a few ms, rare
+	// enough not to slow the replica's node much (each read is a few FUSE
+	// requests it serves).
+	posPollInterval = 5 * time.Millisecond
+	// applyWarmup is how long the writer on the primary runs before a
+	// replica's point reads start, so they start during steady apply.
+	applyWarmup = 300 * time.Millisecond
+)
+
+// The bars the issue set; the report prints them next to the results and
+// nothing asserts them.
+var replicationBars = bars{
+	LagP99MS:          5,
+	WriteRateRatio:    0.80,
+	ReplicaReadRatio:  0.50,
+	SnapshotMBPerSec:  150,
+	LiteFSLagP50MS:    2.4,
+	LiteFSLagP90MS:    5.7,
+	LagRate:           1000,
+	ReplicaApplyRate:  500,
+	WriteRateReplicas: 2,
+}
+
+// runReplication runs the replication section and fills rr as it goes, so
+// that on an error the report still holds what was measured. Every node it
+// starts is stopped, and its mount gone, when it returns.
+func runReplication(ctx context.Context, o options, bin, workDir, diskDir string, stderr io.Writer, rr *replicationReport) (err error) {
+	base := filepath.Join(workDir, "replication")
+	var nodes []*node
+	defer func() { err = errors.Join(err, stopNodes(nodes...)) }()
+	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "bench: replication: "+format+"\n", args...) }
+
+	logf("starting the primary")
+	p, err := startNode(ctx, bin, nodeSpec{Name: "primary", Dir: filepath.Join(base, "primary")})
+	if err != nil {
+		return err
+	}
+	nodes = append(nodes, p)
+	var replicas []*node
+	var dbs []string // every database on the primary: a new replica catches up on all of them
+	addReplica := func() error {
+		i := len(replicas) + 1
+		logf("starting replica %d", i)
+		r, err := startNode(ctx, bin, nodeSpec{Name: fmt.Sprintf("replica %d", i), Dir: filepath.Join(base, fmt.Sprintf("replica%d", i)), Primary: p})
+		if err != nil {
+			return err
+		}
+		nodes = append(nodes, r)
+		replicas = append(replicas, r)
+		d, err := waitCaughtUp(ctx, p, []*node{r}, dbs)
+		if err != nil {
+			return err
+		}
+		logf("replica %d caught up on %d database(s) %.3f s after it was ready", i, len(dbs), d.Seconds())
+		return nil
+	}
+
+	// 1. The primary's write rate with 0, 1 and 2 replicas; lag and reads
+	// run with one replica, between the 1- and 2-replica rates.
+	writeRate := func(k int) error {
+		wr := writeRateResult{Replicas: k}
+		for round := 1; round <= o.Rounds; round++ {
+			name := fmt.Sprintf("repl_ins_%dr_r%d.db", k, round)
+			res, err := runWorkload(ctx, insertNormal, filepath.Join(p.MountDir, name), o.Inserts, workDir, nil)
+			if err != nil {
+				return fmt.Errorf("write rate with %d replica(s), round %d: %w", k, round, err)
+			}
+			dbs = append(dbs, name)
+			wr.Primary.add(res)
+			line := fmt.Sprintf("round %d/%d insert-normal on the primary, %d replica(s): %s tx/s", round, o.Rounds, k, formatRate(float64(res.Ops)/res.Seconds))
+			if k > 0 {
+				d, err := waitCaughtUp(ctx, p, replicas, []string{name})
+				if err != nil {
+					return err
+				}
+				wr.CatchUpSeconds = append(wr.CatchUpSeconds, d.Seconds())
+				line += fmt.Sprintf(", replicas caught up %.3f s after", d.Seconds())
+			}
+			logf("%s", line)
+		}
+		if len(rr.WriteRates) > 0 && rr.WriteRates[0].Primary.MedianRate > 0 {
+			wr.Ratio = wr.Primary.MedianRate / rr.WriteRates[0].Primary.MedianRate
+		} else if k == 0 {
+			wr.Ratio = 1
+		}
+		rr.WriteRates = append(rr.WriteRates, wr)
+		return nil
+	}
+	if err := writeRate(0); err != nil {
+		return err
+	}
+	if err := addReplica(); err != nil {
+		return err
+	}
+	if err := writeRate(1); err != nil {
+		return err
+	}
+
+	// 2. Visibility lag, one run per definition of "visible".
+	for _, by := range []string{lagByPos, lagBySQL} {
+		db := "repl_lag_" + by + ".db"
+		res, err := measureLag(ctx, o, p, replicas[0], db, by, workDir)
+		dbs = append(dbs, db)
+		if err != nil {
+			return fmt.Errorf("visibility lag (%s): %w", by, err)
+		}
+		logf("lag seen by %s: %d commits at %s tx/s, p50 %s, p99 %s, max %s", by, res.Commits, formatRate(res.CommitRate),
+			formatMS(res.P50MS), formatMS(res.P99MS), formatMS(res.MaxMS))
+		rr.Lag = append(rr.Lag, res)
+	}
+
+	// 3. Point reads: plain disk, the replica idle, the replica applying.
+	if err := measureReplicaReads(ctx, o, p, replicas[0], diskDir, workDir, logf, rr); err != nil {
+		return fmt.Errorf("replica point reads: %w", err)
+	}
+	dbs = append(dbs, replicaReadDB)
+
+	if err := addReplica(); err != nil {
+		return err
+	}
+	if err := writeRate(2); err != nil {
+		return err
+	}
+	if err := stopNodes(nodes...); err != nil {
+		return err
+	}
+
+	// 4. Snapshot catch-up, on a fresh primary holding only the big
+	// database, so the new replica copies nothing else.
+	logf("starting a fresh primary for the snapshot")
+	sp, err := startNode(ctx, bin, nodeSpec{Name: "snapshot primary", Dir: filepath.Join(base, "snapshot-primary")})
+	if err != nil {
+		return err
+	}
+	nodes = append(nodes, sp)
+	snap, err := measureSnapshot(ctx, o, bin, sp, filepath.Join(base, "snapshot-replica"), workDir, logf, &nodes)
+	if err != nil {
+		return fmt.Errorf("snapshot catch-up: %w", err)
+	}
+	rr.Snapshot = snap
+	return stopNodes(nodes...)
+}
+
+// insertNormal is the workload the write rates run.
+var insertNormal = func() workload {
+	for _, w := range workloads {
+		if w.Name == "insert-normal" {
+			return w
+		}
+	}
+	panic("no insert-normal workload")
+}()
+
+// posPath is the path of a database's -pos file on a node's mount.
+func posPath(n *node, db string) string { return filepath.Join(n.MountDir, db+"-pos") }
+
+// readPos reads a database's -pos file on a node's mount ("" if absent).
+func readPos(n *node, db string) (string, error) {
+	b, err := os.ReadFile(posPath(n, db))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s position on %s: %w", db, n.Name, err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// waitCaughtUp waits until every replica's -pos of every db equals the
+// primary's (read once, at the start: the primary is idle meanwhile) and
+// returns how long that took.
+func waitCaughtUp(ctx context.Context, p *node, replicas []*node, dbs []string) (time.Duration, error) {
+	start := time.Now()
+	want := make([]string, len(dbs))
+	for i, db := range dbs {
+		var err error
+		if want[i], err = readPos(p, db); err != nil {
+			return 0, err
+		}
+		if want[i] == "" {
+			return 0, fmt.Errorf("the primary has no %s-pos", db)
+		}
+	}
+	for _, r := range replicas {
+		for i, db := range dbs {
+			if err := waitPos(ctx, r, db, want[i], catchUpTimeout); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return time.Since(start), nil
+}
+
+// waitPos polls a node's -pos of db until it reads want.
+func waitPos(ctx context.Context, n *node, db, want string, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	tick := time.NewTicker(posPollInterval)
+	defer tick.Stop()
+	for {
+		got, err := readPos(n, db)
+		if err != nil {
+			return err
+		}
+		if got == want {
+			return nil
+		}
+		select {
+		case <-n.done:
+			return fmt.Errorf("%s exited while catching up on %s: %v\n%s", n.Name, db, n.err, n.logTail())
+		case <-ctx.Done():
+			if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+				return fmt.Errorf("%s did not catch up on %s within %s: its -pos reads %q, the primary's %q\n%s",
+					n.Name, db, timeout, got, want, n.logTail())
+			}
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+}
+
+// Definitions of "visible on the replica" the lag is measured by.
+const (
+	lagByPos = "pos" // the replica's -pos file shows the TXID
+	lagBySQL = "sql" // SELECT max(id) FROM t on the replica returns the row
+)
+
+// measureLag runs a writer paced at o.LagRate on the primary for
+// o.LagSeconds and a poller on the replica, and computes each commit's
+// visibility lag.
+func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir string) (res lagResult, err error) {
+	res = lagResult{SeenBy: by, TargetRate: o.LagRate}
+	w, err := startPython(ctx, "lag writer on the primary", replicationScript, workDir,
+		"writer", filepath.Join(p.MountDir, db), posPath(p, db), fmtFloat(o.LagRate), fmtFloat(o.LagSeconds), "1")
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = w.finish(err) }()
+	var ready struct {
+		Ready    bool
+		BaseTXID int64 `json:"base_txid"`
+		BaseID   int64 `json:"base_id"`
+	}
+	if err := w.read(&ready); err != nil {
+		return res, err
+	}
+	// The replica must have the table (and the warm-up row) before its
+	// poller starts.
+	if _, err := waitCaughtUp(ctx, p, []*node{r}, []string{db}); err != nil {
+		return res, err
+	}
+	pause := fmtFloat(o.LagPollPause.Seconds())
+	args := []string{"poll-pos", posPath(r, db), pause}
+	base := ready.BaseTXID
+	if by == lagBySQL {
+		args, base = []string{"poll-sql", filepath.Join(r.MountDir, db), pause}, ready.BaseID
+	}
+	rp, err := startPython(ctx, "lag poller ("+args[0]+") on the replica", replicationScript, workDir, args...)
+	if err != nil {
+		return res, err
+	}
+	defer func() { err = rp.finish(err) }()
+	var pready struct{ Ready bool }
+	if err := rp.read(&pready); err != nil {
+		return res, err
+	}
+	if err := w.send("go"); err != nil {
+		return res, err
+	}
+	var wres struct {
+		Commits     int       `json:"commits"`
+		Seconds     float64   `json:"seconds"`
+		EndTXID     int64     `json:"end_txid"`
+		CommitTimes []float64 `json:"commit_times"`
+	}
+	if err := w.read(&wres); err != nil {
+		return res, err
+	}
+	if wres.Commits == 0 || len(wres.CommitTimes) != wres.Commits {
+		return res, fmt.Errorf("the writer reported %d commits and %d commit times", wres.Commits, len(wres.CommitTimes))
+	}
+	if got := wres.EndTXID - ready.BaseTXID; got != int64(wres.Commits) {
+		// The TXID of commit k would not be base+k.
+		return res, fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
+			ready.BaseTXID, wres.EndTXID, wres.Commits)
+	}
+	res.Commits, res.WriterSeconds = wres.Commits, wres.Seconds
+	res.CommitRate = float64(wres.Commits) / wres.Seconds
+	if err := rp.send(fmt.Sprintf("stop %d", base+int64(wres.Commits))); err != nil {
+		return res, err
+	}
+	var pres struct {
+		Polls   int          `json:"polls"`
+		Seconds float64      `json:"seconds"`
+		Seen    [][2]float64 `json:"seen"`
+	}
+	if err := rp.read(&pres); err != nil {
+		return res, err
+	}
+	res.Polls = pres.Polls
+	if pres.Seconds > 0 {
+		res.PollsPerSecond = float64(pres.Polls) / pres.Seconds
+	}
+	lags := visibilityLags(base, wres.CommitTimes, pres.Seen)
+	res.Seen = len(lags)
+	if len(lags) == 0 {
+		return res, fmt.Errorf("the replica's poller saw none of the %d commits", wres.Commits)
+	}
+	for i := range lags {
+		lags[i] *= 1000
+	}
+	slices.Sort(lags)
+	res.MinMS, res.MaxMS = lags[0], lags[len(lags)-1]
+	res.P50MS, res.P90MS, res.P99MS = percentile(lags, 50), percentile(lags, 90), percentile(lags, 99)
+	return res, nil
+}
+
+// visibilityLags returns, for each commit k (from 1) whose key is base+k and
+// committed at commitTimes[k-1], the first time a poll saw a value at least
+// base+k, minus the commit time, in seconds. seen is [value, time] in poll
+// order. Commits never seen are left out.
+func visibilityLags(base int64, commitTimes []float64, seen [][2]float64) []float64 {
+	lags := make([]float64, 0, len(commitTimes))
+	j := 0
+	for k, ct := range commitTimes {
+		key := float64(base + int64(k) + 1)
+		for j < len(seen) && seen[j][0] < key {
+			j++
+		}
+		if j == len(seen) {
+			break
+		}
+		lags = append(lags, seen[j][1]-ct)
+	}
+	return lags
+}
+
+// percentile is the nearest-rank percentile of sorted xs.
+func percentile(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(p/100*float64(len(sorted)))) - 1
+	return sorted[max(0, min(i, len(sorted)-1))]
+}
+
+// replicaReadDB is the database the replica's point reads use.
+const replicaReadDB = "repl_read.db"
+
+// measureReplicaReads runs the point-read workload on plain disk (no
+// concurrent writes), on the idle replica, and on the replica while a
+// writer on the primary commits o.ApplyRate tx/s.
+func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, workDir string, logf func(string, ...any), rr *replicationReport) error {
+	var setup struct{ Rows int }
+	if err := runPython(ctx, "point-read setup on the primary", replicationScript, workDir, &setup,
+		"setup-read", filepath.Join(p.MountDir, replicaReadDB)); err != nil {
+		return err
+	}
+	if _, err := waitCaughtUp(ctx, p, []*node{r}, []string{replicaReadDB}); err != nil {
+		return err
+	}
+	pointRead := workloads[slices.IndexFunc(workloads, func(w workload) bool { return w.Name == "point-read" })]
+	disk := pointReadResult{Target: "disk", What: "plain disk, no concurrent writes"}
+	idle := pointReadResult{Target: "replica-idle", What: "replica, no writes on the primary"}
+	busy := pointReadResult{Target: "replica-applying", What: fmt.Sprintf("replica, while the primary commits %s tx/s", formatRate(o.ApplyRate))}
+	replicaPath := filepath.Join(r.MountDir, replicaReadDB)
+	readOnReplica := func(what string, before, after func(context.Context) error) (runResult, error) {
+		ops, secs, err := timedRun(ctx, what, replicationScript, workDir,
+			[]string{"point-read", replicaPath, strconv.Itoa(o.Reads)}, o.Reads, before, after)
+		return runResult{Ops: ops, Seconds: secs}, err
+	}
+	for round := 1; round <= o.Rounds; round++ {
+		res, err := runWorkload(ctx, pointRead, filepath.Join(diskDir, fmt.Sprintf("repl_read_r%d.db", round)), o.Reads, workDir, nil)
+		if err != nil {
+			return err
+		}
+		disk.Reads.add(res)
+
+		if res, err = readOnReplica("point reads on the idle replica", nil, nil); err != nil {
+			return err
+		}
+		idle.Reads.add(res)
+
+		res, applied, writerRate, err := readWhileApplying(ctx, o, p, r, workDir, readOnReplica)
+		if err != nil {
+			return err
+		}
+		busy.Reads.add(res)
+		busy.ApplyRates = append(busy.ApplyRates, applied)
+		busy.WriterRates = append(busy.WriterRates, writerRate)
+		logf("round %d/%d point reads: disk %s q/s, idle replica %s q/s, replica applying %s tx/s: %s q/s", round, o.Rounds,
+			formatRate(disk.Reads.Rates[round-1]), formatRate(idle.Reads.Rates[round-1]), formatRate(applied), formatRate(busy.Reads.Rates[round-1]))
+	}
+	for _, pr := range []*pointReadResult{&disk, &idle, &busy} {
+		if disk.Reads.MedianRate > 0 {
+			pr.Ratio = pr.Reads.MedianRate / disk.Reads.MedianRate
+		}
+	}
+	busy.MedianApplyRate, busy.MedianWriterRate = median(busy.ApplyRates), median(busy.WriterRates)
+	rr.PointReads = []pointReadResult{disk, idle, busy}
+	return nil
+}
+
+// readWhileApplying runs one round of replica point reads while a paced
+// writer commits on the primary. It returns the reads, the rate at which
+// the replica's TXID grew during them, and the writer's own rate.
+func readWhileApplying(ctx context.Context, o options, p, r *node, workDir string,
+	read func(string, func(context.Context) error, func(context.Context) error) (runResult, error)) (res runResult, applied, writerRate float64, err error) {
+	w, err := startPython(ctx, "paced writer on the primary", replicationScript, workDir,
+		"writer", filepath.Join(p.MountDir, replicaReadDB), posPath(p, replicaReadDB), fmtFloat(o.ApplyRate), "0", "0")
+	if err != nil {
+		return res, 0, 0, err
+	}
+	defer func() { err = w.finish(err) }()
+	var ready struct{ Ready bool }
+	if err := w.read(&ready); err != nil {
+		return res, 0, 0, err
+	}
+	if _, err := waitCaughtUp(ctx, p, []*node{r}, []string{replicaReadDB}); err != nil {
+		return res, 0, 0, err
+	}
+	if err := w.send("go"); err != nil {
+		return res, 0, 0, err
+	}
+	if err := sleepCtx(ctx, applyWarmup); err != nil {
+		return res, 0, 0, err
+	}
+	var txid0, txid1 int64
+	var t0, t1 time.Time
+	readTXID := func(t *time.Time, txid *int64) func(context.Context) error {
+		return func(context.Context) error {
+			pos, err := readPos(r, replicaReadDB)
+			if err != nil {
+				return err
+			}
+			*t = time.Now()
+			*txid, err = strconv.ParseInt(strings.SplitN(pos, "/", 2)[0], 16, 64)
+			return err
+		}
+	}
+	res, err = read("point reads on the replica while it applies", readTXID(&t0, &txid0), readTXID(&t1, &txid1))
+	if err != nil {
+		return res, 0, 0, err
+	}
+	if err := w.send("stop"); err != nil {
+		return res, 0, 0, err
+	}
+	var wres struct {
+		Commits int     `json:"commits"`
+		Seconds float64 `json:"seconds"`
+	}
+	if err := w.read(&wres); err != nil {
+		return res, 0, 0, err
+	}
+	if wres.Seconds > 0 {
+		writerRate = float64(wres.Commits) / wres.Seconds
+	}
+	if d := t1.Sub(t0).Seconds(); d > 0 {
+		applied = float64(txid1-txid0) / d
+	}
+	return res, applied, writerRate, nil
+}
+
+// measureSnapshot writes a database of o.SnapshotMiB on the primary sp,
+// starts a new replica with an empty data dir in dir and times its catch-up.
+// The replica is added to *nodes, for the caller to stop.
+func measureSnapshot(ctx context.Context, o options, bin string, sp *node, dir, workDir string, logf func(string, ...any), nodes *[]*node) (*snapshotResult, error) {
+	const db = "repl_snapshot.db"
+	logf("writing a %d MiB database on the primary", o.SnapshotMiB)
+	var made struct {
+		Bytes   int64   `json:"bytes"`
+		Seconds float64 `json:"seconds"`
+	}
+	if err := runPython(ctx, "snapshot database setup on the primary", replicationScript, workDir, &made,
+		"setup-snapshot", filepath.Join(sp.MountDir, db), strconv.Itoa(o.SnapshotMiB)); err != nil {
+		return nil, err
+	}
+	want, err := readPos(sp, db)
+	if err != nil {
+		return nil, err
+	}
+	res := &snapshotResult{Bytes: made.Bytes, WriteSeconds: made.Seconds}
+	logf("wrote %.1f MB in %.3f s; starting a new replica", float64(made.Bytes)/1e6, made.Seconds)
+
+	readyCtx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	start := time.Now()
+	r, err := launchNode(bin, nodeSpec{Name: "new replica", Dir: dir, Primary: sp})
+	if err != nil {
+		return nil, err
+	}
+	*nodes = append(*nodes, r)
+	type ready struct {
+		at  time.Time
+		err error
+	}
+	readyc := make(chan ready, 1)
+	go func() {
+		err := r.waitReady(readyCtx, posPollInterval)
+		readyc <- ready{time.Now(), err}
+	}()
+	if err := waitPos(ctx, r, db, want, snapshotTimeout); err != nil {
+		return nil, err
+	}
+	caughtUp := time.Now()
+	rd := <-readyc
+	if rd.err != nil {
+		return nil, rd.err
+	}
+	res.FromStartSeconds = caughtUp.Sub(start).Seconds()
+	res.ReadySeconds = rd.at.Sub(start).Seconds()
+	res.FromReadySeconds = caughtUp.Sub(rd.at).Seconds()
+	mb := float64(res.Bytes) / 1e6
+	res.MBPerSecFromStart = mb / res.FromStartSeconds
+	if res.FromReadySeconds > 0 {
+		res.MBPerSecFromReady = mb / res.FromReadySeconds
+	}
+	if b, err := os.ReadFile(r.LogPath); err == nil {
+		res.ViaSnapshot = strings.Contains(string(b), "applied snapshot")
+	}
+	logf("new replica caught up %.3f s after its start (ready after %.3f s): %.1f MB/s", res.FromStartSeconds, res.ReadySeconds, res.MBPerSecFromStart)
+	return res, nil
+}
+
+// sleepCtx waits for d or until ctx is done.
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
