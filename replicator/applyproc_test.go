@@ -94,3 +94,41 @@ func TestApplyClient_WorkerGone(t *testing.T) {
 		t.Fatal("a second call through a dead worker succeeded")
 	}
 }
+
+// Several transactions in one batch: each gets its own commit frame, and a
+// reader sees all of them.
+func TestWALWriter_ApplyBatch(t *testing.T) {
+	dir := t.TempDir()
+	src := walNewSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	path := src.newReplicaFile(dir, "replica.db")
+	w := walOpenWriter(t, path)
+	var txns []pagewire.Txn
+	for range 4 {
+		txn := src.exec("INSERT INTO t(v) VALUES (hex(randomblob(3000)));")
+		txns = append(txns, pagewire.Txn{PageCount: txn.pageCount, Pages: txn.pages})
+	}
+	if err := w.ApplyBatch(context.Background(), txns, false); err != nil {
+		t.Fatal(err)
+	}
+	frames := 0
+	for _, t := range txns {
+		frames += len(t.Pages)
+	}
+	if int(w.Frames()) != frames {
+		t.Fatalf("Frames()=%d, want %d", w.Frames(), frames)
+	}
+	py := walStartPy(t)
+	py.open("r", path)
+	if got := py.queryInt("r", "SELECT count(*) FROM t"); got != 4 {
+		t.Fatalf("replica has %d rows, want 4", got)
+	}
+	py.integrity("r")
+	// A malformed transaction anywhere in a batch writes nothing.
+	bad := append([]pagewire.Txn{txns[0]}, pagewire.Txn{PageCount: 1})
+	if err := w.ApplyBatch(context.Background(), bad, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("err=%v, want ErrInvalidArgument", err)
+	}
+	if int(w.Frames()) != frames {
+		t.Fatal("a refused batch wrote frames")
+	}
+}

@@ -45,6 +45,7 @@ type ReplicaConfig struct {
 // RemoteWALWriter.
 type Writer interface {
 	Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error
+	ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bool) error
 	Checkpoint(ctx context.Context) (complete bool, err error)
 	Frames() uint32
 	PageSize() uint32
@@ -336,23 +337,66 @@ func (a *applier) stream(ctx context.Context) error {
 	// A stream silent past IdleTimeout is dead; cancelling ends Recv.
 	idle := time.AfterFunc(a.r.cfg.IdleTimeout, cancel)
 	defer idle.Stop()
+	// Events are read ahead so that transactions that arrive while one is
+	// applied go to the WAL together.
+	events := make(chan TxnEvent, maxBatchTxns)
+	errc := make(chan error, 1)
+	go func() {
+		defer close(events)
+		for {
+			ev, err := s.Recv()
+			if err != nil {
+				if ctx.Err() != nil && !idle.Stop() {
+					err = fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
+				}
+				errc <- err
+				return
+			}
+			idle.Reset(a.r.cfg.IdleTimeout)
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				errc <- ctx.Err()
+				return
+			}
+		}
+	}()
 	var snap *Snapshot
 	var snapPages []pagewire.Page
+	var held *TxnEvent // an event read while batching, handled next
 	for {
-		ev, err := s.Recv()
-		if err != nil {
-			if ctx.Err() != nil && !idle.Stop() {
-				return fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
+		var ev TxnEvent
+		if held != nil {
+			ev, held = *held, nil
+		} else {
+			var ok bool
+			if ev, ok = <-events; !ok {
+				return <-errc
 			}
-			return err
 		}
-		idle.Reset(a.r.cfg.IdleTimeout)
 		if err := a.r.checkEpoch(ev.Primary); err != nil {
 			return err
 		}
 		switch {
 		case ev.Txn != nil:
-			if err := a.applyTxn(ctx, *ev.Txn); err != nil {
+			batch, size := []pagewire.Txn{*ev.Txn}, len(ev.Txn.Pages)
+		gather:
+			for len(batch) < maxBatchTxns && size < maxBatchPages {
+				select {
+				case next, ok := <-events:
+					if !ok {
+						break gather
+					}
+					if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
+						held = &next
+						break gather
+					}
+					batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
+				default:
+					break gather
+				}
+			}
+			if err := a.applyTxns(ctx, batch); err != nil {
 				return err
 			}
 		case ev.Snapshot != nil:
@@ -379,34 +423,55 @@ func (a *applier) stream(ctx context.Context) error {
 	}
 }
 
-// applyTxn applies the next transaction and checks the result.
-func (a *applier) applyTxn(ctx context.Context, txn pagewire.Txn) error {
+// A batch of transactions applied together holds at most this many
+// transactions or pages.
+const (
+	maxBatchTxns  = 256
+	maxBatchPages = 2048
+)
+
+// applyTxns applies consecutive transactions and checks the result: each
+// must follow the last, the first this node's position.
+func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	have, ok := a.r.cfg.Local.Position(a.name)
 	if !ok {
-		return fmt.Errorf("%w: transaction %d for a database this node does not have", pagewire.ErrInvalidArgument, txn.TXID)
-	}
-	if txn.TXID != have.TXID+1 || txn.PreChecksum != have.Checksum {
-		return fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow this node's position %s", pagewire.ErrInvalidArgument, txn.TXID, txn.PreChecksum, have)
+		return fmt.Errorf("%w: transaction %d for a database this node does not have", pagewire.ErrInvalidArgument, txns[0].TXID)
 	}
 	w, err := a.writer(ctx)
 	if err != nil {
 		return err
 	}
-	if w.PageSize() != txn.PageSize {
-		return fmt.Errorf("%w: transaction page size %d, database's %d", pagewire.ErrInvalidArgument, txn.PageSize, w.PageSize())
+	prev := have
+	for _, txn := range txns {
+		if txn.TXID != prev.TXID+1 || txn.PreChecksum != prev.Checksum {
+			return fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow position %s", pagewire.ErrInvalidArgument, txn.TXID, txn.PreChecksum, prev)
+		}
+		if w.PageSize() != txn.PageSize {
+			return fmt.Errorf("%w: transaction page size %d, database's %d", pagewire.ErrInvalidArgument, txn.PageSize, w.PageSize())
+		}
+		prev = pagewire.Pos{TXID: txn.TXID, Checksum: txn.PostChecksum}
 	}
-	if err := w.Apply(ctx, txn.PageCount, txn.Pages, false); err != nil {
-		return fmt.Errorf("apply transaction %d: %w", txn.TXID, err)
+	if len(txns) == 1 {
+		err = w.Apply(ctx, txns[0].PageCount, txns[0].Pages, false)
+	} else {
+		err = w.ApplyBatch(ctx, txns, false)
 	}
-	got, _ := a.r.cfg.Local.Position(a.name)
-	if want := (pagewire.Pos{TXID: txn.TXID, Checksum: txn.PostChecksum}); got != want {
+	if err != nil {
+		return fmt.Errorf("apply transactions %d..%d: %w", txns[0].TXID, prev.TXID, err)
+	}
+	if got, _ := a.r.cfg.Local.Position(a.name); got != prev {
 		// Reconnecting at this position makes the primary see the
 		// divergence and send a snapshot.
-		a.log.Error("after applying a transaction this node's position differs from the primary's", "got", got.String(), "want", want.String())
+		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", prev.String())
 		return errProgress
 	}
 	a.checkpoint(ctx, w)
 	return nil
+}
+
+// applyTxn applies one transaction.
+func (a *applier) applyTxn(ctx context.Context, txn pagewire.Txn) error {
+	return a.applyTxns(ctx, []pagewire.Txn{txn})
 }
 
 // checkpoint copies the WAL into the database file once it is long.

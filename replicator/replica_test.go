@@ -81,6 +81,14 @@ func (w *fakeWriter) Apply(_ context.Context, _ uint32, _ []pagewire.Page, _ boo
 	w.l.pos[w.db] = pagewire.Pos{TXID: p.TXID + 1, Checksum: w.next}
 	return nil
 }
+func (w *fakeWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bool) error {
+	for _, t := range txns {
+		if err := w.Apply(ctx, t.PageCount, t.Pages, sync); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (w *fakeWriter) Checkpoint(context.Context) (bool, error) { return true, nil }
 func (w *fakeWriter) Frames() uint32                           { return 0 }
 func (w *fakeWriter) PageSize() uint32                         { return 4096 }
