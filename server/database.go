@@ -145,17 +145,7 @@ func (d *database) load() error {
 	if err := validateDBHeader(hdr); err != nil {
 		return fmt.Errorf("%w: %v", pagewire.ErrCorrupt, err)
 	}
-	d.pageSize = dbHeaderPageSize(hdr)
-	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
-	fi, err := d.db.Stat()
-	if err != nil {
-		return err
-	}
-	nPage := dbHeaderPageCount(hdr)
-	if nPage == 0 {
-		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
-	}
-	if err := d.loadPages(nPage); err != nil {
+	if err := d.loadFile(hdr); err != nil {
 		return err
 	}
 
@@ -191,6 +181,23 @@ func (d *database) load() error {
 		d.log.Error("database checksum mismatch at startup", logKeyError, d.startupErr)
 	}
 	return d.saveMeta(true)
+}
+
+// loadFile takes the page size from the database file's header hdr, and
+// the checksum of its pages: as many as the header says, else as the file
+// holds (SQLite's rule).
+func (d *database) loadFile(hdr []byte) error {
+	d.pageSize = dbHeaderPageSize(hdr)
+	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
+	fi, err := d.db.Stat()
+	if err != nil {
+		return err
+	}
+	nPage := dbHeaderPageCount(hdr)
+	if nPage == 0 {
+		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
+	}
+	return d.loadPages(nPage)
 }
 
 // loadPages computes the checksum of every page in the database file.
@@ -598,17 +605,7 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	txid := d.pos.TXID
 	d.shm = nil
 	d.ids = fileIDs{db: newID(), pos: d.ids.pos}
-	d.pageSize = dbHeaderPageSize(hdr)
-	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
-	fi, err := d.db.Stat()
-	if err != nil {
-		return err
-	}
-	nPage := dbHeaderPageCount(hdr)
-	if nPage == 0 {
-		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
-	}
-	if err := d.loadPages(nPage); err != nil {
+	if err := d.loadFile(hdr); err != nil {
 		return err
 	}
 	d.pos.TXID = txid + 1
