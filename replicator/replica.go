@@ -511,9 +511,12 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 		}
 	}
 	if !exists {
-		if err := a.r.cfg.Local.CreateDatabase(a.name, snap.PageSize); err != nil {
-			return err
+		// No copy here, so no reader either: write the file directly.
+		if err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, pages, snap.Pos); err != nil {
+			return fmt.Errorf("restore %q from a snapshot: %w", a.name, err)
 		}
+		a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+		return nil
 	}
 	w, err := a.writer(ctx)
 	if err != nil {

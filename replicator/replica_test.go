@@ -56,6 +56,14 @@ func (l *fakeLocal) KeepAside(db, _ string) (string, error) {
 
 func (l *fakeLocal) BeginSnapshot(string) error { return nil }
 
+func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, _ []pagewire.Page, pos pagewire.Pos) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.created[db] = pageSize
+	l.pos[db] = pos
+	return nil
+}
+
 func (l *fakeLocal) Rebase(db string, pos pagewire.Pos) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

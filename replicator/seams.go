@@ -91,4 +91,7 @@ type Local interface {
 	// Rebase sets a database's TXID after a snapshot was applied; it fails
 	// if the database's checksum is not pos.Checksum.
 	Rebase(db string, pos pagewire.Pos) error
+	// RestoreDatabase creates a database this node does not have from a
+	// snapshot (pages 1..n, in order); it fails unless the result is at pos.
+	RestoreDatabase(db string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error
 }

@@ -56,6 +56,74 @@ func (s *Store) CreateDatabase(name string, pageSize uint32) error {
 	return nil
 }
 
+// RestoreDatabase creates a database this node does not have from a
+// snapshot's pages, written straight to its file: no app can be reading a
+// database that did not exist. The result must be at pos.
+func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return err
+	}
+	if !validPageSize(pageSize) || len(pages) == 0 {
+		return fmt.Errorf("%w: snapshot of %d pages of %d bytes", pagewire.ErrInvalidArgument, len(pages), pageSize)
+	}
+	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "dbs"), ".restore-*")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	f, err := os.Create(filepath.Join(tmp, databaseFileName))
+	if err != nil {
+		return err
+	}
+	for i, p := range pages {
+		if p.Pgno != uint32(i+1) || uint32(len(p.Data)) != pageSize {
+			f.Close()
+			return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+		}
+		if _, err := f.Write(p.Data); err != nil {
+			f.Close()
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	m := meta{Pos: pos, PageSize: pageSize}
+	if err := writeFileSync(filepath.Join(tmp, metaFileName), m.encode()); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.dbs[name] != nil {
+		return fmt.Errorf("%w: database %q appeared during its restore", pagewire.ErrBusy, name)
+	}
+	dir := filepath.Join(s.dir, "dbs", name)
+	if err := os.Rename(tmp, dir); err != nil {
+		return err
+	}
+	if err := syncDir(filepath.Join(s.dir, "dbs")); err != nil {
+		return err
+	}
+	d, err := openDatabase(dir, name, s.dbOptions())
+	if err != nil {
+		return err
+	}
+	if d.startupErr != nil || d.pos != pos {
+		d.closeFiles()
+		_ = os.RemoveAll(dir)
+		return fmt.Errorf("%w: restored %q is at %s, the snapshot says %s", pagewire.ErrCorrupt, name, d.pos, pos)
+	}
+	s.addLocked(d)
+	s.dbsChangedLocked()
+	s.log.Info("restored database from a snapshot", logKeyDB, name, "position", pos.String())
+	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
+	return nil
+}
+
 // DeleteDatabase deletes a database that the primary deleted.
 func (s *Store) DeleteDatabase(name string) error {
 	d, err := s.db(name)

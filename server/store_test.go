@@ -451,3 +451,32 @@ func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 		t.Fatalf("txid=%d err=%v, want 2", txid, err)
 	}
 }
+
+// A replica with no copy restores a snapshot straight into a new database
+// file, which must come out at the snapshot's position.
+func TestStore_RestoreDatabase(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 1)
+	p1 := newDatabasePage(defaultPageSize)
+	binary.BigEndian.PutUint32(p1[28:], 2)
+	w.frame(1, p1, 0)
+	w.frame(2, testPage(2), 2)
+	pos, _ := s.Position("app.db")
+	pages := []pagewire.Page{{Pgno: 1, Data: p1}, {Pgno: 2, Data: testPage(2)}}
+	if err := s.RestoreDatabase("copy.db", defaultPageSize, pages, pos); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Position("copy.db"); got != pos {
+		t.Fatalf("restored at %v, want %v", got, pos)
+	}
+	// A snapshot that does not match its position is refused and leaves
+	// nothing behind.
+	bad := pagewire.Pos{TXID: pos.TXID, Checksum: pos.Checksum ^ 1}
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, pages, bad); !errors.Is(err, pagewire.ErrCorrupt) {
+		t.Fatalf("err=%v, want ErrCorrupt", err)
+	}
+	if _, ok := s.Position("bad.db"); ok {
+		t.Fatal("a refused restore left a database")
+	}
+}
