@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"syscall"
 
 	"github.com/pagewire/pagewire"
 )
@@ -239,14 +242,24 @@ func (b *shmBlock) truncate(limit int) {
 // errShmCorrupt: the wal-index contradicts itself.
 var errShmCorrupt = fmt.Errorf("the wal-index (-shm) is inconsistent: %w", pagewire.ErrCorrupt)
 
-// shmFile does positioned I/O on the -shm. It never maps it: the process
-// that serves a FUSE mount must not mmap a file on it. pread/pwrite go
-// through the page cache that readers map, so they see the same bytes.
-type shmFile struct{ f *os.File }
+// shmFile does I/O on the -shm: reads with pread, writes through a shared
+// mapping of the file, as SQLite's own connections do, so that changing
+// the wal-index costs no round trip through a FUSE mount (pwrite on a mount
+// is one request to its server per call). Reads and the mapping share the
+// page cache that readers map, so all see the same bytes. The process that
+// serves a FUSE mount must not map a file on it (a page fault there would
+// wait on itself): a node applies to its own mount from a worker process.
+type shmFile struct {
+	f   *os.File
+	mem []byte // the file mapped shared, as big as the file was when mapped
+	// fence is the target of an atomic add after each write: a barrier, so
+	// that writes reach readers in program order on any CPU.
+	fence atomic.Uint32
+}
 
 // readAt reads len(b) bytes at off, zero-filling what lies past the end of
 // the file (as a region SQLite has not grown yet reads).
-func (s shmFile) readAt(b []byte, off int64) error {
+func (s *shmFile) readAt(b []byte, off int64) error {
 	n, err := s.f.ReadAt(b, off)
 	if err == io.EOF {
 		clear(b[n:])
@@ -255,23 +268,80 @@ func (s shmFile) readAt(b []byte, off int64) error {
 	return err
 }
 
-// writeAt writes b at off.
+// writeAt writes b at off, through the mapping when the file is big
+// enough (else with pwrite, which grows it).
 //
 // Readers load some fields while they change, and SQLite stores them with
-// single aligned stores; a pwrite promises no store width. So fields a
-// reader may load while they change (nBackfill, hash slots) are written
-// inside writes that start and end 8-byte aligned: Linux's x86-64 and arm64
-// copy routines store those in aligned words or wider (they go byte by byte
-// only for a write under 8 bytes or its unaligned tail). Header copies need
-// no such care: a torn copy fails the reader's checks and it retries.
-func (s shmFile) writeAt(b []byte, off int64) error {
+// single aligned stores. So fields a reader may load while they change
+// (nBackfill, hash slots) are written inside ranges that start and end
+// 8-byte aligned: Go's copy, like Linux's copy routines for pwrite, stores
+// those in aligned words or wider. Header copies need no such care: a torn
+// copy fails the reader's checks and it retries.
+func (s *shmFile) writeAt(b []byte, off int64) error {
+	end := off + int64(len(b))
+	if end > int64(len(s.mem)) {
+		if err := s.remap(end); err != nil {
+			return err
+		}
+	}
+	if end <= int64(len(s.mem)) && s.copyMapped(b, off) {
+		s.fence.Add(1)
+		return nil
+	}
 	_, err := s.f.WriteAt(b, off)
+	return err
+}
+
+// copyMapped copies b into the mapping at off. If the file was truncated
+// under the mapping (by a process that found no other user of the -shm),
+// the copy faults: the mapping is dropped, and false says to write with
+// pwrite instead.
+func (s *shmFile) copyMapped(b []byte, off int64) (ok bool) {
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			_ = s.unmap()
+			ok = false
+		}
+	}()
+	copy(s.mem[off:off+int64(len(b))], b)
+	return true
+}
+
+// remap maps the whole file again if it has grown past the mapping.
+func (s *shmFile) remap(need int64) error {
+	fi, err := s.f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() < need || fi.Size() <= int64(len(s.mem)) {
+		return nil // writeAt uses pwrite
+	}
+	mem, err := syscall.Mmap(int(s.f.Fd()), 0, int(fi.Size()), syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		return fmt.Errorf("map the -shm: %w", err)
+	}
+	if err := s.unmap(); err != nil {
+		_ = syscall.Munmap(mem)
+		return err
+	}
+	s.mem = mem
+	return nil
+}
+
+// unmap drops the mapping, if any.
+func (s *shmFile) unmap() error {
+	if s.mem == nil {
+		return nil
+	}
+	err := syscall.Munmap(s.mem)
+	s.mem = nil
 	return err
 }
 
 // readHeader reads both header copies and WalCkptInfo. ok is false if the
 // header is not valid (see decodeWALIndexHdr) or the -shm is shorter than it.
-func (s shmFile) readHeader() (walIndexHdr, walCkptInfo, bool, error) {
+func (s *shmFile) readHeader() (walIndexHdr, walCkptInfo, bool, error) {
 	var b [shmHdrSize]byte
 	n, err := s.f.ReadAt(b[:], 0)
 	if err == io.EOF {
@@ -287,7 +357,7 @@ func (s shmFile) readHeader() (walIndexHdr, walCkptInfo, bool, error) {
 // publish writes the header as SQLite's walIndexWriteHdr does: copy 1, then
 // copy 0, so that a reader (copy 0 first, then copy 1) that sees the new
 // copy 0 also sees the new copy 1.
-func (s shmFile) publish(h *walIndexHdr) error {
+func (s *shmFile) publish(h *walIndexHdr) error {
 	b := h.encode()
 	if err := s.writeAt(b[:], shmHdrCopySize); err != nil {
 		return err
@@ -297,7 +367,7 @@ func (s shmFile) publish(h *walIndexHdr) error {
 
 // writeNBackfill stores nBackfill together with aReadMark[0] (always 0) as
 // one aligned 8-byte write, so a reader never loads a torn value.
-func (s shmFile) writeNBackfill(n uint32) error {
+func (s *shmFile) writeNBackfill(n uint32) error {
 	var b [8]byte
 	shmOrder.PutUint32(b[:], n)
 	return s.writeAt(b[:], shmNBackfillOff)
@@ -306,7 +376,7 @@ func (s shmFile) writeNBackfill(n uint32) error {
 // writeReadMark stores aReadMark[i]. The caller holds READ_LOCK(i)
 // exclusive, so readers only glance at it before trying that lock, and
 // check it again once they hold it.
-func (s shmFile) writeReadMark(i int, v uint32) error {
+func (s *shmFile) writeReadMark(i int, v uint32) error {
 	var b [4]byte
 	shmOrder.PutUint32(b[:], v)
 	return s.writeAt(b[:], int64(shmReadMarkOff+4*i))
@@ -314,7 +384,7 @@ func (s shmFile) writeReadMark(i int, v uint32) error {
 
 // writeNBackfillAttempted stores nBackfillAttempted, which SQLite only
 // reports.
-func (s shmFile) writeNBackfillAttempted(v uint32) error {
+func (s *shmFile) writeNBackfillAttempted(v uint32) error {
 	var b [4]byte
 	shmOrder.PutUint32(b[:], v)
 	return s.writeAt(b[:], shmNBackfillTryOff)
@@ -323,7 +393,7 @@ func (s shmFile) writeNBackfillAttempted(v uint32) error {
 // grow extends the -shm with zeros to at least size bytes (SQLite grows it
 // in 32 KiB regions and never leaves holes). It never touches existing
 // bytes.
-func (s shmFile) grow(size int64) error {
+func (s *shmFile) grow(size int64) error {
 	fi, err := s.f.Stat()
 	if err != nil {
 		return err
@@ -335,7 +405,7 @@ func (s shmFile) grow(size int64) error {
 }
 
 // loadBlock reads hash block k.
-func (s shmFile) loadBlock(k uint32) (*shmBlock, error) {
+func (s *shmFile) loadBlock(k uint32) (*shmBlock, error) {
 	buf := make([]byte, shmBlockSize)
 	if err := s.readAt(buf, int64(k)*shmBlockSize); err != nil {
 		return nil, err
@@ -347,7 +417,7 @@ func (s shmFile) loadBlock(k uint32) (*shmBlock, error) {
 // crash leaves no hash slot naming an unset aPgno entry), each widened to
 // 8-byte boundaries. Bytes rewritten with the value they had are invisible to
 // readers; only the WAL_WRITE_LOCK holder changes blocks.
-func (s shmFile) storeBlock(b *shmBlock) error {
+func (s *shmFile) storeBlock(b *shmBlock) error {
 	at := int64(b.k) * shmBlockSize
 	for _, r := range [][2]int{{b.pgnoLo, b.pgnoHi}, {b.hashLo, b.hashHi}} {
 		if r[1] == 0 {
@@ -366,7 +436,7 @@ func (s shmFile) storeBlock(b *shmBlock) error {
 }
 
 // readPgnos returns the pages of frames from+1..to, from the aPgno arrays.
-func (s shmFile) readPgnos(from, to uint32) ([]uint32, error) {
+func (s *shmFile) readPgnos(from, to uint32) ([]uint32, error) {
 	pgnos := make([]uint32, 0, to-from)
 	for n := from + 1; n <= to; {
 		k := shmBlockOf(n)

@@ -28,7 +28,7 @@ const (
 	walMaxWrite = 1 << 20
 	// walMinWait and walMaxWait bound the jittered wait for a lock another
 	// process holds.
-	walMinWait = time.Millisecond
+	walMinWait = 50 * time.Microsecond
 	walMaxWait = 100 * time.Millisecond
 )
 
@@ -56,13 +56,21 @@ type WALWriter struct {
 	log      *slog.Logger
 	db       *os.File
 	wal      *os.File
-	shm      shmFile
+	shm      *shmFile
 	pageSize uint32
 	frames   uint32 // mxFrame after the last Apply or Checkpoint
 	// walCreated: this writer created the -wal, so its first fsync also
 	// fsyncs the directory, as SQLite's does.
 	walCreated bool
 	buf        []byte // frames being written, reused
+	// published is the wal-index header this writer last published after
+	// appending. Found unchanged at the next write, the wal-index still
+	// describes the WAL (only this writer writes it; its SHARED lock on the
+	// database keeps any other connection from deleting it), and the check
+	// against the file, a stat and a read through the mount, is skipped.
+	published    walIndexHdr
+	hasPublished bool
+	shmSize      int64 // the -shm is at least this big
 
 	// testHookBusy, if set, runs each time Apply finds a lock it needs held
 	// by another process, before it waits.
@@ -125,7 +133,7 @@ func (w *WALWriter) open() error {
 	if err != nil {
 		return err
 	}
-	w.shm = shmFile{shm}
+	w.shm = &shmFile{f: shm}
 	if err := w.lockDMS(); err != nil {
 		return err
 	}
@@ -221,12 +229,18 @@ func (w *WALWriter) Close() error {
 
 func (w *WALWriter) closeFiles() error {
 	var errs []error
-	for _, f := range []*os.File{w.shm.f, w.wal, w.db} {
+	files := []*os.File{w.wal, w.db}
+	if w.shm != nil {
+		errs = append(errs, w.shm.unmap())
+		files = append(files, w.shm.f)
+		w.shm = nil
+	}
+	for _, f := range files {
 		if f != nil {
 			errs = append(errs, f.Close())
 		}
 	}
-	w.shm.f, w.wal, w.db = nil, nil, nil
+	w.wal, w.db = nil, nil
 	return errors.Join(errs...)
 }
 
@@ -409,6 +423,9 @@ func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, er
 	}
 	if hdr.pageSize != w.pageSize {
 		return false, nil
+	}
+	if w.hasPublished && hdr == w.published {
+		return true, nil // see published
 	}
 	fi, err := w.wal.Stat()
 	if err != nil {
@@ -628,9 +645,11 @@ func (w *WALWriter) appendTxns(hdr walIndexHdr, ckpt walCkptInfo, txns []pagewir
 	if w.testHookBeforePublish != nil {
 		w.testHookBeforePublish()
 	}
+	w.hasPublished = false
 	if err := w.shm.publish(&hdr); err != nil {
 		return fmt.Errorf("publish the wal-index header: %w", err)
 	}
+	w.published, w.hasPublished = hdr, true
 	w.frames = hdr.mxFrame
 	return nil
 }
@@ -740,8 +759,14 @@ func (w *WALWriter) nextWALHeader() (walHeader, error) {
 // crashed or rolled back) are removed first.
 func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 	last := mxFrame + uint32(len(pages))
-	if err := w.shm.grow(int64(shmBlockOf(last)+1) * shmBlockSize); err != nil {
-		return fmt.Errorf("grow the -shm: %w", err)
+	// The -shm only grows while this writer holds it open (its DMS lock
+	// keeps any connection from truncating it): once it was big enough,
+	// it needs no stat through the mount.
+	if need := int64(shmBlockOf(last)+1) * shmBlockSize; need > w.shmSize {
+		if err := w.shm.grow(need); err != nil {
+			return fmt.Errorf("grow the -shm: %w", err)
+		}
+		w.shmSize = need
 	}
 	var b *shmBlock
 	for i, p := range pages {
