@@ -26,7 +26,6 @@ type applyRequest struct {
 	Path      string
 	PageCount uint32
 	Pages     []pagewire.Page
-	Txns      []pagewire.Txn // a batch, for "apply" (PageCount and Pages unused then)
 	Sync      bool
 }
 
@@ -79,11 +78,7 @@ func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
 			}
 			switch req.Op {
 			case "apply":
-				if len(req.Txns) > 0 {
-					err = ww.ApplyBatch(ctx, req.Txns, req.Sync)
-				} else {
-					err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
-				}
+				err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
 			case "checkpoint":
 				resp.Complete, err = ww.Checkpoint(ctx)
 			case "close":
@@ -223,19 +218,6 @@ type RemoteWALWriter struct {
 // Apply is WALWriter.Apply in the worker.
 func (w *RemoteWALWriter) Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error {
 	resp, err := w.c.call(ctx, applyRequest{Op: "apply", Path: w.path, PageCount: pageCount, Pages: pages, Sync: sync})
-	if err == nil {
-		w.frames = resp.Frames
-	}
-	return err
-}
-
-// ApplyBatch is WALWriter.ApplyBatch in the worker.
-func (w *RemoteWALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bool) error {
-	slim := make([]pagewire.Txn, len(txns)) // only what the WAL needs crosses the pipe
-	for i, t := range txns {
-		slim[i] = pagewire.Txn{PageCount: t.PageCount, Pages: t.Pages}
-	}
-	resp, err := w.c.call(ctx, applyRequest{Op: "apply", Path: w.path, Txns: slim, Sync: sync})
 	if err == nil {
 		w.frames = resp.Frames
 	}

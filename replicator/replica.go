@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/ewma"
 )
 
 // Structured log keys.
@@ -28,13 +29,22 @@ type ReplicaConfig struct {
 	Hostname string       // this node's hostname, for the primary's logs; required
 	Logger   *slog.Logger // nil: slog.Default()
 	// CheckpointFrames is the WAL size, in frames, past which the replica
-	// checkpoints after applying; SQLite's default is 1000.
+	// checkpoints after applying. A checkpoint holds up the transactions
+	// behind it for two fsyncs, so a replica checkpoints less often than
+	// SQLite's writers (1000 frames): the default is 10000.
 	CheckpointFrames uint32
 	// MinBackoff and MaxBackoff bound the jittered wait before reconnecting.
 	MinBackoff, MaxBackoff time.Duration
 	// IdleTimeout ends a stream that sent nothing, not even a heartbeat, for
 	// this long.
 	IdleTimeout time.Duration
+	// ApplyInterval is the least time between two applies to a database
+	// while it is busy (transactions arrive at busyRate or faster):
+	// transactions that arrive meanwhile are applied together, as one
+	// commit, which costs the replica far less than one each. When the
+	// replica keeps up, each transaction is applied as soon as it arrives.
+	// 0 applies as soon as possible always.
+	ApplyInterval time.Duration
 	// OpenWriter opens the writer that appends to a database; nil:
 	// OpenWALWriter in this process. A node applying to its own mount must
 	// use a worker process (ApplyClient).
@@ -45,7 +55,6 @@ type ReplicaConfig struct {
 // RemoteWALWriter.
 type Writer interface {
 	Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error
-	ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bool) error
 	Checkpoint(ctx context.Context) (complete bool, err error)
 	Frames() uint32
 	PageSize() uint32
@@ -59,7 +68,7 @@ var (
 
 // DefaultReplicaConfig returns a config with every optional value set.
 func DefaultReplicaConfig() ReplicaConfig {
-	return ReplicaConfig{CheckpointFrames: 1000, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, IdleTimeout: 10 * time.Second}
+	return ReplicaConfig{CheckpointFrames: 10000, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, IdleTimeout: 10 * time.Second, ApplyInterval: 5 * time.Millisecond}
 }
 
 // Validate reports the first missing or bad value.
@@ -296,6 +305,9 @@ type applier struct {
 	path string
 	log  *slog.Logger
 	w    Writer // open while the database exists locally
+	// pageCount is the database's size after the last transaction this
+	// stream applied; 0 when unknown (a new stream, after a snapshot).
+	pageCount uint32
 }
 
 // close checkpoints what it can, as SQLite's last connection does, so that
@@ -330,6 +342,7 @@ func (a *applier) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	have, _ := a.r.cfg.Local.Position(a.name)
+	a.pageCount = 0
 	s, err := a.r.cfg.Upstream.StreamTransactions(ctx, a.name, a.r.cfg.Hostname, have)
 	if err != nil {
 		return err
@@ -364,6 +377,8 @@ func (a *applier) stream(ctx context.Context) error {
 	var snap *Snapshot
 	var snapPages []pagewire.Page
 	var held *TxnEvent // an event read while batching, handled next
+	var lastApply time.Time
+	rate, busy := ewma.New(busyWindow), false // transactions applied per second; at busyRate or more
 	for {
 		var ev TxnEvent
 		if held != nil {
@@ -380,22 +395,45 @@ func (a *applier) stream(ctx context.Context) error {
 		switch {
 		case ev.Txn != nil:
 			batch, size := []pagewire.Txn{*ev.Txn}, len(ev.Txn.Pages)
+			// Until ApplyInterval has passed since the last apply, wait
+			// for more; then take what has arrived.
+			var wait <-chan time.Time
+			var timer *time.Timer
+			if d := a.r.cfg.ApplyInterval - time.Since(lastApply); d > 0 && busy {
+				timer = time.NewTimer(d)
+				wait = timer.C
+			}
 		gather:
 			for len(batch) < maxBatchTxns && size < maxBatchPages {
+				var next TxnEvent
+				var ok bool
 				select {
-				case next, ok := <-events:
-					if !ok {
-						break gather
-					}
-					if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
-						held = &next
-						break gather
-					}
-					batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
+				case next, ok = <-events:
 				default:
+					if wait == nil {
+						break gather
+					}
+					select {
+					case next, ok = <-events:
+					case <-wait:
+						wait = nil
+						continue
+					}
+				}
+				if !ok {
 					break gather
 				}
+				if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
+					held = &next
+					break gather
+				}
+				batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
 			}
+			if timer != nil {
+				timer.Stop()
+			}
+			lastApply = time.Now()
+			busy = rate.Add(len(batch), lastApply) >= busyRate
 			if err := a.applyTxns(ctx, batch); err != nil {
 				return err
 			}
@@ -415,6 +453,7 @@ func (a *applier) stream(ctx context.Context) error {
 			if snap == nil || uint32(len(snapPages)) != snap.PageCount {
 				return fmt.Errorf("%w: incomplete snapshot", pagewire.ErrInvalidArgument)
 			}
+			a.pageCount = 0
 			if err := a.applySnapshot(ctx, *snap, snapPages); err != nil {
 				return err
 			}
@@ -424,8 +463,12 @@ func (a *applier) stream(ctx context.Context) error {
 }
 
 // A batch of transactions applied together holds at most this many
-// transactions or pages.
+// transactions or pages. Transactions arriving at busyRate a second or
+// faster, averaged over busyWindow, make the replica busy (see
+// ApplyInterval).
 const (
+	busyRate      = 2500
+	busyWindow    = 50 * time.Millisecond
 	maxBatchTxns  = 256
 	maxBatchPages = 2048
 )
@@ -451,13 +494,12 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		}
 		prev = pagewire.Pos{TXID: txn.TXID, Checksum: txn.PostChecksum}
 	}
-	if len(txns) == 1 {
-		err = w.Apply(ctx, txns[0].PageCount, txns[0].Pages, false)
-	} else {
-		err = w.ApplyBatch(ctx, txns, false)
-	}
-	if err != nil {
-		return fmt.Errorf("apply transactions %d..%d: %w", txns[0].TXID, prev.TXID, err)
+	for _, g := range coalesce(a.pageCount, txns) {
+		a.pageCount = 0 // unknown if the apply fails
+		if err := a.applyGroup(ctx, w, g); err != nil {
+			return fmt.Errorf("apply transactions %d..%d: %w", g.txns[0].TXID, g.txns[len(g.txns)-1].TXID, err)
+		}
+		a.pageCount = g.pageCount
 	}
 	if got, _ := a.r.cfg.Local.Position(a.name); got != prev {
 		// Reconnecting at this position makes the primary see the
@@ -467,6 +509,20 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	}
 	a.checkpoint(ctx, w)
 	return nil
+}
+
+// applyGroup applies a group as one WAL commit; the storage server counts
+// it as the group's transactions.
+func (a *applier) applyGroup(ctx context.Context, w Writer, g txnGroup) error {
+	if len(g.txns) == 1 {
+		return w.Apply(ctx, g.pageCount, g.pages, false)
+	}
+	done, err := a.r.cfg.Local.ExpectCommit(a.name, g.txns)
+	if err != nil {
+		return err
+	}
+	defer done()
+	return w.Apply(ctx, g.pageCount, g.pages, false)
 }
 
 // applyTxn applies one transaction.

@@ -19,10 +19,12 @@ type fakeLocal struct {
 	kept    []string
 	rebased []pagewire.Pos
 	created map[string]uint32
+	expect  map[string]pagewire.TXID // the TXID the next apply reaches
+	grouped [][]pagewire.TXID        // transactions announced together
 }
 
 func newFakeLocal() *fakeLocal {
-	return &fakeLocal{pos: map[string]pagewire.Pos{}, created: map[string]uint32{}}
+	return &fakeLocal{pos: map[string]pagewire.Pos{}, created: map[string]uint32{}, expect: map[string]pagewire.TXID{}}
 }
 
 func (l *fakeLocal) Position(db string) (pagewire.Pos, bool) {
@@ -56,6 +58,22 @@ func (l *fakeLocal) KeepAside(db, _ string) (string, error) {
 
 func (l *fakeLocal) BeginSnapshot(string) error { return nil }
 
+func (l *fakeLocal) ExpectCommit(db string, txns []pagewire.Txn) (func(), error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var ids []pagewire.TXID
+	for _, t := range txns {
+		ids = append(ids, t.TXID)
+	}
+	l.grouped = append(l.grouped, ids)
+	l.expect[db] = txns[len(txns)-1].TXID
+	return func() {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		delete(l.expect, db)
+	}, nil
+}
+
 func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, _ []pagewire.Page, pos pagewire.Pos) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -86,15 +104,12 @@ func (w *fakeWriter) Apply(_ context.Context, _ uint32, _ []pagewire.Page, _ boo
 	defer w.l.mu.Unlock()
 	w.applied++
 	p := w.l.pos[w.db]
-	w.l.pos[w.db] = pagewire.Pos{TXID: p.TXID + 1, Checksum: w.next}
-	return nil
-}
-func (w *fakeWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bool) error {
-	for _, t := range txns {
-		if err := w.Apply(ctx, t.PageCount, t.Pages, sync); err != nil {
-			return err
-		}
+	txid := p.TXID + 1
+	if e, ok := w.l.expect[w.db]; ok {
+		txid = e
+		delete(w.l.expect, w.db)
 	}
+	w.l.pos[w.db] = pagewire.Pos{TXID: txid, Checksum: w.next}
 	return nil
 }
 func (w *fakeWriter) Checkpoint(context.Context) (bool, error) { return true, nil }
@@ -222,5 +237,53 @@ func TestReplica_RefusesMalformedSnapshot(t *testing.T) {
 	}
 	if w.applied != 0 || len(l.rebased) != 0 {
 		t.Fatal("a malformed snapshot was applied")
+	}
+}
+
+// chain makes transactions first.. of one page each, checksums chained from
+// pre, with the database sizes given.
+func chain(first pagewire.TXID, pre uint64, sizes ...uint32) []pagewire.Txn {
+	var txns []pagewire.Txn
+	for i, n := range sizes {
+		txns = append(txns, pagewire.Txn{TXID: first + pagewire.TXID(i), PreChecksum: pre + uint64(i), PostChecksum: pre + uint64(i) + 1,
+			PageSize: 4096, PageCount: n, Pages: []pagewire.Page{page(1)}})
+	}
+	return txns
+}
+
+func TestReplica_TransactionsAppliedTogetherAreOneCommit(t *testing.T) {
+	l := newFakeLocal()
+	l.pos["app.db"] = pagewire.Pos{TXID: 7, Checksum: 70}
+	txns := chain(8, 70, 2, 2, 3, 3, 3)
+	w := &fakeWriter{l: l, db: "app.db", next: txns[4].PostChecksum}
+	r := newTestReplica(t, l, w)
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log, pageCount: 2}
+	if err := a.applyTxns(context.Background(), txns); err != nil {
+		t.Fatal(err)
+	}
+	if w.applied != 1 || len(l.grouped) != 1 || len(l.grouped[0]) != 5 {
+		t.Fatalf("%d commits, announced %v; want one commit standing for transactions 8..12", w.applied, l.grouped)
+	}
+	if got, want := l.pos["app.db"], (pagewire.Pos{TXID: 12, Checksum: txns[4].PostChecksum}); got != want {
+		t.Fatalf("position %v, want %v", got, want)
+	}
+}
+
+func TestReplica_ShrinkingTransactionEndsItsGroup(t *testing.T) {
+	l := newFakeLocal()
+	l.pos["app.db"] = pagewire.Pos{TXID: 7, Checksum: 70}
+	txns := chain(8, 70, 3, 4, 2, 2, 5) // 10 shrinks the database
+	w := &fakeWriter{l: l, db: "app.db", next: txns[4].PostChecksum}
+	r := newTestReplica(t, l, w)
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log, pageCount: 3}
+	if err := a.applyTxns(context.Background(), txns); err != nil {
+		t.Fatal(err)
+	}
+	want := [][]pagewire.TXID{{8, 9, 10}, {11, 12}}
+	if w.applied != 2 || len(l.grouped) != 2 || len(l.grouped[0]) != 3 || len(l.grouped[1]) != 2 {
+		t.Fatalf("%d commits, announced %v; want %v", w.applied, l.grouped, want)
+	}
+	if a.pageCount != 5 {
+		t.Fatalf("size after the groups %d, want 5", a.pageCount)
 	}
 }

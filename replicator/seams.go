@@ -91,6 +91,11 @@ type Local interface {
 	// Rebase sets a database's TXID after a snapshot was applied; it fails
 	// if the database's checksum is not pos.Checksum.
 	Rebase(db string, pos pagewire.Pos) error
+	// ExpectCommit announces that the next commit of a database applies
+	// txns (consecutive, following its position) at once, so that it
+	// advances the TXID past all of them; done withdraws the announcement
+	// if that commit did not happen.
+	ExpectCommit(db string, txns []pagewire.Txn) (done func(), err error)
 	// RestoreDatabase creates a database this node does not have from a
 	// snapshot (pages 1..n, in order); it fails unless the result is at pos.
 	RestoreDatabase(db string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error

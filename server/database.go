@@ -49,14 +49,16 @@ type database struct {
 	// metaUnsynced is set when the meta file records a WAL generation that
 	// has not been fsync'd; the next fsync of the WAL syncs it too.
 	metaUnsynced bool
+	metaGen      uint64 // counts the times metaUnsynced was set
 	handles      int    // open file handles on the mount
 	commits      uint64 // commits counted by writes since the node started
 	frameBuf     []byte // scratch for one WAL frame, used under mu
 	startupErr   error  // a checksum mismatch found when the database was opened
 	txlog        *txlog
-	logTxns      bool          // log commits to txlog; off during startup recovery and snapshots
-	changed      chan struct{} // closed and replaced on each commit
-	deleted      bool          // set once the database is deleted; its files are closed
+	logTxns      bool            // log commits to txlog; off during startup recovery and snapshots
+	expect       *expectedCommit // what the next commit stands for, on a replica
+	changed      chan struct{}   // closed and replaced on each commit
+	deleted      bool            // set once the database is deleted; its files are closed
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -72,6 +74,13 @@ type walState struct {
 	ck1, ck2    uint32 // running checksum at commitFrame
 	index       map[uint32]uint32
 	pending     []pendingFrame // frames scanned past commitFrame, not yet committed
+}
+
+// expectedCommit is a replica's announcement that the next commit applies
+// several of the primary's transactions at once.
+type expectedCommit struct {
+	pos  pagewire.Pos   // the position after them
+	txns []pagewire.Txn // them, for the transaction log; nil in recovery
 }
 
 type pendingFrame struct {
@@ -241,20 +250,27 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Ck1, h.Ck2
 	sameGen := h.Salt1 == m.Salt1 && h.Salt2 == m.Salt2
 	commits := 0
+	// From the meta's frame on, commits advance the meta's TXID: by one
+	// each, but the first by what the meta's Next announced, if its
+	// checksum matches.
 	atMeta := !sameGen || m.CommitFrame == 0
+	fromMeta := func() {
+		d.pos.TXID, commits, d.expect = m.Pos.TXID, 0, nil
+		if m.Next.TXID > m.Pos.TXID {
+			d.expect = &expectedCommit{pos: m.Next}
+		}
+	}
+	fromMeta()
 	if _, err := d.scanFrames(0, func(frame uint32) {
 		commits++
 		if sameGen && frame == m.CommitFrame {
 			atMeta = true
-			commits = 0
+			fromMeta()
 		}
 	}); err != nil {
 		return 0, false, err
 	}
-	d.w.pending = nil
-	// Scanning counted every commit in the WAL; the TXID is the meta's plus
-	// the commits after the meta's frame.
-	d.pos.TXID = m.Pos.TXID + pagewire.TXID(commits)
+	d.w.pending, d.expect = nil, nil
 	if sameGen && !atMeta {
 		d.log.Error("the WAL ends before the last commit the meta file recorded; transactions were lost (power failure with synchronous=OFF or NORMAL?)",
 			"recorded_frame", m.CommitFrame, "wal_commit_frame", d.w.commitFrame)
@@ -308,8 +324,10 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 // the page checksums and the WAL index.
 func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
 	pre := d.pos.Checksum
+	expect := d.expect
+	d.expect = nil
 	var txn pagewire.Txn
-	if d.logTxns {
+	if d.logTxns && expect == nil {
 		txn = d.pendingTxn(nPage)
 	}
 	sum := d.pos.Checksum &^ checksumFlag
@@ -330,20 +348,41 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
 	}
 	d.pages = d.pages[:nPage]
 	d.pos.Checksum = sum | checksumFlag
-	d.pos.TXID++
 	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
 	d.w.pending = d.w.pending[:0]
-	if d.logTxns {
-		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID, pre, d.pos.Checksum
-		if err := d.txlog.append(txn); err != nil {
-			// Replicas that need this transaction get a snapshot instead.
-			d.log.Error("could not log a transaction for replicas", logKeyTXID, d.pos.TXID, logKeyError, err)
+	switch {
+	case expect == nil:
+		d.pos.TXID++
+		if d.logTxns {
+			txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID, pre, d.pos.Checksum
+			d.logTxn(txn)
 		}
+	case d.pos.Checksum == expect.pos.Checksum:
+		d.pos.TXID = expect.pos.TXID
+		if d.logTxns {
+			if err := d.txlog.appendAll(expect.txns); err != nil {
+				d.log.Error("could not log transactions for replicas", logKeyTXID, d.pos.TXID, logKeyError, err)
+			}
+		}
+	default:
+		// The replicator sees the position differ from the primary's and
+		// has the database re-seeded.
+		d.pos.TXID++
+		d.log.Error("a commit that applies the primary's transactions does not end at the primary's checksum",
+			"want", expect.pos.String(), "got_checksum", fmt.Sprintf("%016x", d.pos.Checksum))
 	}
 	if d.changed != nil {
 		close(d.changed)
 	}
 	d.changed = make(chan struct{})
+}
+
+// logTxn appends a transaction to the log for replicas.
+func (d *database) logTxn(t pagewire.Txn) {
+	if err := d.txlog.append(t); err != nil {
+		// Replicas that need this transaction get a snapshot instead.
+		d.log.Error("could not log a transaction for replicas", logKeyTXID, t.TXID, logKeyError, err)
+	}
 }
 
 // pendingTxn reads the pages of the pending frames, the newest frame of
@@ -373,6 +412,9 @@ func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
 // otherwise it becomes durable at the next WAL fsync.
 func (d *database) saveMeta(fsync bool) error {
 	m := meta{Pos: d.pos, CommitFrame: d.w.commitFrame, Ck1: d.w.ck1, Ck2: d.w.ck2, PageSize: d.pageSize}
+	if d.expect != nil {
+		m.Next = d.expect.pos
+	}
 	if d.w.ok {
 		m.Salt1, m.Salt2 = d.w.hdr.Salt1, d.w.hdr.Salt2
 	}
@@ -391,7 +433,7 @@ func (d *database) saveMeta(fsync bool) error {
 // which SQLite does only once every frame is in the database file.
 func (d *database) resetWAL() error {
 	d.w = walState{index: map[uint32]uint32{}, pending: d.w.pending[:0]}
-	d.metaUnsynced = true
+	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
 
@@ -400,7 +442,7 @@ func (d *database) resetWAL() error {
 // the database file, so counting restarts at frame 1.
 func (d *database) startGeneration(h walHeader) error {
 	d.w = walState{hdr: h, ok: true, ck1: h.Ck1, ck2: h.Ck2, index: map[uint32]uint32{}, pending: d.w.pending[:0]}
-	d.metaUnsynced = true
+	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
 

@@ -124,6 +124,48 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	return nil
 }
 
+// ExpectCommit announces that the next commit of a database applies the
+// primary's transactions txns (consecutive, the first following the
+// database's position) at once: it then advances the TXID to the last one's
+// and logs each, provided it ends at the last one's checksum. done withdraws
+// the announcement if that commit did not happen.
+func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err error) {
+	d, err := s.db(name)
+	if err != nil {
+		return nil, err
+	}
+	if len(txns) == 0 {
+		return nil, fmt.Errorf("%w: no transactions to expect", pagewire.ErrInvalidArgument)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	prev := d.pos
+	for _, t := range txns {
+		if t.TXID != prev.TXID+1 || t.PreChecksum != prev.Checksum {
+			return nil, fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow position %s", pagewire.ErrInvalidArgument, t.TXID, t.PreChecksum, prev)
+		}
+		prev = pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum}
+	}
+	e := &expectedCommit{pos: prev, txns: txns}
+	d.expect = e
+	// Recorded before the commit, so that recovery after a crash counts
+	// it right.
+	if err := d.saveMeta(false); err != nil {
+		d.expect = nil
+		return nil, err
+	}
+	return func() {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		if d.expect == e {
+			d.expect = nil
+			if err := d.saveMeta(false); err != nil {
+				d.log.Warn("could not withdraw an expected commit from the meta file", logKeyError, err)
+			}
+		}
+	}, nil
+}
+
 // DeleteDatabase deletes a database that the primary deleted.
 func (s *Store) DeleteDatabase(name string) error {
 	d, err := s.db(name)

@@ -778,28 +778,43 @@ func (s *Store) Sync(id uint64) error {
 	if ref.db == nil {
 		return nil
 	}
+	// The fsyncs run without the database's lock, so that reads, commits
+	// and replication streams go on meanwhile; the files stay open until
+	// the database is deleted or replaced, which makes the sync fail as
+	// stale.
 	d := ref.db
 	d.mu.Lock()
-	defer d.mu.Unlock()
 	if d.deleted {
+		d.mu.Unlock()
 		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
+	var files []*os.File
+	metaGen := d.metaGen
 	switch ref.kind {
 	case pagewire.FileDatabase:
-		return d.db.Sync()
+		files = append(files, d.db)
 	case pagewire.FileWAL:
-		if d.wal == nil {
-			return nil
+		if d.wal != nil {
+			files = append(files, d.wal)
+			if d.metaUnsynced {
+				files = append(files, d.metaFile)
+			}
 		}
-		if err := d.wal.Sync(); err != nil {
+	}
+	d.mu.Unlock()
+	for _, f := range files {
+		if err := f.Sync(); errors.Is(err, os.ErrClosed) {
+			return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+		} else if err != nil {
 			return err
 		}
-		if d.metaUnsynced {
-			if err := d.metaFile.Sync(); err != nil {
-				return err
-			}
-			d.metaUnsynced = false
+	}
+	if len(files) == 2 {
+		d.mu.Lock()
+		if d.metaGen == metaGen {
+			d.metaUnsynced = false // no newer generation was recorded meanwhile
 		}
+		d.mu.Unlock()
 	}
 	return nil
 }

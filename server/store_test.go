@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"testing"
@@ -478,5 +479,166 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	}
 	if _, ok := s.Position("bad.db"); ok {
 		t.Fatal("a refused restore left a database")
+	}
+}
+
+// expectTxns makes the primary's transactions 2..n+1 on a one-page database:
+// transaction i+1 writes page 2 filled with fills[i].
+func expectTxns(fills ...byte) []pagewire.Txn {
+	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
+	prev := checksumOf(pages, 1)
+	var txns []pagewire.Txn
+	for i, f := range fills {
+		pages[2] = testPage(f)
+		post := checksumOf(pages, 2)
+		txns = append(txns, pagewire.Txn{TXID: pagewire.TXID(i + 2), PreChecksum: prev, PostChecksum: post, PageSize: defaultPageSize, PageCount: 2,
+			Pages: []pagewire.Page{{Pgno: 2, Data: testPage(f)}}})
+		prev = post
+	}
+	return txns
+}
+
+func TestStore_ExpectedCommitStandsForSeveralTransactions(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", false)
+	txns := expectTxns(3, 4, 5)
+	done, err := s.ExpectCommit("app.db", txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One WAL commit holding the last version of page 2.
+	w := newWALBuilder(t, s, "app.db", 1)
+	if got := w.frame(2, testPage(5), 2); got != 4 {
+		t.Fatalf("TXID after the commit = %d, want 4", got)
+	}
+	done()
+	want := pagewire.Pos{TXID: 4, Checksum: txns[2].PostChecksum}
+	if di, _ := s.Database("app.db"); di.Pos != want {
+		t.Fatalf("pos=%v, want %v", di.Pos, want)
+	}
+	// Each transaction is in the log, as the primary logged it.
+	r, err := s.dbs["app.db"].txlog.readFrom(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for _, tx := range txns {
+		got, ok, err := r.Next()
+		if err != nil || !ok || got.TXID != tx.TXID || got.PostChecksum != tx.PostChecksum || !bytes.Equal(got.Pages[0].Data, tx.Pages[0].Data) {
+			t.Fatalf("logged %d %016x ok=%v err=%v, want transaction %d %016x", got.TXID, got.PostChecksum, ok, err, tx.TXID, tx.PostChecksum)
+		}
+	}
+	// The next commit counts one again.
+	if got := w.frame(2, testPage(6), 2); got != 5 {
+		t.Fatalf("TXID after the next commit = %d, want 5", got)
+	}
+}
+
+func TestStore_ExpectedCommitWithAnotherChecksumCountsOne(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	if _, err := s.ExpectCommit("app.db", expectTxns(3, 4)); err != nil {
+		t.Fatal(err)
+	}
+	w := newWALBuilder(t, s, "app.db", 1)
+	// Not what the primary's transactions made: the position shows it.
+	if got := w.frame(2, testPage(9), 2); got != 2 {
+		t.Fatalf("TXID = %d, want 2 (one commit, not the expected one)", got)
+	}
+}
+
+func TestStore_ExpectCommitRefusesTransactionsThatDoNotFollow(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	txns := expectTxns(3, 4, 5)
+	for name, bad := range map[string][]pagewire.Txn{
+		"none":             nil,
+		"not the next":     txns[1:],
+		"gap":              {txns[0], txns[2]},
+		"bad pre-checksum": {txns[0], {TXID: 3, PreChecksum: 1, PostChecksum: txns[1].PostChecksum}},
+	} {
+		if _, err := s.ExpectCommit("app.db", bad); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Errorf("%s: err=%v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if _, err := s.ExpectCommit("nope.db", txns); !errors.Is(err, pagewire.ErrNotFound) {
+		t.Errorf("unknown database: err=%v, want ErrNotFound", err)
+	}
+}
+
+func TestStore_WithdrawnExpectationIsForgotten(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", false)
+	done, err := s.ExpectCommit("app.db", expectTxns(3, 4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done() // the apply failed before its commit
+	w := newWALBuilder(t, s, "app.db", 1)
+	if got := w.frame(2, testPage(4), 2); got != 2 {
+		t.Fatalf("TXID = %d, want 2", got)
+	}
+	s.Close()
+	if di, _ := openTestStore(t, dir).Database("app.db"); di.Pos.TXID != 2 || di.Err != nil {
+		t.Fatalf("after restart pos=%v err=%v, want TXID 2", di.Pos, di.Err)
+	}
+}
+
+// A crash after the commit reached the WAL but before the meta file
+// recorded it: recovery counts the commit as the transactions it stood for.
+func TestStore_RecoveryCountsAnExpectedCommit(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.frame(2, testPage(2), 2) // TXID 2
+	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize), 2: testPage(2)}
+	pre := checksumOf(pages, 2)
+	pages[2] = testPage(3)
+	mid := checksumOf(pages, 2)
+	pages[3] = testPage(4)
+	post := checksumOf(pages, 3)
+	txns := []pagewire.Txn{
+		{TXID: 3, PreChecksum: pre, PostChecksum: mid, PageSize: defaultPageSize, PageCount: 2, Pages: []pagewire.Page{{Pgno: 2, Data: testPage(3)}}},
+		{TXID: 4, PreChecksum: mid, PostChecksum: post, PageSize: defaultPageSize, PageCount: 3, Pages: []pagewire.Page{{Pgno: 3, Data: testPage(4)}}},
+	}
+	if _, err := s.ExpectCommit("app.db", txns); err != nil {
+		t.Fatal(err)
+	}
+	metaPath := filepath.Join(dir, "dbs", "app.db", metaFileName)
+	announced, err := os.ReadFile(metaPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.frame(2, testPage(3), 0)
+	if got := w.frame(3, testPage(4), 3); got != 4 {
+		t.Fatalf("TXID = %d, want 4", got)
+	}
+	w.frame(3, testPage(5), 3) // and one more, TXID 5
+	s.Close()
+	if err := os.WriteFile(metaPath, announced, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pages[3] = testPage(5)
+	want := pagewire.Pos{TXID: 5, Checksum: checksumOf(pages, 3)}
+	if di, _ := openTestStore(t, dir).Database("app.db"); di.Pos != want || di.Err != nil {
+		t.Fatalf("recovered pos=%v err=%v, want %v", di.Pos, di.Err, want)
+	}
+}
+
+func TestMeta_ReadsVersion1(t *testing.T) {
+	m := meta{Pos: pagewire.Pos{TXID: 9, Checksum: 1<<63 | 5}, Salt1: 1, Salt2: 2, CommitFrame: 3, Ck1: 4, Ck2: 5, PageSize: 4096}
+	b := m.encode()[:metaSizeV1]
+	copy(b, metaMagicV1)
+	binary.BigEndian.PutUint32(b[48:], crc32.ChecksumIEEE(b[:48]))
+	got, err := decodeMeta(b)
+	if err != nil || got != m {
+		t.Fatalf("got %+v, %v; want %+v", got, err, m)
+	}
+	m.Next = pagewire.Pos{TXID: 12, Checksum: 7}
+	if got, err := decodeMeta(m.encode()); err != nil || got != m {
+		t.Fatalf("version 2: got %+v, %v; want %+v", got, err, m)
 	}
 }

@@ -135,6 +135,37 @@ func (l *txlog) append(txn pagewire.Txn) error {
 	return nil
 }
 
+// appendAll logs consecutive transactions with one write when they go to
+// the current segment, else one by one.
+func (l *txlog) appendAll(txns []pagewire.Txn) error {
+	l.mu.Lock()
+	var last *segment
+	if n := len(l.segs); n > 0 {
+		last = l.segs[n-1]
+	}
+	if len(txns) < 2 || last == nil || l.tail == nil || last.size >= l.segmentMax || txns[0].TXID != last.last+1 {
+		l.mu.Unlock()
+		for _, t := range txns {
+			if err := l.append(t); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	defer l.mu.Unlock()
+	var buf []byte
+	for _, t := range txns {
+		buf = append(buf, encodeRecord(t)...)
+	}
+	if _, err := l.tail.WriteAt(buf, last.size); err != nil {
+		return fmt.Errorf("append to transaction log: %w", err)
+	}
+	t := txns[len(txns)-1]
+	last.size += int64(len(buf))
+	last.last, last.lastTime = t.TXID, t.CommitTime
+	return nil
+}
+
 // rollLocked starts a new segment whose first TXID is first, and drops
 // segments past retention.
 func (l *txlog) rollLocked(first pagewire.TXID) error {

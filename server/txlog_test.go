@@ -161,3 +161,37 @@ func FuzzDecodeRecord(f *testing.F) {
 		}
 	})
 }
+
+func TestTxlog_AppendAllReadsBackLikeAppend(t *testing.T) {
+	l, err := openTxlog(t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.segmentMax = 5000
+	// Into an empty log (one by one), then batches into the current
+	// segment (one write) and across a roll.
+	batches := [][]pagewire.TXID{{2, 3}, {4, 5, 6}, {7}, {8, 9, 10, 11, 12}}
+	for _, b := range batches {
+		var txns []pagewire.Txn
+		for _, id := range b {
+			txns = append(txns, testTxn(id, byte(id)))
+		}
+		if err := l.appendAll(txns); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := l.readFrom(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for want := pagewire.TXID(2); want <= 12; want++ {
+		txn, ok, err := r.Next()
+		if err != nil || !ok || txn.TXID != want || txn.Pages[0].Data[0] != byte(want) {
+			t.Fatalf("Next: %d ok=%v err=%v, want transaction %d", txn.TXID, ok, err, want)
+		}
+	}
+	if _, ok, err := r.Next(); ok || err != nil {
+		t.Fatalf("past the end: ok=%v err=%v", ok, err)
+	}
+}
