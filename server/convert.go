@@ -80,3 +80,16 @@ func txnToProto(t pagewire.Txn) []*replicationv1.Transaction {
 	}
 	return out
 }
+
+// txnsToProto makes one message of small transactions: a lone one as a
+// transaction event, several as a transactions event.
+func txnsToProto(txns []pagewire.Txn) *replicationv1.StreamTransactionsResponse {
+	if len(txns) == 1 {
+		return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: txnToProto(txns[0])[0]}}
+	}
+	msg := &replicationv1.Transactions{Transactions: make([]*replicationv1.Transaction, 0, len(txns))}
+	for _, t := range txns {
+		msg.Transactions = append(msg.Transactions, txnToProto(t)[0])
+	}
+	return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transactions{Transactions: msg}}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	"github.com/pagewire/pagewire/server"
 )
 
@@ -104,5 +105,45 @@ func TestReplicationService_StreamStarts(t *testing.T) {
 func commitOnePage(t *testing.T, store *server.Store) {
 	if err := server.CommitTestTransaction(store, "app.db"); err != nil {
 		t.Error(err)
+	}
+}
+
+// Transactions already committed when a replica asks for them go in one
+// message; the client hands them out one by one.
+func TestReplicationService_CommittedTransactionsGoTogether(t *testing.T) {
+	conn, _, store := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := store.Create("app.db", false); err != nil {
+		t.Fatal(err)
+	}
+	from, _ := store.Position("app.db")
+	for range 5 {
+		commitOnePage(t, store)
+	}
+	to, _ := store.Position("app.db")
+	s, err := replicationv1.NewReplicationServiceClient(conn).StreamTransactions(ctx, &replicationv1.StreamTransactionsRequest{
+		Name: "app.db", Hostname: "r1", Position: &replicationv1.Position{Txid: uint64(from.TXID), Checksum: from.Checksum}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := s.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	txns := msg.GetTransactions().GetTransactions()
+	if len(txns) != 5 || txns[0].GetTxid() != uint64(from.TXID)+1 || txns[4].GetTxid() != uint64(to.TXID) || txns[4].GetPostChecksum() != to.Checksum {
+		t.Fatalf("first message %v, want transactions %d..%d together", msg, from.TXID+1, to.TXID)
+	}
+
+	up, err := client.NewUpstream(conn).StreamTransactions(ctx, "app.db", "r1", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for want := from.TXID + 1; want <= to.TXID; want++ {
+		ev, err := up.Recv()
+		if err != nil || ev.Txn == nil || ev.Txn.TXID != want {
+			t.Fatalf("got %+v, %v; want transaction %d", ev.Txn, err, want)
+		}
 	}
 }

@@ -84,6 +84,8 @@ type Server struct {
 	health *health.Server
 	inproc *inproc.Channel
 	http   *http.Server
+	// stopping is closed when Run begins to stop: long streams end.
+	stopping chan struct{}
 }
 
 // New builds the server; it serves nothing until Run.
@@ -99,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
-	s := &Server{cfg: cfg, log: log}
+	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
 	grpcMetrics := grpcprom.NewServerMetrics()
 	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store))
 
@@ -139,7 +141,7 @@ func New(cfg Config) (*Server, error) {
 	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)
-	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log})
+	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log, stopping: s.stopping})
 	grpcMetrics.InitializeMetrics(s.gs)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
@@ -202,30 +204,47 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() { <-pruned }()
-	errc := make(chan error, 1)
-	if s.cfg.Listener != nil {
-		go func() { errc <- s.http.Serve(s.cfg.Listener) }()
-	} else {
-		errc <- http.ErrServerClosed
-	}
-	select {
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("serve %s: %w", s.cfg.Listener.Addr(), err)
-		}
+	if s.cfg.Listener == nil {
 		<-ctx.Done()
+		close(s.stopping)
+		s.health.Shutdown()
+		s.gs.Stop()
+		return nil
+	}
+	split := newPortSplitter(s.cfg.Listener, s.log)
+	errc := make(chan error, 3)
+	go func() { errc <- split.run() }()
+	go func() { errc <- s.gs.Serve(split.grpc) }()
+	go func() { errc <- s.http.Serve(split.http) }()
+	var err error
+	select {
+	case err = <-errc:
+		err = fmt.Errorf("serve %s: %w", s.cfg.Listener.Addr(), err)
+		s.log.Error("serving stopped; stopping the node", logKeyError, err)
 	case <-ctx.Done():
 	}
+	// Streams end first (replicas reconnect elsewhere or later), then
+	// calls in flight get ShutdownTimeout to finish.
+	close(s.stopping)
 	s.health.Shutdown()
+	_ = s.cfg.Listener.Close()
 	sctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownTimeout)
 	defer cancel()
-	err := s.http.Shutdown(sctx)
-	s.gs.Stop() // streams served through ServeHTTP end with their connections
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
+	stopped := make(chan struct{})
+	go func() {
+		s.gs.GracefulStop()
+		close(stopped)
+	}()
+	if herr := s.http.Shutdown(sctx); herr != nil {
+		_ = s.http.Close()
 	}
-	_ = s.http.Close()
-	return nil
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		s.gs.Stop()
+		<-stopped
+	}
+	return err
 }
 
 // chainUnary makes one interceptor of two, outer first.

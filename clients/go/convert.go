@@ -40,17 +40,10 @@ func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicato
 	ev := replicator.TxnEvent{Primary: primaryFromProto(msg.GetPrimary())}
 	switch e := msg.GetEvent().(type) {
 	case *replicationv1.StreamTransactionsResponse_Transaction:
-		t := e.Transaction
-		txn := pagewire.Txn{TXID: pagewire.TXID(t.GetTxid()), PreChecksum: t.GetPreChecksum(), PostChecksum: t.GetPostChecksum(),
-			PageSize: t.GetPageSize(), PageCount: t.GetPageCount(), CommitTime: t.GetCommitTime().AsTime()}
-		pages, err := pagesFromProto(t.GetPages(), t.GetPageSize(), t.GetPageCount())
+		txn, err := txnFromProto(e.Transaction)
 		if err != nil {
-			return ev, fmt.Errorf("transaction %d: %w", txn.TXID, err)
+			return ev, err
 		}
-		if len(pages) == 0 {
-			return ev, fmt.Errorf("%w: transaction %d has no pages", pagewire.ErrInvalidArgument, txn.TXID)
-		}
-		txn.Pages = pages
 		ev.Txn = &txn
 	case *replicationv1.StreamTransactionsResponse_SnapshotBegin:
 		b := e.SnapshotBegin
@@ -74,6 +67,46 @@ func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicato
 		return ev, fmt.Errorf("%w: stream message of unknown kind", pagewire.ErrInvalidArgument)
 	}
 	return ev, nil
+}
+
+// txnFromProto checks and converts one whole transaction.
+func txnFromProto(t *replicationv1.Transaction) (pagewire.Txn, error) {
+	txn := pagewire.Txn{TXID: pagewire.TXID(t.GetTxid()), PreChecksum: t.GetPreChecksum(), PostChecksum: t.GetPostChecksum(),
+		PageSize: t.GetPageSize(), PageCount: t.GetPageCount(), CommitTime: t.GetCommitTime().AsTime()}
+	pages, err := pagesFromProto(t.GetPages(), t.GetPageSize(), t.GetPageCount())
+	if err != nil {
+		return txn, fmt.Errorf("transaction %d: %w", txn.TXID, err)
+	}
+	if len(pages) == 0 {
+		return txn, fmt.Errorf("%w: transaction %d has no pages", pagewire.ErrInvalidArgument, txn.TXID)
+	}
+	txn.Pages = pages
+	return txn, nil
+}
+
+// txnsFromProto checks and converts a message of consecutive whole
+// transactions.
+func txnsFromProto(msg *replicationv1.StreamTransactionsResponse, ts *replicationv1.Transactions) ([]replicator.TxnEvent, error) {
+	list := ts.GetTransactions()
+	if len(list) == 0 {
+		return nil, fmt.Errorf("%w: empty transactions message", pagewire.ErrInvalidArgument)
+	}
+	primary := primaryFromProto(msg.GetPrimary())
+	evs := make([]replicator.TxnEvent, 0, len(list))
+	for i, t := range list {
+		if t.GetMore() {
+			return nil, fmt.Errorf("%w: transaction %d is split inside a transactions message", pagewire.ErrInvalidArgument, t.GetTxid())
+		}
+		if i > 0 && t.GetTxid() != list[i-1].GetTxid()+1 {
+			return nil, fmt.Errorf("%w: transaction %d follows %d in a transactions message", pagewire.ErrInvalidArgument, t.GetTxid(), list[i-1].GetTxid())
+		}
+		txn, err := txnFromProto(t)
+		if err != nil {
+			return nil, err
+		}
+		evs = append(evs, replicator.TxnEvent{Primary: primary, Txn: &txn})
+	}
+	return evs, nil
 }
 
 // pagesFromProto checks a transaction's pages: ascending, unique, within

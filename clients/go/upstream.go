@@ -56,15 +56,30 @@ func (w *databaseWatch) Recv() (replicator.DatabaseEvent, error) {
 }
 
 type txnStream struct {
-	s grpc.ServerStreamingClient[replicationv1.StreamTransactionsResponse]
+	s      grpc.ServerStreamingClient[replicationv1.StreamTransactionsResponse]
+	queued []replicator.TxnEvent // the rest of a transactions message
 }
 
 // Recv returns the next event. A transaction split over several messages
-// (more set) is joined first.
+// (more set) is joined first; a message of several transactions is
+// returned one transaction at a time.
 func (t *txnStream) Recv() (replicator.TxnEvent, error) {
+	if len(t.queued) > 0 {
+		ev := t.queued[0]
+		t.queued = t.queued[1:]
+		return ev, nil
+	}
 	msg, err := t.s.Recv()
 	if err != nil {
 		return replicator.TxnEvent{}, Error(err)
+	}
+	if ts := msg.GetTransactions(); ts != nil {
+		evs, err := txnsFromProto(msg, ts)
+		if err != nil {
+			return replicator.TxnEvent{}, err
+		}
+		t.queued = evs[1:]
+		return evs[0], nil
 	}
 	first := msg.GetTransaction()
 	for m := first; m.GetMore(); {

@@ -877,6 +877,7 @@ type StreamTransactionsResponse struct {
 	//	*StreamTransactionsResponse_SnapshotPages
 	//	*StreamTransactionsResponse_SnapshotEnd
 	//	*StreamTransactionsResponse_Heartbeat
+	//	*StreamTransactionsResponse_Transactions
 	Event         isStreamTransactionsResponse_Event `protobuf_oneof:"event"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -971,6 +972,15 @@ func (x *StreamTransactionsResponse) GetHeartbeat() *Heartbeat {
 	return nil
 }
 
+func (x *StreamTransactionsResponse) GetTransactions() *Transactions {
+	if x != nil {
+		if x, ok := x.Event.(*StreamTransactionsResponse_Transactions); ok {
+			return x.Transactions
+		}
+	}
+	return nil
+}
+
 type isStreamTransactionsResponse_Event interface {
 	isStreamTransactionsResponse_Event()
 }
@@ -1000,6 +1010,13 @@ type StreamTransactionsResponse_Heartbeat struct {
 	Heartbeat *Heartbeat `protobuf:"bytes,6,opt,name=heartbeat,proto3,oneof"`
 }
 
+type StreamTransactionsResponse_Transactions struct {
+	// transactions are consecutive whole transactions that were ready
+	// together: one message instead of one each, when a replica is behind
+	// or the primary commits faster than one message's round of sending.
+	Transactions *Transactions `protobuf:"bytes,7,opt,name=transactions,proto3,oneof"`
+}
+
 func (*StreamTransactionsResponse_Transaction) isStreamTransactionsResponse_Event() {}
 
 func (*StreamTransactionsResponse_SnapshotBegin) isStreamTransactionsResponse_Event() {}
@@ -1009,6 +1026,55 @@ func (*StreamTransactionsResponse_SnapshotPages) isStreamTransactionsResponse_Ev
 func (*StreamTransactionsResponse_SnapshotEnd) isStreamTransactionsResponse_Event() {}
 
 func (*StreamTransactionsResponse_Heartbeat) isStreamTransactionsResponse_Event() {}
+
+func (*StreamTransactionsResponse_Transactions) isStreamTransactionsResponse_Event() {}
+
+// Transactions carries consecutive transactions, ascending by TXID, none of
+// them split (more is never set).
+type Transactions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// transactions are the transactions, in order.
+	Transactions  []*Transaction `protobuf:"bytes,1,rep,name=transactions,proto3" json:"transactions,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Transactions) Reset() {
+	*x = Transactions{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Transactions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Transactions) ProtoMessage() {}
+
+func (x *Transactions) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Transactions.ProtoReflect.Descriptor instead.
+func (*Transactions) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Transactions) GetTransactions() []*Transaction {
+	if x != nil {
+		return x.Transactions
+	}
+	return nil
+}
 
 var File_pagewire_replication_v1_replication_proto protoreflect.FileDescriptor
 
@@ -1065,15 +1131,18 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\bdiverged\x18\x05 \x01(\bR\bdiverged\"D\n" +
 	"\rSnapshotPages\x123\n" +
 	"\x05pages\x18\x01 \x03(\v2\x1d.pagewire.replication.v1.PageR\x05pages\"\r\n" +
-	"\vSnapshotEnd\"\xdc\x03\n" +
+	"\vSnapshotEnd\"\xa9\x04\n" +
 	"\x1aStreamTransactionsResponse\x12:\n" +
 	"\aprimary\x18\x01 \x01(\v2 .pagewire.replication.v1.PrimaryR\aprimary\x12H\n" +
 	"\vtransaction\x18\x02 \x01(\v2$.pagewire.replication.v1.TransactionH\x00R\vtransaction\x12O\n" +
 	"\x0esnapshot_begin\x18\x03 \x01(\v2&.pagewire.replication.v1.SnapshotBeginH\x00R\rsnapshotBegin\x12O\n" +
 	"\x0esnapshot_pages\x18\x04 \x01(\v2&.pagewire.replication.v1.SnapshotPagesH\x00R\rsnapshotPages\x12I\n" +
 	"\fsnapshot_end\x18\x05 \x01(\v2$.pagewire.replication.v1.SnapshotEndH\x00R\vsnapshotEnd\x12B\n" +
-	"\theartbeat\x18\x06 \x01(\v2\".pagewire.replication.v1.HeartbeatH\x00R\theartbeatB\a\n" +
-	"\x05event2\x8a\x02\n" +
+	"\theartbeat\x18\x06 \x01(\v2\".pagewire.replication.v1.HeartbeatH\x00R\theartbeat\x12K\n" +
+	"\ftransactions\x18\a \x01(\v2%.pagewire.replication.v1.TransactionsH\x00R\ftransactionsB\a\n" +
+	"\x05event\"X\n" +
+	"\fTransactions\x12H\n" +
+	"\ftransactions\x18\x01 \x03(\v2$.pagewire.replication.v1.TransactionR\ftransactions2\x8a\x02\n" +
 	"\x12ReplicationService\x12s\n" +
 	"\x0eWatchDatabases\x12..pagewire.replication.v1.WatchDatabasesRequest\x1a/.pagewire.replication.v1.WatchDatabasesResponse0\x01\x12\x7f\n" +
 	"\x12StreamTransactions\x122.pagewire.replication.v1.StreamTransactionsRequest\x1a3.pagewire.replication.v1.StreamTransactionsResponse0\x01B\xfe\x01\n" +
@@ -1091,7 +1160,7 @@ func file_pagewire_replication_v1_replication_proto_rawDescGZIP() []byte {
 	return file_pagewire_replication_v1_replication_proto_rawDescData
 }
 
-var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pagewire_replication_v1_replication_proto_goTypes = []any{
 	(*Position)(nil),                   // 0: pagewire.replication.v1.Position
 	(*Primary)(nil),                    // 1: pagewire.replication.v1.Primary
@@ -1107,7 +1176,8 @@ var file_pagewire_replication_v1_replication_proto_goTypes = []any{
 	(*SnapshotPages)(nil),              // 11: pagewire.replication.v1.SnapshotPages
 	(*SnapshotEnd)(nil),                // 12: pagewire.replication.v1.SnapshotEnd
 	(*StreamTransactionsResponse)(nil), // 13: pagewire.replication.v1.StreamTransactionsResponse
-	(*timestamppb.Timestamp)(nil),      // 14: google.protobuf.Timestamp
+	(*Transactions)(nil),               // 14: pagewire.replication.v1.Transactions
+	(*timestamppb.Timestamp)(nil),      // 15: google.protobuf.Timestamp
 }
 var file_pagewire_replication_v1_replication_proto_depIdxs = []int32{
 	0,  // 0: pagewire.replication.v1.DatabaseState.position:type_name -> pagewire.replication.v1.Position
@@ -1116,9 +1186,9 @@ var file_pagewire_replication_v1_replication_proto_depIdxs = []int32{
 	3,  // 3: pagewire.replication.v1.WatchDatabasesResponse.created:type_name -> pagewire.replication.v1.DatabaseState
 	6,  // 4: pagewire.replication.v1.WatchDatabasesResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
 	3,  // 5: pagewire.replication.v1.DatabaseList.databases:type_name -> pagewire.replication.v1.DatabaseState
-	14, // 6: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	15, // 6: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
 	0,  // 7: pagewire.replication.v1.StreamTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
-	14, // 8: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
+	15, // 8: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
 	8,  // 9: pagewire.replication.v1.Transaction.pages:type_name -> pagewire.replication.v1.Page
 	0,  // 10: pagewire.replication.v1.SnapshotBegin.position:type_name -> pagewire.replication.v1.Position
 	8,  // 11: pagewire.replication.v1.SnapshotPages.pages:type_name -> pagewire.replication.v1.Page
@@ -1128,15 +1198,17 @@ var file_pagewire_replication_v1_replication_proto_depIdxs = []int32{
 	11, // 15: pagewire.replication.v1.StreamTransactionsResponse.snapshot_pages:type_name -> pagewire.replication.v1.SnapshotPages
 	12, // 16: pagewire.replication.v1.StreamTransactionsResponse.snapshot_end:type_name -> pagewire.replication.v1.SnapshotEnd
 	6,  // 17: pagewire.replication.v1.StreamTransactionsResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
-	2,  // 18: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
-	7,  // 19: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
-	4,  // 20: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
-	13, // 21: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
-	20, // [20:22] is the sub-list for method output_type
-	18, // [18:20] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 18: pagewire.replication.v1.StreamTransactionsResponse.transactions:type_name -> pagewire.replication.v1.Transactions
+	9,  // 19: pagewire.replication.v1.Transactions.transactions:type_name -> pagewire.replication.v1.Transaction
+	2,  // 20: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
+	7,  // 21: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
+	4,  // 22: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
+	13, // 23: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
+	22, // [22:24] is the sub-list for method output_type
+	20, // [20:22] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_replication_v1_replication_proto_init() }
@@ -1156,6 +1228,7 @@ func file_pagewire_replication_v1_replication_proto_init() {
 		(*StreamTransactionsResponse_SnapshotPages)(nil),
 		(*StreamTransactionsResponse_SnapshotEnd)(nil),
 		(*StreamTransactionsResponse_Heartbeat)(nil),
+		(*StreamTransactionsResponse_Transactions)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1163,7 +1236,7 @@ func file_pagewire_replication_v1_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_replication_v1_replication_proto_rawDesc), len(file_pagewire_replication_v1_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
