@@ -27,19 +27,27 @@ for i in range(int(sys.argv[3])):
 c.close()
 `
 
-// sqLogLines returns the node's log lines that contain every one of words.
+// sqLogLines returns the node's log lines that contain every one of words,
+// waiting up to 5 s for a first one: the log reaches the test through a
+// pipe, a moment after the client saw the error it explains.
 func sqLogLines(n *Node, words ...string) []string {
-	var out []string
-	for _, l := range strings.Split(n.Log.String(), "\n") {
-		ok := true
-		for _, w := range words {
-			ok = ok && strings.Contains(l, w)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		var out []string
+		for _, l := range strings.Split(n.Log.String(), "\n") {
+			ok := true
+			for _, w := range words {
+				ok = ok && strings.Contains(l, w)
+			}
+			if ok {
+				out = append(out, l)
+			}
 		}
-		if ok {
-			out = append(out, l)
+		if len(out) > 0 || time.Now().After(deadline) {
+			return out
 		}
+		time.Sleep(20 * time.Millisecond)
 	}
-	return out
 }
 
 // TestWAL_LeaveWALRefused tries every other journal mode on a database on
