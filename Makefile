@@ -4,8 +4,12 @@
 GO ?= go
 # Integration tests start real nodes; they run one package at a time.
 INTEGRATION_FLAGS ?= -race -tags integration -p 1 -timeout 40m
+# The Consul agent the lease tests run, built once from deploy/consul
+# (about 7 minutes cold on 2 cores) and reused.
+CONSUL_BIN ?= $(HOME)/.cache/pagewire/consul-1.14.11
+export CONSUL_BIN
 
-.PHONY: test deps lint proto-check unit fuzz integration run bench
+.PHONY: test deps consul lint proto-check unit fuzz integration run bench
 
 test: deps lint proto-check unit fuzz integration
 
@@ -16,6 +20,12 @@ deps:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 fuse3 python3 >/dev/null; }
 	@test -e /dev/fuse || { echo "/dev/fuse is missing: the integration tests need FUSE"; exit 1; }
 	$(GO) mod download
+	@$(MAKE) --no-print-directory consul
+
+# consul builds the Consul 1.14.11 agent into CONSUL_BIN unless it is there.
+consul:
+	@test -x $(CONSUL_BIN) || { echo "building Consul 1.14.11 into $(CONSUL_BIN) (once; about 7 minutes)"; \
+		mkdir -p $(dir $(CONSUL_BIN)) && cd deploy/consul && $(GO) build -o $(CONSUL_BIN).tmp . && mv $(CONSUL_BIN).tmp $(CONSUL_BIN); }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
