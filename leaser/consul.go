@@ -136,32 +136,31 @@ func (l *Consul) unreachable(op string, err error) error {
 
 // Primary reads the lease's holder.
 func (l *Consul) Primary(ctx context.Context) (Info, error) {
-	info, _, err := l.primary(ctx, 0)
-	return info, err
+	h, _, err := l.WaitPrimary(ctx, 0)
+	return h.Info, err
 }
 
-// WaitPrimary blocks until the lease's key changes after index (0: answer
-// at once) or ctx is done, and returns the holder and the index to wait on
-// next. A key with no holder is ErrNoPrimary.
-func (l *Consul) WaitPrimary(ctx context.Context, index uint64) (Info, uint64, error) {
-	return l.primary(ctx, index)
-}
-
-func (l *Consul) primary(ctx context.Context, index uint64) (Info, uint64, error) {
+// WaitPrimary blocks (a Consul blocking query) until the lease's key
+// changes after index, or ctx is done. The holder's epoch is the key's
+// ModifyIndex, as Acquire gave it.
+func (l *Consul) WaitPrimary(ctx context.Context, index uint64) (Holder, uint64, error) {
 	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx)
 	pair, meta, err := l.c.KV().Get(l.cfg.Key, opts)
 	if err != nil {
-		return Info{}, index, l.unreachable("read the lease", err)
+		return Holder{}, index, l.unreachable("read the lease", err)
 	}
 	next := meta.LastIndex
+	if next < index {
+		next = 0 // the index went backwards (a new Consul cluster): start over
+	}
 	if pair == nil || pair.Session == "" {
-		return Info{}, next, ErrNoPrimary
+		return Holder{}, next, ErrNoPrimary
 	}
 	var info Info
 	if err := json.Unmarshal(pair.Value, &info); err != nil || info.Hostname == "" {
-		return Info{}, next, fmt.Errorf("the lease at %s holds %q, not {hostname, advertise-url} JSON: %w", l.cfg.Key, pair.Value, pagewire.ErrCorrupt)
+		return Holder{}, next, fmt.Errorf("the lease at %s holds %q, not {hostname, advertise-url} JSON: %w", l.cfg.Key, pair.Value, pagewire.ErrCorrupt)
 	}
-	return info, next, nil
+	return Holder{Info: info, Epoch: pagewire.Epoch(pair.ModifyIndex)}, next, nil
 }
 
 // Acquire creates a session and takes the lock with it. The epoch is the

@@ -176,8 +176,8 @@ func TestConsulAgent_WaitPrimaryFollowsChanges(t *testing.T) {
 		t.Fatal(err)
 	}
 	info, index, err := n2.WaitPrimary(ctx, 0)
-	if err != nil || info.Hostname != "n1" {
-		t.Fatalf("primary %+v, %v", info, err)
+	if err != nil || info.Hostname != "n1" || info.Epoch != lease.Epoch() {
+		t.Fatalf("primary %+v, %v; want n1 at epoch %d", info, err, lease.Epoch())
 	}
 	changed := make(chan error, 1)
 	go func() {

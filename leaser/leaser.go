@@ -23,6 +23,12 @@ type Info struct {
 	AdvertiseURL string `json:"advertise-url"`
 }
 
+// Holder is the node holding the lease and the epoch it holds it at.
+type Holder struct {
+	Info
+	Epoch pagewire.Epoch
+}
+
 // Leaser takes and observes the write lease.
 type Leaser interface {
 	// Acquire takes the lease for this node. It returns ErrHeld (as a
@@ -31,6 +37,10 @@ type Leaser interface {
 	Acquire(ctx context.Context) (Lease, error)
 	// Primary returns the current holder, ErrNoPrimary if none.
 	Primary(ctx context.Context) (Info, error)
+	// WaitPrimary blocks until the holder may have changed since index (0:
+	// answers at once) or ctx is done. It returns the holder (ErrNoPrimary
+	// if none) and the index to wait on next.
+	WaitPrimary(ctx context.Context, index uint64) (Holder, uint64, error)
 	// Type is the lease type, as in lease.type.
 	Type() string
 }

@@ -47,6 +47,17 @@ func (s *Static) Primary(context.Context) (Info, error) {
 	return s.Holder, nil
 }
 
+// WaitPrimary answers at once for index 0; the static primary never
+// changes, so later calls wait for ctx.
+func (s *Static) WaitPrimary(ctx context.Context, index uint64) (Holder, uint64, error) {
+	if index != 0 {
+		<-ctx.Done()
+		return Holder{}, index, ctx.Err()
+	}
+	info, err := s.Primary(ctx)
+	return Holder{Info: info, Epoch: 1}, 1, err
+}
+
 // staticLease never expires.
 type staticLease struct{}
 

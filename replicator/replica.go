@@ -38,6 +38,9 @@ type ReplicaConfig struct {
 	// IdleTimeout ends a stream that sent nothing, not even a heartbeat, for
 	// this long.
 	IdleTimeout time.Duration
+	// MinEpoch is the least lease epoch accepted from the primary: the
+	// epoch the lease had when this replica was told to follow it.
+	MinEpoch pagewire.Epoch
 	// ApplyInterval is the least time between two applies to a database
 	// while it is busy (transactions arrive at busyRate or faster):
 	// transactions that arrive meanwhile are applied together, as one
@@ -114,7 +117,7 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	if cfg.OpenWriter == nil {
 		cfg.OpenWriter = func(_ context.Context, path string) (Writer, error) { return OpenWALWriter(path, log) }
 	}
-	return &Replica{cfg: cfg, log: log.With("component", "replica")}, nil
+	return &Replica{cfg: cfg, log: log.With("component", "replica"), epoch: cfg.MinEpoch}, nil
 }
 
 // Primary returns the primary the replica last heard from.

@@ -287,3 +287,21 @@ func TestReplica_ShrinkingTransactionEndsItsGroup(t *testing.T) {
 		t.Fatalf("size after the groups %d, want 5", a.pageCount)
 	}
 }
+
+func TestReplica_MinEpochRefusesAnOlderPrimary(t *testing.T) {
+	l := newFakeLocal()
+	cfg := DefaultReplicaConfig()
+	cfg.Upstream, cfg.Local, cfg.MountDir, cfg.Hostname = upstreamFunc(nil), l, "/mnt", "replica1"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.MinEpoch = 40
+	r, err := NewReplica(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.checkEpoch(PrimaryInfo{Hostname: "old", Epoch: 39}); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("epoch 39 after MinEpoch 40: err=%v, want refused", err)
+	}
+	if err := r.checkEpoch(PrimaryInfo{Hostname: "new", Epoch: 40}); err != nil {
+		t.Fatal(err)
+	}
+}

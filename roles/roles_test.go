@@ -1,0 +1,166 @@
+package roles
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/leaser"
+)
+
+// fakeLeaser hands out its lease to the first Acquire while free, and
+// reports holder otherwise.
+type fakeLeaser struct {
+	mu     sync.Mutex
+	free   bool
+	holder leaser.Holder
+	lease  *fakeLease
+	change chan struct{}
+}
+
+func (f *fakeLeaser) Type() string { return "fake" }
+
+func (f *fakeLeaser) Acquire(context.Context) (leaser.Lease, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.free {
+		return nil, &leaser.HeldError{Holder: f.holder.Info}
+	}
+	f.free = false
+	f.lease = &fakeLease{epoch: 7, lost: make(chan struct{})}
+	return f.lease, nil
+}
+
+func (f *fakeLeaser) Primary(ctx context.Context) (leaser.Info, error) {
+	h, _, err := f.WaitPrimary(ctx, 0)
+	return h.Info, err
+}
+
+func (f *fakeLeaser) WaitPrimary(ctx context.Context, index uint64) (leaser.Holder, uint64, error) {
+	if index > 0 {
+		select {
+		case <-ctx.Done():
+			return leaser.Holder{}, index, ctx.Err()
+		case <-f.change:
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.holder.Hostname == "" {
+		return leaser.Holder{}, index + 1, leaser.ErrNoPrimary
+	}
+	return f.holder, index + 1, nil
+}
+
+type fakeLease struct {
+	epoch pagewire.Epoch
+	lost  chan struct{}
+}
+
+func (l *fakeLease) Epoch() pagewire.Epoch            { return l.epoch }
+func (l *fakeLease) Lost() <-chan struct{}            { return l.lost }
+func (l *fakeLease) Release(context.Context) error    { return nil }
+func (f *fakeFollower) Run(ctx context.Context) error { <-ctx.Done(); return nil }
+
+type fakeFollower struct{}
+
+// roleLog records the store's roles.
+type roleLog struct {
+	mu    sync.Mutex
+	roles []pagewire.Role
+	ch    chan pagewire.Role
+}
+
+func (r *roleLog) SetRole(role pagewire.Role, _ pagewire.ReadOnlyError, _ pagewire.Epoch) {
+	r.mu.Lock()
+	r.roles = append(r.roles, role)
+	r.mu.Unlock()
+	r.ch <- role
+}
+
+func (r *roleLog) wait(t *testing.T, want pagewire.Role) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case got := <-r.ch:
+			if got == want {
+				return
+			}
+		case <-timeout:
+			t.Fatalf("the store never became %v", want)
+		}
+	}
+}
+
+// runManager runs a Manager on l until the returned stop is called; the
+// store's roles and the primaries followed are reported.
+func runManager(t *testing.T, l *fakeLeaser, candidate bool) (store *roleLog, followed chan leaser.Holder, stop func() error) {
+	t.Helper()
+	store = &roleLog{ch: make(chan pagewire.Role, 16)}
+	followed = make(chan leaser.Holder, 4)
+	m, err := New(Config{Leaser: l, Store: store, Candidate: candidate, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Follow: func(h leaser.Holder) (Follower, error) { followed <- h; return &fakeFollower{}, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	return store, followed, func() error { cancel(); return <-done }
+}
+
+func TestManager_LeadsThenStepsDownWhenTheLeaseIsLost(t *testing.T) {
+	l := &fakeLeaser{free: true, change: make(chan struct{})}
+	store, followed, stop := runManager(t, l, true)
+	store.wait(t, pagewire.RolePrimary)
+
+	// Another node takes the lease after this one lost it.
+	l.mu.Lock()
+	l.holder = leaser.Holder{Info: leaser.Info{Hostname: "other", AdvertiseURL: "http://other:20202"}, Epoch: 9}
+	lease := l.lease
+	l.mu.Unlock()
+	close(lease.lost)
+	store.wait(t, pagewire.RoleReplica)
+	select {
+	case h := <-followed:
+		if h.Hostname != "other" || h.Epoch != 9 {
+			t.Fatalf("followed %+v, want other at epoch 9", h)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never followed the new primary")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestManager_NonCandidateOnlyFollows(t *testing.T) {
+	l := &fakeLeaser{free: true, holder: leaser.Holder{Info: leaser.Info{Hostname: "p", AdvertiseURL: "http://p:20202"}, Epoch: 3}, change: make(chan struct{})}
+	store, followed, stop := runManager(t, l, false)
+	select {
+	case h := <-followed:
+		if h.Hostname != "p" {
+			t.Fatalf("followed %+v", h)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("never followed")
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	store.mu.Lock()
+	defer store.mu.Unlock()
+	for _, r := range store.roles {
+		if r == pagewire.RolePrimary {
+			t.Fatal("a non-candidate became primary")
+		}
+	}
+	if !l.free {
+		t.Fatal("a non-candidate took the lease")
+	}
+}
