@@ -86,6 +86,8 @@ type NodeOptions struct {
 	ReplicaOf *Node
 	// Retention sets data.retention (e.g. "15s"); "": the default.
 	Retention string
+	// Lease replaces the lease section; {{URL}} in it is this node's URL.
+	Lease string
 }
 
 // StartNode writes a config for a single-node static primary under a new
@@ -102,6 +104,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if p := opts.ReplicaOf; p != nil {
 		// As LiteFS's static lease: a replica names the primary.
 		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: node1\n  advertise-url: %q\n  candidate: false\n", p.URL)
+	}
+	if opts.Lease != "" {
+		lease = strings.ReplaceAll(opts.Lease, "{{URL}}", n.URL)
 	}
 	data := fmt.Sprintf("data:\n  dir: %q\n", n.DataDir)
 	if opts.Retention != "" {

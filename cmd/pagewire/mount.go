@@ -22,8 +22,10 @@ import (
 	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/fusemount"
+	"github.com/pagewire/pagewire/leaser"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/replicator"
+	"github.com/pagewire/pagewire/roles"
 	"github.com/pagewire/pagewire/server"
 )
 
@@ -56,16 +58,21 @@ func runMount(ctx context.Context, args []string) error {
 		app = argv
 	}
 
-	if cfg.Lease.Type != config.LeaseTypeStatic {
-		return fmt.Errorf("lease.type %q is not available in this build yet: use \"static\"", cfg.Lease.Type)
-	}
 	// With a static lease, a replica's lease.hostname and advertise-url are
 	// the primary's (as LiteFS); the node itself goes by the host's name.
+	// With a Consul lease they are this node's.
 	node := server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
-	if !cfg.Lease.Candidate {
+	dynamic := cfg.Lease.Type == config.LeaseTypeConsul
+	if (!cfg.Lease.Candidate && !dynamic) || node.Hostname == "" {
 		if h, err := os.Hostname(); err == nil {
-			node.Hostname, node.AdvertiseURL = h, ""
+			node.Hostname = h
 		}
+		if !dynamic {
+			node.AdvertiseURL = ""
+		}
+	}
+	if dynamic && node.AdvertiseURL == "" {
+		return errors.New("lease.advertise-url is required with lease.type consul: the URL other nodes reach this node's API at (on Fly.io: http://${FLY_ALLOC_ID}.vm.${FLY_APP_NAME}.internal:20202)")
 	}
 
 	store, err := server.OpenStore(server.StoreConfig{Dir: cfg.Data.Dir, Logger: log, Retention: time.Duration(cfg.Data.Retention)})
@@ -73,22 +80,46 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	defer store.Close()
-	var replica *replicator.Replica
 	var openWriter func(context.Context, string) (replicator.Writer, error) // set once the apply worker runs
-	if cfg.Lease.Candidate {
-		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
-	} else {
-		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL}, 1)
-		conn, err := client.Dial(cfg.Lease.AdvertiseURL)
+	// newFollower makes a replica of the primary at url.
+	newFollower := func(url string, minEpoch pagewire.Epoch) (*follower, error) {
+		conn, err := client.Dial(url)
 		if err != nil {
-			return fmt.Errorf("lease.advertise-url: %w", err)
+			return nil, err
 		}
-		defer conn.Close()
 		rcfg := replicator.DefaultReplicaConfig()
 		rcfg.OpenWriter = func(ctx context.Context, path string) (replicator.Writer, error) { return openWriter(ctx, path) }
 		rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = client.NewUpstream(conn), store, cfg.FUSE.Dir, node.Hostname, log
-		if replica, err = replicator.NewReplica(rcfg); err != nil {
+		rcfg.MinEpoch = minEpoch
+		r, err := replicator.NewReplica(rcfg)
+		if err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return &follower{Replica: r, conn: conn}, nil
+	}
+	var replica *follower // a static replica's
+	var manager *roles.Manager
+	switch {
+	case dynamic:
+		lsr, err := leaser.NewConsul(leaser.ConsulConfig{URL: cfg.Lease.Consul.URL, Key: cfg.Lease.Consul.Key,
+			TTL: time.Duration(cfg.Lease.Consul.TTL), LockDelay: time.Duration(cfg.Lease.Consul.LockDelay),
+			Candidate: cfg.Lease.Candidate, Node: leaser.Info{Hostname: node.Hostname, AdvertiseURL: node.AdvertiseURL}, Logger: log})
+		if err != nil {
 			return err
+		}
+		manager, err = roles.New(roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
+			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }})
+		if err != nil {
+			return err
+		}
+		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{}, 0)
+	case cfg.Lease.Candidate:
+		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
+	default:
+		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL}, 1)
+		if replica, err = newFollower(cfg.Lease.AdvertiseURL, 1); err != nil {
+			return fmt.Errorf("lease.advertise-url: %w", err)
 		}
 	}
 
@@ -152,7 +183,7 @@ func runMount(ctx context.Context, args []string) error {
 		default:
 		}
 		srv.SetReady(true)
-		if replica != nil {
+		if replica != nil || manager != nil {
 			// The replica applies through a worker process: a node must
 			// never wait on its own mount.
 			worker, err := startApplyWorker()
@@ -168,7 +199,12 @@ func runMount(ctx context.Context, args []string) error {
 			users.Add(1)
 			g.Go(func() error {
 				defer users.Done()
-				err := replica.Run(gctx)
+				var err error
+				if manager != nil {
+					err = manager.Run(gctx)
+				} else {
+					err = replica.Run(gctx)
+				}
 				worker.stop()
 				<-worker.exited
 				return err
@@ -194,6 +230,18 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	return appErr
+}
+
+// follower is a replica of one primary and its connection.
+type follower struct {
+	*replicator.Replica
+	conn interface{ Close() error }
+}
+
+// Run replicates until ctx is done, then closes the connection.
+func (f *follower) Run(ctx context.Context) error {
+	defer f.conn.Close()
+	return f.Replica.Run(ctx)
 }
 
 // runApps runs the exec commands and the -- command. All but the last

@@ -1,0 +1,185 @@
+//go:build integration
+
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pagewire/pagewire/internal/consultest"
+)
+
+// consulCluster starts a Consul agent and n candidate nodes on a Consul
+// lease.
+func consulCluster(t *testing.T, n int) (*consultest.Agent, []*Node) {
+	t.Helper()
+	agent := consultest.Start(t)
+	var nodes []*Node
+	for i := range n {
+		nodes = append(nodes, startConsulNode(t, agent, fmt.Sprintf("node%d", i+1), true))
+	}
+	return agent, nodes
+}
+
+func startConsulNode(t *testing.T, agent *consultest.Agent, host string, candidate bool) *Node {
+	t.Helper()
+	return StartNode(t, NodeOptions{Lease: fmt.Sprintf(`lease:
+  type: consul
+  hostname: %s
+  advertise-url: "{{URL}}"
+  candidate: %v
+  consul:
+    url: %q
+    key: pagewire-e2e/primary
+    ttl: 10s
+    lock-delay: 1s
+`, host, candidate, agent.URL)})
+}
+
+// leaseRoles asks every running node whether it is the primary (the
+// litefs_is_primary metric) and whom /primary names.
+func leaseRoles(t *testing.T, nodes []*Node) (primaries []*Node, named map[string]int) {
+	t.Helper()
+	named = map[string]int{}
+	for _, n := range nodes {
+		if !n.Running() {
+			continue
+		}
+		code, body := n.HTTPGet("/metrics")
+		if code == http.StatusOK && strings.Contains(body, "\nlitefs_is_primary 1") {
+			primaries = append(primaries, n)
+		}
+		if code, p := n.HTTPGet("/primary"); code == http.StatusOK {
+			named[strings.TrimSpace(p)]++
+		}
+	}
+	return primaries, named
+}
+
+// waitOnePrimary waits until exactly one running node is the primary and
+// every running node names it; it returns it.
+func waitOnePrimary(t *testing.T, nodes []*Node, timeout time.Duration) *Node {
+	t.Helper()
+	var primary *Node
+	waitFor(t, timeout, "exactly one primary, named by every node", func() bool {
+		ps, named := leaseRoles(t, nodes)
+		if len(ps) != 1 {
+			return false
+		}
+		running := 0
+		for _, n := range nodes {
+			if n.Running() {
+				running++
+			}
+		}
+		code, host := ps[0].HTTPGet("/primary")
+		if code != http.StatusOK || named[strings.TrimSpace(host)] != running {
+			return false
+		}
+		primary = ps[0]
+		return true
+	})
+	return primary
+}
+
+// allBut returns nodes without x.
+func allBut(nodes []*Node, x *Node) []*Node {
+	var out []*Node
+	for _, n := range nodes {
+		if n != x {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+func (n *Node) hostname(t *testing.T) string {
+	code, body := n.HTTPGet("/primary")
+	if code != http.StatusOK {
+		t.Fatalf("GET /primary on %s: %d %s", n.Dir, code, body)
+	}
+	return body
+}
+
+func TestLease_ConsulOnePrimaryOthersFollow(t *testing.T) {
+	_, nodes := consulCluster(t, 3)
+	p := waitOnePrimary(t, nodes, time.Minute)
+	cliMakeDB(t, p, "lease.db", 50)
+	others := allBut(nodes, p)
+	rpWaitPos(t, "lease.db", p, others...)
+	for _, r := range others {
+		if got := rpCount(t, r, "lease.db"); got != "50\nok" {
+			t.Fatalf("replica %s: %q, want 50 rows and ok", r.Dir, got)
+		}
+		// Writes on a follower are refused, not lost.
+		if out, err := pythonErr(rpWriter, r.Path("lease.db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+			t.Fatalf("write on a follower: err=%v output=%q, want a read-only error", err, out)
+		}
+	}
+}
+
+// kill -9 of the primary: a candidate takes over once Consul frees the
+// lease, the survivors follow it, and writes resume on it.
+func TestLease_ConsulFailoverAfterKill(t *testing.T) {
+	_, nodes := consulCluster(t, 3)
+	p := waitOnePrimary(t, nodes, time.Minute)
+	cliMakeDB(t, p, "fo.db", 20)
+	others := allBut(nodes, p)
+	rpWaitPos(t, "fo.db", p, others...)
+	p.Kill()
+	killed := time.Now()
+	// Consul frees a dead holder's session after up to 2×TTL, plus
+	// lock-delay: allow a generous margin.
+	np := waitOnePrimary(t, others, 90*time.Second)
+	t.Logf("new primary %s after %s", strings.TrimSpace(np.hostname(t)), time.Since(killed).Round(100*time.Millisecond))
+	python(t, rpWriter, np.Path("fo.db"), "10")
+	rest := allBut(others, np)
+	rpWaitPos(t, "fo.db", np, rest...)
+	for _, n := range append(rest, np) {
+		if got := rpCount(t, n, "fo.db"); got != "30\nok" {
+			t.Fatalf("%s: %q, want 30 rows and ok", n.Dir, got)
+		}
+	}
+}
+
+// A primary stopped with SIGTERM stops taking writes and releases the
+// lease, so another candidate takes it without waiting for it to expire.
+func TestLease_ConsulStoppedPrimaryReleases(t *testing.T) {
+	_, nodes := consulCluster(t, 2)
+	p := waitOnePrimary(t, nodes, time.Minute)
+	other := nodes[0]
+	if other == p {
+		other = nodes[1]
+	}
+	stopped := time.Now()
+	p.Stop()
+	waitOnePrimary(t, []*Node{other}, 30*time.Second)
+	t.Logf("the other candidate took over %s after SIGTERM", time.Since(stopped).Round(10*time.Millisecond))
+	python(t, rpWriter, other.Path("after.db"), "3")
+}
+
+// A node with candidate: false follows and never takes the lease, even
+// when no candidate is left.
+func TestLease_ConsulNonCandidateNeverLeads(t *testing.T) {
+	agent, nodes := consulCluster(t, 1)
+	p := waitOnePrimary(t, nodes, time.Minute)
+	r := startConsulNode(t, agent, "follower", false)
+	cliMakeDB(t, p, "nc.db", 5)
+	rpWaitPos(t, "nc.db", p, r)
+	p.Stop()
+	// With the only candidate gone the follower names no primary, takes
+	// no writes and stays a replica.
+	waitFor(t, 30*time.Second, "the follower to see no primary", func() bool {
+		code, body := r.HTTPGet("/primary")
+		return code == http.StatusOK && strings.TrimSpace(body) == ""
+	})
+	if _, body := r.HTTPGet("/metrics"); !strings.Contains(body, "\nlitefs_is_primary 0") {
+		t.Fatal("a non-candidate reports itself primary")
+	}
+	if out, err := pythonErr(rpWriter, r.Path("nc.db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+		t.Fatalf("write with no primary: err=%v output=%q, want a read-only error", err, out)
+	}
+}
