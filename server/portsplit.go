@@ -44,12 +44,14 @@ func newPortSplitter(ln net.Listener, log *slog.Logger) *portSplitter {
 	return &portSplitter{ln: ln, grpc: newConnQueue(ln.Addr()), http: newConnQueue(ln.Addr()), log: log}
 }
 
-// run accepts until the listener is closed, then closes both queues.
+// run accepts until the listener is closed, then closes both queues (a
+// connection still being classified is closed, at the latest when its
+// classification times out).
 func (p *portSplitter) run() error {
 	defer func() {
-		p.wg.Wait()
 		p.grpc.Close()
 		p.http.Close()
+		p.wg.Wait()
 	}()
 	var delay time.Duration
 	for {
