@@ -3,8 +3,12 @@
 package e2e
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +185,42 @@ func TestLease_ConsulNonCandidateNeverLeads(t *testing.T) {
 	}
 	if out, err := pythonErr(rpWriter, r.Path("nc.db"), "1"); err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("write with no primary: err=%v output=%q, want a read-only error", err, out)
+	}
+}
+
+// A Consul that refuses connections is retried, not fatal: the node comes
+// up, takes no writes, and /healthz says what to check.
+func TestLease_ConsulRefusingConnectionsIsReported(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := ln.Addr().String()
+	ln.Close()
+	n := StartNode(t, NodeOptions{Lease: fmt.Sprintf(`lease:
+  type: consul
+  hostname: lonely
+  advertise-url: "{{URL}}"
+  candidate: true
+  consul:
+    url: "http://%s"
+`, deadAddr)})
+	waitFor(t, 30*time.Second, "/healthz to report the lease problem", func() bool {
+		code, body := n.HTTPGet("/healthz")
+		return code == http.StatusOK && strings.Contains(body, "degraded") &&
+			strings.Contains(body, "lease.consul.url") && strings.Contains(body, "FLY_CONSUL_URL") && strings.Contains(body, "connection refused")
+	})
+	// Creating a database is a write too: refused, and nothing is left.
+	if out, err := pythonErr(rpWriter, n.Path("nolease.db"), "1"); err == nil {
+		t.Fatalf("write with no lease succeeded: %q", out)
+	}
+	if _, err := os.Stat(n.Path("nolease.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stat nolease.db: %v, want it absent", err)
+	}
+	if !n.Running() {
+		t.Fatal("the node exited instead of retrying")
+	}
+	if !strings.Contains(n.Log.String(), "could not take the lease; retrying") {
+		t.Fatalf("node log does not say it retries:\n%s", n.Log.String())
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/pagewire/pagewire"
@@ -50,6 +51,8 @@ type Manager struct {
 	cfg Config
 	log *slog.Logger
 
+	problem atomic.Pointer[string] // the last error talking to the lease's backend; nil once it answers
+
 	follow      context.CancelFunc
 	followDone  chan struct{}
 	following   leaser.Holder
@@ -78,6 +81,24 @@ func New(cfg Config) (*Manager, error) {
 	return &Manager{cfg: cfg, log: log.With("component", "roles", "lease", cfg.Leaser.Type())}, nil
 }
 
+// Problem says what is wrong with the lease's backend ("" if it answers):
+// the last error reading or taking the lease, which says what to check.
+func (m *Manager) Problem() string {
+	if p := m.problem.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+func (m *Manager) setProblem(err error) {
+	if err == nil {
+		m.problem.Store(nil)
+		return
+	}
+	msg := err.Error()
+	m.problem.Store(&msg)
+}
+
 // Run runs until ctx is done; a primary then releases its lease.
 func (m *Manager) Run(ctx context.Context) error {
 	defer m.stopFollowing()
@@ -99,6 +120,9 @@ func (m *Manager) Run(ctx context.Context) error {
 		if m.cfg.Candidate {
 			lease, err := m.cfg.Leaser.Acquire(ctx)
 			var held *leaser.HeldError
+			if err == nil || errors.Is(err, leaser.ErrHeld) {
+				m.setProblem(nil)
+			}
 			switch {
 			case err == nil:
 				wait = m.cfg.MinBackoff
@@ -118,6 +142,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			case ctx.Err() != nil:
 				return nil
 			default:
+				m.setProblem(err)
 				m.log.Warn("could not take the lease; retrying", "error", err)
 				if !backoff() {
 					return nil
@@ -130,6 +155,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		case ctx.Err() != nil:
 			return nil
 		case errors.Is(err, leaser.ErrNoPrimary):
+			m.setProblem(nil)
 			index = next
 			wait = m.cfg.MinBackoff
 			if m.isFollowing {
@@ -141,11 +167,13 @@ func (m *Manager) Run(ctx context.Context) error {
 				return nil
 			}
 		case err != nil:
+			m.setProblem(err)
 			m.log.Warn("could not read the lease; retrying", "error", err)
 			if !backoff() {
 				return nil
 			}
 		default:
+			m.setProblem(nil)
 			if !m.isFollowing || m.following != h {
 				if !m.startFollowing(ctx, h) {
 					if !backoff() {

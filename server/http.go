@@ -70,6 +70,13 @@ func (s *Server) apiMux() *http.ServeMux {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "the node is starting or stopping: its databases are not open or it has no role yet"})
 			return
 		}
+		if s.cfg.LeaseProblem != nil {
+			if p := s.cfg.LeaseProblem(); p != "" {
+				// Still up for reads: a health check must not restart it.
+				writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "lease": p})
+				return
+			}
+		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))

@@ -50,6 +50,9 @@ type Config struct {
 	// PruneInterval is how often transaction logs drop records past
 	// data.retention.
 	PruneInterval time.Duration
+	// LeaseProblem, if set, says what is wrong with the lease's backend
+	// ("" when nothing is); /healthz reports it.
+	LeaseProblem func() string
 }
 
 // DefaultConfig returns a Config with every optional value set.

@@ -131,6 +131,9 @@ func runMount(ctx context.Context, args []string) error {
 	reg := prometheus.NewRegistry()
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	scfg.Node = node
+	if manager != nil {
+		scfg.LeaseProblem = manager.Problem
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		lis.Close()
