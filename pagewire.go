@@ -224,6 +224,10 @@ func ErrorOf(reason string) error {
 	return nil
 }
 
+// ValidPageSize reports whether n is a page size SQLite accepts: a power of
+// two from 512 to 65536.
+func ValidPageSize(n uint32) bool { return n >= 512 && n <= 65536 && n&(n-1) == 0 }
+
 // Page is one database page.
 type Page struct {
 	Pgno uint32 // from 1

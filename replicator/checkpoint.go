@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // Checkpoint copies committed frames into the database file as SQLite's
@@ -167,7 +168,7 @@ func (w *WALWriter) backfill(ctx context.Context, hdr walIndexHdr, mxSafe uint32
 			return false, err
 		}
 		n := newest[p]
-		if _, err := w.wal.ReadAt(frame, walFrameOffset(n, w.pageSize)); err != nil {
+		if _, err := w.wal.ReadAt(frame, walfmt.FrameOffset(n, w.pageSize)); err != nil {
 			return false, fmt.Errorf("read frame %d of the WAL: %w", n, err)
 		}
 		if fh := walDecodeFrameHeader(frame); fh.pgno != p || fh.salt != hdr.salt {

@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // walPyDriver runs SQLite commands read as JSON lines from stdin, one JSON line
@@ -407,7 +408,7 @@ func (s *walSourceDB) readTxn() walTestTxn {
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	start := walFrameOffset(s.next, s.pageSize)
+	start := walfmt.FrameOffset(s.next, s.pageSize)
 	b := make([]byte, max(0, fi.Size()-start))
 	if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
 		s.t.Fatal(err)

@@ -4,17 +4,18 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // The WAL file format (SQLITE_NOTES §2). Everything in the file is
 // big-endian except the checksum words, whose order the magic number selects.
 const (
-	walMagic        = 0x377f0682 // | 1: checksum words are big-endian
-	walVersion      = 3007000
-	walHeaderSize   = 32
-	walFrameHdrSize = 24
-	walMaxPageSize  = 65536
-	walMinPageSize  = 512
+	walMagic        = walfmt.Magic // | 1: checksum words are big-endian
+	walVersion      = walfmt.Version
+	walHeaderSize   = walfmt.HeaderSize
+	walFrameHdrSize = walfmt.FrameHeaderSize
 )
 
 var (
@@ -70,7 +71,7 @@ func decodeWALHeader(b []byte) (walHeader, error) {
 	}
 	copy(h.salt[:], b[16:24])
 	h.cksum = [2]uint32{binary.BigEndian.Uint32(b[24:]), binary.BigEndian.Uint32(b[28:])}
-	if magic&^1 != walMagic || !walValidPageSize(h.pageSize) {
+	if magic&^1 != walMagic || !pagewire.ValidPageSize(h.pageSize) {
 		return walHeader{}, errWALNoHeader
 	}
 	if walChecksum(h.bigEndCksum, [2]uint32{}, b[:24]) != h.cksum {
@@ -82,33 +83,10 @@ func decodeWALHeader(b []byte) (walHeader, error) {
 	return h, nil
 }
 
-// walValidPageSize reports whether n is a page size SQLite accepts.
-func walValidPageSize(n uint32) bool {
-	return n >= walMinPageSize && n <= walMaxPageSize && n&(n-1) == 0
-}
-
-// walChecksum continues SQLite's WAL checksum s over b, whose length is a
-// multiple of 8: for each pair of 32-bit words x0, x1 (big-endian if
-// bigEnd, else little-endian), s1 += x0 + s2; s2 += x1 + s1.
+// walChecksum is walfmt.Checksum on the pair of running words.
 func walChecksum(bigEnd bool, s [2]uint32, b []byte) [2]uint32 {
-	s1, s2 := s[0], s[1]
-	if bigEnd {
-		for ; len(b) >= 8; b = b[8:] {
-			s1 += binary.BigEndian.Uint32(b) + s2
-			s2 += binary.BigEndian.Uint32(b[4:]) + s1
-		}
-	} else {
-		for ; len(b) >= 8; b = b[8:] {
-			s1 += binary.LittleEndian.Uint32(b) + s2
-			s2 += binary.LittleEndian.Uint32(b[4:]) + s1
-		}
-	}
+	s1, s2 := walfmt.Checksum(bigEnd, s[0], s[1], b)
 	return [2]uint32{s1, s2}
-}
-
-// walFrameOffset is the file offset of frame n (from 1).
-func walFrameOffset(n uint32, pageSize uint32) int64 {
-	return walHeaderSize + int64(n-1)*(walFrameHdrSize+int64(pageSize))
 }
 
 // walFrameHeader is the 24-byte header before each page in the WAL.

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/binary"
 	"testing"
+
+	"github.com/pagewire/pagewire"
 )
 
 // TestWALChecksum checks the checksum against a hand computation, in both
@@ -67,7 +69,7 @@ func FuzzDecodeWALHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !walValidPageSize(h.pageSize) {
+		if !pagewire.ValidPageSize(h.pageSize) {
 			t.Fatalf("page size %d accepted", h.pageSize)
 		}
 		if e := h.encode(); !bytes.Equal(e[:], b[:walHeaderSize]) {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // Structured log keys of the WAL writer.
@@ -162,7 +163,7 @@ func walReadDBHeader(db *os.File) (uint32, error) {
 		return 0, fmt.Errorf("%w: the database is not in WAL mode (header bytes 18/19 are %d/%d): run PRAGMA journal_mode=WAL on it", pagewire.ErrNotWAL, b[18], b[19])
 	}
 	pageSize := uint32(b[16])<<8 | uint32(b[17])<<16
-	if !walValidPageSize(pageSize) {
+	if !pagewire.ValidPageSize(pageSize) {
 		return 0, fmt.Errorf("%w: the database header gives page size %d", pagewire.ErrCorrupt, pageSize)
 	}
 	return pageSize, nil
@@ -431,7 +432,7 @@ func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("stat the WAL: %w", err)
 	}
-	if fi.Size() < walFrameOffset(hdr.mxFrame+1, w.pageSize) {
+	if fi.Size() < walfmt.FrameOffset(hdr.mxFrame+1, w.pageSize) {
 		return false, nil
 	}
 	var b [walHeaderSize]byte
@@ -552,7 +553,7 @@ func (w *WALWriter) scanWAL(hdr *walIndexHdr) ([]uint32, error) {
 	for n := int64(1); n <= total; {
 		m := min(per, total-n+1)
 		chunk := buf[:m*fsz]
-		if _, err := w.wal.ReadAt(chunk, walFrameOffset(uint32(n), w.pageSize)); err != nil {
+		if _, err := w.wal.ReadAt(chunk, walfmt.FrameOffset(uint32(n), w.pageSize)); err != nil {
 			return nil, fmt.Errorf("read the WAL: %w", err)
 		}
 		for ; len(chunk) > 0; chunk, n = chunk[fsz:], n+1 {
@@ -624,7 +625,7 @@ func (w *WALWriter) appendTxns(hdr walIndexHdr, ckpt walCkptInfo, txns []pagewir
 			commit := commits[i+j] // 0 but on a transaction's last frame
 			chain = walEncodeFrame(buf[j*fsz:(j+1)*fsz], hdr.bigEndCksum, chain, p.Pgno, commit, hdr.salt, p.Data)
 		}
-		if _, err := w.wal.WriteAt(buf, walFrameOffset(hdr.mxFrame+1+uint32(i), w.pageSize)); err != nil {
+		if _, err := w.wal.WriteAt(buf, walfmt.FrameOffset(hdr.mxFrame+1+uint32(i), w.pageSize)); err != nil {
 			return fmt.Errorf("write frames to the WAL: %w", err)
 		}
 	}

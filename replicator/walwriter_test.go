@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 const walSetupT = `CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, n INTEGER);
@@ -39,7 +40,7 @@ func walCheckFramesMatchSource(t testing.TB, s *walSourceDB, w *WALWriter) {
 	rep := walReadAll(t, w.wal)
 	fsz := int64(walFrameHdrSize) + int64(s.pageSize)
 	for n := uint32(1); n <= w.Frames(); n++ {
-		off := walFrameOffset(n, s.pageSize)
+		off := walfmt.FrameOffset(n, s.pageSize)
 		if off+fsz > int64(len(src)) || off+fsz > int64(len(rep)) {
 			t.Fatalf("frame %d: past the end of a WAL", n)
 		}
@@ -411,7 +412,7 @@ func TestWALWriter_recovery(t *testing.T) {
 		if err := w.indexFrames(w.Frames(), junk); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.wal.WriteAt(bytes.Repeat([]byte{0xa5}, 3*4120), walFrameOffset(w.Frames()+1, 4096)); err != nil {
+		if _, err := w.wal.WriteAt(bytes.Repeat([]byte{0xa5}, 3*4120), walfmt.FrameOffset(w.Frames()+1, 4096)); err != nil {
 			t.Fatal(err)
 		}
 		walApply(t, w, s.exec(walInsertRows(200, 3)))

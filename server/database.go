@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // Names of a database's files inside its folder under data.dir/dbs.
@@ -292,7 +293,7 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 	read := 0
 	for f := next; upto == 0 || f <= upto; f++ {
 		buf := d.frameBuf
-		if n, err := d.wal.ReadAt(buf, walFrameOffset(f, d.pageSize)); n < len(buf) {
+		if n, err := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize)); n < len(buf) {
 			if err != nil && !errors.Is(err, io.EOF) {
 				return read, fmt.Errorf("read wal frame %d: %w", f, err)
 			}
@@ -303,8 +304,8 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 			break
 		}
 		be := d.w.hdr.bigEndianChecksum()
-		ck1, ck2 = walChecksum(be, ck1, ck2, buf[:8])
-		ck1, ck2 = walChecksum(be, ck1, ck2, buf[walFrameHeaderSize:])
+		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
+		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
 		if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
 			break
 		}
@@ -399,7 +400,7 @@ func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
 	for pgno, frame := range newest {
 		data := buf[:d.pageSize:d.pageSize]
 		buf = buf[d.pageSize:]
-		if _, err := d.wal.ReadAt(data, walFrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
+		if _, err := d.wal.ReadAt(data, walfmt.FrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
 			d.log.Error("could not read a committed page for the transaction log", "pgno", pgno, logKeyError, err)
 		}
 		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pgno, Data: data})
@@ -496,7 +497,7 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	if !isHeader {
 		protected := int64(walHeaderSize)
 		if d.w.ok {
-			protected = walFrameOffset(d.w.commitFrame+1, d.pageSize)
+			protected = walfmt.FrameOffset(d.w.commitFrame+1, d.pageSize)
 		}
 		if off < protected {
 			return fmt.Errorf("%w: refusing a write at offset %d of %s-wal: it would overwrite committed transactions (only SQLite may write the WAL)", pagewire.ErrInvalidArgument, off, d.name)
@@ -525,7 +526,7 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	}
 	// Only a commit frame's completion can commit; look at its header.
 	var fh [walFrameHeaderSize]byte
-	if _, err := d.wal.ReadAt(fh[:], walFrameOffset(k, d.pageSize)); err != nil {
+	if _, err := d.wal.ReadAt(fh[:], walfmt.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
 	}
 	if binary.BigEndian.Uint32(fh[4:]) == 0 {
@@ -548,7 +549,7 @@ func (d *database) writeWAL(off int64, data []byte) error {
 // frame, else from the database file. mu must be held.
 func (d *database) readPage(pgno uint32, buf []byte) error {
 	if f, ok := d.w.index[pgno]; ok {
-		_, err := d.wal.ReadAt(buf, walFrameOffset(f, d.pageSize)+walFrameHeaderSize)
+		_, err := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize)+walFrameHeaderSize)
 		return err
 	}
 	n, err := d.db.ReadAt(buf, int64(pgno-1)*int64(d.pageSize))

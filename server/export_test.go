@@ -3,6 +3,8 @@ package server
 import (
 	"bytes"
 	"encoding/binary"
+
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // CommitTestTransaction commits one transaction to db as SQLite would: a
@@ -19,7 +21,7 @@ func CommitTestTransaction(s *Store, db string) error {
 	binary.BigEndian.PutUint32(hdr[8:], defaultPageSize)
 	binary.BigEndian.PutUint32(hdr[16:], 77)
 	binary.BigEndian.PutUint32(hdr[20:], 78)
-	c1, c2 := walChecksum(false, 0, 0, hdr[:24])
+	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
 	binary.BigEndian.PutUint32(hdr[24:], c1)
 	binary.BigEndian.PutUint32(hdr[28:], c2)
 	if _, _, err := s.WriteAt(wal.ID, hdr, 0, false); err != nil {
@@ -31,8 +33,8 @@ func CommitTestTransaction(s *Store, db string) error {
 	binary.BigEndian.PutUint32(fh[4:], 2)
 	binary.BigEndian.PutUint32(fh[8:], 77)
 	binary.BigEndian.PutUint32(fh[12:], 78)
-	c1, c2 = walChecksum(false, c1, c2, fh[:8])
-	c1, c2 = walChecksum(false, c1, c2, page)
+	c1, c2 = walfmt.Checksum(false, c1, c2, fh[:8])
+	c1, c2 = walfmt.Checksum(false, c1, c2, page)
 	binary.BigEndian.PutUint32(fh[16:], c1)
 	binary.BigEndian.PutUint32(fh[20:], c2)
 	if _, _, err := s.WriteAt(wal.ID, fh, walHeaderSize, false); err != nil {

@@ -3,6 +3,9 @@ package server
 import (
 	"encoding/binary"
 	"testing"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // FuzzParseWALHeader: any bytes decode without panicking, and a header that
@@ -12,7 +15,7 @@ func FuzzParseWALHeader(f *testing.F) {
 	binary.BigEndian.PutUint32(hdr[0:], walMagicLE)
 	binary.BigEndian.PutUint32(hdr[4:], walVersion)
 	binary.BigEndian.PutUint32(hdr[8:], 4096)
-	c1, c2 := walChecksum(false, 0, 0, hdr[:24])
+	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
 	binary.BigEndian.PutUint32(hdr[24:], c1)
 	binary.BigEndian.PutUint32(hdr[28:], c2)
 	f.Add(hdr)
@@ -22,10 +25,10 @@ func FuzzParseWALHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !validPageSize(h.PageSize) {
+		if !pagewire.ValidPageSize(h.PageSize) {
 			t.Fatalf("accepted page size %d", h.PageSize)
 		}
-		if c1, c2 := walChecksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
+		if c1, c2 := walfmt.Checksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
 			t.Fatal("accepted a header whose checksum does not hold")
 		}
 	})

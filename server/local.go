@@ -31,7 +31,7 @@ func (s *Store) CreateDatabase(name string, pageSize uint32) error {
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return err
 	}
-	if !validPageSize(pageSize) {
+	if !pagewire.ValidPageSize(pageSize) {
 		return fmt.Errorf("%w: page size %d", pagewire.ErrInvalidArgument, pageSize)
 	}
 	s.mu.Lock()
@@ -63,7 +63,7 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return err
 	}
-	if !validPageSize(pageSize) || len(pages) == 0 {
+	if !pagewire.ValidPageSize(pageSize) || len(pages) == 0 {
 		return fmt.Errorf("%w: snapshot of %d pages of %d bytes", pagewire.ErrInvalidArgument, len(pages), pageSize)
 	}
 	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "dbs"), ".restore-*")

@@ -5,16 +5,19 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc64"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // SQLite file-format facts (see shared/SQLITE_NOTES.md §1–2).
 const (
 	dbHeaderMagic      = "SQLite format 3\x00"
 	defaultPageSize    = 4096
-	walHeaderSize      = 32
-	walFrameHeaderSize = 24
-	walMagicLE         = 0x377f0682 // checksum words little-endian
-	walVersion         = 3007000
+	walHeaderSize      = walfmt.HeaderSize
+	walFrameHeaderSize = walfmt.FrameHeaderSize
+	walMagicLE         = walfmt.Magic // checksum words little-endian
+	walVersion         = walfmt.Version
 	checksumFlag       = uint64(1) << 63
 )
 
@@ -28,11 +31,6 @@ func pageChecksum(pgno uint32, page []byte) uint64 {
 	h := crc64.Update(0, crcTable, b[:])
 	h = crc64.Update(h, crcTable, page)
 	return h | checksumFlag
-}
-
-// validPageSize reports whether n is a SQLite page size.
-func validPageSize(n uint32) bool {
-	return n >= 512 && n <= 65536 && n&(n-1) == 0
 }
 
 // dbHeaderPageSize reads the page size from a database header.
@@ -83,7 +81,7 @@ func validateDBHeader(hdr []byte) error {
 	if string(hdr[:16]) != dbHeaderMagic {
 		return errors.New("not a SQLite database: bad magic")
 	}
-	if ps := dbHeaderPageSize(hdr); !validPageSize(ps) {
+	if ps := dbHeaderPageSize(hdr); !pagewire.ValidPageSize(ps) {
 		return fmt.Errorf("bad page size %d", ps)
 	}
 	return nil
@@ -125,10 +123,10 @@ func parseWALHeader(b []byte) (walHeader, error) {
 	if h.Version != walVersion {
 		return h, fmt.Errorf("bad wal version %d", h.Version)
 	}
-	if !validPageSize(h.PageSize) {
+	if !pagewire.ValidPageSize(h.PageSize) {
 		return h, fmt.Errorf("bad wal page size %d", h.PageSize)
 	}
-	if c1, c2 := walChecksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
+	if c1, c2 := walfmt.Checksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
 		return h, errors.New("bad wal header checksum")
 	}
 	return h, nil
@@ -152,26 +150,4 @@ func parseWALFrameHeader(b []byte) walFrameHeader {
 		Ck1:    binary.BigEndian.Uint32(b[16:]),
 		Ck2:    binary.BigEndian.Uint32(b[20:]),
 	}
-}
-
-// walChecksum runs SQLite's WAL checksum over b (a multiple of 8 bytes),
-// starting from (s1, s2).
-func walChecksum(bigEndian bool, s1, s2 uint32, b []byte) (uint32, uint32) {
-	if bigEndian {
-		for i := 0; i+8 <= len(b); i += 8 {
-			s1 += binary.BigEndian.Uint32(b[i:]) + s2
-			s2 += binary.BigEndian.Uint32(b[i+4:]) + s1
-		}
-		return s1, s2
-	}
-	for i := 0; i+8 <= len(b); i += 8 {
-		s1 += binary.LittleEndian.Uint32(b[i:]) + s2
-		s2 += binary.LittleEndian.Uint32(b[i+4:]) + s1
-	}
-	return s1, s2
-}
-
-// walFrameOffset is the byte offset of frame n (1-based) in a WAL.
-func walFrameOffset(n uint32, pageSize uint32) int64 {
-	return walHeaderSize + int64(n-1)*int64(walFrameHeaderSize+pageSize)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
 // walBuilder writes a WAL the way SQLite does: a header, then per frame a
@@ -46,7 +47,7 @@ func (w *walBuilder) restart(salt1 uint32) {
 	binary.BigEndian.PutUint32(hdr[8:], w.pageSize)
 	binary.BigEndian.PutUint32(hdr[16:], w.salt1)
 	binary.BigEndian.PutUint32(hdr[20:], w.salt2)
-	w.ck1, w.ck2 = walChecksum(false, 0, 0, hdr[:24])
+	w.ck1, w.ck2 = walfmt.Checksum(false, 0, 0, hdr[:24])
 	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
 	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
 	if _, _, err := w.s.WriteAt(w.id, hdr, 0, false); err != nil {
@@ -63,11 +64,11 @@ func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXI
 	binary.BigEndian.PutUint32(fh[4:], commit)
 	binary.BigEndian.PutUint32(fh[8:], w.salt1)
 	binary.BigEndian.PutUint32(fh[12:], w.salt2)
-	w.ck1, w.ck2 = walChecksum(false, w.ck1, w.ck2, fh[:8])
-	w.ck1, w.ck2 = walChecksum(false, w.ck1, w.ck2, page)
+	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
+	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, page)
 	binary.BigEndian.PutUint32(fh[16:], w.ck1)
 	binary.BigEndian.PutUint32(fh[20:], w.ck2)
-	off := walFrameOffset(w.next, w.pageSize)
+	off := walfmt.FrameOffset(w.next, w.pageSize)
 	if _, _, err := w.s.WriteAt(w.id, fh, off, false); err != nil {
 		w.t.Fatal(err)
 	}
@@ -162,7 +163,7 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	binary.BigEndian.PutUint32(bad[4:], 2)
 	binary.BigEndian.PutUint32(bad[8:], w.salt1)
 	binary.BigEndian.PutUint32(bad[12:], w.salt2)
-	off := walFrameOffset(w.next, w.pageSize)
+	off := walfmt.FrameOffset(w.next, w.pageSize)
 	s.WriteAt(w.id, bad, off, false)
 	if _, txid, _ := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); txid != 3 {
 		t.Fatalf("TXID after a bad frame = %d, want 3", txid)
@@ -443,8 +444,8 @@ func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 	binary.BigEndian.PutUint32(fh[4:], 2)
 	binary.BigEndian.PutUint32(fh[8:], w.salt1)
 	binary.BigEndian.PutUint32(fh[12:], w.salt2)
-	c1, c2 := walChecksum(false, w.ck1, w.ck2, fh[:8])
-	c1, c2 = walChecksum(false, c1, c2, testPage(4))
+	c1, c2 := walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
+	c1, c2 = walfmt.Checksum(false, c1, c2, testPage(4))
 	binary.BigEndian.PutUint32(fh[16:], c1)
 	binary.BigEndian.PutUint32(fh[20:], c2)
 	buf := append(append(hdr, fh...), testPage(4)...)

@@ -353,7 +353,7 @@ func decodeRecordAt(r io.ReaderAt, off int64, hdr []byte) (pagewire.Txn, int64, 
 	size := int64(binary.BigEndian.Uint32(hdr[4:]))
 	pageSize := binary.BigEndian.Uint32(hdr[40:])
 	nPages := int64(binary.BigEndian.Uint32(hdr[48:]))
-	if !validPageSize(pageSize) || size != txlogHeaderSize+nPages*(4+int64(pageSize))+txlogTrailer {
+	if !pagewire.ValidPageSize(pageSize) || size != txlogHeaderSize+nPages*(4+int64(pageSize))+txlogTrailer {
 		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
 	}
 	b := make([]byte, size)
@@ -381,7 +381,7 @@ func decodeRecord(b []byte) (pagewire.Txn, int64, error) {
 		PageCount:    binary.BigEndian.Uint32(b[44:]),
 	}
 	n := int(binary.BigEndian.Uint32(b[48:]))
-	if !validPageSize(txn.PageSize) || size != txlogHeaderSize+n*(4+int(txn.PageSize))+txlogTrailer {
+	if !pagewire.ValidPageSize(txn.PageSize) || size != txlogHeaderSize+n*(4+int(txn.PageSize))+txlogTrailer {
 		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
 	}
 	txn.Pages = make([]pagewire.Page, n)

@@ -49,7 +49,7 @@ func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicato
 		b := e.SnapshotBegin
 		ev.Snapshot = &replicator.Snapshot{Pos: posFromProto(b.GetPosition()), PageSize: b.GetPageSize(), PageCount: b.GetPageCount(),
 			Reason: b.GetReason(), Diverged: b.GetDiverged()}
-		if !validPageSize(b.GetPageSize()) || b.GetPageCount() == 0 {
+		if !pagewire.ValidPageSize(b.GetPageSize()) || b.GetPageCount() == 0 {
 			return ev, fmt.Errorf("%w: snapshot with page size %d and %d pages", pagewire.ErrInvalidArgument, b.GetPageSize(), b.GetPageCount())
 		}
 	case *replicationv1.StreamTransactionsResponse_SnapshotPages:
@@ -112,7 +112,7 @@ func txnsFromProto(msg *replicationv1.StreamTransactionsResponse, ts *replicatio
 // pagesFromProto checks a transaction's pages: ascending, unique, within
 // the database size, each exactly one page.
 func pagesFromProto(in []*replicationv1.Page, pageSize, pageCount uint32) ([]pagewire.Page, error) {
-	if !validPageSize(pageSize) {
+	if !pagewire.ValidPageSize(pageSize) {
 		return nil, fmt.Errorf("%w: page size %d", pagewire.ErrInvalidArgument, pageSize)
 	}
 	out := make([]pagewire.Page, len(in))
@@ -131,5 +131,3 @@ func pagesFromProto(in []*replicationv1.Page, pageSize, pageCount uint32) ([]pag
 	}
 	return out, nil
 }
-
-func validPageSize(n uint32) bool { return n >= 512 && n <= 65536 && n&(n-1) == 0 }
