@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/syncbuf"
 )
 
 // This file tests the pagewire command line (DESIGN §3) and holds the
@@ -54,7 +56,7 @@ func cliRun(t testing.TB, dir string, env []string, timeout time.Duration, args 
 type cliProc struct {
 	t    testing.TB
 	cmd  *exec.Cmd
-	log  *syncBuffer
+	log  *syncbuf.Buffer
 	done chan struct{}
 	err  error
 }
@@ -64,7 +66,7 @@ type cliProc struct {
 // SIGKILL) and detaches any mount left at the mountDirs.
 func cliStart(t testing.TB, dir string, env []string, mountDirs []string, args ...string) *cliProc {
 	t.Helper()
-	p := &cliProc{t: t, log: &syncBuffer{}, done: make(chan struct{})}
+	p := &cliProc{t: t, log: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(pagewireBin, args...)
 	p.cmd.Dir = dir
 	p.cmd.Env = env

@@ -13,10 +13,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/syncbuf"
 )
 
 // pagewireBin is the pagewire binary under test, built once by TestMain.
@@ -40,24 +41,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer is a bytes.Buffer safe for a process to write while a test reads.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // Node is one pagewire node running as its own process.
 type Node struct {
 	t          testing.TB
@@ -68,7 +51,7 @@ type Node struct {
 	HTTPAddr   string   // 127.0.0.1:port
 	URL        string   // http://127.0.0.1:port
 	Args       []string // extra args after -config, e.g. "--", "cmd"
-	Log        *syncBuffer
+	Log        *syncbuf.Buffer
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -126,7 +109,7 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 // to be ready.
 func (n *Node) Start(noWait bool) {
 	n.t.Helper()
-	n.Log = &syncBuffer{}
+	n.Log = &syncbuf.Buffer{}
 	args := append([]string{"mount", "-config", n.ConfigPath}, n.Args...)
 	n.cmd = exec.Command(pagewireBin, args...)
 	n.cmd.Dir = n.Dir

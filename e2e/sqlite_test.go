@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/syncbuf"
 )
 
 // This file holds the SQLite-client tests and the small helpers that the
@@ -29,7 +31,7 @@ type sqProc struct {
 	name  string
 	cmd   *exec.Cmd
 	stdin io.WriteCloser
-	out   *syncBuffer // stdout and stderr, for failure messages
+	out   *syncbuf.Buffer // stdout and stderr, for failure messages
 
 	mu    sync.Mutex
 	lines []string // complete stdout lines so far
@@ -47,7 +49,7 @@ func sqStartPython(t testing.TB, name, script string, args ...string) *sqProc {
 // sqStart starts a program as an sqProc.
 func sqStart(t testing.TB, name, prog string, args ...string) *sqProc {
 	t.Helper()
-	p := &sqProc{t: t, name: name, out: &syncBuffer{}, done: make(chan struct{})}
+	p := &sqProc{t: t, name: name, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(prog, args...)
 	p.cmd.Stderr = p.out
 	stdout, err := p.cmd.StdoutPipe()

@@ -19,11 +19,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/syncbuf"
 	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
@@ -173,7 +173,7 @@ func walStartPyScript(t testing.TB, script string, args ...string) *walPy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stderr walLockedBuffer
+	var stderr syncbuf.Buffer
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -202,23 +202,6 @@ func walStartPyScript(t testing.TB, script string, args ...string) *walPy {
 		}
 	})
 	return p
-}
-
-type walLockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *walLockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *walLockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // readLine returns the process's next output line, failing the test after a

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/syncbuf"
 )
 
 // Version is the Consul release deploy/consul builds.
@@ -48,7 +50,7 @@ func Binary() (string, error) {
 type Agent struct {
 	URL  string // http://127.0.0.1:port
 	cmd  *exec.Cmd
-	out  *syncBuffer
+	out  *syncbuf.Buffer
 	done chan struct{}
 	once sync.Once
 }
@@ -62,7 +64,7 @@ func Start(t testing.TB) *Agent {
 		t.Fatal(err)
 	}
 	ports := freePorts(t, 4)
-	a := &Agent{URL: "http://127.0.0.1:" + strconv.Itoa(ports[0]), out: &syncBuffer{}, done: make(chan struct{})}
+	a := &Agent{URL: "http://127.0.0.1:" + strconv.Itoa(ports[0]), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "agent", "-dev", "-node", "pagewire-test",
 		"-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
@@ -132,21 +134,4 @@ func freePorts(t testing.TB, n int) []int {
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
 	return ports
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
