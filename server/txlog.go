@@ -153,9 +153,13 @@ func (l *txlog) appendAll(txns []pagewire.Txn) error {
 		return nil
 	}
 	defer l.mu.Unlock()
-	var buf []byte
+	size := 0
 	for _, t := range txns {
-		buf = append(buf, encodeRecord(t)...)
+		size += recordSize(t)
+	}
+	buf := make([]byte, 0, size)
+	for _, t := range txns {
+		buf = appendRecord(buf, t)
 	}
 	if _, err := l.tail.WriteAt(buf, last.size); err != nil {
 		return fmt.Errorf("append to transaction log: %w", err)
@@ -319,22 +323,31 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 func (r *txlogReader) Close() { r.f.Close() }
 
 func encodeRecord(txn pagewire.Txn) []byte {
-	size := txlogHeaderSize + len(txn.Pages)*(4+int(txn.PageSize)) + txlogTrailer
-	b := make([]byte, txlogHeaderSize, size)
-	binary.BigEndian.PutUint32(b[0:], txlogMagic)
-	binary.BigEndian.PutUint32(b[4:], uint32(size))
-	binary.BigEndian.PutUint64(b[8:], uint64(txn.TXID))
-	binary.BigEndian.PutUint64(b[16:], txn.PreChecksum)
-	binary.BigEndian.PutUint64(b[24:], txn.PostChecksum)
-	binary.BigEndian.PutUint64(b[32:], uint64(txn.CommitTime.UnixNano()))
-	binary.BigEndian.PutUint32(b[40:], txn.PageSize)
-	binary.BigEndian.PutUint32(b[44:], txn.PageCount)
-	binary.BigEndian.PutUint32(b[48:], uint32(len(txn.Pages)))
+	return appendRecord(make([]byte, 0, recordSize(txn)), txn)
+}
+
+// recordSize is the size of txn's record.
+func recordSize(txn pagewire.Txn) int {
+	return txlogHeaderSize + len(txn.Pages)*(4+int(txn.PageSize)) + txlogTrailer
+}
+
+// appendRecord appends txn's record to b.
+func appendRecord(b []byte, txn pagewire.Txn) []byte {
+	start := len(b)
+	b = binary.BigEndian.AppendUint32(b, txlogMagic)
+	b = binary.BigEndian.AppendUint32(b, uint32(recordSize(txn)))
+	b = binary.BigEndian.AppendUint64(b, uint64(txn.TXID))
+	b = binary.BigEndian.AppendUint64(b, txn.PreChecksum)
+	b = binary.BigEndian.AppendUint64(b, txn.PostChecksum)
+	b = binary.BigEndian.AppendUint64(b, uint64(txn.CommitTime.UnixNano()))
+	b = binary.BigEndian.AppendUint32(b, txn.PageSize)
+	b = binary.BigEndian.AppendUint32(b, txn.PageCount)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(txn.Pages)))
 	for _, p := range txn.Pages {
 		b = binary.BigEndian.AppendUint32(b, p.Pgno)
 		b = append(b, p.Data...)
 	}
-	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b))
+	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
 }
 
 // readRecord reads the record at off and returns it with its length.
