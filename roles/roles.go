@@ -53,10 +53,9 @@ type Manager struct {
 
 	problem atomic.Pointer[string] // the last error talking to the lease's backend; nil once it answers
 
-	follow      context.CancelFunc
-	followDone  chan struct{}
-	following   leaser.Holder
-	isFollowing bool
+	follow     context.CancelFunc // nil while not following
+	followDone chan struct{}
+	following  leaser.Holder
 }
 
 // New returns a Manager.
@@ -158,7 +157,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			m.setProblem(nil)
 			index = next
 			wait = m.cfg.MinBackoff
-			if m.isFollowing {
+			if m.follow != nil {
 				m.stopFollowing()
 				m.log.Warn("no node holds the lease; writes are refused until one does")
 				m.setRole(pagewire.RoleReplica, leaser.Holder{})
@@ -174,7 +173,7 @@ func (m *Manager) Run(ctx context.Context) error {
 			}
 		default:
 			m.setProblem(nil)
-			if !m.isFollowing || m.following != h {
+			if m.follow == nil || m.following != h {
 				if !m.startFollowing(ctx, h) {
 					if !backoff() {
 						return nil
@@ -242,15 +241,15 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 			m.log.Error("replication from the primary stopped", "primary", h.Hostname, "error", err)
 		}
 	}()
-	m.follow, m.followDone, m.following, m.isFollowing = cancel, done, h, true
+	m.follow, m.followDone, m.following = cancel, done, h
 	return true
 }
 
 func (m *Manager) stopFollowing() {
-	if !m.isFollowing {
+	if m.follow == nil {
 		return
 	}
 	m.follow()
 	<-m.followDone
-	m.isFollowing = false
+	m.follow = nil
 }
