@@ -71,7 +71,7 @@ var (
 
 // DefaultReplicaConfig returns a config with every optional value set.
 func DefaultReplicaConfig() ReplicaConfig {
-	return ReplicaConfig{CheckpointFrames: 10000, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, IdleTimeout: 10 * time.Second, ApplyInterval: 5 * time.Millisecond}
+	return ReplicaConfig{CheckpointFrames: 10000, MinBackoff: 100 * time.Millisecond, MaxBackoff: 5 * time.Second, IdleTimeout: 10 * time.Second, ApplyInterval: 20 * time.Millisecond}
 }
 
 // Validate reports the first missing or bad value.

@@ -256,7 +256,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 // or faster, averaged over busyWindow; otherwise each is sent as soon as it
 // commits, so that visibility lag at moderate rates does not change.
 const (
-	sendInterval = 5 * time.Millisecond
+	sendInterval = 20 * time.Millisecond
 	busyRate     = 2500 // transactions per second
 	busyWindow   = 50 * time.Millisecond
 )

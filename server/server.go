@@ -16,12 +16,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/health"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
 	"github.com/pagewire/pagewire/inproc"
+	"github.com/pagewire/pagewire/internal/bufpool"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
@@ -122,6 +124,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 	}
 	s.gs = grpc.NewServer(
+		experimental.BufferPool(bufpool.New()),
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),

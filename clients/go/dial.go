@@ -7,8 +7,14 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/pagewire/pagewire/internal/bufpool"
 )
+
+// bufPool serves every connection's buffers without zeroing them.
+var bufPool = bufpool.New()
 
 // Dial connects to the node whose URL is rawURL ("http://host:port"; IPv6
 // literals in brackets). The connection keeps itself alive so that a dead
@@ -24,5 +30,6 @@ func Dial(rawURL string) (*grpc.ClientConn, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
 		grpc.WithInitialWindowSize(16<<20),
 		grpc.WithInitialConnWindowSize(64<<20),
+		experimental.WithBufferPool(bufPool),
 	)
 }
