@@ -153,8 +153,11 @@ func (l *Consul) WaitPrimary(ctx context.Context, index uint64) (Holder, uint64,
 	if next < index {
 		next = 0 // the index went backwards (a new Consul cluster): start over
 	}
-	if pair == nil || pair.Session == "" {
+	if pair == nil {
 		return Holder{}, next, ErrNoPrimary
+	}
+	if pair.Session == "" {
+		return Holder{Freed: pair.ModifyIndex}, next, ErrNoPrimary
 	}
 	var info Info
 	if err := json.Unmarshal(pair.Value, &info); err != nil || info.Hostname == "" {
@@ -283,6 +286,15 @@ type consulLease struct {
 
 func (s *consulLease) Epoch() pagewire.Epoch { return s.epoch }
 func (s *consulLease) Lost() <-chan struct{} { return s.lost }
+
+// ValidUntil is lostAfter past the last successful renewal: Consul keeps
+// the session at least a TTL after it, so no other node can hold the lock
+// before then.
+func (s *consulLease) ValidUntil() time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.renewed.Add(s.lostAfter())
+}
 
 // lostAfter is how long after the last successful renewal the lease counts
 // as lost.

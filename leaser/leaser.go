@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/pagewire/pagewire"
 )
@@ -27,6 +28,10 @@ type Info struct {
 type Holder struct {
 	Info
 	Epoch pagewire.Epoch
+	// Freed, when WaitPrimary finds no holder, is the index at which the
+	// lease was last released or expired (0 if never held): positions
+	// published after it are fresh.
+	Freed uint64
 }
 
 // Leaser takes and observes the write lease.
@@ -51,6 +56,10 @@ type Leaser interface {
 type Lease interface {
 	Epoch() pagewire.Epoch
 	Lost() <-chan struct{}
+	// ValidUntil is when the lease could pass to another node unless it
+	// is renewed before then (zero: never). Writes must stop by then, even
+	// if Lost has not been closed yet (a frozen process sees it late).
+	ValidUntil() time.Time
 	// Release gives the lease up, so that another node can take it
 	// without waiting for it to expire.
 	Release(ctx context.Context) error

@@ -3,6 +3,7 @@ package leaser
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/pagewire/pagewire"
 )
@@ -63,6 +64,7 @@ type staticLease struct{}
 
 func (staticLease) Epoch() pagewire.Epoch         { return 1 }
 func (staticLease) Lost() <-chan struct{}         { return nil }
+func (staticLease) ValidUntil() time.Time         { return time.Time{} }
 func (staticLease) Release(context.Context) error { return errStaticRelease }
 
 var errStaticRelease = errors.New("a static lease cannot be handed off: change lease.candidate in the config and restart the nodes")

@@ -65,11 +65,12 @@ type Store struct {
 	watchMu  sync.Mutex
 	watchers map[*Watcher]struct{}
 
-	// mu guards dbs, files, role and dbsChanged.
+	role atomic.Pointer[roleState] // read at every write, without mu
+
+	// mu guards dbs, files and dbsChanged.
 	mu    sync.RWMutex
 	dbs   map[string]*database
 	files map[uint64]*fileRef
-	role  roleState
 	// dbsChanged is closed and replaced when a database is created or
 	// deleted.
 	dbsChanged chan struct{}
@@ -90,6 +91,11 @@ type roleState struct {
 	role  pagewire.Role
 	ro    pagewire.ReadOnlyError // who the primary is, when not us
 	epoch pagewire.Epoch         // the lease epoch of this node's role
+	// until, on a primary, is when its lease could next expire unless
+	// renewed (nil or zero: never). Writes are refused from then on even
+	// if nothing has told the store yet, say because the process was
+	// frozen: another node may hold the lease by then.
+	until func() time.Time
 }
 
 // rootID is the mount root's inode number; file ids start above it.
@@ -144,7 +150,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		}
 		s.addLocked(d)
 	}
-	s.role = roleState{role: pagewire.RolePrimary, epoch: 1}
+	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: 1})
 	return s, nil
 }
 
@@ -229,16 +235,19 @@ func (s *Store) Close() error {
 // SetRole sets the node's role and lease epoch. On a replica, ro says who
 // the primary is.
 func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.role = roleState{role: role, ro: ro, epoch: epoch}
+	s.role.Store(&roleState{role: role, ro: ro, epoch: epoch})
+}
+
+// SetPrimaryUntil makes the node primary at epoch for as long as until
+// (called at each write) says the lease is held: writes are refused from
+// the time it returns on. A zero time means no deadline.
+func (s *Store) SetPrimaryUntil(epoch pagewire.Epoch, until func() time.Time) {
+	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: epoch, until: until})
 }
 
 // Epoch is the lease epoch of the node's role.
 func (s *Store) Epoch() pagewire.Epoch {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.role.epoch
+	return s.role.Load().epoch
 }
 
 // databasesChanged returns a channel closed at the next database creation
@@ -270,9 +279,8 @@ func (s *Store) db(name string) (*database, error) {
 
 // Role returns the node's role and, when not primary, who the primary is.
 func (s *Store) Role() (pagewire.Role, pagewire.ReadOnlyError) {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return s.role.role, s.role.ro
+	r := s.role.Load()
+	return r.role, r.ro
 }
 
 // checkWritable refuses writes to databases on a replica, but for the
@@ -281,11 +289,15 @@ func (s *Store) checkWritable(internal bool) error {
 	if internal {
 		return nil
 	}
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if s.role.role != pagewire.RolePrimary {
-		ro := s.role.ro
+	r := s.role.Load()
+	if r.role != pagewire.RolePrimary {
+		ro := r.ro
 		return &ro
+	}
+	if r.until != nil {
+		if d := r.until(); !d.IsZero() && !time.Now().Before(d) {
+			return &pagewire.ReadOnlyError{} // the lease may have passed to another node
+		}
 	}
 	return nil
 }
@@ -704,8 +716,21 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 		if d.wal == nil {
 			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 		}
+		before := d.pos.TXID
 		if err := d.writeWAL(off, p); err != nil {
 			return 0, 0, err
+		}
+		if d.pos.TXID != before && !internal {
+			// The write committed. If the node stopped being the primary
+			// meanwhile (it stepped down, or it was frozen past its lease),
+			// the app must not be told it succeeded: another node may have
+			// taken writes already. The transaction stays in this node's
+			// files and is kept aside when it rejoins the new primary.
+			if err := s.checkWritable(false); err != nil {
+				s.log.Warn("a transaction committed as this node stopped being the primary; the app is told it failed",
+					"db", d.name, "txid", d.pos.TXID)
+				return 0, 0, err
+			}
 		}
 		st, err := d.wal.Stat()
 		if err != nil {
