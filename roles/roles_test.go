@@ -64,6 +64,7 @@ type fakeLease struct {
 func (l *fakeLease) Epoch() pagewire.Epoch            { return l.epoch }
 func (l *fakeLease) Lost() <-chan struct{}            { return l.lost }
 func (l *fakeLease) Release(context.Context) error    { return nil }
+func (l *fakeLease) ValidUntil() time.Time            { return time.Time{} }
 func (f *fakeFollower) Run(ctx context.Context) error { <-ctx.Done(); return nil }
 
 type fakeFollower struct{}
@@ -80,6 +81,10 @@ func (r *roleLog) SetRole(role pagewire.Role, _ pagewire.ReadOnlyError, _ pagewi
 	r.roles = append(r.roles, role)
 	r.mu.Unlock()
 	r.ch <- role
+}
+
+func (r *roleLog) SetPrimaryUntil(epoch pagewire.Epoch, _ func() time.Time) {
+	r.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, epoch)
 }
 
 func (r *roleLog) wait(t *testing.T, want pagewire.Role) {

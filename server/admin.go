@@ -2,9 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/pagewire/pagewire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -16,8 +21,33 @@ const exportChunk = 1 << 20
 // adminService serves AdminService from a Store.
 type adminService struct {
 	adminv1.UnimplementedAdminServiceServer
-	store *Store
-	node  NodeInfo
+	store   *Store
+	node    NodeInfo
+	handoff func(ctx context.Context, target string) (hostname, url string, err error)
+}
+
+// NewNodeID returns a random ID for a run of a node.
+func NewNodeID() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (a *adminService) Handoff(ctx context.Context, req *adminv1.HandoffRequest) (*adminv1.HandoffResponse, error) {
+	if a.handoff == nil {
+		return nil, status.Error(codes.FailedPrecondition, "a static lease cannot be handed off: change lease.candidate in the config and restart the nodes, or use lease.type consul")
+	}
+	if t := req.GetTarget(); t != "" && t == a.node.Hostname {
+		return nil, status.Errorf(codes.InvalidArgument, "target %q is this node, the primary: name another candidate", t)
+	}
+	host, url, err := a.handoff(ctx, req.GetTarget())
+	if err != nil {
+		if errors.Is(err, pagewire.ErrReadOnly) {
+			return nil, status.Error(codes.FailedPrecondition, err.Error())
+		}
+		return nil, toStatus(err)
+	}
+	return &adminv1.HandoffResponse{Primary: host, PrimaryUrl: url}, nil
 }
 
 var _ adminv1.AdminServiceServer = (*adminService)(nil)
@@ -41,12 +71,12 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 
 func (a *adminService) GetNode(context.Context, *adminv1.GetNodeRequest) (*adminv1.GetNodeResponse, error) {
 	role, ro := a.store.Role()
-	primary := ro.Primary
+	primary, primaryURL := ro.Primary, ro.AdvertiseURL
 	if role == pagewire.RolePrimary {
-		primary = a.node.Hostname
+		primary, primaryURL = a.node.Hostname, a.node.AdvertiseURL
 	}
 	return &adminv1.GetNodeResponse{Hostname: a.node.Hostname, AdvertiseUrl: a.node.AdvertiseURL,
-		Role: roleToProto(role), Primary: primary, Version: a.node.Version}, nil
+		Role: roleToProto(role), Primary: primary, Version: a.node.Version, NodeId: a.node.ID, PrimaryUrl: primaryURL}, nil
 }
 
 // chunkWriter sends what is written to it as ExportDatabase messages.

@@ -40,7 +40,11 @@ var _ replicationv1.ReplicationServiceServer = (*replicationService)(nil)
 // not the primary.
 func (r *replicationService) primary() (*replicationv1.Primary, error) {
 	role, ro := r.store.Role()
-	if role != pagewire.RolePrimary {
+	// A primary that stepped down to hand off keeps its epoch until a new
+	// primary is known, and keeps serving its last transactions so that
+	// candidates catch up before taking over.
+	handingOff := role == pagewire.RoleReplica && ro.Primary == "" && r.store.Epoch() > 0
+	if role != pagewire.RolePrimary && !handingOff {
 		return nil, toStatus(&ro)
 	}
 	return &replicationv1.Primary{Hostname: r.node.Hostname, AdvertiseUrl: r.node.AdvertiseURL, Epoch: uint64(r.store.Epoch())}, nil

@@ -34,6 +34,9 @@ type NodeInfo struct {
 	Hostname     string
 	AdvertiseURL string
 	Version      string
+	// ID is random for each run of the node (GetNode's node_id); empty:
+	// New picks one.
+	ID string
 }
 
 // Config configures a Server.
@@ -55,6 +58,10 @@ type Config struct {
 	// LeaseProblem, if set, says what is wrong with the lease's backend
 	// ("" when nothing is); /healthz reports it.
 	LeaseProblem func() string
+	// Handoff, if set, hands the lease off (the Handoff RPC): it returns
+	// the new primary, or an error. Nil: the lease cannot be handed off
+	// (a static lease).
+	Handoff func(ctx context.Context, target string) (hostname, url string, err error)
 }
 
 // DefaultConfig returns a Config with every optional value set.
@@ -142,7 +149,10 @@ func New(cfg Config) (*Server, error) {
 	// transaction.
 	s.inproc = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
 
-	admin := &adminService{store: cfg.Store, node: cfg.Node}
+	if cfg.Node.ID == "" {
+		cfg.Node.ID = NewNodeID()
+	}
+	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff}
 	storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store})
 	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
 	adminv1.RegisterAdminServiceServer(s.gs, admin)

@@ -4,6 +4,7 @@
 //	pagewire status  [-url URL]
 //	pagewire export  -name DB [-url URL] PATH
 //	pagewire import  -name DB [-url URL] PATH
+//	pagewire handoff [-url URL] [-to HOST]
 //	pagewire version
 package main
 
@@ -25,6 +26,7 @@ const usage = `usage:
   pagewire status  [-url URL]                        role, primary, databases and positions
   pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
+  pagewire handoff [-url URL] [-to HOST]             the primary hands the lease to a caught-up candidate
   pagewire version
 `
 
@@ -65,6 +67,8 @@ func run(ctx context.Context, args []string) error {
 		return runExport(ctx, args[1:], os.Stdout)
 	case "import":
 		return runImport(ctx, args[1:], os.Stdout)
+	case "handoff":
+		return runHandoff(ctx, args[1:], os.Stdout)
 	case "apply-worker": // internal: started by a replica node
 		return runApplyWorker(ctx, args[1:])
 	case "version":

@@ -61,7 +61,7 @@ func runMount(ctx context.Context, args []string) error {
 	// With a static lease, a replica's lease.hostname and advertise-url are
 	// the primary's (as LiteFS); the node itself goes by the host's name.
 	// With a Consul lease they are this node's.
-	node := server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version}
+	node := server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version, ID: server.NewNodeID()}
 	dynamic := cfg.Lease.Type == config.LeaseTypeConsul
 	if (!cfg.Lease.Candidate && !dynamic) || node.Hostname == "" {
 		if h, err := os.Hostname(); err == nil {
@@ -100,6 +100,7 @@ func runMount(ctx context.Context, args []string) error {
 	}
 	var replica *follower // a static replica's
 	var manager *roles.Manager
+	var conflict *staticConflict // a static primary's check for another
 	switch {
 	case dynamic:
 		lsr, err := leaser.NewConsul(leaser.ConsulConfig{URL: cfg.Lease.Consul.URL, Key: cfg.Lease.Consul.Key,
@@ -109,6 +110,7 @@ func runMount(ctx context.Context, args []string) error {
 			return err
 		}
 		manager, err = roles.New(roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
+			Hostname: node.Hostname, Positions: storePositions(store), DemoteDelay: time.Duration(cfg.Lease.DemoteDelay),
 			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }})
 		if err != nil {
 			return err
@@ -116,6 +118,9 @@ func runMount(ctx context.Context, args []string) error {
 		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{}, 0)
 	case cfg.Lease.Candidate:
 		store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
+		if cfg.Lease.AdvertiseURL != "" {
+			conflict = &staticConflict{url: cfg.Lease.AdvertiseURL, selfID: node.ID, store: store, log: log}
+		}
 	default:
 		store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL}, 1)
 		if replica, err = newFollower(cfg.Lease.AdvertiseURL, 1); err != nil {
@@ -131,8 +136,19 @@ func runMount(ctx context.Context, args []string) error {
 	reg := prometheus.NewRegistry()
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	scfg.Node = node
+	if conflict != nil {
+		scfg.LeaseProblem = conflict.Problem
+	}
 	if manager != nil {
 		scfg.LeaseProblem = manager.Problem
+		scfg.Handoff = func(ctx context.Context, target string) (string, string, error) {
+			h, err := manager.Handoff(ctx, target)
+			if errors.Is(err, roles.ErrNotPrimary) {
+				_, ro := store.Role()
+				err = fmt.Errorf("%w; the primary is %q (%s)", err, ro.Primary, ro.AdvertiseURL)
+			}
+			return h.Hostname, h.AdvertiseURL, err
+		}
 	}
 	srv, err := server.New(scfg)
 	if err != nil {
@@ -186,6 +202,9 @@ func runMount(ctx context.Context, args []string) error {
 		default:
 		}
 		srv.SetReady(true)
+		if conflict != nil {
+			g.Go(func() error { return conflict.Run(gctx) })
+		}
 		if replica != nil || manager != nil {
 			// The replica applies through a worker process: a node must
 			// never wait on its own mount.
@@ -217,6 +236,7 @@ func runMount(ctx context.Context, args []string) error {
 		log.Info("node ready", "role", role.String(), "mount", cfg.FUSE.Dir)
 		appErr = runApps(gctx, cfg, app, sigs, log)
 		if appErr != nil || len(app) > 0 || len(cfg.Exec) > 0 {
+			handOff(manager, log)
 			stopNode() // the app is done: so is the node
 			return nil
 		}
@@ -225,6 +245,7 @@ func runMount(ctx context.Context, args []string) error {
 		case <-gctx.Done():
 		}
 		log.Info("stopping")
+		handOff(manager, log)
 		stopNode()
 		return nil
 	})
@@ -233,6 +254,41 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	return appErr
+}
+
+// handoffTimeout bounds how long a stopping primary waits for another
+// candidate to take the lease before it stops anyway.
+const handoffTimeout = 5 * time.Second
+
+// handOff, on a primary with a Consul lease, hands the lease to a
+// caught-up candidate before the node stops, while it still serves its
+// last transactions to them.
+func handOff(m *roles.Manager, log *slog.Logger) {
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+	defer cancel()
+	start := time.Now()
+	h, err := m.Handoff(ctx, "")
+	switch {
+	case errors.Is(err, roles.ErrNotPrimary):
+	case err != nil:
+		log.Warn("stopping without a successor: no other candidate took the lease", "error", err)
+	default:
+		log.Info("handed the lease off before stopping", "primary", h.Hostname, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// storePositions returns the TXID of each of the store's databases.
+func storePositions(store *server.Store) func() map[string]pagewire.TXID {
+	return func() map[string]pagewire.TXID {
+		out := map[string]pagewire.TXID{}
+		for _, d := range store.Databases() {
+			out[d.Name] = d.Pos.TXID
+		}
+		return out
+	}
 }
 
 // follower is a replica of one primary and its connection.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"text/tabwriter"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -186,4 +187,47 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 	d := resp.GetDatabase()
 	fmt.Fprintf(out, "imported %s: %d pages, now at %s\n", d.GetName(), d.GetPageCount(), pagewire.Pos{TXID: pagewire.TXID(d.GetTxid()), Checksum: d.GetChecksum()})
 	return nil
+}
+
+// runHandoff asks the primary to hand the lease off. Pointed at another
+// node, it finds the primary through it.
+func runHandoff(ctx context.Context, args []string, out io.Writer) error {
+	fset := flag.NewFlagSet("handoff", flag.ContinueOnError)
+	rawURL := fset.String("url", defaultURL, "URL of the primary, or of any node (it names the primary)")
+	target := fset.String("to", "", "hostname of the candidate to hand the lease to (default: any caught-up candidate)")
+	timeout := fset.Duration("timeout", 30*time.Second, "how long to wait for another node to take the lease")
+	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
+		return errUsage
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	primaryURL := *rawURL
+	for hop := 0; ; hop++ {
+		conn, err := dial(primaryURL)
+		if err != nil {
+			return err
+		}
+		admin := adminv1.NewAdminServiceClient(conn)
+		node, err := admin.GetNode(ctx, &adminv1.GetNodeRequest{})
+		if err != nil {
+			conn.Close()
+			return fmt.Errorf("node at %s: %w (is it running? check -url)", primaryURL, client.Error(err))
+		}
+		if node.GetRole() != adminv1.Role_ROLE_PRIMARY {
+			conn.Close()
+			if node.GetPrimaryUrl() == "" || hop > 0 {
+				return fmt.Errorf("%s is not the primary and knows of none to ask: wait for a primary, or pass its URL with -url", primaryURL)
+			}
+			primaryURL = node.GetPrimaryUrl()
+			continue
+		}
+		start := time.Now()
+		resp, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: *target})
+		conn.Close()
+		if err != nil {
+			return fmt.Errorf("handoff from %s: %w", node.GetHostname(), client.Error(err))
+		}
+		fmt.Fprintf(out, "%s handed the lease to %s (%s) in %s\n", node.GetHostname(), resp.GetPrimary(), resp.GetPrimaryUrl(), time.Since(start).Round(time.Millisecond))
+		return nil
+	}
 }

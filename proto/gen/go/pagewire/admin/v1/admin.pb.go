@@ -389,7 +389,12 @@ type GetNodeResponse struct {
 	// primary is the current primary's hostname ("" when unknown).
 	Primary string `protobuf:"bytes,4,opt,name=primary,proto3" json:"primary,omitempty"`
 	// version is the pagewire version the node runs.
-	Version       string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	Version string `protobuf:"bytes,5,opt,name=version,proto3" json:"version,omitempty"`
+	// node_id is random for each run of the node: it tells whether two URLs
+	// reach the same node.
+	NodeId string `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	// primary_url is the current primary's advertise URL ("" when unknown).
+	PrimaryUrl    string `protobuf:"bytes,7,opt,name=primary_url,json=primaryUrl,proto3" json:"primary_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -459,6 +464,122 @@ func (x *GetNodeResponse) GetVersion() string {
 	return ""
 }
 
+func (x *GetNodeResponse) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
+func (x *GetNodeResponse) GetPrimaryUrl() string {
+	if x != nil {
+		return x.PrimaryUrl
+	}
+	return ""
+}
+
+// HandoffRequest asks the primary to hand the lease off.
+type HandoffRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// target is the hostname of the candidate to hand the lease to; empty
+	// for any caught-up candidate.
+	Target        string `protobuf:"bytes,1,opt,name=target,proto3" json:"target,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffRequest) Reset() {
+	*x = HandoffRequest{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffRequest) ProtoMessage() {}
+
+func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffRequest.ProtoReflect.Descriptor instead.
+func (*HandoffRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *HandoffRequest) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+// HandoffResponse names the new primary.
+type HandoffResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// primary is the new primary's hostname.
+	Primary string `protobuf:"bytes,1,opt,name=primary,proto3" json:"primary,omitempty"`
+	// primary_url is its advertise URL.
+	PrimaryUrl    string `protobuf:"bytes,2,opt,name=primary_url,json=primaryUrl,proto3" json:"primary_url,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HandoffResponse) Reset() {
+	*x = HandoffResponse{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HandoffResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HandoffResponse) ProtoMessage() {}
+
+func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HandoffResponse.ProtoReflect.Descriptor instead.
+func (*HandoffResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *HandoffResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *HandoffResponse) GetPrimaryUrl() string {
+	if x != nil {
+		return x.PrimaryUrl
+	}
+	return ""
+}
+
 // ExportDatabaseRequest names the database to export.
 type ExportDatabaseRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -470,7 +591,7 @@ type ExportDatabaseRequest struct {
 
 func (x *ExportDatabaseRequest) Reset() {
 	*x = ExportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -482,7 +603,7 @@ func (x *ExportDatabaseRequest) String() string {
 func (*ExportDatabaseRequest) ProtoMessage() {}
 
 func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -495,7 +616,7 @@ func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExportDatabaseRequest) GetName() string {
@@ -520,7 +641,7 @@ type ExportDatabaseResponse struct {
 
 func (x *ExportDatabaseResponse) Reset() {
 	*x = ExportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -532,7 +653,7 @@ func (x *ExportDatabaseResponse) String() string {
 func (*ExportDatabaseResponse) ProtoMessage() {}
 
 func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -545,7 +666,7 @@ func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExportDatabaseResponse) GetData() []byte {
@@ -582,7 +703,7 @@ type ImportDatabaseRequest struct {
 
 func (x *ImportDatabaseRequest) Reset() {
 	*x = ImportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -594,7 +715,7 @@ func (x *ImportDatabaseRequest) String() string {
 func (*ImportDatabaseRequest) ProtoMessage() {}
 
 func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -607,7 +728,7 @@ func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ImportDatabaseRequest) GetName() string {
@@ -635,7 +756,7 @@ type ImportDatabaseResponse struct {
 
 func (x *ImportDatabaseResponse) Reset() {
 	*x = ImportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +768,7 @@ func (x *ImportDatabaseResponse) String() string {
 func (*ImportDatabaseResponse) ProtoMessage() {}
 
 func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +781,7 @@ func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ImportDatabaseResponse) GetDatabase() *Database {
@@ -690,13 +811,22 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"N\n" +
 	"\x13GetDatabaseResponse\x127\n" +
 	"\bdatabase\x18\x01 \x01(\v2\x1b.pagewire.admin.v1.DatabaseR\bdatabase\"\x10\n" +
-	"\x0eGetNodeRequest\"\xb3\x01\n" +
+	"\x0eGetNodeRequest\"\xed\x01\n" +
 	"\x0fGetNodeResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12#\n" +
 	"\radvertise_url\x18\x02 \x01(\tR\fadvertiseUrl\x12+\n" +
 	"\x04role\x18\x03 \x01(\x0e2\x17.pagewire.admin.v1.RoleR\x04role\x12\x18\n" +
 	"\aprimary\x18\x04 \x01(\tR\aprimary\x12\x18\n" +
-	"\aversion\x18\x05 \x01(\tR\aversion\"+\n" +
+	"\aversion\x18\x05 \x01(\tR\aversion\x12\x17\n" +
+	"\anode_id\x18\x06 \x01(\tR\x06nodeId\x12\x1f\n" +
+	"\vprimary_url\x18\a \x01(\tR\n" +
+	"primaryUrl\"(\n" +
+	"\x0eHandoffRequest\x12\x16\n" +
+	"\x06target\x18\x01 \x01(\tR\x06target\"L\n" +
+	"\x0fHandoffResponse\x12\x18\n" +
+	"\aprimary\x18\x01 \x01(\tR\aprimary\x12\x1f\n" +
+	"\vprimary_url\x18\x02 \x01(\tR\n" +
+	"primaryUrl\"+\n" +
 	"\x15ExportDatabaseRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\\\n" +
 	"\x16ExportDatabaseResponse\x12\x12\n" +
@@ -711,13 +841,14 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
-	"\fROLE_REPLICA\x10\x022\xf4\x03\n" +
+	"\fROLE_REPLICA\x10\x022\xc6\x04\n" +
 	"\fAdminService\x12b\n" +
 	"\rListDatabases\x12'.pagewire.admin.v1.ListDatabasesRequest\x1a(.pagewire.admin.v1.ListDatabasesResponse\x12\\\n" +
 	"\vGetDatabase\x12%.pagewire.admin.v1.GetDatabaseRequest\x1a&.pagewire.admin.v1.GetDatabaseResponse\x12P\n" +
 	"\aGetNode\x12!.pagewire.admin.v1.GetNodeRequest\x1a\".pagewire.admin.v1.GetNodeResponse\x12g\n" +
 	"\x0eExportDatabase\x12(.pagewire.admin.v1.ExportDatabaseRequest\x1a).pagewire.admin.v1.ExportDatabaseResponse0\x01\x12g\n" +
-	"\x0eImportDatabase\x12(.pagewire.admin.v1.ImportDatabaseRequest\x1a).pagewire.admin.v1.ImportDatabaseResponse(\x01B\xce\x01\n" +
+	"\x0eImportDatabase\x12(.pagewire.admin.v1.ImportDatabaseRequest\x1a).pagewire.admin.v1.ImportDatabaseResponse(\x01\x12P\n" +
+	"\aHandoff\x12!.pagewire.admin.v1.HandoffRequest\x1a\".pagewire.admin.v1.HandoffResponseB\xce\x01\n" +
 	"\x15com.pagewire.admin.v1B\n" +
 	"AdminProtoP\x01ZCgithub.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1;adminv1\xa2\x02\x03PAX\xaa\x02\x11Pagewire.Admin.V1\xca\x02\x11Pagewire\\Admin\\V1\xe2\x02\x1dPagewire\\Admin\\V1\\GPBMetadata\xea\x02\x13Pagewire::Admin::V1b\x06proto3"
 
@@ -734,7 +865,7 @@ func file_pagewire_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(Role)(0),                      // 0: pagewire.admin.v1.Role
 	(*Database)(nil),               // 1: pagewire.admin.v1.Database
@@ -744,10 +875,12 @@ var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(*GetDatabaseResponse)(nil),    // 5: pagewire.admin.v1.GetDatabaseResponse
 	(*GetNodeRequest)(nil),         // 6: pagewire.admin.v1.GetNodeRequest
 	(*GetNodeResponse)(nil),        // 7: pagewire.admin.v1.GetNodeResponse
-	(*ExportDatabaseRequest)(nil),  // 8: pagewire.admin.v1.ExportDatabaseRequest
-	(*ExportDatabaseResponse)(nil), // 9: pagewire.admin.v1.ExportDatabaseResponse
-	(*ImportDatabaseRequest)(nil),  // 10: pagewire.admin.v1.ImportDatabaseRequest
-	(*ImportDatabaseResponse)(nil), // 11: pagewire.admin.v1.ImportDatabaseResponse
+	(*HandoffRequest)(nil),         // 8: pagewire.admin.v1.HandoffRequest
+	(*HandoffResponse)(nil),        // 9: pagewire.admin.v1.HandoffResponse
+	(*ExportDatabaseRequest)(nil),  // 10: pagewire.admin.v1.ExportDatabaseRequest
+	(*ExportDatabaseResponse)(nil), // 11: pagewire.admin.v1.ExportDatabaseResponse
+	(*ImportDatabaseRequest)(nil),  // 12: pagewire.admin.v1.ImportDatabaseRequest
+	(*ImportDatabaseResponse)(nil), // 13: pagewire.admin.v1.ImportDatabaseResponse
 }
 var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
 	1,  // 0: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
@@ -757,15 +890,17 @@ var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
 	2,  // 4: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
 	4,  // 5: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
 	6,  // 6: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
-	8,  // 7: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
-	10, // 8: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
-	3,  // 9: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
-	5,  // 10: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
-	7,  // 11: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
-	9,  // 12: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
-	11, // 13: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
-	9,  // [9:14] is the sub-list for method output_type
-	4,  // [4:9] is the sub-list for method input_type
+	10, // 7: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
+	12, // 8: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
+	8,  // 9: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
+	3,  // 10: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
+	5,  // 11: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
+	7,  // 12: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
+	11, // 13: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
+	13, // 14: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
+	9,  // 15: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
+	10, // [10:16] is the sub-list for method output_type
+	4,  // [4:10] is the sub-list for method input_type
 	4,  // [4:4] is the sub-list for extension type_name
 	4,  // [4:4] is the sub-list for extension extendee
 	0,  // [0:4] is the sub-list for field type_name
@@ -782,7 +917,7 @@ func file_pagewire_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_admin_v1_admin_proto_rawDesc), len(file_pagewire_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -24,6 +24,7 @@ const (
 	AdminService_GetNode_FullMethodName        = "/pagewire.admin.v1.AdminService/GetNode"
 	AdminService_ExportDatabase_FullMethodName = "/pagewire.admin.v1.AdminService/ExportDatabase"
 	AdminService_ImportDatabase_FullMethodName = "/pagewire.admin.v1.AdminService/ImportDatabase"
+	AdminService_Handoff_FullMethodName        = "/pagewire.admin.v1.AdminService/Handoff"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -45,6 +46,11 @@ type AdminServiceClient interface {
 	// ImportDatabase replaces (or creates) a database with a SQLite file sent in
 	// chunks. It is refused while any client has the database open.
 	ImportDatabase(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportDatabaseRequest, ImportDatabaseResponse], error)
+	// Handoff asks the primary to stop taking writes and hand the lease to a
+	// caught-up candidate (the target, if named). It returns once another
+	// node holds the lease. FAILED_PRECONDITION on a node that is not the
+	// primary, or with a static lease.
+	Handoff(ctx context.Context, in *HandoffRequest, opts ...grpc.CallOption) (*HandoffResponse, error)
 }
 
 type adminServiceClient struct {
@@ -117,6 +123,16 @@ func (c *adminServiceClient) ImportDatabase(ctx context.Context, opts ...grpc.Ca
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ImportDatabaseClient = grpc.ClientStreamingClient[ImportDatabaseRequest, ImportDatabaseResponse]
 
+func (c *adminServiceClient) Handoff(ctx context.Context, in *HandoffRequest, opts ...grpc.CallOption) (*HandoffResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(HandoffResponse)
+	err := c.cc.Invoke(ctx, AdminService_Handoff_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -136,6 +152,11 @@ type AdminServiceServer interface {
 	// ImportDatabase replaces (or creates) a database with a SQLite file sent in
 	// chunks. It is refused while any client has the database open.
 	ImportDatabase(grpc.ClientStreamingServer[ImportDatabaseRequest, ImportDatabaseResponse]) error
+	// Handoff asks the primary to stop taking writes and hand the lease to a
+	// caught-up candidate (the target, if named). It returns once another
+	// node holds the lease. FAILED_PRECONDITION on a node that is not the
+	// primary, or with a static lease.
+	Handoff(context.Context, *HandoffRequest) (*HandoffResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -160,6 +181,9 @@ func (UnimplementedAdminServiceServer) ExportDatabase(*ExportDatabaseRequest, gr
 }
 func (UnimplementedAdminServiceServer) ImportDatabase(grpc.ClientStreamingServer[ImportDatabaseRequest, ImportDatabaseResponse]) error {
 	return status.Error(codes.Unimplemented, "method ImportDatabase not implemented")
+}
+func (UnimplementedAdminServiceServer) Handoff(context.Context, *HandoffRequest) (*HandoffResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Handoff not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -254,6 +278,24 @@ func _AdminService_ImportDatabase_Handler(srv interface{}, stream grpc.ServerStr
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AdminService_ImportDatabaseServer = grpc.ClientStreamingServer[ImportDatabaseRequest, ImportDatabaseResponse]
 
+func _AdminService_Handoff_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(HandoffRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).Handoff(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_Handoff_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).Handoff(ctx, req.(*HandoffRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -272,6 +314,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "GetNode",
 			Handler:    _AdminService_GetNode_Handler,
+		},
+		{
+			MethodName: "Handoff",
+			Handler:    _AdminService_Handoff_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
