@@ -220,7 +220,35 @@ func TestLease_ConsulRefusingConnectionsIsReported(t *testing.T) {
 	if !n.Running() {
 		t.Fatal("the node exited instead of retrying")
 	}
-	if !strings.Contains(n.Log.String(), "could not take the lease; retrying") {
+	if !strings.Contains(n.Log.String(), "could not read the lease; retrying") {
 		t.Fatalf("node log does not say it retries:\n%s", n.Log.String())
+	}
+}
+
+// LiteFS's "common mistake": a static-lease config with candidate: true
+// copied to a second node. The copy finds the primary its
+// lease.advertise-url names, refuses writes (pointing apps at it) and
+// reports the conflict; the real primary keeps taking writes.
+func TestLease_StaticTwoPrimariesDetected(t *testing.T) {
+	a := StartNode(t, NodeOptions{Lease: "lease:\n  type: static\n  hostname: node-a\n  advertise-url: \"{{URL}}\"\n  candidate: true\n"})
+	b := StartNode(t, NodeOptions{Lease: fmt.Sprintf("lease:\n  type: static\n  hostname: node-a\n  advertise-url: %q\n  candidate: true\n", a.URL)})
+	waitFor(t, 30*time.Second, "the copy's /healthz to report the conflict", func() bool {
+		code, body := b.HTTPGet("/healthz")
+		return code == http.StatusOK && strings.Contains(body, "two nodes claim to be the static primary") &&
+			strings.Contains(body, "lease.candidate")
+	})
+	if !strings.Contains(b.Log.String(), "static lease conflict") {
+		t.Fatalf("the copy's log does not report the conflict:\n%s", b.Log)
+	}
+	// Creating a database is a write: refused, and nothing is left.
+	if out, err := pythonErr(rpWriter, b.Path("x.db"), "1"); err == nil || !strings.Contains(out, "unable to open database file") {
+		t.Fatalf("write on the copy: err=%v output=%q, want it refused", err, out)
+	}
+	if _, err := os.Stat(b.Path("x.db")); !errors.Is(err, fs.ErrNotExist) {
+		t.Fatalf("stat x.db on the copy: %v, want it absent", err)
+	}
+	python(t, rpWriter, a.Path("x.db"), "5")
+	if code, body := a.HTTPGet("/healthz"); code != http.StatusOK || !strings.Contains(body, `"ok"`) {
+		t.Fatalf("the real primary's /healthz: %d %s", code, body)
 	}
 }
