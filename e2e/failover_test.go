@@ -4,14 +4,19 @@ package e2e
 
 import (
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net"
 	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pagewire/pagewire/internal/consultest"
 )
 
 // This file tests the lease under change: handoffs, kills, freezes and a
@@ -370,4 +375,127 @@ func TestFailover_RandomizedRoundsNeverTwoWriters(t *testing.T) {
 	// Every node ends with the same probe.db.
 	final := waitOnePrimary(t, nodes, time.Minute)
 	rpWaitPos(t, "probe.db", final, allBut(nodes, final)...)
+}
+
+// tcpProxy forwards connections to target until Cut, which closes them
+// and refuses new ones: a node cut off from Consul while everything else
+// still reaches it.
+type tcpProxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	cut    bool
+	conns  []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{ln: ln, target: target}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			p.mu.Lock()
+			if p.cut {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				p.mu.Unlock()
+				c.Close()
+				continue
+			}
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); u.Close() }()
+			go func() { _, _ = io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		p.Cut()
+	})
+	return p
+}
+
+func (p *tcpProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// Cut closes every connection and refuses new ones until Restore.
+func (p *tcpProxy) Cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = true
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) Restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cut = false
+}
+
+// The primary cut off from Consul (but not from the other nodes) stops
+// taking writes before another node is promoted; it rejoins as a replica
+// once Consul is back.
+func TestFailover_PrimaryCutOffFromConsul(t *testing.T) {
+	agent := consultest.Start(t)
+	proxy := startProxy(t, strings.TrimPrefix(agent.URL, "http://"))
+	first := startConsulNodeAt(t, proxy.URL(), "node1", true, "")
+	waitOnePrimary(t, []*Node{first}, time.Minute)
+	nodes := []*Node{first, startConsulNode(t, agent, "node2", true), startConsulNode(t, agent, "node3", true)}
+	if p := waitOnePrimary(t, nodes, time.Minute); p != first {
+		t.Fatalf("primary %s, want node1", p.Dir)
+	}
+	setupProbe(t, first, nodes)
+	collect, stopProbes := probeWrites(t, nodes)
+	time.Sleep(300 * time.Millisecond)
+
+	cut := now()
+	proxy.Cut()
+	np := waitOnePrimary(t, nodes[1:], 90*time.Second)
+	promoted := now() - cut
+	ws := collect()
+	lastOld, firstNew := -1.0, -1.0
+	for _, w := range ws {
+		switch {
+		case w.node == 0:
+			lastOld = max(lastOld, w.t1)
+		case w.node == indexOf(nodes, np) && w.t0 > cut && firstNew < 0:
+			firstNew = w.t0
+		}
+	}
+	t.Logf("cut off at 0 s: node1's last write ended at %.2f s; %s became primary by %.2f s and first took a write at %.2f s",
+		lastOld-cut, strings.TrimSpace(np.hostname(t)), promoted, firstNew-cut)
+	if firstNew < 0 {
+		t.Fatal("the new primary took no write")
+	}
+	if lastOld >= firstNew {
+		t.Fatalf("node1 took a write (ending %.3f s) after the new primary's first (%.3f s)", lastOld-cut, firstNew-cut)
+	}
+	if n, ex, _ := doubleWriters(ws); n > 0 {
+		t.Fatalf("%d moments with two writers, e.g. %s", n, ex)
+	}
+	if !strings.Contains(first.Log.String(), "lost the lease") {
+		t.Fatalf("node1's log does not say it lost the lease:\n%s", first.Log)
+	}
+
+	// Consul back: node1 follows the new primary and catches up.
+	proxy.Restore()
+	waitOnePrimary(t, nodes, time.Minute)
+	stopProbes()
+	rpWaitPos(t, "probe.db", np, allBut(nodes, np)...)
 }

@@ -30,17 +30,24 @@ func consulCluster(t *testing.T, n int) (*consultest.Agent, []*Node) {
 
 func startConsulNode(t *testing.T, agent *consultest.Agent, host string, candidate bool) *Node {
 	t.Helper()
+	return startConsulNodeAt(t, agent.URL, host, candidate, "")
+}
+
+// startConsulNodeAt starts a node on the Consul at consulURL; extra is
+// more YAML for the lease section (indented two spaces).
+func startConsulNodeAt(t *testing.T, consulURL, host string, candidate bool, extra string) *Node {
+	t.Helper()
 	return StartNode(t, NodeOptions{Lease: fmt.Sprintf(`lease:
   type: consul
   hostname: %s
   advertise-url: "{{URL}}"
   candidate: %v
-  consul:
+%s  consul:
     url: %q
     key: pagewire-e2e/primary
     ttl: 10s
     lock-delay: 1s
-`, host, candidate, agent.URL)})
+`, host, candidate, extra, consulURL)})
 }
 
 // leaseRoles asks every running node whether it is the primary (the
@@ -250,5 +257,30 @@ func TestLease_StaticTwoPrimariesDetected(t *testing.T) {
 	python(t, rpWriter, a.Path("x.db"), "5")
 	if code, body := a.HTTPGet("/healthz"); code != http.StatusOK || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("the real primary's /healthz: %d %s", code, body)
+	}
+}
+
+// lease.promote: a candidate started with promote: true takes over from
+// the running primary once it has caught up; the old primary follows it.
+func TestLease_ConsulPromote(t *testing.T) {
+	agent := consultest.Start(t)
+	a := startConsulNode(t, agent, "node1", true)
+	waitOnePrimary(t, []*Node{a}, time.Minute)
+	cliMakeDB(t, a, "promo.db", 100)
+	b := startConsulNodeAt(t, agent.URL, "node2", true, "  promote: true\n")
+	waitFor(t, time.Minute, "the promoted node to be the only primary", func() bool {
+		ps, named := leaseRoles(t, []*Node{a, b})
+		return len(ps) == 1 && ps[0] == b && named["node2"] == 2
+	})
+	if !strings.Contains(b.Log.String(), "lease.promote: caught up") {
+		t.Fatalf("the promoted node's log does not say why it took over:\n%s", b.Log)
+	}
+	if got := rpCount(t, b, "promo.db"); got != "100\nok" {
+		t.Fatalf("promoted node: %q, want 100 rows", got)
+	}
+	python(t, rpWriter, b.Path("promo.db"), "5")
+	rpWaitPos(t, "promo.db", b, a)
+	if got := rpCount(t, a, "promo.db"); got != "105\nok" {
+		t.Fatalf("old primary after the promotion: %q, want 105 rows", got)
 	}
 }

@@ -375,3 +375,31 @@ func TestManager_HandoffToTarget(t *testing.T) {
 		t.Fatal("b took the lease handed to t")
 	}
 }
+
+// lease.promote: a candidate that starts following asks the primary to
+// hand it the lease, and gets it.
+func TestManager_PromoteTakesOverOnce(t *testing.T) {
+	c := newFakeConsul()
+	a := startNode(t, c, "a", Config{DemoteDelay: time.Minute, SettleTimeout: 50 * time.Millisecond})
+	a.store.wait(t, pagewire.RolePrimary)
+	calls := make(chan string, 4)
+	b := startNode(t, c, "b", Config{SettleTimeout: 50 * time.Millisecond,
+		Promote: func(ctx context.Context, h leaser.Holder) error {
+			calls <- h.Hostname
+			_, err := a.m.Handoff(ctx, "b")
+			return err
+		}})
+	b.store.wait(t, pagewire.RolePrimary)
+	if got := <-calls; got != "a" {
+		t.Fatalf("promote asked %q, want a", got)
+	}
+	waitUntil(t, "a following b", func() bool { return a.following("b") })
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case h := <-calls:
+		t.Fatalf("promote ran again, asking %s", h)
+	default:
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,6 +67,11 @@ type Config struct {
 	// CatchUpTimeout bounds how long a candidate waits to catch up with
 	// the final position of a primary that handed off.
 	CatchUpTimeout time.Duration
+	// Promote, if set on a candidate (lease.promote), is called once, when
+	// the node first follows a primary: it waits until this node has
+	// caught up with primary and asks it to hand the lease to this node.
+	// It runs until ctx ends (the node follows another primary, or stops).
+	Promote func(ctx context.Context, primary leaser.Holder) error
 	// DemoteDelay is how long a primary that handed off stays out of the
 	// running (lease.demote-delay); at least SettleTimeout+CatchUpTimeout.
 	DemoteDelay time.Duration
@@ -87,6 +93,7 @@ type Manager struct {
 	following    leaser.Holder
 	last         leaser.Holder // the last holder seen (this node included)
 	holdOffUntil time.Time     // a node that handed off stays out until then
+	promoted     bool          // Promote was started
 	deferUntil   time.Time     // a candidate that defers to one ahead of it takes the lease after then
 }
 
@@ -524,12 +531,24 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 		}
 	}
 	fctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		if err := f.Run(fctx); err != nil {
 			m.log.Error("replication from the primary stopped", "primary", h.Hostname, "error", err)
 		}
+	})
+	if m.cfg.Promote != nil && m.cfg.Candidate && !m.promoted {
+		m.promoted = true
+		wg.Go(func() {
+			if err := m.cfg.Promote(fctx, h); err != nil && fctx.Err() == nil {
+				m.log.Error("lease.promote: could not take over from the primary", "primary", h.Hostname, "error", err)
+			}
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
 	}()
 	m.follow, m.followDone, m.following = cancel, done, h
 	return true

@@ -23,6 +23,7 @@ import (
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/leaser"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/replicator"
 	"github.com/pagewire/pagewire/roles"
@@ -109,9 +110,13 @@ func runMount(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		manager, err = roles.New(roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
+		rcfg := roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
 			Hostname: node.Hostname, Positions: storePositions(store), DemoteDelay: time.Duration(cfg.Lease.DemoteDelay),
-			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }})
+			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }}
+		if cfg.Lease.Promote {
+			rcfg.Promote = func(ctx context.Context, h leaser.Holder) error { return promote(ctx, h, node.Hostname, store, log) }
+		}
+		manager, err = roles.New(rcfg)
 		if err != nil {
 			return err
 		}
@@ -278,6 +283,48 @@ func handOff(m *roles.Manager, log *slog.Logger) {
 	default:
 		log.Info("handed the lease off before stopping", "primary", h.Hostname, "took", time.Since(start).Round(time.Millisecond))
 	}
+}
+
+// promote (lease.promote) waits until this node has every database of the
+// primary h, each at least where the primary was at the previous look, then
+// asks h to hand the lease to this node.
+func promote(ctx context.Context, h leaser.Holder, self string, store *server.Store, log *slog.Logger) error {
+	conn, err := dial(h.AdvertiseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin := adminv1.NewAdminServiceClient(conn)
+	var prev map[string]pagewire.TXID // the primary's positions at the previous look
+	for {
+		resp, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
+		if err == nil {
+			mine := storePositions(store)()
+			caughtUp := prev != nil
+			for db, txid := range prev {
+				if mine[db] < txid {
+					caughtUp = false
+				}
+			}
+			if caughtUp {
+				break
+			}
+			prev = map[string]pagewire.TXID{}
+			for _, d := range resp.GetDatabases() {
+				prev[d.GetName()] = pagewire.TXID(d.GetTxid())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", "primary", h.Hostname)
+	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: self}); err != nil {
+		return client.Error(err)
+	}
+	return nil
 }
 
 // storePositions returns the TXID of each of the store's databases.
