@@ -3,10 +3,14 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -15,6 +19,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/pagewire/pagewire/internal/consultest"
 )
@@ -166,6 +174,39 @@ func switchGap(ws []accepted, from int, after float64) float64 {
 
 func indexOf(nodes []*Node, n *Node) int { return slices.Index(nodes, n) }
 
+// viewsAgree reports whether every node shows primary (called host) as
+// the primary in each place a user looks: GET /primary, the .primary file
+// (absent on the primary), litefs_is_primary and the pagewire.primary gRPC
+// health service.
+func viewsAgree(t *testing.T, nodes []*Node, primary *Node, host string) bool {
+	for _, n := range nodes {
+		isPrimary := n == primary
+		if code, body := n.HTTPGet("/primary"); code != http.StatusOK || strings.TrimSpace(body) != host {
+			return false
+		}
+		b, err := os.ReadFile(n.Path(".primary"))
+		if isPrimary != os.IsNotExist(err) || (!isPrimary && strings.TrimSpace(string(b)) != host) {
+			return false
+		}
+		_, metrics := n.HTTPGet("/metrics")
+		if strings.Contains(metrics, "\nlitefs_is_primary 1") != isPrimary {
+			return false
+		}
+		conn, err := grpc.NewClient(n.HTTPAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		resp, err := healthgrpc.NewHealthClient(conn).Check(ctx, &healthgrpc.HealthCheckRequest{Service: "pagewire.primary"})
+		cancel()
+		conn.Close()
+		if err != nil || (resp.GetStatus() == healthgrpc.HealthCheckResponse_SERVING) != isPrimary {
+			return false
+		}
+	}
+	return true
+}
+
 func now() float64 { return float64(time.Now().UnixNano()) / 1e9 }
 
 // setupProbe makes probe.db on the primary and waits for every node to
@@ -197,10 +238,16 @@ func TestFailover_GracefulHandoff(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "handed the lease to") {
 		t.Fatalf("pagewire handoff: exit %d: %s", code, out)
 	}
+	handed := time.Now()
 	np := waitOnePrimary(t, nodes, 30*time.Second)
 	if np == p {
 		t.Fatal("the old primary still holds the lease after handing it off")
 	}
+	host := strings.TrimSpace(np.hostname(t))
+	waitFor(t, 30*time.Second, "every node's /primary, .primary, litefs_is_primary and pagewire.primary health to show "+host, func() bool {
+		return viewsAgree(t, nodes, np, host)
+	})
+	t.Logf("every view on every node showed %s %s after pagewire handoff returned", host, time.Since(handed).Round(time.Millisecond))
 	time.Sleep(300 * time.Millisecond)
 	gap := switchGap(collect(), indexOf(nodes, p), before)
 	t.Logf("pagewire handoff: %s; writes moved after %.1f ms", strings.TrimSpace(out), gap*1000)
@@ -382,8 +429,8 @@ func TestFailover_RandomizedRoundsNeverTwoWriters(t *testing.T) {
 // still reaches it.
 type tcpProxy struct {
 	ln     net.Listener
-	target string
 	mu     sync.Mutex
+	target string
 	cut    bool
 	conns  []net.Conn
 }
@@ -409,7 +456,7 @@ func startProxy(t *testing.T, target string) *tcpProxy {
 				c.Close()
 				continue
 			}
-			u, err := net.Dial("tcp", target)
+			u, err := net.Dial("tcp", p.target)
 			if err != nil {
 				p.mu.Unlock()
 				c.Close()
@@ -430,6 +477,13 @@ func startProxy(t *testing.T, target string) *tcpProxy {
 }
 
 func (p *tcpProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+// SetTarget changes where new connections go.
+func (p *tcpProxy) SetTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
+}
 
 // Cut closes every connection and refuses new ones until Restore.
 func (p *tcpProxy) Cut() {
@@ -498,4 +552,58 @@ func TestFailover_PrimaryCutOffFromConsul(t *testing.T) {
 	waitOnePrimary(t, nodes, time.Minute)
 	stopProbes()
 	rpWaitPos(t, "probe.db", np, allBut(nodes, np)...)
+}
+
+// A primary whose last transactions never reached the others (cut off
+// from them, not from Consul, while it wrote; then killed) rejoins the new
+// primary as a replica and keeps its own copy aside, with a log line that
+// names it: nothing is silently discarded.
+func TestFailover_OldPrimaryKeepsUnreplicatedWritesAside(t *testing.T) {
+	agent := consultest.Start(t)
+	// The others reach p only through a proxy: its advertise-url.
+	proxy := startProxy(t, "")
+	p := StartNode(t, NodeOptions{Lease: fmt.Sprintf(`lease:
+  type: consul
+  hostname: node1
+  advertise-url: %q
+  candidate: true
+  consul:
+    url: %q
+    key: pagewire-e2e/primary
+    ttl: 10s
+    lock-delay: 1s
+`, proxy.URL(), agent.URL)})
+	proxy.SetTarget(p.HTTPAddr)
+	waitOnePrimary(t, []*Node{p}, time.Minute)
+	others := []*Node{startConsulNode(t, agent, "node2", true), startConsulNode(t, agent, "node3", true)}
+	nodes := append([]*Node{p}, others...)
+	if got := waitOnePrimary(t, nodes, time.Minute); got != p {
+		t.Fatalf("primary %s, want node1", got.Dir)
+	}
+	cliMakeDB(t, p, "aside.db", 10)
+	rpWaitPos(t, "aside.db", p, others...)
+
+	proxy.Cut()
+	cliMakeDB(t, p, "aside.db", 50) // only p has these
+	p.Kill()
+	proxy.Restore()
+	np := waitOnePrimary(t, others, 90*time.Second)
+	python(t, rpWriter, np.Path("aside.db"), "5")
+
+	p.Start(false)
+	rpWaitPos(t, "aside.db", np, p)
+	if got := rpCount(t, p, "aside.db"); got != "15\nok" {
+		t.Fatalf("old primary after rejoining: %q, want the new primary's 15 rows", got)
+	}
+	kept, _ := filepath.Glob(filepath.Join(p.DataDir, "diverged", "aside.db.*"))
+	if len(kept) != 1 {
+		t.Fatalf("kept copies: %v, want one", kept)
+	}
+	if !strings.Contains(p.Log.String(), kept[0]) {
+		t.Fatalf("the log does not name the kept copy %s:\n%s", kept[0], p.Log)
+	}
+	out, err := sqliteCLI(t, kept[0], "select count(*) from t;")
+	if err != nil || strings.TrimSpace(out) != "60" {
+		t.Fatalf("kept copy holds %q (%v), want the old primary's 60 rows", out, err)
+	}
 }

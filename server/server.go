@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
+	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/inproc"
 	"github.com/pagewire/pagewire/internal/bufpool"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -171,6 +172,29 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// PrimaryHealthService is the gRPC health service name that is SERVING on
+// the primary only: a load balancer or grpcurl can find the primary with
+// it (`grpc.health.v1.Health/Check {"service": "pagewire.primary"}`).
+const PrimaryHealthService = "pagewire.primary"
+
+// followRole keeps PrimaryHealthService in step with the node's role until
+// ctx is done.
+func (s *Server) followRole(ctx context.Context) {
+	for {
+		changed := s.cfg.Store.RoleChanged()
+		st := healthgrpc.HealthCheckResponse_NOT_SERVING
+		if role, _ := s.cfg.Store.Role(); role == pagewire.RolePrimary {
+			st = healthgrpc.HealthCheckResponse_SERVING
+		}
+		s.health.SetServingStatus(PrimaryHealthService, st)
+		select {
+		case <-ctx.Done():
+			return
+		case <-changed:
+		}
+	}
+}
+
 // Conn is an in-process connection to this server's services.
 func (s *Server) Conn() grpc.ClientConnInterface { return s.inproc }
 
@@ -220,6 +244,12 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() { <-pruned }()
+	roled := make(chan struct{})
+	go func() {
+		defer close(roled)
+		s.followRole(ctx)
+	}()
+	defer func() { <-roled }()
 	if s.cfg.Listener == nil {
 		<-ctx.Done()
 		close(s.stopping)

@@ -66,6 +66,9 @@ type Store struct {
 	watchers map[*Watcher]struct{}
 
 	role atomic.Pointer[roleState] // read at every write, without mu
+	// roleMu guards roleChanged, closed and replaced at each role change.
+	roleMu      sync.Mutex
+	roleChanged chan struct{}
 
 	// mu guards dbs, files and dbsChanged.
 	mu    sync.RWMutex
@@ -236,6 +239,29 @@ func (s *Store) Close() error {
 // the primary is.
 func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch) {
 	s.role.Store(&roleState{role: role, ro: ro, epoch: epoch})
+	s.roleChange()
+}
+
+// RoleChanged returns a channel closed at the next role change.
+func (s *Store) RoleChanged() <-chan struct{} {
+	s.roleMu.Lock()
+	defer s.roleMu.Unlock()
+	if s.roleChanged == nil {
+		s.roleChanged = make(chan struct{})
+	}
+	return s.roleChanged
+}
+
+func (s *Store) roleChange() {
+	s.roleMu.Lock()
+	if s.roleChanged != nil {
+		close(s.roleChanged)
+	}
+	s.roleChanged = make(chan struct{})
+	s.roleMu.Unlock()
+	// .primary appears or goes: the kernel must not answer from a cached
+	// (negative) entry.
+	s.notify(FileChange{Name: pagewire.PrimaryFileName, ID: rootID + 1, Entry: true})
 }
 
 // SetPrimaryUntil makes the node primary at epoch for as long as until
@@ -243,6 +269,7 @@ func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pag
 // the time it returns on. A zero time means no deadline.
 func (s *Store) SetPrimaryUntil(epoch pagewire.Epoch, until func() time.Time) {
 	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: epoch, until: until})
+	s.roleChange()
 }
 
 // Epoch is the lease epoch of the node's role.

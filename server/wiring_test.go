@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -132,6 +133,35 @@ func TestServer_HealthTellsTheTruth(t *testing.T) {
 	if resp.GetStatus() != healthgrpc.HealthCheckResponse_SERVING {
 		t.Fatalf("status when ready = %v, want SERVING", resp.GetStatus())
 	}
+}
+
+// The pagewire.primary health service is SERVING on the primary only and
+// follows role changes.
+func TestServer_PrimaryHealthFollowsTheRole(t *testing.T) {
+	conn, _, store := startServer(t)
+	h := healthgrpc.NewHealthClient(conn)
+	status := func() healthgrpc.HealthCheckResponse_ServingStatus {
+		resp, err := h.Check(context.Background(), &healthgrpc.HealthCheckRequest{Service: server.PrimaryHealthService})
+		if err != nil {
+			return healthgrpc.HealthCheckResponse_UNKNOWN
+		}
+		return resp.GetStatus()
+	}
+	waitStatus := func(want healthgrpc.HealthCheckResponse_ServingStatus) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for status() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s health: %v, want %v", server.PrimaryHealthService, status(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitStatus(healthgrpc.HealthCheckResponse_SERVING) // a new store is a primary
+	store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "p"}, 2)
+	waitStatus(healthgrpc.HealthCheckResponse_NOT_SERVING)
+	store.SetPrimaryUntil(3, func() time.Time { return time.Time{} })
+	waitStatus(healthgrpc.HealthCheckResponse_SERVING)
 }
 
 func TestServer_InProcessChannelServesStorage(t *testing.T) {
