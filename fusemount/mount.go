@@ -178,9 +178,18 @@ func (m *Mount) unmount(srv *fuse.Server, done <-chan struct{}) error {
 // clearStaleMount detaches a FUSE mount whose daemon died (stat gives
 // ENOTCONN), as kill -9 of a node leaves behind.
 func clearStaleMount(dir string, log *slog.Logger) {
-	var st syscall.Stat_t
-	if err := syscall.Stat(dir, &st); errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNABORTED) {
+	// Mounts can be stacked (a crash while an earlier stale one was
+	// still there): clear until the folder answers.
+	for range 10 {
+		var st syscall.Stat_t
+		err := syscall.Stat(dir, &st)
+		if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
+			return
+		}
 		log.Warn("clearing a stale mount left by a previous run", "dir", dir)
-		_ = syscall.Unmount(dir, syscall.MNT_DETACH)
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			log.Warn("could not clear the stale mount; unmount it by hand (umount -l)", "dir", dir, "error", err)
+			return
+		}
 	}
 }

@@ -28,9 +28,6 @@ type Position struct {
 	// Target, on a Final position, is the candidate the primary hands
 	// the lease to ("" for any caught-up candidate).
 	Target string `json:"target,omitempty"`
-	// HeldOff: the node handed off and is out of the running for now
-	// (lease.demote-delay); nobody waits or defers to it.
-	HeldOff bool `json:"held_off,omitempty"`
 }
 
 // Ahead reports whether p has some database at a larger TXID than q.

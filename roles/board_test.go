@@ -403,3 +403,21 @@ func TestManager_PromoteTakesOverOnce(t *testing.T) {
 	default:
 	}
 }
+
+// The hold-off after a handoff keeps the lease from coming straight back,
+// but not from a later handoff by the successor.
+func TestManager_HoldOffEndsWhenTheSuccessorHandsOff(t *testing.T) {
+	c := newFakeConsul()
+	a := startNode(t, c, "a", Config{DemoteDelay: time.Hour, SettleTimeout: 50 * time.Millisecond})
+	a.store.wait(t, pagewire.RolePrimary)
+	b := startNode(t, c, "b", Config{DemoteDelay: time.Hour, SettleTimeout: 50 * time.Millisecond})
+	waitUntil(t, "b following a", func() bool { return b.following("a") })
+	if h, err := a.m.Handoff(context.Background(), ""); err != nil || h.Hostname != "b" {
+		t.Fatalf("a's handoff: %+v %v", h, err)
+	}
+	b.store.wait(t, pagewire.RolePrimary)
+	waitUntil(t, "a following b", func() bool { return a.following("b") })
+	if h, err := b.m.Handoff(context.Background(), ""); err != nil || h.Hostname != "a" {
+		t.Fatalf("b's handoff: %+v %v, want a despite its hold-off", h, err)
+	}
+}

@@ -266,13 +266,11 @@ func (m *Manager) Run(ctx context.Context) error {
 					keep.Epoch = m.last.Epoch
 				}
 				m.setRole(pagewire.RoleReplica, keep)
-				if m.cfg.Candidate && m.board != nil && m.last.Hostname != m.cfg.Hostname && time.Now().Before(m.holdOffUntil) {
-					// Held off since an earlier handoff, but alive: say
-					// so, so that the others do not wait for this node.
-					p := leaser.Position{Hostname: m.cfg.Hostname, Candidate: true, HeldOff: true, DBs: m.cfg.Positions()}
-					if err := m.board.Publish(ctx, p); err != nil {
-						m.log.Warn("could not publish this candidate's position", "error", err)
-					}
+				if m.last.Hostname != m.cfg.Hostname {
+					// Another node let the lease go: the hold-off after
+					// this node's own handoff (so that the lease does
+					// not come straight back) has served its purpose.
+					m.holdOffUntil = time.Time{}
 				}
 				m.last = leaser.Holder{}
 			}
@@ -386,7 +384,7 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 			case p.Final && prev.Hostname != "" && p.Hostname == prev.Hostname && p.Epoch == prev.Epoch:
 				f := p.Position
 				final = &f
-			case !p.Candidate || p.Hostname == prev.Hostname || p.Final || p.HeldOff:
+			case !p.Candidate || p.Hostname == prev.Hostname || p.Final:
 				// Not a candidate, the primary that went away, or one
 				// that handed off earlier and is held off (it publishes
 				// afresh once it competes again).
