@@ -50,6 +50,7 @@ type options struct {
 	LagSeconds      float64
 	LagRate         float64
 	LagPollPause    time.Duration
+	LagCSV          string
 	ApplyRate       float64
 	SnapshotMiB     int
 }
@@ -87,6 +88,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Float64Var(&o.LagRate, "lag-rate", 1000, "replication: commits per second the lag writer is paced at")
 	fs.DurationVar(&o.LagPollPause, "lag-poll-pause", 100*time.Microsecond, "replication: the lag poller's sleep between polls of the replica;\n"+
 		"0 polls in a tight loop, which on a small machine starves the replica's node: each -pos poll is a request it serves")
+	fs.StringVar(&o.LagCSV, "lag-csv", "", "replication: also write each commit's time (from the first) and visibility lag to `PREFIX`-<seen by>.csv,\n"+
+		"to see when the slow ones happen")
 	fs.Float64Var(&o.ApplyRate, "apply-rate", 500, "replication: commits per second on the primary during the replica's point reads")
 	fs.IntVar(&o.SnapshotMiB, "snapshot-mib", 200, "replication: size in MiB of the database a new replica catches up on by snapshot")
 	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, unless set explicitly",

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
 
@@ -18,7 +19,9 @@ const (
 	metricFUSE    = "pagewire_fuse_requests_total" // label op: FUSE requests the kernel sent
 	metricGRPC    = "grpc_server_handled_total"    // labels grpc_service, grpc_method, grpc_code
 	metricCommits = "litefs_db_commit_count"       // label db
-	storageSvc    = "pagewire.storage.v1.StorageService"
+	// metricApplyLag is a replica's histogram of commit-to-visible lag.
+	metricApplyLag = "pagewire_replica_apply_lag_seconds"
+	storageSvc     = "pagewire.storage.v1.StorageService"
 )
 
 // counters is a snapshot (or a difference of two) of the node's counters.
@@ -26,6 +29,9 @@ type counters struct {
 	FUSE    map[string]float64 // FUSE requests by op, e.g. "WRITE"
 	GRPC    map[string]float64 // StorageService calls by method, all codes summed
 	Commits map[string]float64 // commits by database name
+	// ApplyLag is a replica's cumulative apply-lag histogram: count of
+	// transactions at or under each bucket's upper bound (seconds).
+	ApplyLag map[float64]float64
 }
 
 // scrapeCounters fetches and parses the node's /metrics.
@@ -68,6 +74,14 @@ func parseCounters(r io.Reader) (*counters, error) {
 	for _, m := range families[metricCommits].GetMetric() {
 		c.Commits[label(m, "db")] += value(m)
 	}
+	for _, m := range families[metricApplyLag].GetMetric() {
+		for _, b := range m.GetHistogram().GetBucket() {
+			if !math.IsInf(b.GetUpperBound(), 1) {
+				c.ApplyLag[b.GetUpperBound()] += float64(b.GetCumulativeCount())
+			}
+		}
+		c.ApplyLag[math.Inf(1)] += float64(m.GetHistogram().GetSampleCount())
+	}
 	return c, nil
 }
 
@@ -92,6 +106,37 @@ func value(m *dto.Metric) float64 {
 	}
 }
 
+// lagQuantile is the upper bound (seconds) of the first ApplyLag bucket
+// holding at least q of the transactions (+Inf if none does), and the
+// share of transactions at or under within.
+func (c *counters) lagQuantile(q, within float64) (bound, share float64) {
+	bounds := make([]float64, 0, len(c.ApplyLag))
+	for b := range c.ApplyLag {
+		bounds = append(bounds, b)
+	}
+	slices.Sort(bounds)
+	if len(bounds) == 0 {
+		return math.Inf(1), 0
+	}
+	total := c.ApplyLag[bounds[len(bounds)-1]] // the +Inf bucket
+	if total == 0 {
+		return math.Inf(1), 0
+	}
+	bound = math.Inf(1)
+	for _, b := range bounds {
+		if c.ApplyLag[b] >= q*total {
+			bound = b
+			break
+		}
+	}
+	for _, b := range bounds {
+		if b <= within {
+			share = c.ApplyLag[b] / total
+		}
+	}
+	return bound, share
+}
+
 // sub returns c minus before, keeping only keys with a non-zero difference.
 func (c *counters) sub(before *counters) *counters {
 	diff := func(a, b map[string]float64) map[string]float64 {
@@ -103,7 +148,11 @@ func (c *counters) sub(before *counters) *counters {
 		}
 		return d
 	}
-	return &counters{FUSE: diff(c.FUSE, before.FUSE), GRPC: diff(c.GRPC, before.GRPC), Commits: diff(c.Commits, before.Commits)}
+	lag := map[float64]float64{}
+	for k, v := range c.ApplyLag {
+		lag[k] = v - before.ApplyLag[k]
+	}
+	return &counters{FUSE: diff(c.FUSE, before.FUSE), GRPC: diff(c.GRPC, before.GRPC), Commits: diff(c.Commits, before.Commits), ApplyLag: lag}
 }
 
 // add adds o to c in place.
@@ -120,7 +169,7 @@ func (c *counters) add(o *counters) {
 }
 
 func newCounters() *counters {
-	return &counters{FUSE: map[string]float64{}, GRPC: map[string]float64{}, Commits: map[string]float64{}}
+	return &counters{FUSE: map[string]float64{}, GRPC: map[string]float64{}, Commits: map[string]float64{}, ApplyLag: map[float64]float64{}}
 }
 
 func joinKeys(a, b map[string]float64) map[string]struct{} {

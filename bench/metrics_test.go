@@ -96,3 +96,26 @@ func TestFormat(t *testing.T) {
 		}
 	}
 }
+
+func TestApplyLagQuantiles(t *testing.T) {
+	text := `# TYPE pagewire_replica_apply_lag_seconds histogram
+pagewire_replica_apply_lag_seconds_bucket{le="0.001"} 50
+pagewire_replica_apply_lag_seconds_bucket{le="0.005"} 98
+pagewire_replica_apply_lag_seconds_bucket{le="0.02"} 100
+pagewire_replica_apply_lag_seconds_bucket{le="+Inf"} 100
+pagewire_replica_apply_lag_seconds_sum 0.3
+pagewire_replica_apply_lag_seconds_count 100
+`
+	c, err := parseCounters(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := newCounters()
+	d := c.sub(before)
+	if b, share := d.lagQuantile(0.5, 0.005); b != 0.001 || share != 0.98 {
+		t.Fatalf("p50 bound %v share %v, want 0.001 and 0.98", b, share)
+	}
+	if b, _ := d.lagQuantile(0.99, 0.005); b != 0.02 {
+		t.Fatalf("p99 bound %v, want 0.02", b)
+	}
+}

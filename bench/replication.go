@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -293,6 +294,11 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	if err := rp.read(&pready); err != nil {
 		return res, err
 	}
+	client := &http.Client{Timeout: 10 * time.Second}
+	before, err := scrapeCounters(ctx, client, r.URL+"/metrics")
+	if err != nil {
+		return res, err
+	}
 	if err := w.send("go"); err != nil {
 		return res, err
 	}
@@ -312,6 +318,14 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 		// The TXID of commit k would not be base+k.
 		return res, fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
 			ready.BaseTXID, wres.EndTXID, wres.Commits)
+	}
+	if after, err := scrapeCounters(ctx, client, r.URL+"/metrics"); err != nil {
+		return res, err
+	} else {
+		d := after.sub(before)
+		b50, _ := d.lagQuantile(0.5, lagWithin)
+		b99, share := d.lagQuantile(0.99, lagWithin)
+		res.NodeP50MS, res.NodeP99MS, res.NodeWithin = b50*1000, b99*1000, share
 	}
 	res.Commits, res.WriterSeconds = wres.Commits, wres.Seconds
 	res.CommitRate = float64(wres.Commits) / wres.Seconds
@@ -338,6 +352,11 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	for i := range lags {
 		lags[i] *= 1000
 	}
+	if o.LagCSV != "" {
+		if err := writeLagCSV(o.LagCSV+"-"+by+".csv", wres.CommitTimes, lags); err != nil {
+			return res, err
+		}
+	}
 	slices.Sort(lags)
 	res.MinMS, res.MaxMS = lags[0], lags[len(lags)-1]
 	res.P50MS, res.P90MS, res.P99MS = percentile(lags, 50), percentile(lags, 90), percentile(lags, 99)
@@ -362,6 +381,20 @@ func visibilityLags(base int64, commitTimes []float64, seen [][2]float64) []floa
 		lags = append(lags, seen[j][1]-ct)
 	}
 	return lags
+}
+
+// lagWithin is the lag the node-side share is reported at: the bar.
+const lagWithin = 0.005
+
+// writeLagCSV writes "seconds since the first commit,lag ms" per commit
+// seen, in commit order.
+func writeLagCSV(path string, commitTimes, lagsMS []float64) error {
+	var b strings.Builder
+	b.WriteString("commit_s,lag_ms\n")
+	for i, lag := range lagsMS {
+		fmt.Fprintf(&b, "%.6f,%.3f\n", commitTimes[i]-commitTimes[0], lag)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // percentile is the nearest-rank percentile of sorted xs.

@@ -33,6 +33,10 @@ type ReplicaConfig struct {
 	// behind it for two fsyncs, so a replica checkpoints less often than
 	// SQLite's writers (1000 frames): the default is 10000.
 	CheckpointFrames uint32
+	// Applied, if set, is called with each transaction's lag: from its
+	// commit on the primary to its being counted here, as its readers see
+	// it (same clock only if the nodes share one).
+	Applied func(lag time.Duration)
 	// MinBackoff and MaxBackoff bound the jittered wait before reconnecting.
 	MinBackoff, MaxBackoff time.Duration
 	// IdleTimeout ends a stream that sent nothing, not even a heartbeat, for
@@ -509,6 +513,14 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		// divergence and send a snapshot.
 		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", prev.String())
 		return errProgress
+	}
+	if f := a.r.cfg.Applied; f != nil {
+		now := time.Now()
+		for _, txn := range txns {
+			if !txn.CommitTime.IsZero() {
+				f(now.Sub(txn.CommitTime))
+			}
+		}
 	}
 	a.checkpoint(ctx, w)
 	return nil

@@ -82,6 +82,11 @@ func runMount(ctx context.Context, args []string) error {
 	}
 	defer store.Close()
 	var openWriter func(context.Context, string) (replicator.Writer, error) // set once the apply worker runs
+	applyLag := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "pagewire_replica_apply_lag_seconds",
+		Help:    "Time from a transaction's commit on the primary to its being visible on this replica (the nodes' clocks must agree).",
+		Buckets: []float64{.0005, .001, .0015, .002, .003, .004, .005, .0075, .01, .015, .02, .03, .05, .1, .25, 1, 5},
+	})
 	// newFollower makes a replica of the primary at url.
 	newFollower := func(url string, minEpoch pagewire.Epoch) (*follower, error) {
 		conn, err := client.Dial(url)
@@ -92,6 +97,7 @@ func runMount(ctx context.Context, args []string) error {
 		rcfg.OpenWriter = func(ctx context.Context, path string) (replicator.Writer, error) { return openWriter(ctx, path) }
 		rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = client.NewUpstream(conn), store, cfg.FUSE.Dir, node.Hostname, log
 		rcfg.MinEpoch = minEpoch
+		rcfg.Applied = func(lag time.Duration) { applyLag.Observe(lag.Seconds()) }
 		r, err := replicator.NewReplica(rcfg)
 		if err != nil {
 			conn.Close()
@@ -140,6 +146,7 @@ func runMount(ctx context.Context, args []string) error {
 	scfg := server.DefaultConfig()
 	reg := prometheus.NewRegistry()
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
+	reg.MustRegister(applyLag)
 	scfg.Node = node
 	if conflict != nil {
 		scfg.LeaseProblem = conflict.Problem
