@@ -465,7 +465,8 @@ func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, wo
 
 // readWhileApplying runs one round of replica point reads while a paced
 // writer commits on the primary. It returns the reads, the rate at which
-// the replica's TXID grew during them, and the writer's own rate.
+// the replica's TXID grew during a warm-up and them, and the writer's own
+// rate.
 func readWhileApplying(ctx context.Context, o options, p, r *node, workDir string,
 	read func(string, func(context.Context) error, func(context.Context) error) (runResult, error)) (res runResult, applied, writerRate float64, err error) {
 	w, err := startPython(ctx, "paced writer on the primary", replicationScript, workDir,
@@ -484,9 +485,6 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 	if err := w.send("go"); err != nil {
 		return res, 0, 0, err
 	}
-	if err := sleepCtx(ctx, applyWarmup); err != nil {
-		return res, 0, 0, err
-	}
 	var txid0, txid1 int64
 	var t0, t1 time.Time
 	readTXID := func(t *time.Time, txid *int64) func(context.Context) error {
@@ -500,7 +498,16 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 			return err
 		}
 	}
-	res, err = read("point reads on the replica while it applies", readTXID(&t0, &txid0), readTXID(&t1, &txid1))
+	// The apply rate is taken over the warm-up and the reads: a quick
+	// run's reads alone last a few milliseconds, too short to count on
+	// seeing a transaction applied.
+	if err := readTXID(&t0, &txid0)(ctx); err != nil {
+		return res, 0, 0, err
+	}
+	if err := sleepCtx(ctx, applyWarmup); err != nil {
+		return res, 0, 0, err
+	}
+	res, err = read("point reads on the replica while it applies", nil, readTXID(&t1, &txid1))
 	if err != nil {
 		return res, 0, 0, err
 	}

@@ -85,7 +85,8 @@ type pointReadResult struct {
 	Reads  targetResult `json:"reads"`
 	Ratio  float64      `json:"ratio"` // median rate / plain disk's
 	// For replica-applying: per round, the rate at which the replica's TXID
-	// grew during the timed reads, and the writer's rate on the primary.
+	// grew during a 300 ms warm-up and the timed reads, and the writer's
+	// rate on the primary.
 	ApplyRates       []float64 `json:"apply_rates,omitempty"`
 	WriterRates      []float64 `json:"writer_rates,omitempty"`
 	MedianApplyRate  float64   `json:"median_apply_rate,omitempty"`
@@ -167,7 +168,7 @@ func (rr *replicationReport) writeMarkdown(b io.Writer, cpus int) {
 			"workload.py's point-read (SELECT by random primary key, one query per transaction, %s per run) on a "+
 			"10,000-row table: on plain disk with no concurrent writes, and on the replica's copy of the same table, "+
 			"idle, then while a writer on the primary commits 1-row inserts into it paced at %s/s (the rate shown is how "+
-			"fast the replica's TXID grew during the reads).\n\n", formatInt(s.Reads), formatRate(s.ApplyRate))
+			"fast the replica's TXID grew during a 300 ms warm-up and the reads).\n\n", formatInt(s.Reads), formatRate(s.ApplyRate))
 		fmt.Fprintf(b, "| target | reads | vs plain disk | bar |\n|---|---|---|---|\n")
 		for _, pr := range rr.PointReads {
 			what, barCell := pr.What, ""
