@@ -39,15 +39,16 @@ var _ replicationv1.ReplicationServiceServer = (*replicationService)(nil)
 // primary describes this node as the stream's sender, or refuses when it is
 // not the primary.
 func (r *replicationService) primary() (*replicationv1.Primary, error) {
-	role, ro := r.store.Role()
+	st := r.store.role.Load() // role, primary and epoch from one change
 	// A primary that stepped down to hand off keeps its epoch until a new
 	// primary is known, and keeps serving its last transactions so that
 	// candidates catch up before taking over.
-	handingOff := role == pagewire.RoleReplica && ro.Primary == "" && r.store.Epoch() > 0
-	if role != pagewire.RolePrimary && !handingOff {
+	handingOff := st.role == pagewire.RoleReplica && st.ro.Primary == "" && st.epoch > 0
+	if st.role != pagewire.RolePrimary && !handingOff {
+		ro := st.ro
 		return nil, toStatus(&ro)
 	}
-	return &replicationv1.Primary{Hostname: r.node.Hostname, AdvertiseUrl: r.node.AdvertiseURL, Epoch: uint64(r.store.Epoch())}, nil
+	return &replicationv1.Primary{Hostname: r.node.Hostname, AdvertiseUrl: r.node.AdvertiseURL, Epoch: uint64(st.epoch)}, nil
 }
 
 func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesRequest, stream replicationv1.ReplicationService_WatchDatabasesServer) error {
