@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -31,6 +32,30 @@ func NewNodeID() string {
 	b := make([]byte, 8)
 	_, _ = rand.Read(b)
 	return hex.EncodeToString(b)
+}
+
+// defaultWaitForPosition is WaitForPosition's timeout when none is given:
+// the proxy's max-lag default.
+const defaultWaitForPosition = 10 * time.Second
+
+func (a *adminService) WaitForPosition(ctx context.Context, req *adminv1.WaitForPositionRequest) (*adminv1.WaitForPositionResponse, error) {
+	timeout := req.GetTimeout().AsDuration()
+	if req.GetTimeout() != nil && timeout < 0 {
+		return nil, status.Error(codes.InvalidArgument, "timeout must not be negative")
+	}
+	if timeout == 0 {
+		timeout = defaultWaitForPosition
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	pos, err := a.store.WaitForPosition(ctx, req.GetName(), pagewire.TXID(req.GetTxid()))
+	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, status.Error(codes.DeadlineExceeded, err.Error()+"; this node lags the primary, or the TXID was never written")
+		}
+		return nil, toStatus(err)
+	}
+	return &adminv1.WaitForPositionResponse{Txid: uint64(pos.TXID), Checksum: pos.Checksum}, nil
 }
 
 func (a *adminService) Handoff(ctx context.Context, req *adminv1.HandoffRequest) (*adminv1.HandoffResponse, error) {

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -260,4 +262,41 @@ func (s *Store) DatabaseNames() []string {
 		names = append(names, di.Name)
 	}
 	return names
+}
+
+// WaitForPosition waits until the database called name is at txid or past
+// it, or ctx is done; a database that does not exist yet is waited for too.
+// It returns the position reached. When ctx ends first, the error wraps
+// ctx's and says where the database is.
+func (s *Store) WaitForPosition(ctx context.Context, name string, txid pagewire.TXID) (pagewire.Pos, error) {
+	if err := pagewire.ValidateDBName(name); err != nil {
+		return pagewire.Pos{}, err
+	}
+	for {
+		dbsChanged := s.databasesChanged()
+		d, err := s.db(name)
+		if errors.Is(err, pagewire.ErrNotFound) {
+			select {
+			case <-ctx.Done():
+				return pagewire.Pos{}, fmt.Errorf("database %q does not exist on this node yet (waiting for TXID %s): %w", name, txid, ctx.Err())
+			case <-dbsChanged:
+				continue
+			}
+		}
+		if err != nil {
+			return pagewire.Pos{}, err
+		}
+		d.mu.RLock()
+		pos, changed, deleted := d.pos, d.changed, d.deleted
+		d.mu.RUnlock()
+		if !deleted && pos.TXID >= txid {
+			return pos, nil
+		}
+		select {
+		case <-ctx.Done():
+			return pos, fmt.Errorf("database %q is at TXID %s on this node, waiting for %s: %w", name, pos.TXID, txid, ctx.Err())
+		case <-changed:
+		case <-dbsChanged:
+		}
+	}
 }

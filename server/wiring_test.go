@@ -4,12 +4,15 @@ import (
 	"context"
 	"errors"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/test/bufconn"
 
 	"github.com/pagewire/pagewire"
@@ -162,6 +165,41 @@ func TestServer_PrimaryHealthFollowsTheRole(t *testing.T) {
 	waitStatus(healthgrpc.HealthCheckResponse_NOT_SERVING)
 	store.SetPrimaryUntil(3, func() time.Time { return time.Time{} })
 	waitStatus(healthgrpc.HealthCheckResponse_SERVING)
+}
+
+// WaitForPosition answers at once for a position reached, waits for a
+// database that does not exist yet, and times out saying how far it got.
+func TestServer_WaitForPosition(t *testing.T) {
+	conn, _, store := startServer(t)
+	ctx := context.Background()
+
+	got := make(chan error, 1)
+	go func() {
+		_, err := client.WaitForPosition(ctx, conn, "later.db", 1, 10*time.Second)
+		got <- err
+	}()
+	time.Sleep(50 * time.Millisecond) // let it start waiting
+	if err := store.CreateDatabase("later.db", 4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("waiting for a database created meanwhile: %v", err)
+	}
+
+	pos, err := client.WaitForPosition(ctx, conn, "later.db", 1, 0)
+	if err != nil || pos.TXID < 1 {
+		t.Fatalf("position reached: %v %v", pos, err)
+	}
+	_, err = client.WaitForPosition(ctx, conn, "later.db", 99, 100*time.Millisecond)
+	if status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("waiting past the end: %v, want DeadlineExceeded", err)
+	}
+	if !strings.Contains(err.Error(), "is at TXID") {
+		t.Fatalf("the timeout does not say how far the node got: %v", err)
+	}
+	if _, err := client.WaitForPosition(ctx, conn, "../bad", 1, 0); !errors.Is(err, pagewire.ErrInvalidName) {
+		t.Fatalf("bad name: %v, want ErrInvalidName", err)
+	}
 }
 
 func TestServer_InProcessChannelServesStorage(t *testing.T) {

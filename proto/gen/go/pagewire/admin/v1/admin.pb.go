@@ -9,6 +9,7 @@ package adminv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -478,6 +479,127 @@ func (x *GetNodeResponse) GetPrimaryUrl() string {
 	return ""
 }
 
+// WaitForPositionRequest names a database and the TXID to wait for.
+type WaitForPositionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// txid is the TXID to wait for; the call returns once the database is at
+	// it or past it.
+	Txid uint64 `protobuf:"varint,2,opt,name=txid,proto3" json:"txid,omitempty"`
+	// timeout bounds the wait; unset or zero: 10s, the proxy's max-lag
+	// default.
+	Timeout       *durationpb.Duration `protobuf:"bytes,3,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForPositionRequest) Reset() {
+	*x = WaitForPositionRequest{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForPositionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForPositionRequest) ProtoMessage() {}
+
+func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForPositionRequest.ProtoReflect.Descriptor instead.
+func (*WaitForPositionRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *WaitForPositionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *WaitForPositionRequest) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *WaitForPositionRequest) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+// WaitForPositionResponse is the position reached.
+type WaitForPositionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// txid is the database's TXID when the call returned.
+	Txid uint64 `protobuf:"varint,1,opt,name=txid,proto3" json:"txid,omitempty"`
+	// checksum is its checksum at txid.
+	Checksum      uint64 `protobuf:"varint,2,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WaitForPositionResponse) Reset() {
+	*x = WaitForPositionResponse{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WaitForPositionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WaitForPositionResponse) ProtoMessage() {}
+
+func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WaitForPositionResponse.ProtoReflect.Descriptor instead.
+func (*WaitForPositionResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *WaitForPositionResponse) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *WaitForPositionResponse) GetChecksum() uint64 {
+	if x != nil {
+		return x.Checksum
+	}
+	return 0
+}
+
 // HandoffRequest asks the primary to hand the lease off.
 type HandoffRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -490,7 +612,7 @@ type HandoffRequest struct {
 
 func (x *HandoffRequest) Reset() {
 	*x = HandoffRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +624,7 @@ func (x *HandoffRequest) String() string {
 func (*HandoffRequest) ProtoMessage() {}
 
 func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,7 +637,7 @@ func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffRequest.ProtoReflect.Descriptor instead.
 func (*HandoffRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *HandoffRequest) GetTarget() string {
@@ -538,7 +660,7 @@ type HandoffResponse struct {
 
 func (x *HandoffResponse) Reset() {
 	*x = HandoffResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -550,7 +672,7 @@ func (x *HandoffResponse) String() string {
 func (*HandoffResponse) ProtoMessage() {}
 
 func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -563,7 +685,7 @@ func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffResponse.ProtoReflect.Descriptor instead.
 func (*HandoffResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *HandoffResponse) GetPrimary() string {
@@ -591,7 +713,7 @@ type ExportDatabaseRequest struct {
 
 func (x *ExportDatabaseRequest) Reset() {
 	*x = ExportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -603,7 +725,7 @@ func (x *ExportDatabaseRequest) String() string {
 func (*ExportDatabaseRequest) ProtoMessage() {}
 
 func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -616,7 +738,7 @@ func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ExportDatabaseRequest) GetName() string {
@@ -641,7 +763,7 @@ type ExportDatabaseResponse struct {
 
 func (x *ExportDatabaseResponse) Reset() {
 	*x = ExportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -653,7 +775,7 @@ func (x *ExportDatabaseResponse) String() string {
 func (*ExportDatabaseResponse) ProtoMessage() {}
 
 func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -666,7 +788,7 @@ func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExportDatabaseResponse) GetData() []byte {
@@ -703,7 +825,7 @@ type ImportDatabaseRequest struct {
 
 func (x *ImportDatabaseRequest) Reset() {
 	*x = ImportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -715,7 +837,7 @@ func (x *ImportDatabaseRequest) String() string {
 func (*ImportDatabaseRequest) ProtoMessage() {}
 
 func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -728,7 +850,7 @@ func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ImportDatabaseRequest) GetName() string {
@@ -756,7 +878,7 @@ type ImportDatabaseResponse struct {
 
 func (x *ImportDatabaseResponse) Reset() {
 	*x = ImportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -768,7 +890,7 @@ func (x *ImportDatabaseResponse) String() string {
 func (*ImportDatabaseResponse) ProtoMessage() {}
 
 func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -781,7 +903,7 @@ func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ImportDatabaseResponse) GetDatabase() *Database {
@@ -795,7 +917,7 @@ var File_pagewire_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\"\xad\x01\n" +
+	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\"\xad\x01\n" +
 	"\bDatabase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12\x1a\n" +
@@ -820,7 +942,14 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x17\n" +
 	"\anode_id\x18\x06 \x01(\tR\x06nodeId\x12\x1f\n" +
 	"\vprimary_url\x18\a \x01(\tR\n" +
-	"primaryUrl\"(\n" +
+	"primaryUrl\"u\n" +
+	"\x16WaitForPositionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04txid\x18\x02 \x01(\x04R\x04txid\x123\n" +
+	"\atimeout\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"I\n" +
+	"\x17WaitForPositionResponse\x12\x12\n" +
+	"\x04txid\x18\x01 \x01(\x04R\x04txid\x12\x1a\n" +
+	"\bchecksum\x18\x02 \x01(\x04R\bchecksum\"(\n" +
 	"\x0eHandoffRequest\x12\x16\n" +
 	"\x06target\x18\x01 \x01(\tR\x06target\"L\n" +
 	"\x0fHandoffResponse\x12\x18\n" +
@@ -841,14 +970,15 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
-	"\fROLE_REPLICA\x10\x022\xc6\x04\n" +
+	"\fROLE_REPLICA\x10\x022\xb0\x05\n" +
 	"\fAdminService\x12b\n" +
 	"\rListDatabases\x12'.pagewire.admin.v1.ListDatabasesRequest\x1a(.pagewire.admin.v1.ListDatabasesResponse\x12\\\n" +
 	"\vGetDatabase\x12%.pagewire.admin.v1.GetDatabaseRequest\x1a&.pagewire.admin.v1.GetDatabaseResponse\x12P\n" +
 	"\aGetNode\x12!.pagewire.admin.v1.GetNodeRequest\x1a\".pagewire.admin.v1.GetNodeResponse\x12g\n" +
 	"\x0eExportDatabase\x12(.pagewire.admin.v1.ExportDatabaseRequest\x1a).pagewire.admin.v1.ExportDatabaseResponse0\x01\x12g\n" +
 	"\x0eImportDatabase\x12(.pagewire.admin.v1.ImportDatabaseRequest\x1a).pagewire.admin.v1.ImportDatabaseResponse(\x01\x12P\n" +
-	"\aHandoff\x12!.pagewire.admin.v1.HandoffRequest\x1a\".pagewire.admin.v1.HandoffResponseB\xce\x01\n" +
+	"\aHandoff\x12!.pagewire.admin.v1.HandoffRequest\x1a\".pagewire.admin.v1.HandoffResponse\x12h\n" +
+	"\x0fWaitForPosition\x12).pagewire.admin.v1.WaitForPositionRequest\x1a*.pagewire.admin.v1.WaitForPositionResponseB\xce\x01\n" +
 	"\x15com.pagewire.admin.v1B\n" +
 	"AdminProtoP\x01ZCgithub.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1;adminv1\xa2\x02\x03PAX\xaa\x02\x11Pagewire.Admin.V1\xca\x02\x11Pagewire\\Admin\\V1\xe2\x02\x1dPagewire\\Admin\\V1\\GPBMetadata\xea\x02\x13Pagewire::Admin::V1b\x06proto3"
 
@@ -865,45 +995,51 @@ func file_pagewire_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_pagewire_admin_v1_admin_proto_goTypes = []any{
-	(Role)(0),                      // 0: pagewire.admin.v1.Role
-	(*Database)(nil),               // 1: pagewire.admin.v1.Database
-	(*ListDatabasesRequest)(nil),   // 2: pagewire.admin.v1.ListDatabasesRequest
-	(*ListDatabasesResponse)(nil),  // 3: pagewire.admin.v1.ListDatabasesResponse
-	(*GetDatabaseRequest)(nil),     // 4: pagewire.admin.v1.GetDatabaseRequest
-	(*GetDatabaseResponse)(nil),    // 5: pagewire.admin.v1.GetDatabaseResponse
-	(*GetNodeRequest)(nil),         // 6: pagewire.admin.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),        // 7: pagewire.admin.v1.GetNodeResponse
-	(*HandoffRequest)(nil),         // 8: pagewire.admin.v1.HandoffRequest
-	(*HandoffResponse)(nil),        // 9: pagewire.admin.v1.HandoffResponse
-	(*ExportDatabaseRequest)(nil),  // 10: pagewire.admin.v1.ExportDatabaseRequest
-	(*ExportDatabaseResponse)(nil), // 11: pagewire.admin.v1.ExportDatabaseResponse
-	(*ImportDatabaseRequest)(nil),  // 12: pagewire.admin.v1.ImportDatabaseRequest
-	(*ImportDatabaseResponse)(nil), // 13: pagewire.admin.v1.ImportDatabaseResponse
+	(Role)(0),                       // 0: pagewire.admin.v1.Role
+	(*Database)(nil),                // 1: pagewire.admin.v1.Database
+	(*ListDatabasesRequest)(nil),    // 2: pagewire.admin.v1.ListDatabasesRequest
+	(*ListDatabasesResponse)(nil),   // 3: pagewire.admin.v1.ListDatabasesResponse
+	(*GetDatabaseRequest)(nil),      // 4: pagewire.admin.v1.GetDatabaseRequest
+	(*GetDatabaseResponse)(nil),     // 5: pagewire.admin.v1.GetDatabaseResponse
+	(*GetNodeRequest)(nil),          // 6: pagewire.admin.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),         // 7: pagewire.admin.v1.GetNodeResponse
+	(*WaitForPositionRequest)(nil),  // 8: pagewire.admin.v1.WaitForPositionRequest
+	(*WaitForPositionResponse)(nil), // 9: pagewire.admin.v1.WaitForPositionResponse
+	(*HandoffRequest)(nil),          // 10: pagewire.admin.v1.HandoffRequest
+	(*HandoffResponse)(nil),         // 11: pagewire.admin.v1.HandoffResponse
+	(*ExportDatabaseRequest)(nil),   // 12: pagewire.admin.v1.ExportDatabaseRequest
+	(*ExportDatabaseResponse)(nil),  // 13: pagewire.admin.v1.ExportDatabaseResponse
+	(*ImportDatabaseRequest)(nil),   // 14: pagewire.admin.v1.ImportDatabaseRequest
+	(*ImportDatabaseResponse)(nil),  // 15: pagewire.admin.v1.ImportDatabaseResponse
+	(*durationpb.Duration)(nil),     // 16: google.protobuf.Duration
 }
 var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
 	1,  // 0: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
 	1,  // 1: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
 	0,  // 2: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
-	1,  // 3: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	2,  // 4: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
-	4,  // 5: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
-	6,  // 6: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
-	10, // 7: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
-	12, // 8: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
-	8,  // 9: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
-	3,  // 10: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
-	5,  // 11: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
-	7,  // 12: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
-	11, // 13: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
-	13, // 14: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
-	9,  // 15: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	16, // 3: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
+	1,  // 4: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	2,  // 5: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
+	4,  // 6: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
+	6,  // 7: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
+	12, // 8: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
+	14, // 9: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
+	10, // 10: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
+	8,  // 11: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
+	3,  // 12: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
+	5,  // 13: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
+	7,  // 14: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
+	13, // 15: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
+	15, // 16: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
+	11, // 17: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
+	9,  // 18: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
+	12, // [12:19] is the sub-list for method output_type
+	5,  // [5:12] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_admin_v1_admin_proto_init() }
@@ -917,7 +1053,7 @@ func file_pagewire_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_admin_v1_admin_proto_rawDesc), len(file_pagewire_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

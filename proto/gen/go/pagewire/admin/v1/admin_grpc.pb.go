@@ -19,12 +19,13 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	AdminService_ListDatabases_FullMethodName  = "/pagewire.admin.v1.AdminService/ListDatabases"
-	AdminService_GetDatabase_FullMethodName    = "/pagewire.admin.v1.AdminService/GetDatabase"
-	AdminService_GetNode_FullMethodName        = "/pagewire.admin.v1.AdminService/GetNode"
-	AdminService_ExportDatabase_FullMethodName = "/pagewire.admin.v1.AdminService/ExportDatabase"
-	AdminService_ImportDatabase_FullMethodName = "/pagewire.admin.v1.AdminService/ImportDatabase"
-	AdminService_Handoff_FullMethodName        = "/pagewire.admin.v1.AdminService/Handoff"
+	AdminService_ListDatabases_FullMethodName   = "/pagewire.admin.v1.AdminService/ListDatabases"
+	AdminService_GetDatabase_FullMethodName     = "/pagewire.admin.v1.AdminService/GetDatabase"
+	AdminService_GetNode_FullMethodName         = "/pagewire.admin.v1.AdminService/GetNode"
+	AdminService_ExportDatabase_FullMethodName  = "/pagewire.admin.v1.AdminService/ExportDatabase"
+	AdminService_ImportDatabase_FullMethodName  = "/pagewire.admin.v1.AdminService/ImportDatabase"
+	AdminService_Handoff_FullMethodName         = "/pagewire.admin.v1.AdminService/Handoff"
+	AdminService_WaitForPosition_FullMethodName = "/pagewire.admin.v1.AdminService/WaitForPosition"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -51,6 +52,11 @@ type AdminServiceClient interface {
 	// node holds the lease. FAILED_PRECONDITION on a node that is not the
 	// primary, or with a static lease.
 	Handoff(ctx context.Context, in *HandoffRequest, opts ...grpc.CallOption) (*HandoffResponse, error)
+	// WaitForPosition waits until a database on this node has reached a TXID
+	// (read-your-writes: the TXID a write got on the primary, from its -pos
+	// file), waiting for the database to appear if need be.
+	// DEADLINE_EXCEEDED once timeout passes, saying how far the node got.
+	WaitForPosition(ctx context.Context, in *WaitForPositionRequest, opts ...grpc.CallOption) (*WaitForPositionResponse, error)
 }
 
 type adminServiceClient struct {
@@ -133,6 +139,16 @@ func (c *adminServiceClient) Handoff(ctx context.Context, in *HandoffRequest, op
 	return out, nil
 }
 
+func (c *adminServiceClient) WaitForPosition(ctx context.Context, in *WaitForPositionRequest, opts ...grpc.CallOption) (*WaitForPositionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(WaitForPositionResponse)
+	err := c.cc.Invoke(ctx, AdminService_WaitForPosition_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -157,6 +173,11 @@ type AdminServiceServer interface {
 	// node holds the lease. FAILED_PRECONDITION on a node that is not the
 	// primary, or with a static lease.
 	Handoff(context.Context, *HandoffRequest) (*HandoffResponse, error)
+	// WaitForPosition waits until a database on this node has reached a TXID
+	// (read-your-writes: the TXID a write got on the primary, from its -pos
+	// file), waiting for the database to appear if need be.
+	// DEADLINE_EXCEEDED once timeout passes, saying how far the node got.
+	WaitForPosition(context.Context, *WaitForPositionRequest) (*WaitForPositionResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -184,6 +205,9 @@ func (UnimplementedAdminServiceServer) ImportDatabase(grpc.ClientStreamingServer
 }
 func (UnimplementedAdminServiceServer) Handoff(context.Context, *HandoffRequest) (*HandoffResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Handoff not implemented")
+}
+func (UnimplementedAdminServiceServer) WaitForPosition(context.Context, *WaitForPositionRequest) (*WaitForPositionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method WaitForPosition not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -296,6 +320,24 @@ func _AdminService_Handoff_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_WaitForPosition_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(WaitForPositionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).WaitForPosition(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_WaitForPosition_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).WaitForPosition(ctx, req.(*WaitForPositionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -318,6 +360,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Handoff",
 			Handler:    _AdminService_Handoff_Handler,
+		},
+		{
+			MethodName: "WaitForPosition",
+			Handler:    _AdminService_WaitForPosition_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
