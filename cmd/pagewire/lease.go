@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/leaser"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	"github.com/pagewire/pagewire/roles"
+	"github.com/pagewire/pagewire/server"
+)
+
+// This file is what the mount command does with a Consul lease beyond
+// running roles.Manager: hand off before stopping, and lease.promote.
+
+// handoffTimeout bounds how long a stopping primary waits for another
+// candidate to take the lease before it stops anyway.
+const handoffTimeout = 5 * time.Second
+
+// handOff, on a primary with a Consul lease, hands the lease to a
+// caught-up candidate before the node stops, while it still serves its
+// last transactions to them.
+func handOff(m *roles.Manager, log *slog.Logger) {
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), handoffTimeout)
+	defer cancel()
+	start := time.Now()
+	h, err := m.Handoff(ctx, "")
+	switch {
+	case errors.Is(err, roles.ErrNotPrimary):
+	case err != nil:
+		log.Warn("stopping without a successor: no other candidate took the lease", "error", err)
+	default:
+		log.Info("handed the lease off before stopping", "primary", h.Hostname, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// promote (lease.promote) waits until this node has every database of the
+// primary h, each at least where the primary was at the previous look, then
+// asks h to hand the lease to this node.
+func promote(ctx context.Context, h leaser.Holder, self string, store *server.Store, log *slog.Logger) error {
+	conn, err := dial(h.AdvertiseURL)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	admin := adminv1.NewAdminServiceClient(conn)
+	var prev map[string]pagewire.TXID // the primary's positions at the previous look
+	for {
+		resp, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
+		if err == nil {
+			mine := storePositions(store)()
+			caughtUp := prev != nil
+			for db, txid := range prev {
+				if mine[db] < txid {
+					caughtUp = false
+				}
+			}
+			if caughtUp {
+				break
+			}
+			prev = map[string]pagewire.TXID{}
+			for _, d := range resp.GetDatabases() {
+				prev[d.GetName()] = pagewire.TXID(d.GetTxid())
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", "primary", h.Hostname)
+	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: self}); err != nil {
+		return client.Error(err)
+	}
+	return nil
+}
+
+// storePositions returns the TXID of each of the store's databases.
+func storePositions(store *server.Store) func() map[string]pagewire.TXID {
+	return func() map[string]pagewire.TXID {
+		out := map[string]pagewire.TXID{}
+		for _, d := range store.Databases() {
+			out[d.Name] = d.Pos.TXID
+		}
+		return out
+	}
+}
