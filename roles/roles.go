@@ -372,7 +372,8 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 		pidx  uint64
 	)
 	for {
-		all, next, err := m.board.Positions(ctx, pidx, time.Until(settle))
+		// At least 1ms: a Consul blocking read with no wait waits minutes.
+		all, next, err := m.board.Positions(ctx, pidx, max(time.Until(settle), time.Millisecond))
 		if err != nil {
 			return false, err
 		}
