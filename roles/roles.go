@@ -451,9 +451,10 @@ func (m *Manager) lead(ctx context.Context, lease leaser.Lease) bool {
 	m.log.Info("this node is the primary", "epoch", lease.Epoch())
 	me := leaser.Holder{Info: leaser.Info{Hostname: m.cfg.Hostname}, Epoch: lease.Epoch()}
 	m.last, m.following = me, me
-	m.cfg.Store.SetPrimaryUntil(lease.Epoch(), lease.ValidUntil)
+	// Handoff works from the moment the store takes writes.
 	m.primary.Store(true)
 	defer m.primary.Store(false)
+	m.cfg.Store.SetPrimaryUntil(lease.Epoch(), lease.ValidUntil)
 	if m.cfg.OnChange != nil {
 		m.cfg.OnChange(pagewire.RolePrimary, me)
 	}

@@ -77,11 +77,27 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *server.St
 		}
 	}
 	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", "primary", h.Hostname)
-	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: self}); err != nil {
-		return client.Error(err)
+	// A few tries: the primary may be between lease states, or may not
+	// have seen this candidate's position yet.
+	for try := 1; ; try++ {
+		_, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: self})
+		if err == nil || ctx.Err() != nil {
+			return nil
+		}
+		if try == promoteTries {
+			return client.Error(err)
+		}
+		log.Warn("lease.promote: the primary did not hand off; asking again", "primary", h.Hostname, "error", client.Error(err))
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
 	}
-	return nil
 }
+
+// promoteTries is how many times lease.promote asks for a handoff.
+const promoteTries = 5
 
 // storePositions returns the TXID of each of the store's databases.
 func storePositions(store *server.Store) func() map[string]pagewire.TXID {
