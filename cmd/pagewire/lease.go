@@ -45,7 +45,7 @@ func handOff(m *roles.Manager, log *slog.Logger) {
 // primary h, each at least where the primary was at the previous look, then
 // asks h to hand the lease to this node.
 func promote(ctx context.Context, h leaser.Holder, self string, store *server.Store, log *slog.Logger) error {
-	conn, err := dial(h.AdvertiseURL)
+	conn, err := client.Dial(h.AdvertiseURL)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	"github.com/pagewire/pagewire/server"
 )
@@ -40,7 +41,7 @@ func (c *staticConflict) Problem() string {
 
 // Run checks now and every staticCheckInterval until ctx is done.
 func (c *staticConflict) Run(ctx context.Context) error {
-	conn, err := dial(c.url)
+	conn, err := client.Dial(c.url)
 	if err != nil {
 		return fmt.Errorf("lease.advertise-url: %w", err)
 	}
