@@ -320,8 +320,8 @@ func TestManager_HandoffWaitsForCatchUpAndHoldsOff(t *testing.T) {
 	b.pos.set("x.db", 7)
 	waitUntil(t, "b following a", func() bool { return b.following("a") })
 
-	if _, err := b.m.Handoff(context.Background(), ""); !errors.Is(err, ErrNotPrimary) {
-		t.Fatalf("Handoff on a follower: %v, want ErrNotPrimary", err)
+	if _, err := b.m.Handoff(context.Background(), ""); !errors.Is(err, ErrNotPrimary) || !errors.Is(err, pagewire.ErrReadOnly) {
+		t.Fatalf("Handoff on a follower: %v, want ErrNotPrimary, a read-only error", err)
 	}
 	type result struct {
 		h   leaser.Holder

@@ -103,8 +103,9 @@ type handoffRequest struct {
 }
 
 // ErrNotPrimary is returned by Handoff on a node that does not hold the
-// lease.
-var ErrNotPrimary = errors.New("this node does not hold the lease: ask the primary to hand off")
+// lease. It is a pagewire.ErrReadOnly, so it crosses the wire as
+// FAILED_PRECONDITION like any write refused on a replica.
+var ErrNotPrimary = fmt.Errorf("%w: this node does not hold the lease; ask the primary to hand off", pagewire.ErrReadOnly)
 
 // New returns a Manager.
 func New(cfg Config) (*Manager, error) {

@@ -67,10 +67,7 @@ func (a *adminService) Handoff(ctx context.Context, req *adminv1.HandoffRequest)
 	}
 	host, url, err := a.handoff(ctx, req.GetTarget())
 	if err != nil {
-		if errors.Is(err, pagewire.ErrReadOnly) {
-			return nil, status.Error(codes.FailedPrecondition, err.Error())
-		}
-		return nil, toStatus(err)
+		return nil, toStatus(err) // a node that is not the primary: ErrReadOnly, FAILED_PRECONDITION
 	}
 	return &adminv1.HandoffResponse{Primary: host, PrimaryUrl: url}, nil
 }

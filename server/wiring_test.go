@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -26,6 +27,12 @@ import (
 // connection to it, plus the store.
 func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *server.Store) {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith is startServer with the config changed by edit first.
+func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn, *server.Server, *server.Store) {
+	t.Helper()
 	store, err := server.OpenStore(server.StoreConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -33,6 +40,9 @@ func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *server.Store)
 	lis := bufconn.Listen(1 << 20)
 	cfg := server.DefaultConfig()
 	cfg.Store, cfg.Listener, cfg.Node = store, lis, server.NodeInfo{Hostname: "node1", AdvertiseURL: "http://node1:20202"}
+	if edit != nil {
+		edit(&cfg)
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -199,6 +209,41 @@ func TestServer_WaitForPosition(t *testing.T) {
 	}
 	if _, err := client.WaitForPosition(ctx, conn, "../bad", 1, 0); !errors.Is(err, pagewire.ErrInvalidName) {
 		t.Fatalf("bad name: %v, want ErrInvalidName", err)
+	}
+}
+
+// Handoff is FAILED_PRECONDITION with a static lease and on a node that
+// is not the primary, and names the new primary otherwise.
+func TestServer_HandoffErrors(t *testing.T) {
+	ctx := context.Background()
+	conn, _, _ := startServer(t) // no Handoff: a static lease
+	admin := adminv1.NewAdminServiceClient(conn)
+	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{}); status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "static lease") {
+		t.Fatalf("static lease: %v, want FAILED_PRECONDITION naming the static lease", err)
+	}
+
+	notPrimary := fmt.Errorf("%w: this node does not hold the lease", pagewire.ErrReadOnly)
+	var next error
+	conn, _, _ = startServerWith(t, func(c *server.Config) {
+		c.Handoff = func(context.Context, string) (string, string, error) {
+			if next != nil {
+				return "", "", next
+			}
+			return "node2", "http://node2:20202", nil
+		}
+	})
+	admin = adminv1.NewAdminServiceClient(conn)
+	next = notPrimary
+	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{}); status.Code(err) != codes.FailedPrecondition || !errors.Is(client.Error(err), pagewire.ErrReadOnly) {
+		t.Fatalf("not the primary: %v, want FAILED_PRECONDITION, a read-only error", err)
+	}
+	next = nil
+	if _, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: "node1"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("handoff to itself: %v, want INVALID_ARGUMENT", err)
+	}
+	resp, err := admin.Handoff(ctx, &adminv1.HandoffRequest{})
+	if err != nil || resp.GetPrimary() != "node2" || resp.GetPrimaryUrl() != "http://node2:20202" {
+		t.Fatalf("handoff: %v %v, want node2", resp, err)
 	}
 }
 
