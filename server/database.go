@@ -409,6 +409,14 @@ func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
 	return txn
 }
 
+// watchPos returns the position, a channel closed at the next commit, and
+// whether the database was deleted: what a waiter for a position needs.
+func (d *database) watchPos() (pagewire.Pos, <-chan struct{}, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.pos, d.changed, d.deleted
+}
+
 // saveMeta records the position and WAL state; fsync makes it durable now,
 // otherwise it becomes durable at the next WAL fsync.
 func (d *database) saveMeta(fsync bool) error {

@@ -286,9 +286,7 @@ func (s *Store) WaitForPosition(ctx context.Context, name string, txid pagewire.
 		if err != nil {
 			return pagewire.Pos{}, err
 		}
-		d.mu.RLock()
-		pos, changed, deleted := d.pos, d.changed, d.deleted
-		d.mu.RUnlock()
+		pos, changed, deleted := d.watchPos()
 		if !deleted && pos.TXID >= txid {
 			return pos, nil
 		}

@@ -173,9 +173,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			case <-t.C:
 			}
 		}
-		d.mu.RLock()
-		pos, changed, deleted := d.pos, d.changed, d.deleted
-		d.mu.RUnlock()
+		pos, changed, deleted := d.watchPos()
 		if deleted {
 			return toStatus(fmt.Errorf("%w: database %q was deleted", pagewire.ErrNotFound, d.name))
 		}
