@@ -143,8 +143,14 @@ func (l *Consul) Primary(ctx context.Context) (Info, error) {
 // WaitPrimary blocks (a Consul blocking query) until the lease's key
 // changes after index, or ctx is done. The holder's epoch is the key's
 // ModifyIndex, as Acquire gave it.
+//
+// A query waits one TTL at most. A Consul cluster that lost its state
+// (a restarted dev agent, a rebuilt cluster) counts indexes from 1 again,
+// and a query waiting on an index from before only notices when its wait
+// ends: with a minute-long wait a node stayed blind to the lease, new
+// holders and handoffs included, for a minute.
 func (l *Consul) WaitPrimary(ctx context.Context, index uint64) (Holder, uint64, error) {
-	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx)
+	opts := (&api.QueryOptions{WaitIndex: index, WaitTime: l.cfg.TTL}).WithContext(ctx)
 	pair, meta, err := l.c.KV().Get(l.cfg.Key, opts)
 	if err != nil {
 		return Holder{}, index, l.unreachable("read the lease", err)
