@@ -206,8 +206,14 @@ func (n *Node) cleanup() {
 			<-n.done
 		}
 	}
-	// Whatever happened, leave no mount behind.
-	_ = syscall.Unmount(n.MountDir, syscall.MNT_DETACH)
+	// Whatever happened, leave no mount behind: a node killed and started
+	// again can leave a stale mount under its own, so detach until there
+	// is none (EINVAL: not a mount point).
+	for range 10 {
+		if err := syscall.Unmount(n.MountDir, syscall.MNT_DETACH); err != nil {
+			break
+		}
+	}
 	if n.t.Failed() {
 		n.t.Logf("node log:\n%s", n.Log)
 	}
