@@ -68,6 +68,9 @@ var (
 	ErrCorrupt = errors.New("data is corrupt")
 	// ErrInvalidArgument: a request carries a bad value.
 	ErrInvalidArgument = errors.New("invalid argument")
+	// ErrNotHolder is a halt lock released or used by a client that does
+	// not hold it.
+	ErrNotHolder = errors.New("the halt lock is held by another client")
 )
 
 // ReadOnlyError is a write refused because another node is the primary.
@@ -185,6 +188,7 @@ const (
 	ReasonBusy            = "BUSY"
 	ReasonCorrupt         = "CORRUPT"
 	ReasonInvalidArgument = "INVALID_ARGUMENT"
+	ReasonNotHolder       = "NOT_HOLDER"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of pagewire's errors.
@@ -202,6 +206,7 @@ var reasons = []struct {
 	{ReasonBusy, ErrBusy},
 	{ReasonCorrupt, ErrCorrupt},
 	{ReasonInvalidArgument, ErrInvalidArgument},
+	{ReasonNotHolder, ErrNotHolder},
 }
 
 // ReasonOf is the wire reason of err, or "" if err is none of the sentinels.

@@ -52,6 +52,8 @@ type Node struct {
 	URL        string   // http://127.0.0.1:port
 	Args       []string // extra args after -config, e.g. "--", "cmd"
 	Log        *syncbuf.Buffer
+	// Hostname is a static replica's $HOSTNAME, its name on the primary.
+	Hostname string
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -87,6 +89,7 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if p := opts.ReplicaOf; p != nil {
 		// As LiteFS's static lease: a replica names the primary.
 		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: node1\n  advertise-url: %q\n  candidate: false\n", p.URL)
+		n.Hostname = "replica-" + n.HTTPAddr[strings.LastIndex(n.HTTPAddr, ":")+1:]
 	}
 	if opts.Lease != "" {
 		lease = strings.ReplaceAll(opts.Lease, "{{URL}}", n.URL)
@@ -114,6 +117,9 @@ func (n *Node) Start(noWait bool) {
 	n.cmd = exec.Command(pagewireBin, args...)
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.Log, n.Log
+	if n.Hostname != "" {
+		n.cmd.Env = append(os.Environ(), "HOSTNAME="+n.Hostname)
+	}
 	// An app's orphaned children may keep the output pipe open; don't let
 	// them hold up Wait.
 	n.cmd.WaitDelay = 10 * time.Second

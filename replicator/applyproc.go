@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"time"
 
 	"github.com/pagewire/pagewire"
 )
@@ -22,11 +23,12 @@ import (
 // applyRequest is one call to the apply worker.
 type applyRequest struct {
 	ID        uint64
-	Op        string // "open", "apply", "checkpoint", "close"
+	Op        string // "open", "apply", "checkpoint", "hold", "release", "close"
 	Path      string
 	PageCount uint32
 	Pages     []pagewire.Page
 	Sync      bool
+	Wait      time.Duration // "hold": how long to wait for the lock
 }
 
 // applyResponse answers one applyRequest.
@@ -71,7 +73,7 @@ func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
 					writers[req.Path] = ww
 				}
 			}
-		case "apply", "checkpoint", "close":
+		case "apply", "checkpoint", "hold", "release", "close":
 			if ww == nil {
 				err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
 				break
@@ -81,6 +83,12 @@ func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
 				err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
 			case "checkpoint":
 				resp.Complete, err = ww.Checkpoint(ctx)
+			case "hold":
+				hctx, cancel := context.WithTimeout(ctx, req.Wait)
+				err = ww.Hold(hctx)
+				cancel()
+			case "release":
+				err = ww.Release()
 			case "close":
 				err = ww.Close()
 				delete(writers, req.Path)
@@ -231,6 +239,19 @@ func (w *RemoteWALWriter) Checkpoint(ctx context.Context) (bool, error) {
 		w.frames = resp.Frames
 	}
 	return resp.Complete, err
+}
+
+// Hold is WALWriter.Hold in the worker; it waits at most wait (the
+// worker serves nothing else meanwhile).
+func (w *RemoteWALWriter) Hold(ctx context.Context, wait time.Duration) error {
+	_, err := w.c.call(ctx, applyRequest{Op: "hold", Path: w.path, Wait: wait})
+	return err
+}
+
+// Release is WALWriter.Release in the worker.
+func (w *RemoteWALWriter) Release(ctx context.Context) error {
+	_, err := w.c.call(ctx, applyRequest{Op: "release", Path: w.path})
+	return err
 }
 
 // Frames is WALWriter.Frames as of the last call.

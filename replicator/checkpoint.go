@@ -23,6 +23,10 @@ import (
 // but is not yet counted); pagewire.ErrCorrupt if the WAL's frames are not
 // those the wal-index names; I/O errors.
 func (w *WALWriter) Checkpoint(ctx context.Context) (complete bool, err error) {
+	if w.held {
+		// Its WAL restart would take and then drop the write lock held.
+		return false, fmt.Errorf("checkpoint %s: %w: the WAL write lock is held (Hold); Release first", w.path, pagewire.ErrBusy)
+	}
 	if w.db == nil {
 		return false, fmt.Errorf("checkpoint: %w", errWALWriterClosed)
 	}

@@ -107,6 +107,7 @@ type Replica struct {
 	mu      sync.Mutex
 	epoch   pagewire.Epoch // the highest epoch seen; older ones are refused
 	primary PrimaryInfo
+	status  map[string]*dbStatus // per followed database
 }
 
 // NewReplica validates cfg.
@@ -285,8 +286,10 @@ func (r *Replica) followDB(ctx context.Context, name string) {
 	b := r.newBackoff()
 	a := &applier{r: r, name: name, path: filepath.Join(r.cfg.MountDir, name), log: log}
 	defer a.close()
+	defer r.forgetStatus(name)
 	for {
 		err := a.stream(ctx)
+		a.noteStreamDown()
 		if ctx.Err() != nil {
 			return
 		}
@@ -441,8 +444,14 @@ func (a *applier) stream(ctx context.Context) error {
 			}
 			lastApply = time.Now()
 			busy = rate.Add(len(batch), lastApply) >= busyRate
+			a.noteReceived(batch)
 			if err := a.applyTxns(ctx, batch); err != nil {
 				return err
+			}
+			a.noteApplied(batch)
+		case ev.Heartbeat:
+			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
+				a.noteCurrent(pos, true)
 			}
 		case ev.Snapshot != nil:
 			snap, snapPages = ev.Snapshot, make([]pagewire.Page, 0, ev.Snapshot.PageCount)
@@ -464,6 +473,7 @@ func (a *applier) stream(ctx context.Context) error {
 			if err := a.applySnapshot(ctx, *snap, snapPages); err != nil {
 				return err
 			}
+			a.noteCurrent(snap.Pos, false)
 			snap, snapPages = nil, nil
 		}
 	}
@@ -486,6 +496,19 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	have, ok := a.r.cfg.Local.Position(a.name)
 	if !ok {
 		return fmt.Errorf("%w: transaction %d for a database this node does not have", pagewire.ErrInvalidArgument, txns[0].TXID)
+	}
+	// Transactions this node has already are its own, sent back: a halt
+	// lock's holder commits on the primary and here at once.
+	for len(txns) > 0 && txns[0].TXID <= have.TXID {
+		if txns[0].TXID == have.TXID && txns[0].PostChecksum != have.Checksum {
+			a.log.Error("this node has a transaction the primary committed differently", logKeyTXID, have.TXID)
+			return errProgress
+		}
+		a.pageCount = txns[0].PageCount
+		txns = txns[1:]
+	}
+	if len(txns) == 0 {
+		return nil
 	}
 	w, err := a.writer(ctx)
 	if err != nil {

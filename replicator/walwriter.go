@@ -73,6 +73,10 @@ type WALWriter struct {
 	hasPublished bool
 	shmSize      int64 // the -shm is at least this big
 
+	// held is set between Hold and Release: this writer keeps
+	// WAL_WRITE_LOCK, and Apply neither takes nor releases it.
+	held bool
+
 	// testHookBusy, if set, runs each time Apply finds a lock it needs held
 	// by another process, before it waits.
 	testHookBusy func()
@@ -214,6 +218,7 @@ func (w *WALWriter) Close() error {
 	if w.db == nil {
 		return nil
 	}
+	w.held = false // closing the files releases every lock
 	var errs []error
 	if err := unlockShm(w.shm.f, shmLockDMS, 1); err != nil {
 		errs = append(errs, fmt.Errorf("unlock the -shm: %w", err))
@@ -285,16 +290,59 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 			return fmt.Errorf("apply to %s: %w", w.path, err)
 		}
 	}
-	hdr, ckpt, err := w.beginWrite(ctx)
+	var hdr walIndexHdr
+	var ckpt walCkptInfo
+	var err error
+	if w.held {
+		var recovered bool
+		if hdr, ckpt, recovered, err = w.validIndex(); err == nil && recovered {
+			w.logRecovered(hdr)
+		}
+	} else {
+		hdr, ckpt, err = w.beginWrite(ctx)
+	}
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", w.path, err)
 	}
 	err = w.appendTxns(hdr, ckpt, txns, sync)
-	if uerr := unlockShm(w.shm.f, shmLockWrite, 1); uerr != nil && err == nil {
-		err = fmt.Errorf("release the WAL write lock: %w", uerr)
+	if !w.held {
+		if uerr := unlockShm(w.shm.f, shmLockWrite, 1); uerr != nil && err == nil {
+			err = fmt.Errorf("release the WAL write lock: %w", uerr)
+		}
 	}
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", w.path, err)
+	}
+	return nil
+}
+
+// Hold takes WAL_WRITE_LOCK and keeps it until Release: SQLite's writers
+// in other processes wait (and get SQLITE_BUSY past their busy timeout)
+// while Apply goes on appending. It is how the primary keeps its own
+// writers out while a halt lock's holder writes through it. It waits
+// while another process writes, until ctx is done.
+func (w *WALWriter) Hold(ctx context.Context) error {
+	if w.db == nil {
+		return fmt.Errorf("hold: %w", errWALWriterClosed)
+	}
+	if w.held {
+		return nil
+	}
+	if _, _, err := w.beginWrite(ctx); err != nil {
+		return fmt.Errorf("hold the WAL write lock of %s: %w", w.path, err)
+	}
+	w.held = true
+	return nil
+}
+
+// Release gives up the lock Hold took.
+func (w *WALWriter) Release() error {
+	if !w.held || w.db == nil {
+		return nil
+	}
+	w.held = false
+	if err := unlockShm(w.shm.f, shmLockWrite, 1); err != nil {
+		return fmt.Errorf("release the WAL write lock of %s: %w", w.path, err)
 	}
 	return nil
 }
@@ -383,6 +431,12 @@ func (w *WALWriter) tryBeginWrite() (hdr walIndexHdr, ckpt walCkptInfo, recovere
 			_ = unlockShm(w.shm.f, shmLockWrite, 1)
 		}
 	}()
+	return w.validIndex()
+}
+
+// validIndex returns a valid wal-index header, rebuilding the index if it
+// does not describe the WAL. The caller holds WAL_WRITE_LOCK.
+func (w *WALWriter) validIndex() (hdr walIndexHdr, ckpt walCkptInfo, recovered bool, err error) {
 	hdr, ckpt, ok, err := w.shm.readHeader()
 	if err != nil {
 		return hdr, ckpt, false, fmt.Errorf("read the wal-index header: %w", err)

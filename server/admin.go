@@ -11,6 +11,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pagewire/pagewire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -25,6 +26,10 @@ type adminService struct {
 	store   *Store
 	node    NodeInfo
 	handoff func(ctx context.Context, target string) (hostname, url string, err error)
+	halts   *halts
+	subs    *subscribers
+	// proxyURL is this node's proxy's URL ("" without one).
+	proxyURL string
 }
 
 // NewNodeID returns a random ID for a run of a node.
@@ -88,7 +93,18 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminv1.GetDatabaseResponse{Database: databaseToProto(di)}, nil
+	role, ro := a.store.Role()
+	resp := &adminv1.GetDatabaseResponse{Database: databaseToProto(di), Primary: ro.Primary, IsPrimary: role == pagewire.RolePrimary}
+	if resp.IsPrimary {
+		resp.Primary = a.node.Hostname
+		for _, ri := range a.subs.replicas(di.Name, di.Pos.TXID) {
+			resp.Replicas = append(resp.Replicas, &adminv1.Replica{Hostname: ri.Hostname, Txid: uint64(ri.TXID), Lag: durationpb.New(ri.Lag)})
+		}
+	}
+	if lock, ok := a.halts.Held(di.Name); ok {
+		resp.HaltLock = adminHaltLockToProto(lock, false)
+	}
+	return resp, nil
 }
 
 func (a *adminService) GetNode(context.Context, *adminv1.GetNodeRequest) (*adminv1.GetNodeResponse, error) {
@@ -98,7 +114,7 @@ func (a *adminService) GetNode(context.Context, *adminv1.GetNodeRequest) (*admin
 		primary, primaryURL = a.node.Hostname, a.node.AdvertiseURL
 	}
 	return &adminv1.GetNodeResponse{Hostname: a.node.Hostname, AdvertiseUrl: a.node.AdvertiseURL,
-		Role: roleToProto(role), Primary: primary, Version: a.node.Version, NodeId: a.node.ID, PrimaryUrl: primaryURL}, nil
+		Role: roleToProto(role), Primary: primary, Version: a.node.Version, NodeId: a.node.ID, PrimaryUrl: primaryURL, ProxyUrl: a.proxyURL}, nil
 }
 
 // chunkWriter sends what is written to it as ExportDatabase messages.

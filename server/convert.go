@@ -93,3 +93,21 @@ func txnsToProto(txns []pagewire.Txn) *replicationv1.StreamTransactionsResponse 
 	}
 	return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transactions{Transactions: msg}}
 }
+
+func haltLockFromProto(l *replicationv1.HaltLock) haltLock {
+	return haltLock{ID: l.GetId(), TXID: pagewire.TXID(l.GetTxid()), Expires: l.GetExpires().AsTime(), Holder: l.GetHolder()}
+}
+
+func haltLockToProto(l haltLock) *replicationv1.HaltLock {
+	return &replicationv1.HaltLock{Id: l.ID, Txid: uint64(l.TXID), Expires: timestamppb.New(l.Expires), Holder: l.Holder}
+}
+
+// adminHaltLockToProto converts a lock for AdminService; withID is false
+// when it is shown to anyone but its holder.
+func adminHaltLockToProto(l haltLock, withID bool) *replicationv1.HaltLock {
+	out := &replicationv1.HaltLock{Txid: uint64(l.TXID), Expires: timestamppb.New(l.Expires), Holder: l.Holder}
+	if withID {
+		out.Id = l.ID
+	}
+	return out
+}

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pagewire/pagewire"
@@ -58,8 +59,14 @@ type database struct {
 	txlog        *txlog
 	logTxns      bool            // log commits to txlog; off during startup recovery and snapshots
 	expect       *expectedCommit // what the next commit stands for, on a replica
-	changed      chan struct{}   // closed and replaced on each commit
-	deleted      bool            // set once the database is deleted; its files are closed
+	// halt is the halt lock a client holds through this node while it is
+	// a replica; read without mu.
+	halt atomic.Pointer[localHalt]
+	// gate, set for the length of an app's write while halt is held,
+	// commits each transaction on the primary before it counts here.
+	gate    *localHalt
+	changed chan struct{} // closed and replaced on each commit
+	deleted bool          // set once the database is deleted; its files are closed
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -83,6 +90,21 @@ type expectedCommit struct {
 	pos  pagewire.Pos   // the position after them
 	txns []pagewire.Txn // them, for the transaction log; nil in recovery
 }
+
+// localHalt is a halt lock a client holds through this node while it is a
+// replica.
+type localHalt struct {
+	lock haltLock
+	// forward commits a transaction on the primary; an error means it did
+	// not commit there.
+	forward func(pagewire.Txn) error
+}
+
+// active reports whether h is held and not expired.
+func (h *localHalt) active() bool { return h != nil && time.Now().Before(h.lock.Expires) }
+
+// halted reports whether a client holds the halt lock through this node.
+func (d *database) halted() bool { return d.halt.Load().active() }
 
 type pendingFrame struct {
 	pgno     uint32
@@ -312,7 +334,9 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 		read++
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
 		if fh.Commit != 0 {
-			d.applyCommit(fh.Commit, f, ck1, ck2)
+			if err := d.applyCommit(fh.Commit, f, ck1, ck2); err != nil {
+				return read, err
+			}
 			if onCommit != nil {
 				onCommit(f)
 			}
@@ -323,14 +347,20 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
 // the page checksums and the WAL index.
-func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
+func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 	pre := d.pos.Checksum
 	expect := d.expect
-	d.expect = nil
 	var txn pagewire.Txn
-	if d.logTxns && expect == nil {
+	if (d.logTxns || d.gate != nil) && expect == nil {
 		txn = d.pendingTxn(nPage)
 	}
+	if d.gate != nil && expect == nil {
+		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID+1, pre, d.commitChecksum(nPage)
+		if err := d.gate.forward(txn); err != nil {
+			return err
+		}
+	}
+	d.expect = nil
 	sum := d.pos.Checksum &^ checksumFlag
 	if need := int(nPage); need > len(d.pages) {
 		d.pages = append(d.pages, make([]uint64, need-len(d.pages))...)
@@ -376,6 +406,35 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) {
 		close(d.changed)
 	}
 	d.changed = make(chan struct{})
+	return nil
+}
+
+// commitChecksum is the checksum the pending frames, ending in a commit
+// to nPage pages, lead to; applyCommit's sum, without changing anything.
+func (d *database) commitChecksum(nPage uint32) uint64 {
+	sum := d.pos.Checksum &^ checksumFlag
+	limit := max(int(nPage), len(d.pages))
+	cur := make(map[uint32]uint64, len(d.w.pending))
+	get := func(pgno uint32) uint64 {
+		if c, ok := cur[pgno]; ok {
+			return c
+		}
+		if int(pgno) <= len(d.pages) {
+			return d.pages[pgno-1]
+		}
+		return 0
+	}
+	for _, p := range d.w.pending {
+		if int(p.pgno) > limit {
+			continue
+		}
+		sum ^= get(p.pgno) ^ p.checksum
+		cur[p.pgno] = p.checksum
+	}
+	for pgno := nPage + 1; int(pgno) <= limit; pgno++ {
+		sum ^= get(pgno)
+	}
+	return sum | checksumFlag
 }
 
 // logTxn appends a transaction to the log for replicas.
@@ -542,6 +601,15 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	}
 	before := d.pos.TXID
 	if _, err := d.scanFrames(k, nil); err != nil {
+		d.w.pending = d.w.pending[:0]
+		if d.gate != nil && d.pos.TXID == before {
+			// The primary did not commit it: nor may this node, even
+			// after a crash and SQLite's recovery of the WAL.
+			var zero [walFrameHeaderSize]byte
+			if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
+				d.log.Error("could not undo a transaction the primary refused", logKeyError, werr)
+			}
+		}
 		return err
 	}
 	d.w.pending = d.w.pending[:0]

@@ -4,11 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
+	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 )
 
 // dbJSON is a database in the HTTP API.
@@ -22,7 +31,32 @@ type dbJSON struct {
 	IsPrimary   bool   `json:"is_primary"`
 	OpenHandles int    `json:"open_handles"`
 	Error       string `json:"error,omitempty"`
+	// Replicas and HaltLock are only in GET /api/v1/dbs/{name}.
+	Replicas *[]replicaJSON `json:"replicas,omitempty"`
+	HaltLock *haltJSON      `json:"halt_lock,omitempty"`
 }
+
+// replicaJSON is a replica the primary streams a database to.
+type replicaJSON struct {
+	Hostname   string  `json:"hostname"`
+	TXID       string  `json:"txid"` // the last TXID sent to it
+	LagSeconds float64 `json:"lag_seconds"`
+}
+
+// haltJSON is a halt lock; ID only for its holder.
+type haltJSON struct {
+	ID      string `json:"id,omitempty"`
+	TXID    string `json:"txid"`
+	Expires string `json:"expires"` // RFC 3339
+	Holder  string `json:"holder"`
+}
+
+func haltToJSON(l *replicationv1.HaltLock) *haltJSON {
+	return &haltJSON{ID: l.GetId(), TXID: pagewire.TXID(l.GetTxid()).String(), Expires: l.GetExpires().AsTime().Format(time.RFC3339Nano), Holder: l.GetHolder()}
+}
+
+// maxAPIBody bounds a request body of the HTTP API.
+const maxAPIBody = 64 << 10
 
 func (s *Server) dbToJSON(di DatabaseInfo) dbJSON {
 	role, ro := s.cfg.Store.Role()
@@ -54,7 +88,73 @@ func (s *Server) apiMux() *http.ServeMux {
 			writeError(w, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, s.dbToJSON(di))
+		resp, err := s.admin.GetDatabase(r.Context(), &adminv1.GetDatabaseRequest{Name: di.Name})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		j := s.dbToJSON(di)
+		replicas := []replicaJSON{}
+		for _, ri := range resp.GetReplicas() {
+			replicas = append(replicas, replicaJSON{Hostname: ri.GetHostname(), TXID: pagewire.TXID(ri.GetTxid()).String(), LagSeconds: ri.GetLag().AsDuration().Seconds()})
+		}
+		j.Replicas = &replicas
+		if l := resp.GetHaltLock(); l != nil {
+			j.HaltLock = haltToJSON(l)
+		}
+		writeJSON(w, http.StatusOK, j)
+	})
+	mux.HandleFunc("POST /api/v1/dbs/{name}/halt", func(w http.ResponseWriter, r *http.Request) {
+		req := &adminv1.AcquireHaltRequest{Name: r.PathValue("name")}
+		var body struct {
+			TTL  string `json:"ttl"`
+			Wait string `json:"wait"`
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
+		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("the request body is over %d bytes: send at most {\"ttl\": \"30s\", \"wait\": \"10s\"}", maxAPIBody)})
+				return
+			}
+			writeError(w, fmt.Errorf("%w: the body must be JSON like {\"ttl\": \"30s\", \"wait\": \"10s\"} (or empty): %v", pagewire.ErrInvalidArgument, err))
+			return
+		}
+		for _, f := range []struct {
+			name, body string
+			set        func(*durationpb.Duration)
+		}{
+			{"ttl", body.TTL, func(d *durationpb.Duration) { req.Ttl = d }},
+			{"wait", body.Wait, func(d *durationpb.Duration) { req.Wait = d }},
+		} {
+			v := f.body
+			if q := r.URL.Query().Get(f.name); q != "" {
+				v = q
+			}
+			if v == "" {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				writeError(w, fmt.Errorf("%w: %s %q is not a duration like 30s", pagewire.ErrInvalidArgument, f.name, v))
+				return
+			}
+			f.set(durationpb.New(d))
+		}
+		resp, err := s.admin.AcquireHalt(r.Context(), req)
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, haltToJSON(resp.GetLock()))
+	})
+	mux.HandleFunc("DELETE /api/v1/dbs/{name}/halt", func(w http.ResponseWriter, r *http.Request) {
+		id := r.URL.Query().Get("id")
+		if _, err := s.admin.ReleaseHalt(r.Context(), &adminv1.ReleaseHaltRequest{Name: r.PathValue("name"), Id: id}); err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "released"})
 	})
 	mux.HandleFunc("GET /primary", func(w http.ResponseWriter, r *http.Request) {
 		role, ro := s.cfg.Store.Role()
@@ -97,8 +197,25 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers with the status code that fits err and a JSON body
 // naming the reason.
 func writeError(w http.ResponseWriter, err error) {
+	err = client.Error(err) // a gRPC status from the admin service, back to a domain error
 	code := http.StatusInternalServerError
+	switch status.Code(err) {
+	case codes.DeadlineExceeded:
+		code = http.StatusGatewayTimeout
+	case codes.Unavailable:
+		code = http.StatusServiceUnavailable
+	case codes.NotFound:
+		code = http.StatusNotFound
+	case codes.InvalidArgument:
+		code = http.StatusBadRequest
+	case codes.PermissionDenied:
+		code = http.StatusForbidden
+	case codes.FailedPrecondition:
+		code = http.StatusConflict
+	}
 	switch {
+	case errors.Is(err, pagewire.ErrNotHolder):
+		code = http.StatusForbidden
 	case errors.Is(err, pagewire.ErrNotFound):
 		code = http.StatusNotFound
 	case errors.Is(err, pagewire.ErrInvalidName), errors.Is(err, pagewire.ErrInvalidArgument):
@@ -106,7 +223,11 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, pagewire.ErrReadOnly), errors.Is(err, pagewire.ErrBusy), errors.Is(err, pagewire.ErrNotWAL):
 		code = http.StatusConflict
 	}
-	body := map[string]string{"error": err.Error()}
+	msg := err.Error()
+	if st, ok := status.FromError(err); ok {
+		msg = st.Message()
+	}
+	body := map[string]string{"error": msg}
 	if reason := pagewire.ReasonOf(err); reason != "" {
 		body["reason"] = reason
 	}

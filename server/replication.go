@@ -29,6 +29,8 @@ type replicationService struct {
 	heartbeat time.Duration
 	log       *slog.Logger
 	stopping  <-chan struct{} // closed when the node stops
+	subs      *subscribers
+	halts     *halts
 }
 
 // errStopping ends streams when the node stops.
@@ -58,6 +60,7 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 		return err
 	}
 	log := r.log.With("replica", req.GetHostname())
+	defer r.subs.watch(req.GetHostname())()
 	log.Info("replica watching databases")
 	defer log.Info("replica stopped watching databases")
 	hb := time.NewTicker(r.heartbeat)
@@ -133,6 +136,8 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 	}
 	have := pagewire.Pos{TXID: pagewire.TXID(req.GetPosition().GetTxid()), Checksum: req.GetPosition().GetChecksum()}
 	next, reason, diverged := d.streamStart(have)
+	sent, done := r.subs.stream(d.name, req.GetHostname(), have.TXID)
+	defer done()
 	hb := time.NewTicker(r.heartbeat)
 	defer hb.Stop()
 	var rd *txlogReader
@@ -158,6 +163,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 				return toStatus(fmt.Errorf("snapshot of %q: %w", d.name, err))
 			}
 			next, reason, diverged = pos.TXID+1, "", false
+			sent(pos.TXID, false)
 			continue
 		}
 		if wait := sendInterval - time.Since(lastSend); busy && wait > 0 {
@@ -178,6 +184,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			return toStatus(fmt.Errorf("%w: database %q was deleted", pagewire.ErrNotFound, d.name))
 		}
 		if pos.TXID < next {
+			sent(pos.TXID, true)
 			select {
 			case <-ctx.Done():
 				return nil
@@ -223,6 +230,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 				}
 			}
 			next++
+			sent(next-1, next > pos.TXID)
 			continue
 		}
 		// Small transactions already committed go together, in one
@@ -247,6 +255,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			return err
 		}
 		next += pagewire.TXID(len(batch))
+		sent(next-1, next > pos.TXID)
 		lastSend = time.Now()
 		busy = rate.Add(len(batch), lastSend) >= busyRate
 	}

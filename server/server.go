@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pagewire/pagewire"
+	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/inproc"
 	"github.com/pagewire/pagewire/internal/bufpool"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -63,6 +64,23 @@ type Config struct {
 	// the new primary, or an error. Nil: the lease cannot be handed off
 	// (a static lease).
 	Handoff func(ctx context.Context, target string) (hostname, url string, err error)
+	// HoldWriter, if set, holds a database's WAL write lock on this node's
+	// mount (the apply worker), waiting at most wait: how the primary
+	// keeps its writers out while a replica's client holds the halt lock.
+	// Nil: replicas' halt requests are refused.
+	HoldWriter func(ctx context.Context, db string, wait time.Duration) (HeldWriter, error)
+	// Following, if set, reports this replica's view of the primary per
+	// database (litefs_db_position_primary, litefs_lag_seconds).
+	Following func() map[string]FollowStatus
+	// ProxyURL is the URL of this node's HTTP proxy, "" without one
+	// (GetNode's proxy_url, where replicas forward writes).
+	ProxyURL string
+}
+
+// FollowStatus is a replica's view of one database on the primary.
+type FollowStatus struct {
+	PrimaryTXID pagewire.TXID // the highest TXID the primary is known to have
+	Lag         time.Duration // how far behind the primary, in time
 }
 
 // DefaultConfig returns a Config with every optional value set.
@@ -99,6 +117,9 @@ type Server struct {
 	http   *http.Server
 	// stopping is closed when Run begins to stop: long streams end.
 	stopping chan struct{}
+	halts    *halts
+	subs     *subscribers
+	admin    *adminService // the HTTP API calls it: one implementation, two faces
 }
 
 // New builds the server; it serves nothing until Run.
@@ -116,7 +137,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
 	grpcMetrics := grpcprom.NewServerMetrics()
-	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store))
+	s.halts = newHalts(cfg.Store, cfg.Node, cfg.HoldWriter, log)
+	s.subs = newSubscribers()
+	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
 
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
@@ -133,6 +156,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.gs = grpc.NewServer(
 		experimental.BufferPool(bufpool.New()),
+		// A halt lock holder's transaction comes in one message.
+		grpc.MaxRecvMsgSize(client.MaxForwardBytes+1<<20),
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
@@ -153,12 +178,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Node.ID == "" {
 		cfg.Node.ID = NewNodeID()
 	}
-	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff}
+	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff, halts: s.halts, subs: s.subs, proxyURL: cfg.ProxyURL}
+	s.admin = admin
 	storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store})
 	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)
-	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log, stopping: s.stopping})
+	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log, stopping: s.stopping,
+		subs: s.subs, halts: s.halts})
 	grpcMetrics.InitializeMetrics(s.gs)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
@@ -185,6 +212,8 @@ func (s *Server) followRole(ctx context.Context) {
 		st := healthgrpc.HealthCheckResponse_NOT_SERVING
 		if role, _ := s.cfg.Store.Role(); role == pagewire.RolePrimary {
 			st = healthgrpc.HealthCheckResponse_SERVING
+		} else {
+			s.halts.releaseAll("this node is no longer the primary")
 		}
 		s.health.SetServingStatus(PrimaryHealthService, st)
 		select {
@@ -250,6 +279,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.followRole(ctx)
 	}()
 	defer func() { <-roled }()
+	defer s.halts.close()
 	if s.cfg.Listener == nil {
 		<-ctx.Done()
 		close(s.stopping)

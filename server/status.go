@@ -36,6 +36,8 @@ func toStatus(err error) error {
 		code = codes.FailedPrecondition
 	case errors.Is(err, pagewire.ErrCorrupt):
 		code = codes.DataLoss
+	case errors.Is(err, pagewire.ErrNotHolder):
+		code = codes.PermissionDenied
 	default:
 		return status.Error(codes.Internal, err.Error())
 	}

@@ -581,7 +581,7 @@ func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
 		return FileInfo{}, err
 	}
 	if write && (ref.kind == pagewire.FileDatabase || ref.kind == pagewire.FileWAL) {
-		if err := s.checkWritable(internal); err != nil {
+		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
 			return FileInfo{}, err
 		}
 	}
@@ -713,7 +713,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(internal); err != nil {
+		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
 			return 0, 0, err
 		}
 	}
@@ -744,10 +744,21 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 		}
 		before := d.pos.TXID
-		if err := d.writeWAL(off, p); err != nil {
+		if h := d.halt.Load(); !internal && h != nil && s.role.Load().role != pagewire.RolePrimary {
+			// A halt lock's holder writes: each commit goes to the
+			// primary first.
+			if !h.active() {
+				return 0, 0, fmt.Errorf("%w: the halt lock on %q expired; take it again", pagewire.ErrReadOnly, d.name)
+			}
+			d.gate = h
+		}
+		err := d.writeWAL(off, p)
+		forwarded := d.gate != nil
+		d.gate = nil
+		if err != nil {
 			return 0, 0, err
 		}
-		if d.pos.TXID != before && !internal {
+		if d.pos.TXID != before && !internal && !forwarded {
 			// The write committed. If the node stopped being the primary
 			// meanwhile (it stepped down, or it was frozen past its lease),
 			// the app must not be told it succeeded: another node may have
@@ -782,7 +793,7 @@ func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error)
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(internal); err != nil {
+		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
 			return FileInfo{}, err
 		}
 	}

@@ -69,6 +69,9 @@ func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicato
 	return ev, nil
 }
 
+// TxnFromProto checks and converts one whole transaction.
+func TxnFromProto(t *replicationv1.Transaction) (pagewire.Txn, error) { return txnFromProto(t) }
+
 // txnFromProto checks and converts one whole transaction.
 func txnFromProto(t *replicationv1.Transaction) (pagewire.Txn, error) {
 	txn := pagewire.Txn{TXID: pagewire.TXID(t.GetTxid()), PreChecksum: t.GetPreChecksum(), PostChecksum: t.GetPostChecksum(),

@@ -5,6 +5,7 @@
 //	pagewire export  -name DB [-url URL] PATH
 //	pagewire import  -name DB [-url URL] PATH
 //	pagewire handoff [-url URL] [-to HOST]
+//	pagewire halt    -name DB [-url URL] [-ttl D] [-wait D] -- CMD ARGS...
 //	pagewire version
 package main
 
@@ -27,6 +28,7 @@ const usage = `usage:
   pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
   pagewire handoff [-url URL] [-to HOST]             the primary hands the lease to a caught-up candidate
+  pagewire halt    -name DB [-url URL] -- CMD        run CMD while holding the halt lock
   pagewire version
 `
 
@@ -69,6 +71,8 @@ func run(ctx context.Context, args []string) error {
 		return runImport(ctx, args[1:], os.Stdout)
 	case "handoff":
 		return runHandoff(ctx, args[1:], os.Stdout)
+	case "halt":
+		return runHalt(ctx, args[1:], os.Stderr)
 	case "apply-worker": // internal: started by a replica node
 		return runApplyWorker(ctx, args[1:])
 	case "version":

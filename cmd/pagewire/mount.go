@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -64,7 +66,10 @@ func runMount(ctx context.Context, args []string) error {
 	node := server.NodeInfo{Hostname: cfg.Lease.Hostname, AdvertiseURL: cfg.Lease.AdvertiseURL, Version: Version, ID: server.NewNodeID()}
 	dynamic := cfg.Lease.Type == config.LeaseTypeConsul
 	if (!cfg.Lease.Candidate && !dynamic) || node.Hostname == "" {
-		if h, err := os.Hostname(); err == nil {
+		// $HOSTNAME first: Docker and Fly set it to the machine's name.
+		if h := os.Getenv("HOSTNAME"); h != "" {
+			node.Hostname = h
+		} else if h, err := os.Hostname(); err == nil {
 			node.Hostname = h
 		}
 		if !dynamic {
@@ -80,7 +85,17 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	defer store.Close()
-	var openWriter func(context.Context, string) (replicator.Writer, error) // set once the apply worker runs
+	// Set once the apply worker runs: it applies a replica's transactions,
+	// and holds the primary's write lock for halt locks.
+	var workerClient atomic.Pointer[replicator.ApplyClient]
+	openWriter := func(ctx context.Context, path string) (*replicator.RemoteWALWriter, error) {
+		c := workerClient.Load()
+		if c == nil {
+			return nil, fmt.Errorf("%w: the node is starting; try again", pagewire.ErrBusy)
+		}
+		return c.Open(ctx, path)
+	}
+	var current atomic.Pointer[follower] // the replica's newest follower
 	applyLag := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "pagewire_replica_apply_lag_seconds",
 		Help:    "Time from a transaction's commit on the primary to its being visible on this replica (the nodes' clocks must agree).",
@@ -102,7 +117,9 @@ func runMount(ctx context.Context, args []string) error {
 			conn.Close()
 			return nil, err
 		}
-		return &follower{Replica: r, conn: conn}, nil
+		f := &follower{Replica: r, conn: conn}
+		current.Store(f)
+		return f, nil
 	}
 	var replica *follower // a static replica's
 	var manager *roles.Manager
@@ -147,6 +164,27 @@ func runMount(ctx context.Context, args []string) error {
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	reg.MustRegister(applyLag)
 	scfg.Node = node
+	scfg.HoldWriter = func(ctx context.Context, db string, wait time.Duration) (server.HeldWriter, error) {
+		w, err := openWriter(ctx, filepath.Join(cfg.FUSE.Dir, db))
+		if err != nil {
+			return nil, err
+		}
+		if err := w.Hold(ctx, wait); err != nil {
+			return nil, err
+		}
+		return w, nil
+	}
+	scfg.Following = func() map[string]server.FollowStatus {
+		f := current.Load()
+		if f == nil {
+			return nil
+		}
+		out := map[string]server.FollowStatus{}
+		for db, st := range f.Status() {
+			out[db] = server.FollowStatus{PrimaryTXID: st.PrimaryTXID, Lag: st.Lag}
+		}
+		return out
+	}
 	if conflict != nil {
 		scfg.LeaseProblem = conflict.Problem
 	}
@@ -216,33 +254,33 @@ func runMount(ctx context.Context, args []string) error {
 		if conflict != nil {
 			g.Go(func() error { return conflict.Run(gctx) })
 		}
-		if replica != nil || manager != nil {
-			// The replica applies through a worker process: a node must
-			// never wait on its own mount.
-			worker, err := startApplyWorker()
-			if err != nil {
-				stopNode()
-				return err
-			}
-			mnt.Trust(worker.cmd.Process.Pid)
-			openWriter = func(ctx context.Context, path string) (replicator.Writer, error) {
-				return worker.client.Open(ctx, path)
-			}
-			g.Go(func() error { return worker.watch(gctx) })
-			users.Add(1)
-			g.Go(func() error {
-				defer users.Done()
-				var err error
-				if manager != nil {
-					err = manager.Run(gctx)
-				} else {
-					err = replica.Run(gctx)
-				}
-				worker.stop()
-				<-worker.exited
-				return err
-			})
+		// A replica applies, and a primary holds its write lock for halt
+		// locks, through a worker process: a node must never wait on its
+		// own mount.
+		worker, err := startApplyWorker()
+		if err != nil {
+			stopNode()
+			return err
 		}
+		mnt.Trust(worker.cmd.Process.Pid)
+		workerClient.Store(worker.client)
+		g.Go(func() error { return worker.watch(gctx) })
+		users.Add(1)
+		g.Go(func() error {
+			defer users.Done()
+			var err error
+			switch {
+			case manager != nil:
+				err = manager.Run(gctx)
+			case replica != nil:
+				err = replica.Run(gctx)
+			default:
+				<-gctx.Done()
+			}
+			worker.stop()
+			<-worker.exited
+			return err
+		})
 		role, _ := store.Role()
 		log.Info("node ready", "role", role.String(), "mount", cfg.FUSE.Dir)
 		appErr = runApps(gctx, cfg, app, sigs, log)

@@ -7,6 +7,7 @@
 package adminv1
 
 import (
+	v1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -75,6 +76,273 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// AcquireHaltRequest names the database to halt.
+type AcquireHaltRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// ttl is the lock's lifetime; unset: 30s.
+	Ttl *durationpb.Duration `protobuf:"bytes,2,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// wait bounds the wait for the lock; unset: 10s.
+	Wait          *durationpb.Duration `protobuf:"bytes,3,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireHaltRequest) Reset() {
+	*x = AcquireHaltRequest{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireHaltRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireHaltRequest) ProtoMessage() {}
+
+func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireHaltRequest.ProtoReflect.Descriptor instead.
+func (*AcquireHaltRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AcquireHaltRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcquireHaltRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *AcquireHaltRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+// AcquireHaltResponse is the lock taken.
+type AcquireHaltResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lock is the lock, with its id: only its holder knows it.
+	Lock          *v1.HaltLock `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireHaltResponse) Reset() {
+	*x = AcquireHaltResponse{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireHaltResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireHaltResponse) ProtoMessage() {}
+
+func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireHaltResponse.ProtoReflect.Descriptor instead.
+func (*AcquireHaltResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AcquireHaltResponse) GetLock() *v1.HaltLock {
+	if x != nil {
+		return x.Lock
+	}
+	return nil
+}
+
+// ReleaseHaltRequest names the lock to release.
+type ReleaseHaltRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// id is the lock's id, from AcquireHalt.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHaltRequest) Reset() {
+	*x = ReleaseHaltRequest{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHaltRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHaltRequest) ProtoMessage() {}
+
+func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHaltRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseHaltRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ReleaseHaltRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReleaseHaltRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ReleaseHaltResponse is empty.
+type ReleaseHaltResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHaltResponse) Reset() {
+	*x = ReleaseHaltResponse{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHaltResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHaltResponse) ProtoMessage() {}
+
+func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHaltResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseHaltResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+// Replica is a replica the primary streams a database to.
+type Replica struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hostname is the replica's hostname.
+	Hostname string `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// txid is the last TXID sent to it.
+	Txid uint64 `protobuf:"varint,2,opt,name=txid,proto3" json:"txid,omitempty"`
+	// lag is how long ago the first transaction it has not been sent was
+	// committed; zero when it was sent everything.
+	Lag           *durationpb.Duration `protobuf:"bytes,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Replica) Reset() {
+	*x = Replica{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Replica) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Replica) ProtoMessage() {}
+
+func (x *Replica) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Replica.ProtoReflect.Descriptor instead.
+func (*Replica) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *Replica) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *Replica) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *Replica) GetLag() *durationpb.Duration {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
 // Database describes one database.
 type Database struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -96,7 +364,7 @@ type Database struct {
 
 func (x *Database) Reset() {
 	*x = Database{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -108,7 +376,7 @@ func (x *Database) String() string {
 func (*Database) ProtoMessage() {}
 
 func (x *Database) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -121,7 +389,7 @@ func (x *Database) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Database.ProtoReflect.Descriptor instead.
 func (*Database) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Database) GetName() string {
@@ -175,7 +443,7 @@ type ListDatabasesRequest struct {
 
 func (x *ListDatabasesRequest) Reset() {
 	*x = ListDatabasesRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -187,7 +455,7 @@ func (x *ListDatabasesRequest) String() string {
 func (*ListDatabasesRequest) ProtoMessage() {}
 
 func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -200,7 +468,7 @@ func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesRequest.ProtoReflect.Descriptor instead.
 func (*ListDatabasesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 // ListDatabasesResponse holds every database, sorted by name.
@@ -214,7 +482,7 @@ type ListDatabasesResponse struct {
 
 func (x *ListDatabasesResponse) Reset() {
 	*x = ListDatabasesResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +494,7 @@ func (x *ListDatabasesResponse) String() string {
 func (*ListDatabasesResponse) ProtoMessage() {}
 
 func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +507,7 @@ func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesResponse.ProtoReflect.Descriptor instead.
 func (*ListDatabasesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListDatabasesResponse) GetDatabases() []*Database {
@@ -260,7 +528,7 @@ type GetDatabaseRequest struct {
 
 func (x *GetDatabaseRequest) Reset() {
 	*x = GetDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -272,7 +540,7 @@ func (x *GetDatabaseRequest) String() string {
 func (*GetDatabaseRequest) ProtoMessage() {}
 
 func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -285,7 +553,7 @@ func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*GetDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetDatabaseRequest) GetName() string {
@@ -299,14 +567,24 @@ func (x *GetDatabaseRequest) GetName() string {
 type GetDatabaseResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// database is the database found.
-	Database      *Database `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	Database *Database `protobuf:"bytes,1,opt,name=database,proto3" json:"database,omitempty"`
+	// primary is the current primary's hostname ("" when unknown).
+	Primary string `protobuf:"bytes,2,opt,name=primary,proto3" json:"primary,omitempty"`
+	// is_primary is set on the primary.
+	IsPrimary bool `protobuf:"varint,3,opt,name=is_primary,json=isPrimary,proto3" json:"is_primary,omitempty"`
+	// replicas are the replicas the primary streams the database to (only
+	// the primary knows them).
+	Replicas []*Replica `protobuf:"bytes,4,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	// halt_lock is the database's halt lock, when one is held (without its
+	// id).
+	HaltLock      *v1.HaltLock `protobuf:"bytes,5,opt,name=halt_lock,json=haltLock,proto3" json:"halt_lock,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetDatabaseResponse) Reset() {
 	*x = GetDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -318,7 +596,7 @@ func (x *GetDatabaseResponse) String() string {
 func (*GetDatabaseResponse) ProtoMessage() {}
 
 func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -331,12 +609,40 @@ func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*GetDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetDatabaseResponse) GetDatabase() *Database {
 	if x != nil {
 		return x.Database
+	}
+	return nil
+}
+
+func (x *GetDatabaseResponse) GetPrimary() string {
+	if x != nil {
+		return x.Primary
+	}
+	return ""
+}
+
+func (x *GetDatabaseResponse) GetIsPrimary() bool {
+	if x != nil {
+		return x.IsPrimary
+	}
+	return false
+}
+
+func (x *GetDatabaseResponse) GetReplicas() []*Replica {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *GetDatabaseResponse) GetHaltLock() *v1.HaltLock {
+	if x != nil {
+		return x.HaltLock
 	}
 	return nil
 }
@@ -350,7 +656,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -362,7 +668,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -375,7 +681,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 // GetNodeResponse describes the node.
@@ -395,14 +701,17 @@ type GetNodeResponse struct {
 	// reach the same node.
 	NodeId string `protobuf:"bytes,6,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
 	// primary_url is the current primary's advertise URL ("" when unknown).
-	PrimaryUrl    string `protobuf:"bytes,7,opt,name=primary_url,json=primaryUrl,proto3" json:"primary_url,omitempty"`
+	PrimaryUrl string `protobuf:"bytes,7,opt,name=primary_url,json=primaryUrl,proto3" json:"primary_url,omitempty"`
+	// proxy_url is the URL of this node's HTTP proxy (proxy.addr), "" when it
+	// runs none: replicas forward writes there.
+	ProxyUrl      string `protobuf:"bytes,8,opt,name=proxy_url,json=proxyUrl,proto3" json:"proxy_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +723,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +736,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetNodeResponse) GetHostname() string {
@@ -479,6 +788,13 @@ func (x *GetNodeResponse) GetPrimaryUrl() string {
 	return ""
 }
 
+func (x *GetNodeResponse) GetProxyUrl() string {
+	if x != nil {
+		return x.ProxyUrl
+	}
+	return ""
+}
+
 // WaitForPositionRequest names a database and the TXID to wait for.
 type WaitForPositionRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -496,7 +812,7 @@ type WaitForPositionRequest struct {
 
 func (x *WaitForPositionRequest) Reset() {
 	*x = WaitForPositionRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -508,7 +824,7 @@ func (x *WaitForPositionRequest) String() string {
 func (*WaitForPositionRequest) ProtoMessage() {}
 
 func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -521,7 +837,7 @@ func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionRequest.ProtoReflect.Descriptor instead.
 func (*WaitForPositionRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WaitForPositionRequest) GetName() string {
@@ -558,7 +874,7 @@ type WaitForPositionResponse struct {
 
 func (x *WaitForPositionResponse) Reset() {
 	*x = WaitForPositionResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -570,7 +886,7 @@ func (x *WaitForPositionResponse) String() string {
 func (*WaitForPositionResponse) ProtoMessage() {}
 
 func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -583,7 +899,7 @@ func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionResponse.ProtoReflect.Descriptor instead.
 func (*WaitForPositionResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WaitForPositionResponse) GetTxid() uint64 {
@@ -612,7 +928,7 @@ type HandoffRequest struct {
 
 func (x *HandoffRequest) Reset() {
 	*x = HandoffRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +940,7 @@ func (x *HandoffRequest) String() string {
 func (*HandoffRequest) ProtoMessage() {}
 
 func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +953,7 @@ func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffRequest.ProtoReflect.Descriptor instead.
 func (*HandoffRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *HandoffRequest) GetTarget() string {
@@ -660,7 +976,7 @@ type HandoffResponse struct {
 
 func (x *HandoffResponse) Reset() {
 	*x = HandoffResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -672,7 +988,7 @@ func (x *HandoffResponse) String() string {
 func (*HandoffResponse) ProtoMessage() {}
 
 func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -685,7 +1001,7 @@ func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffResponse.ProtoReflect.Descriptor instead.
 func (*HandoffResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HandoffResponse) GetPrimary() string {
@@ -713,7 +1029,7 @@ type ExportDatabaseRequest struct {
 
 func (x *ExportDatabaseRequest) Reset() {
 	*x = ExportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +1041,7 @@ func (x *ExportDatabaseRequest) String() string {
 func (*ExportDatabaseRequest) ProtoMessage() {}
 
 func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +1054,7 @@ func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ExportDatabaseRequest) GetName() string {
@@ -763,7 +1079,7 @@ type ExportDatabaseResponse struct {
 
 func (x *ExportDatabaseResponse) Reset() {
 	*x = ExportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +1091,7 @@ func (x *ExportDatabaseResponse) String() string {
 func (*ExportDatabaseResponse) ProtoMessage() {}
 
 func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +1104,7 @@ func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ExportDatabaseResponse) GetData() []byte {
@@ -825,7 +1141,7 @@ type ImportDatabaseRequest struct {
 
 func (x *ImportDatabaseRequest) Reset() {
 	*x = ImportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -837,7 +1153,7 @@ func (x *ImportDatabaseRequest) String() string {
 func (*ImportDatabaseRequest) ProtoMessage() {}
 
 func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -850,7 +1166,7 @@ func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ImportDatabaseRequest) GetName() string {
@@ -878,7 +1194,7 @@ type ImportDatabaseResponse struct {
 
 func (x *ImportDatabaseResponse) Reset() {
 	*x = ImportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -890,7 +1206,7 @@ func (x *ImportDatabaseResponse) String() string {
 func (*ImportDatabaseResponse) ProtoMessage() {}
 
 func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -903,7 +1219,7 @@ func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ImportDatabaseResponse) GetDatabase() *Database {
@@ -917,7 +1233,21 @@ var File_pagewire_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\"\xad\x01\n" +
+	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a)pagewire/replication/v1/replication.proto\"\x84\x01\n" +
+	"\x12AcquireHaltRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
+	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12-\n" +
+	"\x04wait\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"L\n" +
+	"\x13AcquireHaltResponse\x125\n" +
+	"\x04lock\x18\x01 \x01(\v2!.pagewire.replication.v1.HaltLockR\x04lock\"8\n" +
+	"\x12ReleaseHaltRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x15\n" +
+	"\x13ReleaseHaltResponse\"f\n" +
+	"\aReplica\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
+	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12+\n" +
+	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\"\xad\x01\n" +
 	"\bDatabase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12\x1a\n" +
@@ -930,10 +1260,15 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x15ListDatabasesResponse\x129\n" +
 	"\tdatabases\x18\x01 \x03(\v2\x1b.pagewire.admin.v1.DatabaseR\tdatabases\"(\n" +
 	"\x12GetDatabaseRequest\x12\x12\n" +
-	"\x04name\x18\x01 \x01(\tR\x04name\"N\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\xff\x01\n" +
 	"\x13GetDatabaseResponse\x127\n" +
-	"\bdatabase\x18\x01 \x01(\v2\x1b.pagewire.admin.v1.DatabaseR\bdatabase\"\x10\n" +
-	"\x0eGetNodeRequest\"\xed\x01\n" +
+	"\bdatabase\x18\x01 \x01(\v2\x1b.pagewire.admin.v1.DatabaseR\bdatabase\x12\x18\n" +
+	"\aprimary\x18\x02 \x01(\tR\aprimary\x12\x1d\n" +
+	"\n" +
+	"is_primary\x18\x03 \x01(\bR\tisPrimary\x126\n" +
+	"\breplicas\x18\x04 \x03(\v2\x1a.pagewire.admin.v1.ReplicaR\breplicas\x12>\n" +
+	"\thalt_lock\x18\x05 \x01(\v2!.pagewire.replication.v1.HaltLockR\bhaltLock\"\x10\n" +
+	"\x0eGetNodeRequest\"\x8a\x02\n" +
 	"\x0fGetNodeResponse\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12#\n" +
 	"\radvertise_url\x18\x02 \x01(\tR\fadvertiseUrl\x12+\n" +
@@ -942,7 +1277,8 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x05 \x01(\tR\aversion\x12\x17\n" +
 	"\anode_id\x18\x06 \x01(\tR\x06nodeId\x12\x1f\n" +
 	"\vprimary_url\x18\a \x01(\tR\n" +
-	"primaryUrl\"u\n" +
+	"primaryUrl\x12\x1b\n" +
+	"\tproxy_url\x18\b \x01(\tR\bproxyUrl\"u\n" +
 	"\x16WaitForPositionRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x123\n" +
@@ -970,7 +1306,7 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
-	"\fROLE_REPLICA\x10\x022\xb0\x05\n" +
+	"\fROLE_REPLICA\x10\x022\xec\x06\n" +
 	"\fAdminService\x12b\n" +
 	"\rListDatabases\x12'.pagewire.admin.v1.ListDatabasesRequest\x1a(.pagewire.admin.v1.ListDatabasesResponse\x12\\\n" +
 	"\vGetDatabase\x12%.pagewire.admin.v1.GetDatabaseRequest\x1a&.pagewire.admin.v1.GetDatabaseResponse\x12P\n" +
@@ -978,7 +1314,9 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x0eExportDatabase\x12(.pagewire.admin.v1.ExportDatabaseRequest\x1a).pagewire.admin.v1.ExportDatabaseResponse0\x01\x12g\n" +
 	"\x0eImportDatabase\x12(.pagewire.admin.v1.ImportDatabaseRequest\x1a).pagewire.admin.v1.ImportDatabaseResponse(\x01\x12P\n" +
 	"\aHandoff\x12!.pagewire.admin.v1.HandoffRequest\x1a\".pagewire.admin.v1.HandoffResponse\x12h\n" +
-	"\x0fWaitForPosition\x12).pagewire.admin.v1.WaitForPositionRequest\x1a*.pagewire.admin.v1.WaitForPositionResponseB\xce\x01\n" +
+	"\x0fWaitForPosition\x12).pagewire.admin.v1.WaitForPositionRequest\x1a*.pagewire.admin.v1.WaitForPositionResponse\x12\\\n" +
+	"\vAcquireHalt\x12%.pagewire.admin.v1.AcquireHaltRequest\x1a&.pagewire.admin.v1.AcquireHaltResponse\x12\\\n" +
+	"\vReleaseHalt\x12%.pagewire.admin.v1.ReleaseHaltRequest\x1a&.pagewire.admin.v1.ReleaseHaltResponseB\xce\x01\n" +
 	"\x15com.pagewire.admin.v1B\n" +
 	"AdminProtoP\x01ZCgithub.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1;adminv1\xa2\x02\x03PAX\xaa\x02\x11Pagewire.Admin.V1\xca\x02\x11Pagewire\\Admin\\V1\xe2\x02\x1dPagewire\\Admin\\V1\\GPBMetadata\xea\x02\x13Pagewire::Admin::V1b\x06proto3"
 
@@ -995,51 +1333,67 @@ func file_pagewire_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(Role)(0),                       // 0: pagewire.admin.v1.Role
-	(*Database)(nil),                // 1: pagewire.admin.v1.Database
-	(*ListDatabasesRequest)(nil),    // 2: pagewire.admin.v1.ListDatabasesRequest
-	(*ListDatabasesResponse)(nil),   // 3: pagewire.admin.v1.ListDatabasesResponse
-	(*GetDatabaseRequest)(nil),      // 4: pagewire.admin.v1.GetDatabaseRequest
-	(*GetDatabaseResponse)(nil),     // 5: pagewire.admin.v1.GetDatabaseResponse
-	(*GetNodeRequest)(nil),          // 6: pagewire.admin.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),         // 7: pagewire.admin.v1.GetNodeResponse
-	(*WaitForPositionRequest)(nil),  // 8: pagewire.admin.v1.WaitForPositionRequest
-	(*WaitForPositionResponse)(nil), // 9: pagewire.admin.v1.WaitForPositionResponse
-	(*HandoffRequest)(nil),          // 10: pagewire.admin.v1.HandoffRequest
-	(*HandoffResponse)(nil),         // 11: pagewire.admin.v1.HandoffResponse
-	(*ExportDatabaseRequest)(nil),   // 12: pagewire.admin.v1.ExportDatabaseRequest
-	(*ExportDatabaseResponse)(nil),  // 13: pagewire.admin.v1.ExportDatabaseResponse
-	(*ImportDatabaseRequest)(nil),   // 14: pagewire.admin.v1.ImportDatabaseRequest
-	(*ImportDatabaseResponse)(nil),  // 15: pagewire.admin.v1.ImportDatabaseResponse
-	(*durationpb.Duration)(nil),     // 16: google.protobuf.Duration
+	(*AcquireHaltRequest)(nil),      // 1: pagewire.admin.v1.AcquireHaltRequest
+	(*AcquireHaltResponse)(nil),     // 2: pagewire.admin.v1.AcquireHaltResponse
+	(*ReleaseHaltRequest)(nil),      // 3: pagewire.admin.v1.ReleaseHaltRequest
+	(*ReleaseHaltResponse)(nil),     // 4: pagewire.admin.v1.ReleaseHaltResponse
+	(*Replica)(nil),                 // 5: pagewire.admin.v1.Replica
+	(*Database)(nil),                // 6: pagewire.admin.v1.Database
+	(*ListDatabasesRequest)(nil),    // 7: pagewire.admin.v1.ListDatabasesRequest
+	(*ListDatabasesResponse)(nil),   // 8: pagewire.admin.v1.ListDatabasesResponse
+	(*GetDatabaseRequest)(nil),      // 9: pagewire.admin.v1.GetDatabaseRequest
+	(*GetDatabaseResponse)(nil),     // 10: pagewire.admin.v1.GetDatabaseResponse
+	(*GetNodeRequest)(nil),          // 11: pagewire.admin.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),         // 12: pagewire.admin.v1.GetNodeResponse
+	(*WaitForPositionRequest)(nil),  // 13: pagewire.admin.v1.WaitForPositionRequest
+	(*WaitForPositionResponse)(nil), // 14: pagewire.admin.v1.WaitForPositionResponse
+	(*HandoffRequest)(nil),          // 15: pagewire.admin.v1.HandoffRequest
+	(*HandoffResponse)(nil),         // 16: pagewire.admin.v1.HandoffResponse
+	(*ExportDatabaseRequest)(nil),   // 17: pagewire.admin.v1.ExportDatabaseRequest
+	(*ExportDatabaseResponse)(nil),  // 18: pagewire.admin.v1.ExportDatabaseResponse
+	(*ImportDatabaseRequest)(nil),   // 19: pagewire.admin.v1.ImportDatabaseRequest
+	(*ImportDatabaseResponse)(nil),  // 20: pagewire.admin.v1.ImportDatabaseResponse
+	(*durationpb.Duration)(nil),     // 21: google.protobuf.Duration
+	(*v1.HaltLock)(nil),             // 22: pagewire.replication.v1.HaltLock
 }
 var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
-	1,  // 0: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
-	1,  // 1: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	0,  // 2: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
-	16, // 3: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
-	1,  // 4: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	2,  // 5: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
-	4,  // 6: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
-	6,  // 7: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
-	12, // 8: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
-	14, // 9: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
-	10, // 10: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
-	8,  // 11: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
-	3,  // 12: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
-	5,  // 13: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
-	7,  // 14: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
-	13, // 15: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
-	15, // 16: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
-	11, // 17: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
-	9,  // 18: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
-	12, // [12:19] is the sub-list for method output_type
-	5,  // [5:12] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	21, // 0: pagewire.admin.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
+	21, // 1: pagewire.admin.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
+	22, // 2: pagewire.admin.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
+	21, // 3: pagewire.admin.v1.Replica.lag:type_name -> google.protobuf.Duration
+	6,  // 4: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
+	6,  // 5: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	5,  // 6: pagewire.admin.v1.GetDatabaseResponse.replicas:type_name -> pagewire.admin.v1.Replica
+	22, // 7: pagewire.admin.v1.GetDatabaseResponse.halt_lock:type_name -> pagewire.replication.v1.HaltLock
+	0,  // 8: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
+	21, // 9: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
+	6,  // 10: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	7,  // 11: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
+	9,  // 12: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
+	11, // 13: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
+	17, // 14: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
+	19, // 15: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
+	15, // 16: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
+	13, // 17: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
+	1,  // 18: pagewire.admin.v1.AdminService.AcquireHalt:input_type -> pagewire.admin.v1.AcquireHaltRequest
+	3,  // 19: pagewire.admin.v1.AdminService.ReleaseHalt:input_type -> pagewire.admin.v1.ReleaseHaltRequest
+	8,  // 20: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
+	10, // 21: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
+	12, // 22: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
+	18, // 23: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
+	20, // 24: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
+	16, // 25: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
+	14, // 26: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
+	2,  // 27: pagewire.admin.v1.AdminService.AcquireHalt:output_type -> pagewire.admin.v1.AcquireHaltResponse
+	4,  // 28: pagewire.admin.v1.AdminService.ReleaseHalt:output_type -> pagewire.admin.v1.ReleaseHaltResponse
+	20, // [20:29] is the sub-list for method output_type
+	11, // [11:20] is the sub-list for method input_type
+	11, // [11:11] is the sub-list for extension type_name
+	11, // [11:11] is the sub-list for extension extendee
+	0,  // [0:11] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_admin_v1_admin_proto_init() }
@@ -1053,7 +1407,7 @@ func file_pagewire_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_admin_v1_admin_proto_rawDesc), len(file_pagewire_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -26,6 +26,8 @@ const (
 	AdminService_ImportDatabase_FullMethodName  = "/pagewire.admin.v1.AdminService/ImportDatabase"
 	AdminService_Handoff_FullMethodName         = "/pagewire.admin.v1.AdminService/Handoff"
 	AdminService_WaitForPosition_FullMethodName = "/pagewire.admin.v1.AdminService/WaitForPosition"
+	AdminService_AcquireHalt_FullMethodName     = "/pagewire.admin.v1.AdminService/AcquireHalt"
+	AdminService_ReleaseHalt_FullMethodName     = "/pagewire.admin.v1.AdminService/ReleaseHalt"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -57,6 +59,17 @@ type AdminServiceClient interface {
 	// file), waiting for the database to appear if need be.
 	// DEADLINE_EXCEEDED once timeout passes, saying how far the node got.
 	WaitForPosition(ctx context.Context, in *WaitForPositionRequest, opts ...grpc.CallOption) (*WaitForPositionResponse, error)
+	// AcquireHalt takes a database's halt lock for the caller. On a replica
+	// the node asks the primary for it and waits until it has caught up with
+	// the primary; then the caller's writes to the database on this node are
+	// committed on the primary before they return. Open database
+	// connections that write after the lock is taken. NOT_FOUND for an
+	// unknown database; DEADLINE_EXCEEDED when the lock stays busy past
+	// wait.
+	AcquireHalt(ctx context.Context, in *AcquireHaltRequest, opts ...grpc.CallOption) (*AcquireHaltResponse, error)
+	// ReleaseHalt releases the halt lock taken through this node.
+	// NOT_FOUND when none is held; PERMISSION_DENIED for another client's.
+	ReleaseHalt(ctx context.Context, in *ReleaseHaltRequest, opts ...grpc.CallOption) (*ReleaseHaltResponse, error)
 }
 
 type adminServiceClient struct {
@@ -149,6 +162,26 @@ func (c *adminServiceClient) WaitForPosition(ctx context.Context, in *WaitForPos
 	return out, nil
 }
 
+func (c *adminServiceClient) AcquireHalt(ctx context.Context, in *AcquireHaltRequest, opts ...grpc.CallOption) (*AcquireHaltResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcquireHaltResponse)
+	err := c.cc.Invoke(ctx, AdminService_AcquireHalt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminServiceClient) ReleaseHalt(ctx context.Context, in *ReleaseHaltRequest, opts ...grpc.CallOption) (*ReleaseHaltResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseHaltResponse)
+	err := c.cc.Invoke(ctx, AdminService_ReleaseHalt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -178,6 +211,17 @@ type AdminServiceServer interface {
 	// file), waiting for the database to appear if need be.
 	// DEADLINE_EXCEEDED once timeout passes, saying how far the node got.
 	WaitForPosition(context.Context, *WaitForPositionRequest) (*WaitForPositionResponse, error)
+	// AcquireHalt takes a database's halt lock for the caller. On a replica
+	// the node asks the primary for it and waits until it has caught up with
+	// the primary; then the caller's writes to the database on this node are
+	// committed on the primary before they return. Open database
+	// connections that write after the lock is taken. NOT_FOUND for an
+	// unknown database; DEADLINE_EXCEEDED when the lock stays busy past
+	// wait.
+	AcquireHalt(context.Context, *AcquireHaltRequest) (*AcquireHaltResponse, error)
+	// ReleaseHalt releases the halt lock taken through this node.
+	// NOT_FOUND when none is held; PERMISSION_DENIED for another client's.
+	ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -208,6 +252,12 @@ func (UnimplementedAdminServiceServer) Handoff(context.Context, *HandoffRequest)
 }
 func (UnimplementedAdminServiceServer) WaitForPosition(context.Context, *WaitForPositionRequest) (*WaitForPositionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method WaitForPosition not implemented")
+}
+func (UnimplementedAdminServiceServer) AcquireHalt(context.Context, *AcquireHaltRequest) (*AcquireHaltResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcquireHalt not implemented")
+}
+func (UnimplementedAdminServiceServer) ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseHalt not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -338,6 +388,42 @@ func _AdminService_WaitForPosition_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_AcquireHalt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcquireHaltRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).AcquireHalt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_AcquireHalt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).AcquireHalt(ctx, req.(*AcquireHaltRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AdminService_ReleaseHalt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseHaltRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).ReleaseHalt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_ReleaseHalt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).ReleaseHalt(ctx, req.(*ReleaseHaltRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -364,6 +450,14 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "WaitForPosition",
 			Handler:    _AdminService_WaitForPosition_Handler,
+		},
+		{
+			MethodName: "AcquireHalt",
+			Handler:    _AdminService_AcquireHalt_Handler,
+		},
+		{
+			MethodName: "ReleaseHalt",
+			Handler:    _AdminService_ReleaseHalt_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -9,6 +9,7 @@ package replicationv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -21,6 +22,419 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
+
+// HaltLock is a held halt lock.
+type HaltLock struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// id names the lock; releasing and forwarding need it.
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// txid is the database's TXID on the primary when the lock was taken.
+	Txid uint64 `protobuf:"varint,2,opt,name=txid,proto3" json:"txid,omitempty"`
+	// expires is when the primary releases the lock by itself.
+	Expires *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires,proto3" json:"expires,omitempty"`
+	// holder is the hostname of the node the lock was taken through.
+	Holder        string `protobuf:"bytes,4,opt,name=holder,proto3" json:"holder,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HaltLock) Reset() {
+	*x = HaltLock{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HaltLock) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HaltLock) ProtoMessage() {}
+
+func (x *HaltLock) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HaltLock.ProtoReflect.Descriptor instead.
+func (*HaltLock) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *HaltLock) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *HaltLock) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *HaltLock) GetExpires() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Expires
+	}
+	return nil
+}
+
+func (x *HaltLock) GetHolder() string {
+	if x != nil {
+		return x.Holder
+	}
+	return ""
+}
+
+// AcquireHaltRequest asks the primary for a database's halt lock.
+type AcquireHaltRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// hostname is the asking node's hostname.
+	Hostname string `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// epoch is the lease epoch the asking node follows.
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// ttl is the lock's lifetime.
+	Ttl *durationpb.Duration `protobuf:"bytes,4,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// wait bounds the wait for the lock.
+	Wait          *durationpb.Duration `protobuf:"bytes,5,opt,name=wait,proto3" json:"wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireHaltRequest) Reset() {
+	*x = AcquireHaltRequest{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireHaltRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireHaltRequest) ProtoMessage() {}
+
+func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireHaltRequest.ProtoReflect.Descriptor instead.
+func (*AcquireHaltRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *AcquireHaltRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcquireHaltRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *AcquireHaltRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *AcquireHaltRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+func (x *AcquireHaltRequest) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+// AcquireHaltResponse is the lock taken.
+type AcquireHaltResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// lock is the lock.
+	Lock          *HaltLock `protobuf:"bytes,1,opt,name=lock,proto3" json:"lock,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcquireHaltResponse) Reset() {
+	*x = AcquireHaltResponse{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcquireHaltResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcquireHaltResponse) ProtoMessage() {}
+
+func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcquireHaltResponse.ProtoReflect.Descriptor instead.
+func (*AcquireHaltResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *AcquireHaltResponse) GetLock() *HaltLock {
+	if x != nil {
+		return x.Lock
+	}
+	return nil
+}
+
+// ReleaseHaltRequest names the lock to release.
+type ReleaseHaltRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// id is the lock's id.
+	Id            string `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHaltRequest) Reset() {
+	*x = ReleaseHaltRequest{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHaltRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHaltRequest) ProtoMessage() {}
+
+func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHaltRequest.ProtoReflect.Descriptor instead.
+func (*ReleaseHaltRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ReleaseHaltRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ReleaseHaltRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ReleaseHaltResponse is empty.
+type ReleaseHaltResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseHaltResponse) Reset() {
+	*x = ReleaseHaltResponse{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseHaltResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseHaltResponse) ProtoMessage() {}
+
+func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseHaltResponse.ProtoReflect.Descriptor instead.
+func (*ReleaseHaltResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{4}
+}
+
+// ForwardTransactionRequest is one transaction of a halt holder.
+type ForwardTransactionRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// halt_id is the id of the halt lock held.
+	HaltId string `protobuf:"bytes,2,opt,name=halt_id,json=haltId,proto3" json:"halt_id,omitempty"`
+	// epoch is the lease epoch the holder follows.
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// transaction is the transaction; its txid and pre_checksum must follow
+	// the primary's position.
+	Transaction   *Transaction `protobuf:"bytes,4,opt,name=transaction,proto3" json:"transaction,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardTransactionRequest) Reset() {
+	*x = ForwardTransactionRequest{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardTransactionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardTransactionRequest) ProtoMessage() {}
+
+func (x *ForwardTransactionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardTransactionRequest.ProtoReflect.Descriptor instead.
+func (*ForwardTransactionRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ForwardTransactionRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ForwardTransactionRequest) GetHaltId() string {
+	if x != nil {
+		return x.HaltId
+	}
+	return ""
+}
+
+func (x *ForwardTransactionRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ForwardTransactionRequest) GetTransaction() *Transaction {
+	if x != nil {
+		return x.Transaction
+	}
+	return nil
+}
+
+// ForwardTransactionResponse is the primary's position after the commit.
+type ForwardTransactionResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// position is the database's position on the primary.
+	Position      *Position `protobuf:"bytes,1,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ForwardTransactionResponse) Reset() {
+	*x = ForwardTransactionResponse{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ForwardTransactionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ForwardTransactionResponse) ProtoMessage() {}
+
+func (x *ForwardTransactionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ForwardTransactionResponse.ProtoReflect.Descriptor instead.
+func (*ForwardTransactionResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ForwardTransactionResponse) GetPosition() *Position {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
 
 // Position is a database's TXID and rolling checksum.
 type Position struct {
@@ -35,7 +449,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +461,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +474,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{0}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Position) GetTxid() uint64 {
@@ -93,7 +507,7 @@ type Primary struct {
 
 func (x *Primary) Reset() {
 	*x = Primary{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -105,7 +519,7 @@ func (x *Primary) String() string {
 func (*Primary) ProtoMessage() {}
 
 func (x *Primary) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -118,7 +532,7 @@ func (x *Primary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Primary.ProtoReflect.Descriptor instead.
 func (*Primary) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{1}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Primary) GetHostname() string {
@@ -153,7 +567,7 @@ type WatchDatabasesRequest struct {
 
 func (x *WatchDatabasesRequest) Reset() {
 	*x = WatchDatabasesRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -165,7 +579,7 @@ func (x *WatchDatabasesRequest) String() string {
 func (*WatchDatabasesRequest) ProtoMessage() {}
 
 func (x *WatchDatabasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -178,7 +592,7 @@ func (x *WatchDatabasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDatabasesRequest.ProtoReflect.Descriptor instead.
 func (*WatchDatabasesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{2}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchDatabasesRequest) GetHostname() string {
@@ -201,7 +615,7 @@ type DatabaseState struct {
 
 func (x *DatabaseState) Reset() {
 	*x = DatabaseState{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -213,7 +627,7 @@ func (x *DatabaseState) String() string {
 func (*DatabaseState) ProtoMessage() {}
 
 func (x *DatabaseState) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -226,7 +640,7 @@ func (x *DatabaseState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatabaseState.ProtoReflect.Descriptor instead.
 func (*DatabaseState) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{3}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DatabaseState) GetName() string {
@@ -263,7 +677,7 @@ type WatchDatabasesResponse struct {
 
 func (x *WatchDatabasesResponse) Reset() {
 	*x = WatchDatabasesResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -275,7 +689,7 @@ func (x *WatchDatabasesResponse) String() string {
 func (*WatchDatabasesResponse) ProtoMessage() {}
 
 func (x *WatchDatabasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -288,7 +702,7 @@ func (x *WatchDatabasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDatabasesResponse.ProtoReflect.Descriptor instead.
 func (*WatchDatabasesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{4}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchDatabasesResponse) GetPrimary() *Primary {
@@ -384,7 +798,7 @@ type DatabaseList struct {
 
 func (x *DatabaseList) Reset() {
 	*x = DatabaseList{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -396,7 +810,7 @@ func (x *DatabaseList) String() string {
 func (*DatabaseList) ProtoMessage() {}
 
 func (x *DatabaseList) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -409,7 +823,7 @@ func (x *DatabaseList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatabaseList.ProtoReflect.Descriptor instead.
 func (*DatabaseList) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{5}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DatabaseList) GetDatabases() []*DatabaseState {
@@ -430,7 +844,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -442,7 +856,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -455,7 +869,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{6}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -480,7 +894,7 @@ type StreamTransactionsRequest struct {
 
 func (x *StreamTransactionsRequest) Reset() {
 	*x = StreamTransactionsRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -492,7 +906,7 @@ func (x *StreamTransactionsRequest) String() string {
 func (*StreamTransactionsRequest) ProtoMessage() {}
 
 func (x *StreamTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -505,7 +919,7 @@ func (x *StreamTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*StreamTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StreamTransactionsRequest) GetName() string {
@@ -542,7 +956,7 @@ type Page struct {
 
 func (x *Page) Reset() {
 	*x = Page{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -554,7 +968,7 @@ func (x *Page) String() string {
 func (*Page) ProtoMessage() {}
 
 func (x *Page) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -567,7 +981,7 @@ func (x *Page) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Page.ProtoReflect.Descriptor instead.
 func (*Page) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Page) GetPgno() uint32 {
@@ -612,7 +1026,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -624,7 +1038,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -637,7 +1051,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Transaction) GetTxid() uint64 {
@@ -717,7 +1131,7 @@ type SnapshotBegin struct {
 
 func (x *SnapshotBegin) Reset() {
 	*x = SnapshotBegin{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -729,7 +1143,7 @@ func (x *SnapshotBegin) String() string {
 func (*SnapshotBegin) ProtoMessage() {}
 
 func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -742,7 +1156,7 @@ func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBegin.ProtoReflect.Descriptor instead.
 func (*SnapshotBegin) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SnapshotBegin) GetPosition() *Position {
@@ -791,7 +1205,7 @@ type SnapshotPages struct {
 
 func (x *SnapshotPages) Reset() {
 	*x = SnapshotPages{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -803,7 +1217,7 @@ func (x *SnapshotPages) String() string {
 func (*SnapshotPages) ProtoMessage() {}
 
 func (x *SnapshotPages) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -816,7 +1230,7 @@ func (x *SnapshotPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotPages.ProtoReflect.Descriptor instead.
 func (*SnapshotPages) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SnapshotPages) GetPages() []*Page {
@@ -835,7 +1249,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -847,7 +1261,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -860,7 +1274,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{19}
 }
 
 // StreamTransactionsResponse is one message of a database's stream.
@@ -885,7 +1299,7 @@ type StreamTransactionsResponse struct {
 
 func (x *StreamTransactionsResponse) Reset() {
 	*x = StreamTransactionsResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -897,7 +1311,7 @@ func (x *StreamTransactionsResponse) String() string {
 func (*StreamTransactionsResponse) ProtoMessage() {}
 
 func (x *StreamTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -910,7 +1324,7 @@ func (x *StreamTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*StreamTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *StreamTransactionsResponse) GetPrimary() *Primary {
@@ -1041,7 +1455,7 @@ type Transactions struct {
 
 func (x *Transactions) Reset() {
 	*x = Transactions{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1053,7 +1467,7 @@ func (x *Transactions) String() string {
 func (*Transactions) ProtoMessage() {}
 
 func (x *Transactions) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1066,7 +1480,7 @@ func (x *Transactions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transactions.ProtoReflect.Descriptor instead.
 func (*Transactions) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Transactions) GetTransactions() []*Transaction {
@@ -1080,7 +1494,31 @@ var File_pagewire_replication_v1_replication_proto protoreflect.FileDescriptor
 
 const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	")pagewire/replication/v1/replication.proto\x12\x17pagewire.replication.v1\x1a\x1fgoogle/protobuf/timestamp.proto\":\n" +
+	")pagewire/replication/v1/replication.proto\x12\x17pagewire.replication.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n" +
+	"\bHaltLock\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04txid\x18\x02 \x01(\x04R\x04txid\x124\n" +
+	"\aexpires\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\aexpires\x12\x16\n" +
+	"\x06holder\x18\x04 \x01(\tR\x06holder\"\xb6\x01\n" +
+	"\x12AcquireHaltRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12+\n" +
+	"\x03ttl\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12-\n" +
+	"\x04wait\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\x04wait\"L\n" +
+	"\x13AcquireHaltResponse\x125\n" +
+	"\x04lock\x18\x01 \x01(\v2!.pagewire.replication.v1.HaltLockR\x04lock\"8\n" +
+	"\x12ReleaseHaltRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\"\x15\n" +
+	"\x13ReleaseHaltResponse\"\xa6\x01\n" +
+	"\x19ForwardTransactionRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\ahalt_id\x18\x02 \x01(\tR\x06haltId\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12F\n" +
+	"\vtransaction\x18\x04 \x01(\v2$.pagewire.replication.v1.TransactionR\vtransaction\"[\n" +
+	"\x1aForwardTransactionResponse\x12=\n" +
+	"\bposition\x18\x01 \x01(\v2!.pagewire.replication.v1.PositionR\bposition\":\n" +
 	"\bPosition\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\x04R\x04txid\x12\x1a\n" +
 	"\bchecksum\x18\x02 \x01(\x04R\bchecksum\"`\n" +
@@ -1142,10 +1580,13 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\ftransactions\x18\a \x01(\v2%.pagewire.replication.v1.TransactionsH\x00R\ftransactionsB\a\n" +
 	"\x05event\"X\n" +
 	"\fTransactions\x12H\n" +
-	"\ftransactions\x18\x01 \x03(\v2$.pagewire.replication.v1.TransactionR\ftransactions2\x8a\x02\n" +
+	"\ftransactions\x18\x01 \x03(\v2$.pagewire.replication.v1.TransactionR\ftransactions2\xdd\x04\n" +
 	"\x12ReplicationService\x12s\n" +
 	"\x0eWatchDatabases\x12..pagewire.replication.v1.WatchDatabasesRequest\x1a/.pagewire.replication.v1.WatchDatabasesResponse0\x01\x12\x7f\n" +
-	"\x12StreamTransactions\x122.pagewire.replication.v1.StreamTransactionsRequest\x1a3.pagewire.replication.v1.StreamTransactionsResponse0\x01B\xfe\x01\n" +
+	"\x12StreamTransactions\x122.pagewire.replication.v1.StreamTransactionsRequest\x1a3.pagewire.replication.v1.StreamTransactionsResponse0\x01\x12h\n" +
+	"\vAcquireHalt\x12+.pagewire.replication.v1.AcquireHaltRequest\x1a,.pagewire.replication.v1.AcquireHaltResponse\x12h\n" +
+	"\vReleaseHalt\x12+.pagewire.replication.v1.ReleaseHaltRequest\x1a,.pagewire.replication.v1.ReleaseHaltResponse\x12}\n" +
+	"\x12ForwardTransaction\x122.pagewire.replication.v1.ForwardTransactionRequest\x1a3.pagewire.replication.v1.ForwardTransactionResponseB\xfe\x01\n" +
 	"\x1bcom.pagewire.replication.v1B\x10ReplicationProtoP\x01ZOgithub.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1;replicationv1\xa2\x02\x03PRX\xaa\x02\x17Pagewire.Replication.V1\xca\x02\x17Pagewire\\Replication\\V1\xe2\x02#Pagewire\\Replication\\V1\\GPBMetadata\xea\x02\x19Pagewire::Replication::V1b\x06proto3"
 
 var (
@@ -1160,55 +1601,75 @@ func file_pagewire_replication_v1_replication_proto_rawDescGZIP() []byte {
 	return file_pagewire_replication_v1_replication_proto_rawDescData
 }
 
-var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pagewire_replication_v1_replication_proto_goTypes = []any{
-	(*Position)(nil),                   // 0: pagewire.replication.v1.Position
-	(*Primary)(nil),                    // 1: pagewire.replication.v1.Primary
-	(*WatchDatabasesRequest)(nil),      // 2: pagewire.replication.v1.WatchDatabasesRequest
-	(*DatabaseState)(nil),              // 3: pagewire.replication.v1.DatabaseState
-	(*WatchDatabasesResponse)(nil),     // 4: pagewire.replication.v1.WatchDatabasesResponse
-	(*DatabaseList)(nil),               // 5: pagewire.replication.v1.DatabaseList
-	(*Heartbeat)(nil),                  // 6: pagewire.replication.v1.Heartbeat
-	(*StreamTransactionsRequest)(nil),  // 7: pagewire.replication.v1.StreamTransactionsRequest
-	(*Page)(nil),                       // 8: pagewire.replication.v1.Page
-	(*Transaction)(nil),                // 9: pagewire.replication.v1.Transaction
-	(*SnapshotBegin)(nil),              // 10: pagewire.replication.v1.SnapshotBegin
-	(*SnapshotPages)(nil),              // 11: pagewire.replication.v1.SnapshotPages
-	(*SnapshotEnd)(nil),                // 12: pagewire.replication.v1.SnapshotEnd
-	(*StreamTransactionsResponse)(nil), // 13: pagewire.replication.v1.StreamTransactionsResponse
-	(*Transactions)(nil),               // 14: pagewire.replication.v1.Transactions
-	(*timestamppb.Timestamp)(nil),      // 15: google.protobuf.Timestamp
+	(*HaltLock)(nil),                   // 0: pagewire.replication.v1.HaltLock
+	(*AcquireHaltRequest)(nil),         // 1: pagewire.replication.v1.AcquireHaltRequest
+	(*AcquireHaltResponse)(nil),        // 2: pagewire.replication.v1.AcquireHaltResponse
+	(*ReleaseHaltRequest)(nil),         // 3: pagewire.replication.v1.ReleaseHaltRequest
+	(*ReleaseHaltResponse)(nil),        // 4: pagewire.replication.v1.ReleaseHaltResponse
+	(*ForwardTransactionRequest)(nil),  // 5: pagewire.replication.v1.ForwardTransactionRequest
+	(*ForwardTransactionResponse)(nil), // 6: pagewire.replication.v1.ForwardTransactionResponse
+	(*Position)(nil),                   // 7: pagewire.replication.v1.Position
+	(*Primary)(nil),                    // 8: pagewire.replication.v1.Primary
+	(*WatchDatabasesRequest)(nil),      // 9: pagewire.replication.v1.WatchDatabasesRequest
+	(*DatabaseState)(nil),              // 10: pagewire.replication.v1.DatabaseState
+	(*WatchDatabasesResponse)(nil),     // 11: pagewire.replication.v1.WatchDatabasesResponse
+	(*DatabaseList)(nil),               // 12: pagewire.replication.v1.DatabaseList
+	(*Heartbeat)(nil),                  // 13: pagewire.replication.v1.Heartbeat
+	(*StreamTransactionsRequest)(nil),  // 14: pagewire.replication.v1.StreamTransactionsRequest
+	(*Page)(nil),                       // 15: pagewire.replication.v1.Page
+	(*Transaction)(nil),                // 16: pagewire.replication.v1.Transaction
+	(*SnapshotBegin)(nil),              // 17: pagewire.replication.v1.SnapshotBegin
+	(*SnapshotPages)(nil),              // 18: pagewire.replication.v1.SnapshotPages
+	(*SnapshotEnd)(nil),                // 19: pagewire.replication.v1.SnapshotEnd
+	(*StreamTransactionsResponse)(nil), // 20: pagewire.replication.v1.StreamTransactionsResponse
+	(*Transactions)(nil),               // 21: pagewire.replication.v1.Transactions
+	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),        // 23: google.protobuf.Duration
 }
 var file_pagewire_replication_v1_replication_proto_depIdxs = []int32{
-	0,  // 0: pagewire.replication.v1.DatabaseState.position:type_name -> pagewire.replication.v1.Position
-	1,  // 1: pagewire.replication.v1.WatchDatabasesResponse.primary:type_name -> pagewire.replication.v1.Primary
-	5,  // 2: pagewire.replication.v1.WatchDatabasesResponse.list:type_name -> pagewire.replication.v1.DatabaseList
-	3,  // 3: pagewire.replication.v1.WatchDatabasesResponse.created:type_name -> pagewire.replication.v1.DatabaseState
-	6,  // 4: pagewire.replication.v1.WatchDatabasesResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
-	3,  // 5: pagewire.replication.v1.DatabaseList.databases:type_name -> pagewire.replication.v1.DatabaseState
-	15, // 6: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	0,  // 7: pagewire.replication.v1.StreamTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
-	15, // 8: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
-	8,  // 9: pagewire.replication.v1.Transaction.pages:type_name -> pagewire.replication.v1.Page
-	0,  // 10: pagewire.replication.v1.SnapshotBegin.position:type_name -> pagewire.replication.v1.Position
-	8,  // 11: pagewire.replication.v1.SnapshotPages.pages:type_name -> pagewire.replication.v1.Page
-	1,  // 12: pagewire.replication.v1.StreamTransactionsResponse.primary:type_name -> pagewire.replication.v1.Primary
-	9,  // 13: pagewire.replication.v1.StreamTransactionsResponse.transaction:type_name -> pagewire.replication.v1.Transaction
-	10, // 14: pagewire.replication.v1.StreamTransactionsResponse.snapshot_begin:type_name -> pagewire.replication.v1.SnapshotBegin
-	11, // 15: pagewire.replication.v1.StreamTransactionsResponse.snapshot_pages:type_name -> pagewire.replication.v1.SnapshotPages
-	12, // 16: pagewire.replication.v1.StreamTransactionsResponse.snapshot_end:type_name -> pagewire.replication.v1.SnapshotEnd
-	6,  // 17: pagewire.replication.v1.StreamTransactionsResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
-	14, // 18: pagewire.replication.v1.StreamTransactionsResponse.transactions:type_name -> pagewire.replication.v1.Transactions
-	9,  // 19: pagewire.replication.v1.Transactions.transactions:type_name -> pagewire.replication.v1.Transaction
-	2,  // 20: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
-	7,  // 21: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
-	4,  // 22: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
-	13, // 23: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
-	22, // [22:24] is the sub-list for method output_type
-	20, // [20:22] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	22, // 0: pagewire.replication.v1.HaltLock.expires:type_name -> google.protobuf.Timestamp
+	23, // 1: pagewire.replication.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
+	23, // 2: pagewire.replication.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
+	0,  // 3: pagewire.replication.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
+	16, // 4: pagewire.replication.v1.ForwardTransactionRequest.transaction:type_name -> pagewire.replication.v1.Transaction
+	7,  // 5: pagewire.replication.v1.ForwardTransactionResponse.position:type_name -> pagewire.replication.v1.Position
+	7,  // 6: pagewire.replication.v1.DatabaseState.position:type_name -> pagewire.replication.v1.Position
+	8,  // 7: pagewire.replication.v1.WatchDatabasesResponse.primary:type_name -> pagewire.replication.v1.Primary
+	12, // 8: pagewire.replication.v1.WatchDatabasesResponse.list:type_name -> pagewire.replication.v1.DatabaseList
+	10, // 9: pagewire.replication.v1.WatchDatabasesResponse.created:type_name -> pagewire.replication.v1.DatabaseState
+	13, // 10: pagewire.replication.v1.WatchDatabasesResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
+	10, // 11: pagewire.replication.v1.DatabaseList.databases:type_name -> pagewire.replication.v1.DatabaseState
+	22, // 12: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	7,  // 13: pagewire.replication.v1.StreamTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
+	22, // 14: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
+	15, // 15: pagewire.replication.v1.Transaction.pages:type_name -> pagewire.replication.v1.Page
+	7,  // 16: pagewire.replication.v1.SnapshotBegin.position:type_name -> pagewire.replication.v1.Position
+	15, // 17: pagewire.replication.v1.SnapshotPages.pages:type_name -> pagewire.replication.v1.Page
+	8,  // 18: pagewire.replication.v1.StreamTransactionsResponse.primary:type_name -> pagewire.replication.v1.Primary
+	16, // 19: pagewire.replication.v1.StreamTransactionsResponse.transaction:type_name -> pagewire.replication.v1.Transaction
+	17, // 20: pagewire.replication.v1.StreamTransactionsResponse.snapshot_begin:type_name -> pagewire.replication.v1.SnapshotBegin
+	18, // 21: pagewire.replication.v1.StreamTransactionsResponse.snapshot_pages:type_name -> pagewire.replication.v1.SnapshotPages
+	19, // 22: pagewire.replication.v1.StreamTransactionsResponse.snapshot_end:type_name -> pagewire.replication.v1.SnapshotEnd
+	13, // 23: pagewire.replication.v1.StreamTransactionsResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
+	21, // 24: pagewire.replication.v1.StreamTransactionsResponse.transactions:type_name -> pagewire.replication.v1.Transactions
+	16, // 25: pagewire.replication.v1.Transactions.transactions:type_name -> pagewire.replication.v1.Transaction
+	9,  // 26: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
+	14, // 27: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
+	1,  // 28: pagewire.replication.v1.ReplicationService.AcquireHalt:input_type -> pagewire.replication.v1.AcquireHaltRequest
+	3,  // 29: pagewire.replication.v1.ReplicationService.ReleaseHalt:input_type -> pagewire.replication.v1.ReleaseHaltRequest
+	5,  // 30: pagewire.replication.v1.ReplicationService.ForwardTransaction:input_type -> pagewire.replication.v1.ForwardTransactionRequest
+	11, // 31: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
+	20, // 32: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
+	2,  // 33: pagewire.replication.v1.ReplicationService.AcquireHalt:output_type -> pagewire.replication.v1.AcquireHaltResponse
+	4,  // 34: pagewire.replication.v1.ReplicationService.ReleaseHalt:output_type -> pagewire.replication.v1.ReleaseHaltResponse
+	6,  // 35: pagewire.replication.v1.ReplicationService.ForwardTransaction:output_type -> pagewire.replication.v1.ForwardTransactionResponse
+	31, // [31:36] is the sub-list for method output_type
+	26, // [26:31] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_replication_v1_replication_proto_init() }
@@ -1216,13 +1677,13 @@ func file_pagewire_replication_v1_replication_proto_init() {
 	if File_pagewire_replication_v1_replication_proto != nil {
 		return
 	}
-	file_pagewire_replication_v1_replication_proto_msgTypes[4].OneofWrappers = []any{
+	file_pagewire_replication_v1_replication_proto_msgTypes[11].OneofWrappers = []any{
 		(*WatchDatabasesResponse_List)(nil),
 		(*WatchDatabasesResponse_Created)(nil),
 		(*WatchDatabasesResponse_Deleted)(nil),
 		(*WatchDatabasesResponse_Heartbeat)(nil),
 	}
-	file_pagewire_replication_v1_replication_proto_msgTypes[13].OneofWrappers = []any{
+	file_pagewire_replication_v1_replication_proto_msgTypes[20].OneofWrappers = []any{
 		(*StreamTransactionsResponse_Transaction)(nil),
 		(*StreamTransactionsResponse_SnapshotBegin)(nil),
 		(*StreamTransactionsResponse_SnapshotPages)(nil),
@@ -1236,7 +1697,7 @@ func file_pagewire_replication_v1_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_replication_v1_replication_proto_rawDesc), len(file_pagewire_replication_v1_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -21,6 +21,9 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	ReplicationService_WatchDatabases_FullMethodName     = "/pagewire.replication.v1.ReplicationService/WatchDatabases"
 	ReplicationService_StreamTransactions_FullMethodName = "/pagewire.replication.v1.ReplicationService/StreamTransactions"
+	ReplicationService_AcquireHalt_FullMethodName        = "/pagewire.replication.v1.ReplicationService/AcquireHalt"
+	ReplicationService_ReleaseHalt_FullMethodName        = "/pagewire.replication.v1.ReplicationService/ReleaseHalt"
+	ReplicationService_ForwardTransaction_FullMethodName = "/pagewire.replication.v1.ReplicationService/ForwardTransaction"
 )
 
 // ReplicationServiceClient is the client API for ReplicationService service.
@@ -38,6 +41,21 @@ type ReplicationServiceClient interface {
 	// position: from the transaction log when it has them, else a snapshot
 	// first; then each new transaction as it commits, and heartbeats while idle.
 	StreamTransactions(ctx context.Context, in *StreamTransactionsRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[StreamTransactionsResponse], error)
+	// AcquireHalt takes a database's halt lock for a client on a replica: the
+	// primary holds SQLite's WAL write lock, so that its own writers wait, and
+	// commits the holder's transactions (ForwardTransaction) until
+	// ReleaseHalt or the lock expires. FAILED_PRECONDITION with
+	// READONLY_DBMOVED on a node that is not the primary or for another
+	// epoch; NOT_FOUND for an unknown database; DEADLINE_EXCEEDED when
+	// another holder or a local writer keeps the database past wait.
+	AcquireHalt(ctx context.Context, in *AcquireHaltRequest, opts ...grpc.CallOption) (*AcquireHaltResponse, error)
+	// ReleaseHalt releases a halt lock. NOT_FOUND when no lock is held;
+	// PERMISSION_DENIED when another client holds it.
+	ReleaseHalt(ctx context.Context, in *ReleaseHaltRequest, opts ...grpc.CallOption) (*ReleaseHaltResponse, error)
+	// ForwardTransaction commits a halt holder's transaction on the primary;
+	// it must follow the primary's position. It returns once the
+	// transaction is committed there.
+	ForwardTransaction(ctx context.Context, in *ForwardTransactionRequest, opts ...grpc.CallOption) (*ForwardTransactionResponse, error)
 }
 
 type replicationServiceClient struct {
@@ -86,6 +104,36 @@ func (c *replicationServiceClient) StreamTransactions(ctx context.Context, in *S
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ReplicationService_StreamTransactionsClient = grpc.ServerStreamingClient[StreamTransactionsResponse]
 
+func (c *replicationServiceClient) AcquireHalt(ctx context.Context, in *AcquireHaltRequest, opts ...grpc.CallOption) (*AcquireHaltResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(AcquireHaltResponse)
+	err := c.cc.Invoke(ctx, ReplicationService_AcquireHalt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicationServiceClient) ReleaseHalt(ctx context.Context, in *ReleaseHaltRequest, opts ...grpc.CallOption) (*ReleaseHaltResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReleaseHaltResponse)
+	err := c.cc.Invoke(ctx, ReplicationService_ReleaseHalt_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *replicationServiceClient) ForwardTransaction(ctx context.Context, in *ForwardTransactionRequest, opts ...grpc.CallOption) (*ForwardTransactionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ForwardTransactionResponse)
+	err := c.cc.Invoke(ctx, ReplicationService_ForwardTransaction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // ReplicationServiceServer is the server API for ReplicationService service.
 // All implementations must embed UnimplementedReplicationServiceServer
 // for forward compatibility.
@@ -101,6 +149,21 @@ type ReplicationServiceServer interface {
 	// position: from the transaction log when it has them, else a snapshot
 	// first; then each new transaction as it commits, and heartbeats while idle.
 	StreamTransactions(*StreamTransactionsRequest, grpc.ServerStreamingServer[StreamTransactionsResponse]) error
+	// AcquireHalt takes a database's halt lock for a client on a replica: the
+	// primary holds SQLite's WAL write lock, so that its own writers wait, and
+	// commits the holder's transactions (ForwardTransaction) until
+	// ReleaseHalt or the lock expires. FAILED_PRECONDITION with
+	// READONLY_DBMOVED on a node that is not the primary or for another
+	// epoch; NOT_FOUND for an unknown database; DEADLINE_EXCEEDED when
+	// another holder or a local writer keeps the database past wait.
+	AcquireHalt(context.Context, *AcquireHaltRequest) (*AcquireHaltResponse, error)
+	// ReleaseHalt releases a halt lock. NOT_FOUND when no lock is held;
+	// PERMISSION_DENIED when another client holds it.
+	ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error)
+	// ForwardTransaction commits a halt holder's transaction on the primary;
+	// it must follow the primary's position. It returns once the
+	// transaction is committed there.
+	ForwardTransaction(context.Context, *ForwardTransactionRequest) (*ForwardTransactionResponse, error)
 	mustEmbedUnimplementedReplicationServiceServer()
 }
 
@@ -116,6 +179,15 @@ func (UnimplementedReplicationServiceServer) WatchDatabases(*WatchDatabasesReque
 }
 func (UnimplementedReplicationServiceServer) StreamTransactions(*StreamTransactionsRequest, grpc.ServerStreamingServer[StreamTransactionsResponse]) error {
 	return status.Error(codes.Unimplemented, "method StreamTransactions not implemented")
+}
+func (UnimplementedReplicationServiceServer) AcquireHalt(context.Context, *AcquireHaltRequest) (*AcquireHaltResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method AcquireHalt not implemented")
+}
+func (UnimplementedReplicationServiceServer) ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReleaseHalt not implemented")
+}
+func (UnimplementedReplicationServiceServer) ForwardTransaction(context.Context, *ForwardTransactionRequest) (*ForwardTransactionResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ForwardTransaction not implemented")
 }
 func (UnimplementedReplicationServiceServer) mustEmbedUnimplementedReplicationServiceServer() {}
 func (UnimplementedReplicationServiceServer) testEmbeddedByValue()                            {}
@@ -160,13 +232,80 @@ func _ReplicationService_StreamTransactions_Handler(srv interface{}, stream grpc
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ReplicationService_StreamTransactionsServer = grpc.ServerStreamingServer[StreamTransactionsResponse]
 
+func _ReplicationService_AcquireHalt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(AcquireHaltRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServiceServer).AcquireHalt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicationService_AcquireHalt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServiceServer).AcquireHalt(ctx, req.(*AcquireHaltRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReplicationService_ReleaseHalt_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseHaltRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServiceServer).ReleaseHalt(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicationService_ReleaseHalt_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServiceServer).ReleaseHalt(ctx, req.(*ReleaseHaltRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ReplicationService_ForwardTransaction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ForwardTransactionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ReplicationServiceServer).ForwardTransaction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: ReplicationService_ForwardTransaction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ReplicationServiceServer).ForwardTransaction(ctx, req.(*ForwardTransactionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // ReplicationService_ServiceDesc is the grpc.ServiceDesc for ReplicationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
 var ReplicationService_ServiceDesc = grpc.ServiceDesc{
 	ServiceName: "pagewire.replication.v1.ReplicationService",
 	HandlerType: (*ReplicationServiceServer)(nil),
-	Methods:     []grpc.MethodDesc{},
+	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "AcquireHalt",
+			Handler:    _ReplicationService_AcquireHalt_Handler,
+		},
+		{
+			MethodName: "ReleaseHalt",
+			Handler:    _ReplicationService_ReleaseHalt_Handler,
+		},
+		{
+			MethodName: "ForwardTransaction",
+			Handler:    _ReplicationService_ForwardTransaction_Handler,
+		},
+	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "WatchDatabases",

@@ -1,0 +1,107 @@
+package server
+
+import (
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/pagewire/pagewire"
+)
+
+// subscribers records the replicas the primary streams to: for
+// litefs_subscriber_count and the replicas of GET /api/v1/dbs/{name}.
+type subscribers struct {
+	mu       sync.Mutex
+	watchers map[string]int                  // hostname → open WatchDatabases streams
+	streams  map[string]map[string]*subState // db → hostname → its stream
+}
+
+// subState is one replica's stream of one database.
+type subState struct {
+	sent     pagewire.TXID // the last TXID sent
+	caughtUp time.Time     // when it was last sent everything
+	n        int           // open streams (a reconnecting replica may briefly have two)
+}
+
+// ReplicaInfo is a replica of one database, as the primary sees it.
+type ReplicaInfo struct {
+	Hostname string
+	TXID     pagewire.TXID // the last TXID sent to it
+	Lag      time.Duration // since it was last sent everything; 0 if it has been
+}
+
+func newSubscribers() *subscribers {
+	return &subscribers{watchers: map[string]int{}, streams: map[string]map[string]*subState{}}
+}
+
+// watch counts a WatchDatabases stream until the returned func is called.
+func (s *subscribers) watch(hostname string) (done func()) {
+	s.mu.Lock()
+	s.watchers[hostname]++
+	s.mu.Unlock()
+	return func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.watchers[hostname]--; s.watchers[hostname] <= 0 {
+			delete(s.watchers, hostname)
+		}
+	}
+}
+
+// count is how many replicas watch the primary.
+func (s *subscribers) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.watchers)
+}
+
+// stream records a replica's stream of db until done is called; sent
+// reports each TXID sent, and whether that was everything.
+func (s *subscribers) stream(db, hostname string, have pagewire.TXID) (sent func(txid pagewire.TXID, all bool), done func()) {
+	s.mu.Lock()
+	m := s.streams[db]
+	if m == nil {
+		m = map[string]*subState{}
+		s.streams[db] = m
+	}
+	st := m[hostname]
+	if st == nil {
+		st = &subState{sent: have, caughtUp: time.Now()}
+		m[hostname] = st
+	}
+	st.n++
+	s.mu.Unlock()
+	sent = func(txid pagewire.TXID, all bool) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		st.sent = txid
+		if all {
+			st.caughtUp = time.Now()
+		}
+	}
+	done = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if st.n--; st.n <= 0 && m[hostname] == st {
+			delete(m, hostname)
+		}
+	}
+	return sent, done
+}
+
+// replicas lists db's replicas, given the primary's TXID now.
+func (s *subscribers) replicas(db string, primary pagewire.TXID) []ReplicaInfo {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := []ReplicaInfo{}
+	for host, st := range s.streams[db] {
+		ri := ReplicaInfo{Hostname: host, TXID: st.sent}
+		if st.sent < primary {
+			ri.Lag = now.Sub(st.caughtUp)
+		}
+		out = append(out, ri)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Hostname < out[j].Hostname })
+	return out
+}
