@@ -59,6 +59,17 @@ func (w *walBuilder) restart(salt1 uint32) {
 // frame appends one frame; commit is the db size for a commit frame, else 0.
 func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXID {
 	w.t.Helper()
+	txid, err := w.tryFrame(pgno, page, commit)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return txid
+}
+
+// tryFrame is frame, returning the error of the write that completes the
+// frame (the checksums run on as if it was written).
+func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire.TXID, error) {
+	w.t.Helper()
 	fh := make([]byte, walFrameHeaderSize)
 	binary.BigEndian.PutUint32(fh[0:], pgno)
 	binary.BigEndian.PutUint32(fh[4:], commit)
@@ -74,10 +85,10 @@ func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXI
 	}
 	_, txid, err := w.s.WriteAt(w.id, page, off+walFrameHeaderSize, false)
 	if err != nil {
-		w.t.Fatal(err)
+		return 0, err
 	}
 	w.next++
-	return txid
+	return txid, nil
 }
 
 func testPage(fill byte) []byte { return bytes.Repeat([]byte{fill}, defaultPageSize) }
