@@ -531,7 +531,9 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		}
 		a.pageCount = g.pageCount
 	}
-	if got, _ := a.r.cfg.Local.Position(a.name); got != prev {
+	got, _ := a.r.cfg.Local.Position(a.name)
+	a.r.cfg.Local.MarkVisible(a.name, got)
+	if got != prev {
 		// Reconnecting at this position makes the primary see the
 		// divergence and send a snapshot.
 		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", prev.String())

@@ -82,6 +82,8 @@ func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, _ []pagewire.Pag
 	return nil
 }
 
+func (l *fakeLocal) MarkVisible(string, pagewire.Pos) {}
+
 func (l *fakeLocal) Rebase(db string, pos pagewire.Pos) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()

@@ -99,4 +99,7 @@ type Local interface {
 	// RestoreDatabase creates a database this node does not have from a
 	// snapshot (pages 1..n, in order); it fails unless the result is at pos.
 	RestoreDatabase(db string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error
+	// MarkVisible says that local readers see db at pos or later: the
+	// writer published the transactions up to pos.
+	MarkVisible(db string, pos pagewire.Pos)
 }

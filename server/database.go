@@ -64,9 +64,17 @@ type database struct {
 	halt atomic.Pointer[localHalt]
 	// gate, set for the length of an app's write while halt is held,
 	// commits each transaction on the primary before it counts here.
-	gate    *localHalt
-	changed chan struct{} // closed and replaced on each commit
-	deleted bool          // set once the database is deleted; its files are closed
+	gate *localHalt
+	// internalWrite is set for the length of a write by the node's own
+	// apply worker. Its commits are not visible to readers until the
+	// worker publishes the wal-index header after the write returns:
+	// until the replicator says so (markVisible), hidden is set and
+	// visible is the position readers see.
+	internalWrite bool
+	hidden        bool
+	visible       pagewire.Pos
+	changed       chan struct{} // closed and replaced on each commit
+	deleted       bool          // set once the database is deleted; its files are closed
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -349,6 +357,7 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 // the page checksums and the WAL index.
 func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 	pre := d.pos.Checksum
+	prevPos := d.pos
 	expect := d.expect
 	var txn pagewire.Txn
 	if (d.logTxns || d.gate != nil) && expect == nil {
@@ -402,11 +411,46 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 		d.log.Error("a commit that applies the primary's transactions does not end at the primary's checksum",
 			"want", expect.pos.String(), "got_checksum", fmt.Sprintf("%016x", d.pos.Checksum))
 	}
+	switch {
+	case !d.internalWrite:
+		d.hidden = false // SQLite's own writer publishes as it returns
+	case !d.hidden:
+		d.visible, d.hidden = prevPos, true
+	}
 	if d.changed != nil {
 		close(d.changed)
 	}
 	d.changed = make(chan struct{})
 	return nil
+}
+
+// visiblePos is the position readers see. mu must be held.
+func (d *database) visiblePos() pagewire.Pos {
+	if d.hidden {
+		return d.visible
+	}
+	return d.pos
+}
+
+// markVisible records that readers see the database at pos or later.
+func (d *database) markVisible(pos pagewire.Pos) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.hidden {
+		return
+	}
+	switch {
+	case pos.TXID >= d.pos.TXID:
+		d.hidden = false
+	case pos.TXID > d.visible.TXID:
+		d.visible = pos
+	default:
+		return
+	}
+	if d.changed != nil {
+		close(d.changed)
+	}
+	d.changed = make(chan struct{})
 }
 
 // commitChecksum is the checksum the pending frames, ending in a commit
@@ -474,6 +518,13 @@ func (d *database) watchPos() (pagewire.Pos, <-chan struct{}, bool) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return d.pos, d.changed, d.deleted
+}
+
+// watchVisible is watchPos for the position readers see.
+func (d *database) watchVisible() (pagewire.Pos, <-chan struct{}, bool) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.visiblePos(), d.changed, d.deleted
 }
 
 // saveMeta records the position and WAL state; fsync makes it durable now,

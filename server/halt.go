@@ -413,6 +413,7 @@ func (h *halts) forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 		return pos, fmt.Errorf("commit the halt lock holder's transaction %d: %w", txn.TXID, err)
 	}
 	got, _, _ := d.watchPos()
+	d.markVisible(got) // the worker published it before Apply returned
 	if got.TXID != txn.TXID || got.Checksum != txn.PostChecksum {
 		h.log.Error("a halt lock holder's transaction ended at another checksum on the primary", logKeyDB, db, "want", fmt.Sprintf("%s/%016x", txn.TXID, txn.PostChecksum), "got", got.String())
 		return got, fmt.Errorf("%w: the transaction ended at %s on the primary, %s/%016x on the holder's node", pagewire.ErrCorrupt, got, txn.TXID, txn.PostChecksum)

@@ -244,6 +244,7 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 		return err
 	}
 	d.pos.TXID = pos.TXID
+	d.hidden = false // the snapshot was published before the rebase
 	d.startupErr = nil
 	if err := d.saveMeta(true); err != nil {
 		return err
@@ -253,6 +254,27 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 	}
 	d.changed = make(chan struct{})
 	return nil
+}
+
+// Visible returns the position local readers see of database db (what its
+// -pos file says); ok is false if it does not exist.
+func (s *Store) Visible(db string) (pos pagewire.Pos, ok bool) {
+	d, err := s.db(db)
+	if err != nil {
+		return pagewire.Pos{}, false
+	}
+	pos, _, deleted := d.watchVisible()
+	return pos, !deleted
+}
+
+// MarkVisible records that readers on this node see database db at pos
+// or later: the replica's apply worker has published the transactions up
+// to pos. Until then the -pos file and WaitForPosition show the position
+// before them.
+func (s *Store) MarkVisible(db string, pos pagewire.Pos) {
+	if d, err := s.db(db); err == nil {
+		d.markVisible(pos)
+	}
 }
 
 // DatabaseNames lists every database, sorted.
@@ -286,7 +308,7 @@ func (s *Store) WaitForPosition(ctx context.Context, name string, txid pagewire.
 		if err != nil {
 			return pagewire.Pos{}, err
 		}
-		pos, changed, deleted := d.watchPos()
+		pos, changed, deleted := d.watchVisible()
 		if !deleted && pos.TXID >= txid {
 			return pos, nil
 		}

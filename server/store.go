@@ -383,7 +383,7 @@ func (d *database) info(kind pagewire.FileKind) (FileInfo, error) {
 		}
 		fi.ID, fi.Size = d.ids.shm, int64(len(d.shm.data))
 	case pagewire.FilePos:
-		fi.ID, fi.Size, fi.ReadOnly, fi.Volatile = d.ids.pos, int64(len(posContent(d.pos))), true, true
+		fi.ID, fi.Size, fi.ReadOnly, fi.Volatile = d.ids.pos, int64(len(posContent(d.visiblePos()))), true, true
 	case pagewire.FileJournal:
 		return fi, fmt.Errorf("%w: %s", pagewire.ErrNotFound, fi.Name)
 	}
@@ -680,7 +680,7 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	case pagewire.FileSHM:
 		return ref.shm.readAt(p, off), nil
 	case pagewire.FilePos:
-		return copyAt(p, posContent(d.pos), off), nil
+		return copyAt(p, posContent(d.visiblePos()), off), nil
 	}
 	if f == nil {
 		return 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
@@ -752,9 +752,10 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 			}
 			d.gate = h
 		}
+		d.internalWrite = internal
 		err := d.writeWAL(off, p)
 		forwarded := d.gate != nil
-		d.gate = nil
+		d.gate, d.internalWrite = nil, false
 		if err != nil {
 			return 0, 0, err
 		}
