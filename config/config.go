@@ -98,11 +98,14 @@ type HTTPConfig struct {
 
 // ProxyConfig is the proxy section. The proxy runs only when Addr is set.
 type ProxyConfig struct {
-	Addr          string   `yaml:"addr"`           // host:port to listen on; "" disables the proxy
-	Target        string   `yaml:"target"`         // the app's host:port; required with Addr
-	DB            string   `yaml:"db"`             // database whose position a replica waits for; required with Addr
-	Passthrough   []string `yaml:"passthrough"`    // path globs (path.Match) sent to the local app untouched
-	AlwaysForward []string `yaml:"always-forward"` // paths always forwarded to the primary
+	Addr   string `yaml:"addr"`   // host:port to listen on; "" disables the proxy
+	Target string `yaml:"target"` // the app's host:port; required with Addr
+	DB     string `yaml:"db"`     // database whose position a replica waits for; required with Addr
+	// Passthrough paths go to the local app untouched; AlwaysForward paths
+	// are forwarded to the primary whatever the method. Patterns match the
+	// whole path; '*' (the only wildcard) matches any run of characters.
+	Passthrough   []string `yaml:"passthrough"`
+	AlwaysForward []string `yaml:"always-forward"`
 	// MaxLag is how long a replica waits to catch up before answering 504; > 0, default 10s.
 	MaxLag Duration `yaml:"max-lag"`
 	// PrimaryRedirectTimeout is how long to wait for a primary to exist; > 0, default 5s.

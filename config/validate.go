@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 	"net/url"
-	"path"
 	"path/filepath"
 	"strings"
 )
@@ -64,16 +63,14 @@ func (c *Config) Validate() error {
 		}
 		v.fail(key, `%s is set but proxy.addr is not: set proxy.addr, e.g. ":8080", to run the proxy, or remove the proxy section`, key)
 	}
-	for i, pat := range p.Passthrough {
-		key := fmt.Sprintf("proxy.passthrough[%d]", i)
-		if _, err := path.Match(pat, ""); pat == "" || err != nil {
-			v.fail(key, `%s %q is not a valid path pattern: use e.g. "*.png" or "/static/*"`, key, pat)
-		}
-	}
-	for i, fwd := range p.AlwaysForward {
-		if fwd == "" {
-			key := fmt.Sprintf("proxy.always-forward[%d]", i)
-			v.fail(key, "%s is empty: remove it or set a path", key)
+	// Patterns: '*' is the only wildcard, any other character is itself,
+	// so only an empty one is wrong.
+	for name, pats := range map[string][]string{"proxy.passthrough": p.Passthrough, "proxy.always-forward": p.AlwaysForward} {
+		for i, pat := range pats {
+			if pat == "" {
+				key := fmt.Sprintf("%s[%d]", name, i)
+				v.fail(key, `%s is empty: remove it or set a path pattern such as "*.png" or "/static/*"`, key)
+			}
 		}
 	}
 	if p.MaxLag <= 0 {

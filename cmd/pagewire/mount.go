@@ -26,6 +26,7 @@ import (
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/leaser"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+	"github.com/pagewire/pagewire/proxy"
 	"github.com/pagewire/pagewire/replicator"
 	"github.com/pagewire/pagewire/roles"
 	"github.com/pagewire/pagewire/server"
@@ -199,6 +200,14 @@ func runMount(ctx context.Context, args []string) error {
 			return h.Hostname, h.AdvertiseURL, err
 		}
 	}
+	scfg.ProxyURL = proxyURL(cfg, node.AdvertiseURL)
+	var prx *proxy.Proxy
+	if cfg.Proxy.Addr != "" {
+		if prx, err = newProxy(cfg, &proxyNode{store: store, current: &current}, log); err != nil {
+			lis.Close()
+			return err
+		}
+	}
 	srv, err := server.New(scfg)
 	if err != nil {
 		lis.Close()
@@ -251,6 +260,9 @@ func runMount(ctx context.Context, args []string) error {
 		default:
 		}
 		srv.SetReady(true)
+		if prx != nil {
+			g.Go(func() error { return prx.Run(gctx) })
+		}
 		if conflict != nil {
 			g.Go(func() error { return conflict.Run(gctx) })
 		}

@@ -1,0 +1,120 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"time"
+)
+
+// Defaults that DefaultConfig sets, LiteFS's.
+const (
+	DefaultMaxLag                 = 10 * time.Second
+	DefaultPrimaryRedirectTimeout = 5 * time.Second
+)
+
+// Config configures a Proxy. Build one with DefaultConfig and fill in Target,
+// DB and Node (and Addr to use Run).
+type Config struct {
+	// Addr is the address Run listens on, e.g. ":8080" (IPv4 and IPv6).
+	// Required for Run; ServeHTTP does not use it.
+	Addr string
+	// Target is the app's host:port, e.g. "localhost:8081". Required.
+	Target string
+	// DB is the name of the database whose TXID the __txid cookie carries.
+	// Required.
+	DB string
+	// Passthrough holds path patterns sent to the local app untouched: no
+	// wait for __txid, no forwarding, no cookie. '*' is the only wildcard and
+	// matches any run of characters, '/' included; a pattern matches the
+	// whole URL path. Passthrough wins over AlwaysForward.
+	Passthrough []string
+	// AlwaysForward holds path patterns, as Passthrough, that a replica
+	// forwards to the primary whatever the method.
+	AlwaysForward []string
+	// MaxLag bounds how long a replica waits to catch up with a request's
+	// __txid before answering 504, and is the lag past which the health
+	// route reports unhealthy. Must not be negative; 0 means
+	// DefaultMaxLag, as in LiteFS's config.
+	MaxLag time.Duration
+	// PrimaryRedirectTimeout bounds how long a replica waits for a primary
+	// to be known before answering a write with 503. Must not be negative;
+	// 0 means DefaultPrimaryRedirectTimeout.
+	PrimaryRedirectTimeout time.Duration
+	// FlyAppName is Fly.io's FLY_APP_NAME. When set, a replica answers a
+	// write with a fly-replay header naming the primary instead of
+	// forwarding it, so that Fly's edge replays it there.
+	FlyAppName string
+	// Node is the node the proxy runs on. Required.
+	Node Node
+	// Logger receives the proxy's logs; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// DefaultConfig returns a Config with LiteFS's defaults: max-lag 10s,
+// primary-redirect-timeout 5s.
+func DefaultConfig() Config {
+	return Config{
+		MaxLag:                 DefaultMaxLag,
+		PrimaryRedirectTimeout: DefaultPrimaryRedirectTimeout,
+	}
+}
+
+// Validate reports every problem with c, each naming the proxy.* key to fix.
+func (c Config) Validate() error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(format, args...))
+	}
+	if c.Addr != "" {
+		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+			fail(`proxy.addr %q is not a host:port: use e.g. ":8080"`, c.Addr)
+		}
+	}
+	if c.Target == "" {
+		fail(`proxy.target is required when proxy.addr is set: set it to your app's host:port, e.g. "localhost:8081"`)
+	} else if host, port, err := net.SplitHostPort(c.Target); err != nil || port == "" {
+		fail(`proxy.target %q is not a host:port: set it to your app's address, e.g. "localhost:8081"`, c.Target)
+	} else if host == "" {
+		// ":8081" would dial the local host anyway; say so rather than guess.
+		fail(`proxy.target %q has no host: use e.g. "localhost%s"`, c.Target, c.Target)
+	}
+	if c.DB == "" {
+		fail(`proxy.db is required when proxy.addr is set: set it to the name of the database your app writes, e.g. "app.db"`)
+	}
+	for i, p := range c.Passthrough {
+		if p == "" {
+			fail("proxy.passthrough[%d] is empty: remove it or set a path pattern such as \"/static/*\"", i)
+		}
+	}
+	for i, p := range c.AlwaysForward {
+		if p == "" {
+			fail("proxy.always-forward[%d] is empty: remove it or set a path pattern such as \"/admin/*\"", i)
+		}
+	}
+	if c.MaxLag < 0 {
+		fail(`proxy.max-lag is %s: use a positive duration such as "10s"`, c.MaxLag)
+	}
+	if c.PrimaryRedirectTimeout < 0 {
+		fail(`proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, c.PrimaryRedirectTimeout)
+	}
+	if c.Node == nil {
+		fail("proxy: Config.Node is nil: pass the node the proxy runs on")
+	}
+	return errors.Join(errs...)
+}
+
+// withDefaults returns c with its zero durations and logger filled in.
+func (c Config) withDefaults() Config {
+	if c.MaxLag == 0 {
+		c.MaxLag = DefaultMaxLag
+	}
+	if c.PrimaryRedirectTimeout == 0 {
+		c.PrimaryRedirectTimeout = DefaultPrimaryRedirectTimeout
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
