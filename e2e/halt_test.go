@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,16 @@ func TestHalt_LockBlocksPrimaryWritersAndShows(t *testing.T) {
 	if v := metric(t, p, "litefs_subscriber_count"); v != "1" {
 		t.Fatalf("litefs_subscriber_count = %q", v)
 	}
+	// The replica knows the primary's position: no lag in transactions.
+	txid, err := strconv.ParseUint(strings.Split(p.Pos("db"), "/")[0], 16, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the replica's position metrics", func() bool {
+		return metric(t, r, `litefs_db_position_primary{db="db"}`) == fmt.Sprint(txid) &&
+			metric(t, r, `litefs_db_position_replica{db="db"}`) == fmt.Sprint(txid) &&
+			metric(t, r, "litefs_lag_seconds") == "0"
+	})
 
 	// Only the holder releases it.
 	if code, body := httpDo(t, "DELETE", r.URL+"/api/v1/dbs/db/halt?id=0123456789abcdef", ""); code != 403 {

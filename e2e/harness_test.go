@@ -20,8 +20,9 @@ import (
 	"github.com/pagewire/pagewire/internal/syncbuf"
 )
 
-// pagewireBin is the pagewire binary under test, built once by TestMain.
-var pagewireBin string
+// pagewireBin is the pagewire binary under test, and exampleBin the
+// example app (deploy/example), built once by TestMain.
+var pagewireBin, exampleBin string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "pagewire-e2e-bin-")
@@ -34,6 +35,13 @@ func TestMain(m *testing.M) {
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build pagewire:", err)
+		os.Exit(1)
+	}
+	exampleBin = filepath.Join(dir, "example")
+	build = exec.Command("go", "build", "-o", exampleBin, "../deploy/example")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build the example app:", err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -117,8 +125,10 @@ func (n *Node) Start(noWait bool) {
 	n.cmd = exec.Command(pagewireBin, args...)
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.Log, n.Log
+	// The node's children (exec) find the mount in $PAGEWIRE_TEST_MNT.
+	n.cmd.Env = append(os.Environ(), "PAGEWIRE_TEST_MNT="+n.MountDir)
 	if n.Hostname != "" {
-		n.cmd.Env = append(os.Environ(), "HOSTNAME="+n.Hostname)
+		n.cmd.Env = append(n.cmd.Env, "HOSTNAME="+n.Hostname)
 	}
 	// An app's orphaned children may keep the output pipe open; don't let
 	// them hold up Wait.

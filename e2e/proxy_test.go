@@ -1,0 +1,179 @@
+//go:build integration
+
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Proxy tests: three nodes (static lease), each running the example app
+// (deploy/example) behind its proxy, as a user would deploy them.
+
+// appNode is a node with its proxy and the example app.
+type appNode struct {
+	*Node
+	ProxyURL string
+}
+
+// startAppNode starts a node whose exec runs the example app on app.db,
+// behind the node's proxy.
+func startAppNode(t *testing.T, primary *appNode, extra string) *appNode {
+	t.Helper()
+	proxyAddr, appAddr := freeAddr(t), freeAddr(t)
+	opts := NodeOptions{Config: fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n  max-lag: 5s\n%s", proxyAddr, appAddr, extra)}
+	if primary != nil {
+		opts.ReplicaOf = primary.Node
+	} else {
+		// Replicas reach the primary's proxy at its advertise URL's host.
+		opts.Lease = "lease:\n  type: static\n  hostname: node1\n  advertise-url: \"{{URL}}\"\n  candidate: true\n"
+	}
+	// The app finds the mount in $PAGEWIRE_TEST_MNT (see Node.Start).
+	opts.Args = []string{"--", "sh", "-c", fmt.Sprintf("exec %s -addr %s -db \"$PAGEWIRE_TEST_MNT/app.db\"", exampleBin, appAddr)}
+	n := StartNode(t, opts)
+	an := &appNode{Node: n, ProxyURL: "http://" + proxyAddr}
+	waitFor(t, 30*time.Second, "the example app behind "+an.ProxyURL, func() bool {
+		resp, err := http.Get(an.ProxyURL + "/healthz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return an
+}
+
+// appCluster starts a primary and two replicas with the app.
+func appCluster(t *testing.T) (*appNode, []*appNode) {
+	t.Helper()
+	p := startAppNode(t, nil, "")
+	rs := []*appNode{startAppNode(t, p, ""), startAppNode(t, p, "")}
+	for _, r := range rs {
+		waitFor(t, 30*time.Second, "app.db on "+r.URL, func() bool {
+			code, _ := r.HTTPGet("/api/v1/dbs/app.db")
+			return code == 200
+		})
+	}
+	return p, rs
+}
+
+type item struct {
+	ID    int64  `json:"id"`
+	Name  string `json:"name"`
+	Value string `json:"value"`
+}
+
+// do sends a request with an optional __txid cookie and returns the
+// response (body read) and the __txid it set.
+func do(t testing.TB, method, url, body, txid string) (*http.Response, string, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if txid != "" {
+		req.AddCookie(&http.Cookie{Name: "__txid", Value: txid})
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	set := ""
+	for _, c := range resp.Cookies() {
+		if c.Name == "__txid" {
+			set = c.Value
+		}
+	}
+	return resp, string(b), set
+}
+
+func TestProxy_WritesForwardedAndReadYourWrites(t *testing.T) {
+	p, rs := appCluster(t)
+	r1, r2 := rs[0], rs[1]
+
+	// A POST to a replica's proxy lands on the primary.
+	resp, body, txid := do(t, "POST", r1.ProxyURL+"/items", `{"name": "first", "value": "1"}`, "")
+	if resp.StatusCode != 201 || len(txid) != 16 {
+		t.Fatalf("POST through a replica: %d %s (cookie %q)", resp.StatusCode, body, txid)
+	}
+	var it item
+	if err := json.Unmarshal([]byte(body), &it); err != nil || it.ID == 0 {
+		t.Fatalf("POST answer %q: %v", body, err)
+	}
+	if got := strings.Split(p.Pos("app.db"), "/")[0]; got < txid {
+		t.Fatalf("the primary is at TXID %s, the write's cookie says %s", got, txid)
+	}
+	if out := python(t, `
+import sqlite3, sys
+print(sqlite3.connect(sys.argv[1]).execute("select name from items where id = ?", (int(sys.argv[2]),)).fetchone()[0])
+`, p.Path("app.db"), fmt.Sprint(it.ID)); strings.TrimSpace(out) != "first" {
+		t.Fatalf("the primary's copy: %q", out)
+	}
+	// A read with the cookie on the other replica sees it.
+	resp, body, _ = do(t, "GET", fmt.Sprintf("%s/items/%d", r2.ProxyURL, it.ID), "", txid)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"first"`) {
+		t.Fatalf("GET with the cookie on another replica: %d %s", resp.StatusCode, body)
+	}
+
+	// Read-your-writes across random nodes, 1,000 rounds.
+	nodes := []*appNode{p, r1, r2}
+	failures := 0
+	for i := range 1000 {
+		w := nodes[rand.IntN(len(nodes))]
+		r := rs[rand.IntN(len(rs))]
+		resp, body, txid := do(t, "POST", w.ProxyURL+"/items", fmt.Sprintf(`{"name": "round-%d", "value": "v"}`, i), "")
+		if resp.StatusCode != 201 || txid == "" {
+			t.Fatalf("round %d: POST through %s: %d %s", i, w.URL, resp.StatusCode, body)
+		}
+		var it item
+		_ = json.Unmarshal([]byte(body), &it)
+		resp, body, _ = do(t, "GET", fmt.Sprintf("%s/items/%d", r.ProxyURL, it.ID), "", txid)
+		if resp.StatusCode != 200 || !strings.Contains(body, fmt.Sprintf(`"round-%d"`, i)) {
+			failures++
+			pos := r.Pos("app.db")
+			time.Sleep(200 * time.Millisecond)
+			resp2, body2, _ := do(t, "GET", fmt.Sprintf("%s/items/%d", r.ProxyURL, it.ID), "", txid)
+			t.Errorf("round %d: wrote through %s, read through %s: %d %s (cookie %s, replica pos %s; 200ms later %d %s)", i, w.URL, r.URL, resp.StatusCode, body, txid, pos, resp2.StatusCode, body2)
+		}
+	}
+	t.Logf("read-your-writes: %d of 1000 rounds failed", failures)
+
+	// Bad input is the app's to answer, wherever it is sent.
+	for _, n := range nodes {
+		if resp, body, _ := do(t, "POST", n.ProxyURL+"/items", "{not json", ""); resp.StatusCode != 400 || !strings.Contains(body, "error") {
+			t.Errorf("bad JSON through %s: %d %s", n.URL, resp.StatusCode, body)
+		}
+		big := `{"name": "big", "value": "` + strings.Repeat("x", 2<<20) + `"}`
+		if resp, body, _ := do(t, "POST", n.ProxyURL+"/items", big, ""); resp.StatusCode != 413 {
+			t.Errorf("a 2 MiB body through %s: %d %s", n.URL, resp.StatusCode, body)
+		}
+		if resp, body, _ := do(t, "GET", n.ProxyURL+"/items/abc", "", ""); resp.StatusCode != 400 {
+			t.Errorf("a bad id through %s: %d %s", n.URL, resp.StatusCode, body)
+		}
+		if resp, body, _ := do(t, "GET", n.ProxyURL+"/litefs/health", "", ""); resp.StatusCode != 200 {
+			t.Errorf("proxy health on %s: %d %s", n.URL, resp.StatusCode, body)
+		}
+	}
+}
+
+func TestProxy_ReadWaitsThenTimesOut(t *testing.T) {
+	p, rs := appCluster(t)
+	r := rs[0]
+	_, _, txid := do(t, "POST", p.ProxyURL+"/items", `{"name": "a", "value": "1"}`, "")
+	// A TXID the primary never reached: the replica waits max-lag, then 504.
+	resp, body, _ := do(t, "GET", r.ProxyURL+"/items", "", "00000000ffffffff")
+	if resp.StatusCode != 504 || !strings.Contains(body, "00000000ffffffff") {
+		t.Fatalf("a read for a TXID never written: %d %s", resp.StatusCode, body)
+	}
+	if resp, body, _ := do(t, "GET", r.ProxyURL+"/items", "", txid); resp.StatusCode != 200 || !strings.Contains(body, `"a"`) {
+		t.Fatalf("a read for the write's TXID: %d %s", resp.StatusCode, body)
+	}
+}
