@@ -62,10 +62,10 @@ func runBench(t testing.TB, bin string, args ...string) (string, report) {
 // TestBench_quick runs every workload once on both targets and checks that
 // each was measured. It asserts no timings.
 func TestBench_quick(t *testing.T) {
-	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-no-replication")
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-no-replication", "-no-proxy")
 
-	if rep.Replication != nil {
-		t.Errorf("-no-replication: the report has a replication section")
+	if rep.Replication != nil || rep.Proxy != nil {
+		t.Errorf("-no-replication -no-proxy: the report has a replication or proxy section")
 	}
 	if got, want := len(rep.Workloads), len(workloads); got != want {
 		t.Fatalf("report has %d workloads, want %d", got, want)
@@ -172,6 +172,33 @@ func TestBench_replicationQuick(t *testing.T) {
 		t.Errorf("snapshot catch-up %+v; want positive numbers", *sn)
 	case !sn.ViaSnapshot:
 		t.Error("the new replica's log does not say it applied a snapshot")
+	}
+}
+
+// TestBench_proxyQuick runs the proxy section alone and checks that every
+// path was measured. It asserts no timings.
+func TestBench_proxyQuick(t *testing.T) {
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-proxy")
+	if len(rep.Workloads) != 0 || rep.Replication != nil {
+		t.Errorf("-proxy: the report has other sections")
+	}
+	pr := rep.Proxy
+	if pr == nil {
+		t.Fatal("-proxy: the report has no proxy section")
+	}
+	if len(pr.Paths) != 4 {
+		t.Fatalf("%d paths measured, want 4", len(pr.Paths))
+	}
+	for _, p := range pr.Paths {
+		if len(p.Rates) != 1 || p.MedianRate <= 0 || p.P50MS <= 0 || p.P99MS < p.P50MS || p.VsPrimaryP50 <= 0 || p.VsPlainDiskRt <= 0 {
+			t.Errorf("path %q: %+v; want one positive rate and ordered latencies", p.Name, p)
+		}
+		if !strings.Contains(out, "| "+p.Name+" |") {
+			t.Errorf("output lacks a row for %q", p.Name)
+		}
+	}
+	if pr.ReplicaOverPrimary <= 0 || !strings.Contains(out, "costs") {
+		t.Errorf("replica over primary %g; output:\n%s", pr.ReplicaOverPrimary, out)
 	}
 }
 

@@ -47,6 +47,8 @@ type options struct {
 	// -no-replication only the plain disk vs mount workloads.
 	OnlyReplication bool
 	NoReplication   bool
+	OnlyProxy       bool
+	NoProxy         bool
 	LagSeconds      float64
 	LagRate         float64
 	LagPollPause    time.Duration
@@ -56,10 +58,13 @@ type options struct {
 }
 
 // workloads reports whether the plain disk vs mount workloads run.
-func (o options) workloads() bool { return !o.OnlyReplication }
+func (o options) workloads() bool { return !o.OnlyReplication && !o.OnlyProxy }
 
 // replication reports whether the replication section runs.
-func (o options) replication() bool { return !o.NoReplication }
+func (o options) replication() bool { return !o.NoReplication && !o.OnlyProxy }
+
+// proxy reports whether the proxy section runs.
+func (o options) proxy() bool { return !o.NoProxy && !o.OnlyReplication }
 
 // Counts -quick uses for flags not given explicitly.
 const (
@@ -84,6 +89,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.JSON, "json", "", "also write the results as JSON to this `file`")
 	fs.BoolVar(&o.OnlyReplication, "replication", false, "run only the replication section (default: the workloads, then replication)")
 	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
+	fs.BoolVar(&o.OnlyProxy, "proxy", false, "run only the proxy section: the example app's writes on plain disk and through a primary's and a replica's proxy")
+	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
 	fs.Float64Var(&o.LagRate, "lag-rate", 1000, "replication: commits per second the lag writer is paced at")
 	fs.DurationVar(&o.LagPollPause, "lag-poll-pause", 100*time.Microsecond, "replication: the lag poller's sleep between polls of the replica;\n"+
@@ -108,6 +115,10 @@ two replicas; the primary's write rate with 0, 1 and 2 replicas, visibility
 lag from commit on the primary to visible on a replica, point reads on a
 replica while it applies, and a new replica's snapshot catch-up.
 -replication runs that section alone.
+
+Last, unless -no-proxy, the proxy section: the example app (deploy/example)
+on plain disk and behind a primary's and a replica's proxy; sequential
+JSON writes through each. -proxy runs that section alone.
 
 Needs root (FUSE) and python3.
 
@@ -155,6 +166,8 @@ flags:
 		return o, errors.New("-rows must be at least 1")
 	case o.OnlyReplication && o.NoReplication:
 		return o, errors.New("-replication and -no-replication exclude each other")
+	case o.OnlyProxy && (o.NoProxy || o.OnlyReplication):
+		return o, errors.New("-proxy excludes -no-proxy and -replication")
 	case o.LagSeconds <= 0 || o.LagRate <= 0 || o.ApplyRate <= 0:
 		return o, errors.New("-lag-seconds, -lag-rate and -apply-rate must be positive")
 	case o.LagPollPause < 0:
@@ -237,6 +250,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 				_ = rep.writeMarkdown(stdout)
 			}
 			return fmt.Errorf("replication: %w", err)
+		}
+	}
+
+	if o.proxy() {
+		if rep.Proxy, err = runProxy(ctx, o, bin, workDir, diskDir, stderr); err != nil {
+			return fmt.Errorf("proxy: %w", err)
 		}
 	}
 

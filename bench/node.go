@@ -48,6 +48,10 @@ type nodeSpec struct {
 	// Primary, if not nil, makes the node a static-lease replica of that
 	// node; otherwise the node is the primary (candidate).
 	Primary *node
+	// Config is YAML appended to the node's config (e.g. a proxy section).
+	Config string
+	// Exec, if set, is the app the node runs once ready (after "--").
+	Exec []string
 }
 
 // primaryHostname is the static lease's hostname: a primary's own, and the
@@ -89,20 +93,26 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	}
 	// As LiteFS's static lease: a replica names the primary's hostname and
 	// advertise URL, and is not a candidate.
-	lease := fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  candidate: true\n", primaryHostname)
+	// A primary advertises its loopback URL: replicas' proxies reach its
+	// proxy at that host.
+	lease := fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  advertise-url: %q\n  candidate: true\n", primaryHostname, n.URL)
 	if spec.Primary != nil {
 		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  advertise-url: %q\n  candidate: false\n",
 			primaryHostname, spec.Primary.URL)
 	}
 	configPath := filepath.Join(spec.Dir, "pagewire.yml")
-	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s", n.MountDir, n.DataDir, addr, lease)
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s%s", n.MountDir, n.DataDir, addr, lease, spec.Config)
 	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
 	if n.log, err = os.Create(n.LogPath); err != nil {
 		return nil, err
 	}
-	n.cmd = exec.Command(bin, "mount", "-config", configPath)
+	args := []string{"mount", "-config", configPath}
+	if len(spec.Exec) > 0 {
+		args = append(append(args, "--"), spec.Exec...)
+	}
+	n.cmd = exec.Command(bin, args...)
 	n.cmd.Dir = spec.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{

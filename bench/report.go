@@ -22,6 +22,7 @@ type report struct {
 	Settings    settings           `json:"settings"`
 	Workloads   []workloadReport   `json:"workloads,omitempty"`   // empty with -replication
 	Replication *replicationReport `json:"replication,omitempty"` // nil with -no-replication
+	Proxy       *proxyReport       `json:"proxy,omitempty"`       // nil with -no-proxy
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -123,6 +124,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	b := bufio.NewWriter(w)
 	m := r.Machine
 	switch {
+	case len(r.Workloads) == 0 && r.Replication == nil:
+		fmt.Fprintf(b, "# pagewire bench: proxy\n\n")
+		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios are the point.\n\n")
 	case len(r.Workloads) == 0:
 		fmt.Fprintf(b, "# pagewire bench: replication\n\n")
 		fmt.Fprintf(b, "Rates vary by machine and by what else it runs. Python sqlite3, WAL mode, 100-byte values.\n\n")
@@ -150,6 +154,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	if r.Replication != nil {
 		r.Replication.writeMarkdown(b, m.CPUs)
+	}
+	if r.Proxy != nil {
+		r.Proxy.writeMarkdown(b)
 	}
 	return b.Flush()
 }
