@@ -241,3 +241,21 @@ c.execute("vacuum")
 		t.Fatalf("replica: %q", got)
 	}
 }
+
+// A replica that got a database by snapshot, with no transaction since,
+// has no -wal yet: readers must still open it (they create it empty).
+func TestReplication_ReadableRightAfterSnapshot(t *testing.T) {
+	p := StartNode(t, NodeOptions{})
+	python(t, rpWriter, p.Path("db"), "5")
+	r := StartNode(t, NodeOptions{ReplicaOf: p})
+	rpWaitPos(t, "db", p, r)
+	if got := rpCount(t, r, "db"); got != "5\nok" {
+		t.Fatalf("Python on the replica: %q", got)
+	}
+	if out, err := sqliteCLI(t, r.Path("db"), "select count(*) from t;"); err != nil || strings.TrimSpace(out) != "5" {
+		t.Fatalf("sqlite3 CLI on the replica: %v %q", err, out)
+	}
+	if out, err := pythonErr(rpWriter, r.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+		t.Fatalf("a write on the replica: %v\n%s", err, out)
+	}
+}

@@ -408,7 +408,10 @@ func (s *Store) Create(name string, internal bool) (FileInfo, error) {
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
 	}
-	if kind != pagewire.FileSHM {
+	// A reader needs the -wal and -shm to exist, even on a replica whose
+	// copy came from a snapshot and has had no transaction since: creating
+	// them empty changes no data.
+	if kind == pagewire.FileDatabase {
 		if err := s.checkWritable(internal); err != nil {
 			if fi, lerr := s.Lookup(name); lerr == nil {
 				return fi, nil // opening an existing file with O_CREAT is a read
@@ -573,14 +576,18 @@ func (s *Store) file(id uint64) (*fileRef, error) {
 }
 
 // Open records an open file handle and returns the file. Opening a
-// database or -wal for writing is refused on a replica, so that SQLite opens
-// it read-only and apps get SQLITE_READONLY.
+// database for writing is refused on a replica, so that SQLite opens it
+// read-only and apps get SQLITE_READONLY.
 func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
 	ref, err := s.file(id)
 	if err != nil {
 		return FileInfo{}, err
 	}
-	if write && (ref.kind == pagewire.FileDatabase || ref.kind == pagewire.FileWAL) {
+	// Refusing the database file is enough for SQLite to treat the
+	// connection as read-only (it never writes the -wal then). A reader
+	// that must create the -wal, on a replica whose copy came from a
+	// snapshot, opens it read-write: writes to it are still refused.
+	if write && ref.kind == pagewire.FileDatabase {
 		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
 			return FileInfo{}, err
 		}
