@@ -249,6 +249,20 @@ func TestHalt_ExpiryAndTurns(t *testing.T) {
 	}
 	httpDo(t, "DELETE", r2.URL+"/api/v1/dbs/db/halt?id="+res.h.ID, "")
 
+	// A client on the primary takes the lock there: the primary's own
+	// writers go on, the replicas wait their turn.
+	local := acquireHTTP(t, p, "db", "")
+	if local.Holder != "node1" {
+		t.Fatalf("a lock taken on the primary: holder %q", local.Holder)
+	}
+	python(t, haltInsert, p.Path("db"), "1", "5")
+	if code, body := httpDo(t, "POST", r1.URL+"/api/v1/dbs/db/halt?wait=200ms", ""); code != 409 || !strings.Contains(body, "node1") {
+		t.Fatalf("a replica's request while the primary's client holds the lock: %d %s", code, body)
+	}
+	if code, body := httpDo(t, "DELETE", p.URL+"/api/v1/dbs/db/halt?id="+local.ID, ""); code != 200 {
+		t.Fatalf("DELETE on the primary: %d %s", code, body)
+	}
+
 	// A request that waits too long is told who holds the lock.
 	held := acquireHTTP(t, r1, "db", "")
 	code, body := httpDo(t, "POST", r2.URL+"/api/v1/dbs/db/halt?wait=300ms", "")

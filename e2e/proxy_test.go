@@ -123,6 +123,22 @@ print(sqlite3.connect(sys.argv[1]).execute("select name from items where id = ?"
 		t.Fatalf("GET with the cookie on another replica: %d %s", resp.StatusCode, body)
 	}
 
+	// A halt-lock write on a replica's mount is on the primary, and its app
+	// serves it, when `pagewire halt` returns.
+	out, code := r2.CLI("halt", "-name", "app.db", "-url", r2.URL, "--", "python3", "-c", `
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=5)
+c.execute("insert into items(name, value, created_at) values ('halted', 'h', '2026-01-01')")
+print(c.execute("select id from items where name = 'halted'").fetchone()[0])
+`, r2.Path("app.db"))
+	if code != 0 {
+		t.Fatalf("pagewire halt on a replica: exit %d\n%s", code, out)
+	}
+	id := strings.TrimSpace(out[strings.LastIndex(strings.TrimSpace(out), "\n")+1:])
+	if resp, body, _ := do(t, "GET", p.ProxyURL+"/items/"+id, "", ""); resp.StatusCode != 200 || !strings.Contains(body, `"halted"`) {
+		t.Fatalf("the halt-lock write (id %s) on the primary right after `pagewire halt` returned: %d %s", id, resp.StatusCode, body)
+	}
+
 	// Read-your-writes across random nodes, 1,000 rounds.
 	nodes := []*appNode{p, r1, r2}
 	failures := 0
