@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -78,8 +79,18 @@ func runProxy(ctx context.Context, o options, bin, workDir, diskDir string, stde
 	if err != nil {
 		return nil, err
 	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return nil, err
+	}
+	// Its log goes to a file: a pipe to stderr would be written from
+	// another goroutine.
+	appLog, err := os.Create(filepath.Join(base, "disk-app.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer appLog.Close()
 	app := exec.Command(example, "-addr", diskApp, "-db", filepath.Join(diskDir, "app.db"))
-	app.Stderr = stderr
+	app.Stdout, app.Stderr = appLog, appLog
 	app.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := app.Start(); err != nil {
 		return nil, err

@@ -157,13 +157,13 @@ func (s *Server) apiMux() *http.ServeMux {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "released"})
 	})
 	mux.HandleFunc("GET /primary", func(w http.ResponseWriter, r *http.Request) {
-		role, ro := s.cfg.Store.Role()
-		primary := ro.Primary
-		if role == pagewire.RolePrimary {
-			primary = s.cfg.Node.Hostname
+		node, err := s.admin.GetNode(r.Context(), &adminv1.GetNodeRequest{})
+		if err != nil {
+			writeError(w, err)
+			return
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, primary)
+		fmt.Fprintln(w, node.GetPrimary())
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		if !s.Ready() {
