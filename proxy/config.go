@@ -46,6 +46,9 @@ type Config struct {
 	// write with a fly-replay header naming the primary instead of
 	// forwarding it, so that Fly's edge replays it there.
 	FlyAppName string
+	// Hostname names this node in the Pagewire-Forwarded-By header of the
+	// writes it forwards; "" means os.Hostname().
+	Hostname string
 	// Node is the node the proxy runs on. Required.
 	Node Node
 	// Logger receives the proxy's logs; nil means slog.Default().

@@ -109,9 +109,13 @@ func New(cfg Config) (*Proxy, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	hop, err := os.Hostname()
-	if err != nil || hop == "" {
-		hop = "unknown"
+	hop := cfg.Hostname
+	if hop == "" {
+		if h, err := os.Hostname(); err == nil && h != "" {
+			hop = h
+		} else {
+			hop = "unknown"
+		}
 	}
 	lg := cfg.Logger.With(logKeyComponent, "proxy")
 	p := &Proxy{

@@ -203,7 +203,7 @@ func runMount(ctx context.Context, args []string) error {
 	scfg.ProxyURL = proxyURL(cfg, node.AdvertiseURL)
 	var prx *proxy.Proxy
 	if cfg.Proxy.Addr != "" {
-		if prx, err = newProxy(cfg, &proxyNode{store: store, current: &current}, log); err != nil {
+		if prx, err = newProxy(cfg, node.Hostname, &proxyNode{store: store, current: &current}, log); err != nil {
 			lis.Close()
 			return err
 		}

@@ -114,12 +114,12 @@ func proxyURL(cfg config.Config, advertiseURL string) string {
 }
 
 // newProxy builds the node's proxy from the config's proxy section.
-func newProxy(cfg config.Config, node *proxyNode, log *slog.Logger) (*proxy.Proxy, error) {
+func newProxy(cfg config.Config, hostname string, node *proxyNode, log *slog.Logger) (*proxy.Proxy, error) {
 	pcfg := proxy.DefaultConfig()
 	pcfg.Addr, pcfg.Target, pcfg.DB = cfg.Proxy.Addr, cfg.Proxy.Target, cfg.Proxy.DB
 	pcfg.Passthrough, pcfg.AlwaysForward = cfg.Proxy.Passthrough, cfg.Proxy.AlwaysForward
 	pcfg.MaxLag, pcfg.PrimaryRedirectTimeout = time.Duration(cfg.Proxy.MaxLag), time.Duration(cfg.Proxy.PrimaryRedirectTimeout)
-	pcfg.FlyAppName = os.Getenv("FLY_APP_NAME")
+	pcfg.FlyAppName, pcfg.Hostname = os.Getenv("FLY_APP_NAME"), hostname
 	pcfg.Node, pcfg.Logger = node, log
 	return proxy.New(pcfg)
 }
