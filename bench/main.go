@@ -373,12 +373,17 @@ func prepareWorkDir(dir string) (string, func() error, error) {
 // buildPagewire builds ./cmd/pagewire (no -race: it would dominate the
 // numbers) into dir and returns the binary's path.
 func buildPagewire(ctx context.Context, dir string, stderr io.Writer) (string, error) {
-	bin := filepath.Join(dir, "pagewire")
-	fmt.Fprintln(stderr, "bench: building pagewire")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/pagewire/pagewire/cmd/pagewire")
+	return goBuild(ctx, dir, "pagewire", "github.com/pagewire/pagewire/cmd/pagewire", stderr)
+}
+
+// goBuild builds pkg into dir/name and returns its path.
+func goBuild(ctx context.Context, dir, name, pkg string, stderr io.Writer) (string, error) {
+	bin := filepath.Join(dir, name)
+	fmt.Fprintln(stderr, "bench: building", name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, pkg)
 	cmd.Stdout, cmd.Stderr = stderr, stderr
 	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build pagewire (run from inside the module, or pass -bin): %w", err)
+		return "", fmt.Errorf("build %s (run from inside the module, or pass -bin): %w", name, err)
 	}
 	return bin, nil
 }

@@ -51,22 +51,10 @@ const (
 	pathReplicaRead = "replica's proxy: write, then read it with __txid"
 )
 
-// buildExample builds the example app.
-func buildExample(ctx context.Context, dir string, stderr io.Writer) (string, error) {
-	bin := filepath.Join(dir, "example")
-	fmt.Fprintln(stderr, "bench: building the example app")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/pagewire/pagewire/deploy/example")
-	cmd.Stdout, cmd.Stderr = stderr, stderr
-	if err := cmd.Run(); err != nil {
-		return "", fmt.Errorf("build the example app (run from inside the module): %w", err)
-	}
-	return bin, nil
-}
-
 // runProxy runs the proxy section.
 func runProxy(ctx context.Context, o options, bin, workDir, diskDir string, stderr io.Writer) (_ *proxyReport, err error) {
 	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "bench: proxy: "+format+"\n", args...) }
-	example, err := buildExample(ctx, workDir, stderr)
+	example, err := goBuild(ctx, workDir, "example", "github.com/pagewire/pagewire/deploy/example", stderr)
 	if err != nil {
 		return nil, err
 	}

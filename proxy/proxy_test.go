@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/syncbuf"
 	"github.com/pagewire/pagewire/proxy"
 )
 
@@ -448,7 +449,7 @@ func TestProxy_ReadYourWrites(t *testing.T) {
 	})
 	t.Run("malformed cookie", func(t *testing.T) {
 		t.Parallel()
-		var logs syncBuffer
+		var logs syncbuf.Buffer
 		app := newApp(t, "replica-app")
 		node := newFakeNode()
 		_, s := newProxy(t, proxy.Config{Target: app.Listener.Addr().String(), Node: node, MaxLag: time.Hour,
@@ -895,22 +896,4 @@ func waitFor(t testing.TB, cond func() bool) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
