@@ -356,8 +356,8 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
 // the page checksums and the WAL index.
 func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
-	pre := d.pos.Checksum
 	prevPos := d.pos
+	pre := prevPos.Checksum
 	expect := d.expect
 	var txn pagewire.Txn
 	if (d.logTxns || d.gate != nil) && expect == nil {

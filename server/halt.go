@@ -51,7 +51,9 @@ type HeldWriter interface {
 	Release(ctx context.Context) error
 }
 
-// grant is a halt lock this node granted as the primary.
+// grant is a halt lock this node granted as the primary. lock, w and timer
+// are set, under halts.mu, once the grant is set up; lock.ID is "" while
+// it is only reserved.
 type grant struct {
 	lock haltLock
 	w    HeldWriter // nil when the holder is on this node
@@ -233,14 +235,23 @@ func (h *halts) Release(ctx context.Context, db, id string) error {
 	return h.release(db, id, "released")
 }
 
+// current returns db's grant and a copy of its lock (ID "" while it is
+// only reserved), read under h.mu.
+func (h *halts) current(db string) (*grant, haltLock) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	g := h.granted[db]
+	if g == nil {
+		return nil, haltLock{}
+	}
+	return g, g.lock
+}
+
 // Held returns db's halt lock, as this node knows it: granted as the
 // primary, or taken through it as a replica.
 func (h *halts) Held(db string) (haltLock, bool) {
-	h.mu.Lock()
-	g := h.granted[db]
-	h.mu.Unlock()
-	if g != nil {
-		return g.lock, true
+	if _, lock := h.current(db); lock.ID != "" {
+		return lock, true
 	}
 	if d, err := h.store.db(db); err == nil {
 		if lh := d.halt.Load(); lh.active() {
@@ -269,6 +280,10 @@ func (h *halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 	for {
 		h.mu.Lock()
 		cur := h.granted[db]
+		var curLock haltLock
+		if cur != nil {
+			curLock = cur.lock
+		}
 		if cur == nil {
 			h.granted[db] = g // reserved; set up below
 			h.freed[db] = make(chan struct{})
@@ -282,26 +297,27 @@ func (h *halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 		case <-freed:
 			t.Stop()
 		case <-t.C:
-			return haltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, cur.lock.Holder, cur.lock.Expires.Format(time.RFC3339))
+			return haltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, curLock.Holder, curLock.Expires.Format(time.RFC3339))
 		case <-ctx.Done():
 			t.Stop()
 			return haltLock{}, ctx.Err()
 		}
 	}
+	var w HeldWriter
 	if remote {
-		w, err := h.hold(ctx, db, max(time.Until(deadline), time.Millisecond))
-		if err != nil {
+		if w, err = h.hold(ctx, db, max(time.Until(deadline), time.Millisecond)); err != nil {
 			h.unreserve(db, g)
 			return haltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
 		}
-		g.w = w
 	}
 	pos, _, _ := d.watchPos()
-	g.lock = haltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
-	id := g.lock.ID
-	g.timer = time.AfterFunc(ttl, func() { _ = h.release(db, id, "expired") })
-	h.log.Info("halt lock granted", logKeyDB, db, "holder", holder, logKeyTXID, pos.TXID, "expires", g.lock.Expires)
-	return g.lock, nil
+	lock := haltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
+	h.mu.Lock()
+	g.w, g.lock = w, lock
+	g.timer = time.AfterFunc(ttl, func() { _ = h.release(db, lock.ID, "expired") })
+	h.mu.Unlock()
+	h.log.Info("halt lock granted", logKeyDB, db, "holder", holder, logKeyTXID, pos.TXID, "expires", lock.Expires)
+	return lock, nil
 }
 
 // checkPrimary refuses halt requests unless this node is the primary of
@@ -331,13 +347,11 @@ func (h *halts) unreserve(db string, g *grant) {
 
 // release ends a granted lock; why is "released" or "expired".
 func (h *halts) release(db, id, why string) error {
-	h.mu.Lock()
-	g := h.granted[db]
-	h.mu.Unlock()
-	if g == nil || g.lock.ID == "" {
+	g, lock := h.current(db)
+	if lock.ID == "" {
 		return fmt.Errorf("%w: no halt lock is held on %q (it may have expired)", pagewire.ErrNotFound, db)
 	}
-	if g.lock.ID != id {
+	if lock.ID != id {
 		return fmt.Errorf("%w: %q's halt lock was taken by another client", pagewire.ErrNotHolder, db)
 	}
 	g.mu.Lock() // after the holder's transaction in flight, if any
@@ -357,7 +371,7 @@ func (h *halts) release(db, id, why string) error {
 		cancel()
 	}
 	h.unreserve(db, g)
-	h.log.Info("halt lock "+why, logKeyDB, db, "holder", g.lock.Holder)
+	h.log.Info("halt lock "+why, logKeyDB, db, "holder", lock.Holder)
 	return nil
 }
 
@@ -383,10 +397,8 @@ func (h *halts) forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if err := h.checkPrimary(epoch); err != nil {
 		return pagewire.Pos{}, err
 	}
-	h.mu.Lock()
-	g := h.granted[db]
-	h.mu.Unlock()
-	if g == nil || g.lock.ID != id {
+	g, lock := h.current(db)
+	if lock.ID == "" || lock.ID != id {
 		return pagewire.Pos{}, fmt.Errorf("%w: the halt lock of %q is not held with this id (it expired or was released); take it again", pagewire.ErrReadOnly, db)
 	}
 	g.mu.Lock()

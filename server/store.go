@@ -329,6 +329,17 @@ func (s *Store) checkWritable(internal bool) error {
 	return nil
 }
 
+// checkWritableDB is checkWritable for one database's files: a replica
+// also takes the writes of a client holding the database's halt lock
+// through it (a primary's own checks stand, whatever lock is left over).
+func (s *Store) checkWritableDB(d *database, internal bool) error {
+	err := s.checkWritable(internal)
+	if err != nil && s.role.Load().role != pagewire.RolePrimary && d.halted() {
+		return nil
+	}
+	return err
+}
+
 // Lookup returns the file called name.
 func (s *Store) Lookup(name string) (FileInfo, error) {
 	dbName, kind, err := pagewire.ParseFileName(name)
@@ -588,7 +599,7 @@ func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
 	// that must create the -wal, on a replica whose copy came from a
 	// snapshot, opens it read-write: writes to it are still refused.
 	if write && ref.kind == pagewire.FileDatabase {
-		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
+		if err := s.checkWritableDB(ref.db, internal); err != nil {
 			return FileInfo{}, err
 		}
 	}
@@ -720,7 +731,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
+		if err := s.checkWritableDB(ref.db, internal); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -801,7 +812,7 @@ func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error)
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritable(internal); err != nil && !ref.db.halted() {
+		if err := s.checkWritableDB(ref.db, internal); err != nil {
 			return FileInfo{}, err
 		}
 	}
