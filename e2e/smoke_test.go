@@ -3,6 +3,9 @@
 package e2e
 
 import (
+	"os"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -32,5 +35,21 @@ print(c.execute("pragma integrity_check").fetchone()[0])
 	code, body := n.HTTPGet("/api/v1/dbs/smoke.db")
 	if code != 200 || !strings.Contains(body, `"txid": "000000000000000c"`) {
 		t.Fatalf("GET /api/v1/dbs/smoke.db = %d %s", code, body)
+	}
+}
+
+// TestSmoke_GOMAXPROCSLeavesRoomForFUSEReaders: a node adds a P for each
+// go-fuse reader that can sit blocked in read(2) on /dev/fuse, so that idle
+// readers cannot hold every P (which stalled replication for 10–20 ms at a
+// time); GOMAXPROCS set in the environment is left alone.
+func TestSmoke_GOMAXPROCSLeavesRoomForFUSEReaders(t *testing.T) {
+	n := StartNode(t, NodeOptions{})
+	base := runtime.GOMAXPROCS(0) // the runtime's default here, as the node's
+	want := base + min(max(base, 2), 16) + 1
+	if env := os.Getenv("GOMAXPROCS"); env != "" {
+		want, _ = strconv.Atoi(env)
+	}
+	if got := metric(t, n, "go_sched_gomaxprocs_threads"); got != strconv.Itoa(want) {
+		t.Fatalf("go_sched_gomaxprocs_threads = %q, want %d (default %d plus go-fuse's readers)", got, want, base)
 	}
 }

@@ -110,10 +110,12 @@ func (m *Mount) Run(ctx context.Context) error {
 		},
 	}
 	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
+	readers := goFuseReaderLimit()
 	srv, err := fuse.NewServer(rawFS, dir, &opts.MountOptions)
 	if err != nil {
 		return fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
 	}
+	reserveReaderProcs(readers, m.log)
 	go srv.Serve()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pagewire/pagewire"
@@ -162,6 +163,13 @@ func runMount(ctx context.Context, args []string) error {
 	}
 	scfg := server.DefaultConfig()
 	reg := prometheus.NewRegistry()
+	// go_* and process_* beside ours, as LiteFS has them; the scheduler's
+	// (go_sched_gomaxprocs_threads, go_sched_latencies_seconds) show
+	// whether goroutines wait for a CPU (see fusemount's procs.go).
+	reg.MustRegister(
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsGC, collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	reg.MustRegister(applyLag)
 	scfg.Node = node
