@@ -154,8 +154,10 @@ func New(cfg Config) (*Server, error) {
 			return logging.DefaultServerCodeToLevel(c)
 		}),
 	}
+	pool := bufpool.New()
 	s.gs = grpc.NewServer(
-		experimental.BufferPool(bufpool.New()),
+		experimental.BufferPool(pool),
+		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
 		// A halt lock holder's transaction comes in one message.
 		grpc.MaxRecvMsgSize(client.MaxForwardBytes+1<<20),
 		grpc.ChainUnaryInterceptor(

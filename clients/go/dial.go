@@ -13,8 +13,12 @@ import (
 	"github.com/pagewire/pagewire/internal/bufpool"
 )
 
-// bufPool serves every connection's buffers without zeroing them.
-var bufPool = bufpool.New()
+// bufPool serves every connection's buffers, and codec its messages'
+// buffers, without zeroing them.
+var (
+	bufPool = bufpool.New()
+	codec   = bufpool.NewCodec(bufPool)
+)
 
 // Dial connects to the node whose URL is rawURL ("http://host:port"; IPv6
 // literals in brackets). The connection keeps itself alive so that a dead
@@ -27,7 +31,7 @@ func Dial(rawURL string) (*grpc.ClientConn, error) {
 	return grpc.NewClient(u.Host,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(codec)),
 		grpc.WithInitialWindowSize(16<<20),
 		grpc.WithInitialConnWindowSize(64<<20),
 		experimental.WithBufferPool(bufPool),
