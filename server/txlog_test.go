@@ -195,3 +195,112 @@ func TestTxlog_AppendAllReadsBackLikeAppend(t *testing.T) {
 		t.Fatalf("past the end: ok=%v err=%v", ok, err)
 	}
 }
+
+// TestTxlog_RecentInMemory: the newest records are served from memory,
+// shared with the writer, and a reader whose next record was dropped from
+// memory goes on from the file at the right place, across segments.
+func TestTxlog_RecentInMemory(t *testing.T) {
+	l, err := openTxlog(t.TempDir(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	l.segmentMax = 3000    // a few records per segment
+	l.recentMax = 3 * 1024 // three test transactions' pages
+	appended := map[pagewire.TXID]pagewire.Txn{}
+	add := func(from, to pagewire.TXID) {
+		t.Helper()
+		var batch []pagewire.Txn
+		for txid := from; txid <= to; txid++ {
+			txn := testTxn(txid, byte(txid))
+			appended[txid] = txn
+			batch = append(batch, txn)
+		}
+		if err := l.appendAll(batch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(r *txlogReader, want pagewire.TXID) (fromMemory bool) {
+		t.Helper()
+		txn, ok, err := r.Next()
+		if err != nil || !ok {
+			t.Fatalf("Next at %d: ok=%v err=%v", want, ok, err)
+		}
+		w := appended[want]
+		if txn.TXID != want || txn.PostChecksum != w.PostChecksum || len(txn.Pages) != 2 ||
+			!bytes.Equal(txn.Pages[0].Data, w.Pages[0].Data) || !bytes.Equal(txn.Pages[1].Data, w.Pages[1].Data) {
+			t.Fatalf("Next: got txn %d, want %d with its pages", txn.TXID, want)
+		}
+		return &txn.Pages[0].Data[0] == &w.Pages[0].Data[0]
+	}
+
+	for txid := pagewire.TXID(2); txid <= 6; txid++ {
+		add(txid, txid) // one by one: segments roll
+	}
+	add(7, 9) // one write; only 7..9 stay in memory
+	if len(l.segs) < 2 {
+		t.Fatalf("segments=%d, want rolls", len(l.segs))
+	}
+	if got := len(l.recent); got != 3 || l.recent[0].txn.TXID != 7 {
+		t.Fatalf("kept %d records from %d, want 3 from 7", got, l.recent[0].txn.TXID)
+	}
+	r, err := l.readFrom(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for txid := pagewire.TXID(2); txid <= 9; txid++ {
+		if mem := check(r, txid); mem != (txid >= 7) {
+			t.Fatalf("txn %d read from memory=%v, want %v", txid, mem, txid >= 7)
+		}
+	}
+	// The reader is at the end, its position taken from memory. Six more
+	// go in; it has to go back to the file for the first three of them.
+	for txid := pagewire.TXID(10); txid <= 15; txid++ {
+		if err := l.append(testTxn(txid, byte(txid))); err != nil {
+			t.Fatal(err)
+		}
+		appended[txid] = l.recent[len(l.recent)-1].txn
+	}
+	for txid := pagewire.TXID(10); txid <= 15; txid++ {
+		if mem := check(r, txid); mem != (txid >= 13) {
+			t.Fatalf("txn %d read from memory=%v, want %v", txid, mem, txid >= 13)
+		}
+	}
+	if _, ok, err := r.Next(); ok || err != nil {
+		t.Fatalf("past the end: ok=%v err=%v", ok, err)
+	}
+
+	// A jump starts memory over: a reader from before it finds the gap.
+	add(20, 20)
+	if got := len(l.recent); got != 1 || l.recent[0].txn.TXID != 20 {
+		t.Fatalf("after a jump kept %d records, want only 20", got)
+	}
+	if _, _, err := r.Next(); !errors.Is(err, errTxlogGap) {
+		t.Fatalf("reading across the jump: %v, want errTxlogGap", err)
+	}
+
+	// Pruning drops kept records older than recentAge; the file still
+	// has them.
+	l.prune(appended[20].CommitTime.Add(recentAge + time.Second))
+	if len(l.recent) != 0 || l.recentBytes != 0 {
+		t.Fatalf("after pruning kept %d records (%d bytes), want none", len(l.recent), l.recentBytes)
+	}
+	r2, err := l.readFrom(20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if check(r2, 20) {
+		t.Fatal("txn 20 read from memory after pruning")
+	}
+
+	// reset forgets them too.
+	add(21, 21)
+	if err := l.reset(); err != nil {
+		t.Fatal(err)
+	}
+	if len(l.recent) != 0 || l.recentBytes != 0 {
+		t.Fatalf("after reset kept %d records, want none", len(l.recent))
+	}
+}
