@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"testing"
@@ -123,17 +124,29 @@ func TestBench_replicationQuick(t *testing.T) {
 		}
 	}
 
-	if got := len(rr.WriteRates); got != 3 {
-		t.Errorf("write rates for %d replica counts, want 3 (0, 1, 2)", got)
+	// Two placements on a machine of two CPUs or more, each with 0, 1, 2.
+	placements := []string{"shared", "separate"}
+	if runtime.NumCPU() < 2 {
+		placements = placements[:1]
+	}
+	if got, want := len(rr.WriteRates), 3*len(placements); got != want {
+		t.Errorf("write rates for %d placement and replica counts, want %d", got, want)
 	}
 	for i, wr := range rr.WriteRates {
-		if wr.Replicas != i || len(wr.Primary.Rates) != 1 || wr.Primary.MedianRate <= 0 || wr.Ratio <= 0 {
-			t.Errorf("write rate %d: %d replicas, rates %v, median %g, ratio %g; want %d replicas and positive numbers",
-				i, wr.Replicas, wr.Primary.Rates, wr.Primary.MedianRate, wr.Ratio, i)
+		k, pl := i%3, placements[min(i/3, len(placements)-1)]
+		if wr.Replicas != k || wr.Placement != pl || len(wr.Primary.Rates) != 1 || wr.Primary.MedianRate <= 0 || wr.Ratio <= 0 {
+			t.Errorf("write rate %d: %d replicas, %q placement, rates %v, median %g, ratio %g; want %d replicas, %q and positive numbers",
+				i, wr.Replicas, wr.Placement, wr.Primary.Rates, wr.Primary.MedianRate, wr.Ratio, k, pl)
 		}
-		if i > 0 && len(wr.CatchUpSeconds) != 1 {
-			t.Errorf("write rate with %d replicas: catch-up times %v, want one", i, wr.CatchUpSeconds)
+		if len(wr.RoundRatios) != 1 || (k == 0 && wr.RoundRatios[0] != 1) {
+			t.Errorf("write rate %d: round ratios %v, want one (1 with none)", i, wr.RoundRatios)
 		}
+		if k > 0 && len(wr.CatchUpSeconds) != 1 {
+			t.Errorf("write rate %d with %d replicas: catch-up times %v, want one", i, k, wr.CatchUpSeconds)
+		}
+	}
+	if !strings.Contains(out, "| separate | 2 |") && len(placements) == 2 {
+		t.Errorf("output lacks the separate placement's row with 2 replicas")
 	}
 
 	if got := len(rr.Lag); got != 2 {

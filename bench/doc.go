@@ -24,7 +24,10 @@
 // on loopback (the harness stops the workloads' node first):
 //
 //   - the primary's insert-normal rate with 0, 1 and 2 replicas connected,
-//     each replica caught up (its <db>-pos equal to the primary's) before;
+//     each replica caught up (its <db>-pos equal to the primary's) before,
+//     interleaved by round, in two placements: shared (every process on
+//     every CPU) and separate (the primary and its writer on half the CPUs,
+//     the replicas on the other half, as on separate machines);
 //   - visibility lag at ~1,000 tx/s (-lag-rate, -lag-seconds): a paced
 //     writer on the primary notes when each commit returns, a poller on a
 //     replica when it first sees it, once by the replica's -pos file and

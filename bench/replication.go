@@ -48,8 +48,11 @@ var replicationBars = bars{
 	LiteFSLagP90MS:    5.7,
 	LagRate:           1000,
 	ReplicaApplyRate:  500,
-	WriteRateReplicas: 2,
+	WriteRateReplicas: writeRateReplicas,
 }
+
+// writeRateReplicas is the most replicas the write rates run with.
+const writeRateReplicas = 2
 
 // runReplication runs the replication section and fills rr as it goes, so
 // that on an error the report still holds what was measured. Every node it
@@ -66,63 +69,129 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 		return err
 	}
 	nodes = append(nodes, p)
-	var replicas []*node
+	// replicas[i] is replica i+1's node, nil or stopped while it is not
+	// running; a restart reuses its data.dir.
+	replicas := make([]*node, writeRateReplicas)
 	var dbs []string // every database on the primary: a new replica catches up on all of them
-	addReplica := func() error {
-		i := len(replicas) + 1
-		logf("starting replica %d", i)
-		r, err := startNode(ctx, bin, nodeSpec{Name: fmt.Sprintf("replica %d", i), Dir: filepath.Join(base, fmt.Sprintf("replica%d", i)), Primary: p})
-		if err != nil {
-			return err
+	// setReplicas leaves replicas 1..k running, caught up on every
+	// database, and the others stopped.
+	setReplicas := func(k int) error {
+		for i := len(replicas) - 1; i >= k; i-- {
+			if r := replicas[i]; r != nil && !r.stopped {
+				if err := r.stop(); err != nil {
+					return err
+				}
+			}
 		}
-		nodes = append(nodes, r)
-		replicas = append(replicas, r)
-		d, err := waitCaughtUp(ctx, p, []*node{r}, dbs)
-		if err != nil {
-			return err
+		for i := range k {
+			if r := replicas[i]; r != nil && !r.stopped {
+				continue
+			}
+			logf("starting replica %d", i+1)
+			r, err := startNode(ctx, bin, nodeSpec{Name: fmt.Sprintf("replica %d", i+1), Dir: filepath.Join(base, fmt.Sprintf("replica%d", i+1)), Primary: p})
+			if err != nil {
+				return err
+			}
+			nodes = append(nodes, r)
+			replicas[i] = r
+			d, err := waitCaughtUp(ctx, p, []*node{r}, dbs)
+			if err != nil {
+				return err
+			}
+			logf("replica %d caught up on %d database(s) %.3f s after it was ready", i+1, len(dbs), d.Seconds())
 		}
-		logf("replica %d caught up on %d database(s) %.3f s after it was ready", i, len(dbs), d.Seconds())
 		return nil
 	}
 
-	// 1. The primary's write rate with 0, 1 and 2 replicas; lag and reads
-	// run with one replica, between the 1- and 2-replica rates.
-	writeRate := func(k int) error {
-		wr := writeRateResult{Replicas: k}
-		for round := 1; round <= o.Rounds; round++ {
-			name := fmt.Sprintf("repl_ins_%dr_r%d.db", k, round)
-			res, err := runWorkload(ctx, insertNormal, filepath.Join(p.MountDir, name), o.Inserts, workDir, nil)
-			if err != nil {
-				return fmt.Errorf("write rate with %d replica(s), round %d: %w", k, round, err)
+	// 1. The primary's write rate with 0, 1 and 2 replicas, interleaved:
+	// each round runs with 0, then 1, then 2 replicas (started, or
+	// restarted on their data.dir, and caught up before the run), so that
+	// the machine's drift over the section weighs on all three alike; and
+	// so in each placement, whose order alternates by round. A ratio is
+	// the median of the rounds' ratios to the same placement's run with no
+	// replica.
+	allCPUs, primaryCPUs, replicaCPUs, canSeparate := cpuSplit()
+	placements := []string{placementShared}
+	if canSeparate {
+		placements = append(placements, placementSeparate)
+	} else {
+		logf("one CPU: the write rates run in the shared placement only")
+	}
+	// place pins the bench (so the writer it starts), the primary and the
+	// running replicas for a separate run; place(allCPUs, allCPUs) undoes it.
+	place := func(cpusPrimary, cpusReplicas []int) error {
+		errs := []error{setAffinity(os.Getpid(), false, cpusPrimary), setAffinity(p.cmd.Process.Pid, true, cpusPrimary)}
+		for _, r := range replicas {
+			if r != nil && !r.stopped {
+				errs = append(errs, setAffinity(r.cmd.Process.Pid, true, cpusReplicas))
 			}
-			dbs = append(dbs, name)
-			wr.Primary.add(res)
-			line := fmt.Sprintf("round %d/%d insert-normal on the primary, %d replica(s): %s tx/s", round, o.Rounds, k, formatRate(float64(res.Ops)/res.Seconds))
-			if k > 0 {
-				d, err := waitCaughtUp(ctx, p, replicas, []string{name})
+		}
+		return errors.Join(errs...)
+	}
+	rates := make(map[string][]writeRateResult, len(placements))
+	for _, pl := range placements {
+		rates[pl] = make([]writeRateResult, writeRateReplicas+1)
+	}
+	runOne := func(round int, pl string, k int) (float64, error) {
+		if err := setReplicas(k); err != nil {
+			return 0, err
+		}
+		if pl == placementSeparate {
+			if err := place(primaryCPUs, replicaCPUs); err != nil {
+				return 0, errors.Join(err, place(allCPUs, allCPUs))
+			}
+		}
+		name := fmt.Sprintf("repl_ins_%s_%dr_r%d.db", pl, k, round)
+		res, err := runWorkload(ctx, insertNormal, filepath.Join(p.MountDir, name), o.Inserts, workDir, nil)
+		if pl == placementSeparate {
+			err = errors.Join(err, place(allCPUs, allCPUs))
+		}
+		if err != nil {
+			return 0, fmt.Errorf("write rate with %d replica(s), %s placement, round %d: %w", k, pl, round, err)
+		}
+		dbs = append(dbs, name)
+		wr := &rates[pl][k]
+		wr.Primary.add(res)
+		if k > 0 {
+			d, err := waitCaughtUp(ctx, p, replicas[:k], []string{name})
+			if err != nil {
+				return 0, err
+			}
+			wr.CatchUpSeconds = append(wr.CatchUpSeconds, d.Seconds())
+		}
+		return float64(res.Ops) / res.Seconds, nil
+	}
+	for round := 1; round <= o.Rounds; round++ {
+		order := slices.Clone(placements)
+		if round%2 == 0 {
+			slices.Reverse(order)
+		}
+		for _, pl := range order {
+			var none float64 // this round's rate with no replica
+			for k := range writeRateReplicas + 1 {
+				rate, err := runOne(round, pl, k)
 				if err != nil {
 					return err
 				}
-				wr.CatchUpSeconds = append(wr.CatchUpSeconds, d.Seconds())
-				line += fmt.Sprintf(", replicas caught up %.3f s after", d.Seconds())
+				if k == 0 {
+					none = rate
+				}
+				wr := &rates[pl][k]
+				wr.Replicas, wr.Placement = k, pl
+				wr.RoundRatios = append(wr.RoundRatios, rate/none)
+				wr.Ratio = median(wr.RoundRatios)
+				logf("round %d/%d insert-normal on the primary, %s placement, %d replica(s): %s tx/s, %s of none",
+					round, o.Rounds, pl, k, formatRate(rate), formatRatio(rate/none))
 			}
-			logf("%s", line)
 		}
-		if len(rr.WriteRates) > 0 && rr.WriteRates[0].Primary.MedianRate > 0 {
-			wr.Ratio = wr.Primary.MedianRate / rr.WriteRates[0].Primary.MedianRate
-		} else if k == 0 {
-			wr.Ratio = 1
-		}
-		rr.WriteRates = append(rr.WriteRates, wr)
-		return nil
 	}
-	if err := writeRate(0); err != nil {
-		return err
+	rr.WriteRates = nil
+	for _, pl := range placements {
+		rr.WriteRates = append(rr.WriteRates, rates[pl]...)
 	}
-	if err := addReplica(); err != nil {
-		return err
-	}
-	if err := writeRate(1); err != nil {
+
+	// Lag and reads run with one replica.
+	if err := setReplicas(1); err != nil {
 		return err
 	}
 
@@ -145,12 +214,6 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 	}
 	dbs = append(dbs, replicaReadDB)
 
-	if err := addReplica(); err != nil {
-		return err
-	}
-	if err := writeRate(2); err != nil {
-		return err
-	}
 	if err := stopNodes(nodes...); err != nil {
 		return err
 	}

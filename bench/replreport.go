@@ -47,9 +47,15 @@ type bars struct {
 // writeRateResult is the primary's insert-normal rate with some replicas
 // connected.
 type writeRateResult struct {
-	Replicas int          `json:"replicas"`
-	Primary  targetResult `json:"primary"`
-	Ratio    float64      `json:"ratio"` // median rate / median rate with no replica
+	Replicas int `json:"replicas"`
+	// Placement: "shared" (every process on every CPU) or "separate" (the
+	// primary and its writer on half the CPUs, the replicas on the other).
+	Placement string       `json:"placement"`
+	Primary   targetResult `json:"primary"`
+	Ratio     float64      `json:"ratio"` // median of RoundRatios
+	// RoundRatios: per round, the rate / the same round's rate with no
+	// replica.
+	RoundRatios []float64 `json:"round_ratios"`
 	// CatchUpSeconds: per round, from the end of the run (its Python
 	// process gone) until every replica's -pos equalled the primary's.
 	CatchUpSeconds []float64 `json:"catch_up_seconds,omitempty"`
@@ -118,9 +124,15 @@ func (rr *replicationReport) writeMarkdown(b io.Writer, cpus int) {
 	if len(rr.WriteRates) > 0 {
 		fmt.Fprintf(b, "### The primary's write rate with replicas connected\n\n"+
 			"insert-normal (autocommit 1-row inserts, synchronous=NORMAL, %s per run) on the primary's mount, a fresh database per run. "+
-			"Each replica had caught up on every database before the runs; \"caught up after\" is from the end of a run "+
-			"until every replica's -pos equalled the primary's (median).\n\n", formatInt(s.Inserts))
-		fmt.Fprintf(b, "| replicas | primary | vs 0 replicas | replicas caught up after | bar |\n|---|---|---|---|---|\n")
+			"The three are interleaved: each round runs with 0, then 1, then 2 replicas, each replica started (or restarted on its data.dir) "+
+			"and caught up on every database before the run, so that the machine's drift weighs on all three alike. "+
+			"Each round does so in two placements, in alternating order: **shared**, every process free to run on any of the %d CPUs, "+
+			"so that the replicas compete with the primary and its writer for them; and **separate**, the primary and its writer "+
+			"held to one half of the CPUs and the replicas to the other, as if they were separate machines, which leaves the primary's own "+
+			"cost of serving replicas. "+
+			"\"vs 0 replicas\" is the median of the rounds' ratios to the same round's and placement's run with none; \"caught up after\" is from the end of a run "+
+			"until every replica's -pos equalled the primary's (median).\n\n", formatInt(s.Inserts), cpus)
+		fmt.Fprintf(b, "| placement | replicas | primary | vs 0 replicas | replicas caught up after | bar |\n|---|---|---|---|---|---|\n")
 		for _, wr := range rr.WriteRates {
 			caught, barCell := "—", ""
 			if len(wr.CatchUpSeconds) > 0 {
@@ -129,7 +141,7 @@ func (rr *replicationReport) writeMarkdown(b io.Writer, cpus int) {
 			if wr.Replicas == bar.WriteRateReplicas {
 				barCell = "≥ " + formatRatio(bar.WriteRateRatio)
 			}
-			fmt.Fprintf(b, "| %d | %s tx/s | %s | %s | %s |\n", wr.Replicas, formatRate(wr.Primary.MedianRate), formatRatio(wr.Ratio), caught, barCell)
+			fmt.Fprintf(b, "| %s | %d | %s tx/s | %s | %s | %s |\n", wr.Placement, wr.Replicas, formatRate(wr.Primary.MedianRate), formatRatio(wr.Ratio), caught, barCell)
 		}
 		fmt.Fprintln(b)
 	}
