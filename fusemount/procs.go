@@ -31,8 +31,9 @@ func goFuseReaderLimit() int {
 
 var reserveOnce sync.Once
 
-// reserveReaderProcs raises GOMAXPROCS by readers+1, once per process. Call
-// it after fuse.NewServer, whose reader limit it reads.
+// reserveReaderProcs raises GOMAXPROCS by readers+1, once per process.
+// readers is goFuseReaderLimit taken before fuse.NewServer (which reads
+// GOMAXPROCS); call it after.
 func reserveReaderProcs(readers int, log *slog.Logger) {
 	reserveOnce.Do(func() {
 		if os.Getenv("GOMAXPROCS") != "" {

@@ -335,7 +335,7 @@ type txlogReader struct {
 	next pagewire.TXID // the TXID wanted next
 	seg  *segment
 	f    *os.File // seg's file; nil until read from
-	off  int64    // where in seg the next record starts, or one before it
+	off  int64    // where in seg the next record to read starts (an earlier one while skipping to next)
 }
 
 // readFrom starts reading at TXID next. It returns errTxlogGap if the log
