@@ -90,6 +90,16 @@ type walState struct {
 	ck1, ck2    uint32 // running checksum at commitFrame
 	index       map[uint32]uint32
 	pending     []pendingFrame // frames scanned past commitFrame, not yet committed
+
+	// SQLite spills the pages of a large transaction into the WAL before
+	// its commit. If such a page changes again, its frame's page is
+	// overwritten in place, the commit frame is appended, and only then
+	// are the checksums rewritten (24-byte header writes) from the first
+	// overwritten frame to the commit frame (wal.c walRewriteChecksums).
+	// The commit validates only once that last header lands.
+	appended     uint32 // last frame appended (header, then page) since commitFrame
+	overwritten  uint32 // first frame whose page was overwritten in place since commitFrame; 0 if none
+	awaitRewrite uint32 // a commit frame written while checksums before it were stale; 0 if none
 }
 
 // expectedCommit is a replica's announcement that the next commit applies
@@ -292,7 +302,7 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 		}
 	}
 	fromMeta()
-	if _, err := d.scanFrames(0, func(frame uint32) {
+	if _, _, err := d.scanFrames(0, func(frame uint32) {
 		commits++
 		if sameGen && frame == m.CommitFrame {
 			atMeta = true
@@ -312,11 +322,21 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	return commits, commits == 0, nil
 }
 
+// scanStop says why a scan of the WAL ended before the frame it was asked
+// to reach: SQLite's recovery would stop at the same frame.
+type scanStop struct {
+	frame  uint32 // the first frame not accepted
+	reason string // "short", "salt", "pgno" or "checksum"
+}
+
+func (s scanStop) String() string { return fmt.Sprintf("%s at frame %d", s.reason, s.frame) }
+
 // scanFrames reads the WAL frames after the last counted commit, up to
 // frame `upto` (0: to the end of the file), stopping at the first invalid
 // frame. Each commit frame applies its transaction and calls onCommit. It
-// returns how many valid frames it read.
-func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, error) {
+// returns how many valid frames it read and, when it stopped before upto,
+// where and why.
+func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, *scanStop, error) {
 	d.w.pending = d.w.pending[:0]
 	next := d.w.commitFrame + 1
 	ck1, ck2 := d.w.ck1, d.w.ck2
@@ -325,32 +345,35 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, er
 		buf := d.frameBuf
 		if n, err := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize)); n < len(buf) {
 			if err != nil && !errors.Is(err, io.EOF) {
-				return read, fmt.Errorf("read wal frame %d: %w", f, err)
+				return read, nil, fmt.Errorf("read wal frame %d: %w", f, err)
 			}
-			break
+			return read, &scanStop{f, "short"}, nil
 		}
 		fh := parseWALFrameHeader(buf)
-		if fh.Pgno == 0 || fh.Salt1 != d.w.hdr.Salt1 || fh.Salt2 != d.w.hdr.Salt2 {
-			break
+		if fh.Salt1 != d.w.hdr.Salt1 || fh.Salt2 != d.w.hdr.Salt2 {
+			return read, &scanStop{f, "salt"}, nil
+		}
+		if fh.Pgno == 0 {
+			return read, &scanStop{f, "pgno"}, nil
 		}
 		be := d.w.hdr.bigEndianChecksum()
 		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
 		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
 		if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
-			break
+			return read, &scanStop{f, "checksum"}, nil
 		}
 		read++
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
 		if fh.Commit != 0 {
 			if err := d.applyCommit(fh.Commit, f, ck1, ck2); err != nil {
-				return read, err
+				return read, nil, err
 			}
 			if onCommit != nil {
 				onCommit(f)
 			}
 		}
 	}
-	return read, nil
+	return read, nil, nil
 }
 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
@@ -390,6 +413,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 	d.pos.Checksum = sum | checksumFlag
 	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
 	d.w.pending = d.w.pending[:0]
+	d.w.appended, d.w.overwritten, d.w.awaitRewrite = frame, 0, 0
 	switch {
 	case expect == nil:
 		d.pos.TXID++
@@ -633,16 +657,63 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	if !d.w.ok {
 		return nil
 	}
-	frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
-	end := off + int64(len(data))
-	if end <= walHeaderSize || (end-walHeaderSize)%frameSize != 0 {
+	k, ok := d.commitCandidate(off, len(data))
+	if !ok {
 		return nil
+	}
+	return d.countCommit(k)
+}
+
+// commitCandidate follows where a WAL write lands in the current
+// transaction and reports the frame whose commit it may complete: the
+// last frame of a write that ends a frame, or the awaited commit frame
+// whose checksum rewrite it ends.
+func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
+	frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
+	end := off + int64(n)
+	if end <= walHeaderSize {
+		return 0, false
 	}
 	k := uint32((end - walHeaderSize) / frameSize)
-	if k <= d.w.commitFrame {
-		return nil
+	switch (end - walHeaderSize) % frameSize {
+	case 0: // the write ends frame k
+		if k <= d.w.commitFrame {
+			return 0, false
+		}
+		pageOnly := off == walfmt.FrameOffset(k, d.pageSize)+walFrameHeaderSize
+		if pageOnly && k <= d.w.appended {
+			// A spilled page changed again: SQLite will rewrite the
+			// checksums from here once its commit frame is written.
+			if d.w.overwritten == 0 || k < d.w.overwritten {
+				d.w.overwritten = k
+			}
+			return 0, false
+		}
+		d.w.appended = k
+		return k, true
+	case walFrameHeaderSize: // the write ends frame k+1's header
+		k++
+		if k == d.w.awaitRewrite {
+			return k, true // the last checksum rewrite: the commit is whole
+		}
+		if d.w.awaitRewrite != 0 && k >= d.w.overwritten && k < d.w.awaitRewrite {
+			return 0, false // a checksum rewrite on the way to the commit frame
+		}
+		// A frame is being appended: the transaction's frames end before it.
+		d.w.appended, d.w.awaitRewrite = k-1, 0
+		if d.w.overwritten >= k {
+			d.w.overwritten = 0
+		}
 	}
-	// Only a commit frame's completion can commit; look at its header.
+	return 0, false
+}
+
+// countCommit counts the transactions that end at frame k, if k is a commit
+// frame. A commit frame that does not validate fails the write that
+// completed it, so that SQLite reports an error to the app instead of a
+// commit that no replica would get; the one exception is a commit whose
+// checksums SQLite is about to rewrite.
+func (d *database) countCommit(k uint32) error {
 	var fh [walFrameHeaderSize]byte
 	if _, err := d.wal.ReadAt(fh[:], walfmt.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
@@ -650,26 +721,37 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	if binary.BigEndian.Uint32(fh[4:]) == 0 {
 		return nil
 	}
+	rewritten := k == d.w.awaitRewrite
 	before := d.pos.TXID
-	if _, err := d.scanFrames(k, nil); err != nil {
-		d.w.pending = d.w.pending[:0]
-		if d.gate != nil && d.pos.TXID == before {
-			// The primary did not commit it: nor may this node, even
-			// after a crash and SQLite's recovery of the WAL.
-			var zero [walFrameHeaderSize]byte
-			if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
-				d.log.Error("could not undo a transaction the primary refused", logKeyError, werr)
-			}
-		}
-		return err
-	}
+	_, stop, err := d.scanFrames(k, nil)
 	d.w.pending = d.w.pending[:0]
-	if d.pos.TXID == before {
-		d.log.Warn("a WAL commit frame failed validation; not counted", "frame", k)
+	if err == nil && d.pos.TXID != before && stop == nil {
+		d.commits += uint64(d.pos.TXID - before)
+		return d.saveMeta(false)
+	}
+	if err == nil && !rewritten && stop != nil && stop.reason == "checksum" && stop.frame == d.w.overwritten {
+		d.w.awaitRewrite = k
 		return nil
 	}
-	d.commits += uint64(d.pos.TXID - before)
-	return d.saveMeta(false)
+	d.w.awaitRewrite, d.w.overwritten = 0, 0
+	if d.pos.TXID != before {
+		// Earlier commits in the write counted; the last did not.
+		d.commits += uint64(d.pos.TXID - before)
+		if serr := d.saveMeta(false); serr != nil {
+			d.log.Error("could not record the position", logKeyError, serr)
+		}
+	}
+	if err == nil {
+		err = fmt.Errorf("%w: the commit in frame %d of %s-wal does not validate (%s), so it is refused: a WAL must be written by SQLite",
+			pagewire.ErrInvalidArgument, k, d.name, stop)
+	}
+	// The transaction did not count: make sure SQLite's recovery cannot
+	// bring it back after a crash either.
+	var zero [walFrameHeaderSize]byte
+	if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
+		d.log.Error("could not undo a refused commit", logKeyError, werr)
+	}
+	return err
 }
 
 // readPage reads page pgno of the committed database: from its newest WAL

@@ -24,6 +24,15 @@ type walBuilder struct {
 	salt2    uint32
 	ck1, ck2 uint32
 	next     uint32 // next frame number
+	// frames holds what was written since the last header, index frame-1,
+	// for overwrite and rewriteChecksums.
+	frames []builtFrame
+}
+
+type builtFrame struct {
+	pgno, commit uint32
+	page         []byte
+	ck1, ck2     uint32 // the chained checksum before this frame
 }
 
 func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder {
@@ -48,6 +57,7 @@ func (w *walBuilder) restart(salt1 uint32) {
 	binary.BigEndian.PutUint32(hdr[16:], w.salt1)
 	binary.BigEndian.PutUint32(hdr[20:], w.salt2)
 	w.ck1, w.ck2 = walfmt.Checksum(false, 0, 0, hdr[:24])
+	w.frames = nil
 	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
 	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
 	if _, _, err := w.s.WriteAt(w.id, hdr, 0, false); err != nil {
@@ -70,15 +80,8 @@ func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXI
 // frame (the checksums run on as if it was written).
 func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire.TXID, error) {
 	w.t.Helper()
-	fh := make([]byte, walFrameHeaderSize)
-	binary.BigEndian.PutUint32(fh[0:], pgno)
-	binary.BigEndian.PutUint32(fh[4:], commit)
-	binary.BigEndian.PutUint32(fh[8:], w.salt1)
-	binary.BigEndian.PutUint32(fh[12:], w.salt2)
-	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
-	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, page)
-	binary.BigEndian.PutUint32(fh[16:], w.ck1)
-	binary.BigEndian.PutUint32(fh[20:], w.ck2)
+	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck1: w.ck1, ck2: w.ck2})
+	fh := w.frameHeader(pgno, commit, page)
 	off := walfmt.FrameOffset(w.next, w.pageSize)
 	if _, _, err := w.s.WriteAt(w.id, fh, off, false); err != nil {
 		w.t.Fatal(err)
@@ -89,6 +92,46 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	}
 	w.next++
 	return txid, nil
+}
+
+// frameHeader encodes a frame header, chaining the checksum on from w.ck.
+func (w *walBuilder) frameHeader(pgno, commit uint32, page []byte) []byte {
+	fh := make([]byte, walFrameHeaderSize)
+	binary.BigEndian.PutUint32(fh[0:], pgno)
+	binary.BigEndian.PutUint32(fh[4:], commit)
+	binary.BigEndian.PutUint32(fh[8:], w.salt1)
+	binary.BigEndian.PutUint32(fh[12:], w.salt2)
+	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
+	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, page)
+	binary.BigEndian.PutUint32(fh[16:], w.ck1)
+	binary.BigEndian.PutUint32(fh[20:], w.ck2)
+	return fh
+}
+
+// overwrite writes a new page into an earlier frame in place, leaving its
+// checksum stale, as SQLite does with a spilled page that changed again.
+func (w *walBuilder) overwrite(frame uint32, page []byte) {
+	w.t.Helper()
+	w.frames[frame-1].page = page
+	if _, _, err := w.s.WriteAt(w.id, page, walfmt.FrameOffset(frame, w.pageSize)+walFrameHeaderSize, false); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// rewriteChecksums rewrites the frame headers from frame `first` to the
+// last frame, one 24-byte write each (wal.c walRewriteChecksums), and
+// returns the TXID and error of the last write.
+func (w *walBuilder) rewriteChecksums(first uint32) (pagewire.TXID, error) {
+	w.t.Helper()
+	w.ck1, w.ck2 = w.frames[first-1].ck1, w.frames[first-1].ck2
+	var txid pagewire.TXID
+	var err error
+	for f := first; f < w.next; f++ {
+		bf := &w.frames[f-1]
+		bf.ck1, bf.ck2 = w.ck1, w.ck2
+		_, txid, err = w.s.WriteAt(w.id, w.frameHeader(bf.pgno, bf.commit, bf.page), walfmt.FrameOffset(f, w.pageSize), false)
+	}
+	return txid, err
 }
 
 func testPage(fill byte) []byte { return bytes.Repeat([]byte{fill}, defaultPageSize) }
@@ -168,7 +211,9 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 		t.Fatalf("page count=%d, want 2", di.PageCount)
 	}
 
-	// A commit frame with a bad checksum is not counted.
+	// A commit frame with a bad checksum is not counted, and the write
+	// that completes it fails: SQLite must not report a commit that no
+	// replica would get.
 	bad := make([]byte, walFrameHeaderSize)
 	binary.BigEndian.PutUint32(bad[0:], 2)
 	binary.BigEndian.PutUint32(bad[4:], 2)
@@ -176,8 +221,11 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	binary.BigEndian.PutUint32(bad[12:], w.salt2)
 	off := walfmt.FrameOffset(w.next, w.pageSize)
 	s.WriteAt(w.id, bad, off, false)
-	if _, txid, _ := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); txid != 3 {
-		t.Fatalf("TXID after a bad frame = %d, want 3", txid)
+	if _, _, err := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("write completing a bad commit frame: err=%v, want ErrInvalidArgument", err)
+	}
+	if di, _ := s.Database("app.db"); di.Pos.TXID != 3 {
+		t.Fatalf("TXID after a bad frame = %d, want 3", di.Pos.TXID)
 	}
 
 	// The position survives a restart.
@@ -652,5 +700,110 @@ func TestMeta_ReadsVersion1(t *testing.T) {
 	m.Next = pagewire.Pos{TXID: 12, Checksum: 7}
 	if got, err := decodeMeta(m.encode()); err != nil || got != m {
 		t.Fatalf("version 2: got %+v, %v; want %+v", got, err, m)
+	}
+}
+
+// A large transaction as SQLite writes it with a small page cache: pages
+// spilled into the WAL before the commit, a spilled page overwritten in
+// place when it changes again, the commit frame appended, and only then
+// the checksums rewritten from the first overwritten frame. The commit
+// counts when the last rewrite lands, with the overwritten page's content.
+func TestStore_SpilledTransactionCountsAfterChecksumRewrite(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", false)
+	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
+	w := newWALBuilder(t, s, "app.db", 5)
+
+	w.frame(2, testPage(2), 0) // spilled
+	w.frame(3, testPage(3), 0) // spilled
+	w.frame(4, testPage(4), 0) // spilled
+	w.overwrite(2, testPage(33)) // frame 2 holds page 3
+	w.overwrite(1, testPage(22)) // frame 1 holds page 2
+	if txid := w.frame(5, testPage(5), 5); txid != 1 {
+		t.Fatalf("TXID once the commit frame is written with stale checksums = %d, want 1 (not yet whole)", txid)
+	}
+	txid, err := w.rewriteChecksums(1)
+	if err != nil || txid != 2 {
+		t.Fatalf("after the checksum rewrite: txid=%d err=%v, want 2", txid, err)
+	}
+	pages[2], pages[3], pages[4], pages[5] = testPage(22), testPage(33), testPage(4), testPage(5)
+	want := pagewire.Pos{TXID: 2, Checksum: checksumOf(pages, 5)}
+	if di, _ := s.Database("app.db"); di.Pos != want {
+		t.Fatalf("pos=%v, want %v", di.Pos, want)
+	}
+
+	// The next transaction appends after it as usual.
+	if txid := w.frame(2, testPage(7), 5); txid != 3 {
+		t.Fatalf("TXID of the next commit = %d, want 3", txid)
+	}
+	pages[2] = testPage(7)
+	want = pagewire.Pos{TXID: 3, Checksum: checksumOf(pages, 5)}
+	s.Close()
+	s2 := openTestStore(t, dir)
+	if di, _ := s2.Database("app.db"); di.Pos != want || di.Err != nil {
+		t.Fatalf("after restart pos=%v err=%v, want %v", di.Pos, di.Err, want)
+	}
+}
+
+// A checksum rewrite that still does not validate fails its last write,
+// and the refused transaction does not count, now or after a restart.
+func TestStore_BadChecksumRewriteFailsTheCommit(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	w.frame(3, testPage(3), 0)
+	w.overwrite(1, testPage(22))
+	w.frame(4, testPage(4), 4)
+	// Rewrite from frame 2 only: frame 1 keeps its stale checksum.
+	if _, err := w.rewriteChecksums(2); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("last rewrite: err=%v, want ErrInvalidArgument", err)
+	}
+	di, _ := s.Database("app.db")
+	if di.Pos.TXID != 1 {
+		t.Fatalf("TXID=%d, want 1", di.Pos.TXID)
+	}
+	s.Close()
+	s2 := openTestStore(t, dir)
+	if di2, _ := s2.Database("app.db"); di2.Pos != di.Pos || di2.Err != nil {
+		t.Fatalf("after restart pos=%v err=%v, want %v", di2.Pos, di2.Err, di.Pos)
+	}
+}
+
+// A commit frame whose earlier frames are stale without any overwrite in
+// place will not be rewritten by SQLite: its write fails at once.
+func TestStore_StaleFrameWithoutOverwriteFailsTheCommit(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	// Change frame 1's page with its header in the same write: not how
+	// SQLite overwrites, so no rewrite is awaited.
+	whole := append(w.frameHeader(2, 0, testPage(9)), testPage(8)...)
+	if _, _, err := s.WriteAt(w.id, whole, walfmt.FrameOffset(1, w.pageSize), false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.tryFrame(3, testPage(3), 3); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("commit after a stale frame: err=%v, want ErrInvalidArgument", err)
+	}
+}
+
+// A transaction that spilled, overwrote a frame and rolled back leaves no
+// state behind: the next transaction reuses the frames and counts at its
+// commit frame.
+func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	w.frame(3, testPage(3), 0)
+	w.overwrite(1, testPage(22))
+	// Rolled back: the next transaction starts again at frame 1.
+	w.next, w.ck1, w.ck2 = 1, w.frames[0].ck1, w.frames[0].ck2
+	w.frame(4, testPage(4), 0)
+	if txid := w.frame(2, testPage(6), 4); txid != 2 {
+		t.Fatalf("TXID=%d, want 2", txid)
 	}
 }
