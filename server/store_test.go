@@ -715,9 +715,9 @@ func TestStore_SpilledTransactionCountsAfterChecksumRewrite(t *testing.T) {
 	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
 	w := newWALBuilder(t, s, "app.db", 5)
 
-	w.frame(2, testPage(2), 0) // spilled
-	w.frame(3, testPage(3), 0) // spilled
-	w.frame(4, testPage(4), 0) // spilled
+	w.frame(2, testPage(2), 0)   // spilled
+	w.frame(3, testPage(3), 0)   // spilled
+	w.frame(4, testPage(4), 0)   // spilled
 	w.overwrite(2, testPage(33)) // frame 2 holds page 3
 	w.overwrite(1, testPage(22)) // frame 1 holds page 2
 	if txid := w.frame(5, testPage(5), 5); txid != 1 {
