@@ -89,7 +89,10 @@ type walState struct {
 	commitFrame uint32 // last frame of the last counted commit
 	ck1, ck2    uint32 // running checksum at commitFrame
 	index       map[uint32]uint32
-	pending     []pendingFrame // frames scanned past commitFrame, not yet committed
+	// versions holds, per page in the WAL, the checksums of its committed
+	// frames: a checkpoint may copy any of them into the database file.
+	versions map[uint32][]uint64
+	pending  []pendingFrame // frames scanned past commitFrame, not yet committed
 
 	// SQLite spills the pages of a large transaction into the WAL before
 	// its commit. If such a page changes again, its frame's page is
@@ -384,7 +387,10 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 	expect := d.expect
 	var txn pagewire.Txn
 	if (d.logTxns || d.gate != nil) && expect == nil {
-		txn = d.pendingTxn(nPage)
+		var err error
+		if txn, err = d.pendingTxn(nPage); err != nil {
+			return err
+		}
 	}
 	if d.gate != nil && expect == nil {
 		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID+1, pre, d.commitChecksum(nPage)
@@ -404,6 +410,10 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 		sum ^= d.pages[p.pgno-1] ^ p.checksum
 		d.pages[p.pgno-1] = p.checksum
 		d.w.index[p.pgno] = p.frame
+		if d.w.versions == nil {
+			d.w.versions = map[uint32][]uint64{}
+		}
+		d.w.versions[p.pgno] = append(d.w.versions[p.pgno], p.checksum)
 	}
 	for i := int(nPage); i < len(d.pages); i++ {
 		sum ^= d.pages[i]
@@ -515,7 +525,7 @@ func (d *database) logTxn(t pagewire.Txn) {
 
 // pendingTxn reads the pages of the pending frames, the newest frame of
 // each page, for the transaction log.
-func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
+func (d *database) pendingTxn(nPage uint32) (pagewire.Txn, error) {
 	newest := make(map[uint32]uint32, len(d.w.pending))
 	for _, p := range d.w.pending {
 		if p.pgno <= nPage {
@@ -528,12 +538,12 @@ func (d *database) pendingTxn(nPage uint32) pagewire.Txn {
 		data := buf[:d.pageSize:d.pageSize]
 		buf = buf[d.pageSize:]
 		if _, err := d.wal.ReadAt(data, walfmt.FrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
-			d.log.Error("could not read a committed page for the transaction log", "pgno", pgno, logKeyError, err)
+			return txn, fmt.Errorf("read page %d of the commit for the transaction log: %w", pgno, err)
 		}
 		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pgno, Data: data})
 	}
 	slices.SortFunc(txn.Pages, func(a, b pagewire.Page) int { return cmp.Compare(a.Pgno, b.Pgno) })
-	return txn
+	return txn, nil
 }
 
 // watchPos returns the position, a channel closed at the next commit, and
@@ -589,16 +599,63 @@ func (d *database) startGeneration(h walHeader) error {
 	return d.saveMeta(false)
 }
 
-// writeDB writes to the database file. Only checkpoints write it in WAL
-// mode; a write that would take page 1 out of WAL mode is refused.
+// writeDB writes to the database file. In WAL mode only checkpoints write
+// it, copying committed pages: a write that would take page 1 out of WAL
+// mode, or put into a page anything but a committed version of it, is
+// refused, since it would change what readers see without a transaction.
 func (d *database) writeDB(off int64, data []byte) error {
 	if off < 100 {
 		if err := d.checkPage1Write(off, data); err != nil {
 			return err
 		}
 	}
+	if err := d.checkCommittedPages(off, data); err != nil {
+		return err
+	}
 	_, err := d.db.WriteAt(data, off)
 	return err
+}
+
+// checkCommittedPages checks that a write to the database file holds whole
+// pages, each a committed version of itself.
+func (d *database) checkCommittedPages(off int64, data []byte) error {
+	ps := int64(d.pageSize)
+	if off%ps != 0 || int64(len(data))%ps != 0 {
+		return fmt.Errorf("%w: refusing a write of %d bytes at offset %d of %q: the database file takes whole pages only (only SQLite's checkpoints write it)",
+			pagewire.ErrInvalidArgument, len(data), off, d.name)
+	}
+	for i := int64(0); i < int64(len(data)); i += ps {
+		pgno := uint32((off+i)/ps) + 1
+		if !d.committedVersion(pgno, pageChecksum(pgno, data[i:i+ps])) {
+			return fmt.Errorf("%w: refusing a write to page %d of %q: it is not a committed version of the page (only SQLite's checkpoints write the database file)",
+				pagewire.ErrInvalidArgument, pgno, d.name)
+		}
+	}
+	return nil
+}
+
+// committedVersion reports whether a page with checksum ck may stand in the
+// database file: the page as committed, or one of its committed frames in
+// the WAL, which a checkpoint copies.
+func (d *database) committedVersion(pgno uint32, ck uint64) bool {
+	if int(pgno) <= len(d.pages) && d.pages[pgno-1] == ck {
+		return true
+	}
+	return slices.Contains(d.w.versions[pgno], ck)
+}
+
+// checkDBTruncate refuses to cut committed pages from the database file
+// unless the WAL holds them: a checkpoint truncates only to the committed
+// size.
+func (d *database) checkDBTruncate(size int64) error {
+	ps := int64(d.pageSize)
+	for pgno := uint32(size/ps) + 1; int(pgno) <= len(d.pages); pgno++ {
+		if _, ok := d.w.index[pgno]; !ok {
+			return fmt.Errorf("%w: refusing to truncate %q to %d bytes: page %d is committed and only in the database file",
+				pagewire.ErrInvalidArgument, d.name, size, pgno)
+		}
+	}
+	return nil
 }
 
 func (d *database) checkPage1Write(off int64, data []byte) error {

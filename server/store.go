@@ -828,6 +828,9 @@ func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error)
 		if size < int64(d.pageSize) {
 			return FileInfo{}, fmt.Errorf("%w: refusing to truncate %q below one page: delete the database instead", pagewire.ErrInvalidArgument, d.name)
 		}
+		if err := d.checkDBTruncate(size); err != nil {
+			return FileInfo{}, err
+		}
 		if err := d.db.Truncate(size); err != nil {
 			return FileInfo{}, err
 		}

@@ -807,3 +807,51 @@ func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
 		t.Fatalf("TXID=%d, want 2", txid)
 	}
 }
+
+// A checkpoint may copy any committed version of a page into the database
+// file, the newest or an older one (a reader pinned an older snapshot);
+// anything else written there would change what readers see without a
+// transaction, and is refused, as is a truncation that drops committed
+// pages the WAL does not hold.
+func TestStore_DatabaseFileTakesOnlyCommittedPages(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	db := mustLookup(t, s, "app.db")
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 2)
+	w.frame(2, testPage(3), 2)
+	ps := int64(defaultPageSize)
+	for _, fill := range []byte{2, 3} {
+		if _, _, err := s.WriteAt(db.ID, testPage(fill), ps, false); err != nil {
+			t.Fatalf("checkpoint copy of committed page version %d: %v", fill, err)
+		}
+	}
+	for _, tc := range []struct {
+		what string
+		data []byte
+		off  int64
+	}{
+		{"a page never committed", testPage(4), ps},
+		{"half a page", testPage(2)[:100], ps},
+		{"a page past the database", testPage(2), 5 * ps},
+	} {
+		if _, _, err := s.WriteAt(db.ID, tc.data, tc.off, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Errorf("%s: err=%v, want ErrInvalidArgument", tc.what, err)
+		}
+	}
+	// Page 2 is in the WAL: the file may lose it. Page 1 is not.
+	if _, err := s.Truncate(db.ID, ps, false); err != nil {
+		t.Fatalf("truncate to the pages the WAL does not hold: %v", err)
+	}
+	w.restart(6) // as after a full checkpoint: the WAL is empty
+	if _, _, err := s.WriteAt(db.ID, testPage(3), ps, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Truncate(db.ID, ps, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("truncate that drops committed page 2: err=%v, want ErrInvalidArgument", err)
+	}
+	di, _ := s.Database("app.db")
+	if want := checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize), 2: testPage(3)}, 2); di.Pos.Checksum != want || di.Pos.TXID != 3 {
+		t.Fatalf("pos=%v, want 3/%016x", di.Pos, want)
+	}
+}
