@@ -55,6 +55,7 @@ unit:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseWALHeader$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 50000x ./server/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageSums$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzStore_WALWrites$$' -fuzztime 5000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 300000x ./config/

@@ -107,6 +107,14 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 	return resp, nil
 }
 
+func (a *adminService) VerifyDatabase(_ context.Context, req *adminv1.VerifyDatabaseRequest) (*adminv1.VerifyDatabaseResponse, error) {
+	r, err := a.store.Verify(req.GetName(), req.GetRepair())
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return verifyReportToProto(r), nil
+}
+
 func (a *adminService) GetNode(context.Context, *adminv1.GetNodeRequest) (*adminv1.GetNodeResponse, error) {
 	role, ro := a.store.Role()
 	primary, primaryURL := ro.Primary, ro.AdvertiseURL

@@ -40,6 +40,14 @@ func databaseToProto(di DatabaseInfo) *adminv1.Database {
 	}
 }
 
+func verifyReportToProto(r VerifyReport) *adminv1.VerifyDatabaseResponse {
+	return &adminv1.VerifyDatabaseResponse{
+		Ok: r.OK(), Txid: uint64(r.Pos.TXID), Checksum: r.Pos.Checksum, ContentChecksum: r.Checksum,
+		PageCount: r.PageCount, BadPages: r.BadPages, BadPageCount: uint32(r.BadPageCount),
+		WalProblem: r.WAL, Uncounted: uint32(r.Uncounted), Repaired: r.Repaired, Summary: r.String(),
+	}
+}
+
 func roleToProto(r pagewire.Role) adminv1.Role {
 	switch r {
 	case pagewire.RolePrimary:

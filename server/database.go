@@ -229,11 +229,36 @@ func (d *database) load() error {
 		d.log.Info("counted transactions the meta file had not recorded", "transactions", recovered, logKeyTXID, d.pos.TXID)
 	}
 	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum {
-		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded: the files under %s were changed outside pagewire",
-			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.dir)
+		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded%s: the files under %s were changed outside pagewire; it takes no writes until re-seeded (a replica does so itself; on a primary, export it, delete it and import the copy)",
+			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.changedPages(m.Pos), d.dir)
 		d.log.Error("database checksum mismatch at startup", logKeyError, d.startupErr)
 	}
 	return d.saveMeta(true)
+}
+
+// changedPages names the pages that differ from the page checksums saved
+// when the node last stopped cleanly at pos, or "" without such a record.
+func (d *database) changedPages(pos pagewire.Pos) string {
+	b, err := os.ReadFile(filepath.Join(d.dir, pageSumsFileName))
+	if err != nil {
+		return ""
+	}
+	saved, err := decodePageSums(b)
+	if err != nil || saved.Pos != pos {
+		return ""
+	}
+	list, n := differingPages(saved.Pages, d.pages, maxReportedPages)
+	s := fmt.Sprintf(" (%d pages differ from when the node last stopped: %v", n, list)
+	if n > len(list) {
+		s += " ..."
+	}
+	return s + ")"
+}
+
+// savePageSums records every page's checksum at the current position, for
+// changedPages at the next start.
+func (d *database) savePageSums() error {
+	return writeFileSync(filepath.Join(d.dir, pageSumsFileName), pageSums{Pos: d.pos, Pages: d.pages}.encode())
 }
 
 // loadFile takes the page size from the database file's header hdr, and

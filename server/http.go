@@ -104,6 +104,17 @@ func (s *Server) apiMux() *http.ServeMux {
 		}
 		writeJSON(w, http.StatusOK, j)
 	})
+	mux.HandleFunc("GET /api/v1/dbs/{name}/verify", func(w http.ResponseWriter, r *http.Request) {
+		resp, err := s.admin.VerifyDatabase(r.Context(), &adminv1.VerifyDatabaseRequest{Name: r.PathValue("name")})
+		if err != nil {
+			writeError(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"ok": resp.GetOk(), "txid": pagewire.TXID(resp.GetTxid()).String(),
+			"checksum": fmt.Sprintf("%016x", resp.GetChecksum()), "content_checksum": fmt.Sprintf("%016x", resp.GetContentChecksum()),
+			"page_count": resp.GetPageCount(), "bad_pages": resp.GetBadPages(), "bad_page_count": resp.GetBadPageCount(),
+			"wal_problem": resp.GetWalProblem(), "uncounted": resp.GetUncounted(), "summary": resp.GetSummary()})
+	})
 	mux.HandleFunc("POST /api/v1/dbs/{name}/halt", func(w http.ResponseWriter, r *http.Request) {
 		req := &adminv1.AcquireHaltRequest{Name: r.PathValue("name")}
 		var body struct {

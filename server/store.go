@@ -224,6 +224,9 @@ func (s *Store) Close() error {
 			errs = append(errs, d.wal.Sync())
 		}
 		errs = append(errs, d.saveMeta(true))
+		if d.startupErr == nil {
+			errs = append(errs, d.savePageSums())
+		}
 		d.closeFiles()
 		d.deleted = true
 		d.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/pagewire/pagewire"
@@ -309,6 +310,10 @@ func TestStore_ReportsFilesChangedOutside(t *testing.T) {
 	di, _ := s2.Database("app.db")
 	if !errors.Is(di.Err, pagewire.ErrCorrupt) {
 		t.Fatalf("Err=%v, want ErrCorrupt", di.Err)
+	}
+	// The node stopped cleanly before, so the error names the page.
+	if !strings.Contains(di.Err.Error(), "1 pages differ from when the node last stopped: [1]") {
+		t.Fatalf("Err=%v, want it to name page 1", di.Err)
 	}
 	// Writes are refused so that the damage is not built upon.
 	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200, false); !errors.Is(err, pagewire.ErrCorrupt) {

@@ -6,6 +6,7 @@
 //	pagewire import  -name DB [-url URL] PATH
 //	pagewire handoff [-url URL] [-to HOST]
 //	pagewire halt    -name DB [-url URL] [-ttl D] [-wait D] -- CMD ARGS...
+//	pagewire verify  -name DB [-url URL] [-repair]
 //	pagewire version
 package main
 
@@ -29,6 +30,7 @@ const usage = `usage:
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
   pagewire handoff [-url URL] [-to HOST]             the primary hands the lease to a caught-up candidate
   pagewire halt    -name DB [-url URL] -- CMD        run CMD while holding the halt lock
+  pagewire verify  -name DB [-url URL] [-repair]     check a database's content against its position
   pagewire version
 `
 
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string) error {
 		return runHandoff(ctx, args[1:], os.Stdout)
 	case "halt":
 		return runHalt(ctx, args[1:], os.Stderr)
+	case "verify":
+		return runVerify(ctx, args[1:], os.Stdout)
 	case "apply-worker": // internal: started by a replica node
 		return runApplyWorker(ctx, args[1:])
 	case "version":

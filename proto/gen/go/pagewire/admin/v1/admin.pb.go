@@ -76,6 +76,201 @@ func (Role) EnumDescriptor() ([]byte, []int) {
 	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
+// VerifyDatabaseRequest names the database to verify.
+type VerifyDatabaseRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// repair counts committed transactions found in the WAL past the last
+	// one counted (as recovery at startup does), so that replicas get them.
+	Repair        bool `protobuf:"varint,2,opt,name=repair,proto3" json:"repair,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyDatabaseRequest) Reset() {
+	*x = VerifyDatabaseRequest{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyDatabaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyDatabaseRequest) ProtoMessage() {}
+
+func (x *VerifyDatabaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyDatabaseRequest.ProtoReflect.Descriptor instead.
+func (*VerifyDatabaseRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *VerifyDatabaseRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *VerifyDatabaseRequest) GetRepair() bool {
+	if x != nil {
+		return x.Repair
+	}
+	return false
+}
+
+// VerifyDatabaseResponse is what the verification found.
+type VerifyDatabaseResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ok is true when the recorded position matches the content.
+	Ok bool `protobuf:"varint,1,opt,name=ok,proto3" json:"ok,omitempty"`
+	// txid is the database's TXID once verified (after a repair, including
+	// the transactions it counted).
+	Txid uint64 `protobuf:"varint,2,opt,name=txid,proto3" json:"txid,omitempty"`
+	// checksum is the recorded checksum at txid.
+	Checksum uint64 `protobuf:"varint,3,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	// content_checksum is the checksum of the content as SQLite reads it.
+	ContentChecksum uint64 `protobuf:"varint,4,opt,name=content_checksum,json=contentChecksum,proto3" json:"content_checksum,omitempty"`
+	// page_count is the number of pages verified.
+	PageCount uint32 `protobuf:"varint,5,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
+	// bad_pages lists up to 100 pages whose content differs from their
+	// recorded checksums.
+	BadPages []uint32 `protobuf:"varint,6,rep,packed,name=bad_pages,json=badPages,proto3" json:"bad_pages,omitempty"`
+	// bad_page_count counts every such page.
+	BadPageCount uint32 `protobuf:"varint,7,opt,name=bad_page_count,json=badPageCount,proto3" json:"bad_page_count,omitempty"`
+	// wal_problem describes damage to the WAL's counted frames, "" if none.
+	WalProblem string `protobuf:"bytes,8,opt,name=wal_problem,json=walProblem,proto3" json:"wal_problem,omitempty"`
+	// uncounted is how many committed transactions the WAL holds past the
+	// last one counted.
+	Uncounted uint32 `protobuf:"varint,9,opt,name=uncounted,proto3" json:"uncounted,omitempty"`
+	// repaired is true when this call counted them.
+	Repaired bool `protobuf:"varint,10,opt,name=repaired,proto3" json:"repaired,omitempty"`
+	// summary says all of the above in one line.
+	Summary       string `protobuf:"bytes,11,opt,name=summary,proto3" json:"summary,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *VerifyDatabaseResponse) Reset() {
+	*x = VerifyDatabaseResponse{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *VerifyDatabaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*VerifyDatabaseResponse) ProtoMessage() {}
+
+func (x *VerifyDatabaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use VerifyDatabaseResponse.ProtoReflect.Descriptor instead.
+func (*VerifyDatabaseResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *VerifyDatabaseResponse) GetOk() bool {
+	if x != nil {
+		return x.Ok
+	}
+	return false
+}
+
+func (x *VerifyDatabaseResponse) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetChecksum() uint64 {
+	if x != nil {
+		return x.Checksum
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetContentChecksum() uint64 {
+	if x != nil {
+		return x.ContentChecksum
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetPageCount() uint32 {
+	if x != nil {
+		return x.PageCount
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetBadPages() []uint32 {
+	if x != nil {
+		return x.BadPages
+	}
+	return nil
+}
+
+func (x *VerifyDatabaseResponse) GetBadPageCount() uint32 {
+	if x != nil {
+		return x.BadPageCount
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetWalProblem() string {
+	if x != nil {
+		return x.WalProblem
+	}
+	return ""
+}
+
+func (x *VerifyDatabaseResponse) GetUncounted() uint32 {
+	if x != nil {
+		return x.Uncounted
+	}
+	return 0
+}
+
+func (x *VerifyDatabaseResponse) GetRepaired() bool {
+	if x != nil {
+		return x.Repaired
+	}
+	return false
+}
+
+func (x *VerifyDatabaseResponse) GetSummary() string {
+	if x != nil {
+		return x.Summary
+	}
+	return ""
+}
+
 // AcquireHaltRequest names the database to halt.
 type AcquireHaltRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -91,7 +286,7 @@ type AcquireHaltRequest struct {
 
 func (x *AcquireHaltRequest) Reset() {
 	*x = AcquireHaltRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -103,7 +298,7 @@ func (x *AcquireHaltRequest) String() string {
 func (*AcquireHaltRequest) ProtoMessage() {}
 
 func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -116,7 +311,7 @@ func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireHaltRequest.ProtoReflect.Descriptor instead.
 func (*AcquireHaltRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *AcquireHaltRequest) GetName() string {
@@ -151,7 +346,7 @@ type AcquireHaltResponse struct {
 
 func (x *AcquireHaltResponse) Reset() {
 	*x = AcquireHaltResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -163,7 +358,7 @@ func (x *AcquireHaltResponse) String() string {
 func (*AcquireHaltResponse) ProtoMessage() {}
 
 func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -176,7 +371,7 @@ func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireHaltResponse.ProtoReflect.Descriptor instead.
 func (*AcquireHaltResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AcquireHaltResponse) GetLock() *v1.HaltLock {
@@ -199,7 +394,7 @@ type ReleaseHaltRequest struct {
 
 func (x *ReleaseHaltRequest) Reset() {
 	*x = ReleaseHaltRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -211,7 +406,7 @@ func (x *ReleaseHaltRequest) String() string {
 func (*ReleaseHaltRequest) ProtoMessage() {}
 
 func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -224,7 +419,7 @@ func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHaltRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseHaltRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ReleaseHaltRequest) GetName() string {
@@ -250,7 +445,7 @@ type ReleaseHaltResponse struct {
 
 func (x *ReleaseHaltResponse) Reset() {
 	*x = ReleaseHaltResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -262,7 +457,7 @@ func (x *ReleaseHaltResponse) String() string {
 func (*ReleaseHaltResponse) ProtoMessage() {}
 
 func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -275,7 +470,7 @@ func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHaltResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseHaltResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 // Replica is a replica the primary streams a database to.
@@ -294,7 +489,7 @@ type Replica struct {
 
 func (x *Replica) Reset() {
 	*x = Replica{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -306,7 +501,7 @@ func (x *Replica) String() string {
 func (*Replica) ProtoMessage() {}
 
 func (x *Replica) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -319,7 +514,7 @@ func (x *Replica) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Replica.ProtoReflect.Descriptor instead.
 func (*Replica) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Replica) GetHostname() string {
@@ -364,7 +559,7 @@ type Database struct {
 
 func (x *Database) Reset() {
 	*x = Database{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -376,7 +571,7 @@ func (x *Database) String() string {
 func (*Database) ProtoMessage() {}
 
 func (x *Database) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -389,7 +584,7 @@ func (x *Database) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Database.ProtoReflect.Descriptor instead.
 func (*Database) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Database) GetName() string {
@@ -443,7 +638,7 @@ type ListDatabasesRequest struct {
 
 func (x *ListDatabasesRequest) Reset() {
 	*x = ListDatabasesRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +650,7 @@ func (x *ListDatabasesRequest) String() string {
 func (*ListDatabasesRequest) ProtoMessage() {}
 
 func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +663,7 @@ func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesRequest.ProtoReflect.Descriptor instead.
 func (*ListDatabasesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 // ListDatabasesResponse holds every database, sorted by name.
@@ -482,7 +677,7 @@ type ListDatabasesResponse struct {
 
 func (x *ListDatabasesResponse) Reset() {
 	*x = ListDatabasesResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +689,7 @@ func (x *ListDatabasesResponse) String() string {
 func (*ListDatabasesResponse) ProtoMessage() {}
 
 func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +702,7 @@ func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesResponse.ProtoReflect.Descriptor instead.
 func (*ListDatabasesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ListDatabasesResponse) GetDatabases() []*Database {
@@ -528,7 +723,7 @@ type GetDatabaseRequest struct {
 
 func (x *GetDatabaseRequest) Reset() {
 	*x = GetDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -540,7 +735,7 @@ func (x *GetDatabaseRequest) String() string {
 func (*GetDatabaseRequest) ProtoMessage() {}
 
 func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -553,7 +748,7 @@ func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*GetDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetDatabaseRequest) GetName() string {
@@ -584,7 +779,7 @@ type GetDatabaseResponse struct {
 
 func (x *GetDatabaseResponse) Reset() {
 	*x = GetDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -596,7 +791,7 @@ func (x *GetDatabaseResponse) String() string {
 func (*GetDatabaseResponse) ProtoMessage() {}
 
 func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -609,7 +804,7 @@ func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*GetDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDatabaseResponse) GetDatabase() *Database {
@@ -656,7 +851,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -668,7 +863,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -681,7 +876,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 // GetNodeResponse describes the node.
@@ -711,7 +906,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +918,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +931,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *GetNodeResponse) GetHostname() string {
@@ -812,7 +1007,7 @@ type WaitForPositionRequest struct {
 
 func (x *WaitForPositionRequest) Reset() {
 	*x = WaitForPositionRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -824,7 +1019,7 @@ func (x *WaitForPositionRequest) String() string {
 func (*WaitForPositionRequest) ProtoMessage() {}
 
 func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -837,7 +1032,7 @@ func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionRequest.ProtoReflect.Descriptor instead.
 func (*WaitForPositionRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WaitForPositionRequest) GetName() string {
@@ -874,7 +1069,7 @@ type WaitForPositionResponse struct {
 
 func (x *WaitForPositionResponse) Reset() {
 	*x = WaitForPositionResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +1081,7 @@ func (x *WaitForPositionResponse) String() string {
 func (*WaitForPositionResponse) ProtoMessage() {}
 
 func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +1094,7 @@ func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionResponse.ProtoReflect.Descriptor instead.
 func (*WaitForPositionResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitForPositionResponse) GetTxid() uint64 {
@@ -928,7 +1123,7 @@ type HandoffRequest struct {
 
 func (x *HandoffRequest) Reset() {
 	*x = HandoffRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -940,7 +1135,7 @@ func (x *HandoffRequest) String() string {
 func (*HandoffRequest) ProtoMessage() {}
 
 func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -953,7 +1148,7 @@ func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffRequest.ProtoReflect.Descriptor instead.
 func (*HandoffRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *HandoffRequest) GetTarget() string {
@@ -976,7 +1171,7 @@ type HandoffResponse struct {
 
 func (x *HandoffResponse) Reset() {
 	*x = HandoffResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -988,7 +1183,7 @@ func (x *HandoffResponse) String() string {
 func (*HandoffResponse) ProtoMessage() {}
 
 func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1001,7 +1196,7 @@ func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffResponse.ProtoReflect.Descriptor instead.
 func (*HandoffResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HandoffResponse) GetPrimary() string {
@@ -1029,7 +1224,7 @@ type ExportDatabaseRequest struct {
 
 func (x *ExportDatabaseRequest) Reset() {
 	*x = ExportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1041,7 +1236,7 @@ func (x *ExportDatabaseRequest) String() string {
 func (*ExportDatabaseRequest) ProtoMessage() {}
 
 func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1054,7 +1249,7 @@ func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ExportDatabaseRequest) GetName() string {
@@ -1079,7 +1274,7 @@ type ExportDatabaseResponse struct {
 
 func (x *ExportDatabaseResponse) Reset() {
 	*x = ExportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1286,7 @@ func (x *ExportDatabaseResponse) String() string {
 func (*ExportDatabaseResponse) ProtoMessage() {}
 
 func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1299,7 @@ func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExportDatabaseResponse) GetData() []byte {
@@ -1141,7 +1336,7 @@ type ImportDatabaseRequest struct {
 
 func (x *ImportDatabaseRequest) Reset() {
 	*x = ImportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1153,7 +1348,7 @@ func (x *ImportDatabaseRequest) String() string {
 func (*ImportDatabaseRequest) ProtoMessage() {}
 
 func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1166,7 +1361,7 @@ func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ImportDatabaseRequest) GetName() string {
@@ -1194,7 +1389,7 @@ type ImportDatabaseResponse struct {
 
 func (x *ImportDatabaseResponse) Reset() {
 	*x = ImportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1206,7 +1401,7 @@ func (x *ImportDatabaseResponse) String() string {
 func (*ImportDatabaseResponse) ProtoMessage() {}
 
 func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1219,7 +1414,7 @@ func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportDatabaseResponse) GetDatabase() *Database {
@@ -1233,7 +1428,25 @@ var File_pagewire_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a)pagewire/replication/v1/replication.proto\"\x84\x01\n" +
+	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a)pagewire/replication/v1/replication.proto\"C\n" +
+	"\x15VerifyDatabaseRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06repair\x18\x02 \x01(\bR\x06repair\"\xda\x02\n" +
+	"\x16VerifyDatabaseResponse\x12\x0e\n" +
+	"\x02ok\x18\x01 \x01(\bR\x02ok\x12\x12\n" +
+	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12\x1a\n" +
+	"\bchecksum\x18\x03 \x01(\x04R\bchecksum\x12)\n" +
+	"\x10content_checksum\x18\x04 \x01(\x04R\x0fcontentChecksum\x12\x1d\n" +
+	"\n" +
+	"page_count\x18\x05 \x01(\rR\tpageCount\x12\x1b\n" +
+	"\tbad_pages\x18\x06 \x03(\rR\bbadPages\x12$\n" +
+	"\x0ebad_page_count\x18\a \x01(\rR\fbadPageCount\x12\x1f\n" +
+	"\vwal_problem\x18\b \x01(\tR\n" +
+	"walProblem\x12\x1c\n" +
+	"\tuncounted\x18\t \x01(\rR\tuncounted\x12\x1a\n" +
+	"\brepaired\x18\n" +
+	" \x01(\bR\brepaired\x12\x18\n" +
+	"\asummary\x18\v \x01(\tR\asummary\"\x84\x01\n" +
 	"\x12AcquireHaltRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12+\n" +
 	"\x03ttl\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12-\n" +
@@ -1306,7 +1519,7 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\x04Role\x12\x14\n" +
 	"\x10ROLE_UNSPECIFIED\x10\x00\x12\x10\n" +
 	"\fROLE_PRIMARY\x10\x01\x12\x10\n" +
-	"\fROLE_REPLICA\x10\x022\xec\x06\n" +
+	"\fROLE_REPLICA\x10\x022\xd3\a\n" +
 	"\fAdminService\x12b\n" +
 	"\rListDatabases\x12'.pagewire.admin.v1.ListDatabasesRequest\x1a(.pagewire.admin.v1.ListDatabasesResponse\x12\\\n" +
 	"\vGetDatabase\x12%.pagewire.admin.v1.GetDatabaseRequest\x1a&.pagewire.admin.v1.GetDatabaseResponse\x12P\n" +
@@ -1316,7 +1529,8 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\aHandoff\x12!.pagewire.admin.v1.HandoffRequest\x1a\".pagewire.admin.v1.HandoffResponse\x12h\n" +
 	"\x0fWaitForPosition\x12).pagewire.admin.v1.WaitForPositionRequest\x1a*.pagewire.admin.v1.WaitForPositionResponse\x12\\\n" +
 	"\vAcquireHalt\x12%.pagewire.admin.v1.AcquireHaltRequest\x1a&.pagewire.admin.v1.AcquireHaltResponse\x12\\\n" +
-	"\vReleaseHalt\x12%.pagewire.admin.v1.ReleaseHaltRequest\x1a&.pagewire.admin.v1.ReleaseHaltResponseB\xce\x01\n" +
+	"\vReleaseHalt\x12%.pagewire.admin.v1.ReleaseHaltRequest\x1a&.pagewire.admin.v1.ReleaseHaltResponse\x12e\n" +
+	"\x0eVerifyDatabase\x12(.pagewire.admin.v1.VerifyDatabaseRequest\x1a).pagewire.admin.v1.VerifyDatabaseResponseB\xce\x01\n" +
 	"\x15com.pagewire.admin.v1B\n" +
 	"AdminProtoP\x01ZCgithub.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1;adminv1\xa2\x02\x03PAX\xaa\x02\x11Pagewire.Admin.V1\xca\x02\x11Pagewire\\Admin\\V1\xe2\x02\x1dPagewire\\Admin\\V1\\GPBMetadata\xea\x02\x13Pagewire::Admin::V1b\x06proto3"
 
@@ -1333,64 +1547,68 @@ func file_pagewire_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
 var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(Role)(0),                       // 0: pagewire.admin.v1.Role
-	(*AcquireHaltRequest)(nil),      // 1: pagewire.admin.v1.AcquireHaltRequest
-	(*AcquireHaltResponse)(nil),     // 2: pagewire.admin.v1.AcquireHaltResponse
-	(*ReleaseHaltRequest)(nil),      // 3: pagewire.admin.v1.ReleaseHaltRequest
-	(*ReleaseHaltResponse)(nil),     // 4: pagewire.admin.v1.ReleaseHaltResponse
-	(*Replica)(nil),                 // 5: pagewire.admin.v1.Replica
-	(*Database)(nil),                // 6: pagewire.admin.v1.Database
-	(*ListDatabasesRequest)(nil),    // 7: pagewire.admin.v1.ListDatabasesRequest
-	(*ListDatabasesResponse)(nil),   // 8: pagewire.admin.v1.ListDatabasesResponse
-	(*GetDatabaseRequest)(nil),      // 9: pagewire.admin.v1.GetDatabaseRequest
-	(*GetDatabaseResponse)(nil),     // 10: pagewire.admin.v1.GetDatabaseResponse
-	(*GetNodeRequest)(nil),          // 11: pagewire.admin.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),         // 12: pagewire.admin.v1.GetNodeResponse
-	(*WaitForPositionRequest)(nil),  // 13: pagewire.admin.v1.WaitForPositionRequest
-	(*WaitForPositionResponse)(nil), // 14: pagewire.admin.v1.WaitForPositionResponse
-	(*HandoffRequest)(nil),          // 15: pagewire.admin.v1.HandoffRequest
-	(*HandoffResponse)(nil),         // 16: pagewire.admin.v1.HandoffResponse
-	(*ExportDatabaseRequest)(nil),   // 17: pagewire.admin.v1.ExportDatabaseRequest
-	(*ExportDatabaseResponse)(nil),  // 18: pagewire.admin.v1.ExportDatabaseResponse
-	(*ImportDatabaseRequest)(nil),   // 19: pagewire.admin.v1.ImportDatabaseRequest
-	(*ImportDatabaseResponse)(nil),  // 20: pagewire.admin.v1.ImportDatabaseResponse
-	(*durationpb.Duration)(nil),     // 21: google.protobuf.Duration
-	(*v1.HaltLock)(nil),             // 22: pagewire.replication.v1.HaltLock
+	(*VerifyDatabaseRequest)(nil),   // 1: pagewire.admin.v1.VerifyDatabaseRequest
+	(*VerifyDatabaseResponse)(nil),  // 2: pagewire.admin.v1.VerifyDatabaseResponse
+	(*AcquireHaltRequest)(nil),      // 3: pagewire.admin.v1.AcquireHaltRequest
+	(*AcquireHaltResponse)(nil),     // 4: pagewire.admin.v1.AcquireHaltResponse
+	(*ReleaseHaltRequest)(nil),      // 5: pagewire.admin.v1.ReleaseHaltRequest
+	(*ReleaseHaltResponse)(nil),     // 6: pagewire.admin.v1.ReleaseHaltResponse
+	(*Replica)(nil),                 // 7: pagewire.admin.v1.Replica
+	(*Database)(nil),                // 8: pagewire.admin.v1.Database
+	(*ListDatabasesRequest)(nil),    // 9: pagewire.admin.v1.ListDatabasesRequest
+	(*ListDatabasesResponse)(nil),   // 10: pagewire.admin.v1.ListDatabasesResponse
+	(*GetDatabaseRequest)(nil),      // 11: pagewire.admin.v1.GetDatabaseRequest
+	(*GetDatabaseResponse)(nil),     // 12: pagewire.admin.v1.GetDatabaseResponse
+	(*GetNodeRequest)(nil),          // 13: pagewire.admin.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),         // 14: pagewire.admin.v1.GetNodeResponse
+	(*WaitForPositionRequest)(nil),  // 15: pagewire.admin.v1.WaitForPositionRequest
+	(*WaitForPositionResponse)(nil), // 16: pagewire.admin.v1.WaitForPositionResponse
+	(*HandoffRequest)(nil),          // 17: pagewire.admin.v1.HandoffRequest
+	(*HandoffResponse)(nil),         // 18: pagewire.admin.v1.HandoffResponse
+	(*ExportDatabaseRequest)(nil),   // 19: pagewire.admin.v1.ExportDatabaseRequest
+	(*ExportDatabaseResponse)(nil),  // 20: pagewire.admin.v1.ExportDatabaseResponse
+	(*ImportDatabaseRequest)(nil),   // 21: pagewire.admin.v1.ImportDatabaseRequest
+	(*ImportDatabaseResponse)(nil),  // 22: pagewire.admin.v1.ImportDatabaseResponse
+	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
+	(*v1.HaltLock)(nil),             // 24: pagewire.replication.v1.HaltLock
 }
 var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
-	21, // 0: pagewire.admin.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
-	21, // 1: pagewire.admin.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
-	22, // 2: pagewire.admin.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
-	21, // 3: pagewire.admin.v1.Replica.lag:type_name -> google.protobuf.Duration
-	6,  // 4: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
-	6,  // 5: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	5,  // 6: pagewire.admin.v1.GetDatabaseResponse.replicas:type_name -> pagewire.admin.v1.Replica
-	22, // 7: pagewire.admin.v1.GetDatabaseResponse.halt_lock:type_name -> pagewire.replication.v1.HaltLock
+	23, // 0: pagewire.admin.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
+	23, // 1: pagewire.admin.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
+	24, // 2: pagewire.admin.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
+	23, // 3: pagewire.admin.v1.Replica.lag:type_name -> google.protobuf.Duration
+	8,  // 4: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
+	8,  // 5: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	7,  // 6: pagewire.admin.v1.GetDatabaseResponse.replicas:type_name -> pagewire.admin.v1.Replica
+	24, // 7: pagewire.admin.v1.GetDatabaseResponse.halt_lock:type_name -> pagewire.replication.v1.HaltLock
 	0,  // 8: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
-	21, // 9: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
-	6,  // 10: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	7,  // 11: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
-	9,  // 12: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
-	11, // 13: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
-	17, // 14: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
-	19, // 15: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
-	15, // 16: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
-	13, // 17: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
-	1,  // 18: pagewire.admin.v1.AdminService.AcquireHalt:input_type -> pagewire.admin.v1.AcquireHaltRequest
-	3,  // 19: pagewire.admin.v1.AdminService.ReleaseHalt:input_type -> pagewire.admin.v1.ReleaseHaltRequest
-	8,  // 20: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
-	10, // 21: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
-	12, // 22: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
-	18, // 23: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
-	20, // 24: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
-	16, // 25: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
-	14, // 26: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
-	2,  // 27: pagewire.admin.v1.AdminService.AcquireHalt:output_type -> pagewire.admin.v1.AcquireHaltResponse
-	4,  // 28: pagewire.admin.v1.AdminService.ReleaseHalt:output_type -> pagewire.admin.v1.ReleaseHaltResponse
-	20, // [20:29] is the sub-list for method output_type
-	11, // [11:20] is the sub-list for method input_type
+	23, // 9: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
+	8,  // 10: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	9,  // 11: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
+	11, // 12: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
+	13, // 13: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
+	19, // 14: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
+	21, // 15: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
+	17, // 16: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
+	15, // 17: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
+	3,  // 18: pagewire.admin.v1.AdminService.AcquireHalt:input_type -> pagewire.admin.v1.AcquireHaltRequest
+	5,  // 19: pagewire.admin.v1.AdminService.ReleaseHalt:input_type -> pagewire.admin.v1.ReleaseHaltRequest
+	1,  // 20: pagewire.admin.v1.AdminService.VerifyDatabase:input_type -> pagewire.admin.v1.VerifyDatabaseRequest
+	10, // 21: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
+	12, // 22: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
+	14, // 23: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
+	20, // 24: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
+	22, // 25: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
+	18, // 26: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
+	16, // 27: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
+	4,  // 28: pagewire.admin.v1.AdminService.AcquireHalt:output_type -> pagewire.admin.v1.AcquireHaltResponse
+	6,  // 29: pagewire.admin.v1.AdminService.ReleaseHalt:output_type -> pagewire.admin.v1.ReleaseHaltResponse
+	2,  // 30: pagewire.admin.v1.AdminService.VerifyDatabase:output_type -> pagewire.admin.v1.VerifyDatabaseResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1407,7 +1625,7 @@ func file_pagewire_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_admin_v1_admin_proto_rawDesc), len(file_pagewire_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   20,
+			NumMessages:   22,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

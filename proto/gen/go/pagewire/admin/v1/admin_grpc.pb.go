@@ -28,6 +28,7 @@ const (
 	AdminService_WaitForPosition_FullMethodName = "/pagewire.admin.v1.AdminService/WaitForPosition"
 	AdminService_AcquireHalt_FullMethodName     = "/pagewire.admin.v1.AdminService/AcquireHalt"
 	AdminService_ReleaseHalt_FullMethodName     = "/pagewire.admin.v1.AdminService/ReleaseHalt"
+	AdminService_VerifyDatabase_FullMethodName  = "/pagewire.admin.v1.AdminService/VerifyDatabase"
 )
 
 // AdminServiceClient is the client API for AdminService service.
@@ -70,6 +71,13 @@ type AdminServiceClient interface {
 	// ReleaseHalt releases the halt lock taken through this node.
 	// NOT_FOUND when none is held; PERMISSION_DENIED for another client's.
 	ReleaseHalt(ctx context.Context, in *ReleaseHaltRequest, opts ...grpc.CallOption) (*ReleaseHaltResponse, error)
+	// VerifyDatabase checks that a database's recorded position matches its
+	// content as SQLite reads it: its committed WAL frames validate, no
+	// committed transaction in the WAL was left uncounted, and every page
+	// matches its recorded checksum. Writes to the database wait while it
+	// reads. The result says what differs; it is not an error.
+	// DATA_LOSS for a database found damaged at startup, saying how.
+	VerifyDatabase(ctx context.Context, in *VerifyDatabaseRequest, opts ...grpc.CallOption) (*VerifyDatabaseResponse, error)
 }
 
 type adminServiceClient struct {
@@ -182,6 +190,16 @@ func (c *adminServiceClient) ReleaseHalt(ctx context.Context, in *ReleaseHaltReq
 	return out, nil
 }
 
+func (c *adminServiceClient) VerifyDatabase(ctx context.Context, in *VerifyDatabaseRequest, opts ...grpc.CallOption) (*VerifyDatabaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(VerifyDatabaseResponse)
+	err := c.cc.Invoke(ctx, AdminService_VerifyDatabase_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServiceServer is the server API for AdminService service.
 // All implementations must embed UnimplementedAdminServiceServer
 // for forward compatibility.
@@ -222,6 +240,13 @@ type AdminServiceServer interface {
 	// ReleaseHalt releases the halt lock taken through this node.
 	// NOT_FOUND when none is held; PERMISSION_DENIED for another client's.
 	ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error)
+	// VerifyDatabase checks that a database's recorded position matches its
+	// content as SQLite reads it: its committed WAL frames validate, no
+	// committed transaction in the WAL was left uncounted, and every page
+	// matches its recorded checksum. Writes to the database wait while it
+	// reads. The result says what differs; it is not an error.
+	// DATA_LOSS for a database found damaged at startup, saying how.
+	VerifyDatabase(context.Context, *VerifyDatabaseRequest) (*VerifyDatabaseResponse, error)
 	mustEmbedUnimplementedAdminServiceServer()
 }
 
@@ -258,6 +283,9 @@ func (UnimplementedAdminServiceServer) AcquireHalt(context.Context, *AcquireHalt
 }
 func (UnimplementedAdminServiceServer) ReleaseHalt(context.Context, *ReleaseHaltRequest) (*ReleaseHaltResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReleaseHalt not implemented")
+}
+func (UnimplementedAdminServiceServer) VerifyDatabase(context.Context, *VerifyDatabaseRequest) (*VerifyDatabaseResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method VerifyDatabase not implemented")
 }
 func (UnimplementedAdminServiceServer) mustEmbedUnimplementedAdminServiceServer() {}
 func (UnimplementedAdminServiceServer) testEmbeddedByValue()                      {}
@@ -424,6 +452,24 @@ func _AdminService_ReleaseHalt_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AdminService_VerifyDatabase_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(VerifyDatabaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServiceServer).VerifyDatabase(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AdminService_VerifyDatabase_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServiceServer).VerifyDatabase(ctx, req.(*VerifyDatabaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AdminService_ServiceDesc is the grpc.ServiceDesc for AdminService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -458,6 +504,10 @@ var AdminService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ReleaseHalt",
 			Handler:    _AdminService_ReleaseHalt_Handler,
+		},
+		{
+			MethodName: "VerifyDatabase",
+			Handler:    _AdminService_VerifyDatabase_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
