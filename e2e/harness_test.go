@@ -31,7 +31,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pagewireBin = filepath.Join(dir, "pagewire")
-	build := exec.Command("go", "build", "-race", "-o", pagewireBin, "../cmd/pagewire")
+	// Nodes run with the race detector, except in long runs that ask for
+	// speed (PAGEWIRE_E2E_RACE=0).
+	race := "-race"
+	if os.Getenv("PAGEWIRE_E2E_RACE") == "0" {
+		race = "-race=false"
+	}
+	build := exec.Command("go", "build", race, "-o", pagewireBin, "../cmd/pagewire")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
 		fmt.Fprintln(os.Stderr, "build pagewire:", err)
@@ -342,4 +348,15 @@ func sqliteCLI(t testing.TB, db, sql string) (string, error) {
 	cmd.Stdin = strings.NewReader(sql)
 	out, err := cmd.CombinedOutput()
 	return string(out), err
+}
+
+// readTestdata returns a file of testdata/ (e.g. a Python script for
+// python()).
+func readTestdata(t testing.TB, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }
