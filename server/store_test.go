@@ -860,3 +860,27 @@ func TestStore_DatabaseFileTakesOnlyCommittedPages(t *testing.T) {
 		t.Fatalf("pos=%v, want 3/%016x", di.Pos, want)
 	}
 }
+
+// A spilled page overwritten in place with the bytes it had leaves every
+// checksum valid: the commit counts at its commit frame, and SQLite's
+// checksum rewrite that follows writes the same headers again, which
+// must not fail the commit SQLite is finishing.
+func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	w.frame(3, testPage(3), 0)
+	w.overwrite(1, testPage(2))
+	if txid := w.frame(4, testPage(4), 4); txid != 2 {
+		t.Fatalf("TXID at the commit frame = %d, want 2", txid)
+	}
+	if txid, err := w.rewriteChecksums(1); err != nil || txid != 2 {
+		t.Fatalf("rewrite of unchanged checksums: txid=%d err=%v, want 2 and no error", txid, err)
+	}
+	// A header write over a committed frame that changes it is refused.
+	bad := w.frameHeader(2, 9, testPage(2))
+	if _, _, err := s.WriteAt(w.id, bad, walfmt.FrameOffset(1, w.pageSize), false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("changing a committed frame header: err=%v, want ErrInvalidArgument", err)
+	}
+}
