@@ -53,6 +53,8 @@ class Driver:
         self.dbs = dbs
         self.model = {db: {t: {} for t in TABLES} for db in dbs}
         self.next_id = {db: {t: 1 for t in TABLES} for db in dbs}
+        # ids of rows of 50 KB or more, which delete_big removes
+        self.big = {db: {t: set() for t in TABLES} for db in dbs}
         self.conns = {}
         self.lock = threading.Lock()
 
@@ -105,7 +107,31 @@ class Driver:
                 c.execute("rollback")
             raise
         self.model[db][t].update(added)
+        if cmd["min"] >= 50000:
+            self.big[db][t].update(added)
         return {"rows": len(added)}
+
+    def op_delete_big(self, cmd):
+        """Deletes every large row of a database in one transaction."""
+        db = cmd["db"]
+        c = self.conn(db)
+        n = 0
+        c.execute("begin")
+        try:
+            for t in TABLES:
+                ids = sorted(self.big[db][t] & self.model[db][t].keys())
+                c.executemany(f"delete from {t} where id=?", [(i,) for i in ids])
+                n += len(ids)
+            c.execute("commit")
+        except BaseException:
+            if c.in_transaction:
+                c.execute("rollback")
+            raise
+        for t in TABLES:
+            for i in self.big[db][t]:
+                self.model[db][t].pop(i, None)
+            self.big[db][t] = set()
+        return {"rows": n}
 
     def op_update(self, cmd):
         db, t, rng = cmd["db"], cmd["table"], random.Random(cmd["seed"])
