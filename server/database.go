@@ -104,6 +104,12 @@ type walState struct {
 	appended     uint32 // last frame appended (header, then page) since commitFrame
 	overwritten  uint32 // first frame whose page was overwritten in place since commitFrame; 0 if none
 	awaitRewrite uint32 // a commit frame written while checksums before it were stale; 0 if none
+	// refused is a commit frame whose write failed, and refusedErr why: a
+	// write that completes it again (SQLite writes the rest of a write
+	// the kernel split) fails the same way.
+	refused       uint32
+	refusedErr    error
+	refusedHeader bool // refused at the checksum rewrite of its header
 }
 
 // expectedCommit is a replica's announcement that the next commit applies
@@ -778,8 +784,11 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 		if k <= d.w.commitFrame {
 			return 0, false
 		}
-		pageOnly := off == walfmt.FrameOffset(k, d.pageSize)+walFrameHeaderSize
-		if pageOnly && k <= d.w.appended {
+		// The kernel may split one write() in two at a page boundary, so
+		// a write of page data alone is told by where it starts: past
+		// the frame's header.
+		pageOnly := off >= walfmt.FrameOffset(k, d.pageSize)+walFrameHeaderSize
+		if pageOnly && k <= d.w.appended && k != d.w.refused {
 			// A spilled page changed again: SQLite will rewrite the
 			// checksums from here once its commit frame is written.
 			if d.w.overwritten == 0 || k < d.w.overwritten {
@@ -787,12 +796,15 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 			}
 			return 0, false
 		}
-		d.w.appended = k
+		d.w.appended = max(d.w.appended, k)
 		return k, true
 	case walFrameHeaderSize: // the write ends frame k+1's header
 		k++
 		if k == d.w.awaitRewrite {
 			return k, true // the last checksum rewrite: the commit is whole
+		}
+		if k == d.w.refused && d.w.refusedHeader && off > walfmt.FrameOffset(k, d.pageSize) {
+			return k, true // the rest of a refused rewrite
 		}
 		if d.w.awaitRewrite != 0 && k >= d.w.overwritten && k < d.w.awaitRewrite {
 			return 0, false // a checksum rewrite on the way to the commit frame
@@ -801,6 +813,9 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 		d.w.appended, d.w.awaitRewrite = k-1, 0
 		if d.w.overwritten >= k {
 			d.w.overwritten = 0
+		}
+		if d.w.refused >= k {
+			d.w.refused = 0
 		}
 	}
 	return 0, false
@@ -812,6 +827,11 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 // commit that no replica would get; the one exception is a commit whose
 // checksums SQLite is about to rewrite.
 func (d *database) countCommit(k uint32) error {
+	if k == d.w.refused {
+		// SQLite writes the rest of a write the kernel split, and the
+		// rest of a refused commit is refused too.
+		return d.w.refusedErr
+	}
 	var fh [walFrameHeaderSize]byte
 	if _, err := d.wal.ReadAt(fh[:], walfmt.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
@@ -827,10 +847,15 @@ func (d *database) countCommit(k uint32) error {
 		d.commits += uint64(d.pos.TXID - before)
 		return d.saveMeta(false)
 	}
-	if err == nil && !rewritten && stop != nil && stop.reason == "checksum" && stop.frame == d.w.overwritten {
+	// SQLite rewrites the checksums from the first frame it overwrote;
+	// the first one that fails may come later, if that frame's page came
+	// back with the bytes it had.
+	if err == nil && !rewritten && stop != nil && stop.reason == "checksum" && d.w.overwritten != 0 && stop.frame >= d.w.overwritten {
 		d.w.awaitRewrite = k
 		return nil
 	}
+	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logKeyError, err,
+		"rewritten", rewritten, "first_overwritten", d.w.overwritten, "counted_frame", d.w.commitFrame)
 	d.w.awaitRewrite, d.w.overwritten = 0, 0
 	if d.pos.TXID != before {
 		// Earlier commits in the write counted; the last did not.
@@ -843,11 +868,14 @@ func (d *database) countCommit(k uint32) error {
 		err = fmt.Errorf("%w: the commit in frame %d of %s-wal does not validate (%s), so it is refused: a WAL must be written by SQLite",
 			pagewire.ErrInvalidArgument, k, d.name, stop)
 	}
-	// The transaction did not count: make sure SQLite's recovery cannot
-	// bring it back after a crash either.
-	var zero [walFrameHeaderSize]byte
-	if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
-		d.log.Error("could not undo a refused commit", logKeyError, werr)
+	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
+	if stop == nil {
+		// Valid frames the primary refused (a halt lock's forward): make
+		// sure SQLite's recovery cannot bring them back after a crash.
+		var zero [walFrameHeaderSize]byte
+		if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
+			d.log.Error("could not undo a refused commit", logKeyError, werr)
+		}
 	}
 	return err
 }

@@ -28,6 +28,21 @@ type walBuilder struct {
 	// frames holds what was written since the last header, index frame-1,
 	// for overwrite and rewriteChecksums.
 	frames []builtFrame
+	// split writes each page in two, at the 4 KiB boundary of the file
+	// inside it, as the kernel may send one write() to the mount.
+	split bool
+}
+
+// writePage writes a frame's page data at off, in one write or split.
+func (w *walBuilder) writePage(page []byte, off int64) (pagewire.TXID, error) {
+	if cut := (off/4096+1)*4096 - off; w.split && cut < int64(len(page)) {
+		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, false); err != nil {
+			return 0, err
+		}
+		page, off = page[cut:], off+cut
+	}
+	_, txid, err := w.s.WriteAt(w.id, page, off, false)
+	return txid, err
 }
 
 type builtFrame struct {
@@ -87,7 +102,7 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	if _, _, err := w.s.WriteAt(w.id, fh, off, false); err != nil {
 		w.t.Fatal(err)
 	}
-	_, txid, err := w.s.WriteAt(w.id, page, off+walFrameHeaderSize, false)
+	txid, err := w.writePage(page, off+walFrameHeaderSize)
 	if err != nil {
 		return 0, err
 	}
@@ -114,7 +129,7 @@ func (w *walBuilder) frameHeader(pgno, commit uint32, page []byte) []byte {
 func (w *walBuilder) overwrite(frame uint32, page []byte) {
 	w.t.Helper()
 	w.frames[frame-1].page = page
-	if _, _, err := w.s.WriteAt(w.id, page, walfmt.FrameOffset(frame, w.pageSize)+walFrameHeaderSize, false); err != nil {
+	if _, err := w.writePage(page, walfmt.FrameOffset(frame, w.pageSize)+walFrameHeaderSize); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -882,5 +897,86 @@ func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
 	bad := w.frameHeader(2, 9, testPage(2))
 	if _, _, err := s.WriteAt(w.id, bad, walfmt.FrameOffset(1, w.pageSize), false); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("changing a committed frame header: err=%v, want ErrInvalidArgument", err)
+	}
+}
+
+// The first frame SQLite overwrote in place may have come back with the
+// bytes it had, and a later overwritten frame be the first whose checksum
+// fails: the commit still waits for SQLite's checksum rewrite, which
+// starts at the first overwritten frame.
+func TestStore_FirstOverwriteUnchangedStillAwaitsRewrite(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	w.frame(3, testPage(3), 0)
+	w.frame(4, testPage(4), 0)
+	w.overwrite(1, testPage(2))  // same bytes
+	w.overwrite(2, testPage(33)) // changed
+	if txid := w.frame(5, testPage(5), 5); txid != 1 {
+		t.Fatalf("TXID at the commit frame = %d, want 1 (checksums are stale)", txid)
+	}
+	if txid, err := w.rewriteChecksums(1); err != nil || txid != 2 {
+		t.Fatalf("after the rewrite: txid=%d err=%v, want 2", txid, err)
+	}
+}
+
+// The kernel may send one write() to the mount as two writes split at a
+// page boundary: appends, overwrites in place and the commit are followed
+// all the same.
+func TestStore_SplitWritesAreFollowed(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.split = true
+	w.frame(2, testPage(2), 0)
+	w.frame(3, testPage(3), 0)
+	w.frame(4, testPage(4), 0)
+	w.overwrite(2, testPage(33))
+	if txid := w.frame(5, testPage(5), 5); txid != 1 {
+		t.Fatalf("TXID at the commit frame = %d, want 1 (checksums are stale)", txid)
+	}
+	if txid, err := w.rewriteChecksums(2); err != nil || txid != 2 {
+		t.Fatalf("after the rewrite: txid=%d err=%v, want 2", txid, err)
+	}
+	if txid := w.frame(2, testPage(6), 5); txid != 3 {
+		t.Fatalf("TXID of the next commit = %d, want 3", txid)
+	}
+	want := checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize), 2: testPage(6), 3: testPage(33), 4: testPage(4), 5: testPage(5)}, 5)
+	if di, _ := s.Database("app.db"); di.Pos.Checksum != want {
+		t.Fatalf("checksum %016x, want %016x", di.Pos.Checksum, want)
+	}
+}
+
+// A refused commit stays refused when SQLite writes the rest of a write
+// the kernel split (unixWrite retries after a short write): the retry
+// must fail too, or SQLite would take the commit as done.
+func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", false)
+	w := newWALBuilder(t, s, "app.db", 5)
+	w.frame(2, testPage(2), 0)
+	// A commit frame whose checksum is wrong, its page written in two.
+	ck1, ck2 := w.ck1, w.ck2
+	fh := w.frameHeader(3, 3, testPage(3))
+	fh[20] ^= 1
+	off := walfmt.FrameOffset(w.next, w.pageSize)
+	if _, _, err := s.WriteAt(w.id, fh, off, false); err != nil {
+		t.Fatal(err)
+	}
+	page := testPage(3)
+	cut := (off+walFrameHeaderSize)/4096*4096 + 4096 - (off + walFrameHeaderSize)
+	if _, _, err := s.WriteAt(w.id, page[:cut], off+walFrameHeaderSize, false); err != nil {
+		t.Fatal(err)
+	}
+	for try := range 2 {
+		if _, _, err := s.WriteAt(w.id, page[cut:], off+walFrameHeaderSize+cut, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Fatalf("write %d of the rest of the commit frame: err=%v, want ErrInvalidArgument", try+1, err)
+		}
+	}
+	// SQLite rolls back and the next transaction reuses the frame.
+	w.ck1, w.ck2 = ck1, ck2
+	if txid := w.frame(3, testPage(7), 3); txid != 2 {
+		t.Fatalf("TXID of the next commit = %d, want 2", txid)
 	}
 }
