@@ -384,18 +384,10 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, *s
 			}
 			return read, &scanStop{f, "short"}, nil
 		}
-		fh := parseWALFrameHeader(buf)
-		if fh.Salt1 != d.w.hdr.Salt1 || fh.Salt2 != d.w.hdr.Salt2 {
-			return read, &scanStop{f, "salt"}, nil
-		}
-		if fh.Pgno == 0 {
-			return read, &scanStop{f, "pgno"}, nil
-		}
-		be := d.w.hdr.bigEndianChecksum()
-		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
-		ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
-		if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
-			return read, &scanStop{f, "checksum"}, nil
+		var fh walFrameHeader
+		var reason string
+		if fh, ck1, ck2, reason = checkFrame(d.w.hdr, ck1, ck2, buf); reason != "" {
+			return read, &scanStop{f, reason}, nil
 		}
 		read++
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
@@ -409,6 +401,27 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, *s
 		}
 	}
 	return read, nil, nil
+}
+
+// checkFrame checks one whole frame (header and page) of a WAL with header
+// h as SQLite's recovery does, chaining the checksum on from ck1, ck2. It
+// returns the frame's header, the checksum after it, and why the frame is
+// not valid ("salt", "pgno" or "checksum"), "" if it is.
+func checkFrame(h walHeader, ck1, ck2 uint32, buf []byte) (walFrameHeader, uint32, uint32, string) {
+	fh := parseWALFrameHeader(buf)
+	if fh.Salt1 != h.Salt1 || fh.Salt2 != h.Salt2 {
+		return fh, ck1, ck2, "salt"
+	}
+	if fh.Pgno == 0 {
+		return fh, ck1, ck2, "pgno"
+	}
+	be := h.bigEndianChecksum()
+	ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
+	ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
+	if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
+		return fh, ck1, ck2, "checksum"
+	}
+	return fh, ck1, ck2, ""
 }
 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into

@@ -131,7 +131,6 @@ func (d *database) verifyWAL() (problem string, uncounted int, err error) {
 		return fmt.Sprintf("its header is not the one its frames were counted under (%v)", herr), 0, nil
 	}
 	ck1, ck2 := h.Ck1, h.Ck2
-	be := h.bigEndianChecksum()
 	buf := make([]byte, walFrameHeaderSize+int(d.pageSize))
 	for f := uint32(1); ; f++ {
 		n, rerr := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize))
@@ -141,10 +140,9 @@ func (d *database) verifyWAL() (problem string, uncounted int, err error) {
 		valid := n == len(buf)
 		var fh walFrameHeader
 		if valid {
-			fh = parseWALFrameHeader(buf)
-			ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
-			ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
-			valid = fh.Pgno != 0 && fh.Salt1 == h.Salt1 && fh.Salt2 == h.Salt2 && ck1 == fh.Ck1 && ck2 == fh.Ck2
+			var reason string
+			fh, ck1, ck2, reason = checkFrame(h, ck1, ck2, buf)
+			valid = reason == ""
 		}
 		switch {
 		case !valid && f <= d.w.commitFrame:
