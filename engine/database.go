@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"bufio"
@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
@@ -59,23 +60,36 @@ type database struct {
 	startupErr   error  // a checksum mismatch found when the database was opened
 	txlog        *txlog
 	logTxns      bool            // log commits to txlog; off during startup recovery and snapshots
-	expect       *expectedCommit // what the next commit stands for, on a replica
+	expect       *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
 	// halt is the halt lock a client holds through this node while it is
 	// a replica; read without mu.
 	halt atomic.Pointer[localHalt]
-	// gate, set for the length of an app's write while halt is held,
-	// commits each transaction on the primary before it counts here.
-	gate *localHalt
-	// internalWrite is set for the length of a write by the node's own
-	// apply worker. Its commits are not visible to readers until the
-	// worker publishes the wal-index header after the write returns:
-	// until the replicator says so (markVisible), hidden is set and
-	// visible is the position readers see.
-	internalWrite bool
-	hidden        bool
-	visible       pagewire.Pos
-	changed       chan struct{} // closed and replaced on each commit
-	deleted       bool          // set once the database is deleted; its files are closed
+	// hidden is set while the apply worker's last commit is not visible
+	// to readers yet (commitRule.hidden); visible is then the position
+	// readers see.
+	hidden  bool
+	visible pagewire.Pos
+	changed chan struct{} // closed and replaced on each commit
+	deleted bool          // set once the database is deleted; its files are closed
+}
+
+// commitRule says what the commits a write completes stand for. The
+// write's caller decides it (Store.WriteAt for the mount's writes,
+// recoverWAL and Verify for replays) and it is passed down to applyCommit.
+type commitRule struct {
+	// forwardTo, if set, commits each transaction on the primary before it
+	// counts here: the write of a client holding the halt lock through
+	// this replica. The database's mu is held, exclusively, for the round
+	// trip, so that no other write lands meanwhile.
+	forwardTo *localHalt
+	// hidden: the node's own apply worker wrote it. Its commits are not
+	// visible to readers until the worker publishes the wal-index header
+	// after the write returns, which the replicator reports (markVisible).
+	hidden bool
+	// announced is what the apply worker announced that the next commit
+	// stands for: several of the primary's transactions at once
+	// (ExpectCommit). Nil: a commit is one new transaction.
+	announced *expectedCommit
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -122,7 +136,7 @@ type expectedCommit struct {
 // localHalt is a halt lock a client holds through this node while it is a
 // replica.
 type localHalt struct {
-	lock haltLock
+	lock HaltLock
 	// forward commits a transaction on the primary; an error means it did
 	// not commit there.
 	forward func(pagewire.Txn) error
@@ -172,7 +186,7 @@ type dbOptions struct {
 // checksum that disagrees with the recorded one.
 func openDatabase(dir, name string, o dbOptions) (*database, error) {
 	log, newID := o.log, o.newID
-	d := &database{name: name, dir: dir, log: log.With(logKeyDB, name), changed: make(chan struct{})}
+	d := &database{name: name, dir: dir, log: log.With(logkey.DB, name), changed: make(chan struct{})}
 	var err error
 	if d.db, err = os.OpenFile(filepath.Join(dir, databaseFileName), os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
@@ -218,7 +232,7 @@ func (d *database) load() error {
 	n, _ := f.ReadAt(buf, 0)
 	m, merr := decodeMeta(buf[:n])
 	if merr != nil {
-		d.log.Warn("database meta file is missing or damaged; its TXID restarts at 1", logKeyError, merr)
+		d.log.Warn("database meta file is missing or damaged; its TXID restarts at 1", logkey.Error, merr)
 		m = meta{Pos: pagewire.Pos{TXID: 1, Checksum: d.pos.Checksum}}
 	}
 	d.pos.TXID = m.Pos.TXID
@@ -233,12 +247,12 @@ func (d *database) load() error {
 		return err
 	}
 	if recovered > 0 {
-		d.log.Info("counted transactions the meta file had not recorded", "transactions", recovered, logKeyTXID, d.pos.TXID)
+		d.log.Info("counted transactions the meta file had not recorded", "transactions", recovered, logkey.TXID, d.pos.TXID)
 	}
 	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum {
 		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded%s: the files under %s were changed outside pagewire; it takes no writes until re-seeded (a replica does so itself; on a primary, export it, delete it and import the copy)",
 			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.changedPages(m.Pos), d.dir)
-		d.log.Error("database checksum mismatch at startup", logKeyError, d.startupErr)
+		d.log.Error("database checksum mismatch at startup", logkey.Error, d.startupErr)
 	}
 	return d.saveMeta(true)
 }
@@ -330,14 +344,15 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	// each, but the first by what the meta's Next announced, if its
 	// checksum matches.
 	atMeta := !sameGen || m.CommitFrame == 0
+	replay := &commitRule{}
 	fromMeta := func() {
-		d.pos.TXID, commits, d.expect = m.Pos.TXID, 0, nil
+		d.pos.TXID, commits, replay.announced = m.Pos.TXID, 0, nil
 		if m.Next.TXID > m.Pos.TXID {
-			d.expect = &expectedCommit{pos: m.Next}
+			replay.announced = &expectedCommit{pos: m.Next}
 		}
 	}
 	fromMeta()
-	if _, _, err := d.scanFrames(0, func(frame uint32) {
+	if _, _, err := d.scanFrames(0, replay, func(frame uint32) {
 		commits++
 		if sameGen && frame == m.CommitFrame {
 			atMeta = true
@@ -370,8 +385,8 @@ func (s scanStop) String() string { return fmt.Sprintf("%s at frame %d", s.reaso
 // frame `upto` (0: to the end of the file), stopping at the first invalid
 // frame. Each commit frame applies its transaction and calls onCommit. It
 // returns how many valid frames it read and, when it stopped before upto,
-// where and why.
-func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, *scanStop, error) {
+// where and why. how says what the commits stand for.
+func (d *database) scanFrames(upto uint32, how *commitRule, onCommit func(frame uint32)) (int, *scanStop, error) {
 	d.w.pending = d.w.pending[:0]
 	next := d.w.commitFrame + 1
 	ck1, ck2 := d.w.ck1, d.w.ck2
@@ -392,7 +407,7 @@ func (d *database) scanFrames(upto uint32, onCommit func(frame uint32)) (int, *s
 		read++
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
 		if fh.Commit != 0 {
-			if err := d.applyCommit(fh.Commit, f, ck1, ck2); err != nil {
+			if err := d.applyCommit(fh.Commit, f, ck1, ck2, how); err != nil {
 				return read, nil, err
 			}
 			if onCommit != nil {
@@ -425,25 +440,30 @@ func checkFrame(h walHeader, ck1, ck2 uint32, buf []byte) (walFrameHeader, uint3
 }
 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
-// the page checksums and the WAL index.
-func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
+// the page checksums and the WAL index, as how says.
+func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) error {
 	prevPos := d.pos
 	pre := prevPos.Checksum
-	expect := d.expect
+	// An announcement stands for the next commit only.
+	expect := how.announced
+	how.announced, d.expect = nil, nil
+
+	// The transaction's pages, for the log and for the primary.
 	var txn pagewire.Txn
-	if (d.logTxns || d.gate != nil) && expect == nil {
+	if (d.logTxns || how.forwardTo != nil) && expect == nil {
 		var err error
 		if txn, err = d.pendingTxn(nPage); err != nil {
 			return err
 		}
 	}
-	if d.gate != nil && expect == nil {
+	if how.forwardTo != nil && expect == nil {
 		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID+1, pre, d.commitChecksum(nPage)
-		if err := d.gate.forward(txn); err != nil {
+		if err := how.forwardTo.forward(txn); err != nil {
 			return err
 		}
 	}
-	d.expect = nil
+
+	// The new page checksums, and the position.
 	sum := d.pos.Checksum &^ checksumFlag
 	if need := int(nPage); need > len(d.pages) {
 		d.pages = append(d.pages, make([]uint64, need-len(d.pages))...)
@@ -465,6 +485,8 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 		delete(d.w.index, uint32(i+1))
 	}
 	d.pages = d.pages[:nPage]
+
+	// The WAL's counted end, and the TXID.
 	d.pos.Checksum = sum | checksumFlag
 	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
 	d.w.pending = d.w.pending[:0]
@@ -480,7 +502,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 		d.pos.TXID = expect.pos.TXID
 		if d.logTxns {
 			if err := d.txlog.appendAll(expect.txns); err != nil {
-				d.log.Error("could not log transactions for replicas", logKeyTXID, d.pos.TXID, logKeyError, err)
+				d.log.Error("could not log transactions for replicas", logkey.TXID, d.pos.TXID, logkey.Error, err)
 			}
 		}
 	default:
@@ -490,8 +512,10 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32) error {
 		d.log.Error("a commit that applies the primary's transactions does not end at the primary's checksum",
 			"want", expect.pos.String(), "got_checksum", fmt.Sprintf("%016x", d.pos.Checksum))
 	}
+
+	// What readers see, and who waits for a change.
 	switch {
-	case !d.internalWrite:
+	case !how.hidden:
 		d.hidden = false // SQLite's own writer publishes as it returns
 	case !d.hidden:
 		d.visible, d.hidden = prevPos, true
@@ -564,7 +588,7 @@ func (d *database) commitChecksum(nPage uint32) uint64 {
 func (d *database) logTxn(t pagewire.Txn) {
 	if err := d.txlog.append(t); err != nil {
 		// Replicas that need this transaction get a snapshot instead.
-		d.log.Error("could not log a transaction for replicas", logKeyTXID, t.TXID, logKeyError, err)
+		d.log.Error("could not log a transaction for replicas", logkey.TXID, t.TXID, logkey.Error, err)
 	}
 }
 
@@ -722,8 +746,8 @@ func (d *database) checkPage1Write(off int64, data []byte) error {
 }
 
 // writeWAL writes to the -wal and counts the transactions whose commit
-// frames the write completes.
-func (d *database) writeWAL(off int64, data []byte) error {
+// frames the write completes, as how says.
+func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 	var hdr walHeader
 	isHeader := off == 0 && len(data) >= walHeaderSize
 	if isHeader {
@@ -768,7 +792,7 @@ func (d *database) writeWAL(off int64, data []byte) error {
 	if !ok {
 		return nil
 	}
-	return d.countCommit(k)
+	return d.countCommit(k, how)
 }
 
 // unchanged reports whether the WAL already holds data at off.
@@ -839,7 +863,7 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 // completed it, so that SQLite reports an error to the app instead of a
 // commit that no replica would get; the one exception is a commit whose
 // checksums SQLite is about to rewrite.
-func (d *database) countCommit(k uint32) error {
+func (d *database) countCommit(k uint32, how *commitRule) error {
 	if k == d.w.refused {
 		// SQLite writes the rest of a write the kernel split, and the
 		// rest of a refused commit is refused too.
@@ -854,7 +878,7 @@ func (d *database) countCommit(k uint32) error {
 	}
 	rewritten := k == d.w.awaitRewrite
 	before := d.pos.TXID
-	_, stop, err := d.scanFrames(k, nil)
+	_, stop, err := d.scanFrames(k, how, nil)
 	d.w.pending = d.w.pending[:0]
 	if err == nil && d.pos.TXID != before && stop == nil {
 		d.commits += uint64(d.pos.TXID - before)
@@ -867,14 +891,14 @@ func (d *database) countCommit(k uint32) error {
 		d.w.awaitRewrite = k
 		return nil
 	}
-	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logKeyError, err,
+	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logkey.Error, err,
 		"rewritten", rewritten, "first_overwritten", d.w.overwritten, "counted_frame", d.w.commitFrame)
 	d.w.awaitRewrite, d.w.overwritten = 0, 0
 	if d.pos.TXID != before {
 		// Earlier commits in the write counted; the last did not.
 		d.commits += uint64(d.pos.TXID - before)
 		if serr := d.saveMeta(false); serr != nil {
-			d.log.Error("could not record the position", logKeyError, serr)
+			d.log.Error("could not record the position", logkey.Error, serr)
 		}
 	}
 	if err == nil {
@@ -887,7 +911,7 @@ func (d *database) countCommit(k uint32) error {
 		// sure SQLite's recovery cannot bring them back after a crash.
 		var zero [walFrameHeaderSize]byte
 		if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
-			d.log.Error("could not undo a refused commit", logKeyError, werr)
+			d.log.Error("could not undo a refused commit", logkey.Error, werr)
 		}
 	}
 	return err

@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"bytes"
@@ -11,7 +11,7 @@ import (
 // new WAL (header), then one commit frame for page 2. For tests outside the
 // package.
 func CommitTestTransaction(s *Store, db string) error {
-	wal, err := s.Create(db+"-wal", false)
+	wal, err := s.Create(db+"-wal", App)
 	if err != nil {
 		return err
 	}
@@ -24,7 +24,7 @@ func CommitTestTransaction(s *Store, db string) error {
 	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
 	binary.BigEndian.PutUint32(hdr[24:], c1)
 	binary.BigEndian.PutUint32(hdr[28:], c2)
-	if _, _, err := s.WriteAt(wal.ID, hdr, 0, false); err != nil {
+	if _, _, err := s.WriteAt(wal.ID, hdr, 0, App); err != nil {
 		return err
 	}
 	page := bytes.Repeat([]byte{7}, defaultPageSize)
@@ -37,9 +37,9 @@ func CommitTestTransaction(s *Store, db string) error {
 	c1, c2 = walfmt.Checksum(false, c1, c2, page)
 	binary.BigEndian.PutUint32(fh[16:], c1)
 	binary.BigEndian.PutUint32(fh[20:], c2)
-	if _, _, err := s.WriteAt(wal.ID, fh, walHeaderSize, false); err != nil {
+	if _, _, err := s.WriteAt(wal.ID, fh, walHeaderSize, App); err != nil {
 		return err
 	}
-	_, _, err = s.WriteAt(wal.ID, page, walHeaderSize+walFrameHeaderSize, false)
+	_, _, err = s.WriteAt(wal.ID, page, walHeaderSize+walFrameHeaderSize, App)
 	return err
 }

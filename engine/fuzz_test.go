@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"encoding/binary"
@@ -74,16 +74,16 @@ func FuzzStore_WALWrites(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.Create("app.db", false)
-		wal, err := s.Create("app.db-wal", false)
+		s.Create("app.db", App)
+		wal, err := s.Create("app.db-wal", App)
 		if err != nil {
 			t.Fatal(err)
 		}
 		w := &walBuilder{t: t, s: s, id: wal.ID, pageSize: defaultPageSize}
 		w.restart(5)
 		w.frame(2, testPage(1), 2)
-		s.WriteAt(wal.ID, data1, int64(off1), false)
-		s.WriteAt(wal.ID, data2, int64(off2), false)
+		s.WriteAt(wal.ID, data1, int64(off1), App)
+		s.WriteAt(wal.ID, data2, int64(off2), App)
 		di, _ := s.Database("app.db")
 		if di.Pos.TXID < 2 {
 			t.Fatalf("TXID went back to %d", di.Pos.TXID)

@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"context"
@@ -10,12 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/protobuf/types/known/durationpb"
-
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
-	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // Halt lock defaults and bounds (DESIGN §7): a lock lives 30 s unless
@@ -32,8 +28,8 @@ const (
 // haltStopping is why a stopping node releases its grants.
 const haltStopping = "the node is stopping"
 
-// haltLock is a held halt lock.
-type haltLock struct {
+// HaltLock is a held halt lock.
+type HaltLock struct {
 	ID      string
 	TXID    pagewire.TXID // the database's TXID on the primary when taken
 	Expires time.Time
@@ -55,7 +51,7 @@ type HeldWriter interface {
 // are set, under halts.mu, once the grant is set up; lock.ID is "" while
 // it is only reserved.
 type grant struct {
-	lock haltLock
+	lock HaltLock
 	w    HeldWriter // nil when the holder is on this node
 	// mu serializes the holder's transactions and the release.
 	mu       sync.Mutex
@@ -63,38 +59,64 @@ type grant struct {
 	timer    *time.Timer
 }
 
-// halts keeps the halt locks: those this node grants as the primary, and
+// HoldFunc takes a database's WAL write lock on this node's mount,
+// waiting at most wait (the apply worker does it).
+type HoldFunc func(ctx context.Context, db string, wait time.Duration) (HeldWriter, error)
+
+// HaltPrimary is the primary's side of the halt locks, as a replica reaches
+// it at url (the server package implements it over gRPC). Its errors carry
+// the pagewire sentinels the primary returned.
+type HaltPrimary interface {
+	// AcquireHalt takes req.DB's halt lock on the primary for req.Hostname.
+	AcquireHalt(ctx context.Context, url string, req HaltRequest) (HaltLock, error)
+	// ReleaseHalt releases the lock id; ErrNotFound if it is not held.
+	ReleaseHalt(ctx context.Context, url, db, id string) error
+	// ForwardTransaction commits txn on the primary under the lock haltID
+	// and returns the primary's position after it.
+	ForwardTransaction(ctx context.Context, url, db, haltID string, epoch pagewire.Epoch, txn pagewire.Txn) (pagewire.Pos, error)
+	// Close closes the connections to primaries.
+	Close() error
+}
+
+// HaltRequest asks a primary for a halt lock.
+type HaltRequest struct {
+	DB       string
+	Hostname string         // the node the lock is taken through
+	Epoch    pagewire.Epoch // the lease epoch the replica follows
+	TTL      time.Duration
+	Wait     time.Duration
+}
+
+// Halts keeps the halt locks: those this node grants as the primary, and
 // those its clients take through it as a replica (in each database's
 // halt).
-type halts struct {
-	store *Store
-	node  NodeInfo
-	log   *slog.Logger
+type Halts struct {
+	store    *Store
+	hostname string
+	log      *slog.Logger
 	// hold takes a database's WAL write lock on this node's mount; nil:
 	// replicas' halt requests are refused.
-	hold func(ctx context.Context, db string, wait time.Duration) (HeldWriter, error)
+	hold HoldFunc
+	// primary reaches the primary for this node's clients, as a replica.
+	primary HaltPrimary
 
 	mu      sync.Mutex
 	granted map[string]*grant        // db → lock granted, as the primary
 	freed   map[string]chan struct{} // db → closed when its grant ends
-	conns   map[string]*grpc.ClientConn
 }
 
-func newHalts(store *Store, node NodeInfo, hold func(context.Context, string, time.Duration) (HeldWriter, error), log *slog.Logger) *halts {
-	return &halts{store: store, node: node, hold: hold, log: log.With("component", "halt"),
-		granted: map[string]*grant{}, freed: map[string]chan struct{}{}, conns: map[string]*grpc.ClientConn{}}
+// NewHalts returns the halt locks of store's databases on the node
+// hostname. hold may be nil: replicas' requests are then refused.
+func NewHalts(store *Store, hostname string, hold HoldFunc, primary HaltPrimary, log *slog.Logger) *Halts {
+	return &Halts{store: store, hostname: hostname, hold: hold, primary: primary, log: log.With("component", "halt"),
+		granted: map[string]*grant{}, freed: map[string]chan struct{}{}}
 }
 
-// close releases every lock granted and closes the connections to
+// Close releases every lock granted and closes the connections to
 // primaries.
-func (h *halts) close() {
+func (h *Halts) Close() {
 	h.releaseAll(haltStopping)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for url, c := range h.conns {
-		_ = c.Close()
-		delete(h.conns, url)
-	}
+	_ = h.primary.Close()
 }
 
 func newHaltID() string {
@@ -103,9 +125,9 @@ func newHaltID() string {
 	return hex.EncodeToString(b)
 }
 
-// haltDurations applies the defaults and bounds to a request's ttl and
+// HaltDurations applies the defaults and bounds to a request's ttl and
 // wait (0: default).
-func haltDurations(ttl, wait time.Duration) (time.Duration, time.Duration, error) {
+func HaltDurations(ttl, wait time.Duration) (time.Duration, time.Duration, error) {
 	if ttl == 0 {
 		ttl = DefaultHaltTTL
 	}
@@ -124,44 +146,36 @@ func haltDurations(ttl, wait time.Duration) (time.Duration, time.Duration, error
 // Acquire takes db's halt lock for a client of this node: on the primary
 // directly; on a replica through the primary, after which this node has
 // caught up with the primary and forwards the client's commits to it.
-func (h *halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration) (haltLock, error) {
-	ttl, wait, err := haltDurations(ttl, wait)
+func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration) (HaltLock, error) {
+	ttl, wait, err := HaltDurations(ttl, wait)
 	if err != nil {
-		return haltLock{}, err
+		return HaltLock{}, err
 	}
 	d, err := h.store.db(db)
 	if err != nil {
-		return haltLock{}, err
+		return HaltLock{}, err
 	}
 	st := h.store.role.Load()
 	if st.role == pagewire.RolePrimary {
-		return h.grant(ctx, db, h.node.Hostname, st.epoch, ttl, wait, false)
+		return h.grant(ctx, db, h.hostname, st.epoch, ttl, wait, onThisNode)
 	}
 	if cur := d.halt.Load(); cur.active() {
-		return haltLock{}, fmt.Errorf("%w: a client of this node holds the halt lock of %q until %s; wait for it to be released",
+		return HaltLock{}, fmt.Errorf("%w: a client of this node holds the halt lock of %q until %s; wait for it to be released",
 			pagewire.ErrBusy, db, cur.lock.Expires.Format(time.RFC3339))
 	}
 	if st.ro.AdvertiseURL == "" {
 		ro := st.ro
-		return haltLock{}, fmt.Errorf("no primary is known to take the halt lock from; try again once one is elected: %w", &ro)
+		return HaltLock{}, fmt.Errorf("no primary is known to take the halt lock from; try again once one is elected: %w", &ro)
 	}
-	conn, err := h.conn(st.ro.AdvertiseURL)
+	url := st.ro.AdvertiseURL
+	lock, err := h.primary.AcquireHalt(ctx, url, HaltRequest{DB: db, Hostname: h.hostname, Epoch: st.epoch, TTL: ttl, Wait: wait})
 	if err != nil {
-		return haltLock{}, err
+		return HaltLock{}, fmt.Errorf("take the halt lock of %q from the primary %s: %w", db, url, err)
 	}
-	rc := replicationv1.NewReplicationServiceClient(conn)
-	actx, cancel := context.WithTimeout(ctx, wait+5*time.Second)
-	resp, err := rc.AcquireHalt(actx, &replicationv1.AcquireHaltRequest{Name: db, Hostname: h.node.Hostname, Epoch: uint64(st.epoch),
-		Ttl: durationpb.New(ttl), Wait: durationpb.New(wait)})
-	cancel()
-	if err != nil {
-		return haltLock{}, fmt.Errorf("take the halt lock of %q from the primary %s: %w", db, st.ro.AdvertiseURL, client.Error(err))
-	}
-	lock := haltLockFromProto(resp.GetLock())
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, _ = rc.ReleaseHalt(rctx, &replicationv1.ReleaseHaltRequest{Name: db, Id: lock.ID})
+		_ = h.primary.ReleaseHalt(rctx, url, db, lock.ID)
 	}
 	// The holder's writes must follow the primary's position.
 	wctx, cancel := context.WithTimeout(ctx, wait)
@@ -169,23 +183,19 @@ func (h *halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 	cancel()
 	if err != nil {
 		release()
-		return haltLock{}, fmt.Errorf("%w: this node did not catch up with the primary's TXID %s within %s: %v", pagewire.ErrBusy, lock.TXID, wait, err)
+		return HaltLock{}, fmt.Errorf("%w: this node did not catch up with the primary's TXID %s within %s: %v", pagewire.ErrBusy, lock.TXID, wait, err)
 	}
 	epoch := st.epoch
 	lh := &localHalt{lock: lock}
 	lh.forward = func(txn pagewire.Txn) error {
-		req, err := client.ForwardRequest(db, lock.ID, epoch, txn)
-		if err != nil {
-			return err
-		}
 		fctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
 		defer cancel()
-		resp, err := rc.ForwardTransaction(fctx, req)
+		got, err := h.primary.ForwardTransaction(fctx, url, db, lock.ID, epoch, txn)
 		if err != nil {
-			h.log.Warn("the primary did not commit a transaction of the halt lock's holder; the app is told it failed", logKeyDB, db, logKeyTXID, txn.TXID, logKeyError, err)
-			return fmt.Errorf("commit on the primary: %w", client.Error(err))
+			h.log.Warn("the primary did not commit a transaction of the halt lock's holder; the app is told it failed", logkey.DB, db, logkey.TXID, txn.TXID, logkey.Error, err)
+			return fmt.Errorf("commit on the primary: %w", err)
 		}
-		if got := (pagewire.Pos{TXID: pagewire.TXID(resp.GetPosition().GetTxid()), Checksum: resp.GetPosition().GetChecksum()}); got.TXID != txn.TXID || got.Checksum != txn.PostChecksum {
+		if got.TXID != txn.TXID || got.Checksum != txn.PostChecksum {
 			return fmt.Errorf("%w: the primary committed the transaction at %s, this node at %s/%016x", pagewire.ErrCorrupt, got, txn.TXID, txn.PostChecksum)
 		}
 		return nil
@@ -193,15 +203,15 @@ func (h *halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 	d.halt.Store(lh)
 	time.AfterFunc(time.Until(lock.Expires), func() {
 		if d.halt.CompareAndSwap(lh, nil) {
-			h.log.Info("halt lock expired", logKeyDB, db)
+			h.log.Info("halt lock expired", logkey.DB, db)
 		}
 	})
-	h.log.Info("halt lock taken from the primary", logKeyDB, db, logKeyTXID, lock.TXID, "expires", lock.Expires)
+	h.log.Info("halt lock taken from the primary", logkey.DB, db, logkey.TXID, lock.TXID, "expires", lock.Expires)
 	return lock, nil
 }
 
 // Release releases db's halt lock taken through this node.
-func (h *halts) Release(ctx context.Context, db, id string) error {
+func (h *Halts) Release(ctx context.Context, db, id string) error {
 	if err := pagewire.ValidateDBName(db); err != nil {
 		return err
 	}
@@ -221,15 +231,11 @@ func (h *halts) Release(ctx context.Context, db, id string) error {
 		if url == "" {
 			return nil // the primary is gone; its lock goes with it
 		}
-		conn, err := h.conn(url)
-		if err != nil {
-			return err
-		}
-		_, err = replicationv1.NewReplicationServiceClient(conn).ReleaseHalt(ctx, &replicationv1.ReleaseHaltRequest{Name: db, Id: id})
-		if err = client.Error(err); err != nil && !errors.Is(err, pagewire.ErrNotFound) {
+		err := h.primary.ReleaseHalt(ctx, url, db, id)
+		if err != nil && !errors.Is(err, pagewire.ErrNotFound) {
 			return fmt.Errorf("release the halt lock on the primary: %w", err)
 		}
-		h.log.Info("halt lock released", logKeyDB, db)
+		h.log.Info("halt lock released", logkey.DB, db)
 		return nil
 	}
 	return h.release(db, id, "released")
@@ -237,19 +243,19 @@ func (h *halts) Release(ctx context.Context, db, id string) error {
 
 // current returns db's grant and a copy of its lock (ID "" while it is
 // only reserved), read under h.mu.
-func (h *halts) current(db string) (*grant, haltLock) {
+func (h *Halts) current(db string) (*grant, HaltLock) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.granted[db]
 	if g == nil {
-		return nil, haltLock{}
+		return nil, HaltLock{}
 	}
 	return g, g.lock
 }
 
 // Held returns db's halt lock, as this node knows it: granted as the
 // primary, or taken through it as a replica.
-func (h *halts) Held(db string) (haltLock, bool) {
+func (h *Halts) Held(db string) (HaltLock, bool) {
 	if _, lock := h.current(db); lock.ID != "" {
 		return lock, true
 	}
@@ -258,29 +264,67 @@ func (h *halts) Held(db string) (haltLock, bool) {
 			return lh.lock, true
 		}
 	}
-	return haltLock{}, false
+	return HaltLock{}, false
+}
+
+// holderAt says where a halt lock's holder writes from.
+type holderAt int
+
+const (
+	// onThisNode: the holder is a client of the primary itself; its
+	// writes come through the mount as any app's do.
+	onThisNode holderAt = iota
+	// onAReplica: the holder writes through a replica, which forwards
+	// each commit; the primary holds the database's WAL write lock for it.
+	onAReplica
+)
+
+// GrantToReplica gives db's halt lock, as the primary, to a client of the
+// replica holder that follows lease epoch (0: any), waiting up to wait for
+// the current holder to release it; ttl and wait are bounded as
+// HaltDurations does.
+func (h *Halts) GrantToReplica(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration) (HaltLock, error) {
+	if err := pagewire.ValidateDBName(db); err != nil {
+		return HaltLock{}, err
+	}
+	ttl, wait, err := HaltDurations(ttl, wait)
+	if err != nil {
+		return HaltLock{}, err
+	}
+	if holder == "" {
+		holder = "unnamed replica"
+	}
+	return h.grant(ctx, db, holder, epoch, ttl, wait, onAReplica)
+}
+
+// ReleaseGrant ends the lock id that this primary granted on db.
+func (h *Halts) ReleaseGrant(db, id string) error {
+	if err := pagewire.ValidateDBName(db); err != nil {
+		return err
+	}
+	return h.release(db, id, "released")
 }
 
 // grant gives db's halt lock to holder, as the primary, waiting up to
-// wait for the current holder to release it. A holder on another node
-// (remote) gets the database's WAL write lock held for it.
-func (h *halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration, remote bool) (haltLock, error) {
+// wait for the current holder to release it. A holder on a replica gets
+// the database's WAL write lock held for it.
+func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration, at holderAt) (HaltLock, error) {
 	if err := h.checkPrimary(epoch); err != nil {
-		return haltLock{}, err
+		return HaltLock{}, err
 	}
 	d, err := h.store.db(db)
 	if err != nil {
-		return haltLock{}, err
+		return HaltLock{}, err
 	}
-	if remote && h.hold == nil {
-		return haltLock{}, fmt.Errorf("%w: this node cannot hold its databases' write locks for replicas", pagewire.ErrBusy)
+	if at == onAReplica && h.hold == nil {
+		return HaltLock{}, fmt.Errorf("%w: this node cannot hold its databases' write locks for replicas", pagewire.ErrBusy)
 	}
 	deadline := time.Now().Add(wait)
 	g := &grant{}
 	for {
 		h.mu.Lock()
 		cur := h.granted[db]
-		var curLock haltLock
+		var curLock HaltLock
 		if cur != nil {
 			curLock = cur.lock
 		}
@@ -297,32 +341,32 @@ func (h *halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 		case <-freed:
 			t.Stop()
 		case <-t.C:
-			return haltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, curLock.Holder, curLock.Expires.Format(time.RFC3339))
+			return HaltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, curLock.Holder, curLock.Expires.Format(time.RFC3339))
 		case <-ctx.Done():
 			t.Stop()
-			return haltLock{}, ctx.Err()
+			return HaltLock{}, ctx.Err()
 		}
 	}
 	var w HeldWriter
-	if remote {
+	if at == onAReplica {
 		if w, err = h.hold(ctx, db, max(time.Until(deadline), time.Millisecond)); err != nil {
 			h.unreserve(db, g)
-			return haltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
+			return HaltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
 		}
 	}
 	pos, _, _ := d.watchPos()
-	lock := haltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
+	lock := HaltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
 	h.mu.Lock()
 	g.w, g.lock = w, lock
 	g.timer = time.AfterFunc(ttl, func() { _ = h.release(db, lock.ID, "expired") })
 	h.mu.Unlock()
-	h.log.Info("halt lock granted", logKeyDB, db, "holder", holder, logKeyTXID, pos.TXID, "expires", lock.Expires)
+	h.log.Info("halt lock granted", logkey.DB, db, "holder", holder, logkey.TXID, pos.TXID, "expires", lock.Expires)
 	return lock, nil
 }
 
 // checkPrimary refuses halt requests unless this node is the primary of
 // the epoch the request follows (0: any).
-func (h *halts) checkPrimary(epoch pagewire.Epoch) error {
+func (h *Halts) checkPrimary(epoch pagewire.Epoch) error {
 	st := h.store.role.Load()
 	if st.role != pagewire.RolePrimary {
 		ro := st.ro
@@ -335,7 +379,7 @@ func (h *halts) checkPrimary(epoch pagewire.Epoch) error {
 }
 
 // unreserve drops a reservation that was not set up.
-func (h *halts) unreserve(db string, g *grant) {
+func (h *Halts) unreserve(db string, g *grant) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.granted[db] == g {
@@ -346,7 +390,7 @@ func (h *halts) unreserve(db string, g *grant) {
 }
 
 // release ends a granted lock; why is "released" or "expired".
-func (h *halts) release(db, id, why string) error {
+func (h *Halts) release(db, id, why string) error {
 	g, lock := h.current(db)
 	if lock.ID == "" {
 		return fmt.Errorf("%w: no halt lock is held on %q (it may have expired)", pagewire.ErrNotFound, db)
@@ -366,17 +410,17 @@ func (h *halts) release(db, id, why string) error {
 		// A stopping node's apply worker may be gone already, and its
 		// locks with it.
 		if err := g.w.Release(ctx); err != nil && why != "released: "+haltStopping {
-			h.log.Error("could not release the write lock held for a halt lock", logKeyDB, db, logKeyError, err)
+			h.log.Error("could not release the write lock held for a halt lock", logkey.DB, db, logkey.Error, err)
 		}
 		cancel()
 	}
 	h.unreserve(db, g)
-	h.log.Info("halt lock "+why, logKeyDB, db, "holder", lock.Holder)
+	h.log.Info("halt lock "+why, logkey.DB, db, "holder", lock.Holder)
 	return nil
 }
 
 // releaseAll ends every granted lock: the node stopped being the primary.
-func (h *halts) releaseAll(why string) {
+func (h *Halts) releaseAll(why string) {
 	h.mu.Lock()
 	var locks []struct{ db, id string }
 	for db, g := range h.granted {
@@ -392,8 +436,12 @@ func (h *halts) releaseAll(why string) {
 	}
 }
 
-// forward commits a halt holder's transaction, as the primary.
-func (h *halts) forward(ctx context.Context, db, id string, epoch pagewire.Epoch, txn pagewire.Txn) (pagewire.Pos, error) {
+// Forward commits, as the primary, a transaction that the holder of db's
+// halt lock id wrote through a replica following lease epoch (0: any).
+func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch, txn pagewire.Txn) (pagewire.Pos, error) {
+	if err := pagewire.ValidateDBName(db); err != nil {
+		return pagewire.Pos{}, err
+	}
 	if err := h.checkPrimary(epoch); err != nil {
 		return pagewire.Pos{}, err
 	}
@@ -406,8 +454,8 @@ func (h *halts) forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if g.released || g.w == nil {
 		return pagewire.Pos{}, fmt.Errorf("%w: the halt lock of %q expired or was released; take it again", pagewire.ErrReadOnly, db)
 	}
-	// Internal writes skip the lease check: make it here.
-	if err := h.store.checkWritable(false); err != nil {
+	// The applier's writes skip the lease check: make it here.
+	if err := h.store.checkWritable(App); err != nil {
 		return pagewire.Pos{}, err
 	}
 	d, err := h.store.db(db)
@@ -427,23 +475,8 @@ func (h *halts) forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	got, _, _ := d.watchPos()
 	d.markVisible(got) // the worker published it before Apply returned
 	if got.TXID != txn.TXID || got.Checksum != txn.PostChecksum {
-		h.log.Error("a halt lock holder's transaction ended at another checksum on the primary", logKeyDB, db, "want", fmt.Sprintf("%s/%016x", txn.TXID, txn.PostChecksum), "got", got.String())
+		h.log.Error("a halt lock holder's transaction ended at another checksum on the primary", logkey.DB, db, "want", fmt.Sprintf("%s/%016x", txn.TXID, txn.PostChecksum), "got", got.String())
 		return got, fmt.Errorf("%w: the transaction ended at %s on the primary, %s/%016x on the holder's node", pagewire.ErrCorrupt, got, txn.TXID, txn.PostChecksum)
 	}
 	return got, nil
-}
-
-// conn returns a connection to the node at url, made once.
-func (h *halts) conn(url string) (*grpc.ClientConn, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if c := h.conns[url]; c != nil {
-		return c, nil
-	}
-	c, err := client.Dial(url)
-	if err != nil {
-		return nil, err
-	}
-	h.conns[url] = c
-	return c, nil
 }

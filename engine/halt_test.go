@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 func haltReplicaStore(t *testing.T, dir string, forward func(pagewire.Txn) error) (*Store, *walBuilder) {
 	t.Helper()
 	s := openTestStore(t, dir)
-	if _, err := s.Create("app.db", false); err != nil {
+	if _, err := s.Create("app.db", App); err != nil {
 		t.Fatal(err)
 	}
 	w := newWALBuilder(t, s, "app.db", 11)
@@ -25,7 +25,7 @@ func haltReplicaStore(t *testing.T, dir string, forward func(pagewire.Txn) error
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.halt.Store(&localHalt{lock: haltLock{ID: "h1", Expires: time.Now().Add(time.Minute)}, forward: forward})
+	d.halt.Store(&localHalt{lock: HaltLock{ID: "h1", Expires: time.Now().Add(time.Minute)}, forward: forward})
 	return s, w
 }
 
@@ -99,35 +99,35 @@ func (f *fakeHeld) Release(context.Context) error {
 
 func TestHalts_GrantWaitsReleaseAndExpiry(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	if _, err := s.Create("app.db", false); err != nil {
+	if _, err := s.Create("app.db", App); err != nil {
 		t.Fatal(err)
 	}
 	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 3)
 	var held []*fakeHeld
-	h := newHalts(s, NodeInfo{Hostname: "p"}, func(context.Context, string, time.Duration) (HeldWriter, error) {
+	h := NewHalts(s, "p", func(context.Context, string, time.Duration) (HeldWriter, error) {
 		f := &fakeHeld{}
 		held = append(held, f)
 		return f, nil
-	}, slog.Default())
+	}, nil, slog.Default())
 	ctx := context.Background()
 
-	if _, err := h.grant(ctx, "nope.db", "r1", 3, time.Minute, time.Second, true); !errors.Is(err, pagewire.ErrNotFound) {
+	if _, err := h.grant(ctx, "nope.db", "r1", 3, time.Minute, time.Second, onAReplica); !errors.Is(err, pagewire.ErrNotFound) {
 		t.Fatalf("unknown database: %v", err)
 	}
-	if _, err := h.grant(ctx, "app.db", "r1", 2, time.Minute, time.Second, true); !errors.Is(err, pagewire.ErrReadOnly) {
+	if _, err := h.grant(ctx, "app.db", "r1", 2, time.Minute, time.Second, onAReplica); !errors.Is(err, pagewire.ErrReadOnly) {
 		t.Fatalf("older epoch: %v", err)
 	}
-	l1, err := h.grant(ctx, "app.db", "r1", 3, time.Minute, time.Second, true)
+	l1, err := h.grant(ctx, "app.db", "r1", 3, time.Minute, time.Second, onAReplica)
 	if err != nil || l1.Holder != "r1" || len(held) != 1 {
 		t.Fatalf("grant: %+v %v", l1, err)
 	}
 	// A second request waits, and is told who holds it.
-	if _, err := h.grant(ctx, "app.db", "r2", 3, time.Minute, 50*time.Millisecond, true); !errors.Is(err, pagewire.ErrBusy) {
+	if _, err := h.grant(ctx, "app.db", "r2", 3, time.Minute, 50*time.Millisecond, onAReplica); !errors.Is(err, pagewire.ErrBusy) {
 		t.Fatalf("second request: %v", err)
 	}
-	done := make(chan haltLock)
+	done := make(chan HaltLock)
 	go func() {
-		l, err := h.grant(ctx, "app.db", "r2", 3, 200*time.Millisecond, 10*time.Second, true)
+		l, err := h.grant(ctx, "app.db", "r2", 3, 200*time.Millisecond, 10*time.Second, onAReplica)
 		if err != nil {
 			t.Error(err)
 		}
@@ -162,7 +162,7 @@ func TestHalts_GrantWaitsReleaseAndExpiry(t *testing.T) {
 	}
 	// Demoted: grants are refused.
 	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 4)
-	if _, err := h.grant(ctx, "app.db", "r1", 0, time.Minute, time.Second, true); !errors.Is(err, pagewire.ErrReadOnly) {
+	if _, err := h.grant(ctx, "app.db", "r1", 0, time.Minute, time.Second, onAReplica); !errors.Is(err, pagewire.ErrReadOnly) {
 		t.Fatalf("grant on a replica: %v", err)
 	}
 }

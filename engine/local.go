@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // This file is the Store's side of replication on a replica: what
@@ -52,7 +53,7 @@ func (s *Store) CreateDatabase(name string, pageSize uint32) error {
 	s.addLocked(d)
 	s.dbsChangedLocked()
 	s.mu.Unlock()
-	s.log.Info("created database", logKeyDB, name, "page_size", pageSize)
+	s.log.Info("created database", logkey.DB, name, "page_size", pageSize)
 	// The kernel may remember that these names did not exist.
 	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
 	return nil
@@ -121,7 +122,7 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	}
 	s.addLocked(d)
 	s.dbsChangedLocked()
-	s.log.Info("restored database from a snapshot", logKeyDB, name, "position", pos.String())
+	s.log.Info("restored database from a snapshot", logkey.DB, name, "position", pos.String())
 	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
 	return nil
 }
@@ -162,7 +163,7 @@ func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err
 		if d.expect == e {
 			d.expect = nil
 			if err := d.saveMeta(false); err != nil {
-				d.log.Warn("could not withdraw an expected commit from the meta file", logKeyError, err)
+				d.log.Warn("could not withdraw an expected commit from the meta file", logkey.Error, err)
 			}
 		}
 	}, nil
@@ -210,7 +211,7 @@ func (s *Store) KeepAside(name, reason string) (string, error) {
 	if err := syncDir(dir); err != nil {
 		return "", err
 	}
-	s.log.Warn("kept this node's copy of a database aside before replacing it", logKeyDB, name, "path", path, "position", pos.String(), "reason", reason)
+	s.log.Warn("kept this node's copy of a database aside before replacing it", logkey.DB, name, "path", path, "position", pos.String(), "reason", reason)
 	return path, nil
 }
 

@@ -1,4 +1,4 @@
-package server
+package engine
 
 // shmBuf is a -shm file's content. It lives in memory only: SQLite rebuilds
 // the wal-index whenever no process has it open, so it is never worth a

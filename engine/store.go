@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"errors"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // FileInfo describes a file on the mount.
@@ -313,10 +314,34 @@ func (s *Store) Role() (pagewire.Role, pagewire.ReadOnlyError) {
 	return r.role, r.ro
 }
 
+// Writer says who writes a file, which decides whether the write is
+// allowed and what a commit it completes stands for.
+type Writer int
+
+const (
+	// App is an app writing through the mount. On a replica its writes
+	// are refused, but for those of a client holding the database's halt
+	// lock through the replica: each of its commits is committed on the
+	// primary first.
+	App Writer = iota
+	// Applier is the node's own apply worker, applying the primary's
+	// transactions on a replica. Its writes are taken whatever the role,
+	// and its commits stay hidden from readers until the replicator
+	// reports them visible.
+	Applier
+)
+
+func (w Writer) String() string {
+	if w == Applier {
+		return "applier"
+	}
+	return "app"
+}
+
 // checkWritable refuses writes to databases on a replica, but for the
-// node's own (internal) writes: a replica applying transactions.
-func (s *Store) checkWritable(internal bool) error {
-	if internal {
+// node's own: a replica applying transactions.
+func (s *Store) checkWritable(by Writer) error {
+	if by == Applier {
 		return nil
 	}
 	r := s.role.Load()
@@ -335,8 +360,8 @@ func (s *Store) checkWritable(internal bool) error {
 // checkWritableDB is checkWritable for one database's files: a replica
 // also takes the writes of a client holding the database's halt lock
 // through it (a primary's own checks stand, whatever lock is left over).
-func (s *Store) checkWritableDB(d *database, internal bool) error {
-	err := s.checkWritable(internal)
+func (s *Store) checkWritableDB(d *database, by Writer) error {
+	err := s.checkWritable(by)
 	if err != nil && s.role.Load().role != pagewire.RolePrimary && d.halted() {
 		return nil
 	}
@@ -409,7 +434,7 @@ func posContent(p pagewire.Pos) string { return p.String() + "\n" }
 // Create creates the file called name, or returns it if it exists. A new
 // database is an empty database in WAL mode at TXID 1. A -journal is refused:
 // pagewire keeps every database in WAL mode.
-func (s *Store) Create(name string, internal bool) (FileInfo, error) {
+func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 	dbName, kind, err := pagewire.ParseFileName(name)
 	if err != nil {
 		return FileInfo{}, err
@@ -417,7 +442,7 @@ func (s *Store) Create(name string, internal bool) (FileInfo, error) {
 	switch kind {
 	case pagewire.FileJournal:
 		err := fmt.Errorf("%w: refusing to create %s: a rollback journal would take %q out of WAL mode; keep PRAGMA journal_mode=WAL", pagewire.ErrNotWAL, name, dbName)
-		s.log.Warn("refused to leave WAL mode", logKeyDB, dbName, logKeyError, err)
+		s.log.Warn("refused to leave WAL mode", logkey.DB, dbName, logkey.Error, err)
 		return FileInfo{}, err
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
@@ -426,7 +451,7 @@ func (s *Store) Create(name string, internal bool) (FileInfo, error) {
 	// copy came from a snapshot and has had no transaction since: creating
 	// them empty changes no data.
 	if kind == pagewire.FileDatabase {
-		if err := s.checkWritable(internal); err != nil {
+		if err := s.checkWritable(by); err != nil {
 			if fi, lerr := s.Lookup(name); lerr == nil {
 				return fi, nil // opening an existing file with O_CREAT is a read
 			}
@@ -451,7 +476,7 @@ func (s *Store) Create(name string, internal bool) (FileInfo, error) {
 		}
 		s.addLocked(d)
 		s.dbsChangedLocked()
-		s.log.Info("created database", logKeyDB, dbName)
+		s.log.Info("created database", logkey.DB, dbName)
 		// The kernel may remember that <db>-pos did not exist.
 		defer s.notify(FileChange{Name: pagewire.FileName(dbName, pagewire.FilePos), Entry: true})
 	}
@@ -518,7 +543,7 @@ func (s *Store) Delete(name string) error {
 		s.unregister(id)
 		return nil
 	}
-	if err := s.checkWritable(false); err != nil {
+	if err := s.checkWritable(App); err != nil {
 		return err
 	}
 	switch kind {
@@ -568,7 +593,7 @@ func (s *Store) removeDatabase(d *database, forgetName bool) error {
 	if err := os.RemoveAll(d.dir); err != nil {
 		return err
 	}
-	s.log.Info("deleted database", logKeyDB, dbName)
+	s.log.Info("deleted database", logkey.DB, dbName)
 	return syncDir(filepath.Join(s.dir, "dbs"))
 }
 
@@ -592,7 +617,7 @@ func (s *Store) file(id uint64) (*fileRef, error) {
 // Open records an open file handle and returns the file. Opening a
 // database for writing is refused on a replica, so that SQLite opens it
 // read-only and apps get SQLITE_READONLY.
-func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
+func (s *Store) Open(id uint64, write bool, by Writer) (FileInfo, error) {
 	ref, err := s.file(id)
 	if err != nil {
 		return FileInfo{}, err
@@ -602,7 +627,7 @@ func (s *Store) Open(id uint64, write, internal bool) (FileInfo, error) {
 	// that must create the -wal, on a replica whose copy came from a
 	// snapshot, opens it read-write: writes to it are still refused.
 	if write && ref.kind == pagewire.FileDatabase {
-		if err := s.checkWritableDB(ref.db, internal); err != nil {
+		if err := s.checkWritableDB(ref.db, by); err != nil {
 			return FileInfo{}, err
 		}
 	}
@@ -722,7 +747,7 @@ func copyAt(p []byte, s string, off int64) int {
 
 // WriteAt writes p to a file at off and returns the file's new size and the
 // database's TXID after the write.
-func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int64, txid pagewire.TXID, err error) {
+func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, txid pagewire.TXID, err error) {
 	if off < 0 {
 		return 0, 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
 	}
@@ -734,7 +759,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritableDB(ref.db, internal); err != nil {
+		if err := s.checkWritableDB(ref.db, by); err != nil {
 			return 0, 0, err
 		}
 	}
@@ -746,7 +771,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 	}
 	// A database found damaged at startup takes no app writes: only the
 	// node's own, which re-seed it from the primary.
-	if d.startupErr != nil && ref.kind != pagewire.FileSHM && !internal {
+	if d.startupErr != nil && ref.kind != pagewire.FileSHM && by != Applier {
 		return 0, 0, d.startupErr
 	}
 	d.modTime[ref.kind] = time.Now()
@@ -765,30 +790,28 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 		}
 		before := d.pos.TXID
-		if h := d.halt.Load(); !internal && h != nil && s.role.Load().role != pagewire.RolePrimary {
+		// What the commits this write completes stand for.
+		how := &commitRule{hidden: by == Applier, announced: d.expect}
+		if h := d.halt.Load(); by == App && h != nil && s.role.Load().role != pagewire.RolePrimary {
 			// A halt lock's holder writes: each commit goes to the
-			// primary first.
+			// primary first, with d.mu held.
 			if !h.active() {
 				return 0, 0, fmt.Errorf("%w: the halt lock on %q expired; take it again", pagewire.ErrReadOnly, d.name)
 			}
-			d.gate = h
+			how.forwardTo = h
 		}
-		d.internalWrite = internal
-		err := d.writeWAL(off, p)
-		forwarded := d.gate != nil
-		d.gate, d.internalWrite = nil, false
-		if err != nil {
+		if err := d.writeWAL(off, p, how); err != nil {
 			return 0, 0, err
 		}
-		if d.pos.TXID != before && !internal && !forwarded {
+		if d.pos.TXID != before && by == App && how.forwardTo == nil {
 			// The write committed. If the node stopped being the primary
 			// meanwhile (it stepped down, or it was frozen past its lease),
 			// the app must not be told it succeeded: another node may have
 			// taken writes already. The transaction stays in this node's
 			// files and is kept aside when it rejoins the new primary.
-			if err := s.checkWritable(false); err != nil {
+			if err := s.checkWritable(App); err != nil {
 				s.log.Warn("a transaction committed as this node stopped being the primary; the app is told it failed",
-					"db", d.name, "txid", d.pos.TXID)
+					logkey.DB, d.name, logkey.TXID, d.pos.TXID)
 				return 0, 0, err
 			}
 		}
@@ -803,7 +826,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, internal bool) (size int
 }
 
 // Truncate sets a file's size.
-func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error) {
+func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 	if size < 0 {
 		return FileInfo{}, fmt.Errorf("%w: negative size", pagewire.ErrInvalidArgument)
 	}
@@ -815,7 +838,7 @@ func (s *Store) Truncate(id uint64, size int64, internal bool) (FileInfo, error)
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
 	case pagewire.FileDatabase, pagewire.FileWAL:
-		if err := s.checkWritableDB(ref.db, internal); err != nil {
+		if err := s.checkWritableDB(ref.db, by); err != nil {
 			return FileInfo{}, err
 		}
 	}
@@ -990,7 +1013,7 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return DatabaseInfo{}, err
 	}
-	if err := s.checkWritable(false); err != nil {
+	if err := s.checkWritable(App); err != nil {
 		return DatabaseInfo{}, err
 	}
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "dbs"), ".import-*")
@@ -1005,7 +1028,7 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("receive import: %w", err)
 	}
-	if _, err := s.Create(name, false); err != nil {
+	if _, err := s.Create(name, App); err != nil {
 		return DatabaseInfo{}, err
 	}
 	s.mu.RLock()
@@ -1030,6 +1053,6 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 		changes = append(changes, FileChange{Name: pagewire.FileName(name, pagewire.FileSHM), ID: before.shm, Entry: true, Length: -1})
 	}
 	s.notify(changes...)
-	s.log.Info("imported database", logKeyDB, name)
+	s.log.Info("imported database", logkey.DB, name)
 	return s.Database(name)
 }

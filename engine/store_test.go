@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"bytes"
@@ -36,12 +36,12 @@ type walBuilder struct {
 // writePage writes a frame's page data at off, in one write or split.
 func (w *walBuilder) writePage(page []byte, off int64) (pagewire.TXID, error) {
 	if cut := (off/4096+1)*4096 - off; w.split && cut < int64(len(page)) {
-		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, false); err != nil {
+		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, App); err != nil {
 			return 0, err
 		}
 		page, off = page[cut:], off+cut
 	}
-	_, txid, err := w.s.WriteAt(w.id, page, off, false)
+	_, txid, err := w.s.WriteAt(w.id, page, off, App)
 	return txid, err
 }
 
@@ -53,7 +53,7 @@ type builtFrame struct {
 
 func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder {
 	t.Helper()
-	fi, err := s.Create(db+"-wal", false)
+	fi, err := s.Create(db+"-wal", App)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func (w *walBuilder) restart(salt1 uint32) {
 	w.frames = nil
 	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
 	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
-	if _, _, err := w.s.WriteAt(w.id, hdr, 0, false); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, hdr, 0, App); err != nil {
 		w.t.Fatal(err)
 	}
 	w.next = 1
@@ -99,7 +99,7 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck1: w.ck1, ck2: w.ck2})
 	fh := w.frameHeader(pgno, commit, page)
 	off := walfmt.FrameOffset(w.next, w.pageSize)
-	if _, _, err := w.s.WriteAt(w.id, fh, off, false); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, fh, off, App); err != nil {
 		w.t.Fatal(err)
 	}
 	txid, err := w.writePage(page, off+walFrameHeaderSize)
@@ -145,7 +145,7 @@ func (w *walBuilder) rewriteChecksums(first uint32) (pagewire.TXID, error) {
 	for f := first; f < w.next; f++ {
 		bf := &w.frames[f-1]
 		bf.ck1, bf.ck2 = w.ck1, w.ck2
-		_, txid, err = w.s.WriteAt(w.id, w.frameHeader(bf.pgno, bf.commit, bf.page), walfmt.FrameOffset(f, w.pageSize), false)
+		_, txid, err = w.s.WriteAt(w.id, w.frameHeader(bf.pgno, bf.commit, bf.page), walfmt.FrameOffset(f, w.pageSize), App)
 	}
 	return txid, err
 }
@@ -173,7 +173,7 @@ func openTestStore(t testing.TB, dir string) *Store {
 
 func TestStore_CreateIsWALAtTXID1(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, err := s.Create("app.db", false)
+	fi, err := s.Create("app.db", App)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,7 +202,7 @@ func TestStore_CreateIsWALAtTXID1(t *testing.T) {
 func TestStore_CountsCommitFrames(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	if _, err := s.Create("app.db", false); err != nil {
+	if _, err := s.Create("app.db", App); err != nil {
 		t.Fatal(err)
 	}
 	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
@@ -236,8 +236,8 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	binary.BigEndian.PutUint32(bad[8:], w.salt1)
 	binary.BigEndian.PutUint32(bad[12:], w.salt2)
 	off := walfmt.FrameOffset(w.next, w.pageSize)
-	s.WriteAt(w.id, bad, off, false)
-	if _, _, err := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	s.WriteAt(w.id, bad, off, App)
+	if _, _, err := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("write completing a bad commit frame: err=%v, want ErrInvalidArgument", err)
 	}
 	if di, _ := s.Database("app.db"); di.Pos.TXID != 3 {
@@ -260,13 +260,13 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 func TestStore_NewWALGenerationKeepsCounting(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 2)
 	// SQLite checkpoints (copies frames into the db file), then restarts
 	// the WAL with new salts and overwrites frames from the start.
 	dbID := mustLookup(t, s, "app.db").ID
-	if _, _, err := s.WriteAt(dbID, testPage(2), defaultPageSize, false); err != nil {
+	if _, _, err := s.WriteAt(dbID, testPage(2), defaultPageSize, App); err != nil {
 		t.Fatal(err)
 	}
 	w.restart(2)
@@ -287,7 +287,7 @@ func TestStore_NewWALGenerationKeepsCounting(t *testing.T) {
 func TestStore_RecoversCommitsTheMetaMissed(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	metaPath := filepath.Join(dir, "dbs", "app.db", metaFileName)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 2)
@@ -313,7 +313,7 @@ func TestStore_RecoversCommitsTheMetaMissed(t *testing.T) {
 func TestStore_ReportsFilesChangedOutside(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	s.Close()
 	f, err := os.OpenFile(filepath.Join(dir, "dbs", "app.db", databaseFileName), os.O_RDWR, 0)
 	if err != nil {
@@ -331,26 +331,26 @@ func TestStore_ReportsFilesChangedOutside(t *testing.T) {
 		t.Fatalf("Err=%v, want it to name page 1", di.Err)
 	}
 	// Writes are refused so that the damage is not built upon.
-	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200, false); !errors.Is(err, pagewire.ErrCorrupt) {
+	if _, _, err := s2.WriteAt(mustLookup(t, s2, "app.db").ID, testPage(1)[:10], 200, App); !errors.Is(err, pagewire.ErrCorrupt) {
 		t.Fatalf("write err=%v, want ErrCorrupt", err)
 	}
 }
 
 func TestStore_RefusesLeavingWAL(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db", false)
-	if _, err := s.Create("app.db-journal", false); !errors.Is(err, pagewire.ErrNotWAL) {
+	fi, _ := s.Create("app.db", App)
+	if _, err := s.Create("app.db-journal", App); !errors.Is(err, pagewire.ErrNotWAL) {
 		t.Fatalf("create journal err=%v, want ErrNotWAL", err)
 	}
 	page := newDatabasePage(defaultPageSize)
 	page[18], page[19] = 1, 1
-	if _, _, err := s.WriteAt(fi.ID, page, 0, false); !errors.Is(err, pagewire.ErrNotWAL) {
+	if _, _, err := s.WriteAt(fi.ID, page, 0, App); !errors.Is(err, pagewire.ErrNotWAL) {
 		t.Fatalf("write rollback header err=%v, want ErrNotWAL", err)
 	}
-	if _, _, err := s.WriteAt(fi.ID, []byte("not sqlite at all"), 0, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, _, err := s.WriteAt(fi.ID, []byte("not sqlite at all"), 0, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("write garbage header err=%v, want ErrInvalidArgument", err)
 	}
-	if _, err := s.Truncate(fi.ID, 0, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, err := s.Truncate(fi.ID, 0, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("truncate to 0 err=%v, want ErrInvalidArgument", err)
 	}
 	got := make([]byte, 20)
@@ -363,7 +363,7 @@ func TestStore_RefusesLeavingWAL(t *testing.T) {
 func TestStore_RefusesBadNames(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
 	for _, name := range []string{"", ".hidden", "a/b", "x-wal-shm", "nosuch.db-wal"} {
-		if _, err := s.Create(name, false); err == nil {
+		if _, err := s.Create(name, App); err == nil {
 			t.Errorf("Create(%q) succeeded", name)
 		}
 	}
@@ -374,32 +374,32 @@ func TestStore_RefusesBadNames(t *testing.T) {
 
 func TestStore_ReplicaRefusesWrites(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db", false)
+	fi, _ := s.Create("app.db", App)
 	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"}, 1)
-	_, _, err := s.WriteAt(fi.ID, []byte{0}, 200, false)
+	_, _, err := s.WriteAt(fi.ID, []byte{0}, 200, App)
 	var ro *pagewire.ReadOnlyError
 	if !errors.As(err, &ro) || ro.Primary != "node1" {
 		t.Fatalf("err=%v, want ReadOnlyError naming node1", err)
 	}
-	if _, err := s.Open(fi.ID, true, false); !errors.Is(err, pagewire.ErrReadOnly) {
+	if _, err := s.Open(fi.ID, true, App); !errors.Is(err, pagewire.ErrReadOnly) {
 		t.Fatalf("open for write err=%v, want ErrReadOnly", err)
 	}
-	if _, err := s.Open(fi.ID, false, false); err != nil {
+	if _, err := s.Open(fi.ID, false, App); err != nil {
 		t.Fatalf("open for read: %v", err)
 	}
 	// Readers still need the -shm.
-	shm, err := s.Create("app.db-shm", false)
+	shm, err := s.Create("app.db-shm", App)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte{1, 2, 3}, 0, false); err != nil {
+	if _, _, err := s.WriteAt(shm.ID, []byte{1, 2, 3}, 0, App); err != nil {
 		t.Fatalf("write -shm on a replica: %v", err)
 	}
 }
 
 func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 1)
 	p1 := newDatabasePage(defaultPageSize)
 	p1[50] = 0x42                          // a change to page 1 that only the WAL has
@@ -439,8 +439,8 @@ func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
 
 func TestStore_ImportRefusedWhileOpen(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	fi, _ := s.Create("app.db", false)
-	if _, err := s.Open(fi.ID, true, false); err != nil {
+	fi, _ := s.Create("app.db", App)
+	if _, err := s.Open(fi.ID, true, App); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.Import("app.db", bytes.NewReader(newDatabasePage(defaultPageSize))); !errors.Is(err, pagewire.ErrBusy) {
@@ -478,12 +478,12 @@ func mustLookup(t testing.TB, s *Store, name string) FileInfo {
 // follow releases of deleted files.
 func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
-	shm, err := s.Create("app.db-shm", false)
+	s.Create("app.db", App)
+	shm, err := s.Create("app.db-shm", App)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Open(shm.ID, true, false); err != nil {
+	if _, err := s.Open(shm.ID, true, App); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Delete("app.db-shm"); err != nil {
@@ -492,7 +492,7 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	if _, err := s.Lookup("app.db-shm"); !errors.Is(err, pagewire.ErrNotFound) {
 		t.Fatalf("lookup after delete err=%v, want ErrNotFound", err)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte("late writeback"), 0, false); err != nil {
+	if _, _, err := s.WriteAt(shm.ID, []byte("late writeback"), 0, App); err != nil {
 		t.Fatalf("write back to a deleted, open -shm: %v", err)
 	}
 	if di, _ := s.Database("app.db"); di.OpenHandles != 1 {
@@ -502,7 +502,7 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 	if di, _ := s.Database("app.db"); di.OpenHandles != 0 {
 		t.Fatalf("open handles after release=%d, want 0", di.OpenHandles)
 	}
-	if _, _, err := s.WriteAt(shm.ID, []byte("x"), 0, false); !errors.Is(err, pagewire.ErrStale) {
+	if _, _, err := s.WriteAt(shm.ID, []byte("x"), 0, App); !errors.Is(err, pagewire.ErrStale) {
 		t.Fatalf("write after release err=%v, want ErrStale", err)
 	}
 }
@@ -511,8 +511,8 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 // still has its commit counted.
 func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
-	wal, _ := s.Create("app.db-wal", false)
+	s.Create("app.db", App)
+	wal, _ := s.Create("app.db-wal", App)
 	w := &walBuilder{t: t, s: s, id: wal.ID, pageSize: defaultPageSize}
 	w.restart(3)
 	// Build frame 1 by hand into the same buffer as the header.
@@ -528,7 +528,7 @@ func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 	binary.BigEndian.PutUint32(fh[16:], c1)
 	binary.BigEndian.PutUint32(fh[20:], c2)
 	buf := append(append(hdr, fh...), testPage(4)...)
-	if _, txid, err := s.WriteAt(wal.ID, buf, 0, false); err != nil || txid != 2 {
+	if _, txid, err := s.WriteAt(wal.ID, buf, 0, App); err != nil || txid != 2 {
 		t.Fatalf("txid=%d err=%v, want 2", txid, err)
 	}
 }
@@ -537,7 +537,7 @@ func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 // file, which must come out at the snapshot's position.
 func TestStore_RestoreDatabase(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 1)
 	p1 := newDatabasePage(defaultPageSize)
 	binary.BigEndian.PutUint32(p1[28:], 2)
@@ -581,7 +581,7 @@ func expectTxns(fills ...byte) []pagewire.Txn {
 func TestStore_ExpectedCommitStandsForSeveralTransactions(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	txns := expectTxns(3, 4, 5)
 	done, err := s.ExpectCommit("app.db", txns)
 	if err != nil {
@@ -617,7 +617,7 @@ func TestStore_ExpectedCommitStandsForSeveralTransactions(t *testing.T) {
 
 func TestStore_ExpectedCommitWithAnotherChecksumCountsOne(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	if _, err := s.ExpectCommit("app.db", expectTxns(3, 4)); err != nil {
 		t.Fatal(err)
 	}
@@ -630,7 +630,7 @@ func TestStore_ExpectedCommitWithAnotherChecksumCountsOne(t *testing.T) {
 
 func TestStore_ExpectCommitRefusesTransactionsThatDoNotFollow(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	txns := expectTxns(3, 4, 5)
 	for name, bad := range map[string][]pagewire.Txn{
 		"none":             nil,
@@ -650,7 +650,7 @@ func TestStore_ExpectCommitRefusesTransactionsThatDoNotFollow(t *testing.T) {
 func TestStore_WithdrawnExpectationIsForgotten(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	done, err := s.ExpectCommit("app.db", expectTxns(3, 4))
 	if err != nil {
 		t.Fatal(err)
@@ -671,7 +671,7 @@ func TestStore_WithdrawnExpectationIsForgotten(t *testing.T) {
 func TestStore_RecoveryCountsAnExpectedCommit(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 2) // TXID 2
 	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize), 2: testPage(2)}
@@ -731,7 +731,7 @@ func TestMeta_ReadsVersion1(t *testing.T) {
 func TestStore_SpilledTransactionCountsAfterChecksumRewrite(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	pages := map[uint32][]byte{1: newDatabasePage(defaultPageSize)}
 	w := newWALBuilder(t, s, "app.db", 5)
 
@@ -771,7 +771,7 @@ func TestStore_SpilledTransactionCountsAfterChecksumRewrite(t *testing.T) {
 func TestStore_BadChecksumRewriteFailsTheCommit(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	w.frame(3, testPage(3), 0)
@@ -796,13 +796,13 @@ func TestStore_BadChecksumRewriteFailsTheCommit(t *testing.T) {
 // place will not be rewritten by SQLite: its write fails at once.
 func TestStore_StaleFrameWithoutOverwriteFailsTheCommit(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	// Change frame 1's page with its header in the same write: not how
 	// SQLite overwrites, so no rewrite is awaited.
 	whole := append(w.frameHeader(2, 0, testPage(9)), testPage(8)...)
-	if _, _, err := s.WriteAt(w.id, whole, walfmt.FrameOffset(1, w.pageSize), false); err != nil {
+	if _, _, err := s.WriteAt(w.id, whole, walfmt.FrameOffset(1, w.pageSize), App); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.tryFrame(3, testPage(3), 3); !errors.Is(err, pagewire.ErrInvalidArgument) {
@@ -815,7 +815,7 @@ func TestStore_StaleFrameWithoutOverwriteFailsTheCommit(t *testing.T) {
 // commit frame.
 func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	w.frame(3, testPage(3), 0)
@@ -835,14 +835,14 @@ func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
 // pages the WAL does not hold.
 func TestStore_DatabaseFileTakesOnlyCommittedPages(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	db := mustLookup(t, s, "app.db")
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 2)
 	w.frame(2, testPage(3), 2)
 	ps := int64(defaultPageSize)
 	for _, fill := range []byte{2, 3} {
-		if _, _, err := s.WriteAt(db.ID, testPage(fill), ps, false); err != nil {
+		if _, _, err := s.WriteAt(db.ID, testPage(fill), ps, App); err != nil {
 			t.Fatalf("checkpoint copy of committed page version %d: %v", fill, err)
 		}
 	}
@@ -855,19 +855,19 @@ func TestStore_DatabaseFileTakesOnlyCommittedPages(t *testing.T) {
 		{"half a page", testPage(2)[:100], ps},
 		{"a page past the database", testPage(2), 5 * ps},
 	} {
-		if _, _, err := s.WriteAt(db.ID, tc.data, tc.off, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		if _, _, err := s.WriteAt(db.ID, tc.data, tc.off, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 			t.Errorf("%s: err=%v, want ErrInvalidArgument", tc.what, err)
 		}
 	}
 	// Page 2 is in the WAL: the file may lose it. Page 1 is not.
-	if _, err := s.Truncate(db.ID, ps, false); err != nil {
+	if _, err := s.Truncate(db.ID, ps, App); err != nil {
 		t.Fatalf("truncate to the pages the WAL does not hold: %v", err)
 	}
 	w.restart(6) // as after a full checkpoint: the WAL is empty
-	if _, _, err := s.WriteAt(db.ID, testPage(3), ps, false); err != nil {
+	if _, _, err := s.WriteAt(db.ID, testPage(3), ps, App); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.Truncate(db.ID, ps, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, err := s.Truncate(db.ID, ps, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("truncate that drops committed page 2: err=%v, want ErrInvalidArgument", err)
 	}
 	di, _ := s.Database("app.db")
@@ -882,7 +882,7 @@ func TestStore_DatabaseFileTakesOnlyCommittedPages(t *testing.T) {
 // must not fail the commit SQLite is finishing.
 func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	w.frame(3, testPage(3), 0)
@@ -895,7 +895,7 @@ func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
 	}
 	// A header write over a committed frame that changes it is refused.
 	bad := w.frameHeader(2, 9, testPage(2))
-	if _, _, err := s.WriteAt(w.id, bad, walfmt.FrameOffset(1, w.pageSize), false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, _, err := s.WriteAt(w.id, bad, walfmt.FrameOffset(1, w.pageSize), App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("changing a committed frame header: err=%v, want ErrInvalidArgument", err)
 	}
 }
@@ -906,7 +906,7 @@ func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
 // starts at the first overwritten frame.
 func TestStore_FirstOverwriteUnchangedStillAwaitsRewrite(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	w.frame(3, testPage(3), 0)
@@ -926,7 +926,7 @@ func TestStore_FirstOverwriteUnchangedStillAwaitsRewrite(t *testing.T) {
 // all the same.
 func TestStore_SplitWritesAreFollowed(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.split = true
 	w.frame(2, testPage(2), 0)
@@ -953,7 +953,7 @@ func TestStore_SplitWritesAreFollowed(t *testing.T) {
 // must fail too, or SQLite would take the commit as done.
 func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	// A commit frame whose checksum is wrong, its page written in two.
@@ -961,16 +961,16 @@ func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
 	fh := w.frameHeader(3, 3, testPage(3))
 	fh[20] ^= 1
 	off := walfmt.FrameOffset(w.next, w.pageSize)
-	if _, _, err := s.WriteAt(w.id, fh, off, false); err != nil {
+	if _, _, err := s.WriteAt(w.id, fh, off, App); err != nil {
 		t.Fatal(err)
 	}
 	page := testPage(3)
 	cut := (off+walFrameHeaderSize)/4096*4096 + 4096 - (off + walFrameHeaderSize)
-	if _, _, err := s.WriteAt(w.id, page[:cut], off+walFrameHeaderSize, false); err != nil {
+	if _, _, err := s.WriteAt(w.id, page[:cut], off+walFrameHeaderSize, App); err != nil {
 		t.Fatal(err)
 	}
 	for try := range 2 {
-		if _, _, err := s.WriteAt(w.id, page[cut:], off+walFrameHeaderSize+cut, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		if _, _, err := s.WriteAt(w.id, page[cut:], off+walFrameHeaderSize+cut, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 			t.Fatalf("write %d of the rest of the commit frame: err=%v, want ErrInvalidArgument", try+1, err)
 		}
 	}

@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"bytes"
@@ -125,7 +125,7 @@ func TestTxlog_PrunesPastRetention(t *testing.T) {
 
 func TestStore_LogsCommittedTransactions(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 1)
 	w.frame(2, testPage(2), 0)
 	w.frame(2, testPage(3), 0) // the same page again: the newest frame wins

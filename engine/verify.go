@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/internal/walfmt"
 )
 
@@ -93,7 +94,7 @@ func (s *Store) Verify(name string, repair bool) (VerifyReport, error) {
 	}
 	if r.Uncounted > 0 && repair && r.WAL == "" {
 		before := d.pos.TXID
-		if _, _, err := d.scanFrames(0, nil); err != nil {
+		if _, _, err := d.scanFrames(0, &commitRule{announced: d.expect}, nil); err != nil {
 			return r, fmt.Errorf("count the WAL's uncounted transactions: %w", err)
 		}
 		d.w.pending = d.w.pending[:0]
@@ -102,7 +103,7 @@ func (s *Store) Verify(name string, repair bool) (VerifyReport, error) {
 			return r, err
 		}
 		r.Repaired = true
-		d.log.Warn("verify counted committed transactions the position had missed", "transactions", r.Uncounted, logKeyTXID, d.pos.TXID)
+		d.log.Warn("verify counted committed transactions the position had missed", "transactions", r.Uncounted, logkey.TXID, d.pos.TXID)
 	}
 	r.Pos, r.PageCount = d.pos, uint32(len(d.pages))
 	if err := d.verifyPages(&r); err != nil {

@@ -1,4 +1,4 @@
-package server
+package engine
 
 import (
 	"errors"
@@ -21,7 +21,7 @@ func mustVerify(t *testing.T, s *Store, repair bool) VerifyReport {
 
 func TestVerify_MatchingDatabaseIsOK(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	w.frame(3, testPage(3), 3)
@@ -37,7 +37,7 @@ func TestVerify_MatchingDatabaseIsOK(t *testing.T) {
 func TestVerify_FindsAndCountsUncountedCommits(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 2)
 	// Two more commits written behind the store's back.
@@ -70,7 +70,7 @@ func TestVerify_FindsAndCountsUncountedCommits(t *testing.T) {
 func TestVerify_NamesDamagedPages(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestStore(t, dir)
-	s.Create("app.db", false)
+	s.Create("app.db", App)
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 2)
 	w.frame(3, testPage(3), 3)
