@@ -253,3 +253,12 @@ type Txn struct {
 
 // Epoch is a lease epoch: every lease acquisition gets a larger one.
 type Epoch uint64
+
+// HaltLock is a held halt lock on a database: while a client holds it
+// through a replica, its writes there are committed on the primary first.
+type HaltLock struct {
+	ID      string    // names the lock: releasing it needs it
+	TXID    TXID      // the database's TXID on the primary when taken
+	Expires time.Time // when the lock is released by itself
+	Holder  string    // hostname of the node it was taken through
+}

@@ -136,7 +136,7 @@ type expectedCommit struct {
 // localHalt is a halt lock a client holds through this node while it is a
 // replica.
 type localHalt struct {
-	lock HaltLock
+	lock pagewire.HaltLock
 	// forward commits a transaction on the primary; an error means it did
 	// not commit there.
 	forward func(pagewire.Txn) error

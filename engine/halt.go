@@ -28,13 +28,6 @@ const (
 // haltStopping is why a stopping node releases its grants.
 const haltStopping = "the node is stopping"
 
-// HaltLock is a held halt lock.
-type HaltLock struct {
-	ID      string
-	TXID    pagewire.TXID // the database's TXID on the primary when taken
-	Expires time.Time
-	Holder  string // the hostname of the node it was taken through
-}
 
 // HeldWriter is the primary's hold on a database's WAL write lock while a
 // replica's client holds the halt lock: SQLite's writers on the primary
@@ -51,7 +44,7 @@ type HeldWriter interface {
 // are set, under halts.mu, once the grant is set up; lock.ID is "" while
 // it is only reserved.
 type grant struct {
-	lock HaltLock
+	lock pagewire.HaltLock
 	w    HeldWriter // nil when the holder is on this node
 	// mu serializes the holder's transactions and the release.
 	mu       sync.Mutex
@@ -68,7 +61,7 @@ type HoldFunc func(ctx context.Context, db string, wait time.Duration) (HeldWrit
 // the pagewire sentinels the primary returned.
 type HaltPrimary interface {
 	// AcquireHalt takes req.DB's halt lock on the primary for req.Hostname.
-	AcquireHalt(ctx context.Context, url string, req HaltRequest) (HaltLock, error)
+	AcquireHalt(ctx context.Context, url string, req HaltRequest) (pagewire.HaltLock, error)
 	// ReleaseHalt releases the lock id; ErrNotFound if it is not held.
 	ReleaseHalt(ctx context.Context, url, db, id string) error
 	// ForwardTransaction commits txn on the primary under the lock haltID
@@ -115,7 +108,7 @@ func NewHalts(store *Store, hostname string, hold HoldFunc, primary HaltPrimary,
 // Close releases every lock granted and closes the connections to
 // primaries.
 func (h *Halts) Close() {
-	h.releaseAll(haltStopping)
+	h.ReleaseAll(haltStopping)
 	_ = h.primary.Close()
 }
 
@@ -146,31 +139,31 @@ func HaltDurations(ttl, wait time.Duration) (time.Duration, time.Duration, error
 // Acquire takes db's halt lock for a client of this node: on the primary
 // directly; on a replica through the primary, after which this node has
 // caught up with the primary and forwards the client's commits to it.
-func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration) (HaltLock, error) {
+func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration) (pagewire.HaltLock, error) {
 	ttl, wait, err := HaltDurations(ttl, wait)
 	if err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	d, err := h.store.db(db)
 	if err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	st := h.store.role.Load()
 	if st.role == pagewire.RolePrimary {
 		return h.grant(ctx, db, h.hostname, st.epoch, ttl, wait, onThisNode)
 	}
 	if cur := d.halt.Load(); cur.active() {
-		return HaltLock{}, fmt.Errorf("%w: a client of this node holds the halt lock of %q until %s; wait for it to be released",
+		return pagewire.HaltLock{}, fmt.Errorf("%w: a client of this node holds the halt lock of %q until %s; wait for it to be released",
 			pagewire.ErrBusy, db, cur.lock.Expires.Format(time.RFC3339))
 	}
 	if st.ro.AdvertiseURL == "" {
 		ro := st.ro
-		return HaltLock{}, fmt.Errorf("no primary is known to take the halt lock from; try again once one is elected: %w", &ro)
+		return pagewire.HaltLock{}, fmt.Errorf("no primary is known to take the halt lock from; try again once one is elected: %w", &ro)
 	}
 	url := st.ro.AdvertiseURL
 	lock, err := h.primary.AcquireHalt(ctx, url, HaltRequest{DB: db, Hostname: h.hostname, Epoch: st.epoch, TTL: ttl, Wait: wait})
 	if err != nil {
-		return HaltLock{}, fmt.Errorf("take the halt lock of %q from the primary %s: %w", db, url, err)
+		return pagewire.HaltLock{}, fmt.Errorf("take the halt lock of %q from the primary %s: %w", db, url, err)
 	}
 	release := func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -183,7 +176,7 @@ func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 	cancel()
 	if err != nil {
 		release()
-		return HaltLock{}, fmt.Errorf("%w: this node did not catch up with the primary's TXID %s within %s: %v", pagewire.ErrBusy, lock.TXID, wait, err)
+		return pagewire.HaltLock{}, fmt.Errorf("%w: this node did not catch up with the primary's TXID %s within %s: %v", pagewire.ErrBusy, lock.TXID, wait, err)
 	}
 	epoch := st.epoch
 	lh := &localHalt{lock: lock}
@@ -243,19 +236,19 @@ func (h *Halts) Release(ctx context.Context, db, id string) error {
 
 // current returns db's grant and a copy of its lock (ID "" while it is
 // only reserved), read under h.mu.
-func (h *Halts) current(db string) (*grant, HaltLock) {
+func (h *Halts) current(db string) (*grant, pagewire.HaltLock) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	g := h.granted[db]
 	if g == nil {
-		return nil, HaltLock{}
+		return nil, pagewire.HaltLock{}
 	}
 	return g, g.lock
 }
 
 // Held returns db's halt lock, as this node knows it: granted as the
 // primary, or taken through it as a replica.
-func (h *Halts) Held(db string) (HaltLock, bool) {
+func (h *Halts) Held(db string) (pagewire.HaltLock, bool) {
 	if _, lock := h.current(db); lock.ID != "" {
 		return lock, true
 	}
@@ -264,7 +257,7 @@ func (h *Halts) Held(db string) (HaltLock, bool) {
 			return lh.lock, true
 		}
 	}
-	return HaltLock{}, false
+	return pagewire.HaltLock{}, false
 }
 
 // holderAt says where a halt lock's holder writes from.
@@ -283,13 +276,13 @@ const (
 // replica holder that follows lease epoch (0: any), waiting up to wait for
 // the current holder to release it; ttl and wait are bounded as
 // HaltDurations does.
-func (h *Halts) GrantToReplica(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration) (HaltLock, error) {
+func (h *Halts) GrantToReplica(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration) (pagewire.HaltLock, error) {
 	if err := pagewire.ValidateDBName(db); err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	ttl, wait, err := HaltDurations(ttl, wait)
 	if err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	if holder == "" {
 		holder = "unnamed replica"
@@ -308,23 +301,23 @@ func (h *Halts) ReleaseGrant(db, id string) error {
 // grant gives db's halt lock to holder, as the primary, waiting up to
 // wait for the current holder to release it. A holder on a replica gets
 // the database's WAL write lock held for it.
-func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration, at holderAt) (HaltLock, error) {
+func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epoch, ttl, wait time.Duration, at holderAt) (pagewire.HaltLock, error) {
 	if err := h.checkPrimary(epoch); err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	d, err := h.store.db(db)
 	if err != nil {
-		return HaltLock{}, err
+		return pagewire.HaltLock{}, err
 	}
 	if at == onAReplica && h.hold == nil {
-		return HaltLock{}, fmt.Errorf("%w: this node cannot hold its databases' write locks for replicas", pagewire.ErrBusy)
+		return pagewire.HaltLock{}, fmt.Errorf("%w: this node cannot hold its databases' write locks for replicas", pagewire.ErrBusy)
 	}
 	deadline := time.Now().Add(wait)
 	g := &grant{}
 	for {
 		h.mu.Lock()
 		cur := h.granted[db]
-		var curLock HaltLock
+		var curLock pagewire.HaltLock
 		if cur != nil {
 			curLock = cur.lock
 		}
@@ -341,21 +334,21 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 		case <-freed:
 			t.Stop()
 		case <-t.C:
-			return HaltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, curLock.Holder, curLock.Expires.Format(time.RFC3339))
+			return pagewire.HaltLock{}, fmt.Errorf("%w: the halt lock of %q is held by %s until %s; try again later", pagewire.ErrBusy, db, curLock.Holder, curLock.Expires.Format(time.RFC3339))
 		case <-ctx.Done():
 			t.Stop()
-			return HaltLock{}, ctx.Err()
+			return pagewire.HaltLock{}, ctx.Err()
 		}
 	}
 	var w HeldWriter
 	if at == onAReplica {
 		if w, err = h.hold(ctx, db, max(time.Until(deadline), time.Millisecond)); err != nil {
 			h.unreserve(db, g)
-			return HaltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
+			return pagewire.HaltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
 		}
 	}
 	pos, _, _ := d.watchPos()
-	lock := HaltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
+	lock := pagewire.HaltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
 	h.mu.Lock()
 	g.w, g.lock = w, lock
 	g.timer = time.AfterFunc(ttl, func() { _ = h.release(db, lock.ID, "expired") })
@@ -419,8 +412,8 @@ func (h *Halts) release(db, id, why string) error {
 	return nil
 }
 
-// releaseAll ends every granted lock: the node stopped being the primary.
-func (h *Halts) releaseAll(why string) {
+// ReleaseAll ends every granted lock: the node stopped being the primary.
+func (h *Halts) ReleaseAll(why string) {
 	h.mu.Lock()
 	var locks []struct{ db, id string }
 	for db, g := range h.granted {

@@ -25,7 +25,7 @@ func haltReplicaStore(t *testing.T, dir string, forward func(pagewire.Txn) error
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.halt.Store(&localHalt{lock: HaltLock{ID: "h1", Expires: time.Now().Add(time.Minute)}, forward: forward})
+	d.halt.Store(&localHalt{lock: pagewire.HaltLock{ID: "h1", Expires: time.Now().Add(time.Minute)}, forward: forward})
 	return s, w
 }
 
@@ -125,7 +125,7 @@ func TestHalts_GrantWaitsReleaseAndExpiry(t *testing.T) {
 	if _, err := h.grant(ctx, "app.db", "r2", 3, time.Minute, 50*time.Millisecond, onAReplica); !errors.Is(err, pagewire.ErrBusy) {
 		t.Fatalf("second request: %v", err)
 	}
-	done := make(chan HaltLock)
+	done := make(chan pagewire.HaltLock)
 	go func() {
 		l, err := h.grant(ctx, "app.db", "r2", 3, 200*time.Millisecond, 10*time.Second, onAReplica)
 		if err != nil {

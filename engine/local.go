@@ -296,7 +296,7 @@ func (s *Store) WaitForPosition(ctx context.Context, name string, txid pagewire.
 		return pagewire.Pos{}, err
 	}
 	for {
-		dbsChanged := s.databasesChanged()
+		dbsChanged := s.DatabasesChanged()
 		d, err := s.db(name)
 		if errors.Is(err, pagewire.ErrNotFound) {
 			select {

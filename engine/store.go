@@ -281,9 +281,25 @@ func (s *Store) Epoch() pagewire.Epoch {
 	return s.role.Load().epoch
 }
 
-// databasesChanged returns a channel closed at the next database creation
+// SendsAs reports whether this node sends its transactions to replicas,
+// and as the primary of which lease epoch. The primary does; so does a
+// primary that stepped down to hand off, which keeps its epoch until a new
+// primary is known and keeps serving its last transactions so that
+// candidates catch up before taking over. Any other node returns a
+// *pagewire.ReadOnlyError naming the primary.
+func (s *Store) SendsAs() (pagewire.Epoch, error) {
+	st := s.role.Load() // role, primary and epoch from one change
+	handingOff := st.role == pagewire.RoleReplica && st.ro.Primary == "" && st.epoch > 0
+	if st.role != pagewire.RolePrimary && !handingOff {
+		ro := st.ro
+		return 0, &ro
+	}
+	return st.epoch, nil
+}
+
+// DatabasesChanged returns a channel closed at the next database creation
 // or deletion.
-func (s *Store) databasesChanged() <-chan struct{} {
+func (s *Store) DatabasesChanged() <-chan struct{} {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.dbsChanged

@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 )
 
@@ -23,10 +25,10 @@ const exportChunk = 1 << 20
 // adminService serves AdminService from a Store.
 type adminService struct {
 	adminv1.UnimplementedAdminServiceServer
-	store   *Store
+	store   *engine.Store
 	node    NodeInfo
 	handoff func(ctx context.Context, target string) (hostname, url string, err error)
-	halts   *halts
+	halts   *engine.Halts
 	subs    *subscribers
 	// proxyURL is this node's proxy's URL ("" without one).
 	proxyURL string
@@ -58,7 +60,7 @@ func (a *adminService) WaitForPosition(ctx context.Context, req *adminv1.WaitFor
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, status.Error(codes.DeadlineExceeded, err.Error()+"; this node lags the primary, or the TXID was never written")
 		}
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &adminv1.WaitForPositionResponse{Txid: uint64(pos.TXID), Checksum: pos.Checksum}, nil
 }
@@ -72,7 +74,7 @@ func (a *adminService) Handoff(ctx context.Context, req *adminv1.HandoffRequest)
 	}
 	host, url, err := a.handoff(ctx, req.GetTarget())
 	if err != nil {
-		return nil, toStatus(err) // a node that is not the primary: ErrReadOnly, FAILED_PRECONDITION
+		return nil, wire.ToStatus(err) // a node that is not the primary: ErrReadOnly, FAILED_PRECONDITION
 	}
 	return &adminv1.HandoffResponse{Primary: host, PrimaryUrl: url}, nil
 }
@@ -91,7 +93,7 @@ func (a *adminService) ListDatabases(context.Context, *adminv1.ListDatabasesRequ
 func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRequest) (*adminv1.GetDatabaseResponse, error) {
 	di, err := a.store.Database(req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	role, ro := a.store.Role()
 	resp := &adminv1.GetDatabaseResponse{Database: databaseToProto(di), Primary: ro.Primary, IsPrimary: role == pagewire.RolePrimary}
@@ -102,7 +104,7 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 		}
 	}
 	if lock, ok := a.halts.Held(di.Name); ok {
-		resp.HaltLock = adminHaltLockToProto(lock, false)
+		resp.HaltLock = wire.HaltLockToProto(lock, false)
 	}
 	return resp, nil
 }
@@ -110,7 +112,7 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 func (a *adminService) VerifyDatabase(_ context.Context, req *adminv1.VerifyDatabaseRequest) (*adminv1.VerifyDatabaseResponse, error) {
 	r, err := a.store.Verify(req.GetName(), req.GetRepair())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return verifyReportToProto(r), nil
 }
@@ -145,7 +147,7 @@ func (a *adminService) ExportDatabase(req *adminv1.ExportDatabaseRequest, stream
 	w := &chunkWriter{send: stream.Send}
 	pos, err := a.store.Export(req.GetName(), w)
 	if err != nil {
-		return toStatus(fmt.Errorf("export %q: %w", req.GetName(), err))
+		return wire.ToStatus(fmt.Errorf("export %q: %w", req.GetName(), err))
 	}
 	// The last message carries the position the snapshot was taken at.
 	return stream.Send(&adminv1.ExportDatabaseResponse{Txid: uint64(pos.TXID), Checksum: pos.Checksum})
@@ -173,14 +175,14 @@ func (r *importReader) Read(p []byte) (int, error) {
 func (a *adminService) ImportDatabase(stream adminv1.AdminService_ImportDatabaseServer) error {
 	first, err := stream.Recv()
 	if errors.Is(err, io.EOF) {
-		return toStatus(fmt.Errorf("%w: import stream is empty", pagewire.ErrInvalidArgument))
+		return wire.ToStatus(fmt.Errorf("%w: import stream is empty", pagewire.ErrInvalidArgument))
 	} else if err != nil {
 		return err
 	}
 	r := &importReader{recv: stream.Recv, buf: first.GetData()}
 	di, err := a.store.Import(first.GetName(), r)
 	if err != nil {
-		return toStatus(err)
+		return wire.ToStatus(err)
 	}
 	return stream.SendAndClose(&adminv1.ImportDatabaseResponse{Database: databaseToProto(di)})
 }

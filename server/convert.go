@@ -4,6 +4,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
@@ -17,7 +19,7 @@ var kindToProto = map[pagewire.FileKind]storagev1.FileKind{
 	pagewire.FilePrimary:  storagev1.FileKind_FILE_KIND_PRIMARY,
 }
 
-func fileInfoToProto(fi FileInfo) *storagev1.FileInfo {
+func fileInfoToProto(fi engine.FileInfo) *storagev1.FileInfo {
 	return &storagev1.FileInfo{
 		Name:     fi.Name,
 		FileId:   fi.ID,
@@ -29,7 +31,7 @@ func fileInfoToProto(fi FileInfo) *storagev1.FileInfo {
 	}
 }
 
-func databaseToProto(di DatabaseInfo) *adminv1.Database {
+func databaseToProto(di engine.DatabaseInfo) *adminv1.Database {
 	return &adminv1.Database{
 		Name:        di.Name,
 		Txid:        uint64(di.Pos.TXID),
@@ -40,7 +42,7 @@ func databaseToProto(di DatabaseInfo) *adminv1.Database {
 	}
 }
 
-func verifyReportToProto(r VerifyReport) *adminv1.VerifyDatabaseResponse {
+func verifyReportToProto(r engine.VerifyReport) *adminv1.VerifyDatabaseResponse {
 	return &adminv1.VerifyDatabaseResponse{
 		Ok: r.OK(), Txid: uint64(r.Pos.TXID), Checksum: r.Pos.Checksum, ContentChecksum: r.Checksum,
 		PageCount: r.PageCount, BadPages: r.BadPages, BadPageCount: uint32(r.BadPageCount),
@@ -58,64 +60,19 @@ func roleToProto(r pagewire.Role) adminv1.Role {
 	return adminv1.Role_ROLE_UNSPECIFIED
 }
 
-func fileChangeToProto(c FileChange) *storagev1.FileChange {
+func fileChangeToProto(c engine.FileChange) *storagev1.FileChange {
 	return &storagev1.FileChange{Name: c.Name, FileId: c.ID, Entry: c.Entry, Offset: c.Offset, Length: c.Length}
-}
-
-func posToProto(p pagewire.Pos) *replicationv1.Position {
-	return &replicationv1.Position{Txid: uint64(p.TXID), Checksum: p.Checksum}
-}
-
-// maxMessagePages bounds the bytes of pages in one stream message.
-const maxMessageBytes = 4 << 20
-
-// txnToProto converts a transaction to one message, or several with
-// more set when its pages exceed maxMessageBytes.
-func txnToProto(t pagewire.Txn) []*replicationv1.Transaction {
-	perMsg := max(1, maxMessageBytes/int(t.PageSize))
-	var out []*replicationv1.Transaction
-	for start := 0; start < len(t.Pages) || start == 0; start += perMsg {
-		end := min(start+perMsg, len(t.Pages))
-		pages := make([]*replicationv1.Page, 0, end-start)
-		for _, p := range t.Pages[start:end] {
-			pages = append(pages, &replicationv1.Page{Pgno: p.Pgno, Data: p.Data})
-		}
-		out = append(out, &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
-			PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pages, More: end < len(t.Pages)})
-		if end == len(t.Pages) {
-			break
-		}
-	}
-	return out
 }
 
 // txnsToProto makes one message of small transactions: a lone one as a
 // transaction event, several as a transactions event.
 func txnsToProto(txns []pagewire.Txn) *replicationv1.StreamTransactionsResponse {
 	if len(txns) == 1 {
-		return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: txnToProto(txns[0])[0]}}
+		return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: wire.TxnToProto(txns[0])[0]}}
 	}
 	msg := &replicationv1.Transactions{Transactions: make([]*replicationv1.Transaction, 0, len(txns))}
 	for _, t := range txns {
-		msg.Transactions = append(msg.Transactions, txnToProto(t)[0])
+		msg.Transactions = append(msg.Transactions, wire.TxnToProto(t)[0])
 	}
 	return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transactions{Transactions: msg}}
-}
-
-func haltLockFromProto(l *replicationv1.HaltLock) haltLock {
-	return haltLock{ID: l.GetId(), TXID: pagewire.TXID(l.GetTxid()), Expires: l.GetExpires().AsTime(), Holder: l.GetHolder()}
-}
-
-func haltLockToProto(l haltLock) *replicationv1.HaltLock {
-	return &replicationv1.HaltLock{Id: l.ID, Txid: uint64(l.TXID), Expires: timestamppb.New(l.Expires), Holder: l.Holder}
-}
-
-// adminHaltLockToProto converts a lock for AdminService; withID is false
-// when it is shown to anyone but its holder.
-func adminHaltLockToProto(l haltLock, withID bool) *replicationv1.HaltLock {
-	out := &replicationv1.HaltLock{Txid: uint64(l.TXID), Expires: timestamppb.New(l.Expires), Holder: l.Holder}
-	if withID {
-		out.Id = l.ID
-	}
-	return out
 }

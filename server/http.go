@@ -15,7 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 )
@@ -58,7 +59,7 @@ func haltToJSON(l *replicationv1.HaltLock) *haltJSON {
 // maxAPIBody bounds a request body of the HTTP API.
 const maxAPIBody = 64 << 10
 
-func (s *Server) dbToJSON(di DatabaseInfo) dbJSON {
+func (s *Server) dbToJSON(di engine.DatabaseInfo) dbJSON {
 	role, ro := s.cfg.Store.Role()
 	primary := ro.Primary
 	if role == pagewire.RolePrimary {
@@ -208,7 +209,7 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 // writeError answers with the status code that fits err and a JSON body
 // naming the reason.
 func writeError(w http.ResponseWriter, err error) {
-	err = client.Error(err) // a gRPC status from the admin service, back to a domain error
+	err = wire.FromStatus(err) // a gRPC status from the admin service, back to a domain error
 	code := http.StatusInternalServerError
 	switch status.Code(err) {
 	case codes.DeadlineExceeded:

@@ -4,13 +4,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/engine"
 )
 
 // storeCollector reports positions, replicas and halt locks at scrape
 // time, under the metric names LiteFS users' dashboards use (DESIGN §8).
 type storeCollector struct {
-	store     *Store
-	halts     *halts
+	store     *engine.Store
+	halts     *engine.Halts
 	subs      *subscribers
 	following func() map[string]FollowStatus
 
@@ -22,7 +23,7 @@ type storeCollector struct {
 
 var _ prometheus.Collector = (*storeCollector)(nil)
 
-func newStoreCollector(s *Store, h *halts, subs *subscribers, following func() map[string]FollowStatus) *storeCollector {
+func newStoreCollector(s *engine.Store, h *engine.Halts, subs *subscribers, following func() map[string]FollowStatus) *storeCollector {
 	db := []string{"db"}
 	return &storeCollector{
 		store: s, halts: h, subs: subs, following: following,

@@ -17,6 +17,7 @@ import (
 	healthgrpc "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/pagewire/pagewire/engine"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	"github.com/pagewire/pagewire/server"
 )
@@ -25,7 +26,7 @@ import (
 // address and a function that stops it.
 func startTCPServer(t *testing.T) (addr string, stop func()) {
 	t.Helper()
-	store, err := server.OpenStore(server.StoreConfig{Dir: t.TempDir()})
+	store, err := engine.OpenStore(engine.StoreConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

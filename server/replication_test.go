@@ -1,15 +1,18 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/walfmt"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
-	"github.com/pagewire/pagewire/server"
+	"github.com/pagewire/pagewire/replicator/upstream"
 )
 
 // The primary's side of replication over a real gRPC connection: where a
@@ -18,10 +21,10 @@ func TestReplicationService_StreamStarts(t *testing.T) {
 	conn, _, store := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := store.Create("app.db", false); err != nil {
+	if _, err := store.Create("app.db", engine.App); err != nil {
 		t.Fatal(err)
 	}
-	up := client.NewUpstream(conn)
+	up := upstream.New(conn)
 	pos, _ := store.Position("app.db")
 
 	t.Run("unknown database", func(t *testing.T) {
@@ -102,10 +105,46 @@ func TestReplicationService_StreamStarts(t *testing.T) {
 }
 
 // commitOnePage commits one transaction on the primary.
-func commitOnePage(t *testing.T, store *server.Store) {
-	if err := server.CommitTestTransaction(store, "app.db"); err != nil {
+func commitOnePage(t *testing.T, store *engine.Store) {
+	if err := commitTestTransaction(store, "app.db"); err != nil {
 		t.Error(err)
 	}
+}
+
+// commitTestTransaction commits one transaction to db as SQLite would: a
+// new WAL (header), then one commit frame for page 2.
+func commitTestTransaction(s *engine.Store, db string) error {
+	walFile, err := s.Create(db+"-wal", engine.App)
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, walfmt.HeaderSize)
+	binary.BigEndian.PutUint32(hdr[0:], walfmt.Magic)
+	binary.BigEndian.PutUint32(hdr[4:], walfmt.Version)
+	binary.BigEndian.PutUint32(hdr[8:], 4096)
+	binary.BigEndian.PutUint32(hdr[16:], 77)
+	binary.BigEndian.PutUint32(hdr[20:], 78)
+	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
+	binary.BigEndian.PutUint32(hdr[24:], c1)
+	binary.BigEndian.PutUint32(hdr[28:], c2)
+	if _, _, err := s.WriteAt(walFile.ID, hdr, 0, engine.App); err != nil {
+		return err
+	}
+	page := bytes.Repeat([]byte{7}, 4096)
+	fh := make([]byte, walfmt.FrameHeaderSize)
+	binary.BigEndian.PutUint32(fh[0:], 2)
+	binary.BigEndian.PutUint32(fh[4:], 2)
+	binary.BigEndian.PutUint32(fh[8:], 77)
+	binary.BigEndian.PutUint32(fh[12:], 78)
+	c1, c2 = walfmt.Checksum(false, c1, c2, fh[:8])
+	c1, c2 = walfmt.Checksum(false, c1, c2, page)
+	binary.BigEndian.PutUint32(fh[16:], c1)
+	binary.BigEndian.PutUint32(fh[20:], c2)
+	if _, _, err := s.WriteAt(walFile.ID, fh, walfmt.HeaderSize, engine.App); err != nil {
+		return err
+	}
+	_, _, err = s.WriteAt(walFile.ID, page, walfmt.HeaderSize+walfmt.FrameHeaderSize, engine.App)
+	return err
 }
 
 // Transactions already committed when a replica asks for them go in one
@@ -114,7 +153,7 @@ func TestReplicationService_CommittedTransactionsGoTogether(t *testing.T) {
 	conn, _, store := startServer(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if _, err := store.Create("app.db", false); err != nil {
+	if _, err := store.Create("app.db", engine.App); err != nil {
 		t.Fatal(err)
 	}
 	from, _ := store.Position("app.db")
@@ -136,7 +175,7 @@ func TestReplicationService_CommittedTransactionsGoTogether(t *testing.T) {
 		t.Fatalf("first message %v, want transactions %d..%d together", msg, from.TXID+1, to.TXID)
 	}
 
-	up, err := client.NewUpstream(conn).StreamTransactions(ctx, "app.db", "r1", from)
+	up, err := upstream.New(conn).StreamTransactions(ctx, "app.db", "r1", from)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -23,9 +23,11 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/inproc"
 	"github.com/pagewire/pagewire/internal/bufpool"
+	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
@@ -43,10 +45,10 @@ type NodeInfo struct {
 
 // Config configures a Server.
 type Config struct {
-	Store    *Store       // required
-	Node     NodeInfo     // Hostname required
-	Listener net.Listener // http.addr, opened by the caller; nil: serve only in process
-	Logger   *slog.Logger // nil: slog.Default()
+	Store    *engine.Store // required
+	Node     NodeInfo      // Hostname required
+	Listener net.Listener  // http.addr, opened by the caller; nil: serve only in process
+	Logger   *slog.Logger  // nil: slog.Default()
 	// Registry is where the server registers its metrics and what /metrics
 	// serves; nil: a new registry.
 	Registry *prometheus.Registry
@@ -68,7 +70,7 @@ type Config struct {
 	// mount (the apply worker), waiting at most wait: how the primary
 	// keeps its writers out while a replica's client holds the halt lock.
 	// Nil: replicas' halt requests are refused.
-	HoldWriter func(ctx context.Context, db string, wait time.Duration) (HeldWriter, error)
+	HoldWriter func(ctx context.Context, db string, wait time.Duration) (engine.HeldWriter, error)
 	// Following, if set, reports this replica's view of the primary per
 	// database (litefs_db_position_primary, litefs_lag_seconds).
 	Following func() map[string]FollowStatus
@@ -117,7 +119,7 @@ type Server struct {
 	http   *http.Server
 	// stopping is closed when Run begins to stop: long streams end.
 	stopping chan struct{}
-	halts    *halts
+	halts    *engine.Halts
 	subs     *subscribers
 	admin    *adminService // the HTTP API calls it: one implementation, two faces
 }
@@ -137,7 +139,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
 	grpcMetrics := grpcprom.NewServerMetrics()
-	s.halts = newHalts(cfg.Store, cfg.Node, cfg.HoldWriter, log)
+	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(), log)
 	s.subs = newSubscribers()
 	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
 
@@ -159,7 +161,7 @@ func New(cfg Config) (*Server, error) {
 		experimental.BufferPool(pool),
 		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
 		// A halt lock holder's transaction comes in one message.
-		grpc.MaxRecvMsgSize(client.MaxForwardBytes+1<<20),
+		grpc.MaxRecvMsgSize(wire.MaxForwardBytes+1<<20),
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
@@ -215,7 +217,7 @@ func (s *Server) followRole(ctx context.Context) {
 		if role, _ := s.cfg.Store.Role(); role == pagewire.RolePrimary {
 			st = healthgrpc.HealthCheckResponse_SERVING
 		} else {
-			s.halts.releaseAll("this node is no longer the primary")
+			s.halts.ReleaseAll("this node is no longer the primary")
 		}
 		s.health.SetServingStatus(PrimaryHealthService, st)
 		select {
@@ -281,7 +283,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.followRole(ctx)
 	}()
 	defer func() { <-roled }()
-	defer s.halts.close()
+	defer s.halts.Close()
 	if s.cfg.Listener == nil {
 		<-ctx.Done()
 		close(s.stopping)
@@ -298,7 +300,7 @@ func (s *Server) Run(ctx context.Context) error {
 	select {
 	case err = <-errc:
 		err = fmt.Errorf("serve %s: %w", s.cfg.Listener.Addr(), err)
-		s.log.Error("serving stopped; stopping the node", logKeyError, err)
+		s.log.Error("serving stopped; stopping the node", logkey.Error, err)
 	case <-ctx.Done():
 	}
 	// Streams end first (replicas reconnect elsewhere or later), then

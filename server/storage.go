@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/wire"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -15,18 +17,22 @@ const maxIO = 4 << 20
 // storageService serves the block protocol from a Store.
 type storageService struct {
 	storagev1.UnimplementedStorageServiceServer
-	store *Store
+	store *engine.Store
 	// allowInternal accepts the node's own writes on a replica; only the
 	// in-process channel, which only this node's mount reaches, sets it.
 	allowInternal bool
 }
 
-// internal checks a request's internal flag.
-func (s *storageService) internal(flag bool) (bool, error) {
-	if flag && !s.allowInternal {
-		return false, toStatus(fmt.Errorf("%w: internal writes are accepted only from the node's own mount", pagewire.ErrInvalidArgument))
+// writer tells who sends a request from its internal flag: the node's own
+// apply worker, through the in-process channel only, or an app.
+func (s *storageService) writer(internal bool) (engine.Writer, error) {
+	switch {
+	case !internal:
+		return engine.App, nil
+	case !s.allowInternal:
+		return engine.App, wire.ToStatus(fmt.Errorf("%w: internal writes are accepted only from the node's own mount", pagewire.ErrInvalidArgument))
 	}
-	return flag, nil
+	return engine.Applier, nil
 }
 
 var _ storagev1.StorageServiceServer = (*storageService)(nil)
@@ -43,19 +49,19 @@ func (s *storageService) ListFiles(context.Context, *storagev1.ListFilesRequest)
 func (s *storageService) LookupFile(_ context.Context, req *storagev1.LookupFileRequest) (*storagev1.LookupFileResponse, error) {
 	fi, err := s.store.Lookup(req.GetName())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.LookupFileResponse{File: fileInfoToProto(fi)}, nil
 }
 
 func (s *storageService) CreateFile(_ context.Context, req *storagev1.CreateFileRequest) (*storagev1.CreateFileResponse, error) {
-	internal, err := s.internal(req.GetInternal())
+	by, err := s.writer(req.GetInternal())
 	if err != nil {
 		return nil, err
 	}
-	fi, err := s.store.Create(req.GetName(), internal)
+	fi, err := s.store.Create(req.GetName(), by)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.CreateFileResponse{File: fileInfoToProto(fi)}, nil
 }
@@ -63,26 +69,26 @@ func (s *storageService) CreateFile(_ context.Context, req *storagev1.CreateFile
 func (s *storageService) StatFile(_ context.Context, req *storagev1.StatFileRequest) (*storagev1.StatFileResponse, error) {
 	fi, err := s.store.Stat(req.GetFileId())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.StatFileResponse{File: fileInfoToProto(fi)}, nil
 }
 
 func (s *storageService) DeleteFile(_ context.Context, req *storagev1.DeleteFileRequest) (*storagev1.DeleteFileResponse, error) {
 	if err := s.store.Delete(req.GetName()); err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.DeleteFileResponse{}, nil
 }
 
 func (s *storageService) OpenFile(_ context.Context, req *storagev1.OpenFileRequest) (*storagev1.OpenFileResponse, error) {
-	internal, err := s.internal(req.GetInternal())
+	by, err := s.writer(req.GetInternal())
 	if err != nil {
 		return nil, err
 	}
-	fi, err := s.store.Open(req.GetFileId(), req.GetWrite(), internal)
+	fi, err := s.store.Open(req.GetFileId(), req.GetWrite(), by)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.OpenFileResponse{File: fileInfoToProto(fi)}, nil
 }
@@ -94,53 +100,53 @@ func (s *storageService) CloseFile(_ context.Context, req *storagev1.CloseFileRe
 
 func (s *storageService) ReadFile(_ context.Context, req *storagev1.ReadFileRequest) (*storagev1.ReadFileResponse, error) {
 	if req.GetLength() < 0 || req.GetLength() > maxIO {
-		return nil, toStatus(fmt.Errorf("%w: read length %d is outside 0..%d", pagewire.ErrInvalidArgument, req.GetLength(), maxIO))
+		return nil, wire.ToStatus(fmt.Errorf("%w: read length %d is outside 0..%d", pagewire.ErrInvalidArgument, req.GetLength(), maxIO))
 	}
 	buf := make([]byte, req.GetLength())
 	n, err := s.store.ReadAt(req.GetFileId(), buf, req.GetOffset())
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.ReadFileResponse{Data: buf[:n]}, nil
 }
 
 func (s *storageService) WriteFile(_ context.Context, req *storagev1.WriteFileRequest) (*storagev1.WriteFileResponse, error) {
 	if len(req.GetData()) > maxIO {
-		return nil, toStatus(fmt.Errorf("%w: write of %d bytes exceeds %d", pagewire.ErrInvalidArgument, len(req.GetData()), maxIO))
+		return nil, wire.ToStatus(fmt.Errorf("%w: write of %d bytes exceeds %d", pagewire.ErrInvalidArgument, len(req.GetData()), maxIO))
 	}
-	internal, err := s.internal(req.GetInternal())
+	by, err := s.writer(req.GetInternal())
 	if err != nil {
 		return nil, err
 	}
-	size, txid, err := s.store.WriteAt(req.GetFileId(), req.GetData(), req.GetOffset(), internal)
+	size, txid, err := s.store.WriteAt(req.GetFileId(), req.GetData(), req.GetOffset(), by)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.WriteFileResponse{Size: size, Txid: uint64(txid)}, nil
 }
 
 func (s *storageService) TruncateFile(_ context.Context, req *storagev1.TruncateFileRequest) (*storagev1.TruncateFileResponse, error) {
-	internal, err := s.internal(req.GetInternal())
+	by, err := s.writer(req.GetInternal())
 	if err != nil {
 		return nil, err
 	}
-	fi, err := s.store.Truncate(req.GetFileId(), req.GetSize(), internal)
+	fi, err := s.store.Truncate(req.GetFileId(), req.GetSize(), by)
 	if err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.TruncateFileResponse{File: fileInfoToProto(fi)}, nil
 }
 
 func (s *storageService) SyncFile(_ context.Context, req *storagev1.SyncFileRequest) (*storagev1.SyncFileResponse, error) {
 	if err := s.store.Sync(req.GetFileId()); err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.SyncFileResponse{}, nil
 }
 
 func (s *storageService) SyncDirectory(context.Context, *storagev1.SyncDirectoryRequest) (*storagev1.SyncDirectoryResponse, error) {
 	if err := s.store.SyncDir(); err != nil {
-		return nil, toStatus(err)
+		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.SyncDirectoryResponse{}, nil
 }

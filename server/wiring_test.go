@@ -18,6 +18,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/server"
@@ -25,15 +26,15 @@ import (
 
 // startServer runs a real server.New over bufconn and returns a client
 // connection to it, plus the store.
-func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *server.Store) {
+func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *engine.Store) {
 	t.Helper()
 	return startServerWith(t, nil)
 }
 
 // startServerWith is startServer with the config changed by edit first.
-func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn, *server.Server, *server.Store) {
+func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn, *server.Server, *engine.Store) {
 	t.Helper()
-	store, err := server.OpenStore(server.StoreConfig{Dir: t.TempDir()})
+	store, err := engine.OpenStore(engine.StoreConfig{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,24 +8,18 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
-	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 )
 
 // MaxForwardBytes bounds the pages of one transaction written under a halt
 // lock on a replica: it goes to the primary in one message.
-const MaxForwardBytes = 64 << 20
+const MaxForwardBytes = wire.MaxForwardBytes
 
 // HaltLock is a held halt lock.
-type HaltLock struct {
-	ID      string        // names the lock: Release needs it
-	TXID    pagewire.TXID // the database's TXID on the primary when taken
-	Expires time.Time     // when the lock is released by itself
-	Holder  string        // hostname of the node it was taken through
-}
+type HaltLock = pagewire.HaltLock
 
 // HaltOptions tune AcquireHalt; zero values take the node's defaults.
 type HaltOptions struct {
@@ -50,8 +44,7 @@ func AcquireHalt(ctx context.Context, conn grpc.ClientConnInterface, db string, 
 	if err != nil {
 		return HaltLock{}, Error(err)
 	}
-	l := resp.GetLock()
-	return HaltLock{ID: l.GetId(), TXID: pagewire.TXID(l.GetTxid()), Expires: l.GetExpires().AsTime(), Holder: l.GetHolder()}, nil
+	return wire.HaltLockFromProto(resp.GetLock()), nil
 }
 
 // ReleaseHalt releases a halt lock taken with AcquireHalt.
@@ -85,20 +78,4 @@ func WithHalt(ctx context.Context, conn grpc.ClientConnInterface, db string, o H
 		return fmt.Errorf("release the halt lock of %q: %w", db, rerr)
 	}
 	return nil
-}
-
-// ForwardRequest makes the ForwardTransaction request of a halt lock's
-// holder: the whole transaction in one message.
-func ForwardRequest(db, haltID string, epoch pagewire.Epoch, t pagewire.Txn) (*replicationv1.ForwardTransactionRequest, error) {
-	if n := len(t.Pages) * int(t.PageSize); n > MaxForwardBytes {
-		return nil, fmt.Errorf("%w: the transaction changes %d MiB of pages; under a halt lock a transaction may change at most %d MiB: split it",
-			pagewire.ErrInvalidArgument, n>>20, MaxForwardBytes>>20)
-	}
-	pages := make([]*replicationv1.Page, len(t.Pages))
-	for i, p := range t.Pages {
-		pages[i] = &replicationv1.Page{Pgno: p.Pgno, Data: p.Data}
-	}
-	return &replicationv1.ForwardTransactionRequest{Name: db, HaltId: haltID, Epoch: uint64(epoch), Transaction: &replicationv1.Transaction{
-		Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum, PageCount: t.PageCount, PageSize: t.PageSize,
-		CommitTime: timestamppb.New(t.CommitTime), Pages: pages}}, nil
 }

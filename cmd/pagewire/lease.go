@@ -8,10 +8,10 @@ import (
 
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/leaser"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	"github.com/pagewire/pagewire/roles"
-	"github.com/pagewire/pagewire/server"
 )
 
 // This file is what the mount command does with a Consul lease beyond
@@ -44,7 +44,7 @@ func handOff(m *roles.Manager, log *slog.Logger) {
 // promote (lease.promote) waits until this node has every database of the
 // primary h, each at least where the primary was at the previous look, then
 // asks h to hand the lease to this node.
-func promote(ctx context.Context, h leaser.Holder, self string, store *server.Store, log *slog.Logger) error {
+func promote(ctx context.Context, h leaser.Holder, self string, store *engine.Store, log *slog.Logger) error {
 	conn, err := client.Dial(h.AdvertiseURL)
 	if err != nil {
 		return err
@@ -100,7 +100,7 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *server.St
 const promoteTries = 5
 
 // storePositions returns the TXID of each of the store's databases.
-func storePositions(store *server.Store) func() map[string]pagewire.TXID {
+func storePositions(store *engine.Store) func() map[string]pagewire.TXID {
 	return func() map[string]pagewire.TXID {
 		out := map[string]pagewire.TXID{}
 		for _, d := range store.Databases() {

@@ -24,11 +24,13 @@ import (
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/config"
+	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/leaser"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/proxy"
 	"github.com/pagewire/pagewire/replicator"
+	"github.com/pagewire/pagewire/replicator/upstream"
 	"github.com/pagewire/pagewire/roles"
 	"github.com/pagewire/pagewire/server"
 )
@@ -82,7 +84,7 @@ func runMount(ctx context.Context, args []string) error {
 		return errors.New("lease.advertise-url is required with lease.type consul: the URL other nodes reach this node's API at (on Fly.io: http://${FLY_ALLOC_ID}.vm.${FLY_APP_NAME}.internal:20202)")
 	}
 
-	store, err := server.OpenStore(server.StoreConfig{Dir: cfg.Data.Dir, Logger: log, Retention: time.Duration(cfg.Data.Retention)})
+	store, err := engine.OpenStore(engine.StoreConfig{Dir: cfg.Data.Dir, Logger: log, Retention: time.Duration(cfg.Data.Retention)})
 	if err != nil {
 		return err
 	}
@@ -111,7 +113,7 @@ func runMount(ctx context.Context, args []string) error {
 		}
 		rcfg := replicator.DefaultReplicaConfig()
 		rcfg.OpenWriter = func(ctx context.Context, path string) (replicator.Writer, error) { return openWriter(ctx, path) }
-		rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = client.NewUpstream(conn), store, cfg.FUSE.Dir, node.Hostname, log
+		rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = upstream.New(conn), store, cfg.FUSE.Dir, node.Hostname, log
 		rcfg.MinEpoch = minEpoch
 		rcfg.Applied = func(lag time.Duration) { applyLag.Observe(lag.Seconds()) }
 		r, err := replicator.NewReplica(rcfg)
@@ -173,7 +175,7 @@ func runMount(ctx context.Context, args []string) error {
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = store, lis, log, reg
 	reg.MustRegister(applyLag)
 	scfg.Node = node
-	scfg.HoldWriter = func(ctx context.Context, db string, wait time.Duration) (server.HeldWriter, error) {
+	scfg.HoldWriter = func(ctx context.Context, db string, wait time.Duration) (engine.HeldWriter, error) {
 		w, err := openWriter(ctx, filepath.Join(cfg.FUSE.Dir, db))
 		if err != nil {
 			return nil, err

@@ -14,14 +14,14 @@ import (
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/config"
+	"github.com/pagewire/pagewire/engine"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	"github.com/pagewire/pagewire/proxy"
-	"github.com/pagewire/pagewire/server"
 )
 
 // proxyNode is the node as its proxy sees it.
 type proxyNode struct {
-	store   *server.Store
+	store   *engine.Store
 	current *atomic.Pointer[follower] // the replica's newest follower
 
 	mu     sync.Mutex

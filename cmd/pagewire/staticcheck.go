@@ -9,8 +9,8 @@ import (
 
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
+	"github.com/pagewire/pagewire/engine"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
-	"github.com/pagewire/pagewire/server"
 )
 
 // staticCheckInterval is how often a static primary looks at the node its
@@ -26,7 +26,7 @@ const staticCheckInterval = 5 * time.Second
 type staticConflict struct {
 	url     string // lease.advertise-url
 	selfID  string // this run's node ID
-	store   *server.Store
+	store   *engine.Store
 	log     *slog.Logger
 	problem atomic.Pointer[string]
 }

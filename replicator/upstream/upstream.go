@@ -1,4 +1,4 @@
-package client
+package upstream
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/wire"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	"github.com/pagewire/pagewire/replicator"
 )
@@ -19,8 +20,8 @@ type Upstream struct {
 
 var _ replicator.Upstream = (*Upstream)(nil)
 
-// NewUpstream follows the primary at the other end of conn.
-func NewUpstream(conn grpc.ClientConnInterface) *Upstream {
+// New follows the primary at the other end of conn.
+func New(conn grpc.ClientConnInterface) *Upstream {
 	return &Upstream{c: replicationv1.NewReplicationServiceClient(conn)}
 }
 
@@ -28,7 +29,7 @@ func NewUpstream(conn grpc.ClientConnInterface) *Upstream {
 func (u *Upstream) WatchDatabases(ctx context.Context, hostname string) (replicator.DatabaseWatch, error) {
 	s, err := u.c.WatchDatabases(ctx, &replicationv1.WatchDatabasesRequest{Hostname: hostname})
 	if err != nil {
-		return nil, Error(err)
+		return nil, wire.FromStatus(err)
 	}
 	return &databaseWatch{s: s}, nil
 }
@@ -36,9 +37,9 @@ func (u *Upstream) WatchDatabases(ctx context.Context, hostname string) (replica
 // StreamTransactions opens one database's stream.
 func (u *Upstream) StreamTransactions(ctx context.Context, db, hostname string, have pagewire.Pos) (replicator.TxnStream, error) {
 	s, err := u.c.StreamTransactions(ctx, &replicationv1.StreamTransactionsRequest{
-		Name: db, Hostname: hostname, Position: &replicationv1.Position{Txid: uint64(have.TXID), Checksum: have.Checksum}})
+		Name: db, Hostname: hostname, Position: wire.PosToProto(have)})
 	if err != nil {
-		return nil, Error(err)
+		return nil, wire.FromStatus(err)
 	}
 	return &txnStream{s: s}, nil
 }
@@ -50,7 +51,7 @@ type databaseWatch struct {
 func (w *databaseWatch) Recv() (replicator.DatabaseEvent, error) {
 	msg, err := w.s.Recv()
 	if err != nil {
-		return replicator.DatabaseEvent{}, Error(err)
+		return replicator.DatabaseEvent{}, wire.FromStatus(err)
 	}
 	return databaseEventFromProto(msg), nil
 }
@@ -71,7 +72,7 @@ func (t *txnStream) Recv() (replicator.TxnEvent, error) {
 	}
 	msg, err := t.s.Recv()
 	if err != nil {
-		return replicator.TxnEvent{}, Error(err)
+		return replicator.TxnEvent{}, wire.FromStatus(err)
 	}
 	if ts := msg.GetTransactions(); ts != nil {
 		evs, err := txnsFromProto(msg, ts)
@@ -85,7 +86,7 @@ func (t *txnStream) Recv() (replicator.TxnEvent, error) {
 	for m := first; m.GetMore(); {
 		next, err := t.s.Recv()
 		if err != nil {
-			return replicator.TxnEvent{}, Error(err)
+			return replicator.TxnEvent{}, wire.FromStatus(err)
 		}
 		m = next.GetTransaction()
 		if m.GetTxid() != first.GetTxid() {

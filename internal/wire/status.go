@@ -1,4 +1,4 @@
-package server
+package wire
 
 import (
 	"context"
@@ -11,10 +11,10 @@ import (
 	"github.com/pagewire/pagewire"
 )
 
-// toStatus maps a domain error to a gRPC status error carrying
-// google.rpc.ErrorInfo, so that clients/go can map it back. It is the only
+// ToStatus maps a domain error to a gRPC status error carrying
+// google.rpc.ErrorInfo, so that FromStatus can map it back. It is the only
 // place the server chooses status codes.
-func toStatus(err error) error {
+func ToStatus(err error) error {
 	if err == nil {
 		return nil
 	}

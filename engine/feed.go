@@ -1,0 +1,279 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/ewma"
+)
+
+// sendInterval is the least time between two batches of transactions on a
+// busy feed (ewma.Busy): the transactions committed meanwhile go in one
+// batch, which costs the primary and the replica one send and one receive
+// instead of one each.
+const sendInterval = 20 * time.Millisecond
+
+// maxSendBatch bounds how many transactions one batch carries.
+const maxSendBatch = 256
+
+// A Feed is what the primary sends one replica of one database: the
+// transactions after the replica's position, read from the transaction
+// log, or a snapshot when the log cannot bring the replica up to date.
+// It is not safe for concurrent use.
+type Feed struct {
+	d        *database
+	snapDir  string // where snapshots are copied before they are sent
+	maxBytes int    // page bytes a batch may carry
+
+	next     pagewire.TXID // the transaction to send next
+	reason   string        // why a snapshot must be sent first; "" if not
+	diverged bool          // the replica's copy left the primary's history
+	rd       *txlogReader  // open at next, or nil
+	held     *pagewire.Txn // read from rd past the last batch, not sent yet
+	lastSend time.Time
+	busy     *ewma.Busy
+}
+
+// FeedItem is one step of a Feed: exactly one of Snapshot, Txns or Idle.
+type FeedItem struct {
+	// Snapshot is the whole database to send; the caller closes it.
+	Snapshot *Snapshot
+	// Txns are consecutive transactions to send together. Large is set
+	// when Txns is one transaction of more page bytes than a batch may
+	// carry: it goes alone, split if it must be.
+	Txns  []pagewire.Txn
+	Large bool
+	// Idle is set when the replica has every transaction; Changed is
+	// closed on the next commit.
+	Idle    bool
+	Changed <-chan struct{}
+	// Pos is the database's position when the item was made.
+	Pos pagewire.Pos
+}
+
+// Feed starts a feed of database name to a replica at position have.
+// Batches carry at most maxBytes of pages, but for one larger transaction.
+func (s *Store) Feed(name string, have pagewire.Pos, maxBytes int) (*Feed, error) {
+	d, err := s.db(name)
+	if err != nil {
+		return nil, err
+	}
+	f := &Feed{d: d, snapDir: filepath.Join(s.dir, "dbs"), maxBytes: maxBytes, busy: ewma.NewBusy()}
+	f.next, f.reason, f.diverged = d.streamStart(have)
+	return f, nil
+}
+
+// Name is the database's name.
+func (f *Feed) Name() string { return f.d.name }
+
+// Close releases the feed's transaction log reader.
+func (f *Feed) Close() {
+	f.closeReader()
+}
+
+func (f *Feed) closeReader() {
+	if f.rd != nil {
+		f.rd.Close()
+		f.rd = nil
+	}
+}
+
+// Next returns what to send next. On a busy feed it first waits until
+// sendInterval after the last batch, or until ctx is done.
+func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
+	for {
+		// A snapshot first, if one is due.
+		if f.reason != "" {
+			f.closeReader()
+			f.held = nil
+			snap, err := f.d.snapshot(f.snapDir, f.reason, f.diverged)
+			if err != nil {
+				return FeedItem{}, fmt.Errorf("snapshot of %q: %w", f.d.name, err)
+			}
+			f.next, f.reason, f.diverged = snap.Pos.TXID+1, "", false
+			return FeedItem{Snapshot: snap, Pos: snap.Pos}, nil
+		}
+
+		// Busy: let more transactions gather for one batch.
+		if wait := sendInterval - time.Since(f.lastSend); f.busy.Is() && wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return FeedItem{}, ctx.Err()
+			case <-t.C:
+			}
+		}
+
+		// Nothing new: the replica waits for the next commit.
+		pos, changed, deleted := f.d.watchPos()
+		if deleted {
+			return FeedItem{}, fmt.Errorf("%w: database %q was deleted", pagewire.ErrNotFound, f.d.name)
+		}
+		if pos.TXID < f.next {
+			return FeedItem{Idle: true, Changed: changed, Pos: pos}, nil
+		}
+
+		// Transactions from the log; a gap in it calls for a snapshot.
+		item, err := f.batch(pos)
+		if err != nil {
+			return FeedItem{}, err
+		}
+		if item.Txns != nil {
+			return item, nil
+		}
+	}
+}
+
+// batch reads the transactions from f.next on, up to pos: one large one
+// alone, else as many as a batch carries. It returns an empty item, with a
+// snapshot due, when the log does not have them.
+func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
+	if f.rd == nil {
+		rd, err := f.d.txlog.readFrom(f.next)
+		if err != nil {
+			f.reason, f.diverged = fmt.Sprintf("transaction %d is no longer in the transaction log", f.next), false
+			return FeedItem{}, nil
+		}
+		f.rd = rd
+	}
+	var txn pagewire.Txn
+	var ok bool
+	var err error
+	if f.held != nil {
+		txn, ok, f.held = *f.held, true, nil
+	} else {
+		txn, ok, err = f.rd.Next()
+	}
+	switch {
+	case errors.Is(err, errTxlogGap) || (err == nil && !ok):
+		f.reason, f.diverged = fmt.Sprintf("the transaction log has no transaction %d", f.next), false
+		return FeedItem{}, nil
+	case err != nil:
+		return FeedItem{}, err
+	}
+	if txnBytes(txn) > f.maxBytes {
+		return FeedItem{Txns: []pagewire.Txn{txn}, Large: true, Pos: pos}, nil
+	}
+
+	// Small transactions already committed go together: a replica that is
+	// behind, or a primary committing faster than the feed sends, costs
+	// one send per batch.
+	batch, size := []pagewire.Txn{txn}, txnBytes(txn)
+	for f.next+pagewire.TXID(len(batch)) <= pos.TXID && len(batch) < maxSendBatch {
+		t, ok, err := f.rd.Next()
+		if err != nil || !ok {
+			// Reopened at the next TXID, the log reports it again.
+			f.closeReader()
+			break
+		}
+		if size+txnBytes(t) > f.maxBytes {
+			f.held = &t // sent next
+			break
+		}
+		batch, size = append(batch, t), size+txnBytes(t)
+	}
+	return FeedItem{Txns: batch, Pos: pos}, nil
+}
+
+// Sent records that item went to the replica, and returns the replica's
+// TXID once it has it and whether that is the primary's position.
+func (f *Feed) Sent(item FeedItem) (pagewire.TXID, bool) {
+	switch {
+	case item.Snapshot != nil:
+		return item.Pos.TXID, false
+	case item.Idle:
+		return item.Pos.TXID, true
+	}
+	f.next += pagewire.TXID(len(item.Txns))
+	if !item.Large {
+		f.lastSend = time.Now()
+		f.busy.Add(len(item.Txns), f.lastSend)
+	}
+	return f.next - 1, f.next > item.Pos.TXID
+}
+
+// txnBytes is how many page bytes a transaction carries.
+func txnBytes(t pagewire.Txn) int { return len(t.Pages) * int(t.PageSize) }
+
+// streamStart decides where a replica at `have` starts: the TXID to send
+// next, or a reason to send a snapshot first, and whether the replica's
+// copy has diverged from the primary's history (it then keeps it aside).
+func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotReason string, diverged bool) {
+	d.mu.RLock()
+	pos := d.pos
+	d.mu.RUnlock()
+	switch {
+	case have.TXID == 0:
+		return 0, "the replica has no copy", false
+	case have.TXID > pos.TXID:
+		return 0, fmt.Sprintf("the replica is ahead of the primary (TXID %d > %d): diverged", have.TXID, pos.TXID), true
+	case have.TXID == pos.TXID && have.Checksum != pos.Checksum:
+		return 0, fmt.Sprintf("the replica's checksum differs at TXID %d: diverged", have.TXID), true
+	case have.TXID == pos.TXID:
+		return have.TXID + 1, "", false
+	}
+	rd, err := d.txlog.readFrom(have.TXID + 1)
+	if err != nil {
+		return 0, fmt.Sprintf("transaction %d is no longer in the transaction log", have.TXID+1), false
+	}
+	defer rd.Close()
+	txn, ok, err := rd.Next()
+	if err != nil || !ok {
+		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
+	}
+	if txn.PreChecksum != have.Checksum {
+		return 0, fmt.Sprintf("the replica's checksum at TXID %d differs from the primary's: diverged", have.TXID), true
+	}
+	return have.TXID + 1, "", false
+}
+
+// Snapshot is a consistent copy of a database, in a temporary file, for a
+// replica that the transaction log cannot bring up to date.
+type Snapshot struct {
+	Pos       pagewire.Pos
+	PageSize  uint32
+	PageCount uint32
+	Reason    string // why the replica gets a snapshot
+	Diverged  bool   // the replica's copy left the primary's history
+	f         *os.File
+}
+
+// snapshot copies the database to a temporary file in dir, under a read
+// lock that is not held while the copy is sent.
+func (d *database) snapshot(dir, reason string, diverged bool) (*Snapshot, error) {
+	f, err := os.CreateTemp(dir, ".snapshot-*")
+	if err != nil {
+		return nil, err
+	}
+	s := &Snapshot{Reason: reason, Diverged: diverged, f: f}
+	pos, pageSize, err := d.copyPages(f, false)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Pos, s.PageSize, s.PageCount = pos, pageSize, uint32(st.Size()/int64(pageSize))
+	return s, nil
+}
+
+// ReadAt reads the snapshot's bytes at off.
+func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+
+// Close removes the snapshot's file.
+func (s *Snapshot) Close() error {
+	err := s.f.Close()
+	if rerr := os.Remove(s.f.Name()); err == nil {
+		err = rerr
+	}
+	return err
+}

@@ -1,0 +1,82 @@
+package upstream
+
+import (
+	"fmt"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/wire"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
+	"github.com/pagewire/pagewire/replicator"
+)
+
+func primaryFromProto(p *replicationv1.Primary) replicator.PrimaryInfo {
+	return replicator.PrimaryInfo{Hostname: p.GetHostname(), AdvertiseURL: p.GetAdvertiseUrl(), Epoch: pagewire.Epoch(p.GetEpoch())}
+}
+
+func databaseEventFromProto(msg *replicationv1.WatchDatabasesResponse) replicator.DatabaseEvent {
+	ev := replicator.DatabaseEvent{Primary: primaryFromProto(msg.GetPrimary())}
+	switch e := msg.GetEvent().(type) {
+	case *replicationv1.WatchDatabasesResponse_List:
+		ev.IsList = true
+		for _, d := range e.List.GetDatabases() {
+			ev.List = append(ev.List, replicator.DatabaseState{Name: d.GetName(), Pos: wire.PosFromProto(d.GetPosition())})
+		}
+	case *replicationv1.WatchDatabasesResponse_Created:
+		ev.Created = &replicator.DatabaseState{Name: e.Created.GetName(), Pos: wire.PosFromProto(e.Created.GetPosition())}
+	case *replicationv1.WatchDatabasesResponse_Deleted:
+		ev.Deleted = e.Deleted
+	default:
+		ev.Heartbeat = true
+	}
+	return ev
+}
+
+// txnEventFromProto converts and checks a stream message: a malformed one
+// is an error, never applied.
+func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicator.TxnEvent, error) {
+	ev := replicator.TxnEvent{Primary: primaryFromProto(msg.GetPrimary())}
+	switch e := msg.GetEvent().(type) {
+	case *replicationv1.StreamTransactionsResponse_Transaction:
+		txn, err := wire.TxnFromProto(e.Transaction)
+		if err != nil {
+			return ev, err
+		}
+		ev.Txn = &txn
+	case *replicationv1.StreamTransactionsResponse_SnapshotBegin:
+		b := e.SnapshotBegin
+		ev.Snapshot = &replicator.Snapshot{Pos: wire.PosFromProto(b.GetPosition()), PageSize: b.GetPageSize(), PageCount: b.GetPageCount(),
+			Reason: b.GetReason(), Diverged: b.GetDiverged()}
+		if !pagewire.ValidPageSize(b.GetPageSize()) || b.GetPageCount() == 0 {
+			return ev, fmt.Errorf("%w: snapshot with page size %d and %d pages", pagewire.ErrInvalidArgument, b.GetPageSize(), b.GetPageCount())
+		}
+	case *replicationv1.StreamTransactionsResponse_SnapshotPages:
+		for _, p := range e.SnapshotPages.GetPages() {
+			ev.SnapshotPages = append(ev.SnapshotPages, pagewire.Page{Pgno: p.GetPgno(), Data: p.GetData()})
+		}
+		if len(ev.SnapshotPages) == 0 {
+			return ev, fmt.Errorf("%w: empty snapshot pages message", pagewire.ErrInvalidArgument)
+		}
+	case *replicationv1.StreamTransactionsResponse_SnapshotEnd:
+		ev.SnapshotEnd = true
+	case *replicationv1.StreamTransactionsResponse_Heartbeat:
+		ev.Heartbeat = true
+	default:
+		return ev, fmt.Errorf("%w: stream message of unknown kind", pagewire.ErrInvalidArgument)
+	}
+	return ev, nil
+}
+
+// txnsFromProto checks and converts a message of consecutive whole
+// transactions.
+func txnsFromProto(msg *replicationv1.StreamTransactionsResponse, ts *replicationv1.Transactions) ([]replicator.TxnEvent, error) {
+	txns, err := wire.TxnsFromProto(ts.GetTransactions())
+	if err != nil {
+		return nil, err
+	}
+	primary := primaryFromProto(msg.GetPrimary())
+	evs := make([]replicator.TxnEvent, len(txns))
+	for i := range txns {
+		evs[i] = replicator.TxnEvent{Primary: primary, Txn: &txns[i]}
+	}
+	return evs, nil
+}
