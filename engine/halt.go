@@ -28,7 +28,6 @@ const (
 // haltStopping is why a stopping node releases its grants.
 const haltStopping = "the node is stopping"
 
-
 // HeldWriter is the primary's hold on a database's WAL write lock while a
 // replica's client holds the halt lock: SQLite's writers on the primary
 // wait, and the holder's transactions are appended through it. The apply
