@@ -147,10 +147,14 @@ func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 	if err != nil {
 		return pagewire.HaltLock{}, err
 	}
+
+	// On the primary, the lock is granted here.
 	st := h.store.role.Load()
 	if st.role == pagewire.RolePrimary {
 		return h.grant(ctx, db, h.hostname, st.epoch, ttl, wait, onThisNode)
 	}
+
+	// On a replica, it is taken from the primary.
 	if cur := d.halt.Load(); cur.active() {
 		return pagewire.HaltLock{}, fmt.Errorf("%w: a client of this node holds the halt lock of %q until %s; wait for it to be released",
 			pagewire.ErrBusy, db, cur.lock.Expires.Format(time.RFC3339))
@@ -169,6 +173,7 @@ func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 		defer cancel()
 		_ = h.primary.ReleaseHalt(rctx, url, db, lock.ID)
 	}
+
 	// The holder's writes must follow the primary's position.
 	wctx, cancel := context.WithTimeout(ctx, wait)
 	_, err = h.store.WaitForPosition(wctx, db, lock.TXID)
@@ -177,6 +182,8 @@ func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 		release()
 		return pagewire.HaltLock{}, fmt.Errorf("%w: this node did not catch up with the primary's TXID %s within %s: %v", pagewire.ErrBusy, lock.TXID, wait, err)
 	}
+
+	// Each of the holder's commits goes to the primary first.
 	epoch := st.epoch
 	lh := &localHalt{lock: lock}
 	lh.forward = func(txn pagewire.Txn) error {

@@ -69,6 +69,8 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if !pagewire.ValidPageSize(pageSize) || len(pages) == 0 {
 		return fmt.Errorf("%w: snapshot of %d pages of %d bytes", pagewire.ErrInvalidArgument, len(pages), pageSize)
 	}
+
+	// The pages, then the meta, in a folder of their own.
 	tmp, err := os.MkdirTemp(filepath.Join(s.dir, "dbs"), ".restore-*")
 	if err != nil {
 		return err
@@ -99,6 +101,8 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if err := writeFileSync(filepath.Join(tmp, metaFileName), m.encode()); err != nil {
 		return err
 	}
+
+	// The folder becomes the database, which must open at pos.
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dbs[name] != nil {
@@ -120,9 +124,11 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 		_ = os.RemoveAll(dir)
 		return fmt.Errorf("%w: restored %q is at %s, the snapshot says %s", pagewire.ErrCorrupt, name, d.pos, pos)
 	}
+
+	// Readers and the mount learn of it.
 	s.addLocked(d)
 	s.dbsChangedLocked()
-	s.log.Info("restored database from a snapshot", logkey.DB, name, "position", pos.String())
+	s.log.Info("restored database from a snapshot", logkey.DB, name, logkey.Position, pos.String())
 	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
 	return nil
 }
@@ -211,7 +217,7 @@ func (s *Store) KeepAside(name, reason string) (string, error) {
 	if err := syncDir(dir); err != nil {
 		return "", err
 	}
-	s.log.Warn("kept this node's copy of a database aside before replacing it", logkey.DB, name, "path", path, "position", pos.String(), "reason", reason)
+	s.log.Warn("kept this node's copy of a database aside before replacing it", logkey.DB, name, "path", path, logkey.Position, pos.String(), "reason", reason)
 	return path, nil
 }
 

@@ -455,6 +455,8 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 	if err != nil {
 		return FileInfo{}, err
 	}
+
+	// Files that must not be created: a journal, pagewire's own.
 	switch kind {
 	case pagewire.FileJournal:
 		err := fmt.Errorf("%w: refusing to create %s: a rollback journal would take %q out of WAL mode; keep PRAGMA journal_mode=WAL", pagewire.ErrNotWAL, name, dbName)
@@ -474,6 +476,8 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 			return FileInfo{}, err
 		}
 	}
+
+	// A new database, for a database file.
 	s.mu.Lock()
 	d := s.dbs[dbName]
 	if d == nil {
@@ -498,6 +502,7 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 	}
 	s.mu.Unlock()
 
+	// The database's -wal or -shm, if it has none.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.deleted {
@@ -771,6 +776,8 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	if err != nil {
 		return 0, 0, err
 	}
+
+	// Who may write here: the role, the halt lock.
 	switch ref.kind {
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return 0, 0, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
@@ -779,6 +786,8 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 			return 0, 0, err
 		}
 	}
+
+	// Under the database's lock, exclusive, to the end of the write.
 	d := ref.db
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -791,6 +800,9 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 		return 0, 0, d.startupErr
 	}
 	d.modTime[ref.kind] = time.Now()
+
+	// The database file takes only committed pages (a checkpoint), the
+	// -wal counts commits, the -shm is memory.
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		if err := d.writeDB(off, p); err != nil {

@@ -76,126 +76,150 @@ func (s *Server) dbToJSON(di engine.DatabaseInfo) dbJSON {
 
 func (s *Server) apiMux() *http.ServeMux {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /api/v1/dbs", func(w http.ResponseWriter, r *http.Request) {
-		out := []dbJSON{}
-		for _, di := range s.cfg.Store.Databases() {
-			out = append(out, s.dbToJSON(di))
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"databases": out})
-	})
-	mux.HandleFunc("GET /api/v1/dbs/{name}", func(w http.ResponseWriter, r *http.Request) {
-		di, err := s.cfg.Store.Database(r.PathValue("name"))
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		resp, err := s.admin.GetDatabase(r.Context(), &adminv1.GetDatabaseRequest{Name: di.Name})
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		j := s.dbToJSON(di)
-		replicas := []replicaJSON{}
-		for _, ri := range resp.GetReplicas() {
-			replicas = append(replicas, replicaJSON{Hostname: ri.GetHostname(), TXID: pagewire.TXID(ri.GetTxid()).String(), LagSeconds: ri.GetLag().AsDuration().Seconds()})
-		}
-		j.Replicas = &replicas
-		if l := resp.GetHaltLock(); l != nil {
-			j.HaltLock = haltToJSON(l)
-		}
-		writeJSON(w, http.StatusOK, j)
-	})
-	mux.HandleFunc("GET /api/v1/dbs/{name}/verify", func(w http.ResponseWriter, r *http.Request) {
-		resp, err := s.admin.VerifyDatabase(r.Context(), &adminv1.VerifyDatabaseRequest{Name: r.PathValue("name")})
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"ok": resp.GetOk(), "txid": pagewire.TXID(resp.GetTxid()).String(),
-			"checksum": fmt.Sprintf("%016x", resp.GetChecksum()), "content_checksum": fmt.Sprintf("%016x", resp.GetContentChecksum()),
-			"page_count": resp.GetPageCount(), "bad_pages": resp.GetBadPages(), "bad_page_count": resp.GetBadPageCount(),
-			"wal_problem": resp.GetWalProblem(), "uncounted": resp.GetUncounted(), "summary": resp.GetSummary()})
-	})
-	mux.HandleFunc("POST /api/v1/dbs/{name}/halt", func(w http.ResponseWriter, r *http.Request) {
-		req := &adminv1.AcquireHaltRequest{Name: r.PathValue("name")}
-		var body struct {
-			TTL  string `json:"ttl"`
-			Wait string `json:"wait"`
-		}
-		r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
-		if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
-			var tooBig *http.MaxBytesError
-			if errors.As(err, &tooBig) {
-				writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("the request body is over %d bytes: send at most {\"ttl\": \"30s\", \"wait\": \"10s\"}", maxAPIBody)})
-				return
-			}
-			writeError(w, fmt.Errorf("%w: the body must be JSON like {\"ttl\": \"30s\", \"wait\": \"10s\"} (or empty): %v", pagewire.ErrInvalidArgument, err))
-			return
-		}
-		for _, f := range []struct {
-			name, body string
-			set        func(*durationpb.Duration)
-		}{
-			{"ttl", body.TTL, func(d *durationpb.Duration) { req.Ttl = d }},
-			{"wait", body.Wait, func(d *durationpb.Duration) { req.Wait = d }},
-		} {
-			v := f.body
-			if q := r.URL.Query().Get(f.name); q != "" {
-				v = q
-			}
-			if v == "" {
-				continue
-			}
-			d, err := time.ParseDuration(v)
-			if err != nil {
-				writeError(w, fmt.Errorf("%w: %s %q is not a duration like 30s", pagewire.ErrInvalidArgument, f.name, v))
-				return
-			}
-			f.set(durationpb.New(d))
-		}
-		resp, err := s.admin.AcquireHalt(r.Context(), req)
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, haltToJSON(resp.GetLock()))
-	})
-	mux.HandleFunc("DELETE /api/v1/dbs/{name}/halt", func(w http.ResponseWriter, r *http.Request) {
-		id := r.URL.Query().Get("id")
-		if _, err := s.admin.ReleaseHalt(r.Context(), &adminv1.ReleaseHaltRequest{Name: r.PathValue("name"), Id: id}); err != nil {
-			writeError(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "released"})
-	})
-	mux.HandleFunc("GET /primary", func(w http.ResponseWriter, r *http.Request) {
-		node, err := s.admin.GetNode(r.Context(), &adminv1.GetNodeRequest{})
-		if err != nil {
-			writeError(w, err)
-			return
-		}
-		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-		fmt.Fprintln(w, node.GetPrimary())
-	})
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !s.Ready() {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "the node is starting or stopping: its databases are not open or it has no role yet"})
-			return
-		}
-		if s.cfg.LeaseProblem != nil {
-			if p := s.cfg.LeaseProblem(); p != "" {
-				// Still up for reads: a health check must not restart it.
-				writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "lease": p})
-				return
-			}
-		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
-	})
+	mux.HandleFunc("GET /api/v1/dbs", s.listDatabases)
+	mux.HandleFunc("GET /api/v1/dbs/{name}", s.getDatabase)
+	mux.HandleFunc("GET /api/v1/dbs/{name}/verify", s.verifyDatabase)
+	mux.HandleFunc("POST /api/v1/dbs/{name}/halt", s.acquireHalt)
+	mux.HandleFunc("DELETE /api/v1/dbs/{name}/halt", s.releaseHalt)
+	mux.HandleFunc("GET /primary", s.getPrimary)
+	mux.HandleFunc("GET /healthz", s.healthz)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Registry, promhttp.HandlerOpts{}))
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
-	})
+	mux.HandleFunc("/", s.notFound)
 	return mux
+}
+
+// listDatabases lists the databases.
+func (s *Server) listDatabases(w http.ResponseWriter, r *http.Request) {
+	out := []dbJSON{}
+	for _, di := range s.cfg.Store.Databases() {
+		out = append(out, s.dbToJSON(di))
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"databases": out})
+}
+
+// getDatabase shows one database, with its replicas and halt lock.
+func (s *Server) getDatabase(w http.ResponseWriter, r *http.Request) {
+	di, err := s.cfg.Store.Database(r.PathValue("name"))
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	resp, err := s.admin.GetDatabase(r.Context(), &adminv1.GetDatabaseRequest{Name: di.Name})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	j := s.dbToJSON(di)
+	replicas := []replicaJSON{}
+	for _, ri := range resp.GetReplicas() {
+		replicas = append(replicas, replicaJSON{Hostname: ri.GetHostname(), TXID: pagewire.TXID(ri.GetTxid()).String(), LagSeconds: ri.GetLag().AsDuration().Seconds()})
+	}
+	j.Replicas = &replicas
+	if l := resp.GetHaltLock(); l != nil {
+		j.HaltLock = haltToJSON(l)
+	}
+	writeJSON(w, http.StatusOK, j)
+}
+
+// verifyDatabase checks a database against its recorded position (read-only).
+func (s *Server) verifyDatabase(w http.ResponseWriter, r *http.Request) {
+	resp, err := s.admin.VerifyDatabase(r.Context(), &adminv1.VerifyDatabaseRequest{Name: r.PathValue("name")})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"ok": resp.GetOk(), "txid": pagewire.TXID(resp.GetTxid()).String(),
+		"checksum": fmt.Sprintf("%016x", resp.GetChecksum()), "content_checksum": fmt.Sprintf("%016x", resp.GetContentChecksum()),
+		"page_count": resp.GetPageCount(), "bad_pages": resp.GetBadPages(), "bad_page_count": resp.GetBadPageCount(),
+		"wal_problem": resp.GetWalProblem(), "uncounted": resp.GetUncounted(), "summary": resp.GetSummary()})
+}
+
+// acquireHalt takes a database's halt lock; ttl and wait come from the JSON body or the query.
+func (s *Server) acquireHalt(w http.ResponseWriter, r *http.Request) {
+	req := &adminv1.AcquireHaltRequest{Name: r.PathValue("name")}
+	var body struct {
+		TTL  string `json:"ttl"`
+		Wait string `json:"wait"`
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
+	if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			writeJSON(w, http.StatusRequestEntityTooLarge, map[string]string{"error": fmt.Sprintf("the request body is over %d bytes: send at most {\"ttl\": \"30s\", \"wait\": \"10s\"}", maxAPIBody)})
+			return
+		}
+		writeError(w, fmt.Errorf("%w: the body must be JSON like {\"ttl\": \"30s\", \"wait\": \"10s\"} (or empty): %v", pagewire.ErrInvalidArgument, err))
+		return
+	}
+	for _, f := range []struct {
+		name, body string
+		set        func(*durationpb.Duration)
+	}{
+		{"ttl", body.TTL, func(d *durationpb.Duration) { req.Ttl = d }},
+		{"wait", body.Wait, func(d *durationpb.Duration) { req.Wait = d }},
+	} {
+		v := f.body
+		if q := r.URL.Query().Get(f.name); q != "" {
+			v = q
+		}
+		if v == "" {
+			continue
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			writeError(w, fmt.Errorf("%w: %s %q is not a duration like 30s", pagewire.ErrInvalidArgument, f.name, v))
+			return
+		}
+		f.set(durationpb.New(d))
+	}
+	resp, err := s.admin.AcquireHalt(r.Context(), req)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, haltToJSON(resp.GetLock()))
+}
+
+// releaseHalt releases a halt lock by its id.
+func (s *Server) releaseHalt(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("id")
+	if _, err := s.admin.ReleaseHalt(r.Context(), &adminv1.ReleaseHaltRequest{Name: r.PathValue("name"), Id: id}); err != nil {
+		writeError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "released"})
+}
+
+// getPrimary names the primary, as LiteFS's /primary does.
+func (s *Server) getPrimary(w http.ResponseWriter, r *http.Request) {
+	node, err := s.admin.GetNode(r.Context(), &adminv1.GetNodeRequest{})
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	fmt.Fprintln(w, node.GetPrimary())
+}
+
+// healthz says whether the node serves: ok, degraded (the lease's backend is in trouble, reads still work) or not ready.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if !s.Ready() {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "reason": "the node is starting or stopping: its databases are not open or it has no role yet"})
+		return
+	}
+	if s.cfg.LeaseProblem != nil {
+		if p := s.cfg.LeaseProblem(); p != "" {
+			// Still up for reads: a health check must not restart it.
+			writeJSON(w, http.StatusOK, map[string]string{"status": "degraded", "lease": p})
+			return
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// notFound answers every other path.
+func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

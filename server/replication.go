@@ -64,6 +64,7 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 	known := map[string]bool{}
 	first := true
 	for {
+		// The list first, then each database created or deleted since.
 		changed := r.store.DatabasesChanged()
 		dbs := r.store.Databases()
 		if first {
@@ -97,6 +98,8 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 				}
 			}
 		}
+
+		// Wait for a change, with heartbeats meanwhile.
 		select {
 		case <-ctx.Done():
 			return nil

@@ -137,12 +137,35 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}
+	if cfg.Node.ID == "" {
+		cfg.Node.ID = NewNodeID()
+	}
 	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
-	grpcMetrics := grpcprom.NewServerMetrics()
+
+	// The engine's halt locks, and who streams from this node.
 	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(), log)
 	s.subs = newSubscribers()
-	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
 
+	// Metrics, then the gRPC server and the in-process channel.
+	grpcMetrics := grpcprom.NewServerMetrics()
+	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
+	s.gs, s.inproc = newGRPC(log, grpcMetrics)
+
+	// The services, on both.
+	s.registerServices()
+	grpcMetrics.InitializeMetrics(s.gs)
+
+	// The HTTP API, on the same port.
+	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	s.http.Protocols = new(http.Protocols)
+	s.http.Protocols.SetHTTP1(true)
+	s.http.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients speak it with prior knowledge
+	return s, nil
+}
+
+// newGRPC builds the gRPC server, with its interceptors, and the
+// in-process channel the mount calls.
+func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Server, *inproc.Channel) {
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -157,7 +180,7 @@ func New(cfg Config) (*Server, error) {
 		}),
 	}
 	pool := bufpool.New()
-	s.gs = grpc.NewServer(
+	gs := grpc.NewServer(
 		experimental.BufferPool(pool),
 		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
 		// A halt lock holder's transaction comes in one message.
@@ -177,30 +200,26 @@ func New(cfg Config) (*Server, error) {
 	// every page read and write. Errors reach the mount, which logs them.
 	// They are counted like network calls, so a bench can count calls per
 	// transaction.
-	s.inproc = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
+	return gs, inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
+}
 
-	if cfg.Node.ID == "" {
-		cfg.Node.ID = NewNodeID()
-	}
+// registerServices registers the services: storage, admin, replication,
+// health and reflection on the network; storage (taking the node's own
+// writes) and admin in process.
+func (s *Server) registerServices() {
+	cfg := s.cfg
 	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff, halts: s.halts, subs: s.subs, proxyURL: cfg.ProxyURL}
 	s.admin = admin
 	storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store})
 	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)
-	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: log, stopping: s.stopping,
+	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: s.log, stopping: s.stopping,
 		subs: s.subs, halts: s.halts})
-	grpcMetrics.InitializeMetrics(s.gs)
 	s.health = health.NewServer()
 	s.health.SetServingStatus("", healthgrpc.HealthCheckResponse_NOT_SERVING)
 	healthgrpc.RegisterHealthServer(s.gs, s.health)
 	reflection.Register(s.gs)
-
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
-	s.http.Protocols = new(http.Protocols)
-	s.http.Protocols.SetHTTP1(true)
-	s.http.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients speak it with prior knowledge
-	return s, nil
 }
 
 // PrimaryHealthService is the gRPC health service name that is SERVING on
@@ -262,6 +281,7 @@ func (s *Server) handler() http.Handler {
 // Run serves until ctx is done, then stops gracefully within
 // ShutdownTimeout. It returns nil on cancellation.
 func (s *Server) Run(ctx context.Context) error {
+	// Background work: pruning transaction logs, following the role.
 	pruned := make(chan struct{})
 	go func() {
 		defer close(pruned)
@@ -284,6 +304,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}()
 	defer func() { <-roled }()
 	defer s.halts.Close()
+
+	// In process only: nothing to serve on the network.
 	if s.cfg.Listener == nil {
 		<-ctx.Done()
 		close(s.stopping)
@@ -291,6 +313,8 @@ func (s *Server) Run(ctx context.Context) error {
 		s.gs.Stop()
 		return nil
 	}
+
+	// gRPC and HTTP on one port, until one fails or ctx is done.
 	split := newPortSplitter(s.cfg.Listener, s.log)
 	errc := make(chan error, 3)
 	go func() { errc <- split.run() }()
