@@ -1,0 +1,120 @@
+package wire
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/pagewire/pagewire"
+	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
+)
+
+func TestStatus_DomainErrorsSurviveTheRoundTrip(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		code codes.Code
+	}{
+		{fmt.Errorf("%w: db", pagewire.ErrNotFound), codes.NotFound},
+		{fmt.Errorf("%w: bad", pagewire.ErrInvalidArgument), codes.InvalidArgument},
+		{fmt.Errorf("%w: busy", pagewire.ErrBusy), codes.FailedPrecondition},
+		{fmt.Errorf("%w: bad page", pagewire.ErrCorrupt), codes.DataLoss},
+		{&pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"}, codes.FailedPrecondition},
+		{context.DeadlineExceeded, codes.DeadlineExceeded},
+		{errors.New("something else"), codes.Internal},
+	} {
+		st := ToStatus(tc.err)
+		if got := status.Code(st); got != tc.code {
+			t.Errorf("ToStatus(%v) code = %v, want %v", tc.err, got, tc.code)
+		}
+		back := FromStatus(st)
+		for _, sentinel := range []error{pagewire.ErrNotFound, pagewire.ErrInvalidArgument, pagewire.ErrBusy, pagewire.ErrCorrupt, pagewire.ErrReadOnly} {
+			if errors.Is(tc.err, sentinel) != errors.Is(back, sentinel) {
+				t.Errorf("%v: errors.Is(%v) is %v before the wire, %v after", tc.err, sentinel, errors.Is(tc.err, sentinel), errors.Is(back, sentinel))
+			}
+		}
+		var ro *pagewire.ReadOnlyError
+		if errors.As(tc.err, &ro) {
+			var got *pagewire.ReadOnlyError
+			if !errors.As(back, &got) || got.Primary != ro.Primary || got.AdvertiseURL != ro.AdvertiseURL {
+				t.Errorf("ReadOnlyError came back as %#v", back)
+			}
+		}
+	}
+	if ToStatus(nil) != nil || FromStatus(nil) != nil {
+		t.Error("nil errors must stay nil")
+	}
+}
+
+func page(pgno uint32, size int) *replicationv1.Page {
+	return &replicationv1.Page{Pgno: pgno, Data: bytes.Repeat([]byte{byte(pgno)}, size)}
+}
+
+func TestTxnFromProto_RefusesBadInput(t *testing.T) {
+	for name, txn := range map[string]*replicationv1.Transaction{
+		"no pages":        {Txid: 2, PageSize: 512, PageCount: 1},
+		"bad page size":   {Txid: 2, PageSize: 1000, PageCount: 1, Pages: []*replicationv1.Page{page(1, 1000)}},
+		"page zero":       {Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(0, 512)}},
+		"not ascending":   {Txid: 2, PageSize: 512, PageCount: 3, Pages: []*replicationv1.Page{page(2, 512), page(1, 512)}},
+		"duplicate":       {Txid: 2, PageSize: 512, PageCount: 3, Pages: []*replicationv1.Page{page(2, 512), page(2, 512)}},
+		"beyond the size": {Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(2, 512)}},
+		"short page":      {Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(1, 100)}},
+	} {
+		if _, err := TxnFromProto(txn); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Errorf("%s: err = %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if _, err := TxnsFromProto(nil); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Errorf("empty list: err = %v", err)
+	}
+	gap := []*replicationv1.Transaction{
+		{Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(1, 512)}},
+		{Txid: 4, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(1, 512)}},
+	}
+	if _, err := TxnsFromProto(gap); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Errorf("a gap in a transactions message: err = %v", err)
+	}
+}
+
+func TestTxnToProto_SplitsLargeTransactionsAndComesBack(t *testing.T) {
+	const pageSize = 65536
+	n := 2*MaxMessageBytes/pageSize + 3
+	in := pagewire.Txn{TXID: 9, PreChecksum: 1, PostChecksum: 2, PageSize: pageSize, PageCount: uint32(n)}
+	for i := 1; i <= n; i++ {
+		in.Pages = append(in.Pages, pagewire.Page{Pgno: uint32(i), Data: bytes.Repeat([]byte{byte(i)}, pageSize)})
+	}
+	parts := TxnToProto(in)
+	if len(parts) != 3 {
+		t.Fatalf("%d pages of %d bytes went in %d messages, want 3", n, pageSize, len(parts))
+	}
+	joined := parts[0]
+	for i, p := range parts {
+		if p.GetMore() != (i < len(parts)-1) {
+			t.Fatalf("part %d: more = %v", i, p.GetMore())
+		}
+		if i > 0 {
+			joined.Pages = append(joined.Pages, p.GetPages()...)
+		}
+	}
+	out, err := TxnFromProto(joined)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out.TXID != in.TXID || out.PostChecksum != in.PostChecksum || len(out.Pages) != n || !bytes.Equal(out.Pages[n-1].Data, in.Pages[n-1].Data) {
+		t.Fatalf("the transaction came back as TXID %d with %d pages", out.TXID, len(out.Pages))
+	}
+}
+
+func TestForwardRequest_RefusesTooLargeTransactions(t *testing.T) {
+	big := pagewire.Txn{TXID: 2, PageSize: 65536, PageCount: MaxForwardBytes/65536 + 1}
+	for i := uint32(1); i <= big.PageCount; i++ {
+		big.Pages = append(big.Pages, pagewire.Page{Pgno: i, Data: make([]byte, 65536)})
+	}
+	if _, err := ForwardRequest("app.db", "h1", 1, big); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("err = %v, want ErrInvalidArgument", err)
+	}
+}
