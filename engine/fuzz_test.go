@@ -70,7 +70,7 @@ func FuzzStore_WALWrites(f *testing.F) {
 	f.Add(uint16(0), []byte("x"), uint16(32), []byte("yy"))
 	f.Fuzz(func(t *testing.T, off1 uint16, data1 []byte, off2 uint16, data2 []byte) {
 		dir := t.TempDir()
-		s, err := OpenStore(StoreConfig{Dir: dir})
+		s, err := OpenStore(storeConfig(dir))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func FuzzStore_WALWrites(f *testing.F) {
 			t.Fatalf("verify: %v, %v", r, err)
 		}
 		s.Close()
-		s2, err := OpenStore(StoreConfig{Dir: dir})
+		s2, err := OpenStore(storeConfig(dir))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -45,12 +45,29 @@ type StoreConfig struct {
 	Dir    string       // data.dir; required
 	Logger *slog.Logger // nil: slog.Default()
 	// Retention is how long transaction logs keep records for replicas
-	// that were away (data.retention); 0: DefaultRetention.
+	// that were away (data.retention).
 	Retention time.Duration
 }
 
 // DefaultRetention is data.retention's default, as LiteFS.
 const DefaultRetention = 10 * time.Minute
+
+// DefaultStoreConfig returns a StoreConfig with every optional value set;
+// Dir is left to the caller.
+func DefaultStoreConfig() StoreConfig {
+	return StoreConfig{Retention: DefaultRetention}
+}
+
+// Validate reports the first missing or bad value.
+func (c StoreConfig) Validate() error {
+	switch {
+	case c.Dir == "":
+		return errors.New("data.dir is not set; set data.dir in the config")
+	case c.Retention <= 0:
+		return fmt.Errorf("data.retention %s must be more than 0; start from DefaultStoreConfig", c.Retention)
+	}
+	return nil
+}
 
 // Store owns data.dir: every database's files and positions, and the file
 // handles the mount uses. It is safe for concurrent use.
@@ -107,8 +124,8 @@ const rootID = 1
 
 // OpenStore opens (or initialises) data.dir and every database in it.
 func OpenStore(cfg StoreConfig) (*Store, error) {
-	if cfg.Dir == "" {
-		return nil, errors.New("data.dir is not set")
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -118,9 +135,6 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.dbsChanged = make(chan struct{})
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention = cfg.Retention
-	if s.retention <= 0 {
-		s.retention = DefaultRetention
-	}
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
 		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
 	}

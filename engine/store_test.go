@@ -163,7 +163,7 @@ func checksumOf(pages map[uint32][]byte, nPage uint32) uint64 {
 
 func openTestStore(t testing.TB, dir string) *Store {
 	t.Helper()
-	s, err := OpenStore(StoreConfig{Dir: dir})
+	s, err := OpenStore(storeConfig(dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -459,7 +459,7 @@ func TestStore_ImportRefusedWhileOpen(t *testing.T) {
 func TestStore_OneNodePerDataDir(t *testing.T) {
 	dir := t.TempDir()
 	openTestStore(t, dir)
-	if _, err := OpenStore(StoreConfig{Dir: dir}); err == nil {
+	if _, err := OpenStore(storeConfig(dir)); err == nil {
 		t.Fatal("a second store opened the same data.dir")
 	}
 }
@@ -978,5 +978,26 @@ func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
 	w.ck1, w.ck2 = ck1, ck2
 	if txid := w.frame(3, testPage(7), 3); txid != 2 {
 		t.Fatalf("TXID of the next commit = %d, want 2", txid)
+	}
+}
+
+// storeConfig is the default config for a store in dir.
+func storeConfig(dir string) StoreConfig {
+	cfg := DefaultStoreConfig()
+	cfg.Dir = dir
+	return cfg
+}
+
+func TestStoreConfig_ValidateNamesWhatIsWrong(t *testing.T) {
+	if err := storeConfig(t.TempDir()).Validate(); err != nil {
+		t.Fatalf("the default config with a dir: %v", err)
+	}
+	if _, err := OpenStore(DefaultStoreConfig()); err == nil || !strings.Contains(err.Error(), "data.dir") {
+		t.Fatalf("no dir: %v, want an error naming data.dir", err)
+	}
+	cfg := storeConfig(t.TempDir())
+	cfg.Retention = 0
+	if _, err := OpenStore(cfg); err == nil || !strings.Contains(err.Error(), "data.retention") {
+		t.Fatalf("no retention: %v, want an error naming data.retention", err)
 	}
 }

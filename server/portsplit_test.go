@@ -26,7 +26,7 @@ import (
 // address and a function that stops it.
 func startTCPServer(t *testing.T) (addr string, stop func()) {
 	t.Helper()
-	store, err := engine.OpenStore(engine.StoreConfig{Dir: t.TempDir()})
+	store, err := engine.OpenStore(storeConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}

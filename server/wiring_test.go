@@ -34,7 +34,7 @@ func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *engine.Store)
 // startServerWith is startServer with the config changed by edit first.
 func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn, *server.Server, *engine.Store) {
 	t.Helper()
-	store, err := engine.OpenStore(engine.StoreConfig{Dir: t.TempDir()})
+	store, err := engine.OpenStore(storeConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,4 +267,11 @@ func TestServer_InProcessChannelServesStorage(t *testing.T) {
 	if !errors.Is(client.Error(err), pagewire.ErrNotFound) {
 		t.Fatalf("err=%v, want ErrNotFound", err)
 	}
+}
+
+// storeConfig is the default config for a store in dir.
+func storeConfig(dir string) engine.StoreConfig {
+	cfg := engine.DefaultStoreConfig()
+	cfg.Dir = dir
+	return cfg
 }

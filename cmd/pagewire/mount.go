@@ -84,7 +84,12 @@ func runMount(ctx context.Context, args []string) error {
 		return errors.New("lease.advertise-url is required with lease.type consul: the URL other nodes reach this node's API at (on Fly.io: http://${FLY_ALLOC_ID}.vm.${FLY_APP_NAME}.internal:20202)")
 	}
 
-	store, err := engine.OpenStore(engine.StoreConfig{Dir: cfg.Data.Dir, Logger: log, Retention: time.Duration(cfg.Data.Retention)})
+	storeCfg := engine.DefaultStoreConfig()
+	storeCfg.Dir, storeCfg.Logger = cfg.Data.Dir, log
+	if r := time.Duration(cfg.Data.Retention); r > 0 {
+		storeCfg.Retention = r
+	}
+	store, err := engine.OpenStore(storeCfg)
 	if err != nil {
 		return err
 	}
