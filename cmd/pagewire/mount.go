@@ -26,6 +26,7 @@ import (
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/leaser"
+	"github.com/pagewire/pagewire/leaser/consul"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/proxy"
 	"github.com/pagewire/pagewire/replicator"
@@ -128,9 +129,11 @@ func runMount(ctx context.Context, args []string) error {
 	var conflict *staticConflict // a static primary's check for another
 	switch {
 	case dynamic:
-		lsr, err := leaser.NewConsul(leaser.ConsulConfig{URL: cfg.Lease.Consul.URL, Key: cfg.Lease.Consul.Key,
-			TTL: time.Duration(cfg.Lease.Consul.TTL), LockDelay: time.Duration(cfg.Lease.Consul.LockDelay),
-			Candidate: cfg.Lease.Candidate, Node: leaser.Info{Hostname: node.Hostname, AdvertiseURL: node.AdvertiseURL}, Logger: log})
+		ccfg := consul.DefaultConfig()
+		ccfg.URL, ccfg.Key = cfg.Lease.Consul.URL, cfg.Lease.Consul.Key
+		ccfg.TTL, ccfg.LockDelay = time.Duration(cfg.Lease.Consul.TTL), time.Duration(cfg.Lease.Consul.LockDelay)
+		ccfg.Candidate, ccfg.Node, ccfg.Logger = cfg.Lease.Candidate, leaser.Info{Hostname: node.Hostname, AdvertiseURL: node.AdvertiseURL}, log
+		lsr, err := consul.New(ccfg)
 		if err != nil {
 			return err
 		}
