@@ -137,9 +137,10 @@ func runMount(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		rcfg := roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
-			Hostname: node.Hostname, Positions: storePositions(store), DemoteDelay: time.Duration(cfg.Lease.DemoteDelay),
-			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }}
+		rcfg := roles.DefaultConfig()
+		rcfg.Leaser, rcfg.Store, rcfg.Candidate, rcfg.Logger = lsr, store, cfg.Lease.Candidate, log
+		rcfg.Hostname, rcfg.Positions, rcfg.DemoteDelay = node.Hostname, storePositions(store), time.Duration(cfg.Lease.DemoteDelay)
+		rcfg.Follow = func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }
 		if cfg.Lease.Promote {
 			rcfg.Promote = func(ctx context.Context, h leaser.Holder) error { return promote(ctx, h, node.Hostname, store, log) }
 		}
