@@ -72,8 +72,12 @@ func New(cfg Config) (*Manager, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{cfg: cfg, log: log.With(logKeyComponent, "roles", logKeyLease, cfg.Leaser.Type()), handoff: make(chan handoffRequest),
-		retry: backoff.New(cfg.MinBackoff, cfg.MaxBackoff)}
+	m := &Manager{
+		cfg:     cfg,
+		log:     log.With(logKeyComponent, "roles", logKeyLease, cfg.Leaser.Type()),
+		handoff: make(chan handoffRequest),
+		retry:   backoff.New(cfg.MinBackoff, cfg.MaxBackoff),
+	}
 	if b, ok := cfg.Leaser.(leaser.Board); ok && cfg.Hostname != "" {
 		m.board = b
 	}
