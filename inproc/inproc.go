@@ -1,12 +1,3 @@
-// Package inproc is an in-process gRPC channel: a grpc.ServiceRegistrar that
-// services register on, and a grpc.ClientConnInterface that generated
-// clients call through, with no socket, HTTP/2 framing or serialisation in
-// between. Requests and replies are copied (proto.Merge), so neither side
-// shares memory with the other, as over a real connection.
-//
-// The FUSE mount uses it to reach the storage server in the same process:
-// every page read and write crosses it, so it is on the hot path (DESIGN §9).
-// Streams run their handler in a goroutine and pass messages over channels.
 package inproc
 
 import (

@@ -1,11 +1,3 @@
-// Package leaser decides which node is the primary: the one holding the
-// write lease. A Leaser is the seam; Static (LiteFS's "static" lease: one
-// configured primary) and Consul (a Consul session lock, LiteFS's layout)
-// implement it.
-//
-// Every acquisition yields a larger Epoch than any before it on the same
-// lease key. Streams and applies carry it, so that whatever comes from an
-// older primary is refused.
 package leaser
 
 import (

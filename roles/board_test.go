@@ -1,6 +1,7 @@
 package roles
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"io"
@@ -203,6 +204,11 @@ func (n *testNode) following(host string) bool {
 func startNode(t *testing.T, c *fakeConsul, host string, cfg Config) *testNode {
 	t.Helper()
 	n := &testNode{store: &roleLog{ch: make(chan pagewire.Role, 64)}, pos: &positions{}}
+	// The bounds a test leaves zero are DefaultConfig's.
+	d := DefaultConfig()
+	cfg.MinBackoff, cfg.MaxBackoff = cmp.Or(cfg.MinBackoff, d.MinBackoff), cmp.Or(cfg.MaxBackoff, d.MaxBackoff)
+	cfg.ReleaseTimeout, cfg.SettleTimeout = cmp.Or(cfg.ReleaseTimeout, d.ReleaseTimeout), cmp.Or(cfg.SettleTimeout, d.SettleTimeout)
+	cfg.DeferTimeout, cfg.CatchUpTimeout = cmp.Or(cfg.DeferTimeout, d.DeferTimeout), cmp.Or(cfg.CatchUpTimeout, d.CatchUpTimeout)
 	cfg.Leaser = &consulView{c: c, info: leaser.Info{Hostname: host, AdvertiseURL: "http://" + host + ":20202"}}
 	cfg.Store, cfg.Candidate, cfg.Hostname, cfg.Positions = n.store, true, host, n.pos.get
 	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

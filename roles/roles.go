@@ -1,7 +1,3 @@
-// Package roles runs a node's role from its lease at run time: a candidate
-// takes the lease when it is free and becomes the primary; every other
-// node follows whoever holds it, and follows the next holder when it
-// changes. A primary that loses its lease stops taking writes at once.
 package roles
 
 import (
@@ -17,6 +13,8 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/backoff"
+	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/leaser"
 )
 
@@ -34,49 +32,6 @@ type Follower interface {
 	Run(ctx context.Context) error
 }
 
-// Config configures a Manager.
-type Config struct {
-	Leaser    leaser.Leaser
-	Store     Store
-	Candidate bool
-	// Hostname is this node's, as it publishes its position.
-	Hostname string
-	// Positions returns the TXID of each local database. With a leaser
-	// that is also a leaser.Board, a candidate publishes it when the lease
-	// is free and does not take the lease from a candidate ahead of it.
-	Positions func() map[string]pagewire.TXID
-	// Follow makes a follower of primary, which must refuse anything from
-	// an epoch older than primary.Epoch.
-	Follow func(primary leaser.Holder) (Follower, error)
-	// OnChange, if set, is called after each role change (for logs,
-	// metrics, the .primary file).
-	OnChange func(role pagewire.Role, primary leaser.Holder)
-	Logger   *slog.Logger
-	// MinBackoff and MaxBackoff bound the wait after an error talking to
-	// the lease's backend.
-	MinBackoff, MaxBackoff time.Duration
-	// ReleaseTimeout bounds giving the lease up when the node stops.
-	ReleaseTimeout time.Duration
-	// SettleTimeout bounds how long a candidate waits, once the lease is
-	// free, for the other candidates it knows of to publish their
-	// positions.
-	SettleTimeout time.Duration
-	// DeferTimeout bounds how long a candidate leaves the free lease to a
-	// candidate ahead of it before it takes the lease anyway.
-	DeferTimeout time.Duration
-	// CatchUpTimeout bounds how long a candidate waits to catch up with
-	// the final position of a primary that handed off.
-	CatchUpTimeout time.Duration
-	// Promote, if set on a candidate (lease.promote), is called once, when
-	// the node first follows a primary: it waits until this node has
-	// caught up with primary and asks it to hand the lease to this node.
-	// It runs until ctx ends (the node follows another primary, or stops).
-	Promote func(ctx context.Context, primary leaser.Holder) error
-	// DemoteDelay is how long a primary that handed off stays out of the
-	// running (lease.demote-delay); at least SettleTimeout+CatchUpTimeout.
-	DemoteDelay time.Duration
-}
-
 // Manager runs the role.
 type Manager struct {
 	cfg   Config
@@ -91,10 +46,11 @@ type Manager struct {
 	follow       context.CancelFunc // nil while not following
 	followDone   chan struct{}
 	following    leaser.Holder
-	last         leaser.Holder // the last holder seen (this node included)
-	holdOffUntil time.Time     // a node that handed off stays out until then
-	promoted     bool          // Promote was started
-	deferUntil   time.Time     // a candidate that defers to one ahead of it takes the lease after then
+	last         leaser.Holder    // the last holder seen (this node included)
+	holdOffUntil time.Time        // a node that handed off stays out until then
+	promoted     bool             // Promote was started
+	deferUntil   time.Time        // a candidate that defers to one ahead of it takes the lease after then
+	retry        *backoff.Backoff // the wait after an error talking to the lease's backend
 }
 
 type handoffRequest struct {
@@ -107,38 +63,21 @@ type handoffRequest struct {
 // FAILED_PRECONDITION like any write refused on a replica.
 var ErrNotPrimary = fmt.Errorf("%w: this node does not hold the lease; ask the primary to hand off", pagewire.ErrReadOnly)
 
-// New returns a Manager.
+// New returns a Manager for a valid cfg.
 func New(cfg Config) (*Manager, error) {
-	switch {
-	case cfg.Leaser == nil || cfg.Store == nil || cfg.Follow == nil:
-		return nil, errors.New("roles: Leaser, Store and Follow are required")
-	}
-	if cfg.MinBackoff <= 0 {
-		cfg.MinBackoff = 100 * time.Millisecond
-	}
-	if cfg.MaxBackoff < cfg.MinBackoff {
-		cfg.MaxBackoff = 5 * time.Second
-	}
-	if cfg.ReleaseTimeout <= 0 {
-		cfg.ReleaseTimeout = 5 * time.Second
-	}
-	if cfg.SettleTimeout <= 0 {
-		cfg.SettleTimeout = time.Second
-	}
-	if cfg.DeferTimeout <= 0 {
-		cfg.DeferTimeout = 5 * time.Second
-	}
-	if cfg.CatchUpTimeout <= 0 {
-		cfg.CatchUpTimeout = 2 * time.Second
-	}
-	if cfg.Positions == nil {
-		cfg.Positions = func() map[string]pagewire.TXID { return nil }
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
 	}
-	m := &Manager{cfg: cfg, log: log.With("component", "roles", "lease", cfg.Leaser.Type()), handoff: make(chan handoffRequest)}
+	m := &Manager{
+		cfg:     cfg,
+		log:     log.With(logKeyComponent, "roles", logKeyLease, cfg.Leaser.Type()),
+		handoff: make(chan handoffRequest),
+		retry:   backoff.New(cfg.MinBackoff, cfg.MaxBackoff),
+	}
 	if b, ok := cfg.Leaser.(leaser.Board); ok && cfg.Hostname != "" {
 		m.board = b
 	}
@@ -215,135 +154,158 @@ func (m *Manager) waitSuccessor(ctx context.Context) (leaser.Holder, error) {
 	}
 }
 
-// Run runs until ctx is done; a primary then releases its lease.
+// errLookAgain is waitLease's answer when a deferral or hold-off ends: the
+// candidate decides again on a fresh read of the lease.
+var errLookAgain = errors.New("look at the lease again")
+
+// Run runs until ctx is done; a primary then releases its lease. Each turn
+// reads the lease and runs the state it is in: held by a node (this one
+// follows it), free (a candidate contends for it; one that wins leads until
+// it loses or hands off the lease), or unreadable (retry with backoff).
 func (m *Manager) Run(ctx context.Context) error {
 	defer m.stopFollowing()
 	// Until the lease says otherwise, nobody here takes writes.
 	m.cfg.Store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{}, 0)
 	var index uint64
-	wait := m.cfg.MinBackoff
-	sleep := func(d time.Duration) bool {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(d):
-			return true
-		}
-	}
-	backoff := func() bool {
-		d := wait/2 + rand.N(wait/2+1)
-		wait = min(2*wait, m.cfg.MaxBackoff)
-		return sleep(d)
-	}
 	for ctx.Err() == nil {
-		wctx, cancel := ctx, context.CancelFunc(func() {})
-		if m.cfg.Candidate && index != 0 {
-			// Look again when a deferral or hold-off ends.
-			if until := later(m.deferUntil, m.holdOffUntil); time.Now().Before(until) {
-				wctx, cancel = context.WithDeadline(ctx, until)
-			}
-		}
-		h, next, err := m.cfg.Leaser.WaitPrimary(wctx, index)
-		timedOut := wctx.Err() != nil && ctx.Err() == nil
-		cancel()
+		h, next, err := m.waitLease(ctx, index)
+		ok := true
 		switch {
 		case ctx.Err() != nil:
 			return nil
-		case timedOut:
-			// A deferral or hold-off ended: decide again.
+		case errors.Is(err, errLookAgain):
 			index = 0
 		case errors.Is(err, leaser.ErrNoPrimary):
-			m.setProblem(nil)
-			index = next
-			wait = m.cfg.MinBackoff
-			if m.last.Hostname != "" {
-				// Keep following the last primary: one that handed off
-				// still serves its last transactions.
-				m.log.Warn("no node holds the lease; writes are refused until one does", "last_primary", m.last.Hostname)
-				var keep leaser.Holder
-				if m.last.Hostname == m.cfg.Hostname {
-					// This node handed off: it keeps serving its last
-					// transactions at its epoch until a successor is known.
-					keep.Epoch = m.last.Epoch
-				}
-				m.setRole(pagewire.RoleReplica, keep)
-				if m.last.Hostname != m.cfg.Hostname {
-					// Another node let the lease go: the hold-off after
-					// this node's own handoff (so that the lease does
-					// not come straight back) has served its purpose.
-					m.holdOffUntil = time.Time{}
-				}
-				m.last = leaser.Holder{}
-			}
-			if !m.cfg.Candidate || time.Now().Before(m.holdOffUntil) {
-				if index == 0 && !backoff() { // a backend without blocking reads
-					return nil
-				}
-				continue
-			}
-			ok, err := m.mayLead(ctx, h.Freed)
-			if err != nil {
-				m.setProblem(err)
-				m.log.Warn("could not compare positions with the other candidates; retrying", "error", err)
-				index = 0
-				if !backoff() {
-					return nil
-				}
-				continue
-			}
-			if !ok {
-				continue
-			}
-			switch lease, err := m.cfg.Leaser.Acquire(ctx); {
-			case err == nil:
-				m.deferUntil = time.Time{}
-				if !m.lead(ctx, lease) {
-					return nil
-				}
-				index = 0 // lost or handed off: look at the lease afresh
-			case errors.Is(err, leaser.ErrHeld):
-				// Taken by another, or free within lock-delay: look again
-				// shortly.
-				index = 0
-				if !sleep(m.cfg.MinBackoff/2 + rand.N(m.cfg.MinBackoff/2+1)) {
-					return nil
-				}
-			case ctx.Err() != nil:
-				return nil
-			default:
-				m.setProblem(err)
-				m.log.Warn("could not take the lease; retrying", "error", err)
-				index = 0
-				if !backoff() {
-					return nil
-				}
-			}
+			index, ok = m.contend(ctx, h.Freed, next)
 		case err != nil:
-			m.setProblem(err)
-			m.log.Warn("could not read the lease; retrying", "error", err)
-			if !backoff() {
-				return nil
-			}
+			ok = m.retryRead(ctx, err)
 		default:
-			m.setProblem(nil)
-			m.last = h
-			m.deferUntil = time.Time{}
-			if m.follow == nil || m.following != h {
-				if !m.startFollowing(ctx, h) {
-					if !backoff() {
-						return nil
-					}
-					index = 0
-					continue // read the lease again at once
-				}
-			} else {
-				m.setRole(pagewire.RoleReplica, h)
-			}
-			index = next
-			wait = m.cfg.MinBackoff
+			index, ok = m.followPrimary(ctx, h, next)
+		}
+		if !ok {
+			return nil
 		}
 	}
 	return nil
+}
+
+// waitLease waits until the lease changes after index (0: reads it at
+// once). A candidate that defers to another or is held off gets
+// errLookAgain when that ends, so that it decides again.
+func (m *Manager) waitLease(ctx context.Context, index uint64) (leaser.Holder, uint64, error) {
+	wctx, cancel := ctx, context.CancelFunc(func() {})
+	if m.cfg.Candidate && index != 0 {
+		if until := later(m.deferUntil, m.holdOffUntil); time.Now().Before(until) {
+			wctx, cancel = context.WithDeadline(ctx, until)
+		}
+	}
+	defer cancel()
+	h, next, err := m.cfg.Leaser.WaitPrimary(wctx, index)
+	if wctx.Err() != nil && ctx.Err() == nil {
+		return leaser.Holder{}, 0, errLookAgain
+	}
+	return h, next, err
+}
+
+// followPrimary follows h, the lease's holder, unless it already does. It
+// returns the index to wait on next, and false if ctx ended.
+func (m *Manager) followPrimary(ctx context.Context, h leaser.Holder, next uint64) (uint64, bool) {
+	m.setProblem(nil)
+	m.last = h
+	m.deferUntil = time.Time{}
+	if m.follow != nil && m.following == h {
+		m.setRole(pagewire.RoleReplica, h)
+	} else if !m.startFollowing(ctx, h) {
+		// Read the lease again at once after the backoff.
+		return 0, m.retry.Wait(ctx) == nil
+	}
+	m.retry.Reset()
+	return next, true
+}
+
+// retryRead waits out a backoff after the lease could not be read; false
+// if ctx ended first.
+func (m *Manager) retryRead(ctx context.Context, err error) bool {
+	m.setProblem(err)
+	m.log.Warn("could not read the lease; retrying", logkey.Error, err)
+	return m.retry.Wait(ctx) == nil
+}
+
+// contend runs while no node holds the lease (freed at index freed): the
+// node stops following the last primary, and a candidate that is not held
+// off takes the lease if mayLead says it may. It returns the index to wait
+// on next, and false if ctx ended.
+func (m *Manager) contend(ctx context.Context, freed, next uint64) (uint64, bool) {
+	m.setProblem(nil)
+	m.retry.Reset()
+	m.forgetPrimary()
+
+	// Out of the running: wait for the lease to change.
+	if !m.cfg.Candidate || time.Now().Before(m.holdOffUntil) {
+		if next == 0 { // a backend without blocking reads
+			return 0, m.retry.Wait(ctx) == nil
+		}
+		return next, true
+	}
+
+	// Leave the lease to a candidate ahead of this one, for a while.
+	ok, err := m.mayLead(ctx, freed)
+	if err != nil {
+		m.setProblem(err)
+		m.log.Warn("could not compare positions with the other candidates; retrying", logkey.Error, err)
+		return 0, m.retry.Wait(ctx) == nil
+	}
+	if !ok {
+		return next, true
+	}
+
+	// Lost, handed off or refused: look at the lease afresh.
+	return 0, m.takeLease(ctx)
+}
+
+// forgetPrimary stops treating the last holder as the primary once the
+// lease is free. The node keeps following it: one that handed off still
+// serves its last transactions.
+func (m *Manager) forgetPrimary() {
+	if m.last.Hostname == "" {
+		return
+	}
+	m.log.Warn("no node holds the lease; writes are refused until one does", logKeyLastPrimary, m.last.Hostname)
+	var keep leaser.Holder
+	if m.last.Hostname == m.cfg.Hostname {
+		// This node handed off: it keeps serving its last transactions
+		// at its epoch until a successor is known.
+		keep.Epoch = m.last.Epoch
+	}
+	m.setRole(pagewire.RoleReplica, keep)
+	if m.last.Hostname != m.cfg.Hostname {
+		// Another node let the lease go: the hold-off after this node's
+		// own handoff (so that the lease does not come straight back) has
+		// served its purpose.
+		m.holdOffUntil = time.Time{}
+	}
+	m.last = leaser.Holder{}
+}
+
+// takeLease acquires the free lease and leads while it holds it. It
+// returns false if ctx ended.
+func (m *Manager) takeLease(ctx context.Context) bool {
+	lease, err := m.cfg.Leaser.Acquire(ctx)
+	switch {
+	case err == nil:
+		m.deferUntil = time.Time{}
+		return m.lead(ctx, lease)
+	case errors.Is(err, leaser.ErrHeld):
+		// Taken by another, or free within lock-delay: look again
+		// shortly, without growing the backoff.
+		return backoff.Sleep(ctx, m.cfg.MinBackoff/2+rand.N(m.cfg.MinBackoff/2+1))
+	case ctx.Err() != nil:
+		return false
+	default:
+		m.setProblem(err)
+		m.log.Warn("could not take the lease; retrying", logkey.Error, err)
+		return m.retry.Wait(ctx) == nil
+	}
 }
 
 // mayLead decides whether this candidate takes the free lease (freed at
@@ -357,14 +319,21 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 	if m.board == nil {
 		return true, nil
 	}
+
+	// A deferral that ran out: the candidate ahead did not take the lease.
 	if !m.deferUntil.IsZero() && !time.Now().Before(m.deferUntil) {
-		m.log.Warn("the candidate ahead of this one did not take the lease; taking it", "waited", m.cfg.DeferTimeout)
+		m.log.Warn("the candidate ahead of this one did not take the lease; taking it", logKeyWaited, m.cfg.DeferTimeout)
 		return true, nil
 	}
+
+	// Publish this node's position.
 	mine := leaser.Position{Hostname: m.cfg.Hostname, Candidate: true, DBs: m.cfg.Positions()}
 	if err := m.board.Publish(ctx, mine); err != nil {
 		return false, err
 	}
+
+	// Read the others' until every candidate known has spoken since the
+	// lease was freed, or SettleTimeout passes.
 	prev := m.following // the primary that went away, if this node followed it
 	settle := time.Now().Add(m.cfg.SettleTimeout)
 	var (
@@ -401,6 +370,8 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 		}
 		pidx = next
 	}
+
+	// Defer to the candidate the last primary named, or to one ahead.
 	if final != nil && final.Target != "" && final.Target != m.cfg.Hostname {
 		return m.deferTo(final.Target, "the last primary handed the lease to it")
 	}
@@ -409,9 +380,10 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 			return m.deferTo(p.Hostname, "it is ahead of this node")
 		}
 	}
+
+	// Catch up from the last primary, which still serves its last
+	// transactions, before taking writes.
 	if final != nil && final.Ahead(mine) {
-		// Catch up from the last primary, which still serves its last
-		// transactions, before taking writes.
 		deadline := time.Now().Add(m.cfg.CatchUpTimeout)
 		for final.Ahead(leaser.Position{DBs: m.cfg.Positions()}) {
 			if !time.Now().Before(deadline) {
@@ -419,10 +391,8 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 					"last_primary", final.Hostname, "waited", m.cfg.CatchUpTimeout)
 				break
 			}
-			select {
-			case <-ctx.Done():
+			if !backoff.Sleep(ctx, 2*time.Millisecond) {
 				return false, ctx.Err()
-			case <-time.After(2 * time.Millisecond):
 			}
 		}
 	}
@@ -433,7 +403,7 @@ func (m *Manager) mayLead(ctx context.Context, index uint64) (bool, error) {
 func (m *Manager) deferTo(host, why string) (bool, error) {
 	if m.deferUntil.IsZero() {
 		m.deferUntil = time.Now().Add(m.cfg.DeferTimeout)
-		m.log.Info("leaving the lease to another candidate", "candidate", host, "why", why, "for_at_most", m.cfg.DeferTimeout)
+		m.log.Info("leaving the lease to another candidate", logKeyCandidate, host, logkey.Reason, why, logKeyForAtMost, m.cfg.DeferTimeout)
 	}
 	return false, nil
 }
@@ -449,7 +419,7 @@ func later(a, b time.Time) time.Time {
 // (true) or ctx is done (false, after releasing it).
 func (m *Manager) lead(ctx context.Context, lease leaser.Lease) bool {
 	m.stopFollowing()
-	m.log.Info("this node is the primary", "epoch", lease.Epoch())
+	m.log.Info("this node is the primary", logkey.Epoch, lease.Epoch())
 	me := leaser.Holder{Info: leaser.Info{Hostname: m.cfg.Hostname}, Epoch: lease.Epoch()}
 	m.last, m.following = me, me
 	// Handoff works from the moment the store takes writes.
@@ -461,7 +431,7 @@ func (m *Manager) lead(ctx context.Context, lease leaser.Lease) bool {
 	}
 	select {
 	case <-lease.Lost():
-		m.log.Error("lost the lease: this node no longer takes writes", "epoch", lease.Epoch())
+		m.log.Error("lost the lease: this node no longer takes writes", logkey.Epoch, lease.Epoch())
 		m.setRole(pagewire.RoleReplica, leaser.Holder{})
 		m.last = leaser.Holder{} // what it has may have diverged: it serves nothing more
 		return true
@@ -474,7 +444,7 @@ func (m *Manager) lead(ctx context.Context, lease leaser.Lease) bool {
 		return true
 	case <-ctx.Done():
 		if err := m.stepDown(lease, ""); err != nil {
-			m.log.Warn("could not release the lease; another node takes it once it expires", "error", err)
+			m.log.Warn("could not release the lease; another node takes it once it expires", logkey.Error, err)
 		}
 		return false
 	}
@@ -492,13 +462,13 @@ func (m *Manager) stepDown(lease leaser.Lease, target string) error {
 		final := leaser.Position{Hostname: m.cfg.Hostname, Candidate: m.cfg.Candidate, DBs: m.cfg.Positions(),
 			Final: true, Epoch: lease.Epoch(), Target: target}
 		if err := m.board.Publish(rctx, final); err != nil {
-			m.log.Warn("could not publish this node's final position; releasing the lease anyway", "error", err)
+			m.log.Warn("could not publish this node's final position; releasing the lease anyway", logkey.Error, err)
 		}
 	}
 	if err := lease.Release(rctx); err != nil {
 		return err
 	}
-	m.log.Info("handed off the lease", "epoch", lease.Epoch(), "to", cmp.Or(target, "any caught-up candidate"))
+	m.log.Info("handed off the lease", logkey.Epoch, lease.Epoch(), logKeyTo, cmp.Or(target, "any caught-up candidate"))
 	return nil
 }
 
@@ -517,10 +487,10 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 	m.setRole(pagewire.RoleReplica, h)
 	f, err := m.cfg.Follow(h)
 	if err != nil {
-		m.log.Error("could not follow the primary", "primary", h.Hostname, "url", h.AdvertiseURL, "error", err)
+		m.log.Error("could not follow the primary", logkey.Primary, h.Hostname, logkey.URL, h.AdvertiseURL, logkey.Error, err)
 		return false
 	}
-	m.log.Info("following the primary", "primary", h.Hostname, "url", h.AdvertiseURL, "epoch", h.Epoch)
+	m.log.Info("following the primary", logkey.Primary, h.Hostname, logkey.URL, h.AdvertiseURL, logkey.Epoch, h.Epoch)
 	if m.board != nil && m.cfg.Candidate {
 		// Make this candidate known: a handoff may name it, and a free
 		// lease waits for it to publish again.
@@ -528,21 +498,21 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 		err := m.board.Publish(pctx, leaser.Position{Hostname: m.cfg.Hostname, Candidate: true, DBs: m.cfg.Positions()})
 		cancel()
 		if err != nil {
-			m.log.Warn("could not publish this candidate's position", "error", err)
+			m.log.Warn("could not publish this candidate's position", logkey.Error, err)
 		}
 	}
 	fctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		if err := f.Run(fctx); err != nil {
-			m.log.Error("replication from the primary stopped", "primary", h.Hostname, "error", err)
+			m.log.Error("replication from the primary stopped", logkey.Primary, h.Hostname, logkey.Error, err)
 		}
 	})
 	if m.cfg.Promote != nil && m.cfg.Candidate && !m.promoted {
 		m.promoted = true
 		wg.Go(func() {
 			if err := m.cfg.Promote(fctx, h); err != nil && fctx.Err() == nil {
-				m.log.Error("lease.promote: could not take over from the primary", "primary", h.Hostname, "error", err)
+				m.log.Error("lease.promote: could not take over from the primary", logkey.Primary, h.Hostname, logkey.Error, err)
 			}
 		})
 	}

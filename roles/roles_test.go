@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -108,8 +109,10 @@ func runManager(t *testing.T, l *fakeLeaser, candidate bool) (store *roleLog, fo
 	t.Helper()
 	store = &roleLog{ch: make(chan pagewire.Role, 16)}
 	followed = make(chan leaser.Holder, 4)
-	m, err := New(Config{Leaser: l, Store: store, Candidate: candidate, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Follow: func(h leaser.Holder) (Follower, error) { followed <- h; return &fakeFollower{}, nil }})
+	cfg := DefaultConfig()
+	cfg.Leaser, cfg.Store, cfg.Candidate, cfg.Logger = l, store, candidate, slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.Follow = func(h leaser.Holder) (Follower, error) { followed <- h; return &fakeFollower{}, nil }
+	m, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -167,5 +170,33 @@ func TestManager_NonCandidateOnlyFollows(t *testing.T) {
 	}
 	if !l.free {
 		t.Fatal("a non-candidate took the lease")
+	}
+}
+
+func TestConfig_Validate(t *testing.T) {
+	good := DefaultConfig()
+	good.Leaser, good.Store = &fakeLeaser{}, &roleLog{}
+	good.Follow = func(leaser.Holder) (Follower, error) { return &fakeFollower{}, nil }
+	if err := good.Validate(); err != nil {
+		t.Fatalf("DefaultConfig with the parts wired in: %v", err)
+	}
+	for _, tc := range []struct {
+		name, want string
+		edit       func(*Config)
+	}{
+		{"no leaser", "Leaser", func(c *Config) { c.Leaser = nil }},
+		{"no follow", "Follow", func(c *Config) { c.Follow = nil }},
+		{"zero backoff", "MinBackoff", func(c *Config) { c.MinBackoff = 0 }},
+		{"max below min", "MaxBackoff", func(c *Config) { c.MaxBackoff = c.MinBackoff / 2 }},
+		{"zero settle", "SettleTimeout", func(c *Config) { c.SettleTimeout = 0 }},
+		{"negative demote delay", "DemoteDelay", func(c *Config) { c.DemoteDelay = -time.Second }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := good
+			tc.edit(&c)
+			if _, err := New(c); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err=%v, want one naming %s", err, tc.want)
+			}
+		})
 	}
 }

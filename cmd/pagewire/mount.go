@@ -27,6 +27,7 @@ import (
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/leaser"
+	"github.com/pagewire/pagewire/leaser/consul"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 	"github.com/pagewire/pagewire/proxy"
 	"github.com/pagewire/pagewire/replicator"
@@ -135,15 +136,18 @@ func runMount(ctx context.Context, args []string) error {
 	var conflict *staticConflict // a static primary's check for another
 	switch {
 	case dynamic:
-		lsr, err := leaser.NewConsul(leaser.ConsulConfig{URL: cfg.Lease.Consul.URL, Key: cfg.Lease.Consul.Key,
-			TTL: time.Duration(cfg.Lease.Consul.TTL), LockDelay: time.Duration(cfg.Lease.Consul.LockDelay),
-			Candidate: cfg.Lease.Candidate, Node: leaser.Info{Hostname: node.Hostname, AdvertiseURL: node.AdvertiseURL}, Logger: log})
+		ccfg := consul.DefaultConfig()
+		ccfg.URL, ccfg.Key = cfg.Lease.Consul.URL, cfg.Lease.Consul.Key
+		ccfg.TTL, ccfg.LockDelay = time.Duration(cfg.Lease.Consul.TTL), time.Duration(cfg.Lease.Consul.LockDelay)
+		ccfg.Candidate, ccfg.Node, ccfg.Logger = cfg.Lease.Candidate, leaser.Info{Hostname: node.Hostname, AdvertiseURL: node.AdvertiseURL}, log
+		lsr, err := consul.New(ccfg)
 		if err != nil {
 			return err
 		}
-		rcfg := roles.Config{Leaser: lsr, Store: store, Candidate: cfg.Lease.Candidate, Logger: log,
-			Hostname: node.Hostname, Positions: storePositions(store), DemoteDelay: time.Duration(cfg.Lease.DemoteDelay),
-			Follow: func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }}
+		rcfg := roles.DefaultConfig()
+		rcfg.Leaser, rcfg.Store, rcfg.Candidate, rcfg.Logger = lsr, store, cfg.Lease.Candidate, log
+		rcfg.Hostname, rcfg.Positions, rcfg.DemoteDelay = node.Hostname, storePositions(store), time.Duration(cfg.Lease.DemoteDelay)
+		rcfg.Follow = func(h leaser.Holder) (roles.Follower, error) { return newFollower(h.AdvertiseURL, h.Epoch) }
 		if cfg.Lease.Promote {
 			rcfg.Promote = func(ctx context.Context, h leaser.Holder) error { return promote(ctx, h, node.Hostname, store, log) }
 		}

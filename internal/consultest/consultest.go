@@ -1,7 +1,3 @@
-// Package consultest runs a real Consul agent (consul agent -dev) on
-// loopback for tests. The agent is the Consul 1.14.11 binary that
-// deploy/consul builds: `make consul` puts it at DefaultPath; CONSUL_BIN
-// overrides.
 package consultest
 
 import (
@@ -91,15 +87,14 @@ func Start(t testing.TB) *Agent {
 				return a
 			}
 		}
-		select {
-		case <-a.done:
-			t.Fatalf("consul agent exited while starting:\n%s", a.out.String())
-		default:
-		}
 		if time.Now().After(deadline) {
 			t.Fatalf("consul agent has no leader after 30 s:\n%s", a.out.String())
 		}
-		time.Sleep(100 * time.Millisecond)
+		select {
+		case <-a.done:
+			t.Fatalf("consul agent exited while starting:\n%s", a.out.String())
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }
 

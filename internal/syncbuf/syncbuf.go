@@ -1,5 +1,3 @@
-// Package syncbuf is a bytes.Buffer that a child process's output can be
-// written to while a test reads it.
 package syncbuf
 
 import (

@@ -1,6 +1,6 @@
 //go:build integration
 
-package leaser
+package consul
 
 import (
 	"context"
@@ -13,12 +13,13 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/pagewire/pagewire/internal/consultest"
+	"github.com/pagewire/pagewire/leaser"
 )
 
-func newTestConsul(t *testing.T, agent *consultest.Agent, host string) *Consul {
+func newTestConsul(t *testing.T, agent *consultest.Agent, host string) *Leaser {
 	t.Helper()
-	l, err := NewConsul(ConsulConfig{URL: agent.URL, Key: "litefs/primary", TTL: 10 * time.Second, LockDelay: time.Second,
-		Candidate: true, Node: Info{Hostname: host, AdvertiseURL: "http://" + host + ":20202"}})
+	l, err := New(Config{URL: agent.URL, Key: "litefs/primary", TTL: 10 * time.Second, LockDelay: time.Second,
+		Candidate: true, Node: leaser.Info{Hostname: host, AdvertiseURL: "http://" + host + ":20202"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,7 +32,7 @@ func TestConsulAgent_ExactlyOneOfThreeHoldsTheLease(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	var won []string
-	var held []*HeldError
+	var held []*leaser.HeldError
 	var wg sync.WaitGroup
 	for _, host := range []string{"n1", "n2", "n3"} {
 		wg.Add(1)
@@ -40,7 +41,7 @@ func TestConsulAgent_ExactlyOneOfThreeHoldsTheLease(t *testing.T) {
 			lease, err := newTestConsul(t, agent, host).Acquire(ctx)
 			mu.Lock()
 			defer mu.Unlock()
-			var h *HeldError
+			var h *leaser.HeldError
 			switch {
 			case err == nil:
 				won = append(won, host)
@@ -77,7 +78,7 @@ func TestConsulAgent_EveryAcquisitionHasALargerEpoch(t *testing.T) {
 	defer cancel()
 	n1, n2 := newTestConsul(t, agent, "n1"), newTestConsul(t, agent, "n2")
 	var last uint64
-	for i, l := range []*Consul{n1, n2, n1} {
+	for i, l := range []*Leaser{n1, n2, n1} {
 		lease, err := l.Acquire(ctx)
 		if err != nil {
 			t.Fatalf("acquisition %d: %v", i+1, err)
@@ -103,13 +104,13 @@ func TestConsulAgent_LockDelayAfterAHolderDies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl := lease.(*consulLease)
+	cl := lease.(*heldLease)
 	close(cl.stop) // the holder stops renewing, as a killed node does
 	<-cl.done
 	if _, err := n1.c.Session().Destroy(cl.id, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := n2.Acquire(ctx); !errors.Is(err, ErrHeld) || !strings.Contains(err.Error(), "lock-delay") {
+	if _, err := n2.Acquire(ctx); !errors.Is(err, leaser.ErrHeld) || !strings.Contains(err.Error(), "lock-delay") {
 		t.Fatalf("right after the holder's session ended: %v, want refused for lock-delay", err)
 	}
 	for {
@@ -121,7 +122,7 @@ func TestConsulAgent_LockDelayAfterAHolderDies(t *testing.T) {
 			_ = l2.Release(ctx)
 			return
 		}
-		if !errors.Is(err, ErrHeld) {
+		if !errors.Is(err, leaser.ErrHeld) {
 			t.Fatal(err)
 		}
 		select {
@@ -157,7 +158,7 @@ func TestConsulAgent_RenewedThenLostWhenConsulGoes(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("the lease was never lost after Consul went away")
 	}
-	cl := lease.(*consulLease)
+	cl := lease.(*heldLease)
 	cl.mu.Lock()
 	defer cl.mu.Unlock()
 	// Consul would free the lock no sooner than TTL after the last renewal.
@@ -187,7 +188,7 @@ func TestConsulAgent_WaitPrimaryFollowsChanges(t *testing.T) {
 	if err := lease.Release(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-changed; !errors.Is(err, ErrNoPrimary) {
+	if err := <-changed; !errors.Is(err, leaser.ErrNoPrimary) {
 		t.Fatalf("after the release: %v, want ErrNoPrimary", err)
 	}
 	// The raw key still exists (session behavior release), without a holder.
