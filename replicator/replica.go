@@ -5,20 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/backoff"
 	"github.com/pagewire/pagewire/internal/ewma"
-)
-
-// Structured log keys.
-const (
-	logKeyDB    = "db"
-	logKeyError = "error"
-	logKeyTXID  = "txid"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // ReplicaConfig configures a Replica.
@@ -151,9 +145,9 @@ func (r *Replica) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		d := b.next()
-		r.log.Warn("lost the primary's database list; reconnecting", logKeyError, err, "retry_in", d)
-		if !sleep(ctx, d) {
+		d := b.Next()
+		r.log.Warn("lost the primary's database list; reconnecting", logkey.Error, err, logkey.RetryIn, d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -231,7 +225,7 @@ func (r *Replica) follow(ctx context.Context) error {
 		}
 		switch {
 		case ev.IsList:
-			r.log.Info("following the primary", "primary", ev.Primary.Hostname, "databases", len(ev.List))
+			r.log.Info("following the primary", logkey.Primary, ev.Primary.Hostname, "databases", len(ev.List))
 			want := map[string]bool{}
 			for _, db := range ev.List {
 				want[db.Name] = true
@@ -249,9 +243,9 @@ func (r *Replica) follow(ctx context.Context) error {
 		case ev.Deleted != "":
 			stop(ev.Deleted)
 			if err := r.cfg.Local.DeleteDatabase(ev.Deleted); err != nil && !errors.Is(err, pagewire.ErrNotFound) {
-				r.log.Error("could not delete a database the primary deleted", logKeyDB, ev.Deleted, logKeyError, err)
+				r.log.Error("could not delete a database the primary deleted", logkey.DB, ev.Deleted, logkey.Error, err)
 			} else {
-				r.log.Info("deleted a database the primary deleted", logKeyDB, ev.Deleted)
+				r.log.Info("deleted a database the primary deleted", logkey.DB, ev.Deleted)
 			}
 		}
 	}
@@ -273,16 +267,16 @@ func (r *Replica) deleteMissing(want map[string]bool) {
 			continue
 		}
 		if err := r.cfg.Local.DeleteDatabase(name); err != nil {
-			r.log.Error("could not delete a database the primary no longer has", logKeyDB, name, logKeyError, err)
+			r.log.Error("could not delete a database the primary no longer has", logkey.DB, name, logkey.Error, err)
 			continue
 		}
-		r.log.Info("deleted a database the primary no longer has", logKeyDB, name)
+		r.log.Info("deleted a database the primary no longer has", logkey.DB, name)
 	}
 }
 
 // followDB keeps one database in step with the primary until ctx is done.
 func (r *Replica) followDB(ctx context.Context, name string) {
-	log := r.log.With(logKeyDB, name)
+	log := r.log.With(logkey.DB, name)
 	b := r.newBackoff()
 	a := &applier{r: r, name: name, path: filepath.Join(r.cfg.MountDir, name), log: log}
 	defer a.close()
@@ -294,12 +288,12 @@ func (r *Replica) followDB(ctx context.Context, name string) {
 			return
 		}
 		if errors.Is(err, errProgress) {
-			b.reset()
+			b.Reset()
 			continue
 		}
-		d := b.next()
-		log.Warn("replication stream ended; reconnecting", logKeyError, err, "retry_in", d)
-		if !sleep(ctx, d) {
+		d := b.Next()
+		log.Warn("replication stream ended; reconnecting", logkey.Error, err, logkey.RetryIn, d)
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -326,11 +320,11 @@ func (a *applier) close() {
 	if a.w != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := a.w.Checkpoint(ctx); err != nil {
-			a.log.Warn("checkpoint at close failed", logKeyError, err)
+			a.log.Warn("checkpoint at close failed", logkey.Error, err)
 		}
 		cancel()
 		if err := a.w.Close(); err != nil {
-			a.log.Warn("closing the WAL writer", logKeyError, err)
+			a.log.Warn("closing the WAL writer", logkey.Error, err)
 		}
 		a.w = nil
 	}
@@ -501,7 +495,7 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	// lock's holder commits on the primary and here at once.
 	for len(txns) > 0 && txns[0].TXID <= have.TXID {
 		if txns[0].TXID == have.TXID && txns[0].PostChecksum != have.Checksum {
-			a.log.Error("this node has a transaction the primary committed differently", logKeyTXID, have.TXID)
+			a.log.Error("this node has a transaction the primary committed differently", logkey.TXID, have.TXID)
 			return errProgress
 		}
 		a.pageCount = txns[0].PageCount
@@ -576,7 +570,7 @@ func (a *applier) checkpoint(ctx context.Context, w Writer) {
 		return
 	}
 	if _, err := w.Checkpoint(ctx); err != nil {
-		a.log.Warn("checkpoint failed; will retry after the next transaction", logKeyError, err)
+		a.log.Warn("checkpoint failed; will retry after the next transaction", logkey.Error, err)
 	}
 }
 
@@ -611,7 +605,7 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 		if err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, pages, snap.Pos); err != nil {
 			return fmt.Errorf("restore %q from a snapshot: %w", a.name, err)
 		}
-		a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+		a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
 		return nil
 	}
 	w, err := a.writer(ctx)
@@ -628,39 +622,11 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 	if err := a.r.cfg.Local.Rebase(a.name, snap.Pos); err != nil {
 		return err
 	}
-	a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+	a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
 	a.checkpoint(ctx, w)
 	return nil
 }
 
-// backoff is a bounded, jittered exponential backoff.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (r *Replica) newBackoff() *backoff {
-	return &backoff{min: r.cfg.MinBackoff, max: r.cfg.MaxBackoff}
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+func (r *Replica) newBackoff() *backoff.Backoff {
+	return backoff.New(r.cfg.MinBackoff, r.cfg.MaxBackoff)
 }
