@@ -1,6 +1,7 @@
 package replicator
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -63,37 +64,10 @@ func (w *WALWriter) checkpoint(ctx context.Context) (bool, error) {
 	}
 
 	// Frames above a reader's mark may be what it reads instead of the
-	// database file: stop below the oldest mark in use. Free marks below
-	// mxFrame are moved up (1) or retired (2..4).
-	mxSafe := hdr.MxFrame
-	for i := 1; i < wal.Readers; i++ {
-		_, c, _, err := w.shm.readHeader()
-		if err != nil {
-			return false, fmt.Errorf("read the wal-index: %w", err)
-		}
-		y := c.ReadMark[i]
-		if mxSafe <= y {
-			continue
-		}
-		err = lockShm(w.shm.f, wal.LockRead0+int64(i), 1, true)
-		if errors.Is(err, errLockBusy) {
-			mxSafe = y
-			continue
-		}
-		if err != nil {
-			return false, fmt.Errorf("lock read mark %d: %w", i, err)
-		}
-		mark := uint32(wal.ReadMarkUnused)
-		if i == 1 {
-			mark = mxSafe
-		}
-		err = w.shm.writeReadMark(i, mark)
-		if uerr := unlockShm(w.shm.f, wal.LockRead0+int64(i), 1); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return false, fmt.Errorf("write read mark %d: %w", i, err)
-		}
+	// database file: stop below the oldest mark in use.
+	mxSafe, err := w.safeFrame(hdr.MxFrame)
+	if err != nil {
+		return false, err
 	}
 	if ckpt.NBackfill >= mxSafe {
 		return false, nil
@@ -115,6 +89,43 @@ func (w *WALWriter) checkpoint(ctx context.Context) (bool, error) {
 	return complete, err
 }
 
+// safeFrame returns the last frame up to mxFrame that no reader's mark
+// keeps out of the database file. Free marks below mxFrame are moved up (1)
+// or retired (2..4).
+func (w *WALWriter) safeFrame(mxFrame uint32) (uint32, error) {
+	mxSafe := mxFrame
+	for i := 1; i < wal.Readers; i++ {
+		_, c, _, err := w.shm.readHeader()
+		if err != nil {
+			return 0, fmt.Errorf("read the wal-index: %w", err)
+		}
+		y := c.ReadMark[i]
+		if mxSafe <= y {
+			continue
+		}
+		err = lockShm(w.shm.f, wal.LockRead0+int64(i), 1, true)
+		if errors.Is(err, errLockBusy) {
+			mxSafe = y
+			continue
+		}
+		if err != nil {
+			return 0, fmt.Errorf("lock read mark %d: %w", i, err)
+		}
+		mark := uint32(wal.ReadMarkUnused)
+		if i == 1 {
+			mark = mxSafe
+		}
+		err = w.shm.writeReadMark(i, mark)
+		if uerr := unlockShm(w.shm.f, wal.LockRead0+int64(i), 1); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return 0, fmt.Errorf("write read mark %d: %w", i, err)
+		}
+	}
+	return mxSafe, nil
+}
+
 // backfill copies frames nBackfill+1..mxSafe into the database file and
 // advances nBackfill. The caller holds WAL_CKPT_LOCK and READ_LOCK(0).
 func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe uint32) (bool, error) {
@@ -133,27 +144,70 @@ func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe ui
 		return false, fmt.Errorf("fsync the WAL: %w", err)
 	}
 
-	// The newest frame of each page in from+1..mxSafe, within the database.
-	pgnos, err := w.shm.readPgnos(from, mxSafe)
+	// Copy the newest frame of each page in from+1..mxSafe.
+	newest, err := w.newestFrames(from, mxSafe, hdr.NPage)
+	if err != nil {
+		return false, err
+	}
+	if err := w.copyFrames(ctx, newest, hdr.Salt); err != nil {
+		return false, err
+	}
+
+	// All frames copied: the database file is the newest snapshot; make it
+	// that size and durable before saying so (a restart then overwrites the
+	// frames).
+	live, _, _, err := w.shm.readHeader()
 	if err != nil {
 		return false, fmt.Errorf("read the wal-index: %w", err)
+	}
+	complete := live.MxFrame == mxSafe
+	if complete {
+		if hdr.NPage > 0 {
+			if err := w.db.Truncate(int64(hdr.NPage) * int64(w.pageSize)); err != nil {
+				return false, fmt.Errorf("truncate the database: %w", err)
+			}
+		}
+		if err := w.db.Sync(); err != nil {
+			return false, fmt.Errorf("fsync the database: %w", err)
+		}
+	}
+	if err := w.shm.writeNBackfill(mxSafe); err != nil {
+		return false, fmt.Errorf("write the wal-index: %w", err)
+	}
+	return complete, nil
+}
+
+// frameOfPage is the frame that holds a page's newest version.
+type frameOfPage struct{ pgno, frame uint32 }
+
+// newestFrames returns the newest frame of each page in from+1..to, within
+// the database's nPage pages (all if 0), by page number.
+func (w *WALWriter) newestFrames(from, to, nPage uint32) ([]frameOfPage, error) {
+	pgnos, err := w.shm.readPgnos(from, to)
+	if err != nil {
+		return nil, fmt.Errorf("read the wal-index: %w", err)
 	}
 	newest := make(map[uint32]uint32, len(pgnos))
 	for i, p := range pgnos {
 		if p == 0 {
-			return false, fmt.Errorf("%w: no page for frame %d", wal.ErrIndexCorrupt, from+1+uint32(i))
+			return nil, fmt.Errorf("%w: no page for frame %d", wal.ErrIndexCorrupt, from+1+uint32(i))
 		}
-		if hdr.NPage == 0 || p <= hdr.NPage {
+		if nPage == 0 || p <= nPage {
 			newest[p] = from + 1 + uint32(i)
 		}
 	}
-	order := make([]uint32, 0, len(newest))
-	for p := range newest {
-		order = append(order, p)
+	order := make([]frameOfPage, 0, len(newest))
+	for p, n := range newest {
+		order = append(order, frameOfPage{p, n})
 	}
-	slices.Sort(order)
+	slices.SortFunc(order, func(a, b frameOfPage) int { return cmp.Compare(a.pgno, b.pgno) })
+	return order, nil
+}
 
-	// Copy in page order, one write per run of consecutive pages.
+// copyFrames copies the pages of frames, in page order, into the database
+// file: one write per run of consecutive pages. Each frame must hold its
+// page and carry salt.
+func (w *WALWriter) copyFrames(ctx context.Context, frames []frameOfPage, salt wal.Salt) error {
 	ps := int64(w.pageSize)
 	frame := make([]byte, wal.FrameHeaderSize+ps)
 	run := w.frameBuf(0)
@@ -168,20 +222,20 @@ func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe ui
 		run = run[:0]
 		return nil
 	}
-	for _, p := range order {
+	for _, f := range frames {
 		if err := ctx.Err(); err != nil {
-			return false, err
+			return err
 		}
-		n := newest[p]
+		p, n := f.pgno, f.frame
 		if _, err := w.wal.ReadAt(frame, wal.FrameOffset(n, w.pageSize)); err != nil {
-			return false, fmt.Errorf("read frame %d of the WAL: %w", n, err)
+			return fmt.Errorf("read frame %d of the WAL: %w", n, err)
 		}
-		if fh := wal.DecodeFrameHeader(frame); fh.Pgno != p || fh.Salt != hdr.Salt {
-			return false, fmt.Errorf("%w: WAL frame %d holds page %d, salts %08x; the wal-index says page %d, salts %08x", pagewire.ErrCorrupt, n, fh.Pgno, fh.Salt, p, hdr.Salt)
+		if fh := wal.DecodeFrameHeader(frame); fh.Pgno != p || fh.Salt != salt {
+			return fmt.Errorf("%w: WAL frame %d holds page %d, salts %08x; the wal-index says page %d, salts %08x", pagewire.ErrCorrupt, n, fh.Pgno, fh.Salt, p, salt)
 		}
 		if len(run) > 0 && (p != runStart+uint32(int64(len(run))/ps) || len(run)+int(ps) > maxWrite) {
 			if err := flush(); err != nil {
-				return false, err
+				return err
 			}
 		}
 		if len(run) == 0 {
@@ -190,32 +244,10 @@ func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe ui
 		run = append(run, frame[wal.FrameHeaderSize:]...)
 	}
 	if err := flush(); err != nil {
-		return false, err
+		return err
 	}
 	w.buf = run[:0]
-
-	// All frames copied: the database file is the newest snapshot; make it
-	// that size and durable before saying so (a restart then overwrites the
-	// frames).
-	live, _, _, err := w.shm.readHeader()
-	if err != nil {
-		return false, fmt.Errorf("read the wal-index: %w", err)
-	}
-	complete := live.MxFrame == mxSafe
-	if complete {
-		if hdr.NPage > 0 {
-			if err := w.db.Truncate(int64(hdr.NPage) * ps); err != nil {
-				return false, fmt.Errorf("truncate the database: %w", err)
-			}
-		}
-		if err := w.db.Sync(); err != nil {
-			return false, fmt.Errorf("fsync the database: %w", err)
-		}
-	}
-	if err := w.shm.writeNBackfill(mxSafe); err != nil {
-		return false, fmt.Errorf("write the wal-index: %w", err)
-	}
-	return complete, nil
+	return nil
 }
 
 // ckptHeader returns a valid wal-index header, rebuilding the index if it is

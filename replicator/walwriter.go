@@ -40,7 +40,8 @@ var errWALWriterClosed = fmt.Errorf("the WAL writer is closed: open a new one: %
 // on the database file (so no client's last close checkpoints and deletes the
 // WAL) and the -shm's DMS lock (so no client wipes the wal-index) while open;
 // each Apply holds WAL_WRITE_LOCK, so SQLite writers and it take turns. It
-// reads and writes the -shm with pread/pwrite, never mmap.
+// reads the -shm with pread and writes it through a shared mapping (see
+// indexFile).
 //
 // Its locks are POSIX fcntl locks, which belong to the process: the process
 // must not open the database, -wal or -shm through other descriptors while a
@@ -507,15 +508,18 @@ func (w *WALWriter) indexMatchesWAL(hdr wal.IndexHeader, ckpt wal.CkptInfo) (boo
 // Blocks are built in memory and written whole, so entries a reader may be
 // using are rewritten with the values they had, never zeroed meanwhile.
 func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
+	// Scan the WAL, under a header that differs from any a reader has.
 	hdr := wal.IndexHeader{PageSize: w.pageSize}
 	var raw [12]byte
 	if n, _ := w.shm.f.ReadAt(raw[:], 0); n == len(raw) {
-		hdr.Change = wal.IndexOrder.Uint32(raw[8:]) + 1 // differ from any header a reader has cached
+		hdr.Change = wal.IndexOrder.Uint32(raw[8:]) + 1
 	}
 	pgnos, err := w.scanWAL(&hdr)
 	if err != nil {
 		return hdr, wal.CkptInfo{}, err
 	}
+
+	// Index the frames, block by block.
 	if err := w.shm.grow(int64(wal.BlockOf(max(hdr.MxFrame, 1))+1) * wal.BlockSize); err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("grow the -shm: %w", err)
 	}
@@ -534,31 +538,16 @@ func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
 			}
 		}
 	}
+
+	// Reset the checkpoint info, then publish.
 	if err := w.shm.writeNBackfill(0); err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
 	}
 	if err := w.shm.writeNBackfillAttempted(hdr.MxFrame); err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
 	}
-	for i := 1; i < wal.Readers; i++ {
-		err := lockShm(w.shm.f, wal.LockRead0+int64(i), 1, true)
-		if errors.Is(err, errLockBusy) {
-			continue // a reader uses it: leave it
-		}
-		if err != nil {
-			return hdr, wal.CkptInfo{}, fmt.Errorf("lock read mark %d: %w", i, err)
-		}
-		mark := uint32(wal.ReadMarkUnused)
-		if i == 1 && hdr.MxFrame > 0 {
-			mark = hdr.MxFrame
-		}
-		err = w.shm.writeReadMark(i, mark)
-		if uerr := unlockShm(w.shm.f, wal.LockRead0+int64(i), 1); err == nil {
-			err = uerr
-		}
-		if err != nil {
-			return hdr, wal.CkptInfo{}, fmt.Errorf("write read mark %d: %w", i, err)
-		}
+	if err := w.recoverReadMarks(hdr.MxFrame); err != nil {
+		return hdr, wal.CkptInfo{}, err
 	}
 	if err := w.shm.publish(&hdr); err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index header: %w", err)
@@ -568,6 +557,32 @@ func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
 	}
 	return hdr, ckpt, nil
+}
+
+// recoverReadMarks sets aReadMark[1] to mxFrame (unused if 0) and [2..4]
+// unused, each only if its READ_LOCK is free, as recovery does.
+func (w *WALWriter) recoverReadMarks(mxFrame uint32) error {
+	for i := 1; i < wal.Readers; i++ {
+		err := lockShm(w.shm.f, wal.LockRead0+int64(i), 1, true)
+		if errors.Is(err, errLockBusy) {
+			continue // a reader uses it: leave it
+		}
+		if err != nil {
+			return fmt.Errorf("lock read mark %d: %w", i, err)
+		}
+		mark := uint32(wal.ReadMarkUnused)
+		if i == 1 && mxFrame > 0 {
+			mark = mxFrame
+		}
+		err = w.shm.writeReadMark(i, mark)
+		if uerr := unlockShm(w.shm.f, wal.LockRead0+int64(i), 1); err == nil {
+			err = uerr
+		}
+		if err != nil {
+			return fmt.Errorf("write read mark %d: %w", i, err)
+		}
+	}
+	return nil
 }
 
 // scanWAL reads the WAL as SQLite's recovery does and fills in hdr's WAL
@@ -604,7 +619,7 @@ func (w *WALWriter) scanWAL(hdr *wal.IndexHeader) ([]uint32, error) {
 	}
 }
 
-// appendTxn writes a checked transaction. The caller holds WAL_WRITE_LOCK
+// appendTxns writes checked transactions. The caller holds WAL_WRITE_LOCK
 // and hdr is the current header.
 func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pagewire.Txn, sync bool) error {
 	// The frames of every transaction, in order; commit marks each
@@ -616,64 +631,24 @@ func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pa
 		commits[len(pages)-1] = t.PageCount
 	}
 	pageCount := txns[len(txns)-1].PageCount
-	var newHdr []byte // a new WAL header to write first
-	if hdr.MxFrame > 0 && ckpt.NBackfill == hdr.MxFrame {
-		h, wh, ok, err := w.restart(hdr)
-		if err != nil {
-			return fmt.Errorf("restart the WAL: %w", err)
-		}
-		if ok {
-			hdr = h
-			b := wh.Encode()
-			newHdr = b[:]
-		}
-	}
-	if hdr.MxFrame == 0 && newHdr == nil {
-		wh, err := w.nextWALHeader()
-		if err != nil {
-			return err
-		}
-		b := wh.Encode()
-		newHdr = b[:]
-		hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
-	}
-	if newHdr != nil {
-		if _, err := w.wal.WriteAt(newHdr, 0); err != nil {
-			return fmt.Errorf("write the WAL header: %w", err)
-		}
-		if sync {
-			if err := w.syncWAL(); err != nil {
-				return err
-			}
-		}
+
+	// Start a new WAL generation first if the WAL is empty or may restart.
+	hdr, err := w.startGeneration(hdr, ckpt, sync)
+	if err != nil {
+		return err
 	}
 
-	fsz := wal.FrameHeaderSize + int(w.pageSize)
-	per := max(1, maxWrite/fsz)
-	enc := wal.Encoder{BigEndianChecksum: hdr.BigEndianChecksum, Salt: hdr.Salt, Checksum: hdr.FrameChecksum}
-	for i := 0; i < len(pages); i += per {
-		batch := pages[i:min(len(pages), i+per)]
-		buf := w.frameBuf(len(batch) * fsz)
-		for j, p := range batch {
-			commit := commits[i+j] // 0 but on a transaction's last frame
-			enc.EncodeFrame(buf[j*fsz:(j+1)*fsz], p.Pgno, commit, p.Data)
-		}
-		if _, err := w.wal.WriteAt(buf, wal.FrameOffset(hdr.MxFrame+1+uint32(i), w.pageSize)); err != nil {
-			return fmt.Errorf("write frames to the WAL: %w", err)
-		}
+	// Write and index the frames, then publish them.
+	sum, err := w.writeFrames(hdr, pages, commits, sync)
+	if err != nil {
+		return err
 	}
-	if sync {
-		if err := w.syncWAL(); err != nil {
-			return err
-		}
-	}
-
 	if err := w.indexFrames(hdr.MxFrame, pages); err != nil {
 		return err
 	}
 	hdr.MxFrame += uint32(len(pages))
 	hdr.NPage = pageCount
-	hdr.FrameChecksum = enc.Checksum
+	hdr.FrameChecksum = sum
 	hdr.PageSize = w.pageSize
 	hdr.Change++
 	if w.testHookBeforePublish != nil {
@@ -686,6 +661,72 @@ func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pa
 	w.published, w.hasPublished = hdr, true
 	w.frames = hdr.MxFrame
 	return nil
+}
+
+// startGeneration writes a new WAL header, if the WAL restarts (see
+// restart) or has no frames, and returns the wal-index header to append
+// under.
+func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync bool) (wal.IndexHeader, error) {
+	var newHdr []byte // a new WAL header to write first
+	if hdr.MxFrame > 0 && ckpt.NBackfill == hdr.MxFrame {
+		h, wh, ok, err := w.restart(hdr)
+		if err != nil {
+			return hdr, fmt.Errorf("restart the WAL: %w", err)
+		}
+		if ok {
+			hdr = h
+			b := wh.Encode()
+			newHdr = b[:]
+		}
+	}
+	if hdr.MxFrame == 0 && newHdr == nil {
+		wh, err := w.nextWALHeader()
+		if err != nil {
+			return hdr, err
+		}
+		b := wh.Encode()
+		newHdr = b[:]
+		hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
+	}
+	if newHdr == nil {
+		return hdr, nil
+	}
+	if _, err := w.wal.WriteAt(newHdr, 0); err != nil {
+		return hdr, fmt.Errorf("write the WAL header: %w", err)
+	}
+	if sync {
+		if err := w.syncWAL(); err != nil {
+			return hdr, err
+		}
+	}
+	return hdr, nil
+}
+
+// writeFrames writes pages as frames mxFrame+1..., chaining the checksum
+// from hdr's, with commits[i] on the i'th frame (0 if absent), up to
+// maxWrite bytes at a time, and fsyncs them if sync. It returns the
+// running checksum after the last frame.
+func (w *WALWriter) writeFrames(hdr wal.IndexHeader, pages []pagewire.Page, commits map[int]uint32, sync bool) (wal.Checksum, error) {
+	fsz := wal.FrameHeaderSize + int(w.pageSize)
+	per := max(1, maxWrite/fsz)
+	enc := wal.Encoder{BigEndianChecksum: hdr.BigEndianChecksum, Salt: hdr.Salt, Checksum: hdr.FrameChecksum}
+	for i := 0; i < len(pages); i += per {
+		batch := pages[i:min(len(pages), i+per)]
+		buf := w.frameBuf(len(batch) * fsz)
+		for j, p := range batch {
+			commit := commits[i+j] // 0 but on a transaction's last frame
+			enc.EncodeFrame(buf[j*fsz:(j+1)*fsz], p.Pgno, commit, p.Data)
+		}
+		if _, err := w.wal.WriteAt(buf, wal.FrameOffset(hdr.MxFrame+1+uint32(i), w.pageSize)); err != nil {
+			return enc.Checksum, fmt.Errorf("write frames to the WAL: %w", err)
+		}
+	}
+	if sync {
+		if err := w.syncWAL(); err != nil {
+			return enc.Checksum, err
+		}
+	}
+	return enc.Checksum, nil
 }
 
 // frameBuf returns a reused buffer of n bytes.
