@@ -47,7 +47,7 @@ func TestWALWriter_Checkpoint(t *testing.T) {
 		t.Fatalf("database file %d bytes, want %d", got, want)
 	}
 	cp := copyDB(t, w)
-	checkSame(t, s, cp, "c")
+	s.checkSame(t, cp, "c")
 	mustCheckpoint(t, w, true) // nothing left to do
 
 	// The next Apply starts the WAL over.
@@ -64,7 +64,7 @@ func TestWALWriter_Checkpoint(t *testing.T) {
 	if hdr, ckpt := readIndex(t, w); hdr.Salt != nh.Salt || ckpt.NBackfill != 0 || ckpt.ReadMark[1] > hdr.MxFrame {
 		t.Fatalf("wal-index after the restart: salts %x, nBackfill %d, marks %v", hdr.Salt, ckpt.NBackfill, ckpt.ReadMark)
 	}
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	// A reader pinned to a snapshot in the WAL.
 	mustApply(t, w, s.exec(insertRows(600, 5)))
@@ -89,7 +89,7 @@ func TestWALWriter_Checkpoint(t *testing.T) {
 	if _, ckpt := readIndex(t, w); ckpt.NBackfill != w.Frames() {
 		t.Fatalf("nBackfill=%d, want %d", ckpt.NBackfill, w.Frames())
 	}
-	checkSame(t, s, pinned, "p")
+	s.checkSame(t, pinned, "p")
 
 	// A reader of the database file alone: it began when the WAL was all
 	// copied, and the Apply after it restarts the WAL.
@@ -110,9 +110,9 @@ func TestWALWriter_Checkpoint(t *testing.T) {
 	pinned.integrity("p")
 	pinned.exec("p", "COMMIT")
 	mustCheckpoint(t, w, true)
-	checkSame(t, s, pinned, "p")
+	s.checkSame(t, pinned, "p")
 	cp = copyDB(t, w)
-	checkSame(t, s, cp, "c")
+	s.checkSame(t, cp, "c")
 
 	if _, err := w.Checkpoint(canceledCtx()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Checkpoint with a cancelled ctx: %v", err)

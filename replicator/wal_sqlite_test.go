@@ -435,7 +435,7 @@ func checkIndexIsFresh(t testing.TB, w *WALWriter) {
 
 // checkSame fails unless the replica, read by conn of rp, has the source's
 // content and passes integrity_check.
-func checkSame(t testing.TB, s *sourceDB, rp *pyConn, conn string) {
+func (s *sourceDB) checkSame(t testing.TB, rp *pyConn, conn string) {
 	t.Helper()
 	if got, want := rp.digest(conn), s.py.digest("s"); got != want {
 		t.Fatalf("replica dump %s, want the source's %s", got, want)
@@ -485,10 +485,10 @@ func headerOf(t testing.TB, w *WALWriter) wal.Header {
 	return h
 }
 
-// checkIndexMatchesSource compares the replica's wal-index with the one
+// checkIndexMatches compares the replica's wal-index with the one
 // SQLite built for the source, when both WALs hold the same frames in the
 // same order: the hash blocks must be byte for byte the same.
-func checkIndexMatchesSource(t testing.TB, s *sourceDB, w *WALWriter) {
+func (s *sourceDB) checkIndexMatches(t testing.TB, w *WALWriter) {
 	t.Helper()
 	src, err := os.ReadFile(s.path + "-shm")
 	if err != nil {

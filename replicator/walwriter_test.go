@@ -28,9 +28,9 @@ func insertRows(id, n int) string {
 INSERT INTO t SELECT x, 'row ' || x || ' ' || hex(randomblob(20)), x FROM c`, id, id+n-1)
 }
 
-// checkFramesMatchSource compares the replica's frames with the source's:
+// checkFramesMatch compares the replica's frames with the source's:
 // same pages and commit sizes (salts and checksums differ).
-func checkFramesMatchSource(t testing.TB, s *sourceDB, w *WALWriter) {
+func (s *sourceDB) checkFramesMatch(t testing.TB, w *WALWriter) {
 	t.Helper()
 	src, err := os.ReadFile(s.path + "-wal")
 	if err != nil {
@@ -96,13 +96,13 @@ func TestWALWriter_Apply(t *testing.T) {
 						t.Fatalf("count=%d after the first Apply, want %d", got, want)
 					}
 				}
-				checkSame(t, s, rp, "r")
+				s.checkSame(t, rp, "r")
 			}
 			if got, want := w.Frames(), s.frames(); got != want {
 				t.Fatalf("Frames()=%d, source has %d", got, want)
 			}
-			checkFramesMatchSource(t, s, w)
-			checkIndexMatchesSource(t, s, w)
+			s.checkFramesMatch(t, w)
+			s.checkIndexMatches(t, w)
 
 			complete, err := w.Checkpoint(context.Background())
 			if err != nil || !complete {
@@ -117,7 +117,7 @@ func TestWALWriter_Apply(t *testing.T) {
 			if nh := headerOf(t, w); nh.Salt[0] != old.Salt[0]+1 {
 				t.Fatalf("salt-1 %x after the restart, want %x + 1", nh.Salt[0], old.Salt[0])
 			}
-			checkSame(t, s, rp, "r")
+			s.checkSame(t, rp, "r")
 		})
 	}
 }
@@ -180,8 +180,8 @@ func TestWALWriter_Apply_readers(t *testing.T) {
 	if got, want := idle.queryInt("i", "SELECT count(*) FROM t"), int64(61); got != want {
 		t.Fatalf("idle connection: count=%d, want %d", got, want)
 	}
-	checkSame(t, s, rp, "r")
-	checkSame(t, s, idle, "i")
+	s.checkSame(t, rp, "r")
+	s.checkSame(t, idle, "i")
 }
 
 // TestWALWriter_Apply_manyFrames spans three hash blocks (more than
@@ -198,7 +198,7 @@ func TestWALWriter_Apply_manyFrames(t *testing.T) {
 	txn := s.exec(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<4000)
 INSERT INTO big SELECT x, randomblob(800) FROM c`)
 	mustApply(t, w, txn)
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	pinned := startPy(t)
 	pinned.open("p", rpath)
@@ -218,9 +218,9 @@ INSERT INTO big SELECT x, randomblob(700 + x %% 100) FROM c`, 10000+i*500, 10000
 	}
 	pinned.integrity("p")
 	pinned.exec("p", "COMMIT")
-	checkSame(t, s, rp, "r")
-	checkFramesMatchSource(t, s, w)
-	checkIndexMatchesSource(t, s, w)
+	s.checkSame(t, rp, "r")
+	s.checkFramesMatch(t, w)
+	s.checkIndexMatches(t, w)
 }
 
 // TestWALWriter_Apply_badInput: a bad transaction is refused with
@@ -312,7 +312,7 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 		t.Fatal("Apply did not finish after the writer committed")
 	}
 	w.testHookBusy = nil
-	checkSame(t, s, sw, "w")
+	s.checkSame(t, sw, "w")
 
 	// A done ctx: nothing is written.
 	txn = s.exec(insertRows(300, 5))
@@ -339,7 +339,7 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 	}
 	sw.exec("w", "ROLLBACK")
 	mustApply(t, w, txn)
-	checkSame(t, s, sw, "w")
+	s.checkSame(t, sw, "w")
 }
 
 // TestWALWriter_recovery: the writer rebuilds a missing, wiped or damaged
@@ -367,10 +367,10 @@ func TestWALWriter_recovery(t *testing.T) {
 		if got, want := w.Frames(), s.frames(); got != want {
 			t.Fatalf("Frames()=%d, want %d", got, want)
 		}
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		rp := startPy(t)
 		rp.open("r", rpath)
-		checkSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("damaged or wiped -shm", func(t *testing.T) {
@@ -383,21 +383,21 @@ func TestWALWriter_recovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustApply(t, w, s.exec(insertRows(200, 10)))
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		if err := w.shm.f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
 		mustApply(t, w, s.exec(insertRows(300, 10)))
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		// nBackfill beyond mxFrame: the index does not describe the WAL.
 		if err := w.shm.writeNBackfill(1 << 20); err != nil {
 			t.Fatal(err)
 		}
 		mustApply(t, w, s.exec(insertRows(400, 10)))
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		rp := startPy(t)
 		rp.open("r", rpath)
-		checkSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("debris of a crashed writer", func(t *testing.T) {
@@ -415,17 +415,17 @@ func TestWALWriter_recovery(t *testing.T) {
 			t.Fatal(err)
 		}
 		mustApply(t, w, s.exec(insertRows(200, 3)))
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		rp := startPy(t)
 		rp.open("r", rpath)
-		checkSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 		// Recovery stops at the debris after the last commit.
 		if err := w.shm.f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
 		mustApply(t, w, s.exec(insertRows(300, 3)))
-		checkIndexMatchesSource(t, s, w)
-		checkSame(t, s, rp, "r")
+		s.checkIndexMatches(t, w)
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("SQLite WAL without -shm", func(t *testing.T) {
@@ -449,10 +449,10 @@ func TestWALWriter_recovery(t *testing.T) {
 		if got, want := headerOf(t, w).Salt, s.hdr.Salt; got != want {
 			t.Fatalf("WAL salts %x, want the source's %x", got, want)
 		}
-		checkIndexMatchesSource(t, s, w)
+		s.checkIndexMatches(t, w)
 		rp := startPy(t)
 		rp.open("r", rpath)
-		checkSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("checkpoint recovers", func(t *testing.T) {
@@ -476,7 +476,7 @@ func TestWALWriter_recovery(t *testing.T) {
 			t.Fatalf("Frames()=%d, want %d", got, want)
 		}
 		cp := copyDB(t, w)
-		checkSame(t, s, cp, "c")
+		s.checkSame(t, cp, "c")
 	})
 
 	for _, bigEnd := range []bool{false, true} {
@@ -508,7 +508,7 @@ func TestWALWriter_recovery(t *testing.T) {
 			// WAL, checking every checksum.
 			rp := startPy(t)
 			rp.open("r", rpath)
-			checkSame(t, s, rp, "r")
+			s.checkSame(t, rp, "r")
 		})
 	}
 }
@@ -533,7 +533,7 @@ func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 	mustApply(t, w, s.exec(insertRows(100, 10)))
 	both("INSERT INTO t VALUES (500, 'five hundred', 5)") // SQLite appends after our frames
 	mustApply(t, w, s.exec(insertRows(200, 10)))          // we append after SQLite's
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	rp.exec("r", "PRAGMA wal_checkpoint(PASSIVE)") // SQLite checkpoints everything...
 	old := headerOf(t, w)
@@ -542,7 +542,7 @@ func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 	if got := headerOf(t, w).Salt; got == old.Salt || w.Frames() != uint32(len(txn.pages)) {
 		t.Fatalf("no restart after SQLite's checkpoint: salts %x, Frames()=%d", got, w.Frames())
 	}
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	if complete, err := w.Checkpoint(context.Background()); err != nil || !complete {
 		t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
@@ -553,7 +553,7 @@ func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 		t.Fatalf("SQLite did not restart the WAL: salts %x, were %x", got, old.Salt)
 	}
 	mustApply(t, w, s.exec(insertRows(400, 10))) // we continue SQLite's WAL
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	// A fresh process recovers the mixed WAL.
 	if err := w.Close(); err != nil {
@@ -562,7 +562,7 @@ func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 	rp.close("r")
 	fresh := startPy(t)
 	fresh.open("f", rpath)
-	checkSame(t, s, fresh, "f")
+	s.checkSame(t, fresh, "f")
 }
 
 // TestWALWriter_concurrentReaders applies transactions and checkpoints
@@ -639,7 +639,7 @@ INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 	t.Logf("the WAL restarted %d times", restarts) // depends on timing: not asserted
 	rp := startPy(t)
 	rp.open("r", rpath)
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 }
 
 // TestWALWriter_restartWaitsForReaders: after a complete checkpoint, Apply
@@ -676,7 +676,7 @@ func TestWALWriter_restartWaitsForReaders(t *testing.T) {
 	}
 	rp := startPy(t)
 	rp.open("r", rpath)
-	checkSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 }
 
 // TestOpenWALWriter_errors: a database that is not in WAL mode, an empty
