@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -828,7 +827,7 @@ func (d *database) countCommit(k uint32) error {
 	if _, err := d.wal.ReadAt(fh[:], wal.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
 	}
-	if binary.BigEndian.Uint32(fh[4:]) == 0 {
+	if wal.DecodeFrameHeader(fh[:]).Commit == 0 {
 		return nil
 	}
 	rewritten := k == d.w.awaitRewrite

@@ -214,11 +214,9 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	// A commit frame with a bad checksum is not counted, and the write
 	// that completes it fails: SQLite must not report a commit that no
 	// replica would get.
-	bad := make([]byte, walFrameHeaderSize)
-	binary.BigEndian.PutUint32(bad[0:], 2)
-	binary.BigEndian.PutUint32(bad[4:], 2)
-	binary.BigEndian.PutUint32(bad[8:], w.enc.Salt[0])
-	binary.BigEndian.PutUint32(bad[12:], w.enc.Salt[1])
+	enc := w.enc
+	bad := enc.AppendFrame(nil, 2, 2, testPage(5))[:walFrameHeaderSize]
+	clear(bad[16:]) // no checksum
 	off := wal.FrameOffset(w.next, w.pageSize)
 	s.WriteAt(w.id, bad, off, false)
 	if _, _, err := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, false); !errors.Is(err, pagewire.ErrInvalidArgument) {
