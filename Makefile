@@ -53,16 +53,16 @@ unit:
 # coordinator can fail a run with a bare "context deadline exceeded" when
 # the deadline meets a busy worker (go.dev/issue/75804, fixed in Go 1.27).
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzParseWALHeader$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageSums$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzStore_WALWrites$$' -fuzztime 5000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 50000x ./server/
 	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 300000x ./config/
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 150000x ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWALHeader$$' -fuzztime 200000x ./replicator/
-	$(GO) test -run '^$$' -fuzz '^FuzzCheckFrame$$' -fuzztime 200000x ./replicator/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeWALIndexHdr$$' -fuzztime 200000x ./replicator/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeader$$' -fuzztime 200000x ./wal/
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 50000x ./wal/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndexHeader$$' -fuzztime 200000x ./wal/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCkptInfo$$' -fuzztime 200000x ./wal/
 
 integration:
 	$(GO) test $(INTEGRATION_FLAGS) -count=1 ./...

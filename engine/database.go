@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"cmp"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +18,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/logkey"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // Names of a database's files inside its folder under data.dir/dbs.
@@ -99,7 +98,7 @@ type fileIDs struct {
 
 // walState follows the current WAL generation.
 type walState struct {
-	hdr         walHeader
+	hdr         wal.Header
 	ok          bool   // a valid header has been written; frames may follow
 	commitFrame uint32 // last frame of the last counted commit
 	ck1, ck2    uint32 // running checksum at commitFrame
@@ -333,12 +332,12 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	if n, _ := d.wal.ReadAt(hdr, 0); n < walHeaderSize {
 		return 0, true, nil
 	}
-	h, herr := parseWALHeader(hdr)
+	h, herr := wal.DecodeHeader(hdr)
 	if herr != nil || h.PageSize != d.pageSize {
 		return 0, true, nil // SQLite treats such a WAL as empty
 	}
-	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Ck1, h.Ck2
-	sameGen := h.Salt1 == m.Salt1 && h.Salt2 == m.Salt2
+	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Checksum[0], h.Checksum[1]
+	sameGen := h.Salt == wal.Salt{m.Salt1, m.Salt2}
 	commits := 0
 	// From the meta's frame on, commits advance the meta's TXID: by one
 	// each, but the first by what the meta's Next announced, if its
@@ -389,25 +388,25 @@ func (s scanStop) String() string { return fmt.Sprintf("%s at frame %d", s.reaso
 func (d *database) scanFrames(upto uint32, how *commitRule, onCommit func(frame uint32)) (int, *scanStop, error) {
 	d.w.pending = d.w.pending[:0]
 	next := d.w.commitFrame + 1
-	ck1, ck2 := d.w.ck1, d.w.ck2
+	ck := wal.Checksum{d.w.ck1, d.w.ck2}
 	read := 0
 	for f := next; upto == 0 || f <= upto; f++ {
 		buf := d.frameBuf
-		if n, err := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize)); n < len(buf) {
+		if n, err := d.wal.ReadAt(buf, wal.FrameOffset(f, d.pageSize)); n < len(buf) {
 			if err != nil && !errors.Is(err, io.EOF) {
 				return read, nil, fmt.Errorf("read wal frame %d: %w", f, err)
 			}
 			return read, &scanStop{f, "short"}, nil
 		}
-		var fh walFrameHeader
-		var reason string
-		if fh, ck1, ck2, reason = checkFrame(d.w.hdr, ck1, ck2, buf); reason != "" {
-			return read, &scanStop{f, reason}, nil
+		fh, next, fault := d.w.hdr.CheckFrame(ck, buf)
+		if fault != wal.FaultNone {
+			return read, &scanStop{f, fault.String()}, nil
 		}
+		ck = next
 		read++
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
 		if fh.Commit != 0 {
-			if err := d.applyCommit(fh.Commit, f, ck1, ck2, how); err != nil {
+			if err := d.applyCommit(fh.Commit, f, ck[0], ck[1], how); err != nil {
 				return read, nil, err
 			}
 			if onCommit != nil {
@@ -416,27 +415,6 @@ func (d *database) scanFrames(upto uint32, how *commitRule, onCommit func(frame 
 		}
 	}
 	return read, nil, nil
-}
-
-// checkFrame checks one whole frame (header and page) of a WAL with header
-// h as SQLite's recovery does, chaining the checksum on from ck1, ck2. It
-// returns the frame's header, the checksum after it, and why the frame is
-// not valid ("salt", "pgno" or "checksum"), "" if it is.
-func checkFrame(h walHeader, ck1, ck2 uint32, buf []byte) (walFrameHeader, uint32, uint32, string) {
-	fh := parseWALFrameHeader(buf)
-	if fh.Salt1 != h.Salt1 || fh.Salt2 != h.Salt2 {
-		return fh, ck1, ck2, "salt"
-	}
-	if fh.Pgno == 0 {
-		return fh, ck1, ck2, "pgno"
-	}
-	be := h.bigEndianChecksum()
-	ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[:8])
-	ck1, ck2 = walfmt.Checksum(be, ck1, ck2, buf[walFrameHeaderSize:])
-	if ck1 != fh.Ck1 || ck2 != fh.Ck2 {
-		return fh, ck1, ck2, "checksum"
-	}
-	return fh, ck1, ck2, ""
 }
 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
@@ -606,7 +584,7 @@ func (d *database) pendingTxn(nPage uint32) (pagewire.Txn, error) {
 	for pgno, frame := range newest {
 		data := buf[:d.pageSize:d.pageSize]
 		buf = buf[d.pageSize:]
-		if _, err := d.wal.ReadAt(data, walfmt.FrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
+		if _, err := d.wal.ReadAt(data, wal.FrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
 			return txn, fmt.Errorf("read page %d of the commit for the transaction log: %w", pgno, err)
 		}
 		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pgno, Data: data})
@@ -638,7 +616,7 @@ func (d *database) saveMeta(fsync bool) error {
 		m.Next = d.expect.pos
 	}
 	if d.w.ok {
-		m.Salt1, m.Salt2 = d.w.hdr.Salt1, d.w.hdr.Salt2
+		m.Salt1, m.Salt2 = d.w.hdr.Salt[0], d.w.hdr.Salt[1]
 	}
 	if _, err := d.metaFile.WriteAt(m.encode(), 0); err != nil {
 		return fmt.Errorf("write meta: %w", err)
@@ -662,8 +640,8 @@ func (d *database) resetWAL() error {
 // startGeneration follows a new WAL header. SQLite writes one only when
 // its WAL is logically empty, every frame of the last generation being in
 // the database file, so counting restarts at frame 1.
-func (d *database) startGeneration(h walHeader) error {
-	d.w = walState{hdr: h, ok: true, ck1: h.Ck1, ck2: h.Ck2, index: map[uint32]uint32{}, pending: d.w.pending[:0]}
+func (d *database) startGeneration(h wal.Header) error {
+	d.w = walState{hdr: h, ok: true, ck1: h.Checksum[0], ck2: h.Checksum[1], index: map[uint32]uint32{}, pending: d.w.pending[:0]}
 	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
@@ -748,11 +726,11 @@ func (d *database) checkPage1Write(off int64, data []byte) error {
 // writeWAL writes to the -wal and counts the transactions whose commit
 // frames the write completes, as how says.
 func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
-	var hdr walHeader
+	var hdr wal.Header
 	isHeader := off == 0 && len(data) >= walHeaderSize
 	if isHeader {
 		var err error
-		if hdr, err = parseWALHeader(data); err != nil {
+		if hdr, err = wal.DecodeHeader(data); err != nil {
 			return fmt.Errorf("%w: bad WAL header for %q: %v", pagewire.ErrInvalidArgument, d.name, err)
 		}
 		if hdr.PageSize != d.pageSize {
@@ -767,7 +745,7 @@ func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 	if !isHeader {
 		protected := int64(walHeaderSize)
 		if d.w.ok {
-			protected = walfmt.FrameOffset(d.w.commitFrame+1, d.pageSize)
+			protected = wal.FrameOffset(d.w.commitFrame+1, d.pageSize)
 		}
 		if off < protected {
 			if d.unchanged(off, data) {
@@ -824,7 +802,7 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 		// The kernel may split one write() in two at a page boundary, so
 		// a write of page data alone is told by where it starts: past
 		// the frame's header.
-		pageOnly := off >= walfmt.FrameOffset(k, d.pageSize)+walFrameHeaderSize
+		pageOnly := off >= wal.FrameOffset(k, d.pageSize)+walFrameHeaderSize
 		if pageOnly && k <= d.w.appended && k != d.w.refused {
 			// A spilled page changed again: SQLite will rewrite the
 			// checksums from here once its commit frame is written.
@@ -840,7 +818,7 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 		if k == d.w.awaitRewrite {
 			return k, true // the last checksum rewrite: the commit is whole
 		}
-		if k == d.w.refused && d.w.refusedHeader && off > walfmt.FrameOffset(k, d.pageSize) {
+		if k == d.w.refused && d.w.refusedHeader && off > wal.FrameOffset(k, d.pageSize) {
 			return k, true // the rest of a refused rewrite
 		}
 		if d.w.awaitRewrite != 0 && k >= d.w.overwritten && k < d.w.awaitRewrite {
@@ -870,10 +848,10 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		return d.w.refusedErr
 	}
 	var fh [walFrameHeaderSize]byte
-	if _, err := d.wal.ReadAt(fh[:], walfmt.FrameOffset(k, d.pageSize)); err != nil {
+	if _, err := d.wal.ReadAt(fh[:], wal.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
 	}
-	if binary.BigEndian.Uint32(fh[4:]) == 0 {
+	if wal.DecodeFrameHeader(fh[:]).Commit == 0 {
 		return nil
 	}
 	rewritten := k == d.w.awaitRewrite
@@ -910,7 +888,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		// Valid frames the primary refused (a halt lock's forward): make
 		// sure SQLite's recovery cannot bring them back after a crash.
 		var zero [walFrameHeaderSize]byte
-		if _, werr := d.wal.WriteAt(zero[:], walfmt.FrameOffset(k, d.pageSize)); werr != nil {
+		if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(k, d.pageSize)); werr != nil {
 			d.log.Error("could not undo a refused commit", logkey.Error, werr)
 		}
 	}
@@ -921,7 +899,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 // frame, else from the database file. mu must be held.
 func (d *database) readPage(pgno uint32, buf []byte) error {
 	if f, ok := d.w.index[pgno]; ok {
-		_, err := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize)+walFrameHeaderSize)
+		_, err := d.wal.ReadAt(buf, wal.FrameOffset(f, d.pageSize)+walFrameHeaderSize)
 		return err
 	}
 	n, err := d.db.ReadAt(buf, int64(pgno-1)*int64(d.pageSize))

@@ -1,38 +1,10 @@
 package engine
 
 import (
-	"encoding/binary"
 	"testing"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
 )
-
-// FuzzParseWALHeader: any bytes decode without panicking, and a header that
-// parses re-checksums to itself.
-func FuzzParseWALHeader(f *testing.F) {
-	hdr := make([]byte, walHeaderSize)
-	binary.BigEndian.PutUint32(hdr[0:], walMagicLE)
-	binary.BigEndian.PutUint32(hdr[4:], walVersion)
-	binary.BigEndian.PutUint32(hdr[8:], 4096)
-	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
-	binary.BigEndian.PutUint32(hdr[24:], c1)
-	binary.BigEndian.PutUint32(hdr[28:], c2)
-	f.Add(hdr)
-	f.Add([]byte{})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		h, err := parseWALHeader(b)
-		if err != nil {
-			return
-		}
-		if !pagewire.ValidPageSize(h.PageSize) {
-			t.Fatalf("accepted page size %d", h.PageSize)
-		}
-		if c1, c2 := walfmt.Checksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
-			t.Fatal("accepted a header whose checksum does not hold")
-		}
-	})
-}
 
 // FuzzDecodeMeta: any bytes decode without panicking; what decodes
 // round-trips.

@@ -7,17 +7,16 @@ import (
 	"hash/crc64"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
-// SQLite file-format facts (see shared/SQLITE_NOTES.md §1–2).
+// SQLite file-format facts (see shared/SQLITE_NOTES.md §1–2); package wal
+// has the WAL's.
 const (
 	dbHeaderMagic      = "SQLite format 3\x00"
 	defaultPageSize    = 4096
-	walHeaderSize      = walfmt.HeaderSize
-	walFrameHeaderSize = walfmt.FrameHeaderSize
-	walMagicLE         = walfmt.Magic // checksum words little-endian
-	walVersion         = walfmt.Version
+	walHeaderSize      = wal.HeaderSize
+	walFrameHeaderSize = wal.FrameHeaderSize
 	checksumFlag       = uint64(1) << 63
 )
 
@@ -85,69 +84,4 @@ func validateDBHeader(hdr []byte) error {
 		return fmt.Errorf("bad page size %d", ps)
 	}
 	return nil
-}
-
-// walHeader is the 32-byte header of a -wal file.
-type walHeader struct {
-	Magic    uint32
-	Version  uint32
-	PageSize uint32
-	Seq      uint32
-	Salt1    uint32
-	Salt2    uint32
-	Ck1, Ck2 uint32
-}
-
-// bigEndianChecksum reports whether the WAL's checksum words are big-endian.
-func (h walHeader) bigEndianChecksum() bool { return h.Magic&1 == 1 }
-
-// parseWALHeader decodes and validates a WAL header the way SQLite's recovery
-// does: magic, version, page size and checksum must all hold.
-func parseWALHeader(b []byte) (walHeader, error) {
-	if len(b) < walHeaderSize {
-		return walHeader{}, fmt.Errorf("wal header is %d bytes, want %d", len(b), walHeaderSize)
-	}
-	h := walHeader{
-		Magic:    binary.BigEndian.Uint32(b[0:]),
-		Version:  binary.BigEndian.Uint32(b[4:]),
-		PageSize: binary.BigEndian.Uint32(b[8:]),
-		Seq:      binary.BigEndian.Uint32(b[12:]),
-		Salt1:    binary.BigEndian.Uint32(b[16:]),
-		Salt2:    binary.BigEndian.Uint32(b[20:]),
-		Ck1:      binary.BigEndian.Uint32(b[24:]),
-		Ck2:      binary.BigEndian.Uint32(b[28:]),
-	}
-	if h.Magic&^1 != walMagicLE {
-		return h, fmt.Errorf("bad wal magic %#x", h.Magic)
-	}
-	if h.Version != walVersion {
-		return h, fmt.Errorf("bad wal version %d", h.Version)
-	}
-	if !pagewire.ValidPageSize(h.PageSize) {
-		return h, fmt.Errorf("bad wal page size %d", h.PageSize)
-	}
-	if c1, c2 := walfmt.Checksum(h.bigEndianChecksum(), 0, 0, b[:24]); c1 != h.Ck1 || c2 != h.Ck2 {
-		return h, errors.New("bad wal header checksum")
-	}
-	return h, nil
-}
-
-// walFrameHeader is the 24-byte header of one WAL frame.
-type walFrameHeader struct {
-	Pgno     uint32
-	Commit   uint32 // database size in pages after commit; 0 unless the txn's last frame
-	Salt1    uint32
-	Salt2    uint32
-	Ck1, Ck2 uint32
-}
-
-func parseWALFrameHeader(b []byte) walFrameHeader {
-	return walFrameHeader{
-		Pgno:   binary.BigEndian.Uint32(b[0:]),
-		Commit: binary.BigEndian.Uint32(b[4:]),
-		Salt1:  binary.BigEndian.Uint32(b[8:]),
-		Salt2:  binary.BigEndian.Uint32(b[12:]),
-		Ck1:    binary.BigEndian.Uint32(b[16:]),
-		Ck2:    binary.BigEndian.Uint32(b[20:]),
-	}
 }

@@ -11,7 +11,7 @@ import (
 	"testing"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // walBuilder writes a WAL the way SQLite does: a header, then per frame a
@@ -21,10 +21,8 @@ type walBuilder struct {
 	s        *Store
 	id       uint64
 	pageSize uint32
-	salt1    uint32
-	salt2    uint32
-	ck1, ck2 uint32
-	next     uint32 // next frame number
+	enc      wal.Encoder // the salts and the running checksum
+	next     uint32      // next frame number
 	// frames holds what was written since the last header, index frame-1,
 	// for overwrite and rewriteChecksums.
 	frames []builtFrame
@@ -48,7 +46,7 @@ func (w *walBuilder) writePage(page []byte, off int64) (pagewire.TXID, error) {
 type builtFrame struct {
 	pgno, commit uint32
 	page         []byte
-	ck1, ck2     uint32 // the chained checksum before this frame
+	ck           wal.Checksum // the chained checksum before this frame
 }
 
 func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder {
@@ -57,7 +55,7 @@ func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder 
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := &walBuilder{t: t, s: s, id: fi.ID, pageSize: defaultPageSize, salt1: salt1, salt2: salt1 * 7}
+	w := &walBuilder{t: t, s: s, id: fi.ID, pageSize: defaultPageSize}
 	w.restart(salt1)
 	return w
 }
@@ -65,17 +63,10 @@ func newWALBuilder(t testing.TB, s *Store, db string, salt1 uint32) *walBuilder 
 // restart writes a new WAL header with new salts, as SQLite does after a
 // checkpoint.
 func (w *walBuilder) restart(salt1 uint32) {
-	w.salt1, w.salt2 = salt1, salt1*7
-	hdr := make([]byte, walHeaderSize)
-	binary.BigEndian.PutUint32(hdr[0:], walMagicLE)
-	binary.BigEndian.PutUint32(hdr[4:], walVersion)
-	binary.BigEndian.PutUint32(hdr[8:], w.pageSize)
-	binary.BigEndian.PutUint32(hdr[16:], w.salt1)
-	binary.BigEndian.PutUint32(hdr[20:], w.salt2)
-	w.ck1, w.ck2 = walfmt.Checksum(false, 0, 0, hdr[:24])
+	h := wal.Header{PageSize: w.pageSize, Salt: wal.Salt{salt1, salt1 * 7}}
+	hdr := h.AppendTo(nil)
+	w.enc = h.Encoder()
 	w.frames = nil
-	binary.BigEndian.PutUint32(hdr[24:], w.ck1)
-	binary.BigEndian.PutUint32(hdr[28:], w.ck2)
 	if _, _, err := w.s.WriteAt(w.id, hdr, 0, App); err != nil {
 		w.t.Fatal(err)
 	}
@@ -96,9 +87,9 @@ func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXI
 // frame (the checksums run on as if it was written).
 func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire.TXID, error) {
 	w.t.Helper()
-	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck1: w.ck1, ck2: w.ck2})
+	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck: w.enc.Checksum})
 	fh := w.frameHeader(pgno, commit, page)
-	off := walfmt.FrameOffset(w.next, w.pageSize)
+	off := wal.FrameOffset(w.next, w.pageSize)
 	if _, _, err := w.s.WriteAt(w.id, fh, off, App); err != nil {
 		w.t.Fatal(err)
 	}
@@ -110,18 +101,11 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	return txid, nil
 }
 
-// frameHeader encodes a frame header, chaining the checksum on from w.ck.
+// frameHeader encodes a frame header, chaining the checksum on from
+// w.enc's.
 func (w *walBuilder) frameHeader(pgno, commit uint32, page []byte) []byte {
-	fh := make([]byte, walFrameHeaderSize)
-	binary.BigEndian.PutUint32(fh[0:], pgno)
-	binary.BigEndian.PutUint32(fh[4:], commit)
-	binary.BigEndian.PutUint32(fh[8:], w.salt1)
-	binary.BigEndian.PutUint32(fh[12:], w.salt2)
-	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
-	w.ck1, w.ck2 = walfmt.Checksum(false, w.ck1, w.ck2, page)
-	binary.BigEndian.PutUint32(fh[16:], w.ck1)
-	binary.BigEndian.PutUint32(fh[20:], w.ck2)
-	return fh
+	frame := w.enc.AppendFrame(nil, pgno, commit, page)
+	return frame[:walFrameHeaderSize]
 }
 
 // overwrite writes a new page into an earlier frame in place, leaving its
@@ -129,7 +113,7 @@ func (w *walBuilder) frameHeader(pgno, commit uint32, page []byte) []byte {
 func (w *walBuilder) overwrite(frame uint32, page []byte) {
 	w.t.Helper()
 	w.frames[frame-1].page = page
-	if _, err := w.writePage(page, walfmt.FrameOffset(frame, w.pageSize)+walFrameHeaderSize); err != nil {
+	if _, err := w.writePage(page, wal.FrameOffset(frame, w.pageSize)+walFrameHeaderSize); err != nil {
 		w.t.Fatal(err)
 	}
 }
@@ -139,13 +123,13 @@ func (w *walBuilder) overwrite(frame uint32, page []byte) {
 // returns the TXID and error of the last write.
 func (w *walBuilder) rewriteChecksums(first uint32) (pagewire.TXID, error) {
 	w.t.Helper()
-	w.ck1, w.ck2 = w.frames[first-1].ck1, w.frames[first-1].ck2
+	w.enc.Checksum = w.frames[first-1].ck
 	var txid pagewire.TXID
 	var err error
 	for f := first; f < w.next; f++ {
 		bf := &w.frames[f-1]
-		bf.ck1, bf.ck2 = w.ck1, w.ck2
-		_, txid, err = w.s.WriteAt(w.id, w.frameHeader(bf.pgno, bf.commit, bf.page), walfmt.FrameOffset(f, w.pageSize), App)
+		bf.ck = w.enc.Checksum
+		_, txid, err = w.s.WriteAt(w.id, w.frameHeader(bf.pgno, bf.commit, bf.page), wal.FrameOffset(f, w.pageSize), App)
 	}
 	return txid, err
 }
@@ -230,12 +214,10 @@ func TestStore_CountsCommitFrames(t *testing.T) {
 	// A commit frame with a bad checksum is not counted, and the write
 	// that completes it fails: SQLite must not report a commit that no
 	// replica would get.
-	bad := make([]byte, walFrameHeaderSize)
-	binary.BigEndian.PutUint32(bad[0:], 2)
-	binary.BigEndian.PutUint32(bad[4:], 2)
-	binary.BigEndian.PutUint32(bad[8:], w.salt1)
-	binary.BigEndian.PutUint32(bad[12:], w.salt2)
-	off := walfmt.FrameOffset(w.next, w.pageSize)
+	enc := w.enc
+	bad := enc.AppendFrame(nil, 2, 2, testPage(5))[:walFrameHeaderSize]
+	clear(bad[16:]) // no checksum
+	off := wal.FrameOffset(w.next, w.pageSize)
 	s.WriteAt(w.id, bad, off, App)
 	if _, _, err := s.WriteAt(w.id, testPage(5), off+walFrameHeaderSize, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("write completing a bad commit frame: err=%v, want ErrInvalidArgument", err)
@@ -512,23 +494,15 @@ func TestStore_DeletedSHMLivesUntilReleased(t *testing.T) {
 func TestStore_HeaderAndFramesInOneWrite(t *testing.T) {
 	s := openTestStore(t, t.TempDir())
 	s.Create("app.db", App)
-	wal, _ := s.Create("app.db-wal", App)
-	w := &walBuilder{t: t, s: s, id: wal.ID, pageSize: defaultPageSize}
+	walFile, _ := s.Create("app.db-wal", App)
+	w := &walBuilder{t: t, s: s, id: walFile.ID, pageSize: defaultPageSize}
 	w.restart(3)
-	// Build frame 1 by hand into the same buffer as the header.
+	// Build frame 1 into the same buffer as the header.
 	hdr := make([]byte, walHeaderSize)
-	s.ReadAt(wal.ID, hdr, 0)
-	fh := make([]byte, walFrameHeaderSize)
-	binary.BigEndian.PutUint32(fh[0:], 2)
-	binary.BigEndian.PutUint32(fh[4:], 2)
-	binary.BigEndian.PutUint32(fh[8:], w.salt1)
-	binary.BigEndian.PutUint32(fh[12:], w.salt2)
-	c1, c2 := walfmt.Checksum(false, w.ck1, w.ck2, fh[:8])
-	c1, c2 = walfmt.Checksum(false, c1, c2, testPage(4))
-	binary.BigEndian.PutUint32(fh[16:], c1)
-	binary.BigEndian.PutUint32(fh[20:], c2)
+	s.ReadAt(walFile.ID, hdr, 0)
+	fh := w.frameHeader(2, 2, testPage(4))
 	buf := append(append(hdr, fh...), testPage(4)...)
-	if _, txid, err := s.WriteAt(wal.ID, buf, 0, App); err != nil || txid != 2 {
+	if _, txid, err := s.WriteAt(walFile.ID, buf, 0, App); err != nil || txid != 2 {
 		t.Fatalf("txid=%d err=%v, want 2", txid, err)
 	}
 }
@@ -802,7 +776,7 @@ func TestStore_StaleFrameWithoutOverwriteFailsTheCommit(t *testing.T) {
 	// Change frame 1's page with its header in the same write: not how
 	// SQLite overwrites, so no rewrite is awaited.
 	whole := append(w.frameHeader(2, 0, testPage(9)), testPage(8)...)
-	if _, _, err := s.WriteAt(w.id, whole, walfmt.FrameOffset(1, w.pageSize), App); err != nil {
+	if _, _, err := s.WriteAt(w.id, whole, wal.FrameOffset(1, w.pageSize), App); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := w.tryFrame(3, testPage(3), 3); !errors.Is(err, pagewire.ErrInvalidArgument) {
@@ -821,7 +795,7 @@ func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
 	w.frame(3, testPage(3), 0)
 	w.overwrite(1, testPage(22))
 	// Rolled back: the next transaction starts again at frame 1.
-	w.next, w.ck1, w.ck2 = 1, w.frames[0].ck1, w.frames[0].ck2
+	w.next, w.enc.Checksum = 1, w.frames[0].ck
 	w.frame(4, testPage(4), 0)
 	if txid := w.frame(2, testPage(6), 4); txid != 2 {
 		t.Fatalf("TXID=%d, want 2", txid)
@@ -895,7 +869,7 @@ func TestStore_SameBytesOverwriteCountsAtOnce(t *testing.T) {
 	}
 	// A header write over a committed frame that changes it is refused.
 	bad := w.frameHeader(2, 9, testPage(2))
-	if _, _, err := s.WriteAt(w.id, bad, walfmt.FrameOffset(1, w.pageSize), App); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if _, _, err := s.WriteAt(w.id, bad, wal.FrameOffset(1, w.pageSize), App); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("changing a committed frame header: err=%v, want ErrInvalidArgument", err)
 	}
 }
@@ -957,10 +931,10 @@ func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
 	w := newWALBuilder(t, s, "app.db", 5)
 	w.frame(2, testPage(2), 0)
 	// A commit frame whose checksum is wrong, its page written in two.
-	ck1, ck2 := w.ck1, w.ck2
+	ck := w.enc.Checksum
 	fh := w.frameHeader(3, 3, testPage(3))
 	fh[20] ^= 1
-	off := walfmt.FrameOffset(w.next, w.pageSize)
+	off := wal.FrameOffset(w.next, w.pageSize)
 	if _, _, err := s.WriteAt(w.id, fh, off, App); err != nil {
 		t.Fatal(err)
 	}
@@ -975,7 +949,7 @@ func TestStore_RefusedCommitStaysRefusedOnRetry(t *testing.T) {
 		}
 	}
 	// SQLite rolls back and the next transaction reuses the frame.
-	w.ck1, w.ck2 = ck1, ck2
+	w.enc.Checksum = ck
 	if txid := w.frame(3, testPage(7), 3); txid != 2 {
 		t.Fatalf("TXID of the next commit = %d, want 2", txid)
 	}

@@ -7,7 +7,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/logkey"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // maxReportedPages bounds the page numbers a verification lists; the count
@@ -127,30 +127,30 @@ func (d *database) verifyWAL() (problem string, uncounted int, err error) {
 	if _, err := d.wal.ReadAt(hdr, 0); err != nil {
 		return fmt.Sprintf("cannot read its header: %v", err), 0, nil
 	}
-	h, herr := parseWALHeader(hdr)
+	h, herr := wal.DecodeHeader(hdr)
 	if herr != nil || h != d.w.hdr {
 		return fmt.Sprintf("its header is not the one its frames were counted under (%v)", herr), 0, nil
 	}
-	ck1, ck2 := h.Ck1, h.Ck2
+	ck := h.Checksum
 	buf := make([]byte, walFrameHeaderSize+int(d.pageSize))
 	for f := uint32(1); ; f++ {
-		n, rerr := d.wal.ReadAt(buf, walfmt.FrameOffset(f, d.pageSize))
+		n, rerr := d.wal.ReadAt(buf, wal.FrameOffset(f, d.pageSize))
 		if rerr != nil && !errors.Is(rerr, io.EOF) {
 			return "", 0, fmt.Errorf("read wal frame %d: %w", f, rerr)
 		}
 		valid := n == len(buf)
-		var fh walFrameHeader
+		var fh wal.FrameHeader
 		if valid {
-			var reason string
-			fh, ck1, ck2, reason = checkFrame(h, ck1, ck2, buf)
-			valid = reason == ""
+			var fault wal.Fault
+			fh, ck, fault = h.CheckFrame(ck, buf)
+			valid = fault == wal.FaultNone
 		}
 		switch {
 		case !valid && f <= d.w.commitFrame:
 			return fmt.Sprintf("frame %d of the counted transactions does not validate", f), 0, nil
 		case !valid:
 			return "", uncounted, nil
-		case f == d.w.commitFrame && (ck1 != d.w.ck1 || ck2 != d.w.ck2):
+		case f == d.w.commitFrame && ck != wal.Checksum{d.w.ck1, d.w.ck2}:
 			return fmt.Sprintf("the checksum chain at frame %d differs from the one counted", f), 0, nil
 		case f > d.w.commitFrame && fh.Commit != 0:
 			uncounted++

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
 func mustVerify(t *testing.T, s *Store, repair bool) VerifyReport {
@@ -48,7 +48,7 @@ func TestVerify_FindsAndCountsUncountedCommits(t *testing.T) {
 	defer f.Close()
 	for i, fill := range []byte{7, 8} {
 		fh := w.frameHeader(2, 2, testPage(fill))
-		off := walfmt.FrameOffset(w.next+uint32(i), w.pageSize)
+		off := wal.FrameOffset(w.next+uint32(i), w.pageSize)
 		f.WriteAt(append(fh, testPage(fill)...), off)
 	}
 	r := mustVerify(t, s, false)
@@ -86,12 +86,12 @@ func TestVerify_NamesDamagedPages(t *testing.T) {
 		t.Fatalf("report %+v, want page 1 bad", r)
 	}
 
-	wal, err := os.OpenFile(filepath.Join(dir, "dbs", "app.db", walFileName), os.O_RDWR, 0)
+	walFile, err := os.OpenFile(filepath.Join(dir, "dbs", "app.db", walFileName), os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer wal.Close()
-	wal.WriteAt([]byte("x"), walfmt.FrameOffset(2, defaultPageSize)+100) // page 3's frame
+	defer walFile.Close()
+	walFile.WriteAt([]byte("x"), wal.FrameOffset(2, defaultPageSize)+100) // page 3's frame
 	r = mustVerify(t, s, true)
 	if r.OK() || r.WAL == "" || r.BadPageCount != 2 {
 		t.Fatalf("report %+v, want a WAL problem and pages 1 and 3 bad", r)

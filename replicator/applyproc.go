@@ -48,13 +48,8 @@ func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
 		log = slog.Default()
 	}
 	dec, enc := gob.NewDecoder(r), gob.NewEncoder(w)
-	writers := map[string]*WALWriter{}
-	defer func() {
-		for _, ww := range writers {
-			_ = ww.Close()
-		}
-	}()
-	ctx := context.Background()
+	ws := applyWriters{log: log, m: map[string]*WALWriter{}}
+	defer ws.closeAll()
 	for {
 		var req applyRequest
 		if err := dec.Decode(&req); err != nil {
@@ -63,50 +58,68 @@ func ServeApply(r io.Reader, w io.Writer, log *slog.Logger) error {
 			}
 			return fmt.Errorf("read apply request: %w", err)
 		}
-		resp := applyResponse{ID: req.ID}
-		ww, err := writers[req.Path], error(nil)
-		switch req.Op {
-		case "open":
-			if ww == nil {
-				ww, err = OpenWALWriter(req.Path, log)
-				if err == nil {
-					writers[req.Path] = ww
-				}
-			}
-		case "apply", "checkpoint", "hold", "release", "close":
-			if ww == nil {
-				err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
-				break
-			}
-			switch req.Op {
-			case "apply":
-				err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
-			case "checkpoint":
-				resp.Complete, err = ww.Checkpoint(ctx)
-			case "hold":
-				hctx, cancel := context.WithTimeout(ctx, req.Wait)
-				err = ww.Hold(hctx)
-				cancel()
-			case "release":
-				err = ww.Release()
-			case "close":
-				err = ww.Close()
-				delete(writers, req.Path)
-				ww = nil
-			}
-		default:
-			err = fmt.Errorf("%w: unknown apply op %q", pagewire.ErrInvalidArgument, req.Op)
-		}
-		if ww != nil {
-			resp.Frames, resp.PageSize = ww.Frames(), ww.PageSize()
-		}
-		if err != nil {
-			resp.Err, resp.Reason = err.Error(), pagewire.ReasonOf(err)
-		}
+		resp := ws.serve(context.Background(), req)
 		if err := enc.Encode(&resp); err != nil {
 			return fmt.Errorf("write apply response: %w", err)
 		}
 	}
+}
+
+// applyWriters are the apply worker's open WALWriters, by path.
+type applyWriters struct {
+	log *slog.Logger
+	m   map[string]*WALWriter
+}
+
+func (ws *applyWriters) closeAll() {
+	for _, ww := range ws.m {
+		_ = ww.Close()
+	}
+}
+
+// serve runs one request on its path's writer.
+func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyResponse {
+	resp := applyResponse{ID: req.ID}
+	ww, err := ws.m[req.Path], error(nil)
+	switch req.Op {
+	case "open":
+		if ww == nil {
+			ww, err = OpenWALWriter(req.Path, ws.log)
+			if err == nil {
+				ws.m[req.Path] = ww
+			}
+		}
+	case "apply", "checkpoint", "hold", "release", "close":
+		if ww == nil {
+			err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
+			break
+		}
+		switch req.Op {
+		case "apply":
+			err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
+		case "checkpoint":
+			resp.Complete, err = ww.Checkpoint(ctx)
+		case "hold":
+			hctx, cancel := context.WithTimeout(ctx, req.Wait)
+			err = ww.Hold(hctx)
+			cancel()
+		case "release":
+			err = ww.Release()
+		case "close":
+			err = ww.Close()
+			delete(ws.m, req.Path)
+			ww = nil
+		}
+	default:
+		err = fmt.Errorf("%w: unknown apply op %q", pagewire.ErrInvalidArgument, req.Op)
+	}
+	if ww != nil {
+		resp.Frames, resp.PageSize = ww.Frames(), ww.PageSize()
+	}
+	if err != nil {
+		resp.Err, resp.Reason = err.Error(), pagewire.ReasonOf(err)
+	}
+	return resp
 }
 
 // ApplyClient talks to an apply worker over its stdin and stdout. It is

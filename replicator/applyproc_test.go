@@ -36,7 +36,7 @@ func startApplyPipe(t *testing.T) *ApplyClient {
 // errors back, sentinels included.
 func TestApplyClient_AppliesThroughTheWorker(t *testing.T) {
 	dir := t.TempDir()
-	src := walNewSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	src := newSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
 	path := src.newReplicaFile(dir, "replica.db")
 	c := startApplyPipe(t)
 	ctx := context.Background()
@@ -56,7 +56,7 @@ func TestApplyClient_AppliesThroughTheWorker(t *testing.T) {
 	if w.Frames() == 0 {
 		t.Fatal("Frames() is 0 after applies")
 	}
-	py := walStartPy(t)
+	py := startPy(t)
 	py.open("r", path)
 	if got := py.queryInt("r", "SELECT count(*) FROM t"); got != 5 {
 		t.Fatalf("replica has %d rows, want 5", got)
@@ -99,9 +99,9 @@ func TestApplyClient_WorkerGone(t *testing.T) {
 // reader sees all of them.
 func TestWALWriter_ApplyBatch(t *testing.T) {
 	dir := t.TempDir()
-	src := walNewSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	src := newSourceDB(t, dir, 4096, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
 	path := src.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, path)
+	w := openWriter(t, path)
 	var txns []pagewire.Txn
 	for range 4 {
 		txn := src.exec("INSERT INTO t(v) VALUES (hex(randomblob(3000)));")
@@ -117,7 +117,7 @@ func TestWALWriter_ApplyBatch(t *testing.T) {
 	if int(w.Frames()) != frames {
 		t.Fatalf("Frames()=%d, want %d", w.Frames(), frames)
 	}
-	py := walStartPy(t)
+	py := startPy(t)
 	py.open("r", path)
 	if got := py.queryInt("r", "SELECT count(*) FROM t"); got != 4 {
 		t.Fatalf("replica has %d rows, want 4", got)

@@ -2,14 +2,14 @@ package replicator
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"testing"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/wal"
 )
 
-func walMustCheckpoint(t testing.TB, w *WALWriter, want bool) {
+func mustCheckpoint(t testing.TB, w *WALWriter, want bool) {
 	t.Helper()
 	complete, err := w.Checkpoint(context.Background())
 	if err != nil {
@@ -27,94 +27,94 @@ func walMustCheckpoint(t testing.TB, w *WALWriter, want bool) {
 // stops any copy.
 func TestWALWriter_Checkpoint(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	rp := walStartPy(t)
+	w := openWriter(t, rpath)
+	rp := startPy(t)
 	rp.open("r", rpath)
 
 	for i := range 5 {
-		walApply(t, w, s.exec(walInsertRows(100+20*i, 20)))
+		mustApply(t, w, s.exec(insertRows(100+20*i, 20)))
 	}
-	walApply(t, w, s.exec("DELETE FROM t WHERE id % 2 = 0"))
+	mustApply(t, w, s.exec("DELETE FROM t WHERE id % 2 = 0"))
 	mx := w.Frames()
-	walMustCheckpoint(t, w, true)
-	hdr, ckpt := walReadIndex(t, w)
-	if ckpt.nBackfill != mx || w.Frames() != mx {
-		t.Fatalf("nBackfill=%d, Frames()=%d after a full checkpoint, want %d", ckpt.nBackfill, w.Frames(), mx)
+	mustCheckpoint(t, w, true)
+	hdr, ckpt := readIndex(t, w)
+	if ckpt.NBackfill != mx || w.Frames() != mx {
+		t.Fatalf("nBackfill=%d, Frames()=%d after a full checkpoint, want %d", ckpt.NBackfill, w.Frames(), mx)
 	}
-	if got, want := walFileSize(t, rpath), int64(hdr.nPage)*4096; got != want {
+	if got, want := fileSize(t, rpath), int64(hdr.NPage)*4096; got != want {
 		t.Fatalf("database file %d bytes, want %d", got, want)
 	}
-	cp := walCopyDB(t, w)
-	walCheckSame(t, s, cp, "c")
-	walMustCheckpoint(t, w, true) // nothing left to do
+	cp := copyDB(t, w)
+	s.checkSame(t, cp, "c")
+	mustCheckpoint(t, w, true) // nothing left to do
 
 	// The next Apply starts the WAL over.
-	old := walHeaderOf(t, w)
-	txn := s.exec(walInsertRows(500, 5))
-	walApply(t, w, txn)
-	nh := walHeaderOf(t, w)
+	old := headerOf(t, w)
+	txn := s.exec(insertRows(500, 5))
+	mustApply(t, w, txn)
+	nh := headerOf(t, w)
 	if got, want := w.Frames(), uint32(len(txn.pages)); got != want {
 		t.Fatalf("Frames()=%d after the restart, want %d", got, want)
 	}
-	if binary.BigEndian.Uint32(nh.salt[:]) != binary.BigEndian.Uint32(old.salt[:])+1 || nh.ckptSeq != old.ckptSeq+1 || [4]byte(nh.salt[4:]) == [4]byte(old.salt[4:]) {
-		t.Fatalf("WAL header after the restart: salts %x, sequence %d; before: %x, %d", nh.salt, nh.ckptSeq, old.salt, old.ckptSeq)
+	if nh.Salt[0] != old.Salt[0]+1 || nh.CheckpointSeq != old.CheckpointSeq+1 || nh.Salt[1] == old.Salt[1] {
+		t.Fatalf("WAL header after the restart: salts %x, sequence %d; before: %x, %d", nh.Salt, nh.CheckpointSeq, old.Salt, old.CheckpointSeq)
 	}
-	if hdr, ckpt := walReadIndex(t, w); hdr.salt != nh.salt || ckpt.nBackfill != 0 || ckpt.readMark[1] > hdr.mxFrame {
-		t.Fatalf("wal-index after the restart: salts %x, nBackfill %d, marks %v", hdr.salt, ckpt.nBackfill, ckpt.readMark)
+	if hdr, ckpt := readIndex(t, w); hdr.Salt != nh.Salt || ckpt.NBackfill != 0 || ckpt.ReadMark[1] > hdr.MxFrame {
+		t.Fatalf("wal-index after the restart: salts %x, nBackfill %d, marks %v", hdr.Salt, ckpt.NBackfill, ckpt.ReadMark)
 	}
-	walCheckSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	// A reader pinned to a snapshot in the WAL.
-	walApply(t, w, s.exec(walInsertRows(600, 5)))
-	pinned := walStartPy(t)
+	mustApply(t, w, s.exec(insertRows(600, 5)))
+	pinned := startPy(t)
 	pinned.open("p", rpath)
 	pinned.exec("p", "BEGIN")
 	count := pinned.queryInt("p", "SELECT count(*) FROM t")
 	at := w.Frames()
 	for i := range 3 {
-		walApply(t, w, s.exec(walSQLTxn(walInsertRows(700+10*i, 10), "UPDATE t SET n = n + 1")))
+		mustApply(t, w, s.exec(sqlTxn(insertRows(700+10*i, 10), "UPDATE t SET n = n + 1")))
 	}
-	walMustCheckpoint(t, w, false)
-	if _, ckpt := walReadIndex(t, w); ckpt.nBackfill != at {
-		t.Fatalf("nBackfill=%d with a reader at frame %d", ckpt.nBackfill, at)
+	mustCheckpoint(t, w, false)
+	if _, ckpt := readIndex(t, w); ckpt.NBackfill != at {
+		t.Fatalf("nBackfill=%d with a reader at frame %d", ckpt.NBackfill, at)
 	}
 	if got := pinned.queryInt("p", "SELECT count(*) FROM t"); got != count {
 		t.Fatalf("pinned reader: count=%d, want its snapshot's %d", got, count)
 	}
 	pinned.integrity("p")
 	pinned.exec("p", "COMMIT")
-	walMustCheckpoint(t, w, true)
-	if _, ckpt := walReadIndex(t, w); ckpt.nBackfill != w.Frames() {
-		t.Fatalf("nBackfill=%d, want %d", ckpt.nBackfill, w.Frames())
+	mustCheckpoint(t, w, true)
+	if _, ckpt := readIndex(t, w); ckpt.NBackfill != w.Frames() {
+		t.Fatalf("nBackfill=%d, want %d", ckpt.NBackfill, w.Frames())
 	}
-	walCheckSame(t, s, pinned, "p")
+	s.checkSame(t, pinned, "p")
 
 	// A reader of the database file alone: it began when the WAL was all
 	// copied, and the Apply after it restarts the WAL.
 	pinned.exec("p", "BEGIN")
 	count = pinned.queryInt("p", "SELECT count(*) FROM t")
-	txn = s.exec(walSQLTxn(walInsertRows(800, 10), "UPDATE t SET n = n + 1"))
-	walApply(t, w, txn)
+	txn = s.exec(sqlTxn(insertRows(800, 10), "UPDATE t SET n = n + 1"))
+	mustApply(t, w, txn)
 	if got, want := w.Frames(), uint32(len(txn.pages)); got != want {
 		t.Fatalf("Frames()=%d, want %d (restarted)", got, want)
 	}
-	walMustCheckpoint(t, w, false)
-	if _, ckpt := walReadIndex(t, w); ckpt.nBackfill != 0 {
-		t.Fatalf("nBackfill=%d with a reader of the database file, want 0", ckpt.nBackfill)
+	mustCheckpoint(t, w, false)
+	if _, ckpt := readIndex(t, w); ckpt.NBackfill != 0 {
+		t.Fatalf("nBackfill=%d with a reader of the database file, want 0", ckpt.NBackfill)
 	}
 	if got := pinned.queryInt("p", "SELECT count(*) FROM t"); got != count {
 		t.Fatalf("reader of the database file: count=%d, want its snapshot's %d", got, count)
 	}
 	pinned.integrity("p")
 	pinned.exec("p", "COMMIT")
-	walMustCheckpoint(t, w, true)
-	walCheckSame(t, s, pinned, "p")
-	cp = walCopyDB(t, w)
-	walCheckSame(t, s, cp, "c")
+	mustCheckpoint(t, w, true)
+	s.checkSame(t, pinned, "p")
+	cp = copyDB(t, w)
+	s.checkSame(t, cp, "c")
 
-	if _, err := w.Checkpoint(walCanceledCtx()); !errors.Is(err, context.Canceled) {
+	if _, err := w.Checkpoint(canceledCtx()); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Checkpoint with a cancelled ctx: %v", err)
 	}
 }
@@ -123,23 +123,23 @@ func TestWALWriter_Checkpoint(t *testing.T) {
 // Checkpoint return ErrBusy, having copied nothing.
 func TestWALWriter_Checkpoint_busy(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	walApply(t, w, s.exec(walInsertRows(100, 10)))
-	unlock := walLockFromOtherProcess(t, rpath+"-shm", shmLockCkpt, 1, true)
+	w := openWriter(t, rpath)
+	mustApply(t, w, s.exec(insertRows(100, 10)))
+	unlock := lockFromOtherProcess(t, rpath+"-shm", wal.LockCkpt, 1, true)
 	complete, err := w.Checkpoint(context.Background())
 	if !errors.Is(err, pagewire.ErrBusy) || complete {
 		t.Fatalf("Checkpoint()=%v, %v; want false, ErrBusy", complete, err)
 	}
-	if _, ckpt := walReadIndex(t, w); ckpt.nBackfill != 0 {
-		t.Fatalf("nBackfill=%d, want 0", ckpt.nBackfill)
+	if _, ckpt := readIndex(t, w); ckpt.NBackfill != 0 {
+		t.Fatalf("nBackfill=%d, want 0", ckpt.NBackfill)
 	}
 	unlock()
-	walMustCheckpoint(t, w, true)
+	mustCheckpoint(t, w, true)
 }
 
-func walCanceledCtx() context.Context {
+func canceledCtx() context.Context {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	return ctx

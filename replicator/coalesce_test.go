@@ -109,7 +109,7 @@ func TestCoalesce_GroupsGrowingTransactions(t *testing.T) {
 // applying them one by one does.
 func TestCoalesce_RealTransactions(t *testing.T) {
 	dir := t.TempDir()
-	src := walNewSourceDB(t, dir, 4096, "PRAGMA auto_vacuum=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
+	src := newSourceDB(t, dir, 4096, "PRAGMA auto_vacuum=FULL; CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);")
 	one := src.newReplicaFile(dir, "one.db")
 	grouped := src.newReplicaFile(dir, "grouped.db")
 	var txns []pagewire.Txn
@@ -125,13 +125,13 @@ func TestCoalesce_RealTransactions(t *testing.T) {
 	add("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 30) INSERT INTO t(v) SELECT hex(randomblob(3000)) FROM n;")
 	add("DELETE FROM t WHERE id > 40;")
 	ctx := context.Background()
-	w1 := walOpenWriter(t, one)
+	w1 := openWriter(t, one)
 	for _, tx := range txns {
 		if err := w1.Apply(ctx, tx.PageCount, tx.Pages, false); err != nil {
 			t.Fatal(err)
 		}
 	}
-	w2 := walOpenWriter(t, grouped)
+	w2 := openWriter(t, grouped)
 	groups := coalesce(0, txns)
 	if len(groups) >= len(txns) {
 		t.Fatalf("%d groups for %d transactions: nothing coalesced", len(groups), len(txns))
@@ -141,7 +141,7 @@ func TestCoalesce_RealTransactions(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	py := walStartPy(t)
+	py := startPy(t)
 	py.open("one", one)
 	py.open("grouped", grouped)
 	py.open("src", src.path)

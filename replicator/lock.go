@@ -11,16 +11,12 @@ import (
 // (never waiting) so that they conflict with SQLite clients in other
 // processes. They are POSIX locks: per process, and all of the process's
 // locks on a file go when any of its descriptors of that file is closed.
+// These are the database file's; package wal has the -shm's (wal.LockWrite
+// and on).
 const (
 	lockDBPending     = 0x40000000
 	lockDBSharedFirst = lockDBPending + 2
 	lockDBSharedSize  = 510
-
-	shmLockWrite   = 120 // WAL_WRITE_LOCK
-	shmLockCkpt    = 121 // WAL_CKPT_LOCK
-	shmLockRecover = 122 // WAL_RECOVER_LOCK
-	shmLockRead0   = 123 // READ_LOCK(i) is shmLockRead0+i, i in 0..4
-	shmLockDMS     = 128 // held shared by every process with the -shm open
 )
 
 // errLockBusy: another process holds a conflicting lock.

@@ -5,20 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/backoff"
 	"github.com/pagewire/pagewire/internal/ewma"
-)
-
-// Structured log keys.
-const (
-	logKeyDB    = "db"
-	logKeyError = "error"
-	logKeyTXID  = "txid"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // ReplicaConfig configures a Replica.
@@ -151,9 +145,9 @@ func (r *Replica) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		d := b.next()
-		r.log.Warn("lost the primary's database list; reconnecting", logKeyError, err, "retry_in", d)
-		if !sleep(ctx, d) {
+		d := b.Next()
+		r.log.Warn("lost the primary's database list; reconnecting", logkey.Error, err, logkey.RetryIn, d)
+		if !backoff.Sleep(ctx, d) {
 			return nil
 		}
 	}
@@ -163,55 +157,18 @@ func (r *Replica) Run(ctx context.Context) error {
 func (r *Replica) follow(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// Open the watch and read its events ahead.
 	watch, err := r.cfg.Upstream.WatchDatabases(ctx, r.cfg.Hostname)
 	if err != nil {
 		return err
 	}
-	type follower struct {
-		cancel context.CancelFunc
-		done   chan struct{}
-	}
-	followers := map[string]*follower{}
-	start := func(name string) {
-		if followers[name] != nil {
-			return
-		}
-		fctx, fcancel := context.WithCancel(ctx)
-		f := &follower{cancel: fcancel, done: make(chan struct{})}
-		followers[name] = f
-		go func() {
-			defer close(f.done)
-			r.followDB(fctx, name)
-		}()
-	}
-	stop := func(name string) {
-		if f := followers[name]; f != nil {
-			f.cancel()
-			<-f.done
-			delete(followers, name)
-		}
-	}
-	defer func() {
-		for name := range followers {
-			stop(name)
-		}
-	}()
-	events := make(chan DatabaseEvent)
-	errc := make(chan error, 1)
-	go func() {
-		for {
-			ev, err := watch.Recv()
-			if err != nil {
-				errc <- err
-				return
-			}
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
+	fs := &followers{ctx: ctx, r: r, m: map[string]*follower{}}
+	defer fs.stopAll()
+	events, errc := readWatch(ctx, watch)
+
+	// Follow the databases the primary lists or creates, stop following
+	// those it deletes, until the watch fails or goes silent.
 	idle := time.NewTimer(r.cfg.IdleTimeout)
 	defer idle.Stop()
 	for {
@@ -231,30 +188,100 @@ func (r *Replica) follow(ctx context.Context) error {
 		}
 		switch {
 		case ev.IsList:
-			r.log.Info("following the primary", "primary", ev.Primary.Hostname, "databases", len(ev.List))
-			want := map[string]bool{}
-			for _, db := range ev.List {
-				want[db.Name] = true
-				start(db.Name)
-			}
-			for name := range followers {
-				if !want[name] {
-					stop(name)
-				}
-			}
+			r.log.Info("following the primary", logkey.Primary, ev.Primary.Hostname, "databases", len(ev.List))
+			want := fs.followOnly(ev.List)
 			// Databases the primary no longer has are deleted here too.
 			r.deleteMissing(want)
 		case ev.Created != nil:
-			start(ev.Created.Name)
+			fs.start(ev.Created.Name)
 		case ev.Deleted != "":
-			stop(ev.Deleted)
+			fs.stop(ev.Deleted)
 			if err := r.cfg.Local.DeleteDatabase(ev.Deleted); err != nil && !errors.Is(err, pagewire.ErrNotFound) {
-				r.log.Error("could not delete a database the primary deleted", logKeyDB, ev.Deleted, logKeyError, err)
+				r.log.Error("could not delete a database the primary deleted", logkey.DB, ev.Deleted, logkey.Error, err)
 			} else {
-				r.log.Info("deleted a database the primary deleted", logKeyDB, ev.Deleted)
+				r.log.Info("deleted a database the primary deleted", logkey.DB, ev.Deleted)
 			}
 		}
 	}
+}
+
+// readWatch receives the watch's events into a channel until Recv fails
+// (errc then holds why) or ctx ends.
+func readWatch(ctx context.Context, watch DatabaseWatch) (<-chan DatabaseEvent, <-chan error) {
+	events := make(chan DatabaseEvent)
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			ev, err := watch.Recv()
+			if err != nil {
+				errc <- err
+				return
+			}
+			select {
+			case events <- ev:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return events, errc
+}
+
+// followers runs a followDB goroutine per database.
+type followers struct {
+	ctx context.Context // of the watch: followers end with it
+	r   *Replica
+	m   map[string]*follower
+}
+
+type follower struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// start follows name, unless it is followed already.
+func (fs *followers) start(name string) {
+	if fs.m[name] != nil {
+		return
+	}
+	fctx, fcancel := context.WithCancel(fs.ctx)
+	f := &follower{cancel: fcancel, done: make(chan struct{})}
+	fs.m[name] = f
+	go func() {
+		defer close(f.done)
+		fs.r.followDB(fctx, name)
+	}()
+}
+
+// stop stops following name and waits until its goroutine has returned.
+func (fs *followers) stop(name string) {
+	if f := fs.m[name]; f != nil {
+		f.cancel()
+		<-f.done
+		delete(fs.m, name)
+	}
+}
+
+func (fs *followers) stopAll() {
+	for name := range fs.m {
+		fs.stop(name)
+	}
+}
+
+// followOnly follows the listed databases and stops following the others.
+// It returns the set of names listed.
+func (fs *followers) followOnly(list []DatabaseState) map[string]bool {
+	want := map[string]bool{}
+	for _, db := range list {
+		want[db.Name] = true
+		fs.start(db.Name)
+	}
+	for name := range fs.m {
+		if !want[name] {
+			fs.stop(name)
+		}
+	}
+	return want
 }
 
 // Lister is an optional capability of Local: listing its databases, so
@@ -273,16 +300,16 @@ func (r *Replica) deleteMissing(want map[string]bool) {
 			continue
 		}
 		if err := r.cfg.Local.DeleteDatabase(name); err != nil {
-			r.log.Error("could not delete a database the primary no longer has", logKeyDB, name, logKeyError, err)
+			r.log.Error("could not delete a database the primary no longer has", logkey.DB, name, logkey.Error, err)
 			continue
 		}
-		r.log.Info("deleted a database the primary no longer has", logKeyDB, name)
+		r.log.Info("deleted a database the primary no longer has", logkey.DB, name)
 	}
 }
 
 // followDB keeps one database in step with the primary until ctx is done.
 func (r *Replica) followDB(ctx context.Context, name string) {
-	log := r.log.With(logKeyDB, name)
+	log := r.log.With(logkey.DB, name)
 	b := r.newBackoff()
 	a := &applier{r: r, name: name, path: filepath.Join(r.cfg.MountDir, name), log: log}
 	defer a.close()
@@ -294,12 +321,12 @@ func (r *Replica) followDB(ctx context.Context, name string) {
 			return
 		}
 		if errors.Is(err, errProgress) {
-			b.reset()
+			b.Reset()
 			continue
 		}
-		d := b.next()
-		log.Warn("replication stream ended; reconnecting", logKeyError, err, "retry_in", d)
-		if !sleep(ctx, d) {
+		d := b.Next()
+		log.Warn("replication stream ended; reconnecting", logkey.Error, err, logkey.RetryIn, d)
+		if !backoff.Sleep(ctx, d) {
 			return
 		}
 	}
@@ -326,11 +353,11 @@ func (a *applier) close() {
 	if a.w != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		if _, err := a.w.Checkpoint(ctx); err != nil {
-			a.log.Warn("checkpoint at close failed", logKeyError, err)
+			a.log.Warn("checkpoint at close failed", logkey.Error, err)
 		}
 		cancel()
 		if err := a.w.Close(); err != nil {
-			a.log.Warn("closing the WAL writer", logKeyError, err)
+			a.log.Warn("closing the WAL writer", logkey.Error, err)
 		}
 		a.w = nil
 	}
@@ -351,17 +378,65 @@ func (a *applier) writer(ctx context.Context) (Writer, error) {
 func (a *applier) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// Open the stream at this node's position.
 	have, _ := a.r.cfg.Local.Position(a.name)
 	a.pageCount = 0
 	s, err := a.r.cfg.Upstream.StreamTransactions(ctx, a.name, a.r.cfg.Hostname, have)
 	if err != nil {
 		return err
 	}
+
 	// A stream silent past IdleTimeout is dead; cancelling ends Recv.
 	idle := time.AfterFunc(a.r.cfg.IdleTimeout, cancel)
 	defer idle.Stop()
-	// Events are read ahead so that transactions that arrive while one is
-	// applied go to the WAL together.
+	events, errc := a.readAhead(ctx, s, idle)
+
+	// Apply each event in turn: a transaction together with those that
+	// arrived meanwhile, a snapshot once all its pages are in.
+	var snap snapshotBuf
+	var held *TxnEvent // an event read while batching, handled next
+	p := pacer{interval: a.r.cfg.ApplyInterval, rate: ewma.New(busyWindow)}
+	for {
+		var ev TxnEvent
+		if held != nil {
+			ev, held = *held, nil
+		} else {
+			var ok bool
+			if ev, ok = <-events; !ok {
+				return <-errc
+			}
+		}
+		if err := a.r.checkEpoch(ev.Primary); err != nil {
+			return err
+		}
+		switch {
+		case ev.Txn != nil:
+			var batch []pagewire.Txn
+			batch, held = a.gather(*ev.Txn, events, p.wait())
+			p.applying(len(batch))
+			a.noteReceived(batch)
+			if err := a.applyTxns(ctx, batch); err != nil {
+				return err
+			}
+			a.noteApplied(batch)
+		case ev.Heartbeat:
+			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
+				a.noteCurrent(pos, true)
+			}
+		default:
+			if err := a.snapshotEvent(ctx, &snap, ev); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// readAhead receives the stream's events into a buffered channel, so that
+// transactions that arrive while one is applied go to the WAL together.
+// Each event received postpones idle. The channel is closed when Recv
+// fails, or ctx ends; errc then holds why.
+func (a *applier) readAhead(ctx context.Context, s TxnStream, idle *time.Timer) (<-chan TxnEvent, <-chan error) {
 	events := make(chan TxnEvent, maxBatchTxns)
 	errc := make(chan error, 1)
 	go func() {
@@ -384,99 +459,106 @@ func (a *applier) stream(ctx context.Context) error {
 			}
 		}
 	}()
-	var snap *Snapshot
-	var snapPages []pagewire.Page
-	var held *TxnEvent // an event read while batching, handled next
-	var lastApply time.Time
-	rate, busy := ewma.New(busyWindow), false // transactions applied per second; at busyRate or more
-	for {
-		var ev TxnEvent
-		if held != nil {
-			ev, held = *held, nil
-		} else {
-			var ok bool
-			if ev, ok = <-events; !ok {
-				return <-errc
+	return events, errc
+}
+
+// gather batches first with the transactions already read from events,
+// waiting up to wait for more, until the batch holds maxBatchTxns
+// transactions or maxBatchPages pages. An event that is not a transaction
+// (or is from another epoch) ends the batch and is returned as held, to be
+// handled next.
+func (a *applier) gather(first pagewire.Txn, events <-chan TxnEvent, wait time.Duration) (batch []pagewire.Txn, held *TxnEvent) {
+	batch, size := []pagewire.Txn{first}, len(first.Pages)
+	var timeout <-chan time.Time
+	if wait > 0 {
+		timer := time.NewTimer(wait)
+		defer timer.Stop()
+		timeout = timer.C
+	}
+	for len(batch) < maxBatchTxns && size < maxBatchPages {
+		var next TxnEvent
+		var ok bool
+		select {
+		case next, ok = <-events:
+		default:
+			if timeout == nil {
+				return batch, nil
+			}
+			select {
+			case next, ok = <-events:
+			case <-timeout:
+				timeout = nil
+				continue
 			}
 		}
-		if err := a.r.checkEpoch(ev.Primary); err != nil {
+		if !ok {
+			return batch, nil
+		}
+		if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
+			return batch, &next
+		}
+		batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
+	}
+	return batch, nil
+}
+
+// pacer spaces the applies to a busy database (see ApplyInterval).
+type pacer struct {
+	interval  time.Duration
+	rate      *ewma.Rate // transactions applied per second
+	busy      bool       // rate is busyRate or more
+	lastApply time.Time
+}
+
+// wait is how long to wait for more transactions before applying: until
+// interval has passed since the last apply, if busy; else 0.
+func (p *pacer) wait() time.Duration {
+	if d := p.interval - time.Since(p.lastApply); d > 0 && p.busy {
+		return d
+	}
+	return 0
+}
+
+// applying counts an apply of n transactions, starting now.
+func (p *pacer) applying(n int) {
+	p.lastApply = time.Now()
+	p.busy = p.rate.Add(n, p.lastApply) >= busyRate
+}
+
+// snapshotBuf collects a snapshot's pages as they arrive.
+type snapshotBuf struct {
+	snap  *Snapshot
+	pages []pagewire.Page
+}
+
+// snapshotEvent handles the events of a snapshot: its start, its pages, in
+// order, and its end, which applies it.
+func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEvent) error {
+	switch {
+	case ev.Snapshot != nil:
+		sb.snap, sb.pages = ev.Snapshot, make([]pagewire.Page, 0, ev.Snapshot.PageCount)
+	case ev.SnapshotPages != nil:
+		if sb.snap == nil {
+			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
+		}
+		for _, p := range ev.SnapshotPages {
+			if int(p.Pgno) != len(sb.pages)+1 || uint32(len(p.Data)) != sb.snap.PageSize {
+				return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+			}
+			sb.pages = append(sb.pages, p)
+		}
+	case ev.SnapshotEnd:
+		if sb.snap == nil || uint32(len(sb.pages)) != sb.snap.PageCount {
+			return fmt.Errorf("%w: incomplete snapshot", pagewire.ErrInvalidArgument)
+		}
+		a.pageCount = 0
+		if err := a.applySnapshot(ctx, *sb.snap, sb.pages); err != nil {
 			return err
 		}
-		switch {
-		case ev.Txn != nil:
-			batch, size := []pagewire.Txn{*ev.Txn}, len(ev.Txn.Pages)
-			// Until ApplyInterval has passed since the last apply, wait
-			// for more; then take what has arrived.
-			var wait <-chan time.Time
-			var timer *time.Timer
-			if d := a.r.cfg.ApplyInterval - time.Since(lastApply); d > 0 && busy {
-				timer = time.NewTimer(d)
-				wait = timer.C
-			}
-		gather:
-			for len(batch) < maxBatchTxns && size < maxBatchPages {
-				var next TxnEvent
-				var ok bool
-				select {
-				case next, ok = <-events:
-				default:
-					if wait == nil {
-						break gather
-					}
-					select {
-					case next, ok = <-events:
-					case <-wait:
-						wait = nil
-						continue
-					}
-				}
-				if !ok {
-					break gather
-				}
-				if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
-					held = &next
-					break gather
-				}
-				batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
-			}
-			if timer != nil {
-				timer.Stop()
-			}
-			lastApply = time.Now()
-			busy = rate.Add(len(batch), lastApply) >= busyRate
-			a.noteReceived(batch)
-			if err := a.applyTxns(ctx, batch); err != nil {
-				return err
-			}
-			a.noteApplied(batch)
-		case ev.Heartbeat:
-			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
-				a.noteCurrent(pos, true)
-			}
-		case ev.Snapshot != nil:
-			snap, snapPages = ev.Snapshot, make([]pagewire.Page, 0, ev.Snapshot.PageCount)
-		case ev.SnapshotPages != nil:
-			if snap == nil {
-				return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
-			}
-			for _, p := range ev.SnapshotPages {
-				if int(p.Pgno) != len(snapPages)+1 || uint32(len(p.Data)) != snap.PageSize {
-					return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
-				}
-				snapPages = append(snapPages, p)
-			}
-		case ev.SnapshotEnd:
-			if snap == nil || uint32(len(snapPages)) != snap.PageCount {
-				return fmt.Errorf("%w: incomplete snapshot", pagewire.ErrInvalidArgument)
-			}
-			a.pageCount = 0
-			if err := a.applySnapshot(ctx, *snap, snapPages); err != nil {
-				return err
-			}
-			a.noteCurrent(snap.Pos, false)
-			snap, snapPages = nil, nil
-		}
+		a.noteCurrent(sb.snap.Pos, false)
+		sb.snap, sb.pages = nil, nil
 	}
+	return nil
 }
 
 // A batch of transactions applied together holds at most this many
@@ -501,7 +583,7 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	// lock's holder commits on the primary and here at once.
 	for len(txns) > 0 && txns[0].TXID <= have.TXID {
 		if txns[0].TXID == have.TXID && txns[0].PostChecksum != have.Checksum {
-			a.log.Error("this node has a transaction the primary committed differently", logKeyTXID, have.TXID)
+			a.log.Error("this node has a transaction the primary committed differently", logkey.TXID, have.TXID)
 			return errProgress
 		}
 		a.pageCount = txns[0].PageCount
@@ -576,7 +658,7 @@ func (a *applier) checkpoint(ctx context.Context, w Writer) {
 		return
 	}
 	if _, err := w.Checkpoint(ctx); err != nil {
-		a.log.Warn("checkpoint failed; will retry after the next transaction", logKeyError, err)
+		a.log.Warn("checkpoint failed; will retry after the next transaction", logkey.Error, err)
 	}
 }
 
@@ -611,7 +693,7 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 		if err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, pages, snap.Pos); err != nil {
 			return fmt.Errorf("restore %q from a snapshot: %w", a.name, err)
 		}
-		a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+		a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
 		return nil
 	}
 	w, err := a.writer(ctx)
@@ -628,39 +710,11 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 	if err := a.r.cfg.Local.Rebase(a.name, snap.Pos); err != nil {
 		return err
 	}
-	a.log.Info("applied snapshot", "position", snap.Pos.String(), "pages", snap.PageCount, "reason", snap.Reason)
+	a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
 	a.checkpoint(ctx, w)
 	return nil
 }
 
-// backoff is a bounded, jittered exponential backoff.
-type backoff struct {
-	min, max, cur time.Duration
-}
-
-func (r *Replica) newBackoff() *backoff {
-	return &backoff{min: r.cfg.MinBackoff, max: r.cfg.MaxBackoff}
-}
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(2*b.cur, b.max)
-	}
-	return b.cur/2 + rand.N(b.cur/2+1)
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-// sleep waits d or until ctx is done; it reports whether d passed.
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
+func (r *Replica) newBackoff() *backoff.Backoff {
+	return backoff.New(r.cfg.MinBackoff, r.cfg.MaxBackoff)
 }

@@ -24,85 +24,15 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/syncbuf"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
-// walPyDriver runs SQLite commands read as JSON lines from stdin, one JSON line
-// of result each. Connections are in autocommit mode; BEGIN/COMMIT are
-// explicit.
-const walPyDriver = `
-import sys, json, sqlite3, hashlib
-conns = {}
-def enc(v):
-    if isinstance(v, bytes):
-        return v.hex()
-    return v
-for line in sys.stdin:
-    req = json.loads(line)
-    out = {"ok": True}
-    try:
-        op, name = req["op"], req.get("conn") or "c"
-        if op == "open":
-            c = sqlite3.connect(req["path"], isolation_level=None, timeout=30)
-            for p in req.get("pragmas") or []:
-                c.execute(p).fetchall()
-            conns[name] = c
-        elif op == "exec":
-            cur = conns[name].execute(req["sql"])
-            out["rows"] = [[enc(v) for v in r] for r in cur.fetchall()]
-        elif op == "script":
-            conns[name].executescript(req["sql"])
-        elif op == "digest":
-            c = conns[name]
-            c.execute("BEGIN")
-            try:
-                h, n = hashlib.sha256(), 0
-                for l in c.iterdump():
-                    h.update(l.encode() + b"\n")
-                    n += 1
-                out["digest"] = "%s/%d" % (h.hexdigest(), n)
-            finally:
-                c.execute("COMMIT")
-        elif op == "close":
-            conns.pop(name).close()
-        else:
-            raise ValueError("unknown op " + op)
-    except Exception as e:
-        out = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
-    sys.stdout.write(json.dumps(out) + "\n")
-    sys.stdout.flush()
-`
-
-// walPyLocker takes raw fcntl locks, as another process's SQLite would, on
-// request: "lock PATH START LEN sh|ex" answers "ok" or "busy"; "unlock"
-// closes every file, dropping every lock. It is its own process: closing a
-// file drops all of a process's POSIX locks on it.
-const walPyLocker = `
-import sys, os, fcntl
-fds = []
-for line in sys.stdin:
-    f = line.split()
-    if f[0] == "lock":
-        fd = os.open(f[1], os.O_RDWR)
-        fds.append(fd)
-        try:
-            fcntl.lockf(fd, (fcntl.LOCK_SH if f[4] == "sh" else fcntl.LOCK_EX) | fcntl.LOCK_NB, int(f[3]), int(f[2]), 0)
-            print("ok", flush=True)
-        except OSError:
-            print("busy", flush=True)
-    elif f[0] == "unlock":
-        for fd in fds:
-            os.close(fd)
-        fds = []
-        print("ok", flush=True)
-`
-
-// walLockFromOtherProcess holds n lock bytes at start of path from another
+// lockFromOtherProcess holds n lock bytes at start of path from another
 // process (shared or exclusive) until the returned function is called.
-func walLockFromOtherProcess(t testing.TB, path string, start, n int64, exclusive bool) (unlock func()) {
+func lockFromOtherProcess(t testing.TB, path string, start, n int64, exclusive bool) (unlock func()) {
 	t.Helper()
-	walNeedPython(t)
-	p := walStartPyScript(t, walPyLocker)
+	needPython(t)
+	p := startPyScript(t, "locker.py")
 	mode := "sh"
 	if exclusive {
 		mode = "ex"
@@ -124,14 +54,14 @@ func walLockFromOtherProcess(t testing.TB, path string, start, n int64, exclusiv
 	}
 }
 
-// walPy is a Python process running walPyDriver.
-type walPy struct {
+// pyConn is a Python process running testdata/driver.py.
+type pyConn struct {
 	t     testing.TB
 	stdin io.WriteCloser
 	lines chan string
 }
 
-type walPyReq struct {
+type pyReq struct {
 	Op      string   `json:"op"`
 	Conn    string   `json:"conn,omitempty"`
 	Path    string   `json:"path,omitempty"`
@@ -139,32 +69,34 @@ type walPyReq struct {
 	Pragmas []string `json:"pragmas,omitempty"`
 }
 
-type walPyResp struct {
+type pyResp struct {
 	OK     bool    `json:"ok"`
 	Error  string  `json:"error"`
 	Rows   [][]any `json:"rows"`
 	Digest string  `json:"digest"`
 }
 
-// walNeedPython skips the test if python3 with sqlite3 is missing.
-func walNeedPython(t testing.TB) {
+// needPython skips the test if python3 with sqlite3 is missing.
+func needPython(t testing.TB) {
 	t.Helper()
 	if err := exec.Command("python3", "-c", "import sqlite3").Run(); err != nil {
 		t.Skipf("python3 with sqlite3 is needed: %v", err)
 	}
 }
 
-// walStartPy starts a driver process, stopped (stdin closed, then killed if it
+// startPy starts a driver process, stopped (stdin closed, then killed if it
 // lingers) when the test ends.
-func walStartPy(t testing.TB) *walPy {
+func startPy(t testing.TB) *pyConn {
 	t.Helper()
-	walNeedPython(t)
-	return walStartPyScript(t, walPyDriver)
+	needPython(t)
+	return startPyScript(t, "driver.py")
 }
 
-func walStartPyScript(t testing.TB, script string, args ...string) *walPy {
+// startPyScript starts testdata/script with args, stopped when the test
+// ends.
+func startPyScript(t testing.TB, script string, args ...string) *pyConn {
 	t.Helper()
-	cmd := exec.Command("python3", append([]string{"-c", script}, args...)...)
+	cmd := exec.Command("python3", append([]string{filepath.Join("testdata", script)}, args...)...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -178,7 +110,7 @@ func walStartPyScript(t testing.TB, script string, args ...string) *walPy {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &walPy{t: t, stdin: stdin, lines: make(chan string, 16)}
+	p := &pyConn{t: t, stdin: stdin, lines: make(chan string, 16)}
 	go func() {
 		defer close(p.lines)
 		sc := bufio.NewScanner(stdout)
@@ -206,7 +138,7 @@ func walStartPyScript(t testing.TB, script string, args ...string) *walPy {
 
 // readLine returns the process's next output line, failing the test after a
 // generous deadline.
-func (p *walPy) readLine() string {
+func (p *pyConn) readLine() string {
 	p.t.Helper()
 	select {
 	case line, ok := <-p.lines:
@@ -221,7 +153,7 @@ func (p *walPy) readLine() string {
 }
 
 // send sends a request without waiting for the answer (see recv).
-func (p *walPy) send(req walPyReq) {
+func (p *pyConn) send(req pyReq) {
 	p.t.Helper()
 	b, err := json.Marshal(req)
 	if err != nil {
@@ -232,22 +164,22 @@ func (p *walPy) send(req walPyReq) {
 	}
 }
 
-func (p *walPy) recv() walPyResp {
+func (p *pyConn) recv() pyResp {
 	p.t.Helper()
-	var r walPyResp
+	var r pyResp
 	if err := json.Unmarshal([]byte(p.readLine()), &r); err != nil {
 		p.t.Fatal(err)
 	}
 	return r
 }
 
-func (p *walPy) try(req walPyReq) walPyResp {
+func (p *pyConn) try(req pyReq) pyResp {
 	p.t.Helper()
 	p.send(req)
 	return p.recv()
 }
 
-func (p *walPy) do(req walPyReq) walPyResp {
+func (p *pyConn) do(req pyReq) pyResp {
 	p.t.Helper()
 	r := p.try(req)
 	if !r.OK {
@@ -256,28 +188,28 @@ func (p *walPy) do(req walPyReq) walPyResp {
 	return r
 }
 
-func (p *walPy) open(conn, path string, pragmas ...string) {
+func (p *pyConn) open(conn, path string, pragmas ...string) {
 	p.t.Helper()
-	p.do(walPyReq{Op: "open", Conn: conn, Path: path, Pragmas: pragmas})
+	p.do(pyReq{Op: "open", Conn: conn, Path: path, Pragmas: pragmas})
 }
 
-func (p *walPy) close(conn string) {
+func (p *pyConn) close(conn string) {
 	p.t.Helper()
-	p.do(walPyReq{Op: "close", Conn: conn})
+	p.do(pyReq{Op: "close", Conn: conn})
 }
 
-func (p *walPy) exec(conn, sql string) [][]any {
+func (p *pyConn) exec(conn, sql string) [][]any {
 	p.t.Helper()
-	return p.do(walPyReq{Op: "exec", Conn: conn, SQL: sql}).Rows
+	return p.do(pyReq{Op: "exec", Conn: conn, SQL: sql}).Rows
 }
 
-func (p *walPy) script(conn, sql string) {
+func (p *pyConn) script(conn, sql string) {
 	p.t.Helper()
-	p.do(walPyReq{Op: "script", Conn: conn, SQL: sql})
+	p.do(pyReq{Op: "script", Conn: conn, SQL: sql})
 }
 
 // queryInt runs a query returning one integer.
-func (p *walPy) queryInt(conn, sql string) int64 {
+func (p *pyConn) queryInt(conn, sql string) int64 {
 	p.t.Helper()
 	rows := p.exec(conn, sql)
 	if len(rows) != 1 || len(rows[0]) != 1 {
@@ -291,13 +223,13 @@ func (p *walPy) queryInt(conn, sql string) int64 {
 }
 
 // digest hashes the connection's iterdump, read in one transaction.
-func (p *walPy) digest(conn string) string {
+func (p *pyConn) digest(conn string) string {
 	p.t.Helper()
-	return p.do(walPyReq{Op: "digest", Conn: conn}).Digest
+	return p.do(pyReq{Op: "digest", Conn: conn}).Digest
 }
 
 // integrity fails the test unless PRAGMA integrity_check says ok.
-func (p *walPy) integrity(conn string) {
+func (p *pyConn) integrity(conn string) {
 	p.t.Helper()
 	rows := p.exec(conn, "PRAGMA integrity_check")
 	if len(rows) != 1 || rows[0][0] != "ok" {
@@ -305,34 +237,34 @@ func (p *walPy) integrity(conn string) {
 	}
 }
 
-// walTestTxn is one committed transaction as the primary would ship it.
-type walTestTxn struct {
+// testTxn is one committed transaction as the primary would ship it.
+type testTxn struct {
 	pageCount uint32
 	pages     []pagewire.Page
 }
 
-// walSourceDB is a database in WAL mode, held open by a Python process with
+// sourceDB is a database in WAL mode, held open by a Python process with
 // automatic checkpoints off, so that its WAL keeps every transaction: after
 // each SQL transaction, its new frames are what a primary would ship.
-type walSourceDB struct {
+type sourceDB struct {
 	t        testing.TB
 	path     string
-	py       *walPy
+	py       *pyConn
 	pageSize uint32
 	// WAL reading state.
 	next  uint32 // next frame to read, from 1
-	hdr   walHeader
-	chain [2]uint32
+	hdr   wal.Header
+	chain wal.Checksum
 }
 
-// walNewSourceDB creates a database with the given page size in WAL mode, runs
+// newSourceDB creates a database with the given page size in WAL mode, runs
 // setup, and closes it (the last close checkpoints and removes the WAL, so
 // the database file alone is the whole database: copy it for replicas), then
 // reopens it.
-func walNewSourceDB(t testing.TB, dir string, pageSize int, setup string) *walSourceDB {
+func newSourceDB(t testing.TB, dir string, pageSize int, setup string) *sourceDB {
 	t.Helper()
 	path := filepath.Join(dir, "source.db")
-	py := walStartPy(t)
+	py := startPy(t)
 	py.open("init", path, fmt.Sprintf("PRAGMA page_size=%d", pageSize), "PRAGMA journal_mode=WAL")
 	if setup != "" {
 		py.script("init", setup)
@@ -342,12 +274,12 @@ func walNewSourceDB(t testing.TB, dir string, pageSize int, setup string) *walSo
 		t.Fatalf("source WAL still there after the last close: %v", err)
 	}
 	py.open("s", path, "PRAGMA wal_autocheckpoint=0", "PRAGMA cache_size=-262144")
-	return &walSourceDB{t: t, path: path, py: py, pageSize: uint32(pageSize)}
+	return &sourceDB{t: t, path: path, py: py, pageSize: uint32(pageSize)}
 }
 
 // newReplicaFile copies the source's database file (the state before its
 // first transaction) to dir/name.
-func (s *walSourceDB) newReplicaFile(dir, name string) string {
+func (s *sourceDB) newReplicaFile(dir, name string) string {
 	s.t.Helper()
 	b, err := os.ReadFile(s.path)
 	if err != nil {
@@ -362,7 +294,7 @@ func (s *walSourceDB) newReplicaFile(dir, name string) string {
 
 // exec runs sql (one transaction) on the source and returns the transaction
 // it committed.
-func (s *walSourceDB) exec(sql string) walTestTxn {
+func (s *sourceDB) exec(sql string) testTxn {
 	s.t.Helper()
 	s.py.script("s", sql)
 	return s.readTxn()
@@ -370,7 +302,7 @@ func (s *walSourceDB) exec(sql string) walTestTxn {
 
 // readTxn reads the source WAL's next transaction, checking every frame's
 // salts and checksum as SQLite's recovery does.
-func (s *walSourceDB) readTxn() walTestTxn {
+func (s *sourceDB) readTxn() testTxn {
 	s.t.Helper()
 	f, err := os.Open(s.path + "-wal")
 	if err != nil {
@@ -378,44 +310,44 @@ func (s *walSourceDB) readTxn() walTestTxn {
 	}
 	defer f.Close()
 	if s.next == 0 {
-		b := make([]byte, walHeaderSize)
+		b := make([]byte, wal.HeaderSize)
 		if _, err := f.ReadAt(b, 0); err != nil {
 			s.t.Fatal(err)
 		}
-		if s.hdr, err = decodeWALHeader(b); err != nil {
+		if s.hdr, err = wal.DecodeHeader(b); err != nil {
 			s.t.Fatalf("source WAL header: %v", err)
 		}
-		s.next, s.chain = 1, s.hdr.cksum
+		s.next, s.chain = 1, s.hdr.Checksum
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	start := walfmt.FrameOffset(s.next, s.pageSize)
+	start := wal.FrameOffset(s.next, s.pageSize)
 	b := make([]byte, max(0, fi.Size()-start))
 	if _, err := f.ReadAt(b, start); err != nil && err != io.EOF {
 		s.t.Fatal(err)
 	}
-	fsz := int64(walFrameHdrSize) + int64(s.pageSize)
+	fsz := int64(wal.FrameHeaderSize) + int64(s.pageSize)
 	pages := map[uint32][]byte{}
 	for off := int64(0); ; off += fsz {
 		if off+fsz > int64(len(b)) {
 			s.t.Fatalf("source WAL: no commit frame from frame %d on", s.next)
 		}
-		fh, c, ok := walCheckFrame(b[off:off+fsz], s.hdr.bigEndCksum, s.chain, s.hdr.salt)
-		if !ok {
+		fh, c, fault := s.hdr.CheckFrame(s.chain, b[off:off+fsz])
+		if fault != wal.FaultNone {
 			s.t.Fatalf("source WAL: frame %d is not valid", s.next)
 		}
 		s.chain = c
 		s.next++
-		pages[fh.pgno] = slices.Clone(b[off+walFrameHdrSize : off+fsz])
-		if fh.commit == 0 {
+		pages[fh.Pgno] = slices.Clone(b[off+wal.FrameHeaderSize : off+fsz])
+		if fh.Commit == 0 {
 			continue
 		}
 		if end := off + fsz; end != int64(len(b)) {
 			s.t.Fatalf("source WAL: %d bytes after the commit frame: one statement list must be one transaction", int64(len(b))-end)
 		}
-		txn := walTestTxn{pageCount: fh.commit}
+		txn := testTxn{pageCount: fh.Commit}
 		for _, pgno := range slices.Sorted(maps.Keys(pages)) {
 			txn.pages = append(txn.pages, pagewire.Page{Pgno: pgno, Data: pages[pgno]})
 		}
@@ -424,10 +356,10 @@ func (s *walSourceDB) readTxn() walTestTxn {
 }
 
 // frames is how many frames the source WAL has.
-func (s *walSourceDB) frames() uint32 { return s.next - 1 }
+func (s *sourceDB) frames() uint32 { return s.next - 1 }
 
-// walOpenWriter opens a WALWriter, closed when the test ends.
-func walOpenWriter(t testing.TB, path string) *WALWriter {
+// openWriter opens a WALWriter, closed when the test ends.
+func openWriter(t testing.TB, path string) *WALWriter {
 	t.Helper()
 	w, err := OpenWALWriter(path, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -441,65 +373,69 @@ func walOpenWriter(t testing.TB, path string) *WALWriter {
 	return w
 }
 
-// walApply applies txn and checks that Frames is the published mxFrame, with
+// mustApply applies txn and checks that Frames is the published mxFrame, with
 // the transaction's commit frame last.
-func walApply(t testing.TB, w *WALWriter, txn walTestTxn) {
+func mustApply(t testing.TB, w *WALWriter, txn testTxn) {
 	t.Helper()
-	walApplySync(t, w, txn, false)
+	mustApplySync(t, w, txn, false)
 }
 
-// walApplySync is walApply with a choice of sync.
-func walApplySync(t testing.TB, w *WALWriter, txn walTestTxn, sync bool) {
+// mustApplySync is mustApply with a choice of sync.
+func mustApplySync(t testing.TB, w *WALWriter, txn testTxn, sync bool) {
 	t.Helper()
 	if err := w.Apply(context.Background(), txn.pageCount, txn.pages, sync); err != nil {
 		t.Fatalf("Apply: %v", err)
 	}
-	hdr, _ := walReadIndex(t, w)
-	if got := w.Frames(); got != hdr.mxFrame || got < uint32(len(txn.pages)) || hdr.nPage != txn.pageCount {
-		t.Fatalf("after Apply of %d pages: Frames()=%d, published mxFrame %d, nPage %d (want %d)", len(txn.pages), got, hdr.mxFrame, hdr.nPage, txn.pageCount)
+	hdr, _ := readIndex(t, w)
+	if got := w.Frames(); got != hdr.MxFrame || got < uint32(len(txn.pages)) || hdr.NPage != txn.pageCount {
+		t.Fatalf("after Apply of %d pages: Frames()=%d, published mxFrame %d, nPage %d (want %d)", len(txn.pages), got, hdr.MxFrame, hdr.NPage, txn.pageCount)
 	}
-	walCheckIndexIsFresh(t, w)
+	checkIndexIsFresh(t, w)
 }
 
-// walCheckIndexIsFresh checks the replica's wal-index against one built from
+// checkIndexIsFresh checks the replica's wal-index against one built from
 // scratch from its WAL: a hash block's content depends only on the frames
 // it indexes, so whatever restarts, debris and recoveries came before, the
 // blocks must be byte for byte what a fresh build gives.
-func walCheckIndexIsFresh(t testing.TB, w *WALWriter) {
+func checkIndexIsFresh(t testing.TB, w *WALWriter) {
 	t.Helper()
-	hdr, _ := walReadIndex(t, w)
-	var scanned walIndexHdr
+	hdr, _ := readIndex(t, w)
+	var scanned wal.IndexHeader
 	pgnos, err := w.scanWAL(&scanned)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if scanned.mxFrame != hdr.mxFrame || scanned.salt != hdr.salt || scanned.frameCksum != hdr.frameCksum || scanned.nPage != hdr.nPage {
+	if scanned.MxFrame != hdr.MxFrame || scanned.Salt != hdr.Salt || scanned.FrameChecksum != hdr.FrameChecksum || scanned.NPage != hdr.NPage {
 		t.Fatalf("wal-index header mxFrame %d, nPage %d, salts %x, checksum %x; the WAL has %d, %d, %x, %x",
-			hdr.mxFrame, hdr.nPage, hdr.salt, hdr.frameCksum, scanned.mxFrame, scanned.nPage, scanned.salt, scanned.frameCksum)
+			hdr.MxFrame, hdr.NPage, hdr.Salt, hdr.FrameChecksum, scanned.MxFrame, scanned.NPage, scanned.Salt, scanned.FrameChecksum)
 	}
-	shm := walReadAll(t, w.shm.f)
-	for k := uint32(0); hdr.mxFrame > 0 && k <= shmBlockOf(hdr.mxFrame); k++ {
-		b := newShmBlock(k, make([]byte, shmBlockSize))
-		zero := shmBlockZero(k)
-		for n := zero + 1; n <= min(hdr.mxFrame, zero+uint32(b.entries())); n++ {
-			if err := b.add(int(n-zero), pgnos[n-1]); err != nil {
+	shm := readAll(t, w.shm.f)
+	for k := uint32(0); hdr.MxFrame > 0 && k <= wal.BlockOf(hdr.MxFrame); k++ {
+		b := wal.NewBlock(k, make([]byte, wal.BlockSize))
+		zero := wal.BlockZero(k)
+		for n := zero + 1; n <= min(hdr.MxFrame, zero+uint32(b.Entries())); n++ {
+			if err := b.Add(int(n-zero), pgnos[n-1]); err != nil {
 				t.Fatal(err)
 			}
 		}
-		lo := int(k)*shmBlockSize + b.base
-		hi := int(k+1) * shmBlockSize
+		base := 0
+		if k == 0 {
+			base = wal.IndexHeaderRegionSize
+		}
+		lo := int(k)*wal.BlockSize + base
+		hi := int(k+1) * wal.BlockSize
 		if len(shm) < hi {
 			t.Fatalf("-shm is %d bytes, block %d needs %d", len(shm), k, hi)
 		}
-		if !bytes.Equal(shm[lo:hi], b.buf[b.base:]) {
+		if !bytes.Equal(shm[lo:hi], b.Bytes()[base:]) {
 			t.Fatalf("hash block %d differs from a fresh build from the WAL", k)
 		}
 	}
 }
 
-// walCheckSame fails unless the replica, read by conn of rp, has the source's
+// checkSame fails unless the replica, read by conn of rp, has the source's
 // content and passes integrity_check.
-func walCheckSame(t testing.TB, s *walSourceDB, rp *walPy, conn string) {
+func (s *sourceDB) checkSame(t testing.TB, rp *pyConn, conn string) {
 	t.Helper()
 	if got, want := rp.digest(conn), s.py.digest("s"); got != want {
 		t.Fatalf("replica dump %s, want the source's %s", got, want)
@@ -510,9 +446,9 @@ func walCheckSame(t testing.TB, s *walSourceDB, rp *walPy, conn string) {
 // The writer's files are read through its own descriptors: opening and
 // closing another descriptor of them would drop its POSIX locks.
 
-// walReadIndex returns the replica's wal-index header (which must be valid) and
+// readIndex returns the replica's wal-index header (which must be valid) and
 // checkpoint info.
-func walReadIndex(t testing.TB, w *WALWriter) (walIndexHdr, walCkptInfo) {
+func readIndex(t testing.TB, w *WALWriter) (wal.IndexHeader, wal.CkptInfo) {
 	t.Helper()
 	hdr, ckpt, ok, err := w.shm.readHeader()
 	if err != nil || !ok {
@@ -521,8 +457,8 @@ func walReadIndex(t testing.TB, w *WALWriter) (walIndexHdr, walCkptInfo) {
 	return hdr, ckpt
 }
 
-// walReadAll reads a whole file through f.
-func walReadAll(t testing.TB, f *os.File) []byte {
+// readAll reads a whole file through f.
+func readAll(t testing.TB, f *os.File) []byte {
 	t.Helper()
 	fi, err := f.Stat()
 	if err != nil {
@@ -535,43 +471,43 @@ func walReadAll(t testing.TB, f *os.File) []byte {
 	return b
 }
 
-// walHeaderOf reads the replica's WAL header.
-func walHeaderOf(t testing.TB, w *WALWriter) walHeader {
+// headerOf reads the replica's WAL header.
+func headerOf(t testing.TB, w *WALWriter) wal.Header {
 	t.Helper()
-	b := make([]byte, walHeaderSize)
+	b := make([]byte, wal.HeaderSize)
 	if _, err := w.wal.ReadAt(b, 0); err != nil {
 		t.Fatal(err)
 	}
-	h, err := decodeWALHeader(b)
+	h, err := wal.DecodeHeader(b)
 	if err != nil {
 		t.Fatalf("replica WAL header: %v", err)
 	}
 	return h
 }
 
-// walCheckIndexMatchesSource compares the replica's wal-index with the one
+// checkIndexMatches compares the replica's wal-index with the one
 // SQLite built for the source, when both WALs hold the same frames in the
 // same order: the hash blocks must be byte for byte the same.
-func walCheckIndexMatchesSource(t testing.TB, s *walSourceDB, w *WALWriter) {
+func (s *sourceDB) checkIndexMatches(t testing.TB, w *WALWriter) {
 	t.Helper()
 	src, err := os.ReadFile(s.path + "-shm")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sh, ok := decodeWALIndexHdr(src)
+	sh, ok := wal.DecodeIndexHeader(src)
 	if !ok {
 		t.Fatal("source wal-index header is not valid")
 	}
-	rh, _ := walReadIndex(t, w)
-	if sh.mxFrame != rh.mxFrame || sh.nPage != rh.nPage || sh.pageSize != rh.pageSize {
+	rh, _ := readIndex(t, w)
+	if sh.MxFrame != rh.MxFrame || sh.NPage != rh.NPage || sh.PageSize != rh.PageSize {
 		t.Fatalf("replica wal-index mxFrame/nPage/szPage = %d/%d/%d, source's %d/%d/%d",
-			rh.mxFrame, rh.nPage, rh.pageSize, sh.mxFrame, sh.nPage, sh.pageSize)
+			rh.MxFrame, rh.NPage, rh.PageSize, sh.MxFrame, sh.NPage, sh.PageSize)
 	}
-	rep := walReadAll(t, w.shm.f)
-	for k := uint32(0); k <= shmBlockOf(max(sh.mxFrame, 1)); k++ {
-		lo, hi := int(k)*shmBlockSize, int(k+1)*shmBlockSize
+	rep := readAll(t, w.shm.f)
+	for k := uint32(0); k <= wal.BlockOf(max(sh.MxFrame, 1)); k++ {
+		lo, hi := int(k)*wal.BlockSize, int(k+1)*wal.BlockSize
 		if k == 0 {
-			lo = shmHdrSize
+			lo = wal.IndexHeaderRegionSize
 		}
 		if len(src) < hi || len(rep) < hi {
 			t.Fatalf("block %d: source -shm %d bytes, replica's %d", k, len(src), len(rep))
@@ -582,8 +518,8 @@ func walCheckIndexMatchesSource(t testing.TB, s *walSourceDB, w *WALWriter) {
 	}
 }
 
-// walWriteFileAt writes b at off of path, which no WALWriter has open.
-func walWriteFileAt(t testing.TB, path string, b []byte, off int64) {
+// writeFileAt writes b at off of path, which no WALWriter has open.
+func writeFileAt(t testing.TB, path string, b []byte, off int64) {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
@@ -595,8 +531,8 @@ func walWriteFileAt(t testing.TB, path string, b []byte, off int64) {
 	}
 }
 
-// walFileSize is a file's size, 0 if it does not exist (stat opens nothing).
-func walFileSize(t testing.TB, path string) int64 {
+// fileSize is a file's size, 0 if it does not exist (stat opens nothing).
+func fileSize(t testing.TB, path string) int64 {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -608,7 +544,7 @@ func walFileSize(t testing.TB, path string) int64 {
 	return fi.Size()
 }
 
-// walSQLTxn joins statements into one transaction.
-func walSQLTxn(stmts ...string) string {
+// sqlTxn joins statements into one transaction.
+func sqlTxn(stmts ...string) string {
 	return "BEGIN;\n" + strings.Join(stmts, ";\n") + ";\nCOMMIT;"
 }

@@ -2,7 +2,6 @@ package replicator
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -15,22 +14,18 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
-)
-
-// Structured log keys of the WAL writer.
-const (
-	walLogKeyPath   = "path"
-	walLogKeyFrames = "frames"
+	"github.com/pagewire/pagewire/internal/backoff"
+	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/wal"
 )
 
 const (
-	// walMaxWrite bounds one write of frames; each write ends on a frame.
-	walMaxWrite = 1 << 20
-	// walMinWait and walMaxWait bound the jittered wait for a lock another
+	// maxWrite bounds one write of frames; each write ends on a frame.
+	maxWrite = 1 << 20
+	// lockMinWait and lockMaxWait bound the jittered wait for a lock another
 	// process holds.
-	walMinWait = 50 * time.Microsecond
-	walMaxWait = 100 * time.Millisecond
+	lockMinWait = 50 * time.Microsecond
+	lockMaxWait = 100 * time.Millisecond
 )
 
 // errWALWriterClosed: the WALWriter was closed.
@@ -45,7 +40,8 @@ var errWALWriterClosed = fmt.Errorf("the WAL writer is closed: open a new one: %
 // on the database file (so no client's last close checkpoints and deletes the
 // WAL) and the -shm's DMS lock (so no client wipes the wal-index) while open;
 // each Apply holds WAL_WRITE_LOCK, so SQLite writers and it take turns. It
-// reads and writes the -shm with pread/pwrite, never mmap.
+// reads the -shm with pread and writes it through a shared mapping (see
+// indexFile).
 //
 // Its locks are POSIX fcntl locks, which belong to the process: the process
 // must not open the database, -wal or -shm through other descriptors while a
@@ -57,7 +53,7 @@ type WALWriter struct {
 	log      *slog.Logger
 	db       *os.File
 	wal      *os.File
-	shm      *shmFile
+	shm      *indexFile
 	pageSize uint32
 	frames   uint32 // mxFrame after the last Apply or Checkpoint
 	// walCreated: this writer created the -wal, so its first fsync also
@@ -69,9 +65,9 @@ type WALWriter struct {
 	// describes the WAL (only this writer writes it; its SHARED lock on the
 	// database keeps any other connection from deleting it), and the check
 	// against the file, a stat and a read through the mount, is skipped.
-	published    walIndexHdr
+	published    wal.IndexHeader
 	hasPublished bool
-	shmSize      int64 // the -shm is at least this big
+	indexSize    int64 // the -shm is at least this big
 
 	// held is set between Hold and Release: this writer keeps
 	// WAL_WRITE_LOCK, and Apply neither takes nor releases it.
@@ -99,7 +95,7 @@ func OpenWALWriter(path string, log *slog.Logger) (*WALWriter, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	w := &WALWriter{path: path, log: log.With(walLogKeyPath, path)}
+	w := &WALWriter{path: path, log: log.With(logkey.Path, path)}
 	if err := w.open(); err != nil {
 		_ = w.closeFiles()
 		return nil, fmt.Errorf("open WAL writer for %s: %w", path, err)
@@ -119,7 +115,7 @@ func (w *WALWriter) open() error {
 		}
 		return fmt.Errorf("lock the database: %w", err)
 	}
-	if w.pageSize, err = walReadDBHeader(db); err != nil {
+	if w.pageSize, err = readDBHeader(db); err != nil {
 		return err
 	}
 	fi, err := db.Stat()
@@ -138,21 +134,21 @@ func (w *WALWriter) open() error {
 	if err != nil {
 		return err
 	}
-	w.shm = &shmFile{f: shm}
+	w.shm = &indexFile{f: shm}
 	if err := w.lockDMS(); err != nil {
 		return err
 	}
 	if hdr, _, ok, err := w.shm.readHeader(); err != nil {
 		return fmt.Errorf("read the wal-index header: %w", err)
 	} else if ok {
-		w.frames = hdr.mxFrame
+		w.frames = hdr.MxFrame
 	}
 	return nil
 }
 
-// walReadDBHeader checks that db is a database in WAL mode and returns its page
+// readDBHeader checks that db is a database in WAL mode and returns its page
 // size.
-func walReadDBHeader(db *os.File) (uint32, error) {
+func readDBHeader(db *os.File) (uint32, error) {
 	var b [100]byte
 	n, err := db.ReadAt(b[:], 0)
 	if err != nil && err != io.EOF {
@@ -177,7 +173,7 @@ func walReadDBHeader(db *os.File) (uint32, error) {
 // if no other process holds it, the -shm is stale, so take it exclusive,
 // truncate the -shm (the next writer or reader rebuilds it) and downgrade.
 func (w *WALWriter) lockDMS() error {
-	holder, err := lockHolder(w.shm.f, syscall.F_WRLCK, shmLockDMS, 1)
+	holder, err := lockHolder(w.shm.f, syscall.F_WRLCK, wal.LockDMS, 1)
 	if err != nil {
 		return fmt.Errorf("check who has the -shm open: %w", err)
 	}
@@ -186,7 +182,7 @@ func (w *WALWriter) lockDMS() error {
 	case syscall.F_WRLCK:
 		return busy
 	case syscall.F_UNLCK:
-		if err := lockShm(w.shm.f, shmLockDMS, 1, true); err != nil {
+		if err := lockShm(w.shm.f, wal.LockDMS, 1, true); err != nil {
 			if errors.Is(err, errLockBusy) {
 				return busy
 			}
@@ -196,7 +192,7 @@ func (w *WALWriter) lockDMS() error {
 			return fmt.Errorf("reset the -shm: %w", err)
 		}
 	}
-	if err := lockShm(w.shm.f, shmLockDMS, 1, false); err != nil {
+	if err := lockShm(w.shm.f, wal.LockDMS, 1, false); err != nil {
 		if errors.Is(err, errLockBusy) {
 			return busy
 		}
@@ -220,7 +216,7 @@ func (w *WALWriter) Close() error {
 	}
 	w.held = false // closing the files releases every lock
 	var errs []error
-	if err := unlockShm(w.shm.f, shmLockDMS, 1); err != nil {
+	if err := unlockShm(w.shm.f, wal.LockDMS, 1); err != nil {
 		errs = append(errs, fmt.Errorf("unlock the -shm: %w", err))
 	}
 	if err := lockRange(w.db, syscall.F_UNLCK, 0, 0); err != nil {
@@ -290,8 +286,8 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 			return fmt.Errorf("apply to %s: %w", w.path, err)
 		}
 	}
-	var hdr walIndexHdr
-	var ckpt walCkptInfo
+	var hdr wal.IndexHeader
+	var ckpt wal.CkptInfo
 	var err error
 	if w.held {
 		var recovered bool
@@ -306,7 +302,7 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 	}
 	err = w.appendTxns(hdr, ckpt, txns, sync)
 	if !w.held {
-		if uerr := unlockShm(w.shm.f, shmLockWrite, 1); uerr != nil && err == nil {
+		if uerr := unlockShm(w.shm.f, wal.LockWrite, 1); uerr != nil && err == nil {
 			err = fmt.Errorf("release the WAL write lock: %w", uerr)
 		}
 	}
@@ -341,7 +337,7 @@ func (w *WALWriter) Release() error {
 		return nil
 	}
 	w.held = false
-	if err := unlockShm(w.shm.f, shmLockWrite, 1); err != nil {
+	if err := unlockShm(w.shm.f, wal.LockWrite, 1); err != nil {
 		return fmt.Errorf("release the WAL write lock of %s: %w", w.path, err)
 	}
 	return nil
@@ -378,11 +374,12 @@ func (w *WALWriter) checkTxn(pageCount uint32, pages []pagewire.Page) error {
 // beginWrite takes WAL_WRITE_LOCK and returns a valid wal-index header,
 // rebuilding the index if needed. It waits while other processes hold the
 // locks it needs, until ctx is done.
-func (w *WALWriter) beginWrite(ctx context.Context) (walIndexHdr, walCkptInfo, error) {
-	var b walBackoff
+func (w *WALWriter) beginWrite(ctx context.Context) (wal.IndexHeader, wal.CkptInfo, error) {
+	b := backoff.New(lockMinWait, lockMaxWait)
+	waited := false
 	for {
 		if err := ctx.Err(); err != nil {
-			return walIndexHdr{}, walCkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
+			return wal.IndexHeader{}, wal.CkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
 		}
 		hdr, ckpt, recovered, err := w.tryBeginWrite()
 		if err == nil {
@@ -392,25 +389,26 @@ func (w *WALWriter) beginWrite(ctx context.Context) (walIndexHdr, walCkptInfo, e
 			return hdr, ckpt, nil
 		}
 		if !errors.Is(err, errLockBusy) {
-			return walIndexHdr{}, walCkptInfo{}, err
+			return wal.IndexHeader{}, wal.CkptInfo{}, err
 		}
 		if w.testHookBusy != nil {
 			w.testHookBusy()
 		}
-		if b.n == 0 {
+		if !waited {
 			w.log.Debug("waiting for another process's WAL write lock")
 		}
-		if err := b.wait(ctx); err != nil {
-			return walIndexHdr{}, walCkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
+		if err := b.Wait(ctx); err != nil {
+			return wal.IndexHeader{}, wal.CkptInfo{}, fmt.Errorf("wait for the WAL write lock: %w", err)
 		}
+		waited = true
 	}
 }
 
 // logRecovered notes a recovery, as SQLite's SQLITE_NOTICE_RECOVER_WAL
 // does when it finds frames; an empty WAL is the normal first open.
-func (w *WALWriter) logRecovered(hdr walIndexHdr) {
-	if hdr.mxFrame > 0 {
-		w.log.Info("rebuilt the wal-index from the WAL", walLogKeyFrames, hdr.mxFrame)
+func (w *WALWriter) logRecovered(hdr wal.IndexHeader) {
+	if hdr.MxFrame > 0 {
+		w.log.Info("rebuilt the wal-index from the WAL", logkey.Frames, hdr.MxFrame)
 	} else {
 		w.log.Debug("initialised the wal-index")
 	}
@@ -419,8 +417,8 @@ func (w *WALWriter) logRecovered(hdr walIndexHdr) {
 // tryBeginWrite takes WAL_WRITE_LOCK without waiting, then validates the
 // wal-index, rebuilding it if needed. It holds the lock when it returns no
 // error, and errLockBusy if another process holds a lock it needs.
-func (w *WALWriter) tryBeginWrite() (hdr walIndexHdr, ckpt walCkptInfo, recovered bool, err error) {
-	if err := lockShm(w.shm.f, shmLockWrite, 1, true); err != nil {
+func (w *WALWriter) tryBeginWrite() (hdr wal.IndexHeader, ckpt wal.CkptInfo, recovered bool, err error) {
+	if err := lockShm(w.shm.f, wal.LockWrite, 1, true); err != nil {
 		if !errors.Is(err, errLockBusy) {
 			err = fmt.Errorf("take the WAL write lock: %w", err)
 		}
@@ -428,7 +426,7 @@ func (w *WALWriter) tryBeginWrite() (hdr walIndexHdr, ckpt walCkptInfo, recovere
 	}
 	defer func() {
 		if err != nil {
-			_ = unlockShm(w.shm.f, shmLockWrite, 1)
+			_ = unlockShm(w.shm.f, wal.LockWrite, 1)
 		}
 	}()
 	return w.validIndex()
@@ -436,14 +434,14 @@ func (w *WALWriter) tryBeginWrite() (hdr walIndexHdr, ckpt walCkptInfo, recovere
 
 // validIndex returns a valid wal-index header, rebuilding the index if it
 // does not describe the WAL. The caller holds WAL_WRITE_LOCK.
-func (w *WALWriter) validIndex() (hdr walIndexHdr, ckpt walCkptInfo, recovered bool, err error) {
+func (w *WALWriter) validIndex() (hdr wal.IndexHeader, ckpt wal.CkptInfo, recovered bool, err error) {
 	hdr, ckpt, ok, err := w.shm.readHeader()
 	if err != nil {
 		return hdr, ckpt, false, fmt.Errorf("read the wal-index header: %w", err)
 	}
 	if ok {
-		if hdr.version != shmVersion {
-			return hdr, ckpt, false, fmt.Errorf("%w: the wal-index has format version %d, not %d", pagewire.ErrCorrupt, hdr.version, shmVersion)
+		if hdr.Version != wal.IndexVersion {
+			return hdr, ckpt, false, fmt.Errorf("%w: the wal-index has format version %d, not %d", pagewire.ErrCorrupt, hdr.Version, wal.IndexVersion)
 		}
 		if ok, err = w.indexMatchesWAL(hdr, ckpt); err != nil {
 			return hdr, ckpt, false, err
@@ -453,14 +451,14 @@ func (w *WALWriter) validIndex() (hdr walIndexHdr, ckpt walCkptInfo, recovered b
 		return hdr, ckpt, false, nil
 	}
 	// Recovery also holds WAL_CKPT_LOCK and WAL_RECOVER_LOCK.
-	if err := lockShm(w.shm.f, shmLockCkpt, 2, true); err != nil {
+	if err := lockShm(w.shm.f, wal.LockCkpt, 2, true); err != nil {
 		if !errors.Is(err, errLockBusy) {
 			err = fmt.Errorf("take the wal-index recovery locks: %w", err)
 		}
 		return hdr, ckpt, false, err
 	}
 	hdr, ckpt, err = w.recover()
-	if uerr := unlockShm(w.shm.f, shmLockCkpt, 2); uerr != nil && err == nil {
+	if uerr := unlockShm(w.shm.f, wal.LockCkpt, 2); uerr != nil && err == nil {
 		err = fmt.Errorf("release the wal-index recovery locks: %w", uerr)
 	}
 	return hdr, ckpt, true, err
@@ -469,14 +467,14 @@ func (w *WALWriter) validIndex() (hdr walIndexHdr, ckpt walCkptInfo, recovered b
 // indexMatchesWAL reports whether a valid wal-index header describes the WAL
 // file: its frames exist and carry the header's salts. The caller holds
 // WAL_WRITE_LOCK, so no writer is between states.
-func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, error) {
-	if ckpt.nBackfill > hdr.mxFrame {
+func (w *WALWriter) indexMatchesWAL(hdr wal.IndexHeader, ckpt wal.CkptInfo) (bool, error) {
+	if ckpt.NBackfill > hdr.MxFrame {
 		return false, nil
 	}
-	if hdr.mxFrame == 0 {
+	if hdr.MxFrame == 0 {
 		return true, nil
 	}
-	if hdr.pageSize != w.pageSize {
+	if hdr.PageSize != w.pageSize {
 		return false, nil
 	}
 	if w.hasPublished && hdr == w.published {
@@ -486,18 +484,18 @@ func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, er
 	if err != nil {
 		return false, fmt.Errorf("stat the WAL: %w", err)
 	}
-	if fi.Size() < walfmt.FrameOffset(hdr.mxFrame+1, w.pageSize) {
+	if fi.Size() < wal.FrameOffset(hdr.MxFrame+1, w.pageSize) {
 		return false, nil
 	}
-	var b [walHeaderSize]byte
+	var b [wal.HeaderSize]byte
 	if _, err := w.wal.ReadAt(b[:], 0); err != nil {
 		return false, fmt.Errorf("read the WAL header: %w", err)
 	}
-	wh, err := decodeWALHeader(b[:])
+	wh, err := wal.DecodeHeader(b[:])
 	if err != nil {
 		return false, nil
 	}
-	return wh.salt == hdr.salt && wh.bigEndCksum == hdr.bigEndCksum && wh.pageSize == w.pageSize, nil
+	return wh.Salt == hdr.Salt && wh.BigEndianChecksum == hdr.BigEndianChecksum && wh.PageSize == w.pageSize, nil
 }
 
 // recover rebuilds the wal-index from the WAL, as SQLite's walIndexRecover
@@ -509,125 +507,121 @@ func (w *WALWriter) indexMatchesWAL(hdr walIndexHdr, ckpt walCkptInfo) (bool, er
 //
 // Blocks are built in memory and written whole, so entries a reader may be
 // using are rewritten with the values they had, never zeroed meanwhile.
-func (w *WALWriter) recover() (walIndexHdr, walCkptInfo, error) {
-	hdr := walIndexHdr{pageSize: w.pageSize}
+func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
+	// Scan the WAL, under a header that differs from any a reader has.
+	hdr := wal.IndexHeader{PageSize: w.pageSize}
 	var raw [12]byte
 	if n, _ := w.shm.f.ReadAt(raw[:], 0); n == len(raw) {
-		hdr.change = shmOrder.Uint32(raw[8:]) + 1 // differ from any header a reader has cached
+		hdr.Change = wal.IndexOrder.Uint32(raw[8:]) + 1
 	}
 	pgnos, err := w.scanWAL(&hdr)
 	if err != nil {
-		return hdr, walCkptInfo{}, err
+		return hdr, wal.CkptInfo{}, err
 	}
-	if err := w.shm.grow(int64(shmBlockOf(max(hdr.mxFrame, 1))+1) * shmBlockSize); err != nil {
-		return hdr, walCkptInfo{}, fmt.Errorf("grow the -shm: %w", err)
+
+	// Index the frames, block by block.
+	if err := w.shm.grow(int64(wal.BlockOf(max(hdr.MxFrame, 1))+1) * wal.BlockSize); err != nil {
+		return hdr, wal.CkptInfo{}, fmt.Errorf("grow the -shm: %w", err)
 	}
-	if hdr.mxFrame > 0 {
-		for k := uint32(0); k <= shmBlockOf(hdr.mxFrame); k++ {
-			b := newShmBlock(k, make([]byte, shmBlockSize))
-			b.reset()
-			zero := shmBlockZero(k)
-			for n := zero + 1; n <= min(hdr.mxFrame, zero+uint32(b.entries())); n++ {
-				if err := b.add(int(n-zero), pgnos[n-1]); err != nil {
-					return hdr, walCkptInfo{}, err
+	if hdr.MxFrame > 0 {
+		for k := uint32(0); k <= wal.BlockOf(hdr.MxFrame); k++ {
+			b := wal.NewBlock(k, make([]byte, wal.BlockSize))
+			b.Reset()
+			zero := wal.BlockZero(k)
+			for n := zero + 1; n <= min(hdr.MxFrame, zero+uint32(b.Entries())); n++ {
+				if err := b.Add(int(n-zero), pgnos[n-1]); err != nil {
+					return hdr, wal.CkptInfo{}, err
 				}
 			}
 			if err := w.shm.storeBlock(b); err != nil {
-				return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+				return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
 			}
 		}
 	}
+
+	// Reset the checkpoint info, then publish.
 	if err := w.shm.writeNBackfill(0); err != nil {
-		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
 	}
-	if err := w.shm.writeNBackfillAttempted(hdr.mxFrame); err != nil {
-		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
+	if err := w.shm.writeNBackfillAttempted(hdr.MxFrame); err != nil {
+		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index: %w", err)
 	}
-	for i := 1; i < shmReaders; i++ {
-		err := lockShm(w.shm.f, shmLockRead0+int64(i), 1, true)
+	if err := w.recoverReadMarks(hdr.MxFrame); err != nil {
+		return hdr, wal.CkptInfo{}, err
+	}
+	if err := w.shm.publish(&hdr); err != nil {
+		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index header: %w", err)
+	}
+	_, ckpt, _, err := w.shm.readHeader()
+	if err != nil {
+		return hdr, wal.CkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
+	}
+	return hdr, ckpt, nil
+}
+
+// recoverReadMarks sets aReadMark[1] to mxFrame (unused if 0) and [2..4]
+// unused, each only if its READ_LOCK is free, as recovery does.
+func (w *WALWriter) recoverReadMarks(mxFrame uint32) error {
+	for i := 1; i < wal.Readers; i++ {
+		err := lockShm(w.shm.f, wal.LockRead0+int64(i), 1, true)
 		if errors.Is(err, errLockBusy) {
 			continue // a reader uses it: leave it
 		}
 		if err != nil {
-			return hdr, walCkptInfo{}, fmt.Errorf("lock read mark %d: %w", i, err)
+			return fmt.Errorf("lock read mark %d: %w", i, err)
 		}
-		mark := uint32(shmReadMarkUnused)
-		if i == 1 && hdr.mxFrame > 0 {
-			mark = hdr.mxFrame
+		mark := uint32(wal.ReadMarkUnused)
+		if i == 1 && mxFrame > 0 {
+			mark = mxFrame
 		}
 		err = w.shm.writeReadMark(i, mark)
-		if uerr := unlockShm(w.shm.f, shmLockRead0+int64(i), 1); err == nil {
+		if uerr := unlockShm(w.shm.f, wal.LockRead0+int64(i), 1); err == nil {
 			err = uerr
 		}
 		if err != nil {
-			return hdr, walCkptInfo{}, fmt.Errorf("write read mark %d: %w", i, err)
+			return fmt.Errorf("write read mark %d: %w", i, err)
 		}
 	}
-	if err := w.shm.publish(&hdr); err != nil {
-		return hdr, walCkptInfo{}, fmt.Errorf("write the wal-index header: %w", err)
-	}
-	_, ckpt, _, err := w.shm.readHeader()
-	if err != nil {
-		return hdr, walCkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
-	}
-	return hdr, ckpt, nil
+	return nil
 }
 
 // scanWAL reads the WAL as SQLite's recovery does and fills in hdr's WAL
 // fields: it returns the page of every frame up to the last valid commit
 // frame. A WAL without a valid header is empty.
-func (w *WALWriter) scanWAL(hdr *walIndexHdr) ([]uint32, error) {
-	fi, err := w.wal.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("stat the WAL: %w", err)
-	}
-	var b [walHeaderSize]byte
-	if fi.Size() < walHeaderSize {
+func (w *WALWriter) scanWAL(hdr *wal.IndexHeader) ([]uint32, error) {
+	r, err := wal.NewReader(w.wal)
+	switch {
+	case errors.Is(err, wal.ErrNoHeader):
 		return nil, nil
-	}
-	if _, err := w.wal.ReadAt(b[:], 0); err != nil {
+	case errors.Is(err, wal.ErrBadVersion):
+		return nil, fmt.Errorf("%w: %v: this SQLite WAL is of a format pagewire does not know", pagewire.ErrCorrupt, err)
+	case err != nil:
 		return nil, fmt.Errorf("read the WAL header: %w", err)
 	}
-	wh, err := decodeWALHeader(b[:])
-	switch {
-	case errors.Is(err, errWALNoHeader):
-		return nil, nil
-	case err != nil:
-		return nil, fmt.Errorf("%w: %v: this SQLite WAL is of a format pagewire does not know", pagewire.ErrCorrupt, err)
-	case wh.pageSize != w.pageSize:
-		return nil, fmt.Errorf("%w: the WAL's page size is %d but the database's is %d", pagewire.ErrCorrupt, wh.pageSize, w.pageSize)
+	wh := r.Header()
+	if wh.PageSize != w.pageSize {
+		return nil, fmt.Errorf("%w: the WAL's page size is %d but the database's is %d", pagewire.ErrCorrupt, wh.PageSize, w.pageSize)
 	}
-	hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
-	fsz := int64(walFrameHdrSize) + int64(w.pageSize)
-	total := (fi.Size() - walHeaderSize) / fsz
-	per := max(1, int64(walMaxWrite)/fsz)
-	buf := make([]byte, per*fsz)
-	chain := wh.cksum
+	hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
 	var pgnos []uint32
-	for n := int64(1); n <= total; {
-		m := min(per, total-n+1)
-		chunk := buf[:m*fsz]
-		if _, err := w.wal.ReadAt(chunk, walfmt.FrameOffset(uint32(n), w.pageSize)); err != nil {
+	for {
+		fh, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			return pgnos[:hdr.MxFrame], nil
+		}
+		if err != nil {
 			return nil, fmt.Errorf("read the WAL: %w", err)
 		}
-		for ; len(chunk) > 0; chunk, n = chunk[fsz:], n+1 {
-			fh, c, ok := walCheckFrame(chunk[:fsz], wh.bigEndCksum, chain, wh.salt)
-			if !ok {
-				return pgnos[:hdr.mxFrame], nil
-			}
-			chain = c
-			pgnos = append(pgnos, fh.pgno)
-			if fh.commit != 0 {
-				hdr.mxFrame, hdr.nPage, hdr.frameCksum = uint32(n), fh.commit, c
-			}
+		pgnos = append(pgnos, fh.Pgno)
+		if fh.Commit != 0 {
+			hdr.MxFrame, hdr.NPage, hdr.FrameChecksum = r.Frame(), fh.Commit, r.Checksum()
 		}
 	}
-	return pgnos[:hdr.mxFrame], nil
 }
 
-// appendTxn writes a checked transaction. The caller holds WAL_WRITE_LOCK
+// appendTxns writes checked transactions. The caller holds WAL_WRITE_LOCK
 // and hdr is the current header.
-func (w *WALWriter) appendTxns(hdr walIndexHdr, ckpt walCkptInfo, txns []pagewire.Txn, sync bool) error {
+func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pagewire.Txn, sync bool) error {
 	// The frames of every transaction, in order; commit marks each
 	// transaction's last frame with its database size.
 	var pages []pagewire.Page
@@ -637,66 +631,26 @@ func (w *WALWriter) appendTxns(hdr walIndexHdr, ckpt walCkptInfo, txns []pagewir
 		commits[len(pages)-1] = t.PageCount
 	}
 	pageCount := txns[len(txns)-1].PageCount
-	var newHdr []byte // a new WAL header to write first
-	if hdr.mxFrame > 0 && ckpt.nBackfill == hdr.mxFrame {
-		h, wh, ok, err := w.restart(hdr)
-		if err != nil {
-			return fmt.Errorf("restart the WAL: %w", err)
-		}
-		if ok {
-			hdr = h
-			b := wh.encode()
-			newHdr = b[:]
-		}
-	}
-	if hdr.mxFrame == 0 && newHdr == nil {
-		wh, err := w.nextWALHeader()
-		if err != nil {
-			return err
-		}
-		b := wh.encode()
-		newHdr = b[:]
-		hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
-	}
-	if newHdr != nil {
-		if _, err := w.wal.WriteAt(newHdr, 0); err != nil {
-			return fmt.Errorf("write the WAL header: %w", err)
-		}
-		if sync {
-			if err := w.syncWAL(); err != nil {
-				return err
-			}
-		}
-	}
 
-	fsz := walFrameHdrSize + int(w.pageSize)
-	per := max(1, walMaxWrite/fsz)
-	chain := hdr.frameCksum
-	for i := 0; i < len(pages); i += per {
-		batch := pages[i:min(len(pages), i+per)]
-		buf := w.frameBuf(len(batch) * fsz)
-		for j, p := range batch {
-			commit := commits[i+j] // 0 but on a transaction's last frame
-			chain = walEncodeFrame(buf[j*fsz:(j+1)*fsz], hdr.bigEndCksum, chain, p.Pgno, commit, hdr.salt, p.Data)
-		}
-		if _, err := w.wal.WriteAt(buf, walfmt.FrameOffset(hdr.mxFrame+1+uint32(i), w.pageSize)); err != nil {
-			return fmt.Errorf("write frames to the WAL: %w", err)
-		}
-	}
-	if sync {
-		if err := w.syncWAL(); err != nil {
-			return err
-		}
-	}
-
-	if err := w.indexFrames(hdr.mxFrame, pages); err != nil {
+	// Start a new WAL generation first if the WAL is empty or may restart.
+	hdr, err := w.startGeneration(hdr, ckpt, sync)
+	if err != nil {
 		return err
 	}
-	hdr.mxFrame += uint32(len(pages))
-	hdr.nPage = pageCount
-	hdr.frameCksum = chain
-	hdr.pageSize = w.pageSize
-	hdr.change++
+
+	// Write and index the frames, then publish them.
+	sum, err := w.writeFrames(hdr, pages, commits, sync)
+	if err != nil {
+		return err
+	}
+	if err := w.indexFrames(hdr.MxFrame, pages); err != nil {
+		return err
+	}
+	hdr.MxFrame += uint32(len(pages))
+	hdr.NPage = pageCount
+	hdr.FrameChecksum = sum
+	hdr.PageSize = w.pageSize
+	hdr.Change++
 	if w.testHookBeforePublish != nil {
 		w.testHookBeforePublish()
 	}
@@ -705,8 +659,74 @@ func (w *WALWriter) appendTxns(hdr walIndexHdr, ckpt walCkptInfo, txns []pagewir
 		return fmt.Errorf("publish the wal-index header: %w", err)
 	}
 	w.published, w.hasPublished = hdr, true
-	w.frames = hdr.mxFrame
+	w.frames = hdr.MxFrame
 	return nil
+}
+
+// startGeneration writes a new WAL header, if the WAL restarts (see
+// restart) or has no frames, and returns the wal-index header to append
+// under.
+func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync bool) (wal.IndexHeader, error) {
+	var newHdr []byte // a new WAL header to write first
+	if hdr.MxFrame > 0 && ckpt.NBackfill == hdr.MxFrame {
+		h, wh, ok, err := w.restart(hdr)
+		if err != nil {
+			return hdr, fmt.Errorf("restart the WAL: %w", err)
+		}
+		if ok {
+			hdr = h
+			b := wh.Encode()
+			newHdr = b[:]
+		}
+	}
+	if hdr.MxFrame == 0 && newHdr == nil {
+		wh, err := w.nextWALHeader()
+		if err != nil {
+			return hdr, err
+		}
+		b := wh.Encode()
+		newHdr = b[:]
+		hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
+	}
+	if newHdr == nil {
+		return hdr, nil
+	}
+	if _, err := w.wal.WriteAt(newHdr, 0); err != nil {
+		return hdr, fmt.Errorf("write the WAL header: %w", err)
+	}
+	if sync {
+		if err := w.syncWAL(); err != nil {
+			return hdr, err
+		}
+	}
+	return hdr, nil
+}
+
+// writeFrames writes pages as frames mxFrame+1..., chaining the checksum
+// from hdr's, with commits[i] on the i'th frame (0 if absent), up to
+// maxWrite bytes at a time, and fsyncs them if sync. It returns the
+// running checksum after the last frame.
+func (w *WALWriter) writeFrames(hdr wal.IndexHeader, pages []pagewire.Page, commits map[int]uint32, sync bool) (wal.Checksum, error) {
+	fsz := wal.FrameHeaderSize + int(w.pageSize)
+	per := max(1, maxWrite/fsz)
+	enc := wal.Encoder{BigEndianChecksum: hdr.BigEndianChecksum, Salt: hdr.Salt, Checksum: hdr.FrameChecksum}
+	for i := 0; i < len(pages); i += per {
+		batch := pages[i:min(len(pages), i+per)]
+		buf := w.frameBuf(len(batch) * fsz)
+		for j, p := range batch {
+			commit := commits[i+j] // 0 but on a transaction's last frame
+			enc.EncodeFrame(buf[j*fsz:(j+1)*fsz], p.Pgno, commit, p.Data)
+		}
+		if _, err := w.wal.WriteAt(buf, wal.FrameOffset(hdr.MxFrame+1+uint32(i), w.pageSize)); err != nil {
+			return enc.Checksum, fmt.Errorf("write frames to the WAL: %w", err)
+		}
+	}
+	if sync {
+		if err := w.syncWAL(); err != nil {
+			return enc.Checksum, err
+		}
+	}
+	return enc.Checksum, nil
 }
 
 // frameBuf returns a reused buffer of n bytes.
@@ -740,30 +760,30 @@ func (w *WALWriter) syncWAL() error {
 // resets nBackfill, nBackfillAttempted and the read marks. ok is false if a
 // reader holds a read mark. It returns the new header and the WAL header to
 // write.
-func (w *WALWriter) restart(hdr walIndexHdr) (walIndexHdr, walHeader, bool, error) {
-	err := lockShm(w.shm.f, shmLockRead0+1, shmReaders-1, true)
+func (w *WALWriter) restart(hdr wal.IndexHeader) (wal.IndexHeader, wal.Header, bool, error) {
+	err := lockShm(w.shm.f, wal.LockRead0+1, wal.Readers-1, true)
 	if errors.Is(err, errLockBusy) {
-		return hdr, walHeader{}, false, nil // a reader uses the WAL: keep appending
+		return hdr, wal.Header{}, false, nil // a reader uses the WAL: keep appending
 	}
 	if err != nil {
-		return hdr, walHeader{}, false, fmt.Errorf("lock the read marks: %w", err)
+		return hdr, wal.Header{}, false, fmt.Errorf("lock the read marks: %w", err)
 	}
 	hdr, wh, err := w.restartLocked(hdr)
-	if uerr := unlockShm(w.shm.f, shmLockRead0+1, shmReaders-1); uerr != nil && err == nil {
+	if uerr := unlockShm(w.shm.f, wal.LockRead0+1, wal.Readers-1); uerr != nil && err == nil {
 		err = fmt.Errorf("unlock the read marks: %w", uerr)
 	}
 	return hdr, wh, err == nil, err
 }
 
-func (w *WALWriter) restartLocked(hdr walIndexHdr) (walIndexHdr, walHeader, error) {
+func (w *WALWriter) restartLocked(hdr wal.IndexHeader) (wal.IndexHeader, wal.Header, error) {
 	wh, err := w.nextWALHeader()
 	if err != nil {
 		return hdr, wh, err
 	}
 	// The WAL header matched the index (indexMatchesWAL), so salt-1 is the
 	// index's plus one, as in SQLite's walRestartHdr.
-	hdr.mxFrame = 0
-	hdr.bigEndCksum, hdr.salt, hdr.frameCksum = wh.bigEndCksum, wh.salt, wh.cksum
+	hdr.MxFrame = 0
+	hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
 	if err := w.shm.publish(&hdr); err != nil {
 		return hdr, wh, fmt.Errorf("publish the wal-index header: %w", err)
 	}
@@ -774,11 +794,11 @@ func (w *WALWriter) restartLocked(hdr walIndexHdr) (walIndexHdr, walHeader, erro
 		return hdr, wh, err
 	}
 	var marks [16]byte // aReadMark[1..4], one aligned write: we hold all four locks
-	shmOrder.PutUint32(marks[0:], 0)
+	wal.IndexOrder.PutUint32(marks[0:], 0)
 	for i := 4; i < len(marks); i += 4 {
-		shmOrder.PutUint32(marks[i:], shmReadMarkUnused)
+		wal.IndexOrder.PutUint32(marks[i:], wal.ReadMarkUnused)
 	}
-	if err := w.shm.writeAt(marks[:], shmReadMarkOff+4); err != nil {
+	if err := w.shm.writeAt(marks[:], wal.ReadMarkOffset+4); err != nil {
 		return hdr, wh, err
 	}
 	return hdr, wh, nil
@@ -789,22 +809,22 @@ func (w *WALWriter) restartLocked(hdr walIndexHdr) (walIndexHdr, walHeader, erro
 // checksum byte order, and takes checkpoint sequence + 1, salt-1 + 1 and a
 // random salt-2, as SQLite's restart does; otherwise little-endian checksum
 // words (what SQLite writes on x86 and arm64), sequence 0 and random salts.
-func (w *WALWriter) nextWALHeader() (walHeader, error) {
-	wh := walHeader{pageSize: w.pageSize}
-	var b [walHeaderSize]byte
+func (w *WALWriter) nextWALHeader() (wal.Header, error) {
+	wh := wal.Header{PageSize: w.pageSize}
+	var b [wal.HeaderSize]byte
 	n, err := w.wal.ReadAt(b[:], 0)
 	if err != nil && err != io.EOF {
 		return wh, fmt.Errorf("read the WAL header: %w", err)
 	}
-	binary.BigEndian.PutUint32(wh.salt[4:], rand.Uint32())
-	if old, err := decodeWALHeader(b[:n]); err == nil {
-		wh.bigEndCksum = old.bigEndCksum
-		wh.ckptSeq = old.ckptSeq + 1
-		binary.BigEndian.PutUint32(wh.salt[:], binary.BigEndian.Uint32(old.salt[:])+1)
+	wh.Salt[1] = rand.Uint32()
+	if old, err := wal.DecodeHeader(b[:n]); err == nil {
+		wh.BigEndianChecksum = old.BigEndianChecksum
+		wh.CheckpointSeq = old.CheckpointSeq + 1
+		wh.Salt[0] = old.Salt[0] + 1
 	} else {
-		binary.BigEndian.PutUint32(wh.salt[:], rand.Uint32())
+		wh.Salt[0] = rand.Uint32()
 	}
-	wh.encode()
+	wh.Encode()
 	return wh, nil
 }
 
@@ -817,35 +837,35 @@ func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 	// The -shm only grows while this writer holds it open (its DMS lock
 	// keeps any connection from truncating it): once it was big enough,
 	// it needs no stat through the mount.
-	if need := int64(shmBlockOf(last)+1) * shmBlockSize; need > w.shmSize {
+	if need := int64(wal.BlockOf(last)+1) * wal.BlockSize; need > w.indexSize {
 		if err := w.shm.grow(need); err != nil {
 			return fmt.Errorf("grow the -shm: %w", err)
 		}
-		w.shmSize = need
+		w.indexSize = need
 	}
-	var b *shmBlock
+	var b *wal.Block
 	for i, p := range pages {
 		n := mxFrame + 1 + uint32(i)
-		k := shmBlockOf(n)
-		idx := int(n - shmBlockZero(k))
-		if b == nil || b.k != k {
+		k := wal.BlockOf(n)
+		idx := int(n - wal.BlockZero(k))
+		if b == nil || b.K() != k {
 			if b != nil {
 				if err := w.shm.storeBlock(b); err != nil {
 					return fmt.Errorf("write the wal-index: %w", err)
 				}
 			}
 			if idx == 1 {
-				b = newShmBlock(k, make([]byte, shmBlockSize))
-				b.reset()
+				b = wal.NewBlock(k, make([]byte, wal.BlockSize))
+				b.Reset()
 			} else {
 				var err error
 				if b, err = w.shm.loadBlock(k); err != nil {
 					return fmt.Errorf("read the wal-index: %w", err)
 				}
-				b.truncate(idx - 1)
+				b.Truncate(idx - 1)
 			}
 		}
-		if err := b.add(idx, p.Pgno); err != nil {
+		if err := b.Add(idx, p.Pgno); err != nil {
 			return err
 		}
 	}
@@ -853,24 +873,4 @@ func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 		return fmt.Errorf("write the wal-index: %w", err)
 	}
 	return nil
-}
-
-// walBackoff is a bounded, jittered exponential wait.
-type walBackoff struct {
-	n int
-	d time.Duration
-}
-
-// wait sleeps for the next interval or until ctx is done.
-func (b *walBackoff) wait(ctx context.Context) error {
-	b.n++
-	b.d = min(max(2*b.d, walMinWait), walMaxWait)
-	t := time.NewTimer(b.d/2 + rand.N(b.d/2+1))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
 }

@@ -3,7 +3,6 @@ package replicator
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,35 +15,35 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
-	"github.com/pagewire/pagewire/internal/walfmt"
+	"github.com/pagewire/pagewire/wal"
 )
 
-const walSetupT = `CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, n INTEGER);
+const setupT = `CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, n INTEGER);
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<50)
 INSERT INTO t SELECT x, 'name ' || x, x * 10 FROM c;`
 
-// walInsertRows is one transaction inserting n rows into t from id.
-func walInsertRows(id, n int) string {
+// insertRows is one transaction inserting n rows into t from id.
+func insertRows(id, n int) string {
 	return fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d)
 INSERT INTO t SELECT x, 'row ' || x || ' ' || hex(randomblob(20)), x FROM c`, id, id+n-1)
 }
 
-// walCheckFramesMatchSource compares the replica's frames with the source's:
+// checkFramesMatch compares the replica's frames with the source's:
 // same pages and commit sizes (salts and checksums differ).
-func walCheckFramesMatchSource(t testing.TB, s *walSourceDB, w *WALWriter) {
+func (s *sourceDB) checkFramesMatch(t testing.TB, w *WALWriter) {
 	t.Helper()
 	src, err := os.ReadFile(s.path + "-wal")
 	if err != nil {
 		t.Fatal(err)
 	}
-	rep := walReadAll(t, w.wal)
-	fsz := int64(walFrameHdrSize) + int64(s.pageSize)
+	rep := readAll(t, w.wal)
+	fsz := int64(wal.FrameHeaderSize) + int64(s.pageSize)
 	for n := uint32(1); n <= w.Frames(); n++ {
-		off := walfmt.FrameOffset(n, s.pageSize)
+		off := wal.FrameOffset(n, s.pageSize)
 		if off+fsz > int64(len(src)) || off+fsz > int64(len(rep)) {
 			t.Fatalf("frame %d: past the end of a WAL", n)
 		}
-		if !bytes.Equal(src[off:off+8], rep[off:off+8]) || !bytes.Equal(src[off+walFrameHdrSize:off+fsz], rep[off+walFrameHdrSize:off+fsz]) {
+		if !bytes.Equal(src[off:off+8], rep[off:off+8]) || !bytes.Equal(src[off+wal.FrameHeaderSize:off+fsz], rep[off+wal.FrameHeaderSize:off+fsz]) {
 			t.Fatalf("frame %d differs from the source's", n)
 		}
 	}
@@ -60,13 +59,13 @@ func TestWALWriter_Apply(t *testing.T) {
 	for _, ps := range []int{512, 4096, 65536} {
 		t.Run("page_size="+strconv.Itoa(ps), func(t *testing.T) {
 			dir := t.TempDir()
-			s := walNewSourceDB(t, dir, ps, walSetupT)
+			s := newSourceDB(t, dir, ps, setupT)
 			rpath := s.newReplicaFile(dir, "replica.db")
-			w := walOpenWriter(t, rpath)
+			w := openWriter(t, rpath)
 			if got, want := w.PageSize(), uint32(ps); got != want {
 				t.Fatalf("PageSize()=%d, want %d", got, want)
 			}
-			rp := walStartPy(t)
+			rp := startPy(t)
 			rp.open("r", rpath)
 			if got, want := rp.queryInt("r", "SELECT count(*) FROM t"), int64(50); got != want {
 				t.Fatalf("count=%d before any Apply, want %d", got, want)
@@ -76,49 +75,49 @@ func TestWALWriter_Apply(t *testing.T) {
 				"UPDATE t SET n = n + 1 WHERE id % 3 = 0",
 				"DELETE FROM t WHERE id % 5 = 0",
 				"CREATE INDEX t_name ON t(name)",
-				walInsertRows(1000, 300),
+				insertRows(1000, 300),
 				// 2.2 MB of overflow pages: more than 4062 frames at 512 bytes,
 				// more than one 1 MiB write at 65536.
-				walSQLTxn("CREATE TABLE u(id INTEGER PRIMARY KEY, b BLOB)", "INSERT INTO u VALUES (1, randomblob(2200000))"),
+				sqlTxn("CREATE TABLE u(id INTEGER PRIMARY KEY, b BLOB)", "INSERT INTO u VALUES (1, randomblob(2200000))"),
 				"DROP INDEX t_name",
 				"DELETE FROM u",
 				"VACUUM", // the database shrinks
 			}
 			var change uint32
 			for i, sql := range steps {
-				walApplySync(t, w, s.exec(sql), i%2 == 0)
-				hdr, _ := walReadIndex(t, w)
-				if i > 0 && hdr.change != change+1 {
-					t.Fatalf("iChange %d after a commit, want %d", hdr.change, change+1)
+				mustApplySync(t, w, s.exec(sql), i%2 == 0)
+				hdr, _ := readIndex(t, w)
+				if i > 0 && hdr.Change != change+1 {
+					t.Fatalf("iChange %d after a commit, want %d", hdr.Change, change+1)
 				}
-				change = hdr.change
+				change = hdr.Change
 				if i == 0 {
 					if got, want := rp.queryInt("r", "SELECT count(*) FROM t"), int64(51); got != want {
 						t.Fatalf("count=%d after the first Apply, want %d", got, want)
 					}
 				}
-				walCheckSame(t, s, rp, "r")
+				s.checkSame(t, rp, "r")
 			}
 			if got, want := w.Frames(), s.frames(); got != want {
 				t.Fatalf("Frames()=%d, source has %d", got, want)
 			}
-			walCheckFramesMatchSource(t, s, w)
-			walCheckIndexMatchesSource(t, s, w)
+			s.checkFramesMatch(t, w)
+			s.checkIndexMatches(t, w)
 
 			complete, err := w.Checkpoint(context.Background())
 			if err != nil || !complete {
 				t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
 			}
-			old := walHeaderOf(t, w)
-			txn := s.exec(walInsertRows(5000, 10))
-			walApply(t, w, txn)
+			old := headerOf(t, w)
+			txn := s.exec(insertRows(5000, 10))
+			mustApply(t, w, txn)
 			if got, want := w.Frames(), uint32(len(txn.pages)); got != want {
 				t.Fatalf("Frames()=%d after the restart, want %d", got, want)
 			}
-			if nh := walHeaderOf(t, w); binary.BigEndian.Uint32(nh.salt[:]) != binary.BigEndian.Uint32(old.salt[:])+1 {
-				t.Fatalf("salt-1 %x after the restart, want %x + 1", nh.salt[:4], old.salt[:4])
+			if nh := headerOf(t, w); nh.Salt[0] != old.Salt[0]+1 {
+				t.Fatalf("salt-1 %x after the restart, want %x + 1", nh.Salt[0], old.Salt[0])
 			}
-			walCheckSame(t, s, rp, "r")
+			s.checkSame(t, rp, "r")
 		})
 	}
 }
@@ -129,18 +128,18 @@ func TestWALWriter_Apply(t *testing.T) {
 // same connection, and an idle connection, see the new rows.
 func TestWALWriter_Apply_readers(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
+	w := openWriter(t, rpath)
 
-	idle := walStartPy(t)
+	idle := startPy(t)
 	idle.open("i", rpath)
 	if got, want := idle.queryInt("i", "SELECT count(*) FROM t"), int64(50); got != want {
 		t.Fatalf("count=%d, want %d", got, want)
 	}
-	walApply(t, w, s.exec(walInsertRows(100, 1)))
+	mustApply(t, w, s.exec(insertRows(100, 1)))
 
-	rp := walStartPy(t)
+	rp := startPy(t)
 	rp.open("r", rpath)
 	rp.exec("r", "BEGIN")
 	if got, want := rp.queryInt("r", "SELECT count(*) FROM t"), int64(51); got != want {
@@ -148,7 +147,7 @@ func TestWALWriter_Apply_readers(t *testing.T) {
 	}
 	sum := rp.queryInt("r", "SELECT sum(n) FROM t")
 
-	txn := s.exec(walSQLTxn(walInsertRows(200, 10), "UPDATE t SET n = n + 1"))
+	txn := s.exec(sqlTxn(insertRows(200, 10), "UPDATE t SET n = n + 1"))
 	published := false
 	w.testHookBeforePublish = func() {
 		// Frames and index entries are in place, the header is not: every
@@ -161,7 +160,7 @@ func TestWALWriter_Apply_readers(t *testing.T) {
 		}
 		published = true
 	}
-	walApply(t, w, txn)
+	mustApply(t, w, txn)
 	w.testHookBeforePublish = nil
 	if !published {
 		t.Fatal("the before-publish hook did not run")
@@ -181,8 +180,8 @@ func TestWALWriter_Apply_readers(t *testing.T) {
 	if got, want := idle.queryInt("i", "SELECT count(*) FROM t"), int64(61); got != want {
 		t.Fatalf("idle connection: count=%d, want %d", got, want)
 	}
-	walCheckSame(t, s, rp, "r")
-	walCheckSame(t, s, idle, "i")
+	s.checkSame(t, rp, "r")
+	s.checkSame(t, idle, "i")
 }
 
 // TestWALWriter_Apply_manyFrames spans three hash blocks (more than
@@ -190,28 +189,28 @@ func TestWALWriter_Apply_readers(t *testing.T) {
 // transactions land in the later blocks.
 func TestWALWriter_Apply_manyFrames(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 1024, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
+	s := newSourceDB(t, dir, 1024, "CREATE TABLE big(id INTEGER PRIMARY KEY, b BLOB)")
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	rp := walStartPy(t)
+	w := openWriter(t, rpath)
+	rp := startPy(t)
 	rp.open("r", rpath)
 
 	txn := s.exec(`WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<4000)
 INSERT INTO big SELECT x, randomblob(800) FROM c`)
-	walApply(t, w, txn)
-	walCheckSame(t, s, rp, "r")
+	mustApply(t, w, txn)
+	s.checkSame(t, rp, "r")
 
-	pinned := walStartPy(t)
+	pinned := startPy(t)
 	pinned.open("p", rpath)
 	pinned.exec("p", "BEGIN")
 	sum := pinned.queryInt("p", "SELECT sum(length(b)) + count(*) FROM big")
 
 	for i := range 10 {
-		walApply(t, w, s.exec(fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d)
+		mustApply(t, w, s.exec(fmt.Sprintf(`WITH RECURSIVE c(x) AS (SELECT %d UNION ALL SELECT x+1 FROM c WHERE x<%d)
 INSERT INTO big SELECT x, randomblob(700 + x %% 100) FROM c`, 10000+i*500, 10000+i*500+499)))
-		walApply(t, w, s.exec(fmt.Sprintf("UPDATE big SET b = randomblob(600) WHERE id %% 97 = %d", i)))
+		mustApply(t, w, s.exec(fmt.Sprintf("UPDATE big SET b = randomblob(600) WHERE id %% 97 = %d", i)))
 	}
-	if got, min := w.Frames(), uint32(shmBlock0Frames+shmBlockFrames); got <= min {
+	if got, min := w.Frames(), uint32(wal.Block0+wal.BlockFrames); got <= min {
 		t.Fatalf("Frames()=%d, want more than %d", got, min)
 	}
 	if got := pinned.queryInt("p", "SELECT sum(length(b)) + count(*) FROM big"); got != sum {
@@ -219,19 +218,19 @@ INSERT INTO big SELECT x, randomblob(700 + x %% 100) FROM c`, 10000+i*500, 10000
 	}
 	pinned.integrity("p")
 	pinned.exec("p", "COMMIT")
-	walCheckSame(t, s, rp, "r")
-	walCheckFramesMatchSource(t, s, w)
-	walCheckIndexMatchesSource(t, s, w)
+	s.checkSame(t, rp, "r")
+	s.checkFramesMatch(t, w)
+	s.checkIndexMatches(t, w)
 }
 
 // TestWALWriter_Apply_badInput: a bad transaction is refused with
 // ErrInvalidArgument, and nothing is written.
 func TestWALWriter_Apply_badInput(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	walApply(t, w, s.exec(walInsertRows(100, 1)))
+	w := openWriter(t, rpath)
+	mustApply(t, w, s.exec(insertRows(100, 1)))
 
 	page := make([]byte, 4096)
 	lockPage := uint32(lockDBPending/4096 + 1)
@@ -250,7 +249,7 @@ func TestWALWriter_Apply_badInput(t *testing.T) {
 		{"pageCount 0", 0, []pagewire.Page{{Pgno: 1, Data: page}}},
 		{"lock page", lockPage + 1, []pagewire.Page{{Pgno: lockPage, Data: page}}},
 	}
-	wal, shm := walReadAll(t, w.wal), walReadAll(t, w.shm.f)
+	wal, shm := readAll(t, w.wal), readAll(t, w.shm.f)
 	frames := w.Frames()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -258,7 +257,7 @@ func TestWALWriter_Apply_badInput(t *testing.T) {
 			if !errors.Is(err, pagewire.ErrInvalidArgument) {
 				t.Fatalf("Apply: %v, want ErrInvalidArgument", err)
 			}
-			if !bytes.Equal(walReadAll(t, w.wal), wal) || !bytes.Equal(walReadAll(t, w.shm.f), shm) {
+			if !bytes.Equal(readAll(t, w.wal), wal) || !bytes.Equal(readAll(t, w.shm.f), shm) {
 				t.Fatal("the WAL or -shm changed")
 			}
 			if got := w.Frames(); got != frames {
@@ -273,18 +272,18 @@ func TestWALWriter_Apply_badInput(t *testing.T) {
 // proceeds when the lock is released, and gives up with ctx's error.
 func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	walApply(t, w, s.exec(walInsertRows(100, 1)))
+	w := openWriter(t, rpath)
+	mustApply(t, w, s.exec(insertRows(100, 1)))
 
-	sw := walStartPy(t)
+	sw := startPy(t)
 	sw.open("w", rpath)
 	sw.exec("w", "BEGIN IMMEDIATE")
-	walSize := walFileSize(t, rpath+"-wal")
-	hdr, _ := walReadIndex(t, w)
+	sizeBefore := fileSize(t, rpath+"-wal")
+	hdr, _ := readIndex(t, w)
 
-	txn := s.exec(walInsertRows(200, 5))
+	txn := s.exec(insertRows(200, 5))
 	busy := make(chan struct{})
 	var once sync.Once
 	w.testHookBusy = func() { once.Do(func() { close(busy) }) }
@@ -297,10 +296,10 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 	case <-time.After(time.Minute):
 		t.Fatal("Apply did not try the lock")
 	}
-	if got := walFileSize(t, rpath+"-wal"); got != walSize {
-		t.Fatalf("WAL is %d bytes while waiting, want %d", got, walSize)
+	if got := fileSize(t, rpath+"-wal"); got != sizeBefore {
+		t.Fatalf("WAL is %d bytes while waiting, want %d", got, sizeBefore)
 	}
-	if got, _ := walReadIndex(t, w); got != hdr {
+	if got, _ := readIndex(t, w); got != hdr {
 		t.Fatal("wal-index header changed while waiting")
 	}
 	sw.exec("w", "COMMIT")
@@ -313,12 +312,12 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 		t.Fatal("Apply did not finish after the writer committed")
 	}
 	w.testHookBusy = nil
-	walCheckSame(t, s, sw, "w")
+	s.checkSame(t, sw, "w")
 
 	// A done ctx: nothing is written.
-	txn = s.exec(walInsertRows(300, 5))
-	walSize = walFileSize(t, rpath+"-wal")
-	hdr, _ = walReadIndex(t, w)
+	txn = s.exec(insertRows(300, 5))
+	sizeBefore = fileSize(t, rpath+"-wal")
+	hdr, _ = readIndex(t, w)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := w.Apply(ctx, txn.pageCount, txn.pages, false); !errors.Is(err, context.Canceled) {
@@ -332,15 +331,15 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 		t.Fatalf("Apply cancelled while waiting: %v, want context.Canceled", err)
 	}
 	w.testHookBusy = nil
-	if got := walFileSize(t, rpath+"-wal"); got != walSize {
-		t.Fatalf("WAL is %d bytes after cancelled Applies, want %d", got, walSize)
+	if got := fileSize(t, rpath+"-wal"); got != sizeBefore {
+		t.Fatalf("WAL is %d bytes after cancelled Applies, want %d", got, sizeBefore)
 	}
-	if got, _ := walReadIndex(t, w); got != hdr {
+	if got, _ := readIndex(t, w); got != hdr {
 		t.Fatal("wal-index header changed by cancelled Applies")
 	}
 	sw.exec("w", "ROLLBACK")
-	walApply(t, w, txn)
-	walCheckSame(t, s, sw, "w")
+	mustApply(t, w, txn)
+	s.checkSame(t, sw, "w")
 }
 
 // TestWALWriter_recovery: the writer rebuilds a missing, wiped or damaged
@@ -349,126 +348,126 @@ func TestWALWriter_Apply_waitsForWriter(t *testing.T) {
 func TestWALWriter_recovery(t *testing.T) {
 	t.Run("no -shm after a restart", func(t *testing.T) {
 		dir := t.TempDir()
-		s := walNewSourceDB(t, dir, 512, walSetupT)
+		s := newSourceDB(t, dir, 512, setupT)
 		rpath := s.newReplicaFile(dir, "replica.db")
 		w, err := OpenWALWriter(rpath, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(100, 10)))
-		walApply(t, w, s.exec(walSQLTxn("CREATE TABLE u(b BLOB)", "INSERT INTO u VALUES (randomblob(2100000))"))) // into block 1
+		mustApply(t, w, s.exec(insertRows(100, 10)))
+		mustApply(t, w, s.exec(sqlTxn("CREATE TABLE u(b BLOB)", "INSERT INTO u VALUES (randomblob(2100000))"))) // into block 1
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
 		if err := os.Remove(rpath + "-shm"); err != nil {
 			t.Fatal(err)
 		}
-		w = walOpenWriter(t, rpath)
-		walApply(t, w, s.exec(walInsertRows(200, 10)))
+		w = openWriter(t, rpath)
+		mustApply(t, w, s.exec(insertRows(200, 10)))
 		if got, want := w.Frames(), s.frames(); got != want {
 			t.Fatalf("Frames()=%d, want %d", got, want)
 		}
-		walCheckIndexMatchesSource(t, s, w)
-		rp := walStartPy(t)
+		s.checkIndexMatches(t, w)
+		rp := startPy(t)
 		rp.open("r", rpath)
-		walCheckSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("damaged or wiped -shm", func(t *testing.T) {
 		dir := t.TempDir()
-		s := walNewSourceDB(t, dir, 4096, walSetupT)
+		s := newSourceDB(t, dir, 4096, setupT)
 		rpath := s.newReplicaFile(dir, "replica.db")
-		w := walOpenWriter(t, rpath)
-		walApply(t, w, s.exec(walInsertRows(100, 10)))
+		w := openWriter(t, rpath)
+		mustApply(t, w, s.exec(insertRows(100, 10)))
 		if _, err := w.shm.f.WriteAt([]byte("garbage"), 20); err != nil { // copy 0's mxFrame
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(200, 10)))
-		walCheckIndexMatchesSource(t, s, w)
+		mustApply(t, w, s.exec(insertRows(200, 10)))
+		s.checkIndexMatches(t, w)
 		if err := w.shm.f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(300, 10)))
-		walCheckIndexMatchesSource(t, s, w)
+		mustApply(t, w, s.exec(insertRows(300, 10)))
+		s.checkIndexMatches(t, w)
 		// nBackfill beyond mxFrame: the index does not describe the WAL.
 		if err := w.shm.writeNBackfill(1 << 20); err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(400, 10)))
-		walCheckIndexMatchesSource(t, s, w)
-		rp := walStartPy(t)
+		mustApply(t, w, s.exec(insertRows(400, 10)))
+		s.checkIndexMatches(t, w)
+		rp := startPy(t)
 		rp.open("r", rpath)
-		walCheckSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("debris of a crashed writer", func(t *testing.T) {
 		dir := t.TempDir()
-		s := walNewSourceDB(t, dir, 4096, walSetupT)
+		s := newSourceDB(t, dir, 4096, setupT)
 		rpath := s.newReplicaFile(dir, "replica.db")
-		w := walOpenWriter(t, rpath)
-		walApply(t, w, s.exec(walInsertRows(100, 10)))
+		w := openWriter(t, rpath)
+		mustApply(t, w, s.exec(insertRows(100, 10)))
 		// A writer that wrote frames and index entries but never published.
 		junk := []pagewire.Page{{Pgno: 1}, {Pgno: 2}, {Pgno: 3}, {Pgno: 7}, {Pgno: 9}}
 		if err := w.indexFrames(w.Frames(), junk); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := w.wal.WriteAt(bytes.Repeat([]byte{0xa5}, 3*4120), walfmt.FrameOffset(w.Frames()+1, 4096)); err != nil {
+		if _, err := w.wal.WriteAt(bytes.Repeat([]byte{0xa5}, 3*4120), wal.FrameOffset(w.Frames()+1, 4096)); err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(200, 3)))
-		walCheckIndexMatchesSource(t, s, w)
-		rp := walStartPy(t)
+		mustApply(t, w, s.exec(insertRows(200, 3)))
+		s.checkIndexMatches(t, w)
+		rp := startPy(t)
 		rp.open("r", rpath)
-		walCheckSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 		// Recovery stops at the debris after the last commit.
 		if err := w.shm.f.Truncate(0); err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(300, 3)))
-		walCheckIndexMatchesSource(t, s, w)
-		walCheckSame(t, s, rp, "r")
+		mustApply(t, w, s.exec(insertRows(300, 3)))
+		s.checkIndexMatches(t, w)
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("SQLite WAL without -shm", func(t *testing.T) {
 		dir := t.TempDir()
-		s := walNewSourceDB(t, dir, 4096, walSetupT)
+		s := newSourceDB(t, dir, 4096, setupT)
 		rpath := s.newReplicaFile(dir, "replica.db")
 		for i := range 3 {
-			s.exec(walInsertRows(100+10*i, 10))
+			s.exec(insertRows(100+10*i, 10))
 		}
 		// The source's WAL, as a node restart would find it.
 		b, err := os.ReadFile(s.path + "-wal")
 		if err != nil {
 			t.Fatal(err)
 		}
-		walWriteFileAt(t, rpath+"-wal", b, 0)
-		w := walOpenWriter(t, rpath)
-		walApply(t, w, s.exec(walInsertRows(200, 10)))
+		writeFileAt(t, rpath+"-wal", b, 0)
+		w := openWriter(t, rpath)
+		mustApply(t, w, s.exec(insertRows(200, 10)))
 		if got, want := w.Frames(), s.frames(); got != want {
 			t.Fatalf("Frames()=%d, want %d", got, want)
 		}
-		if got, want := walHeaderOf(t, w).salt, s.hdr.salt; got != want {
+		if got, want := headerOf(t, w).Salt, s.hdr.Salt; got != want {
 			t.Fatalf("WAL salts %x, want the source's %x", got, want)
 		}
-		walCheckIndexMatchesSource(t, s, w)
-		rp := walStartPy(t)
+		s.checkIndexMatches(t, w)
+		rp := startPy(t)
 		rp.open("r", rpath)
-		walCheckSame(t, s, rp, "r")
+		s.checkSame(t, rp, "r")
 	})
 
 	t.Run("checkpoint recovers", func(t *testing.T) {
 		dir := t.TempDir()
-		s := walNewSourceDB(t, dir, 4096, walSetupT)
+		s := newSourceDB(t, dir, 4096, setupT)
 		rpath := s.newReplicaFile(dir, "replica.db")
 		w, err := OpenWALWriter(rpath, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		walApply(t, w, s.exec(walInsertRows(100, 10)))
+		mustApply(t, w, s.exec(insertRows(100, 10)))
 		if err := w.Close(); err != nil {
 			t.Fatal(err)
 		}
-		w = walOpenWriter(t, rpath) // wipes the -shm: no other process has it
+		w = openWriter(t, rpath) // wipes the -shm: no other process has it
 		complete, err := w.Checkpoint(context.Background())
 		if err != nil || !complete {
 			t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
@@ -476,30 +475,30 @@ func TestWALWriter_recovery(t *testing.T) {
 		if got, want := w.Frames(), s.frames(); got != want {
 			t.Fatalf("Frames()=%d, want %d", got, want)
 		}
-		cp := walCopyDB(t, w)
-		walCheckSame(t, s, cp, "c")
+		cp := copyDB(t, w)
+		s.checkSame(t, cp, "c")
 	})
 
 	for _, bigEnd := range []bool{false, true} {
 		t.Run(fmt.Sprintf("SQLite recovers our WAL, big-endian checksums %v", bigEnd), func(t *testing.T) {
 			dir := t.TempDir()
-			s := walNewSourceDB(t, dir, 4096, walSetupT)
+			s := newSourceDB(t, dir, 4096, setupT)
 			rpath := s.newReplicaFile(dir, "replica.db")
 			if bigEnd {
 				// An empty WAL whose header asks for big-endian checksums.
-				h := walHeader{bigEndCksum: true, pageSize: 4096, salt: [8]byte{1, 2, 3, 4, 5, 6, 7, 8}}
-				b := h.encode()
-				walWriteFileAt(t, rpath+"-wal", b[:], 0)
+				h := wal.Header{BigEndianChecksum: true, PageSize: 4096, Salt: wal.Salt{0x01020304, 0x05060708}}
+				b := h.Encode()
+				writeFileAt(t, rpath+"-wal", b[:], 0)
 			}
 			w, err := OpenWALWriter(rpath, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
 			for i := range 5 {
-				walApply(t, w, s.exec(walInsertRows(100+10*i, 10)))
+				mustApply(t, w, s.exec(insertRows(100+10*i, 10)))
 			}
-			walApply(t, w, s.exec(walSQLTxn("CREATE TABLE u(b BLOB)", "INSERT INTO u VALUES (randomblob(300000))")))
-			if got := walHeaderOf(t, w).bigEndCksum; got != bigEnd {
+			mustApply(t, w, s.exec(sqlTxn("CREATE TABLE u(b BLOB)", "INSERT INTO u VALUES (randomblob(300000))")))
+			if got := headerOf(t, w).BigEndianChecksum; got != bigEnd {
 				t.Fatalf("WAL big-endian checksums: %v, want %v", got, bigEnd)
 			}
 			if err := w.Close(); err != nil {
@@ -507,9 +506,9 @@ func TestWALWriter_recovery(t *testing.T) {
 			}
 			// No process has the -shm open: SQLite wipes it and reads the
 			// WAL, checking every checksum.
-			rp := walStartPy(t)
+			rp := startPy(t)
 			rp.open("r", rpath)
-			walCheckSame(t, s, rp, "r")
+			s.checkSame(t, rp, "r")
 		})
 	}
 }
@@ -520,10 +519,10 @@ func TestWALWriter_recovery(t *testing.T) {
 // source, whose pages then stay identical.
 func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	rp := walStartPy(t)
+	w := openWriter(t, rpath)
+	rp := startPy(t)
 	rp.open("r", rpath)
 	both := func(sql string) {
 		t.Helper()
@@ -531,82 +530,40 @@ func TestWALWriter_sqliteWriterInterleaved(t *testing.T) {
 		rp.script("r", sql)
 	}
 
-	walApply(t, w, s.exec(walInsertRows(100, 10)))
+	mustApply(t, w, s.exec(insertRows(100, 10)))
 	both("INSERT INTO t VALUES (500, 'five hundred', 5)") // SQLite appends after our frames
-	walApply(t, w, s.exec(walInsertRows(200, 10)))        // we append after SQLite's
-	walCheckSame(t, s, rp, "r")
+	mustApply(t, w, s.exec(insertRows(200, 10)))          // we append after SQLite's
+	s.checkSame(t, rp, "r")
 
 	rp.exec("r", "PRAGMA wal_checkpoint(PASSIVE)") // SQLite checkpoints everything...
-	old := walHeaderOf(t, w)
-	txn := s.exec(walInsertRows(300, 10))
-	walApply(t, w, txn) // ...so we restart
-	if got := walHeaderOf(t, w).salt; got == old.salt || w.Frames() != uint32(len(txn.pages)) {
+	old := headerOf(t, w)
+	txn := s.exec(insertRows(300, 10))
+	mustApply(t, w, txn) // ...so we restart
+	if got := headerOf(t, w).Salt; got == old.Salt || w.Frames() != uint32(len(txn.pages)) {
 		t.Fatalf("no restart after SQLite's checkpoint: salts %x, Frames()=%d", got, w.Frames())
 	}
-	walCheckSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 
 	if complete, err := w.Checkpoint(context.Background()); err != nil || !complete {
 		t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
 	}
-	old = walHeaderOf(t, w)
+	old = headerOf(t, w)
 	both("UPDATE t SET n = n * 2 WHERE id < 20") // SQLite restarts after our checkpoint
-	if got := walHeaderOf(t, w).salt; binary.BigEndian.Uint32(got[:]) != binary.BigEndian.Uint32(old.salt[:])+1 {
-		t.Fatalf("SQLite did not restart the WAL: salts %x, were %x", got, old.salt)
+	if got := headerOf(t, w).Salt; got[0] != old.Salt[0]+1 {
+		t.Fatalf("SQLite did not restart the WAL: salts %x, were %x", got, old.Salt)
 	}
-	walApply(t, w, s.exec(walInsertRows(400, 10))) // we continue SQLite's WAL
-	walCheckSame(t, s, rp, "r")
+	mustApply(t, w, s.exec(insertRows(400, 10))) // we continue SQLite's WAL
+	s.checkSame(t, rp, "r")
 
 	// A fresh process recovers the mixed WAL.
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
 	rp.close("r")
-	fresh := walStartPy(t)
+	fresh := startPy(t)
 	fresh.open("f", rpath)
-	walCheckSame(t, s, fresh, "f")
+	s.checkSame(t, fresh, "f")
 }
-
-// walPyInvariantReader loops over read transactions on a bank table until a
-// stop file exists, checking that each sees one consistent snapshot.
-const walPyInvariantReader = `
-import sys, sqlite3, os, json, time
-path, stop, total = sys.argv[1], sys.argv[2], int(sys.argv[3])
-c = sqlite3.connect(path, isolation_level=None, timeout=30)
-it, errs, last = 0, [], -1
-def check(cond, msg):
-    if not cond:
-        errs.append(msg)
-while True:
-    stopping = os.path.exists(stop)
-    try:
-        c.execute("BEGIN")
-        s1, = c.execute("SELECT sum(bal) FROM accounts").fetchone()
-        l1, = c.execute("SELECT count(*) FROM log").fetchone()
-        if it % 7 == 0:
-            qc = c.execute("PRAGMA quick_check").fetchall()
-            check(qc == [("ok",)], "quick_check: %r" % (qc,))
-        s2, = c.execute("SELECT sum(bal) FROM accounts").fetchone()
-        l2, = c.execute("SELECT count(*) FROM log").fetchone()
-        c.execute("COMMIT")
-        check(s1 == total and s2 == total, "sums %s, %s; want %d" % (s1, s2, total))
-        check(l1 == l2, "log count %d, then %d in one transaction" % (l1, l2))
-        check(l1 >= last, "log count went back from %d to %d" % (last, l1))
-        last = l1
-    except Exception as e:
-        errs.append("%s: %s" % (type(e).__name__, e))
-        try:
-            c.execute("ROLLBACK")
-        except Exception:
-            pass
-    it += 1
-    if it % 4 == 0:
-        time.sleep(0.001)  # pacing: leave moments with no reader, when the WAL can restart
-    if it == 1:
-        print("ready", flush=True)
-    if stopping:
-        break
-print(json.dumps({"iterations": it, "errors": errs[:20], "last": last}), flush=True)
-`
 
 // TestWALWriter_concurrentReaders applies transactions and checkpoints
 // while readers in other processes run read transactions in a loop: each
@@ -618,19 +575,19 @@ func TestWALWriter_concurrentReaders(t *testing.T) {
 	// Accounts span about 100 pages: a read that mixes pages of two
 	// snapshots sees money appear or vanish.
 	const accounts, balance = 1000, 1000
-	s := walNewSourceDB(t, dir, 4096, fmt.Sprintf(`CREATE TABLE accounts(id INTEGER PRIMARY KEY, bal INTEGER, pad BLOB);
+	s := newSourceDB(t, dir, 4096, fmt.Sprintf(`CREATE TABLE accounts(id INTEGER PRIMARY KEY, bal INTEGER, pad BLOB);
 CREATE TABLE log(id INTEGER PRIMARY KEY, a INTEGER, b INTEGER, k INTEGER, pad BLOB);
 WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x+1 FROM c WHERE x<%d)
 INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
+	w := openWriter(t, rpath)
 
 	rnd := rand.New(rand.NewPCG(1, 2))
 	const n = 600
-	txns := make([]walTestTxn, n)
+	txns := make([]testTxn, n)
 	for i := range txns {
 		a, b, k := 1+rnd.IntN(accounts), 1+rnd.IntN(accounts), rnd.IntN(100)
-		txns[i] = s.exec(walSQLTxn(
+		txns[i] = s.exec(sqlTxn(
 			fmt.Sprintf("UPDATE accounts SET bal = bal - %d WHERE id = %d", k, a),
 			fmt.Sprintf("UPDATE accounts SET bal = bal + %d WHERE id = %d", k, b),
 			fmt.Sprintf("INSERT INTO log(a, b, k, pad) VALUES (%d, %d, %d, randomblob(%d))", a, b, k, 100+rnd.IntN(900)),
@@ -638,9 +595,9 @@ INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 	}
 
 	stop := filepath.Join(dir, "stop")
-	var readers []*walPy
+	var readers []*pyConn
 	for range 3 {
-		r := walStartPyScript(t, walPyInvariantReader, rpath, stop, strconv.Itoa(accounts*balance))
+		r := startPyScript(t, "invariant_reader.py", rpath, stop, strconv.Itoa(accounts*balance))
 		if got := r.readLine(); got != "ready" {
 			t.Fatalf("reader: %s", got)
 		}
@@ -649,7 +606,7 @@ INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 	restarts := 0
 	for i, txn := range txns {
 		before := w.Frames()
-		walApply(t, w, txn)
+		mustApply(t, w, txn)
 		if w.Frames() < before {
 			restarts++
 		}
@@ -680,9 +637,9 @@ INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 		}
 	}
 	t.Logf("the WAL restarted %d times", restarts) // depends on timing: not asserted
-	rp := walStartPy(t)
+	rp := startPy(t)
 	rp.open("r", rpath)
-	walCheckSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 }
 
 // TestWALWriter_restartWaitsForReaders: after a complete checkpoint, Apply
@@ -690,52 +647,52 @@ INSERT INTO accounts SELECT x, %d, randomblob(350) FROM c;`, accounts, balance))
 // keeps appending.
 func TestWALWriter_restartWaitsForReaders(t *testing.T) {
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	w := walOpenWriter(t, rpath)
-	walApply(t, w, s.exec(walInsertRows(100, 10)))
+	w := openWriter(t, rpath)
+	mustApply(t, w, s.exec(insertRows(100, 10)))
 	if complete, err := w.Checkpoint(context.Background()); err != nil || !complete {
 		t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
 	}
-	old := walHeaderOf(t, w)
+	old := headerOf(t, w)
 	frames := w.Frames()
-	unlock := walLockFromOtherProcess(t, rpath+"-shm", shmLockRead0+2, 1, false) // a reader on READ_LOCK(2)
-	txn := s.exec(walInsertRows(200, 10))
-	walApply(t, w, txn)
+	unlock := lockFromOtherProcess(t, rpath+"-shm", wal.LockRead0+2, 1, false) // a reader on READ_LOCK(2)
+	txn := s.exec(insertRows(200, 10))
+	mustApply(t, w, txn)
 	if got, want := w.Frames(), frames+uint32(len(txn.pages)); got != want {
 		t.Fatalf("Frames()=%d with a reader on a read mark, want %d (appended)", got, want)
 	}
-	if got := walHeaderOf(t, w); got != old {
+	if got := headerOf(t, w); got != old {
 		t.Fatal("WAL header changed with a reader on a read mark")
 	}
 	unlock()
 	if complete, err := w.Checkpoint(context.Background()); err != nil || !complete {
 		t.Fatalf("Checkpoint()=%v, %v; want true, nil", complete, err)
 	}
-	txn = s.exec(walInsertRows(300, 10))
-	walApply(t, w, txn)
+	txn = s.exec(insertRows(300, 10))
+	mustApply(t, w, txn)
 	if got, want := w.Frames(), uint32(len(txn.pages)); got != want {
 		t.Fatalf("Frames()=%d, want %d (restarted)", got, want)
 	}
-	rp := walStartPy(t)
+	rp := startPy(t)
 	rp.open("r", rpath)
-	walCheckSame(t, s, rp, "r")
+	s.checkSame(t, rp, "r")
 }
 
 // TestOpenWALWriter_errors: a database that is not in WAL mode, an empty
 // file, and a missing file are refused; so is a database another process is
 // locking exclusively, or whose -shm another process is initialising.
 func TestOpenWALWriter_errors(t *testing.T) {
-	walNeedPython(t)
+	needPython(t)
 	dir := t.TempDir()
-	s := walNewSourceDB(t, dir, 4096, walSetupT)
+	s := newSourceDB(t, dir, 4096, setupT)
 	rpath := s.newReplicaFile(dir, "replica.db")
-	walWriteFileAt(t, rpath+"-shm", nil, 0)
+	writeFileAt(t, rpath+"-shm", nil, 0)
 	for _, l := range []struct {
 		path  string
 		start int64
-	}{{rpath, lockDBPending}, {rpath + "-shm", shmLockDMS}} {
-		unlock := walLockFromOtherProcess(t, l.path, l.start, 1, true)
+	}{{rpath, lockDBPending}, {rpath + "-shm", wal.LockDMS}} {
+		unlock := lockFromOtherProcess(t, l.path, l.start, 1, true)
 		if w, err := OpenWALWriter(rpath, nil); !errors.Is(err, pagewire.ErrBusy) {
 			if w != nil {
 				_ = w.Close()
@@ -744,10 +701,10 @@ func TestOpenWALWriter_errors(t *testing.T) {
 		}
 		unlock()
 	}
-	walOpenWriter(t, rpath)
+	openWriter(t, rpath)
 
 	rollback := filepath.Join(dir, "rollback.db")
-	p := walStartPy(t)
+	p := startPy(t)
 	p.open("c", rollback)
 	p.script("c", "CREATE TABLE t(x)")
 	p.close("c")
@@ -772,15 +729,15 @@ func TestOpenWALWriter_errors(t *testing.T) {
 	}
 }
 
-// walCopyDB copies the replica's database file alone (through the writer's
+// copyDB copies the replica's database file alone (through the writer's
 // descriptor) and opens the copy in a new process as connection "c".
-func walCopyDB(t testing.TB, w *WALWriter) *walPy {
+func copyDB(t testing.TB, w *WALWriter) *pyConn {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "copy.db")
-	if err := os.WriteFile(path, walReadAll(t, w.db), 0o644); err != nil {
+	if err := os.WriteFile(path, readAll(t, w.db), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	p := walStartPy(t)
+	p := startPy(t)
 	p.open("c", path)
 	return p
 }

@@ -3,16 +3,15 @@ package server_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/engine"
-	"github.com/pagewire/pagewire/internal/walfmt"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
 	"github.com/pagewire/pagewire/replicator/upstream"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // The primary's side of replication over a real gRPC connection: where a
@@ -118,32 +117,18 @@ func commitTestTransaction(s *engine.Store, db string) error {
 	if err != nil {
 		return err
 	}
-	hdr := make([]byte, walfmt.HeaderSize)
-	binary.BigEndian.PutUint32(hdr[0:], walfmt.Magic)
-	binary.BigEndian.PutUint32(hdr[4:], walfmt.Version)
-	binary.BigEndian.PutUint32(hdr[8:], 4096)
-	binary.BigEndian.PutUint32(hdr[16:], 77)
-	binary.BigEndian.PutUint32(hdr[20:], 78)
-	c1, c2 := walfmt.Checksum(false, 0, 0, hdr[:24])
-	binary.BigEndian.PutUint32(hdr[24:], c1)
-	binary.BigEndian.PutUint32(hdr[28:], c2)
+	h := wal.Header{PageSize: 4096, Salt: wal.Salt{77, 78}}
+	hdr := h.AppendTo(nil) // sets h.Checksum, which the frames chain on from
+	enc := h.Encoder()
 	if _, _, err := s.WriteAt(walFile.ID, hdr, 0, engine.App); err != nil {
 		return err
 	}
 	page := bytes.Repeat([]byte{7}, 4096)
-	fh := make([]byte, walfmt.FrameHeaderSize)
-	binary.BigEndian.PutUint32(fh[0:], 2)
-	binary.BigEndian.PutUint32(fh[4:], 2)
-	binary.BigEndian.PutUint32(fh[8:], 77)
-	binary.BigEndian.PutUint32(fh[12:], 78)
-	c1, c2 = walfmt.Checksum(false, c1, c2, fh[:8])
-	c1, c2 = walfmt.Checksum(false, c1, c2, page)
-	binary.BigEndian.PutUint32(fh[16:], c1)
-	binary.BigEndian.PutUint32(fh[20:], c2)
-	if _, _, err := s.WriteAt(walFile.ID, fh, walfmt.HeaderSize, engine.App); err != nil {
+	fh := enc.AppendFrame(nil, 2, 2, page)[:wal.FrameHeaderSize]
+	if _, _, err := s.WriteAt(walFile.ID, fh, wal.HeaderSize, engine.App); err != nil {
 		return err
 	}
-	_, _, err = s.WriteAt(walFile.ID, page, walfmt.HeaderSize+walfmt.FrameHeaderSize, engine.App)
+	_, _, err = s.WriteAt(walFile.ID, page, wal.HeaderSize+wal.FrameHeaderSize, engine.App)
 	return err
 }
 
