@@ -40,7 +40,7 @@ type ReplicaConfig struct {
 	// epoch the lease had when this replica was told to follow it.
 	MinEpoch pagewire.Epoch
 	// ApplyInterval is the least time between two applies to a database
-	// while it is busy (transactions arrive at busyRate or faster):
+	// while it is busy (transactions arrive at ewma.BusyRate or faster):
 	// transactions that arrive meanwhile are applied together, as one
 	// commit, which costs the replica far less than one each. When the
 	// replica keeps up, each transaction is applied as soon as it arrives.
@@ -396,7 +396,7 @@ func (a *applier) stream(ctx context.Context) error {
 	// arrived meanwhile, a snapshot once all its pages are in.
 	var snap snapshotBuf
 	var held *TxnEvent // an event read while batching, handled next
-	p := pacer{interval: a.r.cfg.ApplyInterval, rate: ewma.New(busyWindow)}
+	p := pacer{interval: a.r.cfg.ApplyInterval, busy: ewma.NewBusy()}
 	for {
 		var ev TxnEvent
 		if held != nil {
@@ -505,15 +505,14 @@ func (a *applier) gather(first pagewire.Txn, events <-chan TxnEvent, wait time.D
 // pacer spaces the applies to a busy database (see ApplyInterval).
 type pacer struct {
 	interval  time.Duration
-	rate      *ewma.Rate // transactions applied per second
-	busy      bool       // rate is busyRate or more
+	busy      *ewma.Busy // whether transactions come at ewma.BusyRate or faster
 	lastApply time.Time
 }
 
 // wait is how long to wait for more transactions before applying: until
 // interval has passed since the last apply, if busy; else 0.
 func (p *pacer) wait() time.Duration {
-	if d := p.interval - time.Since(p.lastApply); d > 0 && p.busy {
+	if d := p.interval - time.Since(p.lastApply); d > 0 && p.busy.Is() {
 		return d
 	}
 	return 0
@@ -522,7 +521,7 @@ func (p *pacer) wait() time.Duration {
 // applying counts an apply of n transactions, starting now.
 func (p *pacer) applying(n int) {
 	p.lastApply = time.Now()
-	p.busy = p.rate.Add(n, p.lastApply) >= busyRate
+	p.busy.Add(n, p.lastApply)
 }
 
 // snapshotBuf collects a snapshot's pages as they arrive.
@@ -562,12 +561,8 @@ func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEven
 }
 
 // A batch of transactions applied together holds at most this many
-// transactions or pages. Transactions arriving at busyRate a second or
-// faster, averaged over busyWindow, make the replica busy (see
-// ApplyInterval).
+// transactions or pages.
 const (
-	busyRate      = 2500
-	busyWindow    = 50 * time.Millisecond
 	maxBatchTxns  = 256
 	maxBatchPages = 2048
 )
