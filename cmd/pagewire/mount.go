@@ -16,8 +16,9 @@ import (
 	"github.com/pagewire/pagewire/replicator"
 )
 
-// runMount runs every part of a node until ctx is done or the app exits.
-// Each step builds one part; run starts them and stops them in reverse.
+// runMount runs a node until a signal stops it, the app exits or a part
+// fails. Each step builds one part of the node, in the order they start;
+// run runs them.
 func runMount(ctx context.Context, args []string) error {
 	// Signals from here on stop the node, even one that arrives during
 	// start-up; once the app runs they go to the app.
@@ -41,7 +42,7 @@ func runMount(ctx context.Context, args []string) error {
 	if err := n.listen(); err != nil {
 		return err
 	}
-	// Until run, the listener is the one thing to undo.
+	// A step that fails from here on closes the listener too.
 	for _, step := range []func() error{n.newProxy, n.newServer, n.newMount} {
 		if err := step(); err != nil {
 			n.lis.Close()

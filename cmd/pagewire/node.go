@@ -42,13 +42,13 @@ type node struct {
 	info    server.NodeInfo
 	dynamic bool // lease.type consul: roles.Manager decides the role
 
-	// Set by openStore.
-	store *server.Store
+	store *server.Store // set by openStore
+
 	// applier is set once the apply worker runs: it applies a replica's
 	// transactions, and holds the primary's write lock for halt locks.
 	applier  atomic.Pointer[replicator.ApplyClient]
 	current  atomic.Pointer[follower] // the replica's newest follower
-	applyLag prometheus.Histogram
+	applyLag prometheus.Histogram     // a replica's, in /metrics
 
 	// Set by decideRole: at most one of them.
 	manager  *roles.Manager  // with a Consul lease
@@ -333,8 +333,7 @@ func (n *node) newMount() error {
 
 // run runs the storage server and the mount, and once the mount is
 // ready, the rest of the node; it returns once every part has stopped.
-// Parts stop in reverse: the app and replication first, then the server,
-// and the mount last.
+// The mount stops last, after the app and replication that use it.
 func (n *node) run(ctx context.Context) error {
 	nodeCtx, stopNode := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopNode()
