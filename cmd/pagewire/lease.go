@@ -9,6 +9,7 @@ import (
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/leaser"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	"github.com/pagewire/pagewire/roles"
@@ -35,9 +36,9 @@ func handOff(m *roles.Manager, log *slog.Logger) {
 	switch {
 	case errors.Is(err, roles.ErrNotPrimary):
 	case err != nil:
-		log.Warn("stopping without a successor: no other candidate took the lease", "error", err)
+		log.Warn("stopping without a successor: no other candidate took the lease", logkey.Error, err)
 	default:
-		log.Info("handed the lease off before stopping", "primary", h.Hostname, "took", time.Since(start).Round(time.Millisecond))
+		log.Info("handed the lease off before stopping", logkey.Primary, h.Hostname, "took", time.Since(start).Round(time.Millisecond))
 	}
 }
 
@@ -76,7 +77,7 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *engine.St
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", "primary", h.Hostname)
+	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", logkey.Primary, h.Hostname)
 	// A few tries: the primary may be between lease states, or may not
 	// have seen this candidate's position yet.
 	for try := 1; ; try++ {
@@ -87,7 +88,7 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *engine.St
 		if try == promoteTries {
 			return client.Error(err)
 		}
-		log.Warn("lease.promote: the primary did not hand off; asking again", "primary", h.Hostname, "error", client.Error(err))
+		log.Warn("lease.promote: the primary did not hand off; asking again", logkey.Primary, h.Hostname, logkey.Error, client.Error(err))
 		select {
 		case <-ctx.Done():
 			return nil

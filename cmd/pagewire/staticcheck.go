@@ -10,6 +10,7 @@ import (
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/logkey"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 )
 
@@ -62,7 +63,7 @@ func (c *staticConflict) Run(ctx context.Context) error {
 				"With lease.type static exactly one node may have lease.candidate: true; set it to false on the others and restart them. "+
 				"This node refuses writes meanwhile", node.GetHostname(), c.url)
 			if c.Problem() == "" {
-				c.log.Error("static lease conflict: this node stops taking writes", "other_primary", node.GetHostname(), "url", c.url,
+				c.log.Error("static lease conflict: this node stops taking writes", "other_primary", node.GetHostname(), logkey.URL, c.url,
 					"fix", "set lease.candidate: false on every node but the primary")
 			}
 			c.problem.Store(&msg)
