@@ -100,7 +100,7 @@ type Halts struct {
 // NewHalts returns the halt locks of store's databases on the node
 // hostname. hold may be nil: replicas' requests are then refused.
 func NewHalts(store *Store, hostname string, hold HoldFunc, primary HaltPrimary, log *slog.Logger) *Halts {
-	return &Halts{store: store, hostname: hostname, hold: hold, primary: primary, log: log.With("component", "halt"),
+	return &Halts{store: store, hostname: hostname, hold: hold, primary: primary, log: log.With(logkey.Component, "halt"),
 		granted: map[string]*grant{}, freed: map[string]chan struct{}{}}
 }
 

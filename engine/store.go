@@ -131,7 +131,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	s := &Store{dir: cfg.Dir, log: log.With("component", "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
+	s := &Store{dir: cfg.Dir, log: log.With(logkey.Component, "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
 	s.dbsChanged = make(chan struct{})
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention = cfg.Retention

@@ -116,7 +116,7 @@ func NewReplica(cfg ReplicaConfig) (*Replica, error) {
 	if cfg.OpenWriter == nil {
 		cfg.OpenWriter = func(_ context.Context, path string) (Writer, error) { return OpenWALWriter(path, log) }
 	}
-	return &Replica{cfg: cfg, log: log.With("component", "replica"), epoch: cfg.MinEpoch}, nil
+	return &Replica{cfg: cfg, log: log.With(logkey.Component, "replica"), epoch: cfg.MinEpoch}, nil
 }
 
 // Primary returns the primary the replica last heard from.

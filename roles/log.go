@@ -2,7 +2,6 @@ package roles
 
 // Log keys only this package uses; the shared ones are in internal/logkey.
 const (
-	logKeyComponent   = "component"    // the part of the node that logs
 	logKeyLease       = "lease"        // the lease type, as in lease.type
 	logKeyLastPrimary = "last_primary" // the hostname of the lease's last holder
 	logKeyCandidate   = "candidate"    // another candidate's hostname

@@ -74,7 +74,7 @@ func New(cfg Config) (*Manager, error) {
 	}
 	m := &Manager{
 		cfg:     cfg,
-		log:     log.With(logKeyComponent, "roles", logKeyLease, cfg.Leaser.Type()),
+		log:     log.With(logkey.Component, "roles", logKeyLease, cfg.Leaser.Type()),
 		handoff: make(chan handoffRequest),
 		retry:   backoff.New(cfg.MinBackoff, cfg.MaxBackoff),
 	}

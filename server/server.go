@@ -133,7 +133,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	log = log.With("component", "server")
+	log = log.With(logkey.Component, "server")
 	if cfg.Registry == nil {
 		cfg.Registry = prometheus.NewRegistry()
 	}

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"syscall"
 
+	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/replicator"
 )
 
@@ -16,7 +17,7 @@ import (
 // from stdin. It is a separate process so that the node never waits on its
 // own mount (see replicator.ServeApply).
 func runApplyWorker(_ context.Context, _ []string) error {
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("component", "apply-worker")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With(logkey.Component, "apply-worker")
 	return replicator.ServeApply(os.Stdin, os.Stdout, log)
 }
 

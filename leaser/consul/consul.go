@@ -98,7 +98,7 @@ func New(cfg Config) (*Leaser, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Leaser{cfg: cfg, c: c, log: log.With(logKeyComponent, "leaser", logKeyKey, cfg.Key)}, nil
+	return &Leaser{cfg: cfg, c: c, log: log.With(logkey.Component, "leaser", logKeyKey, cfg.Key)}, nil
 }
 
 // apiConfig turns lease.consul.url into a client config.

@@ -2,8 +2,7 @@ package consul
 
 // Log keys only this package uses; the shared ones are in internal/logkey.
 const (
-	logKeyComponent = "component" // the part of the node that logs
-	logKeyKey       = "key"       // a Consul KV key
-	logKeySession   = "session"   // a Consul session ID
-	logKeyLostIn    = "lost_in"   // how long until an unrenewed lease counts as lost
+	logKeyKey     = "key"     // a Consul KV key
+	logKeySession = "session" // a Consul session ID
+	logKeyLostIn  = "lost_in" // how long until an unrenewed lease counts as lost
 )
