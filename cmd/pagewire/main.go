@@ -1,13 +1,3 @@
-// Command pagewire runs a pagewire node and talks to running ones.
-//
-//	pagewire mount   [-config PATH] [-- CMD ARGS...]
-//	pagewire status  [-url URL]
-//	pagewire export  -name DB [-url URL] PATH
-//	pagewire import  -name DB [-url URL] PATH
-//	pagewire handoff [-url URL] [-to HOST]
-//	pagewire halt    -name DB [-url URL] [-ttl D] [-wait D] -- CMD ARGS...
-//	pagewire verify  -name DB [-url URL] [-repair]
-//	pagewire version
 package main
 
 import (

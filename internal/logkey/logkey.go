@@ -1,6 +1,3 @@
-// Package logkey names the structured log attributes every package of a
-// node uses, so that one grep or one log query finds a database, a TXID or
-// an error whichever part logged it.
 package logkey
 
 // Keys of slog attributes. Add one here before using a new key in two
