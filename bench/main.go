@@ -353,7 +353,7 @@ func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, 
 		}
 	}
 
-	// Medians were kept by add; add the ratios and the per-transaction counts.
+	// add kept the medians; fill in the ratios and per-transaction counts.
 	for i, w := range workloads {
 		r := &results[i]
 		if r.Disk.MedianRate > 0 {
