@@ -75,10 +75,32 @@ const (
 	quickSnapshotMiB = 8
 )
 
+// parseFlags parses the command line: flags, then -quick's counts for the
+// ones not given, then checks.
 func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
+	fs := newFlagSet(&o, stderr)
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		fs.Usage()
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if o.Quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		o.applyQuick(set)
+	}
+	return o, o.check()
+}
+
+// newFlagSet returns the flag set that parses into o.
+func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+
+	// The workloads.
 	fs.StringVar(&o.Bin, "bin", "", "pagewire binary `path` (default: go build ./cmd/pagewire, without -race, into the work folder)")
 	fs.StringVar(&o.Dir, "dir", "", "work `folder`, absent or empty, kept after the run (default: a temp dir, removed after);\n"+
 		"the plain-disk target and the node's data.dir live here, so its filesystem is the one measured")
@@ -87,10 +109,14 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.IntVar(&o.Reads, "reads", 50000, "point-read queries per run")
 	fs.IntVar(&o.Rows, "rows", 100000, "rows in the big transaction")
 	fs.StringVar(&o.JSON, "json", "", "also write the results as JSON to this `file`")
+
+	// Sections.
 	fs.BoolVar(&o.OnlyReplication, "replication", false, "run only the replication section (default: the workloads, then replication)")
 	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
 	fs.BoolVar(&o.OnlyProxy, "proxy", false, "run only the proxy section: the example app's writes on plain disk and through a primary's and a replica's proxy")
 	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
+
+	// The replication section.
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
 	fs.Float64Var(&o.LagRate, "lag-rate", 1000, "replication: commits per second the lag writer is paced at")
 	fs.DurationVar(&o.LagPollPause, "lag-poll-pause", 100*time.Microsecond, "replication: the lag poller's sleep between polls of the replica;\n"+
@@ -99,10 +125,19 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		"to see when the slow ones happen")
 	fs.Float64Var(&o.ApplyRate, "apply-rate", 500, "replication: commits per second on the primary during the replica's point reads")
 	fs.IntVar(&o.SnapshotMiB, "snapshot-mib", 200, "replication: size in MiB of the database a new replica catches up on by snapshot")
+
+	// A smoke run.
 	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, unless set explicitly",
 		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB))
 	fs.Usage = func() {
-		fmt.Fprintf(fs.Output(), `usage: go run ./bench [flags]
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+// usage is -h's text before the flags.
+const usage = `usage: go run ./bench [flags]
 
 Runs the same SQLite workloads (Python sqlite3, WAL mode) on a plain-disk
 folder and on a pagewire mount served by a node it starts, and prints rates,
@@ -123,61 +158,55 @@ JSON writes through each. -proxy runs that section alone.
 Needs root (FUSE) and python3.
 
 flags:
-`)
-		fs.PrintDefaults()
+`
+
+// applyQuick sets -quick's counts for the flags not in set.
+func (o *options) applyQuick(set map[string]bool) {
+	if !set["rounds"] {
+		o.Rounds = 1
 	}
-	if err := fs.Parse(args); err != nil {
-		return o, err
+	if !set["inserts"] {
+		o.Inserts = quickInserts
 	}
-	if fs.NArg() > 0 {
-		fs.Usage()
-		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
+	if !set["reads"] {
+		o.Reads = quickReads
 	}
-	if o.Quick {
-		set := map[string]bool{}
-		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		if !set["rounds"] {
-			o.Rounds = 1
-		}
-		if !set["inserts"] {
-			o.Inserts = quickInserts
-		}
-		if !set["reads"] {
-			o.Reads = quickReads
-		}
-		if !set["rows"] {
-			o.Rows = quickRows
-		}
-		if !set["lag-seconds"] {
-			o.LagSeconds = quickLagSeconds
-		}
-		if !set["snapshot-mib"] {
-			o.SnapshotMiB = quickSnapshotMiB
-		}
+	if !set["rows"] {
+		o.Rows = quickRows
 	}
+	if !set["lag-seconds"] {
+		o.LagSeconds = quickLagSeconds
+	}
+	if !set["snapshot-mib"] {
+		o.SnapshotMiB = quickSnapshotMiB
+	}
+}
+
+// check reports the first bad value or combination of flags.
+func (o options) check() error {
 	switch {
 	case o.Rounds < 1:
-		return o, errors.New("-rounds must be at least 1")
+		return errors.New("-rounds must be at least 1")
 	case o.Inserts < 5:
-		return o, errors.New("-inserts must be at least 5 (FULL runs a fifth of it)")
+		return errors.New("-inserts must be at least 5 (FULL runs a fifth of it)")
 	case o.Reads < 1:
-		return o, errors.New("-reads must be at least 1")
+		return errors.New("-reads must be at least 1")
 	case o.Rows < 1:
-		return o, errors.New("-rows must be at least 1")
+		return errors.New("-rows must be at least 1")
 	case o.OnlyReplication && o.NoReplication:
-		return o, errors.New("-replication and -no-replication exclude each other")
+		return errors.New("-replication and -no-replication exclude each other")
 	case o.OnlyProxy && (o.NoProxy || o.OnlyReplication):
-		return o, errors.New("-proxy excludes -no-proxy and -replication")
+		return errors.New("-proxy excludes -no-proxy and -replication")
 	case o.LagSeconds <= 0 || o.LagRate <= 0 || o.ApplyRate <= 0:
-		return o, errors.New("-lag-seconds, -lag-rate and -apply-rate must be positive")
+		return errors.New("-lag-seconds, -lag-rate and -apply-rate must be positive")
 	case o.LagPollPause < 0:
-		return o, errors.New("-lag-poll-pause must not be negative")
+		return errors.New("-lag-poll-pause must not be negative")
 	case o.LagSeconds*o.LagRate < 1:
-		return o, errors.New("-lag-seconds times -lag-rate must be at least one commit")
+		return errors.New("-lag-seconds times -lag-rate must be at least one commit")
 	case o.SnapshotMiB < 1:
-		return o, errors.New("-snapshot-mib must be at least 1")
+		return errors.New("-snapshot-mib must be at least 1")
 	}
-	return o, nil
+	return nil
 }
 
 // ops is how many ops a run of w does.
@@ -203,22 +232,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
+	// Prepare the work folder, the binary and the plain-disk target.
 	workDir, cleanupDir, err := prepareWorkDir(o.Dir)
 	if err != nil {
 		return err
 	}
 	defer func() { err = errors.Join(err, cleanupDir()) }()
-
-	bin := o.Bin
-	if bin == "" {
-		if bin, err = buildPagewire(ctx, workDir, stderr); err != nil {
-			return err
-		}
-	}
-	if bin, err = filepath.Abs(bin); err != nil {
+	bin, err := pagewireBinary(ctx, o.Bin, workDir, stderr)
+	if err != nil {
 		return err
 	}
-
 	mach, err := machineInfo(ctx, bin, workDir)
 	if err != nil {
 		return err
@@ -228,6 +251,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		return err
 	}
 
+	// Run the sections asked for.
 	rep := &report{
 		Machine: mach,
 		Settings: settings{Rounds: o.Rounds, Inserts: o.Inserts, InsertsFull: o.Inserts / 5,
@@ -259,6 +283,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 		}
 	}
 
+	// Print the report, and write it as JSON if asked.
 	if err := rep.writeMarkdown(stdout); err != nil {
 		return err
 	}
@@ -281,6 +306,8 @@ func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, 
 	// Stopped here on every path, before cleanupDir removes the folder.
 	defer func() { err = errors.Join(err, n.stop()) }()
 
+	// Results, and the node's counters summed over the mount's runs, per
+	// workload.
 	client := &http.Client{Timeout: 10 * time.Second}
 	scrape := func(ctx context.Context) (*counters, error) {
 		return scrapeCounters(ctx, client, n.URL+"/metrics")
@@ -293,6 +320,8 @@ func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, 
 		results[i] = workloadReport{Name: w.Name, What: w.What, Unit: w.Unit, Ops: ops, Transactions: w.transactions(ops)}
 		sums[i] = newCounters()
 	}
+
+	// Each round runs every workload on both targets.
 	for round := 1; round <= o.Rounds; round++ {
 		for i, w := range workloads {
 			// Alternate which target goes first, so neither always runs
@@ -323,6 +352,8 @@ func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, 
 			}
 		}
 	}
+
+	// add kept the medians; fill in the ratios and per-transaction counts.
 	for i, w := range workloads {
 		r := &results[i]
 		if r.Disk.MedianRate > 0 {
@@ -368,6 +399,18 @@ func prepareWorkDir(dir string) (string, func() error, error) {
 	}
 	abs, err = filepath.EvalSymlinks(abs)
 	return abs, keep, err
+}
+
+// pagewireBinary returns the absolute path of bin, or of a pagewire built
+// into workDir when bin is "".
+func pagewireBinary(ctx context.Context, bin, workDir string, stderr io.Writer) (string, error) {
+	if bin == "" {
+		var err error
+		if bin, err = buildPagewire(ctx, workDir, stderr); err != nil {
+			return "", err
+		}
+	}
+	return filepath.Abs(bin)
 }
 
 // buildPagewire builds ./cmd/pagewire (no -race: it would dominate the

@@ -63,49 +63,20 @@ func runProxy(ctx context.Context, o options, bin, workDir, diskDir string, stde
 	defer func() { err = errors.Join(err, stopNodes(nodes...)) }()
 
 	// The app on plain disk, started by the harness.
-	diskApp, err := freeAddr()
+	diskApp, stopApp, err := startDiskApp(example, base, diskDir)
 	if err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(base, 0o755); err != nil {
-		return nil, err
-	}
-	// Its log goes to a file: a pipe to stderr would be written from
-	// another goroutine.
-	appLog, err := os.Create(filepath.Join(base, "disk-app.log"))
-	if err != nil {
-		return nil, err
-	}
-	defer appLog.Close()
-	app := exec.Command(example, "-addr", diskApp, "-db", filepath.Join(diskDir, "app.db"))
-	app.Stdout, app.Stderr = appLog, appLog
-	app.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
-	if err := app.Start(); err != nil {
-		return nil, err
-	}
-	defer func() {
-		_ = app.Process.Signal(syscall.SIGTERM)
-		_ = app.Wait()
-	}()
+	defer stopApp()
 
 	// A primary and a replica, each running the app behind its proxy.
 	withApp := func(spec nodeSpec) (*node, string, error) {
-		proxyAddr, err := freeAddr()
-		if err != nil {
-			return nil, "", err
-		}
-		appAddr, err := freeAddr()
-		if err != nil {
-			return nil, "", err
-		}
-		spec.Config = fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n", proxyAddr, appAddr)
-		spec.Exec = []string{example, "-addr", appAddr, "-db", filepath.Join(spec.Dir, "mnt", "app.db")}
 		logf("starting the %s", spec.Name)
-		n, err := startNode(ctx, bin, spec)
+		n, url, err := startNodeWithApp(ctx, bin, example, spec)
 		if n != nil {
 			nodes = append(nodes, n)
 		}
-		return n, "http://" + proxyAddr, err
+		return n, url, err
 	}
 	p, primaryURL, err := withApp(nodeSpec{Name: "primary", Dir: filepath.Join(base, "primary")})
 	if err != nil {
@@ -115,20 +86,78 @@ func runProxy(ctx context.Context, o options, bin, workDir, diskDir string, stde
 	if err != nil {
 		return nil, err
 	}
+
+	// Wait until every app answers; the replica has the table once the
+	// primary's app made it.
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4, DialContext: (&net.Dialer{}).DialContext}, Timeout: 30 * time.Second}
 	for _, u := range []string{"http://" + diskApp, primaryURL, replicaURL} {
 		if err := waitHTTP(ctx, hc, u+"/healthz"); err != nil {
 			return nil, err
 		}
 	}
-	// The replica has the table once the primary's app made it.
 	if err := waitHTTP(ctx, hc, replicaURL+"/items"); err != nil {
 		return nil, err
 	}
 
+	// Time the writes on every path.
+	return measureProxyPaths(ctx, o, hc, "http://"+diskApp, primaryURL, replicaURL, logf)
+}
+
+// startDiskApp starts the example app on a database in diskDir, logging to
+// a file in base, and returns its address and how to stop it.
+func startDiskApp(example, base, diskDir string) (addr string, stop func(), err error) {
+	addr, err = freeAddr()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		return "", nil, err
+	}
+	// Its log goes to a file: a pipe to stderr would be written from
+	// another goroutine.
+	appLog, err := os.Create(filepath.Join(base, "disk-app.log"))
+	if err != nil {
+		return "", nil, err
+	}
+	app := exec.Command(example, "-addr", addr, "-db", filepath.Join(diskDir, "app.db"))
+	app.Stdout, app.Stderr = appLog, appLog
+	app.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
+	if err := app.Start(); err != nil {
+		appLog.Close()
+		return "", nil, err
+	}
+	return addr, func() {
+		_ = app.Process.Signal(syscall.SIGTERM)
+		_ = app.Wait()
+		appLog.Close()
+	}, nil
+}
+
+// startNodeWithApp starts a node as spec says, with the example app as its
+// exec child behind its proxy, and returns it (even with an error, once
+// started, for the caller to stop) and its proxy's URL.
+func startNodeWithApp(ctx context.Context, bin, example string, spec nodeSpec) (*node, string, error) {
+	proxyAddr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	appAddr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	spec.Config = fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n", proxyAddr, appAddr)
+	spec.Exec = []string{example, "-addr", appAddr, "-db", filepath.Join(spec.Dir, "mnt", "app.db")}
+	n, err := startNode(ctx, bin, spec)
+	return n, "http://" + proxyAddr, err
+}
+
+// measureProxyPaths times o.Rounds runs of writes on each path: the app on
+// plain disk at diskURL, the primary's proxy, the replica's, and the
+// replica's with a read after each write.
+func measureProxyPaths(ctx context.Context, o options, hc *http.Client, diskURL, primaryURL, replicaURL string, logf func(string, ...any)) (*proxyReport, error) {
 	rep := &proxyReport{Rounds: o.Rounds, Writes: o.Inserts / 5}
 	paths := []*proxyPath{{Name: pathDisk}, {Name: pathPrimary}, {Name: pathReplica}, {Name: pathReplicaRead}}
-	urls := []string{"http://" + diskApp, primaryURL, replicaURL, replicaURL}
+	urls := []string{diskURL, primaryURL, replicaURL, replicaURL}
 	for round := 1; round <= o.Rounds; round++ {
 		for i, pp := range paths {
 			rate, lat, err := proxyWrites(ctx, hc, urls[i], rep.Writes, pp.Name == pathReplicaRead)

@@ -58,110 +58,145 @@ const writeRateReplicas = 2
 // that on an error the report still holds what was measured. Every node it
 // starts is stopped, and its mount gone, when it returns.
 func runReplication(ctx context.Context, o options, bin, workDir, diskDir string, stderr io.Writer, rr *replicationReport) (err error) {
-	base := filepath.Join(workDir, "replication")
-	var nodes []*node
-	defer func() { err = errors.Join(err, stopNodes(nodes...)) }()
-	logf := func(format string, args ...any) { fmt.Fprintf(stderr, "bench: replication: "+format+"\n", args...) }
+	s := &replicationRun{
+		o: o, bin: bin, workDir: workDir, base: filepath.Join(workDir, "replication"),
+		logf:     func(format string, args ...any) { fmt.Fprintf(stderr, "bench: replication: "+format+"\n", args...) },
+		replicas: make([]*node, writeRateReplicas),
+	}
+	defer func() { err = errors.Join(err, stopNodes(s.nodes...)) }()
 
-	logf("starting the primary")
-	p, err := startNode(ctx, bin, nodeSpec{Name: "primary", Dir: filepath.Join(base, "primary")})
+	// Start the primary.
+	s.logf("starting the primary")
+	if s.p, err = startNode(ctx, bin, nodeSpec{Name: "primary", Dir: filepath.Join(s.base, "primary")}); err != nil {
+		return err
+	}
+	s.nodes = append(s.nodes, s.p)
+
+	// 1. The primary's write rate with 0, 1 and 2 replicas.
+	rates, err := s.writeRates(ctx)
 	if err != nil {
 		return err
 	}
-	nodes = append(nodes, p)
-	// replicas[i] is replica i+1's node, nil or stopped while it is not
-	// running; a restart reuses its data.dir.
-	replicas := make([]*node, writeRateReplicas)
-	var dbs []string // every database on the primary: a new replica catches up on all of them
-	// setReplicas leaves replicas 1..k running, caught up on every
-	// database, and the others stopped.
-	setReplicas := func(k int) error {
-		for i := len(replicas) - 1; i >= k; i-- {
-			if r := replicas[i]; r != nil && !r.stopped {
-				if err := r.stop(); err != nil {
-					return err
-				}
-			}
-		}
-		for i := range k {
-			if r := replicas[i]; r != nil && !r.stopped {
-				continue
-			}
-			logf("starting replica %d", i+1)
-			r, err := startNode(ctx, bin, nodeSpec{Name: fmt.Sprintf("replica %d", i+1), Dir: filepath.Join(base, fmt.Sprintf("replica%d", i+1)), Primary: p})
-			if err != nil {
-				return err
-			}
-			nodes = append(nodes, r)
-			replicas[i] = r
-			d, err := waitCaughtUp(ctx, p, []*node{r}, dbs)
-			if err != nil {
-				return err
-			}
-			logf("replica %d caught up on %d database(s) %.3f s after it was ready", i+1, len(dbs), d.Seconds())
-		}
-		return nil
+	rr.WriteRates = rates
+
+	// Lag and reads run with one replica.
+	if err := s.setReplicas(ctx, 1); err != nil {
+		return err
 	}
 
-	// 1. The primary's write rate with 0, 1 and 2 replicas, interleaved:
-	// each round runs with 0, then 1, then 2 replicas (started, or
-	// restarted on their data.dir, and caught up before the run), so that
-	// the machine's drift over the section weighs on all three alike; and
-	// so in each placement, whose order alternates by round. A ratio is
-	// the median of the rounds' ratios to the same placement's run with no
-	// replica.
-	allCPUs, primaryCPUs, replicaCPUs, canSeparate := cpuSplit()
+	// 2. Visibility lag, one run per definition of "visible".
+	if err := s.lags(ctx, rr); err != nil {
+		return err
+	}
+
+	// 3. Point reads: plain disk, the replica idle, the replica applying.
+	if err := measureReplicaReads(ctx, o, s.p, s.replicas[0], diskDir, workDir, s.logf, rr); err != nil {
+		return fmt.Errorf("replica point reads: %w", err)
+	}
+	s.dbs = append(s.dbs, replicaReadDB)
+
+	if err := stopNodes(s.nodes...); err != nil {
+		return err
+	}
+
+	// 4. Snapshot catch-up, on a fresh primary holding only the big
+	// database, so the new replica copies nothing else.
+	s.logf("starting a fresh primary for the snapshot")
+	sp, err := startNode(ctx, bin, nodeSpec{Name: "snapshot primary", Dir: filepath.Join(s.base, "snapshot-primary")})
+	if err != nil {
+		return err
+	}
+	s.nodes = append(s.nodes, sp)
+	snap, err := measureSnapshot(ctx, o, bin, sp, filepath.Join(s.base, "snapshot-replica"), workDir, s.logf, &s.nodes)
+	if err != nil {
+		return fmt.Errorf("snapshot catch-up: %w", err)
+	}
+	rr.Snapshot = snap
+	return stopNodes(s.nodes...)
+}
+
+// replicationRun is the replication section's cluster: the primary, its
+// replicas and the databases written on it so far.
+type replicationRun struct {
+	o                  options
+	bin, workDir, base string // base holds every node's folder
+	logf               func(format string, args ...any)
+	nodes              []*node // every node started, for the final stop
+	p                  *node   // the primary
+	// replicas[i] is replica i+1's node, nil or stopped while it is not
+	// running; a restart reuses its data.dir.
+	replicas []*node
+	dbs      []string // every database on the primary: a new replica catches up on all of them
+	// CPUs of the separate placement (and all of them, to undo it).
+	allCPUs, primaryCPUs, replicaCPUs []int
+}
+
+// setReplicas leaves replicas 1..k running, caught up on every database,
+// and the others stopped.
+func (s *replicationRun) setReplicas(ctx context.Context, k int) error {
+	for i := len(s.replicas) - 1; i >= k; i-- {
+		if r := s.replicas[i]; r != nil && !r.stopped {
+			if err := r.stop(); err != nil {
+				return err
+			}
+		}
+	}
+	for i := range k {
+		if r := s.replicas[i]; r != nil && !r.stopped {
+			continue
+		}
+		s.logf("starting replica %d", i+1)
+		r, err := startNode(ctx, s.bin, nodeSpec{Name: fmt.Sprintf("replica %d", i+1), Dir: filepath.Join(s.base, fmt.Sprintf("replica%d", i+1)), Primary: s.p})
+		if err != nil {
+			return err
+		}
+		s.nodes = append(s.nodes, r)
+		s.replicas[i] = r
+		d, err := waitCaughtUp(ctx, s.p, []*node{r}, s.dbs)
+		if err != nil {
+			return err
+		}
+		s.logf("replica %d caught up on %d database(s) %.3f s after it was ready", i+1, len(s.dbs), d.Seconds())
+	}
+	return nil
+}
+
+// place pins the bench (so the writer it starts), the primary and the
+// running replicas for a separate run; place(allCPUs, allCPUs) undoes it.
+func (s *replicationRun) place(cpusPrimary, cpusReplicas []int) error {
+	errs := []error{setAffinity(os.Getpid(), false, cpusPrimary), setAffinity(s.p.cmd.Process.Pid, true, cpusPrimary)}
+	for _, r := range s.replicas {
+		if r != nil && !r.stopped {
+			errs = append(errs, setAffinity(r.cmd.Process.Pid, true, cpusReplicas))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// writeRates measures the primary's write rate with 0, 1 and 2 replicas,
+// interleaved: each round runs with 0, then 1, then 2 replicas (started,
+// or restarted on their data.dir, and caught up before the run), so that
+// the machine's drift over the section weighs on all three alike; and so
+// in each placement, whose order alternates by round. A ratio is the
+// median of the rounds' ratios to the same placement's run with no
+// replica.
+func (s *replicationRun) writeRates(ctx context.Context) ([]writeRateResult, error) {
+	// The separate placement needs two CPUs.
+	var canSeparate bool
+	s.allCPUs, s.primaryCPUs, s.replicaCPUs, canSeparate = cpuSplit()
 	placements := []string{placementShared}
 	if canSeparate {
 		placements = append(placements, placementSeparate)
 	} else {
-		logf("one CPU: the write rates run in the shared placement only")
-	}
-	// place pins the bench (so the writer it starts), the primary and the
-	// running replicas for a separate run; place(allCPUs, allCPUs) undoes it.
-	place := func(cpusPrimary, cpusReplicas []int) error {
-		errs := []error{setAffinity(os.Getpid(), false, cpusPrimary), setAffinity(p.cmd.Process.Pid, true, cpusPrimary)}
-		for _, r := range replicas {
-			if r != nil && !r.stopped {
-				errs = append(errs, setAffinity(r.cmd.Process.Pid, true, cpusReplicas))
-			}
-		}
-		return errors.Join(errs...)
+		s.logf("one CPU: the write rates run in the shared placement only")
 	}
 	rates := make(map[string][]writeRateResult, len(placements))
 	for _, pl := range placements {
 		rates[pl] = make([]writeRateResult, writeRateReplicas+1)
 	}
-	runOne := func(round int, pl string, k int) (float64, error) {
-		if err := setReplicas(k); err != nil {
-			return 0, err
-		}
-		if pl == placementSeparate {
-			if err := place(primaryCPUs, replicaCPUs); err != nil {
-				return 0, errors.Join(err, place(allCPUs, allCPUs))
-			}
-		}
-		name := fmt.Sprintf("repl_ins_%s_%dr_r%d.db", pl, k, round)
-		res, err := runWorkload(ctx, insertNormal, filepath.Join(p.MountDir, name), o.Inserts, workDir, nil)
-		if pl == placementSeparate {
-			err = errors.Join(err, place(allCPUs, allCPUs))
-		}
-		if err != nil {
-			return 0, fmt.Errorf("write rate with %d replica(s), %s placement, round %d: %w", k, pl, round, err)
-		}
-		dbs = append(dbs, name)
-		wr := &rates[pl][k]
-		wr.Primary.add(res)
-		if k > 0 {
-			d, err := waitCaughtUp(ctx, p, replicas[:k], []string{name})
-			if err != nil {
-				return 0, err
-			}
-			wr.CatchUpSeconds = append(wr.CatchUpSeconds, d.Seconds())
-		}
-		return float64(res.Ops) / res.Seconds, nil
-	}
-	for round := 1; round <= o.Rounds; round++ {
+
+	// Each round: every placement, each with 0, 1 and 2 replicas.
+	for round := 1; round <= s.o.Rounds; round++ {
 		order := slices.Clone(placements)
 		if round%2 == 0 {
 			slices.Reverse(order)
@@ -169,9 +204,9 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 		for _, pl := range order {
 			var none float64 // this round's rate with no replica
 			for k := range writeRateReplicas + 1 {
-				rate, err := runOne(round, pl, k)
+				rate, err := s.writeRate(ctx, round, pl, k, &rates[pl][k])
 				if err != nil {
-					return err
+					return nil, err
 				}
 				if k == 0 {
 					none = rate
@@ -180,58 +215,66 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 				wr.Replicas, wr.Placement = k, pl
 				wr.RoundRatios = append(wr.RoundRatios, rate/none)
 				wr.Ratio = median(wr.RoundRatios)
-				logf("round %d/%d insert-normal on the primary, %s placement, %d replica(s): %s tx/s, %s of none",
-					round, o.Rounds, pl, k, formatRate(rate), formatRatio(rate/none))
+				s.logf("round %d/%d insert-normal on the primary, %s placement, %d replica(s): %s tx/s, %s of none",
+					round, s.o.Rounds, pl, k, formatRate(rate), formatRatio(rate/none))
 			}
 		}
 	}
-	rr.WriteRates = nil
+
+	// Placement by placement, as the report lists them.
+	var out []writeRateResult
 	for _, pl := range placements {
-		rr.WriteRates = append(rr.WriteRates, rates[pl]...)
+		out = append(out, rates[pl]...)
 	}
+	return out, nil
+}
 
-	// Lag and reads run with one replica.
-	if err := setReplicas(1); err != nil {
-		return err
+// writeRate runs insert-normal once on the primary with k replicas in
+// placement pl, adds the run to wr and returns its rate.
+func (s *replicationRun) writeRate(ctx context.Context, round int, pl string, k int, wr *writeRateResult) (float64, error) {
+	if err := s.setReplicas(ctx, k); err != nil {
+		return 0, err
 	}
+	if pl == placementSeparate {
+		if err := s.place(s.primaryCPUs, s.replicaCPUs); err != nil {
+			return 0, errors.Join(err, s.place(s.allCPUs, s.allCPUs))
+		}
+	}
+	name := fmt.Sprintf("repl_ins_%s_%dr_r%d.db", pl, k, round)
+	res, err := runWorkload(ctx, insertNormal, filepath.Join(s.p.MountDir, name), s.o.Inserts, s.workDir, nil)
+	if pl == placementSeparate {
+		err = errors.Join(err, s.place(s.allCPUs, s.allCPUs))
+	}
+	if err != nil {
+		return 0, fmt.Errorf("write rate with %d replica(s), %s placement, round %d: %w", k, pl, round, err)
+	}
+	s.dbs = append(s.dbs, name)
+	wr.Primary.add(res)
+	if k > 0 {
+		d, err := waitCaughtUp(ctx, s.p, s.replicas[:k], []string{name})
+		if err != nil {
+			return 0, err
+		}
+		wr.CatchUpSeconds = append(wr.CatchUpSeconds, d.Seconds())
+	}
+	return float64(res.Ops) / res.Seconds, nil
+}
 
-	// 2. Visibility lag, one run per definition of "visible".
+// lags measures the visibility lag on replica 1 by each definition of
+// "visible", appending each result to rr.Lag.
+func (s *replicationRun) lags(ctx context.Context, rr *replicationReport) error {
 	for _, by := range []string{lagByPos, lagBySQL} {
 		db := "repl_lag_" + by + ".db"
-		res, err := measureLag(ctx, o, p, replicas[0], db, by, workDir)
-		dbs = append(dbs, db)
+		res, err := measureLag(ctx, s.o, s.p, s.replicas[0], db, by, s.workDir)
+		s.dbs = append(s.dbs, db)
 		if err != nil {
 			return fmt.Errorf("visibility lag (%s): %w", by, err)
 		}
-		logf("lag seen by %s: %d commits at %s tx/s, p50 %s, p99 %s, max %s", by, res.Commits, formatRate(res.CommitRate),
+		s.logf("lag seen by %s: %d commits at %s tx/s, p50 %s, p99 %s, max %s", by, res.Commits, formatRate(res.CommitRate),
 			formatMS(res.P50MS), formatMS(res.P99MS), formatMS(res.MaxMS))
 		rr.Lag = append(rr.Lag, res)
 	}
-
-	// 3. Point reads: plain disk, the replica idle, the replica applying.
-	if err := measureReplicaReads(ctx, o, p, replicas[0], diskDir, workDir, logf, rr); err != nil {
-		return fmt.Errorf("replica point reads: %w", err)
-	}
-	dbs = append(dbs, replicaReadDB)
-
-	if err := stopNodes(nodes...); err != nil {
-		return err
-	}
-
-	// 4. Snapshot catch-up, on a fresh primary holding only the big
-	// database, so the new replica copies nothing else.
-	logf("starting a fresh primary for the snapshot")
-	sp, err := startNode(ctx, bin, nodeSpec{Name: "snapshot primary", Dir: filepath.Join(base, "snapshot-primary")})
-	if err != nil {
-		return err
-	}
-	nodes = append(nodes, sp)
-	snap, err := measureSnapshot(ctx, o, bin, sp, filepath.Join(base, "snapshot-replica"), workDir, logf, &nodes)
-	if err != nil {
-		return fmt.Errorf("snapshot catch-up: %w", err)
-	}
-	rr.Snapshot = snap
-	return stopNodes(nodes...)
+	return nil
 }
 
 // insertNormal is the workload the write rates run.
@@ -323,6 +366,8 @@ const (
 // visibility lag.
 func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir string) (res lagResult, err error) {
 	res = lagResult{SeenBy: by, TargetRate: o.LagRate}
+
+	// Start the writer, which sets up the table and a warm-up row.
 	w, err := startPython(ctx, "lag writer on the primary", replicationScript, workDir,
 		"writer", filepath.Join(p.MountDir, db), posPath(p, db), fmtFloat(o.LagRate), fmtFloat(o.LagSeconds), "1")
 	if err != nil {
@@ -337,8 +382,9 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	if err := w.read(&ready); err != nil {
 		return res, err
 	}
-	// The replica must have the table (and the warm-up row) before its
-	// poller starts.
+
+	// Start the poller once the replica has the table (and the warm-up
+	// row); the values it sees count from base.
 	if _, err := waitCaughtUp(ctx, p, []*node{r}, []string{db}); err != nil {
 		return res, err
 	}
@@ -357,33 +403,69 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	if err := rp.read(&pready); err != nil {
 		return res, err
 	}
-	client := &http.Client{Timeout: 10 * time.Second}
-	before, err := scrapeCounters(ctx, client, r.URL+"/metrics")
+
+	// Let the writer commit.
+	wres, err := runLagWriter(ctx, w, r, ready.BaseTXID, &res)
 	if err != nil {
 		return res, err
 	}
-	if err := w.send("go"); err != nil {
+
+	// Stop the poller once it has seen the last commit.
+	if err := rp.send(fmt.Sprintf("stop %d", base+int64(wres.Commits))); err != nil {
 		return res, err
 	}
-	var wres struct {
-		Commits     int       `json:"commits"`
-		Seconds     float64   `json:"seconds"`
-		EndTXID     int64     `json:"end_txid"`
-		CommitTimes []float64 `json:"commit_times"`
+	var pres lagPollResult
+	if err := rp.read(&pres); err != nil {
+		return res, err
+	}
+	csv := ""
+	if o.LagCSV != "" {
+		csv = o.LagCSV + "-" + by + ".csv"
+	}
+	return res, res.setLags(base, wres, pres, csv)
+}
+
+// lagWriterResult is what the lag writer reports after its run.
+type lagWriterResult struct {
+	Commits     int       `json:"commits"`
+	Seconds     float64   `json:"seconds"`
+	EndTXID     int64     `json:"end_txid"`
+	CommitTimes []float64 `json:"commit_times"`
+}
+
+// lagPollResult is what the lag poller reports when stopped.
+type lagPollResult struct {
+	Polls   int          `json:"polls"`
+	Seconds float64      `json:"seconds"`
+	Seen    [][2]float64 `json:"seen"`
+}
+
+// runLagWriter lets the writer w run, checks that each commit took one TXID
+// after baseTXID, and records in res the writer's rate and the replica r's
+// own lag quantiles (from its /metrics) over the run.
+func runLagWriter(ctx context.Context, w *pyProc, r *node, baseTXID int64, res *lagResult) (lagWriterResult, error) {
+	var wres lagWriterResult
+	client := &http.Client{Timeout: 10 * time.Second}
+	before, err := scrapeCounters(ctx, client, r.URL+"/metrics")
+	if err != nil {
+		return wres, err
+	}
+	if err := w.send("go"); err != nil {
+		return wres, err
 	}
 	if err := w.read(&wres); err != nil {
-		return res, err
+		return wres, err
 	}
 	if wres.Commits == 0 || len(wres.CommitTimes) != wres.Commits {
-		return res, fmt.Errorf("the writer reported %d commits and %d commit times", wres.Commits, len(wres.CommitTimes))
+		return wres, fmt.Errorf("the writer reported %d commits and %d commit times", wres.Commits, len(wres.CommitTimes))
 	}
-	if got := wres.EndTXID - ready.BaseTXID; got != int64(wres.Commits) {
+	if got := wres.EndTXID - baseTXID; got != int64(wres.Commits) {
 		// The TXID of commit k would not be base+k.
-		return res, fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
-			ready.BaseTXID, wres.EndTXID, wres.Commits)
+		return wres, fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
+			baseTXID, wres.EndTXID, wres.Commits)
 	}
 	if after, err := scrapeCounters(ctx, client, r.URL+"/metrics"); err != nil {
-		return res, err
+		return wres, err
 	} else {
 		d := after.sub(before)
 		b50, _ := d.lagQuantile(0.5, lagWithin)
@@ -392,17 +474,13 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	}
 	res.Commits, res.WriterSeconds = wres.Commits, wres.Seconds
 	res.CommitRate = float64(wres.Commits) / wres.Seconds
-	if err := rp.send(fmt.Sprintf("stop %d", base+int64(wres.Commits))); err != nil {
-		return res, err
-	}
-	var pres struct {
-		Polls   int          `json:"polls"`
-		Seconds float64      `json:"seconds"`
-		Seen    [][2]float64 `json:"seen"`
-	}
-	if err := rp.read(&pres); err != nil {
-		return res, err
-	}
+	return wres, nil
+}
+
+// setLags fills in res's poll counts and lag percentiles from the writer's
+// commit times and the poller's sightings, whose values count from base.
+// With csvPath set, it also writes each lag there.
+func (res *lagResult) setLags(base int64, wres lagWriterResult, pres lagPollResult, csvPath string) error {
 	res.Polls = pres.Polls
 	if pres.Seconds > 0 {
 		res.PollsPerSecond = float64(pres.Polls) / pres.Seconds
@@ -410,20 +488,20 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	lags := visibilityLags(base, wres.CommitTimes, pres.Seen)
 	res.Seen = len(lags)
 	if len(lags) == 0 {
-		return res, fmt.Errorf("the replica's poller saw none of the %d commits", wres.Commits)
+		return fmt.Errorf("the replica's poller saw none of the %d commits", wres.Commits)
 	}
 	for i := range lags {
 		lags[i] *= 1000
 	}
-	if o.LagCSV != "" {
-		if err := writeLagCSV(o.LagCSV+"-"+by+".csv", wres.CommitTimes, lags); err != nil {
-			return res, err
+	if csvPath != "" {
+		if err := writeLagCSV(csvPath, wres.CommitTimes, lags); err != nil {
+			return err
 		}
 	}
 	slices.Sort(lags)
 	res.MinMS, res.MaxMS = lags[0], lags[len(lags)-1]
 	res.P50MS, res.P90MS, res.P99MS = percentile(lags, 50), percentile(lags, 90), percentile(lags, 99)
-	return res, nil
+	return nil
 }
 
 // visibilityLags returns, for each commit k (from 1) whose key is base+k and
@@ -532,6 +610,7 @@ func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, wo
 // rate.
 func readWhileApplying(ctx context.Context, o options, p, r *node, workDir string,
 	read func(string, func(context.Context) error, func(context.Context) error) (runResult, error)) (res runResult, applied, writerRate float64, err error) {
+	// Start the writer; it commits once the replica has its table.
 	w, err := startPython(ctx, "paced writer on the primary", replicationScript, workDir,
 		"writer", filepath.Join(p.MountDir, replicaReadDB), posPath(p, replicaReadDB), fmtFloat(o.ApplyRate), "0", "0")
 	if err != nil {
@@ -548,6 +627,9 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 	if err := w.send("go"); err != nil {
 		return res, 0, 0, err
 	}
+
+	// Read on the replica after a warm-up, noting its TXID before and
+	// after to learn the apply rate.
 	var txid0, txid1 int64
 	var t0, t1 time.Time
 	readTXID := func(t *time.Time, txid *int64) func(context.Context) error {
@@ -574,6 +656,8 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 	if err != nil {
 		return res, 0, 0, err
 	}
+
+	// Stop the writer and work out both rates.
 	if err := w.send("stop"); err != nil {
 		return res, 0, 0, err
 	}

@@ -115,99 +115,125 @@ type snapshotResult struct {
 
 // writeMarkdown prints the "## Replication" section.
 func (rr *replicationReport) writeMarkdown(b io.Writer, cpus int) {
-	s, bar := rr.Settings, rr.Bars
+	s := rr.Settings
 	fmt.Fprintf(b, "## Replication\n\n"+
 		"A primary and its replicas, each `pagewire mount` in its own process with its own mount and data.dir, "+
 		"static lease, on loopback; every SQLite client is a Python process of its own. "+
 		"Rates are medians of %d round(s). Bars are the issue's targets, shown for comparison and asserted nowhere.\n\n", s.Rounds)
 
-	if len(rr.WriteRates) > 0 {
-		fmt.Fprintf(b, "### The primary's write rate with replicas connected\n\n"+
-			"insert-normal (autocommit 1-row inserts, synchronous=NORMAL, %s per run) on the primary's mount, a fresh database per run. "+
-			"The three are interleaved: each round runs with 0, then 1, then 2 replicas, each replica started (or restarted on its data.dir) "+
-			"and caught up on every database before the run, so that the machine's drift weighs on all three alike. "+
-			"Each round does so in two placements, in alternating order: **shared**, every process free to run on any of the %d CPUs, "+
-			"so that the replicas compete with the primary and its writer for them; and **separate**, the primary and its writer "+
-			"held to one half of the CPUs and the replicas to the other, as if they were separate machines, which leaves the primary's own "+
-			"cost of serving replicas. "+
-			"\"vs 0 replicas\" is the median of the rounds' ratios to the same round's and placement's run with none; \"caught up after\" is from the end of a run "+
-			"until every replica's -pos equalled the primary's (median).\n\n", formatInt(s.Inserts), cpus)
-		fmt.Fprintf(b, "| placement | replicas | primary | vs 0 replicas | replicas caught up after | bar |\n|---|---|---|---|---|---|\n")
-		for _, wr := range rr.WriteRates {
-			caught, barCell := "—", ""
-			if len(wr.CatchUpSeconds) > 0 {
-				caught = formatSeconds(median(wr.CatchUpSeconds))
-			}
-			if wr.Replicas == bar.WriteRateReplicas {
-				barCell = "≥ " + formatRatio(bar.WriteRateRatio)
-			}
-			fmt.Fprintf(b, "| %s | %d | %s tx/s | %s | %s | %s |\n", wr.Placement, wr.Replicas, formatRate(wr.Primary.MedianRate), formatRatio(wr.Ratio), caught, barCell)
-		}
-		fmt.Fprintln(b)
-	}
+	rr.writeWriteRates(b, cpus)
+	rr.writeLag(b, cpus)
+	rr.writePointReads(b)
+	rr.writeSnapshot(b)
+}
 
-	if len(rr.Lag) > 0 {
-		fmt.Fprintf(b, "### Visibility lag from commit on the primary to visible on a replica\n\n"+
-			"One replica connected. A writer on the primary commits 1-row inserts paced at %s/s for %s s "+
-			"and notes time.time() when each commit returns; a poller on the replica notes the first "+
-			"time.time() it sees each transaction. One run per definition of visible: the replica's `-pos` file "+
-			"shows the TXID (when its storage server counted the transaction), or `SELECT max(id) FROM t` through a "+
-			"SQLite connection on the replica returns the row (what an app sees). Same machine, same clock. %s\n\n",
-			formatRate(s.LagRate), fmtFloat(s.LagSeconds), pollNote(s.LagPollPauseMS, cpus))
-		fmt.Fprintf(b, "| seen by | commits (seen) | achieved rate | polls/s | p50 | p90 | p99 | max | bar |\n|---|---|---|---|---|---|---|---|---|\n")
-		for _, l := range rr.Lag {
-			seenBy := "replica's -pos file"
-			if l.SeenBy == lagBySQL {
-				seenBy = "SELECT max(id) on the replica"
-			}
-			fmt.Fprintf(b, "| %s | %s (%s) | %s tx/s | %s | %s | %s | %s | %s | p99 ≤ %s |\n",
-				seenBy, formatInt(l.Commits), formatInt(l.Seen), formatRate(l.CommitRate), formatRate(l.PollsPerSecond),
-				formatMS(l.P50MS), formatMS(l.P90MS), formatMS(l.P99MS), formatMS(l.MaxMS), formatMS(bar.LagP99MS))
-		}
-		fmt.Fprintf(b, "\nBar: p99 ≤ %s at %s tx/s on loopback. LiteFS v0.5.14 on this machine kind: p50 %s, p90 %s.\n\n",
-			formatMS(bar.LagP99MS), formatRate(bar.LagRate), formatMS(bar.LiteFSLagP50MS), formatMS(bar.LiteFSLagP90MS))
-		fmt.Fprintf(b, "The replica's own view of the same commits (its `pagewire_replica_apply_lag_seconds` histogram: from the primary's "+
-			"commit time to the transaction being counted and visible on the replica; bucket bounds, so \"≤\"), free of the poller's own scheduling:\n\n"+
-			"| run | p50 | p99 | applied within 5 ms |\n|---|---|---|---|\n")
-		for _, l := range rr.Lag {
-			fmt.Fprintf(b, "| %s | ≤ %s | ≤ %s | %.2f%% |\n", l.SeenBy, formatMS(l.NodeP50MS), formatMS(l.NodeP99MS), 100*l.NodeWithin)
-		}
-		fmt.Fprintln(b)
+// writeWriteRates prints the primary's write rates with replicas, if measured.
+func (rr *replicationReport) writeWriteRates(b io.Writer, cpus int) {
+	if len(rr.WriteRates) == 0 {
+		return
 	}
+	s, bar := rr.Settings, rr.Bars
+	fmt.Fprintf(b, "### The primary's write rate with replicas connected\n\n"+
+		"insert-normal (autocommit 1-row inserts, synchronous=NORMAL, %s per run) on the primary's mount, a fresh database per run. "+
+		"The three are interleaved: each round runs with 0, then 1, then 2 replicas, each replica started (or restarted on its data.dir) "+
+		"and caught up on every database before the run, so that the machine's drift weighs on all three alike. "+
+		"Each round does so in two placements, in alternating order: **shared**, every process free to run on any of the %d CPUs, "+
+		"so that the replicas compete with the primary and its writer for them; and **separate**, the primary and its writer "+
+		"held to one half of the CPUs and the replicas to the other, as if they were separate machines, which leaves the primary's own "+
+		"cost of serving replicas. "+
+		"\"vs 0 replicas\" is the median of the rounds' ratios to the same round's and placement's run with none; \"caught up after\" is from the end of a run "+
+		"until every replica's -pos equalled the primary's (median).\n\n", formatInt(s.Inserts), cpus)
+	fmt.Fprintf(b, "| placement | replicas | primary | vs 0 replicas | replicas caught up after | bar |\n|---|---|---|---|---|---|\n")
+	for _, wr := range rr.WriteRates {
+		caught, barCell := "—", ""
+		if len(wr.CatchUpSeconds) > 0 {
+			caught = formatSeconds(median(wr.CatchUpSeconds))
+		}
+		if wr.Replicas == bar.WriteRateReplicas {
+			barCell = "≥ " + formatRatio(bar.WriteRateRatio)
+		}
+		fmt.Fprintf(b, "| %s | %d | %s tx/s | %s | %s | %s |\n", wr.Placement, wr.Replicas, formatRate(wr.Primary.MedianRate), formatRatio(wr.Ratio), caught, barCell)
+	}
+	fmt.Fprintln(b)
+}
 
-	if len(rr.PointReads) > 0 {
-		fmt.Fprintf(b, "### Point reads on a replica\n\n"+
-			"workload.py's point-read (SELECT by random primary key, one query per transaction, %s per run) on a "+
-			"10,000-row table: on plain disk with no concurrent writes, and on the replica's copy of the same table, "+
-			"idle, then while a writer on the primary commits 1-row inserts into it paced at %s/s (the rate shown is how "+
-			"fast the replica's TXID grew during a 300 ms warm-up and the reads).\n\n", formatInt(s.Reads), formatRate(s.ApplyRate))
-		fmt.Fprintf(b, "| target | reads | vs plain disk | bar |\n|---|---|---|---|\n")
-		for _, pr := range rr.PointReads {
-			what, barCell := pr.What, ""
-			if pr.Target == "replica-applying" {
-				what = fmt.Sprintf("replica, applying %s tx/s (writer: %s tx/s)", formatRate(pr.MedianApplyRate), formatRate(pr.MedianWriterRate))
-				barCell = fmt.Sprintf("≥ %s while applying %s tx/s", formatRatio(bar.ReplicaReadRatio), formatRate(bar.ReplicaApplyRate))
-			}
-			fmt.Fprintf(b, "| %s | %s q/s | %s | %s |\n", what, formatRate(pr.Reads.MedianRate), formatRatio(pr.Ratio), barCell)
-		}
-		fmt.Fprintln(b)
+// writeLag prints the visibility lags, if measured.
+func (rr *replicationReport) writeLag(b io.Writer, cpus int) {
+	if len(rr.Lag) == 0 {
+		return
 	}
+	s, bar := rr.Settings, rr.Bars
+	fmt.Fprintf(b, "### Visibility lag from commit on the primary to visible on a replica\n\n"+
+		"One replica connected. A writer on the primary commits 1-row inserts paced at %s/s for %s s "+
+		"and notes time.time() when each commit returns; a poller on the replica notes the first "+
+		"time.time() it sees each transaction. One run per definition of visible: the replica's `-pos` file "+
+		"shows the TXID (when its storage server counted the transaction), or `SELECT max(id) FROM t` through a "+
+		"SQLite connection on the replica returns the row (what an app sees). Same machine, same clock. %s\n\n",
+		formatRate(s.LagRate), fmtFloat(s.LagSeconds), pollNote(s.LagPollPauseMS, cpus))
+	fmt.Fprintf(b, "| seen by | commits (seen) | achieved rate | polls/s | p50 | p90 | p99 | max | bar |\n|---|---|---|---|---|---|---|---|---|\n")
+	for _, l := range rr.Lag {
+		seenBy := "replica's -pos file"
+		if l.SeenBy == lagBySQL {
+			seenBy = "SELECT max(id) on the replica"
+		}
+		fmt.Fprintf(b, "| %s | %s (%s) | %s tx/s | %s | %s | %s | %s | %s | p99 ≤ %s |\n",
+			seenBy, formatInt(l.Commits), formatInt(l.Seen), formatRate(l.CommitRate), formatRate(l.PollsPerSecond),
+			formatMS(l.P50MS), formatMS(l.P90MS), formatMS(l.P99MS), formatMS(l.MaxMS), formatMS(bar.LagP99MS))
+	}
+	fmt.Fprintf(b, "\nBar: p99 ≤ %s at %s tx/s on loopback. LiteFS v0.5.14 on this machine kind: p50 %s, p90 %s.\n\n",
+		formatMS(bar.LagP99MS), formatRate(bar.LagRate), formatMS(bar.LiteFSLagP50MS), formatMS(bar.LiteFSLagP90MS))
+	fmt.Fprintf(b, "The replica's own view of the same commits (its `pagewire_replica_apply_lag_seconds` histogram: from the primary's "+
+		"commit time to the transaction being counted and visible on the replica; bucket bounds, so \"≤\"), free of the poller's own scheduling:\n\n"+
+		"| run | p50 | p99 | applied within 5 ms |\n|---|---|---|---|\n")
+	for _, l := range rr.Lag {
+		fmt.Fprintf(b, "| %s | ≤ %s | ≤ %s | %.2f%% |\n", l.SeenBy, formatMS(l.NodeP50MS), formatMS(l.NodeP99MS), 100*l.NodeWithin)
+	}
+	fmt.Fprintln(b)
+}
 
-	if sn := rr.Snapshot; sn != nil {
-		fmt.Fprintf(b, "### Snapshot catch-up\n\n"+
-			"A fresh primary holds one database of %.1f MB (%d rows of a 1 MiB random blob, written in one transaction in %s); "+
-			"a new replica with an empty data.dir starts, and is timed until its -pos equals the primary's. "+
-			"MB = 10^6 bytes of the database (page_count × page_size). Caught up by snapshot (its log says so): %v.\n\n",
-			float64(sn.Bytes)/1e6, s.SnapshotMiB, formatSeconds(sn.WriteSeconds), sn.ViaSnapshot)
-		fmt.Fprintf(b, "| timed from | to caught up | MB/s | bar |\n|---|---|---|---|\n")
-		fmt.Fprintf(b, "| replica process start | %s | %s | ≥ %s MB/s |\n", formatSeconds(sn.FromStartSeconds), formatRate(sn.MBPerSecFromStart), fmtFloat(bar.SnapshotMBPerSec))
-		fromReady := "—"
-		if sn.MBPerSecFromReady > 0 {
-			fromReady = formatRate(sn.MBPerSecFromReady)
-		}
-		fmt.Fprintf(b, "| replica ready (/healthz 200, %s after start) | %s | %s | |\n", formatSeconds(sn.ReadySeconds), formatSeconds(sn.FromReadySeconds), fromReady)
-		fmt.Fprintln(b)
+// writePointReads prints the point reads on a replica, if measured.
+func (rr *replicationReport) writePointReads(b io.Writer) {
+	if len(rr.PointReads) == 0 {
+		return
 	}
+	s, bar := rr.Settings, rr.Bars
+	fmt.Fprintf(b, "### Point reads on a replica\n\n"+
+		"workload.py's point-read (SELECT by random primary key, one query per transaction, %s per run) on a "+
+		"10,000-row table: on plain disk with no concurrent writes, and on the replica's copy of the same table, "+
+		"idle, then while a writer on the primary commits 1-row inserts into it paced at %s/s (the rate shown is how "+
+		"fast the replica's TXID grew during a 300 ms warm-up and the reads).\n\n", formatInt(s.Reads), formatRate(s.ApplyRate))
+	fmt.Fprintf(b, "| target | reads | vs plain disk | bar |\n|---|---|---|---|\n")
+	for _, pr := range rr.PointReads {
+		what, barCell := pr.What, ""
+		if pr.Target == "replica-applying" {
+			what = fmt.Sprintf("replica, applying %s tx/s (writer: %s tx/s)", formatRate(pr.MedianApplyRate), formatRate(pr.MedianWriterRate))
+			barCell = fmt.Sprintf("≥ %s while applying %s tx/s", formatRatio(bar.ReplicaReadRatio), formatRate(bar.ReplicaApplyRate))
+		}
+		fmt.Fprintf(b, "| %s | %s q/s | %s | %s |\n", what, formatRate(pr.Reads.MedianRate), formatRatio(pr.Ratio), barCell)
+	}
+	fmt.Fprintln(b)
+}
+
+// writeSnapshot prints the snapshot catch-up, if measured.
+func (rr *replicationReport) writeSnapshot(b io.Writer) {
+	sn := rr.Snapshot
+	if sn == nil {
+		return
+	}
+	s, bar := rr.Settings, rr.Bars
+	fmt.Fprintf(b, "### Snapshot catch-up\n\n"+
+		"A fresh primary holds one database of %.1f MB (%d rows of a 1 MiB random blob, written in one transaction in %s); "+
+		"a new replica with an empty data.dir starts, and is timed until its -pos equals the primary's. "+
+		"MB = 10^6 bytes of the database (page_count × page_size). Caught up by snapshot (its log says so): %v.\n\n",
+		float64(sn.Bytes)/1e6, s.SnapshotMiB, formatSeconds(sn.WriteSeconds), sn.ViaSnapshot)
+	fmt.Fprintf(b, "| timed from | to caught up | MB/s | bar |\n|---|---|---|---|\n")
+	fmt.Fprintf(b, "| replica process start | %s | %s | ≥ %s MB/s |\n", formatSeconds(sn.FromStartSeconds), formatRate(sn.MBPerSecFromStart), fmtFloat(bar.SnapshotMBPerSec))
+	fromReady := "—"
+	if sn.MBPerSecFromReady > 0 {
+		fromReady = formatRate(sn.MBPerSecFromReady)
+	}
+	fmt.Fprintf(b, "| replica ready (/healthz 200, %s after start) | %s | %s | |\n", formatSeconds(sn.ReadySeconds), formatSeconds(sn.FromReadySeconds), fromReady)
+	fmt.Fprintln(b)
 }
 
 // pollNote says how the lag poller polled.

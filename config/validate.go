@@ -14,8 +14,18 @@ import (
 // name the file and line.
 func (c *Config) Validate() error {
 	v := validator{c: c}
+	v.dirs()
+	v.exec()
+	v.hostPort("http.addr", c.HTTP.Addr, `":20202"`)
+	v.proxy()
+	v.lease()
+	v.logAndReplication()
+	return v.err()
+}
 
-	// fuse and data.
+// dirs checks fuse.dir, data.dir and data.retention.
+func (v *validator) dirs() {
+	c := v.c
 	switch {
 	case c.FUSE.Dir == "":
 		v.fail("fuse.dir", `fuse.dir is not set: set it to the directory apps open databases in, e.g. "/litefs"`)
@@ -35,17 +45,20 @@ func (c *Config) Validate() error {
 	if c.Data.Retention <= 0 {
 		v.fail("data.retention", `data.retention is %s: use a positive duration such as "10m"`, c.Data.Retention)
 	}
-	for i, e := range c.Exec {
+}
+
+// exec checks that every exec entry has a command.
+func (v *validator) exec() {
+	for i, e := range v.c.Exec {
 		if strings.TrimSpace(e.Cmd) == "" {
 			v.fail(fmt.Sprintf("exec[%d].cmd", i), "exec[%d].cmd is empty: set the command to run, or remove it", i)
 		}
 	}
+}
 
-	// http.
-	v.hostPort("http.addr", c.HTTP.Addr, `":20202"`)
-
-	// proxy.
-	p := c.Proxy
+// proxy checks the proxy section.
+func (v *validator) proxy() {
+	p := v.c.Proxy
 	if p.Addr != "" {
 		v.hostPort("proxy.addr", p.Addr, `":8080"`)
 		if p.Target == "" {
@@ -79,30 +92,18 @@ func (c *Config) Validate() error {
 	if p.PrimaryRedirectTimeout <= 0 {
 		v.fail("proxy.primary-redirect-timeout", `proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, p.PrimaryRedirectTimeout)
 	}
+}
 
-	// lease.
-	l := c.Lease
+// lease checks the lease section: its type's own keys, then the shared ones.
+func (v *validator) lease() {
+	l := v.c.Lease
 	switch l.Type {
 	case LeaseTypeStatic:
 		if l.AdvertiseURL == "" && !l.Candidate {
 			v.fail("lease.advertise-url", `lease.advertise-url is not set: with lease.type "static" and lease.candidate false this node is a replica, so set it to the primary's URL, e.g. "http://primary:20202"`)
 		}
 	case LeaseTypeConsul:
-		if l.Consul.URL == "" {
-			v.fail("lease.consul.url", `lease.consul.url is not set: set it to the Consul agent's URL, e.g. "http://localhost:8500", or use lease.type "static"`)
-		} else if _, err := parseHTTPURL(l.Consul.URL); err != nil {
-			// The URL may hold a token (Fly's does): never print it.
-			v.fail("lease.consul.url", `lease.consul.url is not an http or https URL: use e.g. "http://localhost:8500"`)
-		}
-		if l.Consul.Key == "" {
-			v.fail("lease.consul.key", `lease.consul.key is not set: set a key unique to this cluster, e.g. "litefs/myapp"`)
-		}
-		if l.Consul.TTL <= 0 {
-			v.fail("lease.consul.ttl", `lease.consul.ttl is %s: use a positive duration such as "10s"`, l.Consul.TTL)
-		}
-		if l.Consul.LockDelay < 0 {
-			v.fail("lease.consul.lock-delay", `lease.consul.lock-delay is %s: use 0 or a positive duration such as "1s"`, l.Consul.LockDelay)
-		}
+		v.consul()
 	default:
 		v.fail("lease.type", `lease.type %q is not supported: use "static" or "consul"`, l.Type)
 	}
@@ -117,16 +118,36 @@ func (c *Config) Validate() error {
 	if l.DemoteDelay < 0 {
 		v.fail("lease.demote-delay", `lease.demote-delay is %s: use 0 or a positive duration such as "10s"`, l.DemoteDelay)
 	}
+}
 
-	// log and replication.
-	if f := c.Log.Format; f != LogFormatText && f != LogFormatJSON {
+// consul checks lease.consul, for lease.type "consul".
+func (v *validator) consul() {
+	c := v.c.Lease.Consul
+	if c.URL == "" {
+		v.fail("lease.consul.url", `lease.consul.url is not set: set it to the Consul agent's URL, e.g. "http://localhost:8500", or use lease.type "static"`)
+	} else if _, err := parseHTTPURL(c.URL); err != nil {
+		// The URL may hold a token (Fly's does): never print it.
+		v.fail("lease.consul.url", `lease.consul.url is not an http or https URL: use e.g. "http://localhost:8500"`)
+	}
+	if c.Key == "" {
+		v.fail("lease.consul.key", `lease.consul.key is not set: set a key unique to this cluster, e.g. "litefs/myapp"`)
+	}
+	if c.TTL <= 0 {
+		v.fail("lease.consul.ttl", `lease.consul.ttl is %s: use a positive duration such as "10s"`, c.TTL)
+	}
+	if c.LockDelay < 0 {
+		v.fail("lease.consul.lock-delay", `lease.consul.lock-delay is %s: use 0 or a positive duration such as "1s"`, c.LockDelay)
+	}
+}
+
+// logAndReplication checks log.format and replication.sync-replicas.
+func (v *validator) logAndReplication() {
+	if f := v.c.Log.Format; f != LogFormatText && f != LogFormatJSON {
 		v.fail("log.format", `log.format %q is not supported: use "text" or "json"`, f)
 	}
-	if n := c.Replication.SyncReplicas; n < 0 {
+	if n := v.c.Replication.SyncReplicas; n < 0 {
 		v.fail("replication.sync-replicas", "replication.sync-replicas is %d: use 0 for asynchronous commits, or the number of replicas each commit waits for", n)
 	}
-
-	return v.err()
 }
 
 // validator collects Validate's errors.

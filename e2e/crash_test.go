@@ -11,18 +11,13 @@ import (
 	"time"
 )
 
-// sqCrashCheck is a Python script that prints, for argv[1]: integrity_check,
-// count(*), min(id), max(id) of table t (ids below 1,000,000) and how many
-// rows have ids from 1,000,000 up.
-const sqCrashCheck = `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-print(c.execute("pragma integrity_check").fetchone()[0])
-n, lo, hi = c.execute("select count(*), coalesce(min(id), 0), coalesce(max(id), 0) from t where id < 1000000").fetchone()
-print(n, lo, hi)
-print(c.execute("select count(*) from t where id >= 1000000").fetchone()[0])
-print(c.execute("pragma journal_mode").fetchone()[0])
-`
+// crashCheck runs testdata/crash_check.py on db and returns its lines:
+// integrity_check; count(*), min(id), max(id) of table t (ids below
+// 1,000,000); how many rows have ids from 1,000,000 up; journal_mode.
+func crashCheck(t testing.TB, db string) []string {
+	t.Helper()
+	return strings.Split(strings.TrimSpace(python(t, readTestdata(t, "crash_check.py"), db)), "\n")
+}
 
 // TestCrash_KillDuringCommits kills the node with SIGKILL while a Python
 // writer with synchronous=FULL commits one row at a time. The writer then
@@ -40,7 +35,7 @@ c.execute("create table t(id integer primary key, v text not null)")
 c.close()
 `, db)
 
-	w := sqStartPython(t, "writer", `
+	w := startPython(t, "writer", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("pragma synchronous=FULL")
@@ -66,7 +61,7 @@ while True:
 
 	n.Start(false) // must clear the stale mount left by the kill by itself
 
-	got := strings.Split(strings.TrimSpace(python(t, sqCrashCheck, db)), "\n")
+	got := crashCheck(t, db)
 	if len(got) != 4 || got[0] != "ok" || got[2] != "0" || got[3] != "wal" {
 		t.Fatalf("after restart: %q, want integrity ok, no stray rows, wal", got)
 	}
@@ -79,7 +74,7 @@ while True:
 	if count < a || count > a+1 || lo != 1 || hi != count {
 		t.Fatalf("after restart t holds %d rows, ids %d..%d; want ids 1..%d (or 1..%d)", count, lo, hi, a, a+1)
 	}
-	txid := sqTXID(t, n.Pos("crash.db"))
+	txid := txidOf(t, n.Pos("crash.db"))
 	if least := uint64(1 + 1 + a); txid < least {
 		t.Errorf("TXID after restart = %d, want >= %d (1 + create table + %d acknowledged)", txid, least, a)
 	}
@@ -94,8 +89,8 @@ c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("insert into t(id, v) values (?, 'after')", (int(sys.argv[2]),))
 c.close()
 `, db, strconv.Itoa(count+1))
-	sqCheckTXID(t, n, "crash.db", txid+1)
-	if got := strings.Split(strings.TrimSpace(python(t, sqCrashCheck, db)), "\n"); len(got) < 2 || got[0] != "ok" || got[1] != fmt.Sprintf("%d 1 %d", count+1, count+1) {
+	checkTXID(t, n, "crash.db", txid+1)
+	if got := crashCheck(t, db); len(got) < 2 || got[0] != "ok" || got[1] != fmt.Sprintf("%d 1 %d", count+1, count+1) {
 		t.Errorf("after a new commit: %q", got)
 	}
 }
@@ -117,11 +112,11 @@ for i in range(1, int(sys.argv[2]) + 1):
 c.close()
 `, db, strconv.Itoa(committed))
 	before := n.Pos("big.db")
-	if got, want := sqTXID(t, before), uint64(1+1+committed); got != want {
+	if got, want := txidOf(t, before), uint64(1+1+committed); got != want {
 		t.Fatalf("TXID before the big transaction = %d, want %d", got, want)
 	}
 
-	w := sqStartPython(t, "big writer", `
+	w := startPython(t, "big writer", `
 import os, sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 def walsize():
@@ -160,7 +155,7 @@ print("committed", flush=True)
 
 	n.Start(false)
 	want := []string{"ok", fmt.Sprintf("%d 1 %d", committed, committed), "0", "wal"}
-	if got := strings.Split(strings.TrimSpace(python(t, sqCrashCheck, db)), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
+	if got := crashCheck(t, db); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Fatalf("after restart:\n got %q\nwant %q (integrity, committed rows, rows of the big transaction, journal mode)", got, want)
 	}
 	if got := n.Pos("big.db"); got != before {
@@ -183,7 +178,7 @@ for i in range(25):
 c.close()
 `, db)
 	before := n.Pos("keep.db")
-	if got, want := sqTXID(t, before), uint64(1+1+25); got != want {
+	if got, want := txidOf(t, before), uint64(1+1+25); got != want {
 		t.Fatalf("TXID = %d, want %d", got, want)
 	}
 
@@ -196,7 +191,7 @@ c.close()
 	if got := n.Pos("keep.db"); got != before {
 		t.Fatalf("-pos after a clean restart = %s, want %s", got, before)
 	}
-	sqCheckRead(t, db, sqRows("keep", 25), 25)
+	checkRead(t, db, rowValues("keep", 25), 25)
 	if got := n.Pos("keep.db"); got != before {
 		t.Fatalf("-pos after reading = %s, want %s", got, before)
 	}
@@ -208,11 +203,11 @@ c.execute("insert into t(v) values ('keep-25')")
 c.close()
 `, db)
 	after := n.Pos("keep.db")
-	if got, want := sqTXID(t, after), sqTXID(t, before)+1; got != want {
+	if got, want := txidOf(t, after), txidOf(t, before)+1; got != want {
 		t.Errorf("TXID after one more commit = %d, want %d", got, want)
 	}
 	if after[17:] == before[17:] {
 		t.Errorf("checksum did not change with a new commit: %s then %s", before, after)
 	}
-	sqCheckRead(t, db, sqRows("keep", 26), 26)
+	checkRead(t, db, rowValues("keep", 26), 26)
 }

@@ -14,9 +14,9 @@ import (
 // These tests cover the app pagewire runs: `pagewire mount -- CMD` and the
 // exec key (DESIGN §3, §4), and how signals stop a node.
 
-// execWriteScript writes a script file into a new temp folder and returns
+// writeScript writes a script file into a new temp folder and returns
 // its path.
-func execWriteScript(t testing.TB, name, body string) string {
+func writeScript(t testing.TB, name, body string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)
 	if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
@@ -25,9 +25,9 @@ func execWriteScript(t testing.TB, name, body string) string {
 	return p
 }
 
-// execAssertUnmounted checks, before the node's cleanup runs, that the
+// assertUnmounted checks, before the node's cleanup runs, that the
 // node's mount is gone.
-func execAssertUnmounted(t testing.TB, n *Node) {
+func assertUnmounted(t testing.TB, n *Node) {
 	t.Helper()
 	if cliMounted(t, n.MountDir) {
 		t.Errorf("%s is still mounted after pagewire exited", n.MountDir)
@@ -43,7 +43,7 @@ func TestMountExec_ExitCode(t *testing.T) {
 	if code := n.Wait(2 * time.Minute); code != 7 {
 		t.Fatalf("pagewire exited %d, want the app's 7:\n%s", code, n.Log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMountExec_AppUsesMount runs a Python app with `--`: it must start only
@@ -52,20 +52,7 @@ func TestMountExec_ExitCode(t *testing.T) {
 func TestMountExec_AppUsesMount(t *testing.T) {
 	// The app runs in the node's folder (pagewire's working directory), so
 	// mnt/ is the mount and pagewire.yml the node's config.
-	app := `
-import os, re, sqlite3, sys, urllib.request
-if not os.path.ismount("mnt"):
-    sys.exit("mnt is not mounted yet")
-addr = re.search(r'addr: "([^"]+)"', open("pagewire.yml").read()).group(1)
-with urllib.request.urlopen("http://%s/healthz" % addr) as r:
-    print("app-healthz", r.status, flush=True)
-c = sqlite3.connect("mnt/app.db", isolation_level=None)
-c.execute("create table t(id integer primary key, v text)")
-for i in range(5):
-    c.execute("insert into t(v) values (?)", ("v%d" % i,))
-print("app-rows", c.execute("select count(*) from t").fetchone()[0], flush=True)
-c.close()
-`
+	app := readTestdata(t, "exec_app.py")
 	n := StartNode(t, NodeOptions{Args: []string{"--", "python3", "-c", app}, NoWait: true})
 	if code := n.Wait(3 * time.Minute); code != 0 {
 		t.Fatalf("pagewire exited %d, want 0 from the app:\n%s", code, n.Log)
@@ -75,7 +62,7 @@ c.close()
 			t.Errorf("node output lacks %q:\n%s", w, n.Log)
 		}
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 
 	// The app's writes are there after a restart without the app.
 	n.Args = nil
@@ -108,12 +95,12 @@ func TestMountExec_ForwardsSIGTERM(t *testing.T) {
 	if !strings.Contains(n.Log.String(), "got-term") {
 		t.Errorf("the app did not get SIGTERM:\n%s", n.Log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMountExec_ConfigString runs exec given as a single command string.
 func TestMountExec_ConfigString(t *testing.T) {
-	script := execWriteScript(t, "app.py", `
+	script := writeScript(t, "app.py", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("create table t(v)")
@@ -127,13 +114,13 @@ print("exec-string", c.execute("select v from t").fetchone()[0], flush=True)
 	if !strings.Contains(n.Log.String(), "exec-string from-exec-string") {
 		t.Errorf("node output lacks the exec command's output:\n%s", n.Log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMountExec_ConfigListInOrder runs exec given as a list of {cmd,
 // if-candidate}: the migration must run to completion before the app.
 func TestMountExec_ConfigListInOrder(t *testing.T) {
-	migrate := execWriteScript(t, "migrate.py", `
+	migrate := writeScript(t, "migrate.py", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("create table t(id integer primary key, v text)")
@@ -141,7 +128,7 @@ c.execute("insert into t(v) values ('migrated')")
 c.close()
 print("migrate-done", flush=True)
 `)
-	app := execWriteScript(t, "app.py", `
+	app := writeScript(t, "app.py", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("insert into t(v) values ('app')")  # fails if migrate has not run
@@ -160,7 +147,7 @@ print("app-rows", ",".join(r[0] for r in c.execute("select v from t order by id"
 	if mi < 0 || ai < 0 || mi > ai {
 		t.Errorf("want migrate-done, then app-rows migrated,app in the output:\n%s", log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMountExec_FailingStep checks that a failing early exec step stops the
@@ -183,7 +170,7 @@ func TestMountExec_FailingStep(t *testing.T) {
 	if strings.Contains(log, "APP_STARTED_MARKER") {
 		t.Errorf("the app ran after the failing step:\n%s", log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMount_SignalStops checks that SIGINT and SIGTERM stop a node that has
@@ -202,7 +189,7 @@ func TestMount_SignalStops(t *testing.T) {
 			if code := n.Wait(time.Minute); code != 0 {
 				t.Fatalf("pagewire exited %d after %v, want 0:\n%s", code, sig, n.Log)
 			}
-			execAssertUnmounted(t, n)
+			assertUnmounted(t, n)
 		})
 	}
 }
@@ -229,7 +216,7 @@ func TestMount_SignalDuringStartup(t *testing.T) {
 	if code := n.Wait(time.Second); code != 0 {
 		t.Errorf("pagewire exited %d after SIGTERM during startup, want 0:\n%s", code, n.Log)
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }
 
 // TestMountExec_CommandNotFound checks that an app that cannot be started
@@ -244,5 +231,5 @@ func TestMountExec_CommandNotFound(t *testing.T) {
 			t.Errorf("output lacks %q:\n%s", w, n.Log)
 		}
 	}
-	execAssertUnmounted(t, n)
+	assertUnmounted(t, n)
 }

@@ -31,33 +31,6 @@ import (
 // lagging candidate, with a write prober on every node recording when each
 // node accepted a write.
 
-// failProber writes one row per attempt to probe.db on one node and prints
-// "ok T0 T1" (time.time() before and after) for each accepted write. It
-// reopens the database after any error: the node may have been killed and
-// restarted under it.
-const failProber = `
-import sqlite3, sys, time
-path, node = sys.argv[1], sys.argv[2]
-c = None
-while True:
-    try:
-        if c is None:
-            c = sqlite3.connect(path, isolation_level=None, timeout=0.05)
-        t0 = time.time()
-        c.execute("insert into probe(node, t) values (?, ?)", (node, t0))
-        t1 = time.time()
-        print("ok %.6f %.6f" % (t0, t1), flush=True)
-        time.sleep(0.002)
-    except Exception:
-        try:
-            if c is not None:
-                c.close()
-        except Exception:
-            pass
-        c = None
-        time.sleep(0.005)
-`
-
 // accepted is one write a node accepted, between T0 and T1.
 type accepted struct {
 	node   int
@@ -68,9 +41,10 @@ type accepted struct {
 // accepted so far, stop ends the probers.
 func probeWrites(t *testing.T, nodes []*Node) (collect func() []accepted, stop func()) {
 	t.Helper()
-	var procs []*sqProc
+	prober := readTestdata(t, "prober.py")
+	var procs []*proc
 	for i, n := range nodes {
-		procs = append(procs, sqStartPython(t, fmt.Sprintf("prober %d", i), failProber, n.Path("probe.db"), strconv.Itoa(i)))
+		procs = append(procs, startPython(t, fmt.Sprintf("prober %d", i), prober, n.Path("probe.db"), strconv.Itoa(i)))
 	}
 	stop = func() {
 		for _, p := range procs {
@@ -218,7 +192,7 @@ import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("create table probe(id integer primary key, node int, t real)")
 `, p.Path("probe.db"))
-	rpWaitPos(t, "probe.db", p, allBut(nodes, p)...)
+	waitCaughtUp(t, "probe.db", p, allBut(nodes, p)...)
 }
 
 // A handoff asked for with `pagewire handoff`, and one on SIGTERM: the
@@ -292,11 +266,11 @@ func TestFailover_LaggingCandidateDoesNotWin(t *testing.T) {
 	others := allBut(nodes, p)
 	ahead, behind := others[0], others[1]
 	cliMakeDB(t, p, "lag.db", 10)
-	rpWaitPos(t, "lag.db", p, others...)
+	waitCaughtUp(t, "lag.db", p, others...)
 
 	freeze(t, behind)
 	cliMakeDB(t, p, "lag.db", 200)
-	rpWaitPos(t, "lag.db", p, ahead)
+	waitCaughtUp(t, "lag.db", p, ahead)
 	p.Kill()
 	thaw(t, behind)
 
@@ -307,8 +281,8 @@ func TestFailover_LaggingCandidateDoesNotWin(t *testing.T) {
 	if !strings.Contains(behind.Log.String(), "leaving the lease to another candidate") {
 		t.Logf("note: the lagging candidate never had to defer (the other took the lease first)")
 	}
-	rpWaitPos(t, "lag.db", np, behind)
-	if got := rpCount(t, behind, "lag.db"); got != "210\nok" {
+	waitCaughtUp(t, "lag.db", np, behind)
+	if got := countAndCheck(t, behind, "lag.db"); got != "210\nok" {
 		t.Fatalf("lagging candidate after catching up: %q, want 210 rows", got)
 	}
 }
@@ -421,7 +395,7 @@ func TestFailover_RandomizedRoundsNeverTwoWriters(t *testing.T) {
 	}
 	// Every node ends with the same probe.db.
 	final := waitOnePrimary(t, nodes, time.Minute)
-	rpWaitPos(t, "probe.db", final, allBut(nodes, final)...)
+	waitCaughtUp(t, "probe.db", final, allBut(nodes, final)...)
 }
 
 // tcpProxy forwards connections to target until Cut, which closes them
@@ -551,7 +525,7 @@ func TestFailover_PrimaryCutOffFromConsul(t *testing.T) {
 	proxy.Restore()
 	waitOnePrimary(t, nodes, time.Minute)
 	stopProbes()
-	rpWaitPos(t, "probe.db", np, allBut(nodes, np)...)
+	waitCaughtUp(t, "probe.db", np, allBut(nodes, np)...)
 }
 
 // A primary whose last transactions never reached the others (cut off
@@ -581,18 +555,18 @@ func TestFailover_OldPrimaryKeepsUnreplicatedWritesAside(t *testing.T) {
 		t.Fatalf("primary %s, want node1", got.Dir)
 	}
 	cliMakeDB(t, p, "aside.db", 10)
-	rpWaitPos(t, "aside.db", p, others...)
+	waitCaughtUp(t, "aside.db", p, others...)
 
 	proxy.Cut()
 	cliMakeDB(t, p, "aside.db", 50) // only p has these
 	p.Kill()
 	proxy.Restore()
 	np := waitOnePrimary(t, others, 90*time.Second)
-	python(t, rpWriter, np.Path("aside.db"), "5")
+	insertRows(t, np.Path("aside.db"), 5)
 
 	p.Start(false)
-	rpWaitPos(t, "aside.db", np, p)
-	if got := rpCount(t, p, "aside.db"); got != "15\nok" {
+	waitCaughtUp(t, "aside.db", np, p)
+	if got := countAndCheck(t, p, "aside.db"); got != "15\nok" {
 		t.Fatalf("old primary after rejoining: %q, want the new primary's 15 rows", got)
 	}
 	kept, _ := filepath.Glob(filepath.Join(p.DataDir, "diverged", "aside.db.*"))

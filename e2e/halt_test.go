@@ -68,39 +68,32 @@ func metric(t testing.TB, n *Node, series string) string {
 	return ""
 }
 
-const haltInsert = `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=float(sys.argv[3]) if len(sys.argv) > 3 else 5)
-for i in range(int(sys.argv[2])):
-    c.execute("insert into t(v) values (?)", ("halt-%d" % i,))
-print("ok")
-`
-
 func TestHalt_ReplicaWritesLandOnThePrimary(t *testing.T) {
-	p, rs := rpCluster(t, 2, "")
+	insert := readTestdata(t, "halt_insert.py") // inserts rows halt-0, halt-1, ...
+	p, rs := startCluster(t, 2, "")
 	r1, r2 := rs[0], rs[1]
-	python(t, rpWriter, p.Path("db"), "10")
-	rpWaitPos(t, "db", p, r1, r2)
+	insertRows(t, p.Path("db"), 10)
+	waitCaughtUp(t, "db", p, r1, r2)
 
 	// The CLI holds the lock for its child: the child's writes are on the
 	// primary when the CLI returns.
-	out, code := r1.CLI("halt", "-name", "db", "-url", r1.URL, "--", "python3", "-c", haltInsert, r1.Path("db"), "25")
+	out, code := r1.CLI("halt", "-name", "db", "-url", r1.URL, "--", "python3", "-c", insert, r1.Path("db"), "25")
 	if code != 0 || !strings.Contains(out, "ok") {
 		t.Fatalf("pagewire halt: exit %d\n%s", code, out)
 	}
-	if got := rpCount(t, p, "db"); got != "35\nok" {
+	if got := countAndCheck(t, p, "db"); got != "35\nok" {
 		t.Fatalf("primary right after `pagewire halt` returned: %q, want 35 rows", got)
 	}
-	if got := rpCount(t, r1, "db"); got != "35\nok" {
+	if got := countAndCheck(t, r1, "db"); got != "35\nok" {
 		t.Fatalf("the writing replica: %q", got)
 	}
-	rpWaitPos(t, "db", p, r1, r2)
-	if got := rpCount(t, r2, "db"); got != "35\nok" {
+	waitCaughtUp(t, "db", p, r1, r2)
+	if got := countAndCheck(t, r2, "db"); got != "35\nok" {
 		t.Fatalf("the other replica: %q", got)
 	}
 	// The lock is gone: the primary writes again, the replica may not.
-	python(t, haltInsert, p.Path("db"), "1")
-	if out, err := pythonErr(haltInsert, r1.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+	python(t, insert, p.Path("db"), "1")
+	if out, err := pythonErr(insert, r1.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("a write on the replica after the lock was released: %v\n%s", err, out)
 	}
 
@@ -114,30 +107,31 @@ func TestHalt_ReplicaWritesLandOnThePrimary(t *testing.T) {
 		if lock.Holder != r2.Hostname {
 			return fmt.Errorf("holder %q, want %q", lock.Holder, r2.Hostname)
 		}
-		sqModernc(t, r2.Path("db"), "insert into t(v) values ('with-halt')", "insert into t(v) values ('with-halt-2')")
+		modernc(t, r2.Path("db"), "insert into t(v) values ('with-halt')", "insert into t(v) values ('with-halt-2')")
 		return nil
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := rpCount(t, p, "db"); got != "38\nok" {
+	if got := countAndCheck(t, p, "db"); got != "38\nok" {
 		t.Fatalf("primary after WithHalt returned: %q, want 38 rows", got)
 	}
-	rpWaitPos(t, "db", p, r1, r2)
+	waitCaughtUp(t, "db", p, r1, r2)
 }
 
 func TestHalt_LockBlocksPrimaryWritersAndShows(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	insert := readTestdata(t, "halt_insert.py") // inserts rows halt-0, halt-1, ...
+	p, rs := startCluster(t, 1, "")
 	r := rs[0]
-	python(t, rpWriter, p.Path("db"), "1")
-	rpWaitPos(t, "db", p, r)
+	insertRows(t, p.Path("db"), 1)
+	waitCaughtUp(t, "db", p, r)
 
 	h := acquireHTTP(t, r, "db", "?ttl=20s")
 	if h.Holder != r.Hostname {
 		t.Fatalf("holder %q, want %q", h.Holder, r.Hostname)
 	}
 	// The primary's own writers wait for the lock, and give up.
-	if out, err := pythonErr(haltInsert, p.Path("db"), "1", "0.3"); err == nil || !strings.Contains(out, "locked") {
+	if out, err := pythonErr(insert, p.Path("db"), "1", "0.3"); err == nil || !strings.Contains(out, "locked") {
 		t.Fatalf("a primary write while a replica holds the halt lock: %v\n%s", err, out)
 	}
 	for _, n := range []*Node{p, r} {
@@ -184,7 +178,7 @@ func TestHalt_LockBlocksPrimaryWritersAndShows(t *testing.T) {
 	if code, body := httpDo(t, "DELETE", r.URL+"/api/v1/dbs/db/halt?id="+h.ID, ""); code != 200 {
 		t.Fatalf("DELETE: %d %s", code, body)
 	}
-	python(t, haltInsert, p.Path("db"), "1", "5")
+	python(t, insert, p.Path("db"), "1", "5")
 	if v := metric(t, p, `litefs_halt_lock_active{db="db"}`); v != "0" {
 		t.Fatalf("litefs_halt_lock_active after release = %q", v)
 	}
@@ -194,18 +188,19 @@ func TestHalt_LockBlocksPrimaryWritersAndShows(t *testing.T) {
 }
 
 func TestHalt_ExpiryAndTurns(t *testing.T) {
-	p, rs := rpCluster(t, 2, "")
+	insert := readTestdata(t, "halt_insert.py") // inserts rows halt-0, halt-1, ...
+	p, rs := startCluster(t, 2, "")
 	r1, r2 := rs[0], rs[1]
-	python(t, rpWriter, p.Path("db"), "1")
-	rpWaitPos(t, "db", p, r1, r2)
+	insertRows(t, p.Path("db"), 1)
+	waitCaughtUp(t, "db", p, r1, r2)
 
 	// A lock that is not released expires, on both nodes.
 	acquireHTTP(t, r1, "db", "?ttl=1s")
 	waitFor(t, 10*time.Second, "the halt lock to expire", func() bool {
 		return metric(t, p, `litefs_halt_lock_active{db="db"}`) == "0" && metric(t, r1, `litefs_halt_lock_active{db="db"}`) == "0"
 	})
-	python(t, haltInsert, p.Path("db"), "1", "5")
-	if out, err := pythonErr(haltInsert, r1.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+	python(t, insert, p.Path("db"), "1", "5")
+	if out, err := pythonErr(insert, r1.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("a replica write after its lock expired: %v\n%s", err, out)
 	}
 
@@ -241,10 +236,10 @@ func TestHalt_ExpiryAndTurns(t *testing.T) {
 		t.Fatalf("the second request: %+v", res.h)
 	}
 	// The second holder writes through its replica.
-	if out, err := pythonErr(haltInsert, r2.Path("db"), "3"); err != nil {
+	if out, err := pythonErr(insert, r2.Path("db"), "3"); err != nil {
 		t.Fatalf("write under the second lock: %v\n%s", err, out)
 	}
-	if got := rpCount(t, p, "db"); got != "5\nok" {
+	if got := countAndCheck(t, p, "db"); got != "5\nok" {
 		t.Fatalf("primary: %q, want 5 rows", got)
 	}
 	httpDo(t, "DELETE", r2.URL+"/api/v1/dbs/db/halt?id="+res.h.ID, "")
@@ -255,7 +250,7 @@ func TestHalt_ExpiryAndTurns(t *testing.T) {
 	if local.Holder != "node1" {
 		t.Fatalf("a lock taken on the primary: holder %q", local.Holder)
 	}
-	python(t, haltInsert, p.Path("db"), "1", "5")
+	python(t, insert, p.Path("db"), "1", "5")
 	if code, body := httpDo(t, "POST", r1.URL+"/api/v1/dbs/db/halt?wait=200ms", ""); code != 409 || !strings.Contains(body, "node1") {
 		t.Fatalf("a replica's request while the primary's client holds the lock: %d %s", code, body)
 	}
@@ -273,10 +268,10 @@ func TestHalt_ExpiryAndTurns(t *testing.T) {
 }
 
 func TestHalt_BadInput(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	r := rs[0]
-	python(t, rpWriter, p.Path("db"), "1")
-	rpWaitPos(t, "db", p, r)
+	insertRows(t, p.Path("db"), 1)
+	waitCaughtUp(t, "db", p, r)
 	for _, c := range []struct {
 		method, path, body string
 		code               int
@@ -302,8 +297,8 @@ func TestHalt_BadInput(t *testing.T) {
 		}
 	}
 	// Nothing changed, and both nodes still serve.
-	rpWaitPos(t, "db", p, r)
-	if got := rpCount(t, r, "db"); got != "1\nok" {
+	waitCaughtUp(t, "db", p, r)
+	if got := countAndCheck(t, r, "db"); got != "1\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 }

@@ -120,13 +120,13 @@ func TestLease_ConsulOnePrimaryOthersFollow(t *testing.T) {
 	p := waitOnePrimary(t, nodes, time.Minute)
 	cliMakeDB(t, p, "lease.db", 50)
 	others := allBut(nodes, p)
-	rpWaitPos(t, "lease.db", p, others...)
+	waitCaughtUp(t, "lease.db", p, others...)
 	for _, r := range others {
-		if got := rpCount(t, r, "lease.db"); got != "50\nok" {
+		if got := countAndCheck(t, r, "lease.db"); got != "50\nok" {
 			t.Fatalf("replica %s: %q, want 50 rows and ok", r.Dir, got)
 		}
 		// Writes on a follower are refused, not lost.
-		if out, err := pythonErr(rpWriter, r.Path("lease.db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+		if out, err := insertRowsErr(t, r.Path("lease.db"), 1); err == nil || !strings.Contains(out, "readonly") {
 			t.Fatalf("write on a follower: err=%v output=%q, want a read-only error", err, out)
 		}
 	}
@@ -139,18 +139,18 @@ func TestLease_ConsulFailoverAfterKill(t *testing.T) {
 	p := waitOnePrimary(t, nodes, time.Minute)
 	cliMakeDB(t, p, "fo.db", 20)
 	others := allBut(nodes, p)
-	rpWaitPos(t, "fo.db", p, others...)
+	waitCaughtUp(t, "fo.db", p, others...)
 	p.Kill()
 	killed := time.Now()
 	// Consul frees a dead holder's session after up to 2×TTL, plus
 	// lock-delay: allow a generous margin.
 	np := waitOnePrimary(t, others, 90*time.Second)
 	t.Logf("new primary %s after %s", strings.TrimSpace(np.hostname(t)), time.Since(killed).Round(100*time.Millisecond))
-	python(t, rpWriter, np.Path("fo.db"), "10")
+	insertRows(t, np.Path("fo.db"), 10)
 	rest := allBut(others, np)
-	rpWaitPos(t, "fo.db", np, rest...)
+	waitCaughtUp(t, "fo.db", np, rest...)
 	for _, n := range append(rest, np) {
-		if got := rpCount(t, n, "fo.db"); got != "30\nok" {
+		if got := countAndCheck(t, n, "fo.db"); got != "30\nok" {
 			t.Fatalf("%s: %q, want 30 rows and ok", n.Dir, got)
 		}
 	}
@@ -169,7 +169,7 @@ func TestLease_ConsulStoppedPrimaryReleases(t *testing.T) {
 	p.Stop()
 	waitOnePrimary(t, []*Node{other}, 30*time.Second)
 	t.Logf("the other candidate took over %s after SIGTERM", time.Since(stopped).Round(10*time.Millisecond))
-	python(t, rpWriter, other.Path("after.db"), "3")
+	insertRows(t, other.Path("after.db"), 3)
 }
 
 // A node with candidate: false follows and never takes the lease, even
@@ -179,7 +179,7 @@ func TestLease_ConsulNonCandidateNeverLeads(t *testing.T) {
 	p := waitOnePrimary(t, nodes, time.Minute)
 	r := startConsulNode(t, agent, "follower", false)
 	cliMakeDB(t, p, "nc.db", 5)
-	rpWaitPos(t, "nc.db", p, r)
+	waitCaughtUp(t, "nc.db", p, r)
 	p.Stop()
 	// With the only candidate gone the follower names no primary, takes
 	// no writes and stays a replica.
@@ -190,7 +190,7 @@ func TestLease_ConsulNonCandidateNeverLeads(t *testing.T) {
 	if _, body := r.HTTPGet("/metrics"); !strings.Contains(body, "\nlitefs_is_primary 0") {
 		t.Fatal("a non-candidate reports itself primary")
 	}
-	if out, err := pythonErr(rpWriter, r.Path("nc.db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+	if out, err := insertRowsErr(t, r.Path("nc.db"), 1); err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("write with no primary: err=%v output=%q, want a read-only error", err, out)
 	}
 }
@@ -218,7 +218,7 @@ func TestLease_ConsulRefusingConnectionsIsReported(t *testing.T) {
 			strings.Contains(body, "lease.consul.url") && strings.Contains(body, "FLY_CONSUL_URL") && strings.Contains(body, "connection refused")
 	})
 	// Creating a database is a write too: refused, and nothing is left.
-	if out, err := pythonErr(rpWriter, n.Path("nolease.db"), "1"); err == nil {
+	if out, err := insertRowsErr(t, n.Path("nolease.db"), 1); err == nil {
 		t.Fatalf("write with no lease succeeded: %q", out)
 	}
 	if _, err := os.Stat(n.Path("nolease.db")); !errors.Is(err, fs.ErrNotExist) {
@@ -248,13 +248,13 @@ func TestLease_StaticTwoPrimariesDetected(t *testing.T) {
 		t.Fatalf("the copy's log does not report the conflict:\n%s", b.Log)
 	}
 	// Creating a database is a write: refused, and nothing is left.
-	if out, err := pythonErr(rpWriter, b.Path("x.db"), "1"); err == nil || !strings.Contains(out, "unable to open database file") {
+	if out, err := insertRowsErr(t, b.Path("x.db"), 1); err == nil || !strings.Contains(out, "unable to open database file") {
 		t.Fatalf("write on the copy: err=%v output=%q, want it refused", err, out)
 	}
 	if _, err := os.Stat(b.Path("x.db")); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("stat x.db on the copy: %v, want it absent", err)
 	}
-	python(t, rpWriter, a.Path("x.db"), "5")
+	insertRows(t, a.Path("x.db"), 5)
 	if code, body := a.HTTPGet("/healthz"); code != http.StatusOK || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("the real primary's /healthz: %d %s", code, body)
 	}
@@ -275,12 +275,12 @@ func TestLease_ConsulPromote(t *testing.T) {
 	if !strings.Contains(b.Log.String(), "lease.promote: caught up") {
 		t.Fatalf("the promoted node's log does not say why it took over:\n%s", b.Log)
 	}
-	if got := rpCount(t, b, "promo.db"); got != "100\nok" {
+	if got := countAndCheck(t, b, "promo.db"); got != "100\nok" {
 		t.Fatalf("promoted node: %q, want 100 rows", got)
 	}
-	python(t, rpWriter, b.Path("promo.db"), "5")
-	rpWaitPos(t, "promo.db", b, a)
-	if got := rpCount(t, a, "promo.db"); got != "105\nok" {
+	insertRows(t, b.Path("promo.db"), 5)
+	waitCaughtUp(t, "promo.db", b, a)
+	if got := countAndCheck(t, a, "promo.db"); got != "105\nok" {
 		t.Fatalf("old primary after the promotion: %q, want 105 rows", got)
 	}
 }

@@ -19,9 +19,9 @@ import (
 func TestMany_TwoDatabasesAtOnce(t *testing.T) {
 	const rows = 200
 	n := StartNode(t, NodeOptions{})
-	var ps []*sqProc
+	var ps []*proc
 	for _, name := range []string{"one", "two"} {
-		ps = append(ps, sqStartPython(t, "writer of "+name, `
+		ps = append(ps, startPython(t, "writer of "+name, `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("create table t(id integer primary key, v text)")
@@ -35,8 +35,8 @@ print("done")
 		p.WaitOK(10 * time.Minute)
 	}
 	for _, name := range []string{"one", "two"} {
-		sqCheckRead(t, n.Path(name+".db"), sqRows(name, rows), rows)
-		sqCheckTXID(t, n, name+".db", 1+1+rows)
+		checkRead(t, n.Path(name+".db"), rowValues(name, rows), rows)
+		checkTXID(t, n, name+".db", 1+1+rows)
 	}
 }
 
@@ -60,7 +60,7 @@ for k in range(dbs):
     c.close()
 `, n.MountDir, strconv.Itoa(dbs))
 
-	listed := sqListDBs(t, n)
+	listed := listDBs(t, n)
 	if len(listed) != dbs {
 		t.Errorf("GET /api/v1/dbs lists %d databases, want %d: %v", len(listed), dbs, listed)
 	}
@@ -108,13 +108,13 @@ for k in range(dbs):
 		t.Fatalf("read back %d databases, want %d:\n%s", len(lines), dbs, got)
 	}
 	for k, l := range lines {
-		if want := "wal " + sqRows(fmt.Sprintf("db%02d", k), inserts(k)) + " ok"; l != want {
+		if want := "wal " + rowValues(fmt.Sprintf("db%02d", k), inserts(k)) + " ok"; l != want {
 			t.Errorf("%s read back %q, want %q", name(k), l, want)
 		}
 	}
 	// A second client reads a few with the CLI.
 	for _, k := range []int{0, 24, 49} {
-		out := sqCLI(t, n.Path(name(k)), "SELECT count(*) FROM t;\n")
+		out := cli(t, n.Path(name(k)), "SELECT count(*) FROM t;\n")
 		if got, want := strings.TrimSpace(out), strconv.Itoa(inserts(k)); got != want {
 			t.Errorf("sqlite3 CLI: %s has %s rows, want %s", name(k), got, want)
 		}
@@ -137,7 +137,7 @@ for i in range(3):
 c.close()
 `, n.Path(name+".db"), name)
 	}
-	if got := sqListDBs(t, n); len(got) != 2 {
+	if got := listDBs(t, n); len(got) != 2 {
 		t.Fatalf("GET /api/v1/dbs before the delete: %v, want gone.db and stays.db", got)
 	}
 	stays := n.Pos("stays.db")
@@ -151,12 +151,12 @@ c.close()
 	if _, err := os.Stat(n.Path("gone.db-pos")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("stat gone.db-pos after remove: %v, want not exist", err)
 	}
-	for _, name := range sqMountNames(t, n) {
+	for _, name := range mountNames(t, n) {
 		if strings.HasPrefix(name, "gone.db") {
 			t.Errorf("mount still lists %s after the remove", name)
 		}
 	}
-	listed := sqListDBs(t, n)
+	listed := listDBs(t, n)
 	if _, ok := listed["gone.db"]; ok || len(listed) != 1 {
 		t.Errorf("GET /api/v1/dbs after removing gone.db: %v, want only stays.db", listed)
 	}
@@ -166,7 +166,7 @@ c.close()
 	if got := n.Pos("stays.db"); got != stays {
 		t.Errorf("stays.db -pos changed from %s to %s", stays, got)
 	}
-	sqCheckRead(t, n.Path("stays.db"), sqRows("stays", 3), 3)
+	checkRead(t, n.Path("stays.db"), rowValues("stays", 3), 3)
 
 	// The name can be used again, for a new empty database.
 	out := python(t, `
@@ -188,5 +188,5 @@ c.close()
 			return err == nil
 		})
 	}
-	sqCheckTXID(t, n, "gone.db", 1)
+	checkTXID(t, n, "gone.db", 1)
 }

@@ -14,22 +14,22 @@ import (
 	_ "modernc.org/sqlite" // driver "sqlite"
 )
 
-// sqModernc runs lines on db with modernc.org/sqlite in this test process
+// modernc runs lines on db with modernc.org/sqlite in this test process
 // (the node serving the mount is another process, so using the mount here
 // is safe) and returns the printed values; it fails the test on an error.
 // A line starting with '?' is a query whose rows are printed with columns
 // joined by '|'; any other line is executed.
-func sqModernc(t testing.TB, path string, lines ...string) []string {
+func modernc(t testing.TB, path string, lines ...string) []string {
 	t.Helper()
-	out, err := sqModerncErr(path, lines...)
+	out, err := moderncErr(path, lines...)
 	if err != nil {
 		t.Fatalf("modernc on %s: %v\n%s", filepath.Base(path), err, out)
 	}
 	return strings.Fields(out)
 }
 
-// sqModerncErr is sqModernc returning the output so far and the first error.
-func sqModerncErr(path string, lines ...string) (string, error) {
+// moderncErr is modernc returning the output so far and the first error.
+func moderncErr(path string, lines ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(5000)")
@@ -52,14 +52,16 @@ func sqModerncErr(path string, lines ...string) (string, error) {
 			}
 			continue
 		}
-		if err := sqQuery(ctx, conn, q, &out); err != nil {
+		if err := printQuery(ctx, conn, q, &out); err != nil {
 			return out.String(), fmt.Errorf("%s: %w", q, err)
 		}
 	}
 	return out.String(), nil
 }
 
-func sqQuery(ctx context.Context, conn *sql.Conn, q string, out *strings.Builder) error {
+// printQuery runs q on conn and prints its rows to out, one a line, with
+// columns joined by '|'.
+func printQuery(ctx context.Context, conn *sql.Conn, q string, out *strings.Builder) error {
 	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return err
@@ -115,17 +117,17 @@ func TestModernc_Clients(t *testing.T) {
 			"?SELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id)",
 			"?PRAGMA integrity_check",
 			"?PRAGMA journal_mode")
-		got := sqModernc(t, n.Path("mc.db"), lines...)
-		want := []string{"wal", "20", sqRows("mc", 20), "ok", "wal"}
+		got := modernc(t, n.Path("mc.db"), lines...)
+		want := []string{"wal", "20", rowValues("mc", 20), "ok", "wal"}
 		if strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Fatalf("modernc printed %q, want %q", got, want)
 		}
 		// created + create table + 6 autocommit inserts + 1 transaction.
-		sqCheckTXID(t, n, "mc.db", 1+1+6+1)
+		checkTXID(t, n, "mc.db", 1+1+6+1)
 	})
 
 	t.Run("OthersReadModernc", func(t *testing.T) {
-		sqCheckRead(t, n.Path("mc.db"), sqRows("mc", 20), 20)
+		checkRead(t, n.Path("mc.db"), rowValues("mc", 20), 20)
 	})
 
 	t.Run("ModerncReadsOthers", func(t *testing.T) {
@@ -137,26 +139,26 @@ for i in range(7):
     c.execute("insert into t(v) values (?)", ("py-%d" % i,))
 c.close()
 `, n.Path("py.db"))
-		sqCLI(t, n.Path("cli.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nBEGIN;\n"+
+		cli(t, n.Path("cli.db"), "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nBEGIN;\n"+
 			"INSERT INTO t(v) VALUES ('cli-0');\nINSERT INTO t(v) VALUES ('cli-1');\nINSERT INTO t(v) VALUES ('cli-2');\nCOMMIT;\n")
 		for _, c := range []struct {
 			db, prefix string
 			rows       int
 		}{{"py.db", "py", 7}, {"cli.db", "cli", 3}} {
-			got := sqModernc(t, n.Path(c.db),
+			got := modernc(t, n.Path(c.db),
 				"?PRAGMA journal_mode",
 				"?SELECT count(*) FROM t",
 				"?SELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id)",
 				"?PRAGMA integrity_check")
-			want := []string{"wal", fmt.Sprint(c.rows), sqRows(c.prefix, c.rows), "ok"}
+			want := []string{"wal", fmt.Sprint(c.rows), rowValues(c.prefix, c.rows), "ok"}
 			if strings.Join(got, " ") != strings.Join(want, " ") {
 				t.Errorf("modernc read of %s: %q, want %q", c.db, got, want)
 			}
 		}
 		// modernc adds a row to Python's database; Python and the CLI see it.
-		sqModernc(t, n.Path("py.db"), "INSERT INTO t(v) VALUES ('py-7')")
-		sqCheckRead(t, n.Path("py.db"), sqRows("py", 8), 8)
-		sqCheckTXID(t, n, "py.db", 1+1+7+1)
-		sqCheckTXID(t, n, "cli.db", 1+1+1)
+		modernc(t, n.Path("py.db"), "INSERT INTO t(v) VALUES ('py-7')")
+		checkRead(t, n.Path("py.db"), rowValues("py", 8), 8)
+		checkTXID(t, n, "py.db", 1+1+7+1)
+		checkTXID(t, n, "cli.db", 1+1+1)
 	})
 }

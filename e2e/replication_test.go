@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -14,9 +15,9 @@ import (
 // Replication tests: a primary and replicas as separate processes on
 // loopback, each with its own mount and data dir (static lease).
 
-// rpCluster starts a primary (with data.retention, if set) and n replicas
+// startCluster starts a primary (with data.retention, if set) and n replicas
 // of it.
-func rpCluster(t *testing.T, n int, retention string) (*Node, []*Node) {
+func startCluster(t *testing.T, n int, retention string) (*Node, []*Node) {
 	t.Helper()
 	p := StartNode(t, NodeOptions{Retention: retention})
 	var rs []*Node
@@ -26,8 +27,8 @@ func rpCluster(t *testing.T, n int, retention string) (*Node, []*Node) {
 	return p, rs
 }
 
-// rpWaitPos waits until every node's -pos of db equals the primary's.
-func rpWaitPos(t *testing.T, db string, p *Node, rs ...*Node) string {
+// waitCaughtUp waits until every node's -pos of db equals the primary's.
+func waitCaughtUp(t *testing.T, db string, p *Node, rs ...*Node) string {
 	t.Helper()
 	want := p.Pos(db)
 	for _, r := range rs {
@@ -39,31 +40,33 @@ func rpWaitPos(t *testing.T, db string, p *Node, rs ...*Node) string {
 	return want
 }
 
-// rpCount reads `select count(*) from t` on a node with Python.
-func rpCount(t *testing.T, n *Node, db string) string {
+// countAndCheck reads `select count(*) from t` and integrity_check of db
+// on a node with Python (testdata/count.py): "count\nok" when all is well.
+func countAndCheck(t *testing.T, n *Node, db string) string {
 	t.Helper()
-	return strings.TrimSpace(python(t, `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1])
-print(c.execute("select count(*) from t").fetchone()[0])
-print(c.execute("pragma integrity_check").fetchone()[0])
-`, n.Path(db)))
+	return strings.TrimSpace(python(t, readTestdata(t, "count.py"), n.Path(db)))
 }
 
-const rpWriter = `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None)
-c.execute("create table if not exists t(id integer primary key, v text)")
-for i in range(int(sys.argv[2])):
-    c.execute("insert into t(v) values (?)", ("row-%d" % i,))
-`
+// insertRows inserts n rows into table t of the database at path, one
+// commit each, creating t if it is missing (testdata/insert_rows.py).
+func insertRows(t testing.TB, path string, n int) {
+	t.Helper()
+	python(t, readTestdata(t, "insert_rows.py"), path, strconv.Itoa(n))
+}
+
+// insertRowsErr is insertRows for a write that may fail: it returns the
+// script's output and error.
+func insertRowsErr(t testing.TB, path string, n int) (string, error) {
+	t.Helper()
+	return pythonErr(readTestdata(t, "insert_rows.py"), path, strconv.Itoa(n))
+}
 
 func TestReplication_PrimaryToReplicas(t *testing.T) {
-	p, rs := rpCluster(t, 2, "")
+	p, rs := startCluster(t, 2, "")
 	// A replica connection opened before the writes, kept open.
-	python(t, rpWriter, p.Path("app.db"), "0")
-	rpWaitPos(t, "app.db", p, rs...)
-	early := sqStartPython(t, "early reader", `
+	insertRows(t, p.Path("app.db"), 0)
+	waitCaughtUp(t, "app.db", p, rs...)
+	early := startPython(t, "early reader", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1])
 print(c.execute("select count(*) from t").fetchone()[0], flush=True)
@@ -72,10 +75,10 @@ for line in sys.stdin:
 `, rs[0].Path("app.db"))
 	early.WaitLines(1, 30*time.Second)
 
-	python(t, rpWriter, p.Path("app.db"), "500")
-	pos := rpWaitPos(t, "app.db", p, rs...)
+	insertRows(t, p.Path("app.db"), 500)
+	pos := waitCaughtUp(t, "app.db", p, rs...)
 	for _, r := range rs {
-		if got := rpCount(t, r, "app.db"); got != "500\nok" {
+		if got := countAndCheck(t, r, "app.db"); got != "500\nok" {
 			t.Fatalf("replica count/integrity = %q, want 500 and ok", got)
 		}
 		b, err := os.ReadFile(r.Path(".primary"))
@@ -94,9 +97,9 @@ for line in sys.stdin:
 }
 
 func TestReplication_ReplicaRefusesWrites(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
-	python(t, rpWriter, p.Path("app.db"), "3")
-	before := rpWaitPos(t, "app.db", p, rs...)
+	p, rs := startCluster(t, 1, "")
+	insertRows(t, p.Path("app.db"), 3)
+	before := waitCaughtUp(t, "app.db", p, rs...)
 	out, err := pythonErr(`
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -108,18 +111,18 @@ c.execute("insert into t(v) values ('nope')")
 	if got := rs[0].Pos("app.db"); got != before {
 		t.Fatalf("replica position moved from %s to %s", before, got)
 	}
-	if got := rpCount(t, rs[0], "app.db"); got != "3\nok" {
+	if got := countAndCheck(t, rs[0], "app.db"); got != "3\nok" {
 		t.Fatalf("replica rows = %q, want 3", got)
 	}
 }
 
 func TestReplication_ManyDatabasesCreatedAndDeleted(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	for i := range 5 {
-		python(t, rpWriter, p.Path(fmt.Sprintf("db%d.db", i)), fmt.Sprint(10*(i+1)))
+		insertRows(t, p.Path(fmt.Sprintf("db%d.db", i)), 10*(i+1))
 	}
 	for i := range 5 {
-		rpWaitPos(t, fmt.Sprintf("db%d.db", i), p, rs...)
+		waitCaughtUp(t, fmt.Sprintf("db%d.db", i), p, rs...)
 	}
 	if err := os.Remove(p.Path("db3.db")); err != nil {
 		t.Fatal(err)
@@ -128,69 +131,69 @@ func TestReplication_ManyDatabasesCreatedAndDeleted(t *testing.T) {
 		_, err := os.Stat(rs[0].Path("db3.db"))
 		return os.IsNotExist(err)
 	})
-	if got := rpCount(t, rs[0], "db4.db"); got != "50\nok" {
+	if got := countAndCheck(t, rs[0], "db4.db"); got != "50\nok" {
 		t.Fatalf("db4.db on the replica: %q", got)
 	}
 }
 
 func TestReplication_CatchUpFromLogThenSnapshot(t *testing.T) {
-	p, rs := rpCluster(t, 1, "15s")
+	p, rs := startCluster(t, 1, "15s")
 	r := rs[0]
-	python(t, rpWriter, p.Path("app.db"), "10")
-	rpWaitPos(t, "app.db", p, r)
+	insertRows(t, p.Path("app.db"), 10)
+	waitCaughtUp(t, "app.db", p, r)
 
 	// Away for 10,000 transactions: back within retention, from the log.
 	r.Stop()
-	python(t, rpWriter, p.Path("app.db"), "10000")
+	insertRows(t, p.Path("app.db"), 10000)
 	r.Start(false)
-	rpWaitPos(t, "app.db", p, r)
+	waitCaughtUp(t, "app.db", p, r)
 	if strings.Contains(r.Log.String(), "applied snapshot") {
 		t.Fatalf("the replica caught up by snapshot, want the transaction log:\n%s", r.Log)
 	}
-	if got := rpCount(t, r, "app.db"); got != "10010\nok" {
+	if got := countAndCheck(t, r, "app.db"); got != "10010\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 
 	// Away past retention: a snapshot.
 	r.Stop()
-	python(t, rpWriter, p.Path("app.db"), "100")
+	insertRows(t, p.Path("app.db"), 100)
 	waitFor(t, 30*time.Second, "the primary to prune its transaction log", func() bool {
 		entries, _ := os.ReadDir(filepath.Join(p.DataDir, "dbs", "app.db", "txlog"))
 		return len(entries) == 0
 	})
 	r.Start(false)
-	rpWaitPos(t, "app.db", p, r)
+	waitCaughtUp(t, "app.db", p, r)
 	if !strings.Contains(r.Log.String(), "applied snapshot") {
 		t.Fatalf("the replica did not catch up by snapshot:\n%s", r.Log)
 	}
-	if got := rpCount(t, r, "app.db"); got != "10110\nok" {
+	if got := countAndCheck(t, r, "app.db"); got != "10110\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 }
 
 func TestReplication_KilledReplicaRecovers(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	r := rs[0]
-	python(t, rpWriter, p.Path("app.db"), "1")
-	rpWaitPos(t, "app.db", p, r)
-	w := sqStartPython(t, "writer", rpWriter, p.Path("app.db"), "3000")
+	insertRows(t, p.Path("app.db"), 1)
+	waitCaughtUp(t, "app.db", p, r)
+	w := startPython(t, "writer", readTestdata(t, "insert_rows.py"), p.Path("app.db"), "3000")
 	waitFor(t, 60*time.Second, "the replica to apply some transactions", func() bool {
-		return sqTXID(t, r.Pos("app.db")) > 200
+		return txidOf(t, r.Pos("app.db")) > 200
 	})
 	r.Kill()
 	w.WaitOK(2 * time.Minute)
 	r.Start(false)
-	rpWaitPos(t, "app.db", p, r)
-	if got := rpCount(t, r, "app.db"); got != "3001\nok" {
+	waitCaughtUp(t, "app.db", p, r)
+	if got := countAndCheck(t, r, "app.db"); got != "3001\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 }
 
 func TestReplication_DivergedReplicaIsReseeded(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	r := rs[0]
-	python(t, rpWriter, p.Path("app.db"), "20")
-	rpWaitPos(t, "app.db", p, r)
+	insertRows(t, p.Path("app.db"), 20)
+	waitCaughtUp(t, "app.db", p, r)
 	r.Stop()
 	// Alter the replica's copy by hand, behind pagewire's back. A clean
 	// stop checkpointed the WAL into the database file; drop the WAL so
@@ -207,7 +210,7 @@ func TestReplication_DivergedReplicaIsReseeded(t *testing.T) {
 	}
 	f.Close()
 	r.Start(false)
-	rpWaitPos(t, "app.db", p, r)
+	waitCaughtUp(t, "app.db", p, r)
 	if !strings.Contains(r.Log.String(), "checksum mismatch at startup") {
 		t.Fatalf("the replica did not report the altered files:\n%s", r.Log)
 	}
@@ -218,13 +221,13 @@ func TestReplication_DivergedReplicaIsReseeded(t *testing.T) {
 	if !strings.Contains(r.Log.String(), kept[0]) {
 		t.Fatalf("the log does not name the kept copy %s:\n%s", kept[0], r.Log)
 	}
-	if got := rpCount(t, r, "app.db"); got != "20\nok" {
+	if got := countAndCheck(t, r, "app.db"); got != "20\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 }
 
 func TestReplication_VacuumAndLargeTransaction(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	python(t, `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
@@ -236,8 +239,8 @@ c.execute("commit")
 c.execute("delete from t where id % 2 = 0")
 c.execute("vacuum")
 `, p.Path("big.db"))
-	rpWaitPos(t, "big.db", p, rs...)
-	if got := rpCount(t, rs[0], "big.db"); got != "100\nok" {
+	waitCaughtUp(t, "big.db", p, rs...)
+	if got := countAndCheck(t, rs[0], "big.db"); got != "100\nok" {
 		t.Fatalf("replica: %q", got)
 	}
 }
@@ -246,16 +249,16 @@ c.execute("vacuum")
 // has no -wal yet: readers must still open it (they create it empty).
 func TestReplication_ReadableRightAfterSnapshot(t *testing.T) {
 	p := StartNode(t, NodeOptions{})
-	python(t, rpWriter, p.Path("db"), "5")
+	insertRows(t, p.Path("db"), 5)
 	r := StartNode(t, NodeOptions{ReplicaOf: p})
-	rpWaitPos(t, "db", p, r)
-	if got := rpCount(t, r, "db"); got != "5\nok" {
+	waitCaughtUp(t, "db", p, r)
+	if got := countAndCheck(t, r, "db"); got != "5\nok" {
 		t.Fatalf("Python on the replica: %q", got)
 	}
 	if out, err := sqliteCLI(t, r.Path("db"), "select count(*) from t;"); err != nil || strings.TrimSpace(out) != "5" {
 		t.Fatalf("sqlite3 CLI on the replica: %v %q", err, out)
 	}
-	if out, err := pythonErr(rpWriter, r.Path("db"), "1"); err == nil || !strings.Contains(out, "readonly") {
+	if out, err := insertRowsErr(t, r.Path("db"), 1); err == nil || !strings.Contains(out, "readonly") {
 		t.Fatalf("a write on the replica: %v\n%s", err, out)
 	}
 }

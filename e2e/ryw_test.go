@@ -21,7 +21,7 @@ import (
 // read from its -pos file, is waited for on a replica with
 // WaitForPosition; the write is then visible there, every time.
 func TestReadYourWrites_WaitForPosition(t *testing.T) {
-	p, rs := rpCluster(t, 1, "")
+	p, rs := startCluster(t, 1, "")
 	r := rs[0]
 	conn, err := client.Dial(r.URL)
 	if err != nil {
@@ -32,15 +32,15 @@ func TestReadYourWrites_WaitForPosition(t *testing.T) {
 
 	// The database does not exist on the replica yet: the wait covers its
 	// creation too.
-	python(t, rpWriter, p.Path("ryw.db"), "1")
+	insertRows(t, p.Path("ryw.db"), 1)
 	for round := 2; round <= 20; round++ {
-		python(t, rpWriter, p.Path("ryw.db"), "1")
+		insertRows(t, p.Path("ryw.db"), 1)
 		txid := posTXID(t, p.Pos("ryw.db"))
 		got, err := client.WaitForPosition(ctx, conn, "ryw.db", txid, 10*time.Second)
 		if err != nil || got.TXID < txid {
 			t.Fatalf("round %d: WaitForPosition(%s) = %v, %v", round, txid, got, err)
 		}
-		if n := rpCount(t, r, "ryw.db"); n != fmt.Sprintf("%d\nok", round) {
+		if n := countAndCheck(t, r, "ryw.db"); n != fmt.Sprintf("%d\nok", round) {
 			t.Fatalf("round %d: the replica has %q after waiting for TXID %s", round, n, txid)
 		}
 	}

@@ -20,13 +20,13 @@ import (
 )
 
 // This file holds the SQLite-client tests and the small helpers that the
-// crash, many, wal and modernc tests share. Helpers carry an "sq" prefix so
-// they do not collide with other files of package e2e.
+// crash, many, wal, modernc, replication and failover tests share: client
+// processes (proc), the sqlite3 CLI (cli), reads and checks of a database.
 
-// sqProc is a client process (Python, usually) that a test talks to while
+// proc is a client process (Python, usually) that a test talks to while
 // it runs: it reads the process's stdout line by line and can write to its
 // stdin. Cleanup kills the process if it is still running.
-type sqProc struct {
+type proc struct {
 	t     testing.TB
 	name  string
 	cmd   *exec.Cmd
@@ -40,16 +40,16 @@ type sqProc struct {
 	err  error // the process's exit error, once done is closed
 }
 
-// sqStartPython starts `python3 -u -c script args...` and returns at once.
-func sqStartPython(t testing.TB, name, script string, args ...string) *sqProc {
+// startPython starts `python3 -u -c script args...` and returns at once.
+func startPython(t testing.TB, name, script string, args ...string) *proc {
 	t.Helper()
-	return sqStart(t, name, "python3", append([]string{"-u", "-c", script}, args...)...)
+	return startProc(t, name, "python3", append([]string{"-u", "-c", script}, args...)...)
 }
 
-// sqStart starts a program as an sqProc.
-func sqStart(t testing.TB, name, prog string, args ...string) *sqProc {
+// startProc starts a program as a proc.
+func startProc(t testing.TB, name, prog string, args ...string) *proc {
 	t.Helper()
-	p := &sqProc{t: t, name: name, out: &syncbuf.Buffer{}, done: make(chan struct{})}
+	p := &proc{t: t, name: name, out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(prog, args...)
 	p.cmd.Stderr = p.out
 	stdout, err := p.cmd.StdoutPipe()
@@ -91,7 +91,7 @@ func sqStart(t testing.TB, name, prog string, args ...string) *sqProc {
 }
 
 // Lines returns the complete stdout lines read so far.
-func (p *sqProc) Lines() []string {
+func (p *proc) Lines() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.lines...)
@@ -99,7 +99,7 @@ func (p *sqProc) Lines() []string {
 
 // WaitLines waits until the process printed at least n lines and returns
 // them; it fails the test if the process exits or timeout passes first.
-func (p *sqProc) WaitLines(n int, timeout time.Duration) []string {
+func (p *proc) WaitLines(n int, timeout time.Duration) []string {
 	p.t.Helper()
 	ok := pollUntil(timeout, func() bool {
 		if len(p.Lines()) >= n {
@@ -123,7 +123,7 @@ func (p *sqProc) WaitLines(n int, timeout time.Duration) []string {
 }
 
 // Send writes one line to the process's stdin.
-func (p *sqProc) Send(line string) {
+func (p *proc) Send(line string) {
 	p.t.Helper()
 	if _, err := io.WriteString(p.stdin, line+"\n"); err != nil {
 		p.t.Fatalf("write to %s: %v", p.name, err)
@@ -132,7 +132,7 @@ func (p *sqProc) Send(line string) {
 
 // Wait closes stdin, waits for the process to exit and returns its exit
 // code (-1 if it was killed by a signal).
-func (p *sqProc) Wait(timeout time.Duration) int {
+func (p *proc) Wait(timeout time.Duration) int {
 	p.t.Helper()
 	_ = p.stdin.Close()
 	select {
@@ -151,7 +151,7 @@ func (p *sqProc) Wait(timeout time.Duration) int {
 }
 
 // WaitOK waits for the process and fails the test unless it exited 0.
-func (p *sqProc) WaitOK(timeout time.Duration) []string {
+func (p *proc) WaitOK(timeout time.Duration) []string {
 	p.t.Helper()
 	if code := p.Wait(timeout); code != 0 {
 		p.t.Fatalf("%s exited with code %d:\n%s", p.name, code, p.out)
@@ -159,8 +159,8 @@ func (p *sqProc) WaitOK(timeout time.Duration) []string {
 	return p.Lines()
 }
 
-// sqTXID returns the TXID of a -pos value "%016x/%016x".
-func sqTXID(t testing.TB, pos string) uint64 {
+// txidOf returns the TXID of a -pos value "%016x/%016x".
+func txidOf(t testing.TB, pos string) uint64 {
 	t.Helper()
 	txid, _, ok := strings.Cut(pos, "/")
 	v, err := strconv.ParseUint(txid, 16, 64)
@@ -170,36 +170,36 @@ func sqTXID(t testing.TB, pos string) uint64 {
 	return v
 }
 
-// sqDB is a database as GET /api/v1/dbs reports it.
-type sqDB struct {
+// dbInfo is a database as GET /api/v1/dbs reports it.
+type dbInfo struct {
 	Name        string `json:"name"`
 	TXID        string `json:"txid"`
 	Checksum    string `json:"checksum"`
 	OpenHandles int    `json:"open_handles"`
 }
 
-// sqListDBs returns the node's databases from GET /api/v1/dbs by name.
-func sqListDBs(t testing.TB, n *Node) map[string]sqDB {
+// listDBs returns the node's databases from GET /api/v1/dbs by name.
+func listDBs(t testing.TB, n *Node) map[string]dbInfo {
 	t.Helper()
 	code, body := n.HTTPGet("/api/v1/dbs")
 	if code != 200 {
 		t.Fatalf("GET /api/v1/dbs = %d %s", code, body)
 	}
 	var resp struct {
-		Databases []sqDB `json:"databases"`
+		Databases []dbInfo `json:"databases"`
 	}
 	if err := json.Unmarshal([]byte(body), &resp); err != nil {
 		t.Fatalf("GET /api/v1/dbs: %v\n%s", err, body)
 	}
-	out := map[string]sqDB{}
+	out := map[string]dbInfo{}
 	for _, d := range resp.Databases {
 		out[d.Name] = d
 	}
 	return out
 }
 
-// sqMountNames lists the mount's directory.
-func sqMountNames(t testing.TB, n *Node) []string {
+// mountNames lists the mount's directory.
+func mountNames(t testing.TB, n *Node) []string {
 	t.Helper()
 	entries, err := os.ReadDir(n.MountDir)
 	if err != nil {
@@ -212,9 +212,9 @@ func sqMountNames(t testing.TB, n *Node) []string {
 	return names
 }
 
-// sqCLI runs the sqlite3 shell and fails the test if it reports an error
+// cli runs the sqlite3 shell and fails the test if it reports an error
 // (the shell exits 0 after some errors, so its output is checked too).
-func sqCLI(t testing.TB, db, sql string) string {
+func cli(t testing.TB, db, sql string) string {
 	t.Helper()
 	out, err := sqliteCLI(t, db, sql)
 	if err != nil || strings.Contains(out, "Error") || strings.Contains(out, "Parse error") {
@@ -223,9 +223,9 @@ func sqCLI(t testing.TB, db, sql string) string {
 	return out
 }
 
-// sqRows returns the rows the sqlite tests write: prefix-0 ... prefix-(n-1),
+// rowValues returns the rows the sqlite tests write: prefix-0 ... prefix-(n-1),
 // comma-joined, as group_concat prints them.
-func sqRows(prefix string, n int) string {
+func rowValues(prefix string, n int) string {
 	vs := make([]string, n)
 	for i := range vs {
 		vs[i] = fmt.Sprintf("%s-%d", prefix, i)
@@ -233,38 +233,25 @@ func sqRows(prefix string, n int) string {
 	return strings.Join(vs, ",")
 }
 
-// sqPyRead is a Python script that prints, for the database argv[1]:
-// journal_mode in a fresh connection, the rows of t comma-joined in id
-// order, and integrity_check.
-const sqPyRead = `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-print(c.execute("pragma journal_mode").fetchone()[0])
-print(c.execute("select count(*) from t").fetchone()[0])
-print(c.execute("select coalesce(group_concat(v, ','), '') from (select v from t order by id)").fetchone()[0])
-print(c.execute("pragma integrity_check").fetchone()[0])
-c.close()
-`
-
-// sqCheckRead reads db with Python and the sqlite3 CLI and checks that both
-// see WAL mode, want (as sqRows prints it) and integrity ok.
-func sqCheckRead(t testing.TB, db, want string, count int) {
+// checkRead reads db with Python and the sqlite3 CLI and checks that both
+// see WAL mode, want (as rowValues prints it) and integrity ok.
+func checkRead(t testing.TB, db, want string, count int) {
 	t.Helper()
 	wantLines := []string{"wal", strconv.Itoa(count), want, "ok"}
-	if got := strings.Split(strings.TrimSpace(python(t, sqPyRead, db)), "\n"); strings.Join(got, "\n") != strings.Join(wantLines, "\n") {
+	if got := strings.Split(strings.TrimSpace(python(t, readTestdata(t, "read.py"), db)), "\n"); strings.Join(got, "\n") != strings.Join(wantLines, "\n") {
 		t.Errorf("python read of %s:\n got %q\nwant %q", filepath.Base(db), got, wantLines)
 	}
-	out := sqCLI(t, db, "PRAGMA journal_mode;\nSELECT count(*) FROM t;\nSELECT coalesce(group_concat(v, ','), '') FROM (SELECT v FROM t ORDER BY id);\nPRAGMA integrity_check;\n")
+	out := cli(t, db, "PRAGMA journal_mode;\nSELECT count(*) FROM t;\nSELECT coalesce(group_concat(v, ','), '') FROM (SELECT v FROM t ORDER BY id);\nPRAGMA integrity_check;\n")
 	if got := strings.Split(strings.TrimSpace(out), "\n"); strings.Join(got, "\n") != strings.Join(wantLines, "\n") {
 		t.Errorf("sqlite3 CLI read of %s:\n got %q\nwant %q", filepath.Base(db), got, wantLines)
 	}
 }
 
-// sqCheckTXID checks the TXID in db's -pos file and in the HTTP API.
-func sqCheckTXID(t testing.TB, n *Node, db string, want uint64) {
+// checkTXID checks the TXID in db's -pos file and in the HTTP API.
+func checkTXID(t testing.TB, n *Node, db string, want uint64) {
 	t.Helper()
 	pos := n.Pos(db)
-	if got := sqTXID(t, pos); got != want {
+	if got := txidOf(t, pos); got != want {
 		t.Errorf("%s: TXID in -pos = %d (%s), want %d", db, got, pos, want)
 	}
 	code, body := n.HTTPGet("/api/v1/dbs/" + db)
@@ -299,12 +286,12 @@ print(c.execute("pragma integrity_check").fetchone()[0])
 print(c.execute("pragma journal_mode").fetchone()[0])
 c.close()
 `, n.Path("py.db"))
-		want := []string{"wal", "15", sqRows("py", 15), "ok", "wal"}
+		want := []string{"wal", "15", rowValues("py", 15), "ok", "wal"}
 		if got := strings.Fields(out); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Fatalf("python printed %q, want %q", got, want)
 		}
 		// created (1) + create table + 10 autocommit inserts + 1 transaction.
-		sqCheckTXID(t, n, "py.db", 1+1+10+1)
+		checkTXID(t, n, "py.db", 1+1+10+1)
 	})
 
 	t.Run("CLI", func(t *testing.T) {
@@ -318,33 +305,33 @@ c.close()
 			fmt.Fprintf(&sql, "INSERT INTO t(v) VALUES ('cli-%d');\n", i)
 		}
 		sql.WriteString("COMMIT;\nSELECT count(*) FROM t;\nSELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id);\nPRAGMA integrity_check;\n")
-		out := sqCLI(t, n.Path("cli.db"), sql.String())
-		want := []string{"wal", "12", sqRows("cli", 12), "ok"}
+		out := cli(t, n.Path("cli.db"), sql.String())
+		want := []string{"wal", "12", rowValues("cli", 12), "ok"}
 		if got := strings.Fields(out); strings.Join(got, " ") != strings.Join(want, " ") {
 			t.Fatalf("sqlite3 printed %q, want %q", got, want)
 		}
 		// created + create table + 4 autocommit inserts + 1 transaction.
-		sqCheckTXID(t, n, "cli.db", 1+1+4+1)
+		checkTXID(t, n, "cli.db", 1+1+4+1)
 	})
 
 	t.Run("CrossRead", func(t *testing.T) {
-		sqCheckRead(t, n.Path("py.db"), sqRows("py", 15), 15)
-		sqCheckRead(t, n.Path("cli.db"), sqRows("cli", 12), 12)
+		checkRead(t, n.Path("py.db"), rowValues("py", 15), 15)
+		checkRead(t, n.Path("cli.db"), rowValues("cli", 12), 12)
 	})
 
 	t.Run("CrossWrite", func(t *testing.T) {
 		// The CLI adds to Python's database and Python to the CLI's.
-		sqCLI(t, n.Path("py.db"), "INSERT INTO t(v) VALUES ('py-15');\n")
+		cli(t, n.Path("py.db"), "INSERT INTO t(v) VALUES ('py-15');\n")
 		python(t, `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("insert into t(v) values ('cli-12')")
 c.close()
 `, n.Path("cli.db"))
-		sqCheckRead(t, n.Path("py.db"), sqRows("py", 16), 16)
-		sqCheckRead(t, n.Path("cli.db"), sqRows("cli", 13), 13)
-		sqCheckTXID(t, n, "py.db", 1+1+10+1+1)
-		sqCheckTXID(t, n, "cli.db", 1+1+4+1+1)
+		checkRead(t, n.Path("py.db"), rowValues("py", 16), 16)
+		checkRead(t, n.Path("cli.db"), rowValues("cli", 13), 13)
+		checkTXID(t, n, "py.db", 1+1+10+1+1)
+		checkTXID(t, n, "cli.db", 1+1+4+1+1)
 	})
 }
 
@@ -366,7 +353,7 @@ c.close()
 `, db)
 
 	// The early connection: opened and used before any write, then idle.
-	early := sqStartPython(t, "early reader", `
+	early := startPython(t, "early reader", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 print(c.execute("select count(*) from t").fetchone()[0])
@@ -380,9 +367,9 @@ print(c.execute("pragma integrity_check").fetchone()[0])
 	}
 
 	stop := filepath.Join(t.TempDir(), "stop")
-	var rs []*sqProc
+	var rs []*proc
 	for r := range readers {
-		rs = append(rs, sqStartPython(t, fmt.Sprintf("reader %d", r), `
+		rs = append(rs, startPython(t, fmt.Sprintf("reader %d", r), `
 import os, sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 last, reads = 0, 0
@@ -399,9 +386,9 @@ while True:
 print(reads, last)
 `, db, stop))
 	}
-	var ws []*sqProc
+	var ws []*proc
 	for w := range writers {
-		ws = append(ws, sqStartPython(t, fmt.Sprintf("writer %d", w), `
+		ws = append(ws, startPython(t, fmt.Sprintf("writer %d", w), `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("pragma busy_timeout=60000")
@@ -449,5 +436,5 @@ print(c.execute("pragma integrity_check").fetchone()[0])
 	if got := strings.Split(strings.TrimSpace(out), "\n"); strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("final read:\n got %q\nwant %q", got, want)
 	}
-	sqCheckTXID(t, n, "conc.db", uint64(1+1+writers*perWriter))
+	checkTXID(t, n, "conc.db", uint64(1+1+writers*perWriter))
 }

@@ -16,21 +16,17 @@ import (
 	"time"
 )
 
-// sqPyWrite is a Python script that creates table t in argv[1] and inserts
-// argv[3] rows argv[2]-0, argv[2]-1, ... one commit each.
-const sqPyWrite = `
-import sqlite3, sys
-c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
-c.execute("create table t(id integer primary key, v text)")
-for i in range(int(sys.argv[3])):
-    c.execute("insert into t(v) values (?)", ("%s-%d" % (sys.argv[2], i),))
-c.close()
-`
+// createRows creates table t in db with n rows prefix-0 ... prefix-(n-1),
+// one commit each (testdata/create_rows.py).
+func createRows(t testing.TB, db, prefix string, n int) {
+	t.Helper()
+	python(t, readTestdata(t, "create_rows.py"), db, prefix, strconv.Itoa(n))
+}
 
-// sqLogLines returns the node's log lines that contain every one of words,
+// logLines returns the node's log lines that contain every one of words,
 // waiting up to 5 s for a first one: the log reaches the test through a
 // pipe, a moment after the client saw the error it explains.
-func sqLogLines(n *Node, words ...string) []string {
+func logLines(n *Node, words ...string) []string {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		var out []string
@@ -60,7 +56,7 @@ func TestWAL_LeaveWALRefused(t *testing.T) {
 		t.Run(mode, func(t *testing.T) {
 			name := "jm_" + strings.ToLower(mode) + ".db"
 			db := n.Path(name)
-			python(t, sqPyWrite, db, "jm", "3")
+			createRows(t, db, "jm", 3)
 			before := n.Pos(name)
 
 			out := strings.TrimSpace(python(t, `
@@ -77,17 +73,17 @@ c.close()
 				t.Errorf("PRAGMA journal_mode=%s gave %q; want an error, or wal", mode, out)
 			}
 
-			sqCheckRead(t, db, sqRows("jm", 3), 3)
+			checkRead(t, db, rowValues("jm", 3), 3)
 			if got := n.Pos(name); got != before {
 				t.Errorf("-pos changed from %s to %s by the refused journal_mode change", before, got)
 			}
 			if _, err := os.Stat(db + "-journal"); !errors.Is(err, fs.ErrNotExist) {
 				t.Errorf("stat %s-journal: %v, want not exist", name, err)
 			}
-			if names := sqMountNames(t, n); slices.Contains(names, name+"-journal") {
+			if names := mountNames(t, n); slices.Contains(names, name+"-journal") {
 				t.Errorf("mount lists %s-journal: %q", name, names)
 			}
-			if strings.HasPrefix(out, "error ") && len(sqLogLines(n, name, "WAL")) == 0 {
+			if strings.HasPrefix(out, "error ") && len(logLines(n, name, "WAL")) == 0 {
 				t.Errorf("node log has no line about %s and WAL explaining the refusal:\n%s", name, n.Log)
 			}
 
@@ -97,8 +93,8 @@ c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("insert into t(v) values ('jm-3')")
 c.close()
 `, db)
-			sqCheckRead(t, db, sqRows("jm", 4), 4)
-			if got, want := sqTXID(t, n.Pos(name)), sqTXID(t, before)+1; got != want {
+			checkRead(t, db, rowValues("jm", 4), 4)
+			if got, want := txidOf(t, n.Pos(name)), txidOf(t, before)+1; got != want {
 				t.Errorf("TXID after one more commit = %d, want %d", got, want)
 			}
 		})
@@ -106,7 +102,7 @@ c.close()
 
 	t.Run("JournalFile", func(t *testing.T) {
 		db := n.Path("jf.db")
-		python(t, sqPyWrite, db, "jf", "2")
+		createRows(t, db, "jf", 2)
 		before := n.Pos("jf.db")
 		err := os.WriteFile(db+"-journal", []byte("not a journal"), 0o644)
 		if err == nil {
@@ -115,10 +111,10 @@ c.close()
 		if _, err := os.Stat(db + "-journal"); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("stat jf.db-journal: %v, want not exist", err)
 		}
-		if len(sqLogLines(n, "jf.db-journal", "WAL")) == 0 {
+		if len(logLines(n, "jf.db-journal", "WAL")) == 0 {
 			t.Errorf("node log has no line about jf.db-journal and WAL:\n%s", n.Log)
 		}
-		sqCheckRead(t, db, sqRows("jf", 2), 2)
+		checkRead(t, db, rowValues("jf", 2), 2)
 		if got := n.Pos("jf.db"); got != before {
 			t.Errorf("-pos changed from %s to %s", before, got)
 		}
@@ -156,10 +152,10 @@ except OSError as e:
 			t.Errorf("creating %q: %q, want both refused", short, lines)
 		}
 	}
-	if got := sqMountNames(t, n); len(got) != 0 {
+	if got := mountNames(t, n); len(got) != 0 {
 		t.Errorf("mount lists %q after the refused creates, want nothing", got)
 	}
-	if got := sqListDBs(t, n); len(got) != 0 {
+	if got := listDBs(t, n); len(got) != 0 {
 		t.Errorf("GET /api/v1/dbs lists %v after the refused creates, want nothing", got)
 	}
 }
@@ -168,7 +164,7 @@ except OSError as e:
 // with EPERM and change nothing.
 func TestWAL_MkdirRenameRefused(t *testing.T) {
 	n := StartNode(t, NodeOptions{})
-	python(t, sqPyWrite, n.Path("r.db"), "r", "2")
+	createRows(t, n.Path("r.db"), "r", 2)
 	before := n.Pos("r.db")
 
 	if err := os.Mkdir(n.Path("sub"), 0o755); !errors.Is(err, syscall.EPERM) {
@@ -177,18 +173,18 @@ func TestWAL_MkdirRenameRefused(t *testing.T) {
 	if err := os.Rename(n.Path("r.db"), n.Path("s.db")); !errors.Is(err, syscall.EPERM) {
 		t.Errorf("rename on the mount: %v, want EPERM", err)
 	}
-	if len(sqLogLines(n, "rename")) == 0 {
+	if len(logLines(n, "rename")) == 0 {
 		t.Errorf("node log does not mention the refused rename:\n%s", n.Log)
 	}
 	if out, err := exec.Command("mv", n.Path("r.db"), n.Path("t.db")).CombinedOutput(); err == nil {
 		t.Errorf("mv on the mount succeeded: %s", out)
 	}
-	for _, name := range sqMountNames(t, n) {
+	for _, name := range mountNames(t, n) {
 		if name != "r.db" && name != "r.db-pos" {
 			t.Errorf("mount lists %q after the refused mkdir and renames", name)
 		}
 	}
-	sqCheckRead(t, n.Path("r.db"), sqRows("r", 2), 2)
+	checkRead(t, n.Path("r.db"), rowValues("r", 2), 2)
 	if got := n.Pos("r.db"); got != before {
 		t.Errorf("-pos changed from %s to %s", before, got)
 	}
@@ -199,7 +195,7 @@ func TestWAL_MkdirRenameRefused(t *testing.T) {
 // and the node stays healthy.
 func TestWAL_NonSQLiteFile(t *testing.T) {
 	n := StartNode(t, NodeOptions{})
-	python(t, sqPyWrite, n.Path("keep.db"), "keep", "5")
+	createRows(t, n.Path("keep.db"), "keep", 5)
 	before := n.Pos("keep.db")
 
 	out, err := exec.Command("sh", "-c", `echo hello > "$1"`, "sh", n.Path("notes.txt")).CombinedOutput()
@@ -212,14 +208,14 @@ func TestWAL_NonSQLiteFile(t *testing.T) {
 		t.Errorf("echo failed but notes.txt holds %q", b)
 	}
 	if rerr == nil {
-		t.Logf("notes.txt exists after the write: %d bytes; mount lists %q", len(b), sqMountNames(t, n))
+		t.Logf("notes.txt exists after the write: %d bytes; mount lists %q", len(b), mountNames(t, n))
 	}
 
-	sqCheckRead(t, n.Path("keep.db"), sqRows("keep", 5), 5)
+	checkRead(t, n.Path("keep.db"), rowValues("keep", 5), 5)
 	if got := n.Pos("keep.db"); got != before {
 		t.Errorf("keep.db -pos changed from %s to %s", before, got)
 	}
-	for name, d := range sqListDBs(t, n) {
+	for name, d := range listDBs(t, n) {
 		if d.Name == "" || name != d.Name {
 			t.Errorf("GET /api/v1/dbs has a bad entry %+v", d)
 		}
@@ -237,7 +233,7 @@ func TestWAL_NonSQLiteFile(t *testing.T) {
 func TestWAL_ExportImport(t *testing.T) {
 	const rows = 100
 	n := StartNode(t, NodeOptions{})
-	holder := sqStartPython(t, "holder", `
+	holder := startPython(t, "holder", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 c.execute("create table t(id integer primary key, v text)")
@@ -260,8 +256,8 @@ c.close()
 	}
 	holder.WaitOK(time.Minute)
 
-	got := sqCLI(t, file, "PRAGMA integrity_check;\nPRAGMA journal_mode;\nSELECT count(*) FROM t;\nSELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id);\n")
-	want := []string{"ok", "delete", strconv.Itoa(rows), sqRows("exp", rows)}
+	got := cli(t, file, "PRAGMA integrity_check;\nPRAGMA journal_mode;\nSELECT count(*) FROM t;\nSELECT group_concat(v, ',') FROM (SELECT v FROM t ORDER BY id);\n")
+	want := []string{"ok", "delete", strconv.Itoa(rows), rowValues("exp", rows)}
 	if g := strings.Fields(got); !slices.Equal(g, want) {
 		t.Fatalf("sqlite3 on the export:\n got %q\nwant %q", g, want)
 	}
@@ -291,21 +287,21 @@ c.close()
 			})
 		}
 	}
-	if _, ok := sqListDBs(t, n)["copy.db"]; !ok {
+	if _, ok := listDBs(t, n)["copy.db"]; !ok {
 		t.Errorf("GET /api/v1/dbs does not list copy.db after the import")
 	}
-	sqCheckRead(t, n.Path("copy.db"), sqRows("exp", rows), rows)
-	sqCheckRead(t, n.Path("exp.db"), sqRows("exp", rows), rows)
+	checkRead(t, n.Path("copy.db"), rowValues("exp", rows), rows)
+	checkRead(t, n.Path("exp.db"), rowValues("exp", rows), rows)
 
-	imported := sqTXID(t, n.Pos("copy.db"))
+	imported := txidOf(t, n.Pos("copy.db"))
 	python(t, `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("insert into t(v) values (?)", ("exp-%s" % sys.argv[2],))
 c.close()
 `, n.Path("copy.db"), strconv.Itoa(rows))
-	sqCheckRead(t, n.Path("copy.db"), sqRows("exp", rows+1), rows+1)
-	sqCheckTXID(t, n, "copy.db", imported+1)
+	checkRead(t, n.Path("copy.db"), rowValues("exp", rows+1), rows+1)
+	checkTXID(t, n, "copy.db", imported+1)
 }
 
 // TestWAL_ImportWhileOpenRefused imports over a database that a Python
@@ -315,13 +311,13 @@ c.close()
 func TestWAL_ImportWhileOpenRefused(t *testing.T) {
 	n := StartNode(t, NodeOptions{})
 	db := n.Path("held.db")
-	python(t, sqPyWrite, db, "old", "4")
+	createRows(t, db, "old", 4)
 	before := n.Pos("held.db")
 
 	src := filepath.Join(t.TempDir(), "new.db")
-	sqCLI(t, src, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nINSERT INTO t(v) VALUES ('new-0');\nINSERT INTO t(v) VALUES ('new-1');\n")
+	cli(t, src, "CREATE TABLE t(id INTEGER PRIMARY KEY, v TEXT);\nINSERT INTO t(v) VALUES ('new-0');\nINSERT INTO t(v) VALUES ('new-1');\n")
 
-	holder := sqStartPython(t, "holder", `
+	holder := startPython(t, "holder", `
 import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=60)
 def show():
@@ -331,7 +327,7 @@ for line in sys.stdin:
     show()
 c.close()
 `, db)
-	if got, want := holder.WaitLines(1, 2*time.Minute)[0], "4 "+sqRows("old", 4); got != want {
+	if got, want := holder.WaitLines(1, 2*time.Minute)[0], "4 "+rowValues("old", 4); got != want {
 		t.Fatalf("holder read %q, want %q", got, want)
 	}
 
@@ -344,7 +340,7 @@ c.close()
 		t.Errorf("pagewire import's message %q does not say that held.db is in use", out)
 	}
 	holder.Send("again")
-	if got, want := holder.WaitLines(2, 2*time.Minute)[1], "4 "+sqRows("old", 4); got != want {
+	if got, want := holder.WaitLines(2, 2*time.Minute)[1], "4 "+rowValues("old", 4); got != want {
 		t.Errorf("holder reads %q after the refused import, want %q", got, want)
 	}
 	if got := n.Pos("held.db"); got != before {
@@ -355,7 +351,7 @@ c.close()
 	// No client has it open any more: the import must now go through.
 	handles := -1
 	if !pollUntil(30*time.Second, func() bool {
-		handles = sqListDBs(t, n)["held.db"].OpenHandles
+		handles = listDBs(t, n)["held.db"].OpenHandles
 		return handles == 0
 	}) {
 		t.Errorf("GET /api/v1/dbs/held.db reports open_handles=%d 30s after every client closed it, want 0", handles)
@@ -364,7 +360,7 @@ c.close()
 	if code != 0 {
 		t.Fatalf("pagewire import after every client closed held.db: exit %d\n%s", code, out)
 	}
-	sqCheckRead(t, db, sqRows("new", 2), 2)
+	checkRead(t, db, rowValues("new", 2), 2)
 	if after := n.Pos("held.db"); after == before {
 		t.Errorf("-pos unchanged (%s) by the import", after)
 	}

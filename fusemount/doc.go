@@ -5,6 +5,6 @@
 // page cache across opens, so a read transaction on a warm cache never
 // reaches the daemon.
 //
-// It may import go-fuse, grpc, the generated protos, clients/go and the root
-// pagewire package; never server.
+// It may import go-fuse, grpc, the generated protos, clients/go, the root
+// pagewire package, internal/backoff and internal/logkey; never server.
 package fusemount

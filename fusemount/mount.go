@@ -14,10 +14,12 @@ import (
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/pagewire/pagewire/internal/logkey"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
-// Config configures a Mount.
+// Config configures a Mount. Build one with DefaultConfig and fill in Dir
+// and Storage.
 type Config struct {
 	Dir        string                         // the mount point (fuse.dir); required
 	Storage    storagev1.StorageServiceClient // the storage server; required
@@ -26,24 +28,29 @@ type Config struct {
 	Logger     *slog.Logger                   // nil: slog.Default()
 	Registry   prometheus.Registerer          // where FUSE request counters go; nil: none
 	// CacheTimeout is how long the kernel trusts names and attributes of
-	// files whose content only changes through this mount.
+	// files whose content only changes through this mount. Must be >= 0;
+	// 0 makes the kernel ask on every lookup. DefaultConfig sets
+	// DefaultCacheTimeout.
 	CacheTimeout time.Duration
 }
 
+// DefaultCacheTimeout is the CacheTimeout that DefaultConfig sets.
+const DefaultCacheTimeout = time.Second
+
 // DefaultConfig returns a Config with every optional value set.
 func DefaultConfig() Config {
-	return Config{CacheTimeout: time.Second}
+	return Config{CacheTimeout: DefaultCacheTimeout}
 }
 
-// Validate reports the first missing or bad value.
+// Validate reports the first missing or bad value, saying what to set.
 func (c Config) Validate() error {
 	switch {
 	case c.Dir == "":
-		return errors.New("fuse.dir is not set")
+		return errors.New(`fuse.dir is not set: set it to the directory apps open databases in, e.g. "/litefs"`)
 	case c.Storage == nil:
-		return errors.New("fusemount: Storage is required")
+		return errors.New("fusemount: Config.Storage is nil: pass a client of the node's storage server")
 	case c.CacheTimeout < 0:
-		return errors.New("fusemount: CacheTimeout must be >= 0")
+		return fmt.Errorf("fusemount: Config.CacheTimeout is %s: use 0 or a positive duration; DefaultConfig sets %s", c.CacheTimeout, DefaultCacheTimeout)
 	}
 	return nil
 }
@@ -85,15 +92,82 @@ func (m *Mount) Ready() <-chan struct{} { return m.ready }
 // Run mounts the filesystem, serves it until ctx is done, then unmounts.
 // A stale mount left at the mount point by a killed node is cleared first.
 func (m *Mount) Run(ctx context.Context) error {
+	// Prepare the mount point.
 	dir := m.cfg.Dir
 	clearStaleMount(dir, m.log)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create fuse.dir %q: %w; fix its permissions or choose another fuse.dir", dir, err)
 	}
+
+	// Mount and serve; done is closed when the server stops.
+	root := &rootNode{m: m}
+	srv, err := m.mount(root)
+	if err != nil {
+		return err
+	}
+	done := make(chan struct{})
+	go func() {
+		srv.Wait()
+		close(done)
+	}()
+
+	// Follow the server's changes until Run returns; the mount is ready
+	// once the first watch stream is up.
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	watching := make(chan struct{})
+	go func() {
+		defer close(watching)
+		m.watch(watchCtx, root, watched)
+	}()
+	defer func() {
+		stopWatch()
+		<-watching
+	}()
+	select {
+	case <-watched:
+		m.log.Info("mounted", logkey.Dir, dir)
+		close(m.ready)
+	case <-ctx.Done():
+	}
+
+	// Serve until ctx is done, unless the mount goes away first.
+	select {
+	case <-ctx.Done():
+	case <-done:
+		return fmt.Errorf("fuse mount %q ended unexpectedly (unmounted from outside?)", dir)
+	}
+	return m.unmount(srv, done)
+}
+
+// mount mounts root at cfg.Dir and starts serving it.
+func (m *Mount) mount(root *rootNode) (*fuse.Server, error) {
+	dir := m.cfg.Dir
+	opts := m.options()
+	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
+	readers := goFuseReaderLimit()
+	srv, err := fuse.NewServer(rawFS, dir, &opts.MountOptions)
+	if err != nil {
+		return nil, fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
+	}
+	reserveReaderProcs(readers, m.log)
+	go srv.Serve()
+	if err := srv.WaitMount(); err != nil {
+		_ = srv.Unmount()
+		return nil, fmt.Errorf("mount %q: %w", dir, err)
+	}
+	if err := closeOnExecDevFuse(); err != nil {
+		_ = srv.Unmount()
+		return nil, fmt.Errorf("mount %q: mark /dev/fuse close-on-exec: %w", dir, err)
+	}
+	return srv, nil
+}
+
+// options returns go-fuse's options for the mount.
+func (m *Mount) options() *fs.Options {
 	timeout := m.cfg.CacheTimeout
 	negative := timeout
-	root := &rootNode{m: m}
-	opts := &fs.Options{
+	return &fs.Options{
 		EntryTimeout:    &timeout,
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &negative,
@@ -109,50 +183,6 @@ func (m *Mount) Run(ctx context.Context) error {
 			MaxReadAhead:             1 << 20,
 		},
 	}
-	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
-	readers := goFuseReaderLimit()
-	srv, err := fuse.NewServer(rawFS, dir, &opts.MountOptions)
-	if err != nil {
-		return fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
-	}
-	reserveReaderProcs(readers, m.log)
-	go srv.Serve()
-	if err := srv.WaitMount(); err != nil {
-		_ = srv.Unmount()
-		return fmt.Errorf("mount %q: %w", dir, err)
-	}
-	if err := closeOnExecDevFuse(); err != nil {
-		_ = srv.Unmount()
-		return fmt.Errorf("mount %q: mark /dev/fuse close-on-exec: %w", dir, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		srv.Wait()
-		close(done)
-	}()
-	watchCtx, stopWatch := context.WithCancel(ctx)
-	watched := make(chan struct{})
-	watching := make(chan struct{})
-	go func() {
-		defer close(watching)
-		m.watch(watchCtx, root, watched)
-	}()
-	defer func() {
-		stopWatch()
-		<-watching
-	}()
-	select {
-	case <-watched:
-		m.log.Info("mounted", "dir", dir)
-		close(m.ready)
-	case <-ctx.Done():
-	}
-	select {
-	case <-ctx.Done():
-	case <-done:
-		return fmt.Errorf("fuse mount %q ended unexpectedly (unmounted from outside?)", dir)
-	}
-	return m.unmount(srv, done)
 }
 
 // unmount unmounts, retrying while files are busy, and detaches lazily as a
@@ -167,13 +197,13 @@ func (m *Mount) unmount(srv *fuse.Server, done <-chan struct{}) error {
 		<-t.C
 	}
 	if err != nil {
-		m.log.Warn("mount is busy; detaching it lazily", "dir", m.cfg.Dir, "error", err)
+		m.log.Warn("mount is busy; detaching it lazily", logkey.Dir, m.cfg.Dir, logkey.Error, err)
 		if derr := syscall.Unmount(m.cfg.Dir, syscall.MNT_DETACH); derr != nil {
 			return fmt.Errorf("unmount %q: %w", m.cfg.Dir, err)
 		}
 	}
 	<-done
-	m.log.Info("unmounted", "dir", m.cfg.Dir)
+	m.log.Info("unmounted", logkey.Dir, m.cfg.Dir)
 	return nil
 }
 
@@ -188,9 +218,9 @@ func clearStaleMount(dir string, log *slog.Logger) {
 		if !errors.Is(err, syscall.ENOTCONN) && !errors.Is(err, syscall.ECONNABORTED) {
 			return
 		}
-		log.Warn("clearing a stale mount left by a previous run", "dir", dir)
+		log.Warn("clearing a stale mount left by a previous run", logkey.Dir, dir)
 		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
-			log.Warn("could not clear the stale mount; unmount it by hand (umount -l)", "dir", dir, "error", err)
+			log.Warn("could not clear the stale mount; unmount it by hand (umount -l)", logkey.Dir, dir, logkey.Error, err)
 			return
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
 
+	"github.com/pagewire/pagewire/internal/logkey"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -118,7 +119,7 @@ func (r *rootNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall
 func (m *Mount) fail(op, name string, err error) syscall.Errno {
 	errno := toErrno(err)
 	if errno != syscall.ENOENT && errno != syscall.EINTR && errno != syscall.ESTALE {
-		m.log.Warn("storage call failed", "op", op, "file", name, "errno", errno.Error(), "error", err)
+		m.log.Warn("storage call failed", "op", op, logkey.File, name, "errno", errno.Error(), logkey.Error, err)
 	}
 	return errno
 }

@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"math/rand/v2"
 	"time"
 
+	"github.com/pagewire/pagewire/internal/backoff"
+	"github.com/pagewire/pagewire/internal/logkey"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -15,22 +16,18 @@ import (
 // started is closed once the first stream is up. It returns when ctx is
 // done, reconnecting with backoff after errors.
 func (m *Mount) watch(ctx context.Context, root *rootNode, started chan<- struct{}) {
-	backoff := 50 * time.Millisecond
+	retry := backoff.New(100*time.Millisecond, 5*time.Second)
 	for {
 		err := m.watchOnce(ctx, root, started)
 		if ctx.Err() != nil {
 			return
 		}
 		started = nil // closed already
-		m.log.Warn("watching the storage server for changes failed; retrying", "error", err, "retry_in", backoff)
-		t := time.NewTimer(backoff + rand.N(backoff/2))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		wait := retry.Next()
+		m.log.Warn("watching the storage server for changes failed; retrying", logkey.Error, err, logkey.RetryIn, wait)
+		if !backoff.Sleep(ctx, wait) {
 			return
-		case <-t.C:
 		}
-		backoff = min(2*backoff, 5*time.Second)
 	}
 }
 

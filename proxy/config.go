@@ -15,7 +15,7 @@ const (
 )
 
 // Config configures a Proxy. Build one with DefaultConfig and fill in Target,
-// DB and Node (and Addr to use Run).
+// DB and Node (and Addr to use Run); a zero Config does not validate.
 type Config struct {
 	// Addr is the address Run listens on, e.g. ":8080" (IPv4 and IPv6).
 	// Required for Run; ServeHTTP does not use it.
@@ -35,12 +35,12 @@ type Config struct {
 	AlwaysForward []string
 	// MaxLag bounds how long a replica waits to catch up with a request's
 	// __txid before answering 504, and is the lag past which the health
-	// route reports unhealthy. Must not be negative; 0 means
+	// route reports unhealthy. Must be > 0; DefaultConfig sets
 	// DefaultMaxLag, as in LiteFS's config.
 	MaxLag time.Duration
 	// PrimaryRedirectTimeout bounds how long a replica waits for a primary
-	// to be known before answering a write with 503. Must not be negative;
-	// 0 means DefaultPrimaryRedirectTimeout.
+	// to be known before answering a write with 503. Must be > 0;
+	// DefaultConfig sets DefaultPrimaryRedirectTimeout.
 	PrimaryRedirectTimeout time.Duration
 	// FlyAppName is Fly.io's FLY_APP_NAME. When set, a replica answers a
 	// write with a fly-replay header naming the primary instead of
@@ -96,28 +96,14 @@ func (c Config) Validate() error {
 			fail("proxy.always-forward[%d] is empty: remove it or set a path pattern such as \"/admin/*\"", i)
 		}
 	}
-	if c.MaxLag < 0 {
+	if c.MaxLag <= 0 {
 		fail(`proxy.max-lag is %s: use a positive duration such as "10s"`, c.MaxLag)
 	}
-	if c.PrimaryRedirectTimeout < 0 {
+	if c.PrimaryRedirectTimeout <= 0 {
 		fail(`proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, c.PrimaryRedirectTimeout)
 	}
 	if c.Node == nil {
 		fail("proxy: Config.Node is nil: pass the node the proxy runs on")
 	}
 	return errors.Join(errs...)
-}
-
-// withDefaults returns c with its zero durations and logger filled in.
-func (c Config) withDefaults() Config {
-	if c.MaxLag == 0 {
-		c.MaxLag = DefaultMaxLag
-	}
-	if c.PrimaryRedirectTimeout == 0 {
-		c.PrimaryRedirectTimeout = DefaultPrimaryRedirectTimeout
-	}
-	if c.Logger == nil {
-		c.Logger = slog.Default()
-	}
-	return c
 }

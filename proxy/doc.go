@@ -8,6 +8,7 @@
 // every other request to the primary's proxy (or, on Fly.io, asks Fly to
 // replay it there with fly-replay).
 //
-// It may import the root pagewire package and the standard library only; it
-// learns about the node through the small Node interface it declares.
+// It may import the root pagewire package, internal/logkey and the standard
+// library only; it learns about the node through the small Node interface it
+// declares.
 package proxy

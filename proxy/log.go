@@ -1,18 +1,13 @@
 package proxy
 
-// Structured log keys.
+// Structured log keys of the proxy's own; the shared ones are in
+// internal/logkey.
 const (
 	logKeyComponent = "component"
 	logKeyMethod    = "method"
-	logKeyPath      = "path"
 	logKeyTarget    = "target"
-	logKeyPrimary   = "primary"
-	logKeyDB        = "db"
-	logKeyTXID      = "txid"
 	logKeyLocalTXID = "local_txid"
 	logKeyCookie    = "cookie"
-	logKeyAddr      = "addr"
 	logKeyTimeout   = "timeout"
 	logKeyFwdBy     = "forwarded_by"
-	logKeyError     = "error"
 )

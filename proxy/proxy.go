@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // Names the proxy shares with clients and with other nodes' proxies.
@@ -108,7 +109,6 @@ func New(cfg Config) (*Proxy, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	cfg = cfg.withDefaults()
 	hop := cfg.Hostname
 	if hop == "" {
 		if h, err := os.Hostname(); err == nil && h != "" {
@@ -117,7 +117,11 @@ func New(cfg Config) (*Proxy, error) {
 			hop = "unknown"
 		}
 	}
-	lg := cfg.Logger.With(logKeyComponent, "proxy")
+	lg := cfg.Logger
+	if lg == nil {
+		lg = slog.Default()
+	}
+	lg = lg.With(logKeyComponent, "proxy")
 	p := &Proxy{
 		cfg:              cfg,
 		log:              lg,
@@ -244,7 +248,7 @@ func (p *Proxy) cookieTXID(r *http.Request) (pagewire.TXID, bool) {
 	}
 	txid, err := parseTXID(c.Value)
 	if err != nil {
-		p.log.Debug("ignoring a malformed __txid cookie", logKeyCookie, c.Value, logKeyError, err)
+		p.log.Debug("ignoring a malformed __txid cookie", logKeyCookie, c.Value, logkey.Error, err)
 		return 0, false
 	}
 	return txid, true
@@ -276,7 +280,7 @@ func (p *Proxy) awaitTXID(w http.ResponseWriter, r *http.Request, want pagewire.
 	}
 	if r.Context().Err() != nil {
 		// The client went away (or Run is stopping): nobody reads an answer.
-		p.log.Debug("client left while waiting for a TXID", logKeyDB, p.cfg.DB, logKeyTXID, want)
+		p.log.Debug("client left while waiting for a TXID", logkey.DB, p.cfg.DB, logkey.TXID, want)
 		return false
 	}
 	local := p.node.TXID(p.cfg.DB)
@@ -284,7 +288,7 @@ func (p *Proxy) awaitTXID(w http.ResponseWriter, r *http.Request, want pagewire.
 		return true
 	}
 	p.log.Warn("replica has not caught up with a read's __txid within max-lag",
-		logKeyDB, p.cfg.DB, logKeyTXID, want, logKeyLocalTXID, local, logKeyError, err)
+		logkey.DB, p.cfg.DB, logkey.TXID, want, logKeyLocalTXID, local, logkey.Error, err)
 	if !errors.Is(err, context.DeadlineExceeded) {
 		http.Error(w, fmt.Sprintf("pagewire proxy: waiting for this replica to reach TXID %s of database %q failed (it is at TXID %s): %v; retry",
 			want, p.cfg.DB, local, err), http.StatusServiceUnavailable)
@@ -300,7 +304,7 @@ func (p *Proxy) awaitTXID(w http.ResponseWriter, r *http.Request, want pagewire.
 func (p *Proxy) refuseForwarded(w http.ResponseWriter, r *http.Request) {
 	by := r.Header.Get(ForwardedByHeader)
 	p.log.Warn("refused a forwarded request: this node is not the primary",
-		logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyFwdBy, by)
+		logKeyMethod, r.Method, logkey.Path, r.URL.Path, logKeyFwdBy, by)
 	w.Header().Set("Retry-After", "1")
 	http.Error(w, fmt.Sprintf("pagewire proxy: %q forwarded this request to %q as the primary, but %q is no longer the primary; retry",
 		by, p.hop, p.hop), http.StatusServiceUnavailable)
@@ -315,7 +319,7 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 		if r.Context().Err() != nil {
 			return // the client went away
 		}
-		p.log.Warn("no primary to send a request to", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyError, err)
+		p.log.Warn("no primary to send a request to", logKeyMethod, r.Method, logkey.Path, r.URL.Path, logkey.Error, err)
 		w.Header().Set("Retry-After", "1")
 		http.Error(w, fmt.Sprintf("pagewire proxy: this node is a replica and no primary is known after waiting %s (%v): the cluster may be electing one; retry shortly, or raise proxy.primary-redirect-timeout",
 			p.cfg.PrimaryRedirectTimeout, err), http.StatusServiceUnavailable)
@@ -332,12 +336,12 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request) {
 	}
 	route, err := p.routeTo(hostname, proxyURL)
 	if err != nil {
-		p.log.Error("cannot forward to the primary", logKeyPrimary, hostname, logKeyError, err)
+		p.log.Error("cannot forward to the primary", logkey.Primary, hostname, logkey.Error, err)
 		http.Error(w, "pagewire proxy: "+err.Error(), http.StatusBadGateway)
 		return
 	}
 	if p.log.Enabled(r.Context(), slog.LevelDebug) {
-		p.log.Debug("forwarding to the primary", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyPrimary, hostname, logKeyTarget, proxyURL)
+		p.log.Debug("forwarding to the primary", logKeyMethod, r.Method, logkey.Path, r.URL.Path, logkey.Primary, hostname, logKeyTarget, proxyURL)
 	}
 	route.rp.ServeHTTP(w, r)
 }
@@ -413,11 +417,11 @@ func (p *Proxy) upstreamError(w http.ResponseWriter, r *http.Request, err error,
 	if r.Context().Err() != nil {
 		// The client went away: the round trip was cancelled, nobody reads
 		// an answer.
-		p.log.Debug("client left before the answer", logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyError, err)
+		p.log.Debug("client left before the answer", logKeyMethod, r.Method, logkey.Path, r.URL.Path, logkey.Error, err)
 		w.WriteHeader(http.StatusBadGateway)
 		return
 	}
-	p.log.Warn(what, logKeyMethod, r.Method, logKeyPath, r.URL.Path, logKeyError, err)
+	p.log.Warn(what, logKeyMethod, r.Method, logkey.Path, r.URL.Path, logkey.Error, err)
 	http.Error(w, fmt.Sprintf("pagewire proxy: %s: %v; %s", what, err, todo), http.StatusBadGateway)
 }
 

@@ -176,6 +176,14 @@ func wsEcho(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// testConfig returns DefaultConfig for a proxy in front of the app at
+// target on node.
+func testConfig(target string, node proxy.Node) proxy.Config {
+	c := proxy.DefaultConfig()
+	c.Target, c.Node = target, node
+	return c
+}
+
 // newProxy builds a Proxy from cfg and serves it on a test server.
 func newProxy(t testing.TB, cfg proxy.Config) (*proxy.Proxy, *httptest.Server) {
 	t.Helper()
@@ -212,12 +220,13 @@ func newCluster(t testing.TB, cfg func(*proxy.Config)) *cluster {
 		replicaNode: newFakeNode(),
 	}
 	c.primaryNode.primary = true
-	_, c.primary = newProxy(t, proxy.Config{Target: c.primaryApp.Listener.Addr().String(), Node: c.primaryNode,
-		AlwaysForward: []string{"/admin/*", "/fwd/*"}})
+	pcfg := testConfig(c.primaryApp.Listener.Addr().String(), c.primaryNode)
+	pcfg.AlwaysForward = []string{"/admin/*", "/fwd/*"}
+	_, c.primary = newProxy(t, pcfg)
 	c.primaryNode.setPrimary("primary-host", c.primary.URL)
 	c.replicaNode.setPrimary("primary-host", c.primary.URL)
-	rcfg := proxy.Config{Target: c.replicaApp.Listener.Addr().String(), Node: c.replicaNode,
-		AlwaysForward: []string{"/admin/*", "/fwd/*"}}
+	rcfg := testConfig(c.replicaApp.Listener.Addr().String(), c.replicaNode)
+	rcfg.AlwaysForward = []string{"/admin/*", "/fwd/*"}
 	if cfg != nil {
 		cfg(&rcfg)
 	}
@@ -300,7 +309,7 @@ func TestProxy_Primary(t *testing.T) {
 	node := newFakeNode()
 	node.primary = true
 	node.setTXID(0x2a)
-	_, s := newProxy(t, proxy.Config{Target: app.Listener.Addr().String(), Node: node})
+	_, s := newProxy(t, testConfig(app.Listener.Addr().String(), node))
 
 	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodPatch, http.MethodDelete} {
 		t.Run(method, func(t *testing.T) {
@@ -452,8 +461,10 @@ func TestProxy_ReadYourWrites(t *testing.T) {
 		var logs syncbuf.Buffer
 		app := newApp(t, "replica-app")
 		node := newFakeNode()
-		_, s := newProxy(t, proxy.Config{Target: app.Listener.Addr().String(), Node: node, MaxLag: time.Hour,
-			Logger: slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		cfg := testConfig(app.Listener.Addr().String(), node)
+		cfg.MaxLag = time.Hour
+		cfg.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		_, s := newProxy(t, cfg)
 		for _, v := range []string{"zz", "5", "00000000000000009", "000000000000000x", "-000000000000001"} {
 			r := do(t, http.MethodGet, s.URL+"/items", "", v)
 			if r.status != http.StatusOK || r.seen.App != "replica-app" {
@@ -711,7 +722,7 @@ func TestProxy_AppDown(t *testing.T) {
 	down := closedAddr(t)
 	node := newFakeNode()
 	node.primary = true
-	_, s := newProxy(t, proxy.Config{Target: down, Node: node})
+	_, s := newProxy(t, testConfig(down, node))
 	r := do(t, http.MethodGet, s.URL+"/items", "", "")
 	if r.status != http.StatusBadGateway {
 		t.Fatalf("status %d, want 502", r.status)
@@ -772,6 +783,8 @@ func TestConfig_Validate(t *testing.T) {
 		{"empty always-forward", func(c *proxy.Config) { c.AlwaysForward = []string{""} }, "proxy.always-forward[0] is empty"},
 		{"negative max-lag", func(c *proxy.Config) { c.MaxLag = -time.Second }, "proxy.max-lag is -1s"},
 		{"negative redirect timeout", func(c *proxy.Config) { c.PrimaryRedirectTimeout = -time.Second }, "proxy.primary-redirect-timeout is -1s"},
+		{"zero max-lag", func(c *proxy.Config) { c.MaxLag = 0 }, "proxy.max-lag is 0s"},
+		{"zero redirect timeout", func(c *proxy.Config) { c.PrimaryRedirectTimeout = 0 }, "proxy.primary-redirect-timeout is 0s"},
 		{"no node", func(c *proxy.Config) { c.Node = nil }, "Node"},
 	}
 	for _, tt := range tests {
@@ -811,8 +824,9 @@ func TestProxy_Run(t *testing.T) {
 	client := &http.Client{Transport: &http.Transport{}}
 	before := runtime.NumGoroutine()
 
-	p, err := proxy.New(proxy.Config{Addr: "127.0.0.1:0", Target: app.Listener.Addr().String(), DB: "app.db", Node: node,
-		Logger: slog.New(slog.DiscardHandler)})
+	cfg := testConfig(app.Listener.Addr().String(), node)
+	cfg.Addr, cfg.DB, cfg.Logger = "127.0.0.1:0", "app.db", slog.New(slog.DiscardHandler)
+	p, err := proxy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -860,7 +874,9 @@ func TestProxy_RunListenError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	p, err := proxy.New(proxy.Config{Addr: ln.Addr().String(), Target: "localhost:1", DB: "app.db", Node: newFakeNode()})
+	cfg := testConfig("localhost:1", newFakeNode())
+	cfg.Addr, cfg.DB = ln.Addr().String(), "app.db"
+	p, err := proxy.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"sync"
+
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // Run listens on cfg.Addr and serves until ctx ends, then shuts down: it
@@ -35,6 +37,7 @@ func (p *Proxy) Addr() net.Addr {
 
 // serve is Run on a listener it closes.
 func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
+	// Publish the address for Addr.
 	p.mu.Lock()
 	p.addr = ln.Addr()
 	p.mu.Unlock()
@@ -66,8 +69,9 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 		IdleTimeout:       serverIdleTimeout,
 		ErrorLog:          p.errorLog,
 	}
-	p.log.Info("proxy listening", logKeyAddr, ln.Addr().String(), logKeyTarget, p.cfg.Target, logKeyDB, p.cfg.DB)
+	p.log.Info("proxy listening", logkey.Addr, ln.Addr().String(), logKeyTarget, p.cfg.Target, logkey.DB, p.cfg.DB)
 
+	// Serve until ctx ends or the server fails.
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	var serveErr error
@@ -76,6 +80,7 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 	case serveErr = <-errc:
 	}
 
+	// Shut down: let running requests finish, then cut off the rest.
 	shutdownCtx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	if err := srv.Shutdown(shutdownCtx); err != nil {
 		p.log.Warn("requests still running after the shutdown timeout; cutting them off", logKeyTimeout, shutdownTimeout.String())
@@ -87,6 +92,8 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 	stopping = true
 	mu.Unlock()
 	handlers.Wait()
+
+	// Collect Serve's result and drop idle upstream connections.
 	if serveErr == nil {
 		serveErr = <-errc
 	}
@@ -95,6 +102,6 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return fmt.Errorf("proxy: serve on %s: %w", ln.Addr(), serveErr)
 	}
-	p.log.Info("proxy stopped", logKeyAddr, ln.Addr().String())
+	p.log.Info("proxy stopped", logkey.Addr, ln.Addr().String())
 	return nil
 }
