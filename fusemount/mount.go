@@ -83,7 +83,7 @@ func New(cfg Config) (*Mount, error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Mount{cfg: cfg, log: log.With("component", "fusemount"), ready: make(chan struct{})}, nil
+	return &Mount{cfg: cfg, log: log.With(logkey.Component, "fusemount"), ready: make(chan struct{})}, nil
 }
 
 // Ready is closed once the filesystem is mounted and serving.

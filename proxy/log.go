@@ -3,7 +3,6 @@ package proxy
 // Structured log keys of the proxy's own; the shared ones are in
 // internal/logkey.
 const (
-	logKeyComponent = "component"
 	logKeyMethod    = "method"
 	logKeyTarget    = "target"
 	logKeyLocalTXID = "local_txid"

@@ -121,7 +121,7 @@ func New(cfg Config) (*Proxy, error) {
 	if lg == nil {
 		lg = slog.Default()
 	}
-	lg = lg.With(logKeyComponent, "proxy")
+	lg = lg.With(logkey.Component, "proxy")
 	p := &Proxy{
 		cfg:              cfg,
 		log:              lg,
