@@ -148,6 +148,24 @@ func switchGap(ws []accepted, from int, after float64) float64 {
 
 func indexOf(nodes []*Node, n *Node) int { return slices.Index(nodes, n) }
 
+// waitProbeWrite waits until node's prober has had a write accepted: on a
+// loaded machine the probers take a while to start.
+func waitProbeWrite(t *testing.T, collect func() []accepted, node int) {
+	t.Helper()
+	waitFor(t, 30*time.Second, fmt.Sprintf("a write accepted by node %d's prober", node), func() bool {
+		return slices.ContainsFunc(collect(), func(a accepted) bool { return a.node == node })
+	})
+}
+
+// waitSwitch waits until another node than from has had a write accepted
+// after `after`, following one of from's.
+func waitSwitch(t *testing.T, collect func() []accepted, from int, after float64) {
+	t.Helper()
+	waitFor(t, 30*time.Second, "a write accepted by the new primary", func() bool {
+		return switchGap(collect(), from, after) >= 0
+	})
+}
+
 // viewsAgree reports whether every node shows primary (called host) as
 // the primary in each place a user looks: GET /primary, the .primary file
 // (absent on the primary), litefs_is_primary and the pagewire.primary gRPC
@@ -203,7 +221,7 @@ func TestFailover_GracefulHandoff(t *testing.T) {
 	p := waitOnePrimary(t, nodes, time.Minute)
 	setupProbe(t, p, nodes)
 	collect, _ := probeWrites(t, nodes)
-	time.Sleep(300 * time.Millisecond)
+	waitProbeWrite(t, collect, indexOf(nodes, p))
 
 	// A handoff through a replica's URL finds the primary.
 	via := allBut(nodes, p)[0]
@@ -222,7 +240,7 @@ func TestFailover_GracefulHandoff(t *testing.T) {
 		return viewsAgree(t, nodes, np, host)
 	})
 	t.Logf("every view on every node showed %s %s after pagewire handoff returned", host, time.Since(handed).Round(time.Millisecond))
-	time.Sleep(300 * time.Millisecond)
+	waitSwitch(t, collect, indexOf(nodes, p), before)
 	gap := switchGap(collect(), indexOf(nodes, p), before)
 	t.Logf("pagewire handoff: %s; writes moved after %.1f ms", strings.TrimSpace(out), gap*1000)
 	if gap < 0 {
@@ -233,7 +251,7 @@ func TestFailover_GracefulHandoff(t *testing.T) {
 	before = float64(time.Now().UnixNano()) / 1e9
 	np.Stop()
 	nnp := waitOnePrimary(t, allBut(nodes, np), 30*time.Second)
-	time.Sleep(300 * time.Millisecond)
+	waitSwitch(t, collect, indexOf(nodes, np), before)
 	gap = switchGap(collect(), indexOf(nodes, np), before)
 	t.Logf("SIGTERM: %s took over; writes moved after %.1f ms", strings.TrimSpace(nnp.hostname(t)), gap*1000)
 	if gap < 0 {
@@ -490,7 +508,7 @@ func TestFailover_PrimaryCutOffFromConsul(t *testing.T) {
 	}
 	setupProbe(t, first, nodes)
 	collect, stopProbes := probeWrites(t, nodes)
-	time.Sleep(300 * time.Millisecond)
+	waitProbeWrite(t, collect, indexOf(nodes, first))
 
 	cut := now()
 	proxy.Cut()
