@@ -361,6 +361,7 @@ func runWorkloads(ctx context.Context, o options, bin, workDir, diskDir string, 
 		}
 		r.PerTx = perTxFrom(sums[i], dbs[i], o.Rounds*w.transactions(r.Ops))
 	}
+
 	// Stop it now: the replication section should not share the CPUs with it.
 	if err := n.stop(); err != nil {
 		return nil, err

@@ -81,6 +81,8 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	if err := os.MkdirAll(spec.Dir, 0o755); err != nil {
 		return nil, err
 	}
+
+	// The node's files all live under spec.Dir.
 	n := &node{
 		Name:     spec.Name,
 		MountDir: filepath.Join(spec.Dir, "mnt"),
@@ -91,6 +93,7 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	if n.Name == "" {
 		n.Name = "node"
 	}
+
 	// As LiteFS's static lease: a replica names the primary's hostname and
 	// advertise URL, and is not a candidate.
 	// A primary advertises its loopback URL: replicas' proxies reach its
@@ -100,6 +103,8 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 		lease = fmt.Sprintf("lease:\n  type: static\n  hostname: %s\n  advertise-url: %q\n  candidate: false\n",
 			primaryHostname, spec.Primary.URL)
 	}
+
+	// Write its config file, and open its log.
 	configPath := filepath.Join(spec.Dir, "pagewire.yml")
 	cfg := fmt.Sprintf("fuse:\n  dir: %q\ndata:\n  dir: %q\nhttp:\n  addr: %q\n%s%s", n.MountDir, n.DataDir, addr, lease, spec.Config)
 	if err := os.WriteFile(configPath, []byte(cfg), 0o644); err != nil {
@@ -108,6 +113,8 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	if n.log, err = os.Create(n.LogPath); err != nil {
 		return nil, err
 	}
+
+	// Run pagewire mount, with the app after -- if there is one.
 	args := []string{"mount", "-config", configPath}
 	if len(spec.Exec) > 0 {
 		args = append(append(args, "--"), spec.Exec...)
@@ -126,6 +133,8 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 		n.log.Close()
 		return nil, fmt.Errorf("start %s: %w", bin, err)
 	}
+
+	// done closes when it exits.
 	n.done = make(chan struct{})
 	go func() {
 		n.err = n.cmd.Wait()
@@ -172,6 +181,8 @@ func (n *node) stop() error {
 		return nil
 	}
 	n.stopped = true
+
+	// SIGTERM, then SIGKILL after nodeStopTimeout; an early exit is an error too.
 	var errs []error
 	select {
 	case <-n.done:
@@ -189,6 +200,8 @@ func (n *node) stop() error {
 			errs = append(errs, fmt.Errorf("%s did not stop within %s of SIGTERM; killed it", n.Name, nodeStopTimeout))
 		}
 	}
+
+	// Close the log; a mount left behind is detached, and reported.
 	n.log.Close()
 	if mounted, err := isMounted(n.MountDir); err != nil {
 		errs = append(errs, err)

@@ -77,6 +77,8 @@ func descendants(pid int) []int {
 	if err != nil {
 		return nil
 	}
+
+	// Map each process to its children, from /proc/*/stat.
 	children := map[int][]int{}
 	for _, e := range entries {
 		p, err := strconv.Atoi(e.Name())
@@ -97,6 +99,8 @@ func descendants(pid int) []int {
 			children[ppid] = append(children[ppid], p)
 		}
 	}
+
+	// Then walk the tree from pid, breadth first.
 	var out []int
 	queue := []int{pid}
 	for len(queue) > 0 {

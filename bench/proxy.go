@@ -191,6 +191,8 @@ func proxyWrites(ctx context.Context, hc *http.Client, base string, n int, read 
 	start := time.Now()
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
+
+		// POST an item; it must be created.
 		req, _ := http.NewRequestWithContext(ctx, "POST", base+"/items", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := hc.Do(req)
@@ -202,6 +204,8 @@ func proxyWrites(ctx context.Context, hc *http.Client, base string, n int, read 
 		if resp.StatusCode != http.StatusCreated {
 			return 0, nil, fmt.Errorf("POST %s/items: %d %s", base, resp.StatusCode, out)
 		}
+
+		// With read, GET it back with the __txid cookie the POST set.
 		if read {
 			var txid *http.Cookie
 			for _, c := range resp.Cookies() {
@@ -228,6 +232,8 @@ func proxyWrites(ctx context.Context, hc *http.Client, base string, n int, read 
 				return 0, nil, fmt.Errorf("GET %s/items/%d with __txid: %d", base, id, resp.StatusCode)
 			}
 		}
+
+		// Latency in milliseconds, of the POST and any GET.
 		lat = append(lat, float64(time.Since(t0))/1e6)
 	}
 	return float64(n) / time.Since(start).Seconds(), lat, nil

@@ -129,6 +129,8 @@ func timedRun(ctx context.Context, what, script, dir string, args []string, n in
 		return 0, 0, err
 	}
 	defer func() { err = p.finish(err) }()
+
+	// Wait for the script to say it is ready.
 	var ready struct{ Ready bool }
 	if err := p.read(&ready); err != nil {
 		return 0, 0, err
@@ -141,6 +143,8 @@ func timedRun(ctx context.Context, what, script, dir string, args []string, n in
 			return 0, 0, err
 		}
 	}
+
+	// Start the timed run and read what the script measured.
 	if err := p.send("go"); err != nil {
 		return 0, 0, err
 	}
@@ -156,6 +160,8 @@ func timedRun(ctx context.Context, what, script, dir string, args []string, n in
 			return 0, 0, err
 		}
 	}
+
+	// The script must have run all n ops.
 	if done.Ops != n || done.Seconds <= 0 {
 		return 0, 0, fmt.Errorf("python reported ops=%d seconds=%g, want ops=%d and seconds > 0", done.Ops, done.Seconds, n)
 	}

@@ -190,6 +190,8 @@ func (s *replicationRun) writeRates(ctx context.Context) ([]writeRateResult, err
 	} else {
 		s.logf("one CPU: the write rates run in the shared placement only")
 	}
+
+	// A result per placement and replica count.
 	rates := make(map[string][]writeRateResult, len(placements))
 	for _, pl := range placements {
 		rates[pl] = make([]writeRateResult, writeRateReplicas+1)
@@ -562,6 +564,8 @@ func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, wo
 	if _, err := waitCaughtUp(ctx, p, []*node{r}, []string{replicaReadDB}); err != nil {
 		return err
 	}
+
+	// Point reads on plain disk, on an idle replica, and on one that applies transactions.
 	pointRead := workloads[slices.IndexFunc(workloads, func(w workload) bool { return w.Name == "point-read" })]
 	disk := pointReadResult{Target: "disk", What: "plain disk, no concurrent writes"}
 	idle := pointReadResult{Target: "replica-idle", What: "replica, no writes on the primary"}
@@ -572,6 +576,8 @@ func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, wo
 			[]string{"point-read", replicaPath, strconv.Itoa(o.Reads)}, o.Reads, before, after)
 		return runResult{Ops: ops, Seconds: secs}, err
 	}
+
+	// Each round reads on all three.
 	for round := 1; round <= o.Rounds; round++ {
 		res, err := runWorkload(ctx, pointRead, filepath.Join(diskDir, fmt.Sprintf("repl_read_r%d.db", round)), o.Reads, workDir, nil)
 		if err != nil {
@@ -594,6 +600,8 @@ func measureReplicaReads(ctx context.Context, o options, p, r *node, diskDir, wo
 		logf("round %d/%d point reads: disk %s q/s, idle replica %s q/s, replica applying %s tx/s: %s q/s", round, o.Rounds,
 			formatRate(disk.Reads.Rates[round-1]), formatRate(idle.Reads.Rates[round-1]), formatRate(applied), formatRate(busy.Reads.Rates[round-1]))
 	}
+
+	// Each target's rate relative to plain disk.
 	for _, pr := range []*pointReadResult{&disk, &idle, &busy} {
 		if disk.Reads.MedianRate > 0 {
 			pr.Ratio = pr.Reads.MedianRate / disk.Reads.MedianRate
@@ -617,6 +625,8 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 		return res, 0, 0, err
 	}
 	defer func() { err = w.finish(err) }()
+
+	// Wait for it to be ready and for the replica to have the table, then start it.
 	var ready struct{ Ready bool }
 	if err := w.read(&ready); err != nil {
 		return res, 0, 0, err
@@ -643,6 +653,7 @@ func readWhileApplying(ctx context.Context, o options, p, r *node, workDir strin
 			return err
 		}
 	}
+
 	// The apply rate is taken over the warm-up and the reads: a quick
 	// run's reads alone last a few milliseconds, too short to count on
 	// seeing a transaction applied.
@@ -691,6 +702,8 @@ func measureSnapshot(ctx context.Context, o options, bin string, sp *node, dir, 
 		"setup-snapshot", filepath.Join(sp.MountDir, db), strconv.Itoa(o.SnapshotMiB)); err != nil {
 		return nil, err
 	}
+
+	// The position the new replica must reach.
 	want, err := readPos(sp, db)
 	if err != nil {
 		return nil, err
@@ -706,6 +719,8 @@ func measureSnapshot(ctx context.Context, o options, bin string, sp *node, dir, 
 		return nil, err
 	}
 	*nodes = append(*nodes, r)
+
+	// Note, meanwhile, when it reports ready.
 	type ready struct {
 		at  time.Time
 		err error
@@ -718,6 +733,8 @@ func measureSnapshot(ctx context.Context, o options, bin string, sp *node, dir, 
 	if err := waitPos(ctx, r, db, want, snapshotTimeout); err != nil {
 		return nil, err
 	}
+
+	// Work out the times and rates.
 	caughtUp := time.Now()
 	rd := <-readyc
 	if rd.err != nil {

@@ -123,6 +123,8 @@ func perTxFrom(sum *counters, db []string, transactions int) perTx {
 func (r *report) writeMarkdown(w io.Writer) error {
 	b := bufio.NewWriter(w)
 	m := r.Machine
+
+	// The title and caveat depend on which sections ran.
 	switch {
 	case len(r.Workloads) == 0 && r.Replication == nil:
 		fmt.Fprintf(b, "# pagewire bench: proxy\n\n")
@@ -136,6 +138,8 @@ func (r *report) writeMarkdown(w io.Writer) error {
 			"Each rate is the median of %d round(s); disk and mount runs alternate within each round. "+
 			"Python sqlite3, WAL mode, a fresh database per run, 100-byte values.\n\n", r.Settings.Rounds)
 	}
+
+	// The machine and the software versions.
 	fmt.Fprintf(b, "- machine: %d CPUs", m.CPUs)
 	if m.CPUModel != "" {
 		fmt.Fprintf(b, " (%s)", m.CPUModel)
@@ -149,6 +153,8 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		fmt.Fprintf(b, ", %s", m.Pagewire)
 	}
 	fmt.Fprintf(b, "\n- plain disk and data.dir on %s (%s)\n\n", m.WorkDirFS, m.WorkDir)
+
+	// Then each section that ran.
 	if len(r.Workloads) > 0 {
 		r.writeWorkloads(b)
 	}

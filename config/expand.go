@@ -49,12 +49,16 @@ func (e *expander) text(inBrace bool) (string, error) {
 		if inBrace {
 			stops = "$}\n"
 		}
+
+		// Find the next stop; without one, the rest is plain text.
 		j := strings.IndexAny(e.s[e.i:], stops)
 		if j < 0 {
 			b.WriteString(e.s[e.i:])
 			e.i = len(e.s)
 			break
 		}
+
+		// Copy the plain text up to the stop; a '}' or newline ends a brace's text.
 		b.WriteString(e.s[e.i : e.i+j])
 		e.i += j
 		switch e.s[e.i] {
@@ -95,6 +99,8 @@ func (e *expander) brace(start int) (string, error) {
 	if !ok {
 		return "", e.badExpr(start)
 	}
+
+	// ${name:-default}: the default if the variable is empty or unset.
 	if !lhsQuoted && strings.HasPrefix(e.s[e.i:], ":-") {
 		e.i += len(":-")
 		def, err := e.text(true)
@@ -110,12 +116,15 @@ func (e *expander) brace(start int) (string, error) {
 		}
 		return def, nil
 	}
+
+	// ${name}: the variable's value.
 	e.space()
 	if e.i < len(e.s) && e.s[e.i] == '}' && !lhsQuoted {
 		e.i++
 		return e.getenv(lhs), nil
 	}
 
+	// ${a == b} or ${a != b}: "true" or "false".
 	var equal bool
 	switch {
 	case strings.HasPrefix(e.s[e.i:], "=="):
@@ -136,6 +145,8 @@ func (e *expander) brace(start int) (string, error) {
 		return "", e.badExpr(start)
 	}
 	e.i++
+
+	// Compare the operands: unquoted ones are variables.
 	if !lhsQuoted {
 		lhs = e.getenv(lhs)
 	}

@@ -295,6 +295,8 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, key string, merged bool) 
 		return
 	}
 	defer w.leave(n)
+
+	// Walk the keys: each must be a plain name, set once.
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, ok := w.deref(n.Content[i], key)
@@ -310,12 +312,16 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, key string, merged bool) 
 			w.merge(v, t, key)
 			continue
 		}
+
+		// A key may be set only once.
 		full := joinKey(key, k.Value)
 		if prev, dup := seen[k.Value]; dup {
 			w.fail(k.Line, full, "%s is set twice, on lines %d and %d: keep one", full, prev, k.Line)
 			continue
 		}
 		seen[k.Value] = k.Line
+
+		// Keys only LiteFS uses are dropped; unknown ones fail.
 		f, ok := fieldByKey(t, k.Value)
 		if !ok && liteFSOnly[full] {
 			// A LiteFS key pagewire has no use for: keep the user's file
@@ -329,6 +335,8 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, key string, merged bool) 
 			w.unknown(k.Line, full, t, key, k.Value)
 			continue
 		}
+
+		// Record the key's line (a merge keeps an earlier one), then check its value.
 		if _, set := w.lines[full]; !set || !merged {
 			w.lines[full] = k.Line
 		}

@@ -59,6 +59,8 @@ func (v *validator) exec() {
 // proxy checks the proxy section.
 func (v *validator) proxy() {
 	p := v.c.Proxy
+
+	// proxy.addr, proxy.target and proxy.db go together.
 	if p.Addr != "" {
 		v.hostPort("proxy.addr", p.Addr, `":8080"`)
 		if p.Target == "" {
@@ -76,6 +78,7 @@ func (v *validator) proxy() {
 		}
 		v.fail(key, `%s is set but proxy.addr is not: set proxy.addr, e.g. ":8080", to run the proxy, or remove the proxy section`, key)
 	}
+
 	// Patterns: '*' is the only wildcard, any other character is itself,
 	// so only an empty one is wrong.
 	for name, pats := range map[string][]string{"proxy.passthrough": p.Passthrough, "proxy.always-forward": p.AlwaysForward} {
@@ -86,6 +89,8 @@ func (v *validator) proxy() {
 			}
 		}
 	}
+
+	// Durations must be positive.
 	if p.MaxLag <= 0 {
 		v.fail("proxy.max-lag", `proxy.max-lag is %s: use a positive duration such as "10s"`, p.MaxLag)
 	}

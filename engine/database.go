@@ -241,6 +241,8 @@ func (d *database) load() error {
 	} else if err != nil {
 		return err
 	}
+
+	// Apply the WAL's committed transactions to the checksums and the TXID.
 	recovered, verifiable, err := d.recoverWAL(m)
 	if err != nil {
 		return err
@@ -248,6 +250,8 @@ func (d *database) load() error {
 	if recovered > 0 {
 		d.log.Info("counted transactions the meta file had not recorded", "transactions", recovered, logkey.TXID, d.pos.TXID)
 	}
+
+	// Files changed outside pagewire leave a checksum other than the recorded one.
 	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum {
 		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded%s: the files under %s were changed outside pagewire; it takes no writes until re-seeded (a replica does so itself; on a primary, export it, delete it and import the copy)",
 			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.changedPages(m.Pos), d.dir)
@@ -328,6 +332,8 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	if d.wal == nil {
 		return 0, true, nil
 	}
+
+	// A WAL without a valid header for this page size holds nothing.
 	hdr := make([]byte, walHeaderSize)
 	if n, _ := d.wal.ReadAt(hdr, 0); n < walHeaderSize {
 		return 0, true, nil
@@ -339,6 +345,7 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Checksum[0], h.Checksum[1]
 	sameGen := h.Salt == wal.Salt{m.Salt1, m.Salt2}
 	commits := 0
+
 	// From the meta's frame on, commits advance the meta's TXID: by one
 	// each, but the first by what the meta's Next announced, if its
 	// checksum matches.
@@ -351,6 +358,8 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 		}
 	}
 	fromMeta()
+
+	// Replay the commits, starting the count over at the meta's frame.
 	if _, _, err := d.scanFrames(0, replay, func(frame uint32) {
 		commits++
 		if sameGen && frame == m.CommitFrame {
@@ -360,6 +369,8 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	}); err != nil {
 		return 0, false, err
 	}
+
+	// A WAL that ends before the meta's frame has lost commits.
 	d.w.pending, d.expect = nil, nil
 	if sameGen && !atMeta {
 		d.log.Error("the WAL ends before the last commit the meta file recorded; transactions were lost (power failure with synchronous=OFF or NORMAL?)",
@@ -498,6 +509,8 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	case !d.hidden:
 		d.visible, d.hidden = prevPos, true
 	}
+
+	// Wake whoever waits for a change.
 	if d.changed != nil {
 		close(d.changed)
 	}
@@ -737,6 +750,7 @@ func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 			return fmt.Errorf("%w: WAL page size %d differs from the database's %d", pagewire.ErrInvalidArgument, hdr.PageSize, d.pageSize)
 		}
 	}
+
 	// SQLite never writes into the header except whole, nor over committed
 	// frames of the current generation: such a write would destroy
 	// committed transactions. One write there leaves them as they are: a
@@ -754,15 +768,21 @@ func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 			return fmt.Errorf("%w: refusing a write at offset %d of %s-wal: it would overwrite committed transactions (only SQLite may write the WAL)", pagewire.ErrInvalidArgument, off, d.name)
 		}
 	}
+
+	// Write the data as SQLite gave it.
 	if _, err := d.wal.WriteAt(data, off); err != nil {
 		return err
 	}
+
+	// A header starts a new WAL generation.
 	if isHeader {
 		if err := d.startGeneration(hdr); err != nil || len(data) == walHeaderSize {
 			return err
 		}
 		// The header came with frames in one write: count their commits.
 	}
+
+	// Count the commit this write completes, if any.
 	if !d.w.ok {
 		return nil
 	}
@@ -793,12 +813,15 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 	if end <= walHeaderSize {
 		return 0, false
 	}
+
+	// Where the write ends: at the end of frame k, or in the header of frame k+1.
 	k := uint32((end - walHeaderSize) / frameSize)
 	switch (end - walHeaderSize) % frameSize {
 	case 0: // the write ends frame k
 		if k <= d.w.commitFrame {
 			return 0, false
 		}
+
 		// The kernel may split one write() in two at a page boundary, so
 		// a write of page data alone is told by where it starts: past
 		// the frame's header.
@@ -811,6 +834,8 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 			}
 			return 0, false
 		}
+
+		// The write extends the transaction: its last frame may be a commit.
 		d.w.appended = max(d.w.appended, k)
 		return k, true
 	case walFrameHeaderSize: // the write ends frame k+1's header
@@ -824,6 +849,7 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 		if d.w.awaitRewrite != 0 && k >= d.w.overwritten && k < d.w.awaitRewrite {
 			return 0, false // a checksum rewrite on the way to the commit frame
 		}
+
 		// A frame is being appended: the transaction's frames end before it.
 		d.w.appended, d.w.awaitRewrite = k-1, 0
 		if d.w.overwritten >= k {
@@ -847,6 +873,8 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		// rest of a refused commit is refused too.
 		return d.w.refusedErr
 	}
+
+	// Only a commit frame ends transactions.
 	var fh [walFrameHeaderSize]byte
 	if _, err := d.wal.ReadAt(fh[:], wal.FrameOffset(k, d.pageSize)); err != nil {
 		return fmt.Errorf("read wal frame header: %w", err)
@@ -854,6 +882,8 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 	if wal.DecodeFrameHeader(fh[:]).Commit == 0 {
 		return nil
 	}
+
+	// Count the transactions up to frame k.
 	rewritten := k == d.w.awaitRewrite
 	before := d.pos.TXID
 	_, stop, err := d.scanFrames(k, how, nil)
@@ -862,6 +892,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		d.commits += uint64(d.pos.TXID - before)
 		return d.saveMeta(false)
 	}
+
 	// SQLite rewrites the checksums from the first frame it overwrote;
 	// the first one that fails may come later, if that frame's page came
 	// back with the bytes it had.
@@ -869,6 +900,8 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		d.w.awaitRewrite = k
 		return nil
 	}
+
+	// Otherwise the commit is refused.
 	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logkey.Error, err,
 		"rewritten", rewritten, "first_overwritten", d.w.overwritten, "counted_frame", d.w.commitFrame)
 	d.w.awaitRewrite, d.w.overwritten = 0, 0
@@ -883,6 +916,8 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		err = fmt.Errorf("%w: the commit in frame %d of %s-wal does not validate (%s), so it is refused: a WAL must be written by SQLite",
 			pagewire.ErrInvalidArgument, k, d.name, stop)
 	}
+
+	// Later writes of the same commit fail the same way.
 	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
 	if stop == nil {
 		// Valid frames the primary refused (a halt lock's forward): make
@@ -956,6 +991,8 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	if d.handles > 0 {
 		return fmt.Errorf("%w: %q has %d open file handles; stop the apps using it, then import again", pagewire.ErrBusy, d.name, d.handles)
 	}
+
+	// Check that the imported file is a SQLite database.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -969,6 +1006,8 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 		f.Close()
 		return fmt.Errorf("%w: imported file: %v", pagewire.ErrInvalidArgument, err)
 	}
+
+	// Mark it as a WAL-mode database, durably.
 	if _, err := f.WriteAt([]byte{2, 2}, 18); err != nil {
 		f.Close()
 		return err
@@ -978,6 +1017,8 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 		return err
 	}
 	f.Close()
+
+	// The old WAL belongs to the old file.
 	if d.wal != nil {
 		d.wal.Close()
 		d.wal = nil
@@ -985,12 +1026,16 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 			return err
 		}
 	}
+
+	// Move the file into place.
 	if err := os.Rename(path, filepath.Join(d.dir, databaseFileName)); err != nil {
 		return err
 	}
 	if err := syncDir(d.dir); err != nil {
 		return err
 	}
+
+	// Reopen it, and start from it: the import counts as one transaction.
 	d.db.Close()
 	if d.db, err = os.OpenFile(filepath.Join(d.dir, databaseFileName), os.O_RDWR, 0); err != nil {
 		return err

@@ -142,6 +142,8 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 		}
 		f.rd = rd
 	}
+
+	// Take the held transaction, or the next one from the log.
 	var txn pagewire.Txn
 	var ok bool
 	var err error
@@ -157,6 +159,8 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 	case err != nil:
 		return FeedItem{}, err
 	}
+
+	// A transaction too large for a batch goes alone.
 	if txnBytes(txn) > f.maxBytes {
 		return FeedItem{Txns: []pagewire.Txn{txn}, Large: true, Pos: pos}, nil
 	}

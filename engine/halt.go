@@ -318,6 +318,8 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 	if at == onAReplica && h.hold == nil {
 		return pagewire.HaltLock{}, fmt.Errorf("%w: this node cannot hold its databases' write locks for replicas", pagewire.ErrBusy)
 	}
+
+	// Reserve the lock, waiting until the current holder's is freed or the wait runs out.
 	deadline := time.Now().Add(wait)
 	g := &grant{}
 	for {
@@ -335,6 +337,8 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 		}
 		freed := h.freed[db]
 		h.mu.Unlock()
+
+		// Wait for the holder to free it, until the deadline or ctx is done.
 		t := time.NewTimer(time.Until(deadline))
 		select {
 		case <-freed:
@@ -346,6 +350,8 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 			return pagewire.HaltLock{}, ctx.Err()
 		}
 	}
+
+	// A holder on a replica needs this node to hold the database's write lock.
 	var w HeldWriter
 	if at == onAReplica {
 		if w, err = h.hold(ctx, db, max(time.Until(deadline), time.Millisecond)); err != nil {
@@ -353,6 +359,8 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 			return pagewire.HaltLock{}, fmt.Errorf("hold the write lock of %q for the halt lock (a writer on the primary kept it): %w", db, err)
 		}
 	}
+
+	// Grant the lock at the current TXID; it expires after ttl.
 	pos, _, _ := d.watchPos()
 	lock := pagewire.HaltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
 	h.mu.Lock()
@@ -444,6 +452,8 @@ func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if err := h.checkPrimary(epoch); err != nil {
 		return pagewire.Pos{}, err
 	}
+
+	// Only the current holder of the lock may forward.
 	g, lock := h.current(db)
 	if lock.ID == "" || lock.ID != id {
 		return pagewire.Pos{}, fmt.Errorf("%w: the halt lock of %q is not held with this id (it expired or was released); take it again", pagewire.ErrReadOnly, db)
@@ -453,6 +463,7 @@ func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if g.released || g.w == nil {
 		return pagewire.Pos{}, fmt.Errorf("%w: the halt lock of %q expired or was released; take it again", pagewire.ErrReadOnly, db)
 	}
+
 	// The applier's writes skip the lease check: make it here.
 	if err := h.store.checkWritable(App); err != nil {
 		return pagewire.Pos{}, err
@@ -461,6 +472,8 @@ func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if err != nil {
 		return pagewire.Pos{}, err
 	}
+
+	// The transaction must follow the primary's position exactly.
 	pos, _, _ := d.watchPos()
 	if txn.TXID != pos.TXID+1 || txn.PreChecksum != pos.Checksum {
 		return pos, fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow the primary's position %s", pagewire.ErrInvalidArgument, txn.TXID, txn.PreChecksum, pos)
@@ -468,6 +481,8 @@ func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if txn.PageSize != d.pageSize {
 		return pos, fmt.Errorf("%w: transaction page size %d, the database's is %d", pagewire.ErrInvalidArgument, txn.PageSize, d.pageSize)
 	}
+
+	// Commit it, and check that it ends where it did on the holder's node.
 	if err := g.w.Apply(ctx, txn.PageCount, txn.Pages, false); err != nil {
 		return pos, fmt.Errorf("commit the halt lock holder's transaction %d: %w", txn.TXID, err)
 	}

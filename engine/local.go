@@ -97,6 +97,8 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if err := f.Close(); err != nil {
 		return err
 	}
+
+	// The meta records the snapshot's position.
 	m := meta{Pos: pos, PageSize: pageSize}
 	if err := writeFileSync(filepath.Join(tmp, metaFileName), m.encode()); err != nil {
 		return err
@@ -115,6 +117,8 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if err := syncDir(filepath.Join(s.dir, "dbs")); err != nil {
 		return err
 	}
+
+	// Open it, and check that it is where the snapshot says.
 	d, err := openDatabase(dir, name, s.dbOptions())
 	if err != nil {
 		return err
@@ -146,6 +150,8 @@ func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err
 	if len(txns) == 0 {
 		return nil, fmt.Errorf("%w: no transactions to expect", pagewire.ErrInvalidArgument)
 	}
+
+	// Check that the transactions follow on from the position.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	prev := d.pos
@@ -155,6 +161,8 @@ func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err
 		}
 		prev = pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum}
 	}
+
+	// Announce the commit.
 	e := &expectedCommit{pos: prev, txns: txns}
 	d.expect = e
 	// Recorded before the commit, so that recovery after a crash counts
@@ -163,6 +171,8 @@ func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err
 		d.expect = nil
 		return nil, err
 	}
+
+	// done withdraws the announcement if it is still the current one.
 	return func() {
 		d.mu.Lock()
 		defer d.mu.Unlock()

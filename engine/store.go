@@ -135,6 +135,8 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.dbsChanged = make(chan struct{})
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention = cfg.Retention
+
+	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
 		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
 	}
@@ -147,6 +149,8 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		return nil, fmt.Errorf("data.dir %q is in use by another pagewire process; stop it or choose another data.dir", cfg.Dir)
 	}
 	s.lock = lock
+
+	// Open every database found under data.dir/dbs.
 	entries, err := os.ReadDir(filepath.Join(cfg.Dir, "dbs"))
 	if err != nil {
 		s.Close()
@@ -168,6 +172,8 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		}
 		s.addLocked(d)
 	}
+
+	// A store starts out as the primary at epoch 1.
 	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: 1})
 	return s, nil
 }
@@ -479,6 +485,7 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
 	}
+
 	// A reader needs the -wal and -shm to exist, even on a replica whose
 	// copy came from a snapshot and has had no transaction since: creating
 	// them empty changes no data.
@@ -522,6 +529,8 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 	if d.deleted {
 		return FileInfo{}, fmt.Errorf("%w: %s was deleted meanwhile", pagewire.ErrNotFound, name)
 	}
+
+	// Create the -wal on disk, or the -shm in memory.
 	switch kind {
 	case pagewire.FileWAL:
 		if d.wal == nil {
@@ -558,12 +567,16 @@ func (s *Store) Delete(name string) error {
 	if err != nil {
 		return err
 	}
+
+	// Find the database; journals and the .primary file cannot be deleted.
 	s.mu.RLock()
 	d := s.dbs[dbName]
 	s.mu.RUnlock()
 	if d == nil || kind == pagewire.FileJournal || kind == pagewire.FilePrimary {
 		return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
 	}
+
+	// The -pos file cannot be deleted; the -shm is dropped from memory.
 	switch kind {
 	case pagewire.FilePos:
 		return fmt.Errorf("%w: %s is a read-only pagewire file", pagewire.ErrInvalidArgument, name)
@@ -578,9 +591,13 @@ func (s *Store) Delete(name string) error {
 		s.unregister(id)
 		return nil
 	}
+
+	// Deleting the -wal or the database needs a writable node.
 	if err := s.checkWritable(App); err != nil {
 		return err
 	}
+
+	// A -wal goes alone; the database file takes its whole folder.
 	switch kind {
 	case pagewire.FileWAL:
 		d.mu.Lock()
@@ -742,10 +759,14 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, err
 	}
+
+	// The .primary file names the primary.
 	if ref.kind == pagewire.FilePrimary {
 		_, ro := s.Role()
 		return copyAt(p, ro.Primary+"\n", off), nil
 	}
+
+	// Other files read under the database's lock.
 	d := ref.db
 	d.mu.RLock()
 	defer d.mu.RUnlock()
@@ -763,6 +784,8 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	case pagewire.FilePos:
 		return copyAt(p, posContent(d.visiblePos()), off), nil
 	}
+
+	// Read the database file or the -wal from disk.
 	if f == nil {
 		return 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
@@ -808,6 +831,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	if d.deleted {
 		return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
+
 	// A database found damaged at startup takes no app writes: only the
 	// node's own, which re-seed it from the primary.
 	if d.startupErr != nil && ref.kind != pagewire.FileSHM && by != Applier {
@@ -832,6 +856,7 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 		}
 		before := d.pos.TXID
+
 		// What the commits this write completes stand for.
 		how := &commitRule{hidden: by == Applier, announced: d.expect}
 		if h := d.halt.Load(); by == App && h != nil && s.role.Load().role != pagewire.RolePrimary {
@@ -876,6 +901,8 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 	if err != nil {
 		return FileInfo{}, err
 	}
+
+	// Who may truncate: the role, the halt lock.
 	switch ref.kind {
 	case pagewire.FilePos, pagewire.FilePrimary:
 		return FileInfo{}, fmt.Errorf("%w: this is a read-only pagewire file", pagewire.ErrInvalidArgument)
@@ -884,6 +911,8 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 			return FileInfo{}, err
 		}
 	}
+
+	// Under the database's lock, exclusive.
 	d := ref.db
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -891,6 +920,8 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		return FileInfo{}, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 	d.modTime[ref.kind] = time.Now()
+
+	// Truncate the file; a -wal cut below its last counted commit is reset.
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		if size < int64(d.pageSize) {
@@ -931,6 +962,7 @@ func (s *Store) Sync(id uint64) error {
 	if ref.db == nil {
 		return nil
 	}
+
 	// The fsyncs run without the database's lock, so that reads, commits
 	// and replication streams go on meanwhile; the files stay open until
 	// the database is deleted or replaced, which makes the sync fail as
@@ -941,6 +973,8 @@ func (s *Store) Sync(id uint64) error {
 		d.mu.Unlock()
 		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
+
+	// Pick the files to sync: a WAL's takes the meta file along while a new generation's record is not durable.
 	var files []*os.File
 	metaGen := d.metaGen
 	switch ref.kind {
@@ -955,6 +989,8 @@ func (s *Store) Sync(id uint64) error {
 		}
 	}
 	d.mu.Unlock()
+
+	// Sync each one; a closed file means the database was deleted or replaced.
 	for _, f := range files {
 		if err := f.Sync(); errors.Is(err, os.ErrClosed) {
 			return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
@@ -962,6 +998,8 @@ func (s *Store) Sync(id uint64) error {
 			return err
 		}
 	}
+
+	// Both synced: the meta record is durable.
 	if len(files) == 2 {
 		d.mu.Lock()
 		if d.metaGen == metaGen {
@@ -1058,6 +1096,8 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err := s.checkWritable(App); err != nil {
 		return DatabaseInfo{}, err
 	}
+
+	// Receive the file into data.dir first.
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "dbs"), ".import-*")
 	if err != nil {
 		return DatabaseInfo{}, err
@@ -1070,6 +1110,8 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("receive import: %w", err)
 	}
+
+	// The database is created if it does not exist yet.
 	if _, err := s.Create(name, App); err != nil {
 		return DatabaseInfo{}, err
 	}
@@ -1079,12 +1121,15 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 	if d == nil {
 		return DatabaseInfo{}, fmt.Errorf("%w: database %q was deleted during the import", pagewire.ErrNotFound, name)
 	}
+
+	// Replace the database's files with the imported one, under new IDs.
 	before, err := d.replace(tmp.Name(), s.newID)
 	if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("import %q: %w", name, err)
 	}
 	s.unregister(before.db, before.wal, before.shm)
 	s.register(d)
+
 	// The kernel must forget the old files: the database is a new file now,
 	// and its -wal and -shm are gone.
 	changes := []FileChange{{Name: name, ID: before.db, Entry: true, Length: -1}}

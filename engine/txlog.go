@@ -210,6 +210,8 @@ func (l *txlog) appendAll(txns []pagewire.Txn) error {
 	if n := len(l.segs); n > 0 {
 		last = l.segs[n-1]
 	}
+
+	// Few transactions, or ones the tail segment cannot take, go one at a time.
 	if len(txns) < 2 || last == nil || l.tail == nil || last.size >= l.segmentMax || txns[0].TXID != last.last+1 {
 		l.mu.Unlock()
 		for _, t := range txns {
@@ -219,6 +221,8 @@ func (l *txlog) appendAll(txns []pagewire.Txn) error {
 		}
 		return nil
 	}
+
+	// Otherwise the records go in one write.
 	defer l.mu.Unlock()
 	size := 0
 	for _, t := range txns {
@@ -231,6 +235,8 @@ func (l *txlog) appendAll(txns []pagewire.Txn) error {
 	if _, err := l.tail.WriteAt(buf, last.size); err != nil {
 		return fmt.Errorf("append to transaction log: %w", err)
 	}
+
+	// Keep each one among the recent transactions, and move the segment's end.
 	end := last.size
 	for _, t := range txns {
 		end += int64(recordSize(t))
@@ -387,6 +393,7 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 		return txn, true, nil
 	}
 	for {
+		// Find where the current segment ends, and the one after it.
 		r.l.mu.Lock()
 		end := r.seg.size
 		var following *segment
@@ -396,6 +403,8 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 			}
 		}
 		r.l.mu.Unlock()
+
+		// At the segment's end, move on to the following one if it starts at the next TXID.
 		if r.off >= end {
 			if following == nil {
 				return txn, false, nil
@@ -413,6 +422,8 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 			r.seg, r.f, r.off = following, f, 0
 			continue
 		}
+
+		// Read the next record, opening the segment if needed.
 		if r.f == nil {
 			if r.f, err = os.Open(r.seg.path); err != nil {
 				return txn, false, errTxlogGap // pruned meanwhile
@@ -423,6 +434,8 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 			return txn, false, fmt.Errorf("read transaction log: %w", err)
 		}
 		r.off += n
+
+		// Skip records before the start; a missing TXID is a gap.
 		switch {
 		case txn.TXID < r.next:
 			continue // skipping to the start

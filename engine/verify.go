@@ -78,6 +78,8 @@ func (s *Store) Verify(name string, repair bool) (VerifyReport, error) {
 	if err != nil {
 		return VerifyReport{}, err
 	}
+
+	// The database must be there, and not found damaged at startup.
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.deleted {
@@ -87,6 +89,8 @@ func (s *Store) Verify(name string, repair bool) (VerifyReport, error) {
 		// The recorded position is the one that was wrong at startup.
 		return VerifyReport{}, d.startupErr
 	}
+
+	// Check the WAL; with repair, count the commits the position missed.
 	r := VerifyReport{Name: d.name}
 	r.WAL, r.Uncounted, err = d.verifyWAL()
 	if err != nil {
@@ -105,6 +109,8 @@ func (s *Store) Verify(name string, repair bool) (VerifyReport, error) {
 		r.Repaired = true
 		d.log.Warn("verify counted committed transactions the position had missed", "transactions", r.Uncounted, logkey.TXID, d.pos.TXID)
 	}
+
+	// Then check the pages against the position.
 	r.Pos, r.PageCount = d.pos, uint32(len(d.pages))
 	if err := d.verifyPages(&r); err != nil {
 		return r, err
@@ -123,6 +129,8 @@ func (d *database) verifyWAL() (problem string, uncounted int, err error) {
 	if d.wal == nil || !d.w.ok {
 		return "", 0, nil
 	}
+
+	// The header must be the one the counted frames were checked under.
 	hdr := make([]byte, walHeaderSize)
 	if _, err := d.wal.ReadAt(hdr, 0); err != nil {
 		return fmt.Sprintf("cannot read its header: %v", err), 0, nil
@@ -131,6 +139,8 @@ func (d *database) verifyWAL() (problem string, uncounted int, err error) {
 	if herr != nil || h != d.w.hdr {
 		return fmt.Sprintf("its header is not the one its frames were counted under (%v)", herr), 0, nil
 	}
+
+	// Follow the checksum chain frame by frame, as SQLite's recovery does.
 	ck := h.Checksum
 	buf := make([]byte, walFrameHeaderSize+int(d.pageSize))
 	for f := uint32(1); ; f++ {

@@ -70,6 +70,8 @@ func (c Config) Validate() error {
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(format, args...))
 	}
+
+	// The addresses: the proxy's own, and the app's host:port.
 	if c.Addr != "" {
 		if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 			fail(`proxy.addr %q is not a host:port: use e.g. ":8080"`, c.Addr)
@@ -86,6 +88,8 @@ func (c Config) Validate() error {
 	if c.DB == "" {
 		fail(`proxy.db is required when proxy.addr is set: set it to the name of the database your app writes, e.g. "app.db"`)
 	}
+
+	// Path patterns must not be empty.
 	for i, p := range c.Passthrough {
 		if p == "" {
 			fail("proxy.passthrough[%d] is empty: remove it or set a path pattern such as \"/static/*\"", i)
@@ -96,6 +100,8 @@ func (c Config) Validate() error {
 			fail("proxy.always-forward[%d] is empty: remove it or set a path pattern such as \"/admin/*\"", i)
 		}
 	}
+
+	// Durations must be positive.
 	if c.MaxLag <= 0 {
 		fail(`proxy.max-lag is %s: use a positive duration such as "10s"`, c.MaxLag)
 	}

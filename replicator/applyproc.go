@@ -94,6 +94,7 @@ func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyRespon
 			err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
 			break
 		}
+
 		switch req.Op {
 		case "apply":
 			err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
@@ -113,9 +114,13 @@ func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyRespon
 	default:
 		err = fmt.Errorf("%w: unknown apply op %q", pagewire.ErrInvalidArgument, req.Op)
 	}
+
+	// Every answer carries the WAL's frames and page size while it is open.
 	if ww != nil {
 		resp.Frames, resp.PageSize = ww.Frames(), ww.PageSize()
 	}
+
+	// An error goes back as its text and reason.
 	if err != nil {
 		resp.Err, resp.Reason = err.Error(), pagewire.ReasonOf(err)
 	}
@@ -173,6 +178,8 @@ func (c *ApplyClient) read(dec *gob.Decoder) {
 // the wait; the worker still finishes the request.
 func (c *ApplyClient) call(ctx context.Context, req applyRequest) (applyResponse, error) {
 	ch := make(chan applyResponse, 1)
+
+	// Register for the answer under a new ID, unless the worker has failed.
 	c.mu.Lock()
 	if c.err != nil {
 		c.mu.Unlock()
@@ -182,6 +189,8 @@ func (c *ApplyClient) call(ctx context.Context, req applyRequest) (applyResponse
 	req.ID = c.next
 	c.pending[req.ID] = ch
 	c.mu.Unlock()
+
+	// Send the request.
 	c.encMu.Lock()
 	err := c.enc.Encode(&req)
 	c.encMu.Unlock()
@@ -191,6 +200,8 @@ func (c *ApplyClient) call(ctx context.Context, req applyRequest) (applyResponse
 		c.mu.Unlock()
 		return applyResponse{}, fmt.Errorf("send to the apply worker: %w", err)
 	}
+
+	// Wait for the answer, or for ctx.
 	select {
 	case resp, ok := <-ch:
 		if !ok {

@@ -137,6 +137,8 @@ func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe ui
 	if from >= mxSafe {
 		return false, nil
 	}
+
+	// Record the attempt and make the WAL durable before copying from it.
 	if err := w.shm.writeNBackfillAttempted(mxSafe); err != nil {
 		return false, fmt.Errorf("write the wal-index: %w", err)
 	}
@@ -171,6 +173,8 @@ func (w *WALWriter) backfill(ctx context.Context, hdr wal.IndexHeader, mxSafe ui
 			return false, fmt.Errorf("fsync the database: %w", err)
 		}
 	}
+
+	// Then record how far the database file is backfilled.
 	if err := w.shm.writeNBackfill(mxSafe); err != nil {
 		return false, fmt.Errorf("write the wal-index: %w", err)
 	}
@@ -212,6 +216,8 @@ func (w *WALWriter) copyFrames(ctx context.Context, frames []frameOfPage, salt w
 	frame := make([]byte, wal.FrameHeaderSize+ps)
 	run := w.frameBuf(0)
 	var runStart uint32
+
+	// flush writes the run of consecutive pages gathered so far.
 	flush := func() error {
 		if len(run) == 0 {
 			return nil
@@ -222,6 +228,8 @@ func (w *WALWriter) copyFrames(ctx context.Context, frames []frameOfPage, salt w
 		run = run[:0]
 		return nil
 	}
+
+	// Read each frame, check it, and add its page to the run.
 	for _, f := range frames {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -243,6 +251,8 @@ func (w *WALWriter) copyFrames(ctx context.Context, frames []frameOfPage, salt w
 		}
 		run = append(run, frame[wal.FrameHeaderSize:]...)
 	}
+
+	// Write the last run, and keep its buffer for next time.
 	if err := flush(); err != nil {
 		return err
 	}
@@ -271,6 +281,8 @@ func (w *WALWriter) ckptHeader(ctx context.Context) (wal.IndexHeader, wal.CkptIn
 			}
 			return hdr, ckpt, nil
 		}
+
+		// An invalid header: rebuild the index unless another process is writing it.
 		hdr, ckpt, recovered, err := w.tryRecoverForCkpt()
 		if err == nil {
 			if recovered {
@@ -278,6 +290,8 @@ func (w *WALWriter) ckptHeader(ctx context.Context) (wal.IndexHeader, wal.CkptIn
 			}
 			continue // read it again, and check it
 		}
+
+		// Another process holds the lock: wait, then read again.
 		if !errors.Is(err, errLockBusy) {
 			return hdr, ckpt, err
 		}

@@ -182,6 +182,8 @@ func (r *Replica) follow(ctx context.Context) error {
 			return fmt.Errorf("the primary sent nothing for %s", r.cfg.IdleTimeout)
 		case ev = <-events:
 		}
+
+		// Any event restarts the idle timer.
 		idle.Reset(r.cfg.IdleTimeout)
 		if err := r.checkEpoch(ev.Primary); err != nil {
 			return err
@@ -574,6 +576,7 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	if !ok {
 		return fmt.Errorf("%w: transaction %d for a database this node does not have", pagewire.ErrInvalidArgument, txns[0].TXID)
 	}
+
 	// Transactions this node has already are its own, sent back: a halt
 	// lock's holder commits on the primary and here at once.
 	for len(txns) > 0 && txns[0].TXID <= have.TXID {
@@ -591,6 +594,8 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 	if err != nil {
 		return err
 	}
+
+	// Check that the rest follow on from the local position.
 	prev := have
 	for _, txn := range txns {
 		if txn.TXID != prev.TXID+1 || txn.PreChecksum != prev.Checksum {
@@ -601,6 +606,8 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		}
 		prev = pagewire.Pos{TXID: txn.TXID, Checksum: txn.PostChecksum}
 	}
+
+	// Apply them in groups, each as one WAL commit.
 	for _, g := range coalesce(a.pageCount, txns) {
 		a.pageCount = 0 // unknown if the apply fails
 		if err := a.applyGroup(ctx, w, g); err != nil {
@@ -608,6 +615,8 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		}
 		a.pageCount = g.pageCount
 	}
+
+	// The local position must now be the primary's.
 	got, _ := a.r.cfg.Local.Position(a.name)
 	a.r.cfg.Local.MarkVisible(a.name, got)
 	if got != prev {
@@ -616,6 +625,8 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", prev.String())
 		return errProgress
 	}
+
+	// Report how long after its commit each transaction was applied.
 	if f := a.r.cfg.Applied; f != nil {
 		now := time.Now()
 		for _, txn := range txns {
@@ -660,12 +671,14 @@ func (a *applier) checkpoint(ctx context.Context, w Writer) {
 // applySnapshot replaces the local copy with a snapshot, as one WAL
 // transaction so that local readers keep reading, and sets the TXID.
 func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []pagewire.Page) error {
+	// A diverged copy is kept aside first.
 	have, exists := a.r.cfg.Local.Position(a.name)
 	if exists && snap.Diverged && have.TXID > 1 {
 		if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
 			return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
 		}
 	}
+
 	if exists && a.w != nil && a.w.PageSize() != snap.PageSize {
 		a.close()
 	}
@@ -683,6 +696,7 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 			exists = false
 		}
 	}
+
 	if !exists {
 		// No copy here, so no reader either: write the file directly.
 		if err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, pages, snap.Pos); err != nil {
@@ -691,6 +705,8 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []page
 		a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
 		return nil
 	}
+
+	// Otherwise apply it through the WAL as one transaction, then set the position.
 	w, err := a.writer(ctx)
 	if err != nil {
 		return err

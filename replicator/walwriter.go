@@ -104,6 +104,7 @@ func OpenWALWriter(path string, log *slog.Logger) (*WALWriter, error) {
 }
 
 func (w *WALWriter) open() error {
+	// Open the database, shared-locked, and read its page size.
 	db, err := os.OpenFile(w.path, os.O_RDWR, 0)
 	if err != nil {
 		return err
@@ -118,11 +119,15 @@ func (w *WALWriter) open() error {
 	if w.pageSize, err = readDBHeader(db); err != nil {
 		return err
 	}
+
+	// The -wal and -shm take the database file's permissions.
 	fi, err := db.Stat()
 	if err != nil {
 		return err
 	}
 	perm := fi.Mode().Perm()
+
+	// Note whether this writer creates the -wal.
 	walPath := w.path + "-wal"
 	if _, err := os.Lstat(walPath); errors.Is(err, fs.ErrNotExist) {
 		w.walCreated = true
@@ -135,6 +140,8 @@ func (w *WALWriter) open() error {
 		return err
 	}
 	w.shm = &indexFile{f: shm}
+
+	// Take the -shm's DMS lock, then the frame count from a valid index.
 	if err := w.lockDMS(); err != nil {
 		return err
 	}
@@ -286,6 +293,8 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 			return fmt.Errorf("apply to %s: %w", w.path, err)
 		}
 	}
+
+	// Take the write lock unless it is held already, and a valid index header.
 	var hdr wal.IndexHeader
 	var ckpt wal.CkptInfo
 	var err error
@@ -300,6 +309,8 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 	if err != nil {
 		return fmt.Errorf("apply to %s: %w", w.path, err)
 	}
+
+	// Append the transactions, then release the lock unless it is held.
 	err = w.appendTxns(hdr, ckpt, txns, sync)
 	if !w.held {
 		if uerr := unlockShm(w.shm.f, wal.LockWrite, 1); uerr != nil && err == nil {
@@ -552,6 +563,8 @@ func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
 	if err := w.shm.publish(&hdr); err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("write the wal-index header: %w", err)
 	}
+
+	// Read back the checkpoint info just written.
 	_, ckpt, _, err := w.shm.readHeader()
 	if err != nil {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
@@ -668,6 +681,8 @@ func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pa
 // under.
 func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync bool) (wal.IndexHeader, error) {
 	var newHdr []byte // a new WAL header to write first
+
+	// A WAL whose frames are all in the database file may start over.
 	if hdr.MxFrame > 0 && ckpt.NBackfill == hdr.MxFrame {
 		h, wh, ok, err := w.restart(hdr)
 		if err != nil {
@@ -679,6 +694,8 @@ func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync
 			newHdr = b[:]
 		}
 	}
+
+	// An empty WAL gets a new header.
 	if hdr.MxFrame == 0 && newHdr == nil {
 		wh, err := w.nextWALHeader()
 		if err != nil {
@@ -688,6 +705,8 @@ func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync
 		newHdr = b[:]
 		hdr.BigEndianChecksum, hdr.Salt, hdr.FrameChecksum = wh.BigEndianChecksum, wh.Salt, wh.Checksum
 	}
+
+	// Write the new header, durably if sync.
 	if newHdr == nil {
 		return hdr, nil
 	}
@@ -834,6 +853,7 @@ func (w *WALWriter) nextWALHeader() (wal.Header, error) {
 // crashed or rolled back) are removed first.
 func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 	last := mxFrame + uint32(len(pages))
+
 	// The -shm only grows while this writer holds it open (its DMS lock
 	// keeps any connection from truncating it): once it was big enough,
 	// it needs no stat through the mount.
@@ -843,6 +863,8 @@ func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 		}
 		w.indexSize = need
 	}
+
+	// Add each page to its block, loading a block that already has frames.
 	var b *wal.Block
 	for i, p := range pages {
 		n := mxFrame + 1 + uint32(i)
@@ -869,6 +891,8 @@ func (w *WALWriter) indexFrames(mxFrame uint32, pages []pagewire.Page) error {
 			return err
 		}
 	}
+
+	// Store the last block.
 	if err := w.shm.storeBlock(b); err != nil {
 		return fmt.Errorf("write the wal-index: %w", err)
 	}

@@ -485,12 +485,15 @@ func (m *Manager) setRole(role pagewire.Role, primary leaser.Holder) {
 func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 	m.stopFollowing()
 	m.setRole(pagewire.RoleReplica, h)
+
+	// Start following the new primary.
 	f, err := m.cfg.Follow(h)
 	if err != nil {
 		m.log.Error("could not follow the primary", logkey.Primary, h.Hostname, logkey.URL, h.AdvertiseURL, logkey.Error, err)
 		return false
 	}
 	m.log.Info("following the primary", logkey.Primary, h.Hostname, logkey.URL, h.AdvertiseURL, logkey.Epoch, h.Epoch)
+
 	if m.board != nil && m.cfg.Candidate {
 		// Make this candidate known: a handoff may name it, and a free
 		// lease waits for it to publish again.
@@ -501,6 +504,8 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 			m.log.Warn("could not publish this candidate's position", logkey.Error, err)
 		}
 	}
+
+	// Replicate until stopped; a candidate also runs the promotion, once.
 	fctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
@@ -516,6 +521,8 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 			}
 		})
 	}
+
+	// done closes once they have stopped.
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()

@@ -141,6 +141,8 @@ func (s *Server) acquireHalt(w http.ResponseWriter, r *http.Request) {
 		TTL  string `json:"ttl"`
 		Wait string `json:"wait"`
 	}
+
+	// Read ttl and wait from the JSON body, if it has one.
 	r.Body = http.MaxBytesReader(w, r.Body, maxAPIBody)
 	if err := json.NewDecoder(r.Body).Decode(&body); err != nil && !errors.Is(err, io.EOF) {
 		var tooBig *http.MaxBytesError
@@ -151,6 +153,8 @@ func (s *Server) acquireHalt(w http.ResponseWriter, r *http.Request) {
 		writeError(w, fmt.Errorf("%w: the body must be JSON like {\"ttl\": \"30s\", \"wait\": \"10s\"} (or empty): %v", pagewire.ErrInvalidArgument, err))
 		return
 	}
+
+	// A query parameter overrides the body's value.
 	for _, f := range []struct {
 		name, body string
 		set        func(*durationpb.Duration)
@@ -172,6 +176,8 @@ func (s *Server) acquireHalt(w http.ResponseWriter, r *http.Request) {
 		}
 		f.set(durationpb.New(d))
 	}
+
+	// Take the lock.
 	resp, err := s.admin.AcquireHalt(r.Context(), req)
 	if err != nil {
 		writeError(w, err)
@@ -249,6 +255,8 @@ func writeError(w http.ResponseWriter, err error) {
 	case codes.FailedPrecondition:
 		code = http.StatusConflict
 	}
+
+	// Domain errors decide over the gRPC code.
 	switch {
 	case errors.Is(err, pagewire.ErrNotHolder):
 		code = http.StatusForbidden
@@ -259,6 +267,8 @@ func writeError(w http.ResponseWriter, err error) {
 	case errors.Is(err, pagewire.ErrReadOnly), errors.Is(err, pagewire.ErrBusy), errors.Is(err, pagewire.ErrNotWAL):
 		code = http.StatusConflict
 	}
+
+	// The body carries the message, and the reason if there is one.
 	msg := err.Error()
 	if st, ok := status.FromError(err); ok {
 		msg = st.Message()

@@ -51,6 +51,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	if !isPrimary && c.following != nil {
 		following = c.following()
 	}
+
+	// Per database: its position, the primary's, its commits, and whether it is halted.
 	lag := 0.0
 	for _, di := range c.store.Databases() {
 		gauge := func(d *prometheus.Desc, v float64) {
@@ -72,6 +74,8 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(c.haltActive, halted)
 	}
+
+	// Node-wide: the role, the subscribers, and the largest lag.
 	primary := 0.0
 	if isPrimary {
 		primary = 1

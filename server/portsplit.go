@@ -116,6 +116,7 @@ func classify(rec *recordingConn) (bool, error) {
 			return false, err
 		}
 	}
+
 	// gRPC clients wait for the server's SETTINGS before their first
 	// request: send an empty one now. The client acknowledges it; gRPC's
 	// server ignores the extra ACK, net/http's would not (see
@@ -126,6 +127,8 @@ func classify(rec *recordingConn) (bool, error) {
 	}
 	_ = rec.SetWriteDeadline(time.Time{})
 	rec.sentSettings = true
+
+	// Then the first request's headers tell gRPC from other HTTP/2.
 	_ = rec.SetReadDeadline(time.Now().Add(splitIdleWait))
 	fr := http2.NewFramer(io.Discard, rec)
 	var block []byte
@@ -138,6 +141,8 @@ func classify(rec *recordingConn) (bool, error) {
 		case err != nil:
 			return false, err
 		}
+
+		// A HEADERS frame and its CONTINUATIONs carry the headers.
 		switch f := f.(type) {
 		case *http2.HeadersFrame:
 			block = append(block, f.HeaderBlockFragment()...)
@@ -269,6 +274,8 @@ func (f *settingsAckFilter) Read(b []byte) (int, error) {
 			f.skip -= n
 			return n, err
 		}
+
+		// Read the next frame's header whole.
 		n, err := f.Conn.Read(f.hdr[f.nhdr:])
 		f.nhdr += n
 		if f.nhdr < frameHeaderLen {
@@ -277,6 +284,8 @@ func (f *settingsAckFilter) Read(b []byte) (int, error) {
 			}
 			continue
 		}
+
+		// The first SETTINGS ACK is dropped; other frames pass through whole.
 		f.nhdr = 0
 		length := int(f.hdr[0])<<16 | int(f.hdr[1])<<8 | int(f.hdr[2])
 		typ, flags := http2.FrameType(f.hdr[3]), http2.Flags(f.hdr[4])

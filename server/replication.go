@@ -55,10 +55,14 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 	if err != nil {
 		return err
 	}
+
+	// The replica counts as a subscriber while it watches.
 	log := r.log.With("replica", req.GetHostname())
 	defer r.subs.watch(req.GetHostname())()
 	log.Info("replica watching databases")
 	defer log.Info("replica stopped watching databases")
+
+	// Heartbeats fill the time between changes.
 	hb := time.NewTicker(r.heartbeat)
 	defer hb.Stop()
 	known := map[string]bool{}
@@ -89,6 +93,7 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 					}
 				}
 			}
+
 			for name := range known {
 				if !now[name] {
 					delete(known, name)
@@ -123,6 +128,8 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 	if err != nil {
 		return err
 	}
+
+	// The feed starts at the replica's position.
 	feed, err := r.store.Feed(req.GetName(), wire.PosFromProto(req.GetPosition()), wire.MaxMessageBytes/2)
 	if err != nil {
 		return wire.ToStatus(err)
@@ -154,6 +161,8 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			return nil
 		}
 	}
+
+	// Send what the feed gives until the stream ends.
 	hb := time.NewTicker(r.heartbeat)
 	defer hb.Stop()
 	for {

@@ -170,6 +170,8 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Serve
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
 	})
+
+	// Successful calls log at debug level only.
 	logOpts := []logging.Option{
 		logging.WithLogOnEvents(logging.FinishCall),
 		logging.WithLevels(func(c codes.Code) logging.Level {
@@ -179,6 +181,8 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Serve
 			return logging.DefaultServerCodeToLevel(c)
 		}),
 	}
+
+	// Pooled buffers, and metrics, logs and panic recovery on every call.
 	pool := bufpool.New()
 	gs := grpc.NewServer(
 		experimental.BufferPool(pool),
@@ -196,6 +200,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Serve
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
 	)
+
 	// The mount's in-process calls skip the logging interceptor: they are
 	// every page read and write. Errors reach the mount, which logs them.
 	// They are counted like network calls, so a bench can count calls per
@@ -297,6 +302,8 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	defer func() { <-pruned }()
+
+	// Follow the role until ctx is done.
 	roled := make(chan struct{})
 	go func() {
 		defer close(roled)
@@ -327,6 +334,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Error("serving stopped; stopping the node", logkey.Error, err)
 	case <-ctx.Done():
 	}
+
 	// Streams end first (replicas reconnect elsewhere or later), then
 	// calls in flight get ShutdownTimeout to finish.
 	close(s.stopping)

@@ -52,6 +52,8 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *engine.St
 	}
 	defer conn.Close()
 	admin := adminv1.NewAdminServiceClient(conn)
+
+	// Poll until this node has reached the positions the primary had one look earlier.
 	var prev map[string]pagewire.TXID // the primary's positions at the previous look
 	for {
 		resp, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
@@ -71,12 +73,15 @@ func promote(ctx context.Context, h leaser.Holder, self string, store *engine.St
 				prev[d.GetName()] = pagewire.TXID(d.GetTxid())
 			}
 		}
+
+		// Look again shortly.
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+
 	log.Info("lease.promote: caught up with the primary; asking it to hand the lease to this node", logkey.Primary, h.Hostname)
 	// A few tries: the primary may be between lease states, or may not
 	// have seen this candidate's position yet.

@@ -108,8 +108,12 @@ func runChild(ctx context.Context, argv []string, sigs <-chan os.Signal, log *sl
 		return fmt.Errorf("start %q: %w", argv[0], err)
 	}
 	log.Info("started app", "cmd", strings.Join(argv, " "), "pid", cmd.Process.Pid)
+
+	// Wait for the app in the background.
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
+
+	// Forward signals until the app exits; when ctx is done, stop it with SIGTERM, then SIGKILL after 10s.
 	for {
 		select {
 		case sig := <-sigs:

@@ -97,6 +97,8 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+
+	// Ask the node for the database.
 	conn, err := dial(rawURL)
 	if err != nil {
 		return err
@@ -106,6 +108,8 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return client.Error(err)
 	}
+
+	// Write it to a temporary file next to path, then rename it into place.
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".pagewire-export-*")
 	if err != nil {
 		return err
@@ -127,6 +131,8 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 		}
 		last = msg
 	}
+
+	// Make it durable before it takes path's name.
 	if err := tmp.Sync(); err != nil {
 		tmp.Close()
 		return err
@@ -146,6 +152,8 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
+
+	// Open the file to import.
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -160,6 +168,8 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return client.Error(err)
 	}
+
+	// Send the file in chunks of 1 MiB; the first also names the database.
 	buf := make([]byte, 1<<20)
 	first := true
 	for {
@@ -180,6 +190,8 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 			return rerr
 		}
 	}
+
+	// The server answers with the imported database.
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
 		return client.Error(err)
@@ -199,8 +211,12 @@ func runHandoff(ctx context.Context, args []string, out io.Writer) error {
 	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
 		return errUsage
 	}
+
+	// The whole handoff has the timeout.
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
+
+	// Find the primary: a node that is not the primary names it, once.
 	primaryURL := *rawURL
 	for hop := 0; ; hop++ {
 		conn, err := dial(primaryURL)
@@ -221,6 +237,8 @@ func runHandoff(ctx context.Context, args []string, out io.Writer) error {
 			primaryURL = node.GetPrimaryUrl()
 			continue
 		}
+
+		// Ask the primary to hand off, and time it.
 		start := time.Now()
 		resp, err := admin.Handoff(ctx, &adminv1.HandoffRequest{Target: *target})
 		conn.Close()

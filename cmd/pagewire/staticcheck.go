@@ -48,6 +48,8 @@ func (c *staticConflict) Run(ctx context.Context) error {
 	}
 	defer conn.Close()
 	admin := adminv1.NewAdminServiceClient(conn)
+
+	// Every so often, check whether another node at the URL claims to be the primary.
 	for {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		node, err := admin.GetNode(cctx, &adminv1.GetNodeRequest{})
@@ -69,6 +71,8 @@ func (c *staticConflict) Run(ctx context.Context) error {
 			c.problem.Store(&msg)
 			c.store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: node.GetHostname(), AdvertiseURL: c.url}, 1)
 		}
+
+		// Check again after staticCheckInterval.
 		select {
 		case <-ctx.Done():
 			return nil

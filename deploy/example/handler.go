@@ -202,6 +202,8 @@ func readInput(w http.ResponseWriter, r *http.Request) (input, bool) {
 			err = derr
 		}
 	}
+
+	// Report what was wrong with the body.
 	var tooBig *http.MaxBytesError
 	switch {
 	case errors.As(err, &tooBig):
@@ -214,6 +216,8 @@ func readInput(w http.ResponseWriter, r *http.Request) (input, bool) {
 		writeError(w, http.StatusBadRequest, `invalid JSON body: `+err.Error()+`; send an object such as {"name": "a", "value": "b"}`)
 		return input{}, false
 	}
+
+	// name is required: some text, not too long.
 	switch {
 	case in.Name == nil:
 		writeError(w, http.StatusBadRequest, `"name" is missing: it is required`)
@@ -225,6 +229,8 @@ func readInput(w http.ResponseWriter, r *http.Request) (input, bool) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf(`"name" is %d bytes long: at most %d are allowed`, len(*in.Name), maxNameBytes))
 		return input{}, false
 	}
+
+	// value is optional.
 	out := input{name: *in.Name}
 	if in.Value != nil {
 		out.value = *in.Value

@@ -48,6 +48,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: use -addr and -db", fs.Args())
 	}
+
+	// The -db flag wins over the environment, which wins over the default.
 	dbGiven := false
 	fs.Visit(func(f *flag.Flag) { dbGiven = dbGiven || f.Name == "db" })
 	if v := getenv(envDB); !dbGiven && v != "" {
@@ -73,6 +75,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	log.Info("example listening", logKeyAddr, ln.Addr().String(), logKeyDB, *dbPath)
+
+	// Serve until the server fails or ctx is done.
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	select {
@@ -80,6 +84,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, log *sl
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
+
+	// Then shut down, giving requests shutdownTimeout to finish.
 	log.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()

@@ -59,6 +59,8 @@ func Start(t testing.TB) *Agent {
 	if err != nil {
 		t.Fatal(err)
 	}
+
+	// A dev agent on four free ports, with DNS and gRPC off, logging into a buffer.
 	ports := freePorts(t, 4)
 	a := &Agent{URL: "http://127.0.0.1:" + strconv.Itoa(ports[0]), out: &syncbuf.Buffer{}, done: make(chan struct{})}
 	a.cmd = exec.Command(bin, "agent", "-dev", "-node", "pagewire-test",
@@ -71,11 +73,15 @@ func Start(t testing.TB) *Agent {
 	if err := a.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", bin, err)
 	}
+
+	// Reap it when it exits; the test kills it at cleanup.
 	go func() {
 		_ = a.cmd.Wait()
 		close(a.done)
 	}()
 	t.Cleanup(a.Kill)
+
+	// Wait up to 30 s for it to have a leader.
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		resp, err := http.Get(a.URL + "/v1/status/leader")

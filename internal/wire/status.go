@@ -21,6 +21,8 @@ func ToStatus(err error) error {
 	if _, ok := status.FromError(err); ok {
 		return err
 	}
+
+	// Map the domain error to a gRPC code.
 	var code codes.Code
 	switch {
 	case errors.Is(err, context.Canceled):
@@ -41,6 +43,8 @@ func ToStatus(err error) error {
 	default:
 		return status.Error(codes.Internal, err.Error())
 	}
+
+	// The details carry the error's reason and, from a read-only node, the primary.
 	info := &errdetails.ErrorInfo{Reason: pagewire.ReasonOf(err), Domain: pagewire.ErrorDomain}
 	var ro *pagewire.ReadOnlyError
 	if errors.As(err, &ro) {

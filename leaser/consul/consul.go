@@ -198,10 +198,14 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 	if err := l.ensureClusterID(ctx); err != nil {
 		return nil, err
 	}
+
+	// The lease's value describes this node.
 	value, err := json.Marshal(l.cfg.Node)
 	if err != nil {
 		return nil, err
 	}
+
+	// A session holds the lease: Consul releases the lease when the session ends.
 	wopts := (&api.WriteOptions{}).WithContext(ctx)
 	id, _, err := l.c.Session().Create(&api.SessionEntry{
 		Name:      "pagewire " + l.cfg.Node.Hostname,
@@ -218,6 +222,8 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 		defer cancel()
 		_, _ = l.c.Session().Destroy(id, (&api.WriteOptions{}).WithContext(dctx))
 	}
+
+	// Take the lease under the session.
 	ok, _, err := l.c.KV().Acquire(&api.KVPair{Key: l.cfg.Key, Value: value, Session: id}, wopts)
 	if err != nil {
 		destroy()
@@ -236,6 +242,8 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 			return nil, err
 		}
 	}
+
+	// Read it back, consistently: its modify index is the epoch.
 	pair, _, err := l.c.KV().Get(l.cfg.Key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil || pair == nil || pair.Session != id {
 		destroy()
@@ -244,6 +252,8 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 		}
 		return nil, l.unreachable("read the lease back", err)
 	}
+
+	// Keep it renewed in the background.
 	ls := &heldLease{l: l, id: id, epoch: pagewire.Epoch(pair.ModifyIndex), lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{})}
 	ls.renewed = created
 	l.log.Info("acquired the lease", logkey.Epoch, ls.epoch, logKeySession, id)

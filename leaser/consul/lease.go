@@ -55,11 +55,14 @@ func (s *heldLease) lostAfter() time.Duration { return s.l.cfg.TTL * 3 / 4 }
 // renew renews the session until Release stops it or the lease is lost.
 func (s *heldLease) renew() {
 	defer close(s.done)
+
+	// Renew every half TTL, and retry a failure every second.
 	every := s.l.cfg.TTL / 2
 	retry := time.Second
 	next := time.NewTimer(every)
 	defer next.Stop()
 	for {
+		// Wait for the next renewal, unless the lease is stopped or lost first.
 		s.mu.Lock()
 		deadline := s.renewed.Add(s.lostAfter())
 		s.mu.Unlock()
@@ -74,10 +77,14 @@ func (s *heldLease) renew() {
 		case <-next.C:
 			lose.Stop()
 		}
+
+		// Renew the session before the deadline.
 		sent := time.Now()
 		ctx, cancel := context.WithDeadline(context.Background(), deadline)
 		entry, _, err := s.l.c.Session().Renew(s.id, (&api.WriteOptions{}).WithContext(ctx))
 		cancel()
+
+		// A session Consul no longer knows means the lease is lost; a failure retries sooner.
 		switch {
 		case err == nil && entry == nil:
 			s.markLost("Consul no longer knows the session")
