@@ -52,17 +52,34 @@ unit:
 # executions rather than a time: with -fuzztime as a duration, Go 1.26's fuzz
 # coordinator can fail a run with a bare "context deadline exceeded" when
 # the deadline meets a busy worker (go.dev/issue/75804, fixed in Go 1.27).
+# Each entry is package:Fuzzer:executions. `go test -fuzz` in a package
+# without the fuzzer runs nothing and passes, so fuzz first checks that
+# this list and the module's Fuzz functions are the same.
+FUZZERS = \
+	engine:FuzzDecodeMeta:50000x \
+	engine:FuzzDecodePageSums:50000x \
+	engine:FuzzStore_WALWrites:5000x \
+	engine:FuzzDecodeRecord:50000x \
+	config:FuzzExpand:300000x \
+	config:FuzzParse:150000x \
+	proxy:FuzzPattern_Match:100000x \
+	proxy:FuzzParseTXID:100000x \
+	wal:FuzzDecodeHeader:200000x \
+	wal:FuzzReader:50000x \
+	wal:FuzzDecodeIndexHeader:200000x \
+	wal:FuzzDecodeCkptInfo:200000x
+
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMeta$$' -fuzztime 50000x ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodePageSums$$' -fuzztime 50000x ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzStore_WALWrites$$' -fuzztime 5000x ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecord$$' -fuzztime 50000x ./server/
-	$(GO) test -run '^$$' -fuzz '^FuzzExpand$$' -fuzztime 300000x ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime 150000x ./config/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeHeader$$' -fuzztime 200000x ./wal/
-	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime 50000x ./wal/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeIndexHeader$$' -fuzztime 200000x ./wal/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeCkptInfo$$' -fuzztime 200000x ./wal/
+	@listed=$$(for f in $(FUZZERS); do echo $$f | cut -d: -f1,2; done | sort); \
+	found=$$(grep -rHo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*' . | sed 's|^\./||; s|/[^/]*_test.go:func |:|' | sort); \
+	if [ "$$listed" != "$$found" ]; then \
+		echo "the Makefile's FUZZERS and the module's Fuzz functions differ: list every fuzzer once, with its package"; \
+		echo "listed:"; echo "$$listed"; echo "found:"; echo "$$found"; exit 1; fi
+	@for f in $(FUZZERS); do \
+		pkg=$$(echo $$f | cut -d: -f1); name=$$(echo $$f | cut -d: -f2); n=$$(echo $$f | cut -d: -f3); \
+		echo "$(GO) test -run '^$$' -fuzz '^'$$name'$$' -fuzztime $$n ./$$pkg/"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$n ./$$pkg/ || exit 1; \
+	done
 
 integration:
 	$(GO) test $(INTEGRATION_FLAGS) -count=1 ./...
