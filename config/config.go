@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -83,6 +84,27 @@ type DataConfig struct {
 	Dir       string   `yaml:"dir"`       // required; must not contain or be inside fuse.dir
 	Retention Duration `yaml:"retention"` // how long transaction logs are kept; > 0, default 10m
 	Compress  bool     `yaml:"compress"`  // compress transaction logs; default true, as LiteFS
+	// StorageSocket is the unix socket (mode 0600) StorageService, the
+	// mount's block protocol, is served on for a mount in another process;
+	// "" puts it in data.dir as storage.sock. It is never served on
+	// http.addr.
+	StorageSocket string `yaml:"storage-socket"`
+}
+
+// StorageSocketName is the storage socket's name in data.dir by default.
+const StorageSocketName = "storage.sock"
+
+// maxSocketPath is the longest unix socket path Linux takes (sun_path is
+// 108 bytes, with its terminating NUL).
+const maxSocketPath = 107
+
+// StorageSocketPath is where the storage socket is: data.storage-socket,
+// or storage.sock in data.dir.
+func (d DataConfig) StorageSocketPath() string {
+	if d.StorageSocket != "" {
+		return d.StorageSocket
+	}
+	return filepath.Join(d.Dir, StorageSocketName)
 }
 
 // ExecCmd is one command of exec.
@@ -220,13 +242,20 @@ func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // Default returns the configuration `pagewire mount` runs with when no file
 // is found: a single-node static primary with fuse.dir ./pagewire/mnt,
-// data.dir ./pagewire/data and http.addr :20202. lease.hostname is the host's
-// name and lease.advertise-url "http://<hostname>:20202".
+// data.dir ./pagewire/data and http.addr 127.0.0.1:20202: loopback only, as
+// nothing is configured to protect it. lease.hostname is the host's name
+// and lease.advertise-url "http://127.0.0.1:20202". A config file keeps
+// LiteFS's :20202.
 func Default() Config {
 	c := defaults()
+	c.HTTP.Addr = DefaultLoopbackHTTPAddr
 	c.fillHost()
+	c.Lease.AdvertiseURL = "http://" + DefaultLoopbackHTTPAddr
 	return c
 }
+
+// DefaultLoopbackHTTPAddr is http.addr of the embedded default.
+const DefaultLoopbackHTTPAddr = "127.0.0.1:20202"
 
 // defaults is Default without the values that depend on the host or on other
 // keys; Parse decodes over it and then calls fillHost.

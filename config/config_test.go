@@ -50,13 +50,13 @@ func TestDefault(t *testing.T) {
 		{"data.retention", c.Data.Retention, Duration(10 * time.Minute)},
 		{"data.compress", c.Data.Compress, true},
 		{"exit-on-error", c.ExitOnError, true},
-		{"http.addr", c.HTTP.Addr, ":20202"},
+		{"http.addr", c.HTTP.Addr, "127.0.0.1:20202"}, // loopback: nothing protects it
 		{"proxy.max-lag", c.Proxy.MaxLag, Duration(10 * time.Second)},
 		{"proxy.primary-redirect-timeout", c.Proxy.PrimaryRedirectTimeout, Duration(5 * time.Second)},
 		{"lease.type", c.Lease.Type, "static"},
 		{"lease.candidate", c.Lease.Candidate, true},
 		{"lease.hostname", c.Lease.Hostname, testHostname},
-		{"lease.advertise-url", c.Lease.AdvertiseURL, "http://node1:20202"},
+		{"lease.advertise-url", c.Lease.AdvertiseURL, "http://127.0.0.1:20202"},
 		{"lease.demote-delay", c.Lease.DemoteDelay, Duration(10 * time.Second)},
 		{"lease.consul.key", c.Lease.Consul.Key, "litefs/primary"},
 		{"lease.consul.ttl", c.Lease.Consul.TTL, Duration(10 * time.Second)},
@@ -97,7 +97,7 @@ func TestLoad(t *testing.T) {
 			{"lease.consul.url", c.Lease.Consul.URL, "https://:secret-token@consul-iad.fly-shared.net/myapp-xyz/"},
 			{"lease.consul.key", c.Lease.Consul.Key, "litefs/myapp"},
 			{"lease.consul.ttl", c.Lease.Consul.TTL, Duration(10 * time.Second)},
-			{"http.addr", c.HTTP.Addr, ":20202"},
+			{"http.addr", c.HTTP.Addr, ":20202"}, // a config file keeps LiteFS's default
 		} {
 			if tt.got != tt.want {
 				t.Errorf("%s=%v, want %v", tt.name, tt.got, tt.want)

@@ -42,6 +42,10 @@ func (v *validator) dirs() {
 			v.fail("fuse.dir", "fuse.dir %q is inside data.dir %q: use directories that do not contain each other", c.FUSE.Dir, c.Data.Dir)
 		}
 	}
+	if p := c.Data.StorageSocketPath(); len(p) > maxSocketPath {
+		v.fail("data.storage-socket", "the storage socket %q is %d bytes long, over the %d a unix socket path may be: set data.storage-socket to a shorter path",
+			p, len(p), maxSocketPath)
+	}
 	if c.Data.Retention <= 0 {
 		v.fail("data.retention", `data.retention is %s: use a positive duration such as "10m"`, c.Data.Retention)
 	}

@@ -3,12 +3,15 @@
 package e2e
 
 import (
+	"encoding/hex"
 	"fmt"
 	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -284,9 +287,52 @@ func TestMountConfig_Lookup(t *testing.T) {
 	})
 }
 
+// tcpListeners lists the addresses TCP sockets listen on at port, from
+// /proc/net/tcp and /proc/net/tcp6.
+func tcpListeners(t *testing.T, port string) []string {
+	t.Helper()
+	want := fmt.Sprintf(":%04X", mustAtoi(t, port))
+	var out []string
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			fields := strings.Fields(line)
+			if len(fields) < 4 || fields[3] != "0A" || !strings.HasSuffix(fields[1], want) { // 0A: LISTEN
+				continue
+			}
+			out = append(out, hexAddr(strings.TrimSuffix(fields[1], want)))
+		}
+	}
+	return out
+}
+
+// hexAddr turns /proc/net/tcp's little-endian hex address into an IP.
+func hexAddr(h string) string {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return h
+	}
+	for i := 0; i+4 <= len(b); i += 4 {
+		b[i], b[i+1], b[i+2], b[i+3] = b[i+3], b[i+2], b[i+1], b[i]
+	}
+	return net.IP(b).String()
+}
+
+func mustAtoi(t *testing.T, s string) int {
+	t.Helper()
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // TestMountConfig_EmbeddedDefault runs `pagewire mount` with no config
 // anywhere: it must mount ./pagewire/mnt, keep its data in ./pagewire/data,
-// serve :20202, and stop cleanly on SIGTERM.
+// serve 127.0.0.1:20202 (loopback only), and stop cleanly on SIGTERM.
 func TestMountConfig_EmbeddedDefault(t *testing.T) {
 	for _, p := range []string{"/etc/pagewire.yml", "/etc/litefs.yml"} {
 		if _, err := os.Stat(p); err == nil {
@@ -323,6 +369,10 @@ func TestMountConfig_EmbeddedDefault(t *testing.T) {
 	}
 	if !strings.Contains(p.log.String(), `config="embedded default"`) {
 		t.Errorf("log does not say the embedded default is used:\n%s", p.log)
+	}
+	// Nothing protects the embedded default: it listens on loopback only.
+	if listeners := tcpListeners(t, port); !slices.Equal(listeners, []string{"127.0.0.1"}) {
+		t.Errorf("the embedded default listens on %v, want loopback only (127.0.0.1)", listeners)
 	}
 	if !cliMounted(t, mnt) {
 		t.Errorf("%s is not mounted; mounts below %s: %v", mnt, dir, cliMounts(t, dir))

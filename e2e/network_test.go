@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -238,10 +240,13 @@ func TestNetwork_GRPC(t *testing.T) {
 		for _, s := range resp.GetListServicesResponse().GetService() {
 			names = append(names, s.GetName())
 		}
-		for _, want := range []string{"pagewire.storage.v1.StorageService", "pagewire.admin.v1.AdminService", "grpc.health.v1.Health"} {
+		for _, want := range []string{"pagewire.admin.v1.AdminService", "pagewire.replication.v1.ReplicationService", "grpc.health.v1.Health"} {
 			if !slices.Contains(names, want) {
 				t.Errorf("reflection lists %v, without %s", names, want)
 			}
+		}
+		if slices.Contains(names, "pagewire.storage.v1.StorageService") {
+			t.Errorf("reflection on http.addr lists the mount's private StorageService: %v", names)
 		}
 
 		// A client can also fetch the service's descriptors, as grpcurl
@@ -364,5 +369,50 @@ func TestNetwork_IPv6(t *testing.T) {
 				t.Errorf("exit code %d after SIGTERM, want 0", code)
 			}
 		})
+	}
+}
+
+// The block protocol is the node's own: not served on http.addr, where a
+// DeleteFile from anyone on the network would delete a database, but on an
+// owner-only unix socket in data.dir, for a mount in another process.
+func TestNetwork_StorageServiceIsPrivate(t *testing.T) {
+	n := StartNode(t, NodeOptions{})
+	cliMakeDB(t, n, "private.db", 3)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	// On http.addr: unimplemented, and the database is untouched.
+	conn := netDial(t, n.HTTPAddr)
+	_, err := storagev1.NewStorageServiceClient(conn).DeleteFile(ctx, &storagev1.DeleteFileRequest{Name: "private.db"})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("DeleteFile on http.addr: %v, want Unimplemented", err)
+	}
+	if got := cli(t, n.Path("private.db"), "select count(*) from t;"); strings.TrimSpace(got) != "3" {
+		t.Fatalf("after the refused DeleteFile, private.db has %q rows, want 3", got)
+	}
+
+	// On the socket: owner-only, and it serves the block protocol.
+	sock := filepath.Join(n.DataDir, "storage.sock")
+	fi, err := os.Stat(sock)
+	if err != nil {
+		t.Fatalf("the storage socket: %v", err)
+	}
+	if fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the storage socket's mode is %v, want an owner-only (0600) socket", fi.Mode())
+	}
+	uconn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer uconn.Close()
+	resp, err := storagev1.NewStorageServiceClient(uconn).LookupFile(ctx, &storagev1.LookupFileRequest{Name: "private.db"})
+	if err != nil || resp.GetFile().GetSize() == 0 {
+		t.Fatalf("LookupFile on the storage socket: %v %v", resp, err)
+	}
+
+	// The node removes its socket when it stops.
+	n.Stop()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Fatalf("after the node stopped, the storage socket: %v, want it gone", err)
 	}
 }

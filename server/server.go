@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -74,6 +76,11 @@ type Config struct {
 	// Following, if set, reports this replica's view of the primary per
 	// database (litefs_db_position_primary, litefs_lag_seconds).
 	Following func() map[string]FollowStatus
+	// StorageSocket, if set, is a unix socket path to serve StorageService
+	// on (mode 0600), for a mount in another process. StorageService is
+	// never served on Listener: it is the node's own mount's protocol, and
+	// it could delete or rewrite a database past the commit rules.
+	StorageSocket string
 	// ProxyURL is the URL of this node's HTTP proxy, "" without one
 	// (GetNode's proxy_url, where replicas forward writes).
 	ProxyURL string
@@ -117,6 +124,8 @@ type Server struct {
 	health *health.Server
 	inproc *inproc.Channel
 	http   *http.Server
+	// storage serves StorageService on cfg.StorageSocket; nil without one.
+	storage *grpc.Server
 	// stopping is closed when Run begins to stop: long streams end.
 	stopping chan struct{}
 	halts    *engine.Halts
@@ -150,6 +159,9 @@ func New(cfg Config) (*Server, error) {
 	grpcMetrics := grpcprom.NewServerMetrics()
 	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
 	s.gs, s.inproc = newGRPC(log, grpcMetrics)
+	if cfg.StorageSocket != "" {
+		s.storage, _ = newGRPC(log, grpcMetrics)
+	}
 
 	// The services, on both.
 	s.registerServices()
@@ -215,8 +227,13 @@ func (s *Server) registerServices() {
 	cfg := s.cfg
 	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff, halts: s.halts, subs: s.subs, proxyURL: cfg.ProxyURL}
 	s.admin = admin
-	storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store})
+	// The block protocol: in process, and on the owner-only socket, whose
+	// clients are this node's mounts as much as the in-process one is.
 	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
+	if s.storage != nil {
+		storagev1.RegisterStorageServiceServer(s.storage, &storageService{store: cfg.Store, allowInternal: true})
+		reflection.Register(s.storage)
+	}
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)
 	replicationv1.RegisterReplicationServiceServer(s.gs, &replicationService{store: cfg.Store, node: cfg.Node, heartbeat: cfg.Heartbeat, log: s.log, stopping: s.stopping,
@@ -312,6 +329,15 @@ func (s *Server) Run(ctx context.Context) error {
 	defer func() { <-roled }()
 	defer s.halts.Close()
 
+	// The storage socket, for mounts in other processes.
+	if s.storage != nil {
+		stop, err := s.serveStorageSocket()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+
 	// In process only: nothing to serve on the network.
 	if s.cfg.Listener == nil {
 		<-ctx.Done()
@@ -373,4 +399,53 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 	return logging.LoggerFunc(func(ctx context.Context, lvl logging.Level, msg string, fields ...any) {
 		l.Log(ctx, slog.Level(lvl), msg, fields...)
 	})
+}
+
+// serveStorageSocket serves StorageService on cfg.StorageSocket, a unix
+// socket only its owner may connect to, until the returned stop is called.
+func (s *Server) serveStorageSocket() (stop func(), err error) {
+	path := s.cfg.StorageSocket
+	// A socket left by a node that did not stop cleanly; data.dir's lock
+	// says no other node runs here.
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("data.storage-socket %q exists and is not a socket: remove it or set data.storage-socket to another path", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove the old storage socket %q: %w", path, err)
+		}
+	}
+
+	// Owner-only from the moment it exists: made in a private folder,
+	// made 0600, then moved into place.
+	private, err := os.MkdirTemp(filepath.Dir(path), ".storage-sock-*")
+	if err != nil {
+		return nil, fmt.Errorf("serve the storage socket %q: %w; set data.storage-socket to a path this user can create", path, err)
+	}
+	defer os.RemoveAll(private)
+	ln, err := net.Listen("unix", filepath.Join(private, "s"))
+	if err != nil {
+		return nil, fmt.Errorf("serve the storage socket %q: %w", path, err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // it is unlinked at path, below
+	if err := os.Chmod(filepath.Join(private, "s"), 0o600); err == nil {
+		err = os.Rename(filepath.Join(private, "s"), path)
+	}
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("put the owner-only storage socket at %q: %w", path, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := s.storage.Serve(ln); err != nil {
+			s.log.Error("serving the storage socket stopped", logkey.Path, path, logkey.Error, err)
+		}
+	}()
+	s.log.Info("serving the block protocol on a unix socket for mounts in other processes", logkey.Path, path)
+	return func() {
+		s.storage.Stop()
+		<-done
+		_ = os.Remove(path)
+	}, nil
 }

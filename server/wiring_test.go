@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -68,10 +70,50 @@ func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn,
 	return conn, srv, store
 }
 
-func TestServer_ReadOnlyErrorCrossesTheWire(t *testing.T) {
-	conn, _, store := startServer(t)
+// storageSocket starts a server that serves StorageService on a unix
+// socket, as a node does for a mount in another process, and returns a
+// StorageService client over that socket.
+func storageSocket(t *testing.T) (storagev1.StorageServiceClient, *grpc.ClientConn, *engine.Store) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "storage.sock")
+	conn, _, store := startServerWith(t, func(c *server.Config) { c.StorageSocket = sock })
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
+	uconn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { uconn.Close() })
+	return storagev1.NewStorageServiceClient(uconn), conn, store
+}
+
+// waitFor polls f for up to 10 s.
+func waitFor(t *testing.T, f func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !f(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+	}
+}
+
+func TestServer_StorageServiceIsNotOnTheListener(t *testing.T) {
+	storage, conn, _ := storageSocket(t)
 	ctx := context.Background()
-	storage := storagev1.NewStorageServiceClient(conn)
+	if _, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "app.db"}); err != nil {
+		t.Fatalf("CreateFile on the storage socket: %v", err)
+	}
+	_, err := storagev1.NewStorageServiceClient(conn).DeleteFile(ctx, &storagev1.DeleteFileRequest{Name: "app.db"})
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("DeleteFile on the listener: %v, want Unimplemented", err)
+	}
+	if _, err := storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: "app.db"}); err != nil {
+		t.Fatalf("app.db after a DeleteFile on the listener: %v", err)
+	}
+}
+
+func TestServer_ReadOnlyErrorCrossesTheWire(t *testing.T) {
+	storage, _, store := storageSocket(t)
+	ctx := context.Background()
 	created, err := storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: "app.db"})
 	if err != nil {
 		t.Fatal(err)
@@ -89,9 +131,8 @@ func TestServer_ReadOnlyErrorCrossesTheWire(t *testing.T) {
 }
 
 func TestServer_ErrorsMapBack(t *testing.T) {
-	conn, _, _ := startServer(t)
+	storage, conn, _ := storageSocket(t)
 	ctx := context.Background()
-	storage := storagev1.NewStorageServiceClient(conn)
 	admin := adminv1.NewAdminServiceClient(conn)
 	for _, tc := range []struct {
 		name string

@@ -227,6 +227,12 @@ func (n *node) listen() error {
 		return fmt.Errorf("listen on http.addr %q: %w; is another node running? change http.addr", n.cfg.HTTP.Addr, err)
 	}
 	n.lis = lis
+	if addr, ok := lis.Addr().(*net.TCPAddr); ok && !addr.IP.IsLoopback() {
+		n.log.Warn("http.addr is reachable from the network and pagewire has no authentication yet: "+
+			"AdminService, ReplicationService and the HTTP API (export, import, halt, handoff) answer anyone who reaches it; "+
+			"keep it on a private network, or set http.addr to a loopback address such as 127.0.0.1:20202 on a single node",
+			logkey.Addr, addr.String())
+	}
 	return nil
 }
 
@@ -250,6 +256,7 @@ func (n *node) newServer() error {
 	scfg := server.DefaultConfig()
 	scfg.Store, scfg.Listener, scfg.Logger, scfg.Registry = n.store, n.lis, n.log, n.reg
 	scfg.Node = n.info
+	scfg.StorageSocket = n.cfg.Data.StorageSocketPath()
 	scfg.HoldWriter = n.holdWriter
 	scfg.Following = n.following
 	if n.conflict != nil {
