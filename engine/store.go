@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -51,6 +52,21 @@ type StoreConfig struct {
 
 // DefaultRetention is data.retention's default, as LiteFS.
 const DefaultRetention = 10 * time.Minute
+
+// leftoverPrefixes start the names of the temporary files and folders
+// snapshots, imports and restores make in data.dir/dbs; they are renamed
+// into place or removed when the operation ends.
+var leftoverPrefixes = []string{".snapshot-", ".import-", ".restore-"}
+
+// isLeftover reports whether a name in data.dir/dbs is a temporary one.
+func isLeftover(name string) bool {
+	for _, p := range leftoverPrefixes {
+		if strings.HasPrefix(name, p) {
+			return true
+		}
+	}
+	return false
+}
 
 // DefaultStoreConfig returns a StoreConfig with every optional value set;
 // Dir is left to the caller.
@@ -157,10 +173,19 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 		return nil, err
 	}
 	for _, e := range entries {
+		name := e.Name()
+		if isLeftover(name) {
+			// A snapshot, import or restore the last run did not finish.
+			if err := os.RemoveAll(filepath.Join(cfg.Dir, "dbs", name)); err != nil {
+				s.log.Warn("could not remove a leftover of an unfinished snapshot, import or restore", logkey.File, name, logkey.Error, err)
+			} else {
+				s.log.Info("removed a leftover of an unfinished snapshot, import or restore", logkey.File, name)
+			}
+			continue
+		}
 		if !e.IsDir() {
 			continue
 		}
-		name := e.Name()
 		if err := pagewire.ValidateDBName(name); err != nil {
 			s.log.Warn("ignoring a folder under data.dir/dbs that is not a database name", "folder", name)
 			continue
@@ -888,7 +913,8 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 		}
 		return st.Size(), d.pos.TXID, nil
 	default: // FileSHM
-		return ref.shm.writeAt(p, off), d.pos.TXID, nil
+		size, err := ref.shm.writeAt(p, off)
+		return size, d.pos.TXID, err
 	}
 }
 
@@ -944,7 +970,9 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 			}
 		}
 	case pagewire.FileSHM:
-		ref.shm.truncate(size)
+		if err := ref.shm.truncate(size); err != nil {
+			return FileInfo{}, err
+		}
 		if ref.gone {
 			return FileInfo{Name: pagewire.FileName(d.name, ref.kind), ID: id, Kind: ref.kind, Size: size, ModTime: d.modTime[ref.kind]}, nil
 		}

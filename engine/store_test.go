@@ -5,8 +5,10 @@ import (
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -973,5 +975,70 @@ func TestStoreConfig_ValidateNamesWhatIsWrong(t *testing.T) {
 	cfg.Retention = 0
 	if _, err := OpenStore(cfg); err == nil || !strings.Contains(err.Error(), "data.retention") {
 		t.Fatalf("no retention: %v, want an error naming data.retention", err)
+	}
+}
+
+// A -shm write or truncate far past any real wal-index, or at an offset
+// whose end overflows, is refused, allocates nothing, and leaves the file
+// as it was.
+func TestStore_SHMSizesAreBounded(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	if _, err := s.Create("app.db", App); err != nil {
+		t.Fatal(err)
+	}
+	shm, err := s.Create("app.db-shm", App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := s.WriteAt(shm.ID, []byte("hello"), 0, App); err != nil {
+		t.Fatal(err)
+	}
+	for name, off := range map[string]int64{"1 TiB": 1 << 40, "just past the cap": maxSHMSize - 2, "near MaxInt64": math.MaxInt64 - 1} {
+		if _, _, err := s.WriteAt(shm.ID, []byte("abc"), off, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
+			t.Errorf("write at %s: %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if _, err := s.Truncate(shm.ID, 1<<40, App); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Errorf("truncate to 1 TiB: %v, want ErrInvalidArgument", err)
+	}
+	buf := make([]byte, 16)
+	n, err := s.ReadAt(shm.ID, buf, 0)
+	if err != nil || string(buf[:n]) != "hello" {
+		t.Fatalf("after the refused calls the -shm holds %q (%v), want %q", buf[:n], err, "hello")
+	}
+}
+
+// The temporary files of a snapshot, import or restore that a crash left
+// behind are removed when the store opens; databases are kept.
+func TestStore_RemovesLeftoversAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	if _, err := s.Create("app.db", App); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	dbs := filepath.Join(dir, "dbs")
+	for _, name := range []string{".snapshot-123", ".import-456"} {
+		if err := os.WriteFile(filepath.Join(dbs, name), make([]byte, 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(dbs, ".restore-789", "x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s2 := openTestStore(t, dir)
+	entries, err := os.ReadDir(dbs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if !slices.Equal(names, []string{"app.db"}) {
+		t.Fatalf("data.dir/dbs holds %v after open, want only app.db", names)
+	}
+	if _, err := s2.Database("app.db"); err != nil {
+		t.Fatal(err)
 	}
 }
