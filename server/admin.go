@@ -45,6 +45,10 @@ func NewNodeID() string {
 // the proxy's max-lag default.
 const defaultWaitForPosition = 10 * time.Second
 
+// maxWaitForPosition bounds WaitForPosition's timeout: each waiting call
+// holds a goroutine and a stream, so a client cannot park them for hours.
+const maxWaitForPosition = 5 * time.Minute
+
 func (a *adminService) WaitForPosition(ctx context.Context, req *adminv1.WaitForPositionRequest) (*adminv1.WaitForPositionResponse, error) {
 	timeout := req.GetTimeout().AsDuration()
 	if req.GetTimeout() != nil && timeout < 0 {
@@ -52,6 +56,9 @@ func (a *adminService) WaitForPosition(ctx context.Context, req *adminv1.WaitFor
 	}
 	if timeout == 0 {
 		timeout = defaultWaitForPosition
+	}
+	if timeout > maxWaitForPosition {
+		return nil, status.Errorf(codes.InvalidArgument, "timeout %s is over the %s a WaitForPosition may wait: wait in shorter calls", timeout, maxWaitForPosition)
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()

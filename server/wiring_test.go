@@ -252,6 +252,12 @@ func TestServer_WaitForPosition(t *testing.T) {
 	if _, err := client.WaitForPosition(ctx, conn, "../bad", 1, 0); !errors.Is(err, pagewire.ErrInvalidName) {
 		t.Fatalf("bad name: %v, want ErrInvalidName", err)
 	}
+	// A timeout of hours would park a goroutine and a stream that long.
+	if _, err := client.WaitForPosition(ctx, conn, "later.db", 1<<40, 24*time.Hour); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("a 24 h timeout: %v, want InvalidArgument", err)
+	} else if !strings.Contains(err.Error(), "shorter") {
+		t.Fatalf("the refusal does not say what to do: %v", err)
+	}
 }
 
 // Handoff is FAILED_PRECONDITION with a static lease and on a node that

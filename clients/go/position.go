@@ -14,7 +14,7 @@ import (
 // WaitForPosition waits until the node behind conn has database db at txid
 // or past it: read-your-writes on a replica, given the TXID a write got on
 // the primary (the first half of its <db>-pos file). timeout bounds the
-// wait on the node (0: its default, 10 s); it answers with a
+// wait on the node (0: its default, 10 s; at most 5 min); it answers with a
 // DeadlineExceeded error that says how far it got.
 func WaitForPosition(ctx context.Context, conn grpc.ClientConnInterface, db string, txid pagewire.TXID, timeout time.Duration) (pagewire.Pos, error) {
 	req := &adminv1.WaitForPositionRequest{Name: db, Txid: uint64(txid)}
