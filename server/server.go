@@ -428,8 +428,10 @@ func (s *Server) serveStorageSocket() (stop func(), err error) {
 		return nil, fmt.Errorf("serve the storage socket %q: %w", path, err)
 	}
 	ln.(*net.UnixListener).SetUnlinkOnClose(false) // it is unlinked at path, below
-	if err := os.Chmod(filepath.Join(private, "s"), 0o600); err == nil {
-		err = os.Rename(filepath.Join(private, "s"), path)
+	sock := filepath.Join(private, "s")
+	err = os.Chmod(sock, 0o600)
+	if err == nil {
+		err = os.Rename(sock, path)
 	}
 	if err != nil {
 		ln.Close()
