@@ -73,7 +73,7 @@ type TxnStream interface {
 	Recv() (TxnEvent, error)
 }
 
-// Local is the replica's own storage server. server.Store implements it.
+// Local is the replica's own storage engine. engine.Store implements it.
 type Local interface {
 	// Position returns a database's position; ok is false if it doesn't
 	// exist.

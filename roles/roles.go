@@ -18,7 +18,7 @@ import (
 	"github.com/pagewire/pagewire/leaser"
 )
 
-// Store is the node's storage server as the manager needs it (server.Store).
+// Store is the node's storage engine as the manager needs it (engine.Store).
 type Store interface {
 	SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch)
 	// SetPrimaryUntil makes the node primary while until says the lease
