@@ -708,3 +708,20 @@ func TestParse_IgnoresLiteFSOnlyKeys(t *testing.T) {
 		t.Fatalf("data.dir=%q", c.Data.Dir)
 	}
 }
+
+func TestValidate_StorageSocketPathLength(t *testing.T) {
+	c := Default()
+	c.Data.StorageSocket = "/" + strings.Repeat("s", maxSocketPath-1)
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a %d-byte socket path: %v", len(c.Data.StorageSocket), err)
+	}
+	c.Data.StorageSocket += "s"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "data.storage-socket") {
+		t.Fatalf("a %d-byte socket path: %v, want an error naming data.storage-socket", len(c.Data.StorageSocket), err)
+	}
+	c.Data.StorageSocket = ""
+	c.Data.Dir = "/" + strings.Repeat("d", maxSocketPath)
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "data.storage-socket") {
+		t.Fatalf("a data.dir too long for the default socket: %v, want an error naming data.storage-socket", err)
+	}
+}

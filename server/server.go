@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -416,26 +415,20 @@ func (s *Server) serveStorageSocket() (stop func(), err error) {
 		}
 	}
 
-	// Owner-only from the moment it exists: made in a private folder,
-	// made 0600, then moved into place.
-	private, err := os.MkdirTemp(filepath.Dir(path), ".storage-sock-*")
+	// Owner-only. Connecting to a unix socket takes write permission on
+	// it, which a usual umask (022) already denies group and others from
+	// the moment it exists; chmod makes it 0600 whatever the umask.
+	// (Binding in a private folder and renaming would make the path
+	// longer than the 107 bytes a socket path may have.)
+	ln, err := net.Listen("unix", path)
 	if err != nil {
 		return nil, fmt.Errorf("serve the storage socket %q: %w; set data.storage-socket to a path this user can create", path, err)
 	}
-	defer os.RemoveAll(private)
-	ln, err := net.Listen("unix", filepath.Join(private, "s"))
-	if err != nil {
-		return nil, fmt.Errorf("serve the storage socket %q: %w", path, err)
-	}
-	ln.(*net.UnixListener).SetUnlinkOnClose(false) // it is unlinked at path, below
-	sock := filepath.Join(private, "s")
-	err = os.Chmod(sock, 0o600)
-	if err == nil {
-		err = os.Rename(sock, path)
-	}
-	if err != nil {
+	ln.(*net.UnixListener).SetUnlinkOnClose(false) // stop removes it
+	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return nil, fmt.Errorf("put the owner-only storage socket at %q: %w", path, err)
+		_ = os.Remove(path)
+		return nil, fmt.Errorf("make the storage socket %q owner-only: %w", path, err)
 	}
 	done := make(chan struct{})
 	go func() {

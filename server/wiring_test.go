@@ -96,6 +96,29 @@ func waitFor(t *testing.T, f func() bool) {
 	}
 }
 
+// A storage socket path as long as a unix socket path may be (107 bytes)
+// is served.
+func TestServer_StorageSocketAtTheLongestPath(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, strings.Repeat("d", 107-len(dir)-len("/")-len("/storage.sock")), "storage.sock")
+	if len(sock) != 107 {
+		t.Fatalf("test setup: the path is %d bytes", len(sock))
+	}
+	if err := os.MkdirAll(filepath.Dir(sock), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	startServerWith(t, func(c *server.Config) { c.StorageSocket = sock })
+	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := storagev1.NewStorageServiceClient(conn).ListFiles(context.Background(), &storagev1.ListFilesRequest{}); err != nil {
+		t.Fatalf("ListFiles on a 107-byte socket path: %v", err)
+	}
+}
+
 func TestServer_StorageServiceIsNotOnTheListener(t *testing.T) {
 	storage, conn, _ := storageSocket(t)
 	ctx := context.Background()
