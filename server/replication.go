@@ -12,7 +12,6 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/internal/wire"
@@ -130,7 +129,8 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 	}
 
 	// The feed starts at the replica's position.
-	feed, err := r.store.Feed(req.GetName(), wire.PosFromProto(req.GetPosition()), wire.MaxMessageBytes/2)
+	have := wire.PosFromProto(req.GetPosition())
+	feed, err := r.store.Feed(req.GetName(), have, wire.MaxMessageBytes/2)
 	if err != nil {
 		return wire.ToStatus(err)
 	}
@@ -140,7 +140,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		msg.Primary = primary
 		return stream.Send(msg)
 	}
-	sent, done := r.subs.stream(feed.Name(), req.GetHostname(), pagewire.TXID(req.GetPosition().GetTxid()))
+	sent, done := r.subs.stream(feed.Name(), req.GetHostname(), have.TXID)
 	defer done()
 
 	// The node's stop ends the stream as its client's going away does.
