@@ -157,10 +157,7 @@ func New(cfg Config) (*Server, error) {
 	// Metrics, then the gRPC server and the in-process channel.
 	grpcMetrics := grpcprom.NewServerMetrics()
 	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
-	s.gs, s.inproc = newGRPC(log, grpcMetrics)
-	if cfg.StorageSocket != "" {
-		s.storage, _ = newGRPC(log, grpcMetrics)
-	}
+	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, cfg.StorageSocket != "")
 
 	// The services, on both.
 	s.registerServices()
@@ -174,9 +171,15 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// newGRPC builds the gRPC server, with its interceptors, and the
-// in-process channel the mount calls.
-func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Server, *inproc.Channel) {
+// newGRPC builds the gRPC server for the network, with metrics, logs and
+// panic recovery on every call; the in-process channel the mount calls;
+// and, if storageSocket, the server for the storage socket.
+//
+// The mount's calls, in process or over the socket, skip the logging
+// interceptor: they are every page read and write, and errors reach the
+// mount, which logs them. They are counted like network calls, so a bench
+// can count calls per transaction.
+func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocket bool) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -192,14 +195,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Serve
 			return logging.DefaultServerCodeToLevel(c)
 		}),
 	}
-
-	// Pooled buffers, and metrics, logs and panic recovery on every call.
-	pool := bufpool.New()
-	gs := grpc.NewServer(
-		experimental.BufferPool(pool),
-		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
-		// A halt lock holder's transaction comes in one message.
-		grpc.MaxRecvMsgSize(wire.MaxForwardBytes+1<<20),
+	gs = pooledServer(
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
@@ -212,11 +208,27 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics) (*grpc.Serve
 		),
 	)
 
-	// The mount's in-process calls skip the logging interceptor: they are
-	// every page read and write. Errors reach the mount, which logs them.
-	// They are counted like network calls, so a bench can count calls per
-	// transaction.
-	return gs, inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
+	// The mount's: metrics and recovery only.
+	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
+	if storageSocket {
+		storage = pooledServer(
+			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)),
+			grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(recoverPanic)),
+		)
+	}
+	return gs, ch, storage
+}
+
+// pooledServer is a gRPC server whose buffers come from a pool and are not
+// zeroed, with the given interceptors.
+func pooledServer(opts ...grpc.ServerOption) *grpc.Server {
+	pool := bufpool.New()
+	return grpc.NewServer(append([]grpc.ServerOption{
+		experimental.BufferPool(pool),
+		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
+		// A halt lock holder's transaction comes in one message.
+		grpc.MaxRecvMsgSize(wire.MaxForwardBytes + 1<<20),
+	}, opts...)...)
 }
 
 // registerServices registers the services: storage, admin, replication,
