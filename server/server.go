@@ -71,7 +71,7 @@ type Config struct {
 	// mount (the apply worker), waiting at most wait: how the primary
 	// keeps its writers out while a replica's client holds the halt lock.
 	// Nil: replicas' halt requests are refused.
-	HoldWriter func(ctx context.Context, db string, wait time.Duration) (engine.HeldWriter, error)
+	HoldWriter engine.HoldFunc
 	// Following, if set, reports this replica's view of the primary per
 	// database (litefs_db_position_primary, litefs_lag_seconds).
 	Following func() map[string]FollowStatus
