@@ -72,13 +72,16 @@ func (r *replicationService) ForwardTransaction(ctx context.Context, req *replic
 // haltPrimary is engine.HaltPrimary over gRPC: a replica's calls to its
 // primary's ReplicationService, one connection per primary URL.
 type haltPrimary struct {
+	creds wire.Credentials
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn
 }
 
 var _ engine.HaltPrimary = (*haltPrimary)(nil)
 
-func newHaltPrimary() *haltPrimary { return &haltPrimary{conns: map[string]*grpc.ClientConn{}} }
+func newHaltPrimary(creds wire.Credentials) *haltPrimary {
+	return &haltPrimary{creds: creds, conns: map[string]*grpc.ClientConn{}}
+}
 
 func (p *haltPrimary) AcquireHalt(ctx context.Context, url string, req engine.HaltRequest) (pagewire.HaltLock, error) {
 	rc, err := p.client(url)
@@ -132,7 +135,7 @@ func (p *haltPrimary) client(url string) (replicationv1.ReplicationServiceClient
 	c := p.conns[url]
 	if c == nil {
 		var err error
-		if c, err = wire.Dial(url); err != nil {
+		if c, err = wire.Dial(url, p.creds); err != nil {
 			return nil, err
 		}
 		p.conns[url] = c

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -83,6 +84,18 @@ type Config struct {
 	// ProxyURL is the URL of this node's HTTP proxy, "" without one
 	// (GetNode's proxy_url, where replicas forward writes).
 	ProxyURL string
+	// Auth says who may call the port; without tokens, anyone who can
+	// reach it.
+	Auth Auth
+	// TLS, if set, puts TLS on the port (tlsfiles.Files.Server).
+	TLS *tls.Config
+	// Credentials are what this node shows the nodes it calls (a replica
+	// forwarding a halt lock holder's writes to its primary).
+	Credentials wire.Credentials
+	// ServeStorage serves StorageService on Listener too, for a mount on
+	// another host. It needs Auth tokens: the block protocol can rewrite
+	// or delete any database.
+	ServeStorage bool
 }
 
 // FollowStatus is a replica's view of one database on the primary.
@@ -109,6 +122,13 @@ func (c Config) Validate() error {
 		return errors.New("server: Heartbeat must be > 0")
 	case c.PruneInterval <= 0:
 		return errors.New("server: PruneInterval must be > 0")
+	case c.ServeStorage && len(c.Auth.Tokens) == 0:
+		return errors.New("server: ServeStorage needs Auth.Tokens: the block protocol can rewrite or delete any database")
+	}
+	for _, t := range c.Auth.Tokens {
+		if t == "" {
+			return errors.New("server: an Auth token is empty")
+		}
 	}
 	return nil
 }
@@ -129,6 +149,7 @@ type Server struct {
 	stopping chan struct{}
 	halts    *engine.Halts
 	subs     *subscribers
+	auth     *authenticator
 	admin    *adminService // the HTTP API calls it: one implementation, two faces
 }
 
@@ -151,13 +172,14 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
 
 	// The engine's halt locks, and who streams from this node.
-	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(), log)
+	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(cfg.Credentials), log)
+	s.auth = newAuthenticator(cfg.Auth)
 	s.subs = newSubscribers()
 
 	// Metrics, then the gRPC server and the in-process channel.
 	grpcMetrics := grpcprom.NewServerMetrics()
-	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
-	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, cfg.StorageSocket != "")
+	cfg.Registry.MustRegister(grpcMetrics, s.auth.failures, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
+	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, s.auth, cfg.StorageSocket != "")
 
 	// The services, on both.
 	s.registerServices()
@@ -171,15 +193,18 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// newGRPC builds the gRPC server for the network, with metrics, logs and
-// panic recovery on every call; the in-process channel the mount calls;
-// and, if storageSocket, the server for the storage socket.
+// newGRPC builds the gRPC server for the network, with metrics, auth, logs
+// and panic recovery on every call; the in-process channel the mount
+// calls; and, if storageSocket, the server for the storage socket.
+//
+// Calls refused for their token are counted but not logged: a flood of
+// them must not flood the log.
 //
 // The mount's calls, in process or over the socket, skip the logging
 // interceptor: they are every page read and write, and errors reach the
 // mount, which logs them. They are counted like network calls, so a bench
 // can count calls per transaction.
-func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocket bool) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
+func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authenticator, storageSocket bool) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -198,11 +223,13 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocke
 	gs = pooledServer(
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
+			auth.unary,
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.UnaryServerInterceptor(recoverPanic),
 		),
 		grpc.ChainStreamInterceptor(
 			grpcMetrics.StreamServerInterceptor(),
+			auth.stream,
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
@@ -244,6 +271,9 @@ func (s *Server) registerServices() {
 	if s.storage != nil {
 		storagev1.RegisterStorageServiceServer(s.storage, &storageService{store: cfg.Store, allowInternal: true})
 		reflection.Register(s.storage)
+	}
+	if cfg.ServeStorage {
+		storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store, allowInternal: true})
 	}
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)
@@ -301,7 +331,7 @@ func (s *Server) Ready() bool {
 // handler splits the port: gRPC (HTTP/2 with a grpc content type) goes to
 // the gRPC server, everything else to the HTTP API.
 func (s *Server) handler() http.Handler {
-	api := s.apiMux()
+	api := s.auth.http(s.apiMux())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			s.gs.ServeHTTP(w, r)
@@ -359,7 +389,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	// gRPC and HTTP on one port, until one fails or ctx is done.
-	split := newPortSplitter(s.cfg.Listener, s.log)
+	ln := s.cfg.Listener
+	if s.cfg.TLS != nil {
+		// Each connection's handshake runs in the splitter's first read
+		// of it, under its deadline.
+		ln = tls.NewListener(ln, s.cfg.TLS)
+	}
+	split := newPortSplitter(ln, s.log)
 	errc := make(chan error, 3)
 	go func() { errc <- split.run() }()
 	go func() { errc <- s.gs.Serve(split.grpc) }()
