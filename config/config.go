@@ -53,6 +53,7 @@ type Config struct {
 	Replication ReplicationConfig `yaml:"replication"`
 	Backup      BackupConfig      `yaml:"backup"`
 	Auth        AuthConfig        `yaml:"auth"`
+	TLS         TLSConfig         `yaml:"tls"`
 
 	// Ignored lists the LiteFS keys the file set that pagewire has no use
 	// for (LiteFS Cloud backups, tracing, proxy timeouts, ...): they are
@@ -116,6 +117,10 @@ type ExecCmd struct {
 // HTTPConfig is the http section: the node's one API port (DESIGN §6).
 type HTTPConfig struct {
 	Addr string `yaml:"addr"` // host:port to listen on; default ":20202"
+	// ServeStorage serves StorageService, the mount's block protocol, on
+	// http.addr too, for a mount on another host; it requires auth.token.
+	// Default false: the block protocol is only on the storage socket.
+	ServeStorage bool `yaml:"serve-storage"`
 }
 
 // ProxyConfig is the proxy section. The proxy runs only when Addr is set.
@@ -176,9 +181,66 @@ type ReplicationConfig struct {
 // It has no keys yet: configured in a later issue.
 type BackupConfig struct{}
 
-// AuthConfig is the auth section.
-// It has no keys yet: configured in a later issue.
-type AuthConfig struct{}
+// AuthConfig is the auth section: who may call http.addr.
+type AuthConfig struct {
+	// Token is the bearer token every call that reads or changes data must
+	// send ("authorization: Bearer <token>"); in YAML a string, or a list
+	// while a token is rotated: every listed token is accepted, and the
+	// node sends the first to other nodes. Unset: no auth.
+	Token TokenList `yaml:"token"`
+	// ProtectMetrics requires the token for /metrics too. /healthz and
+	// /primary are always open.
+	ProtectMetrics bool `yaml:"protect-metrics"`
+}
+
+// MinTokenLength is the shortest auth.token accepted: a token is a
+// password a network attacker may guess at.
+const MinTokenLength = 16
+
+// TokenList is auth.token: one token or several.
+type TokenList []string
+
+// UnmarshalYAML decodes a token string or a list of them.
+func (l *TokenList) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		*l = TokenList{n.Value}
+		return nil
+	case yaml.SequenceNode:
+		list := make(TokenList, 0, len(n.Content))
+		for i, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return fmt.Errorf("[%d] must be a token string", i)
+			}
+			list = append(list, item.Value)
+		}
+		*l = list
+		return nil
+	}
+	return fmt.Errorf("must be a token string or a list of them")
+}
+
+// TLS client-auth modes, the values of tls.client-auth.
+const (
+	ClientAuthNone    = "none"    // clients show no certificate; the token authenticates them
+	ClientAuthRequire = "require" // clients show a certificate signed by tls.ca (mTLS)
+)
+
+// TLSConfig is the tls section: TLS on http.addr, and what this node
+// trusts when it dials other nodes' https:// URLs. Files are read again
+// when they change.
+type TLSConfig struct {
+	Cert string `yaml:"cert"` // PEM certificate (chain) of http.addr; with Key, the port speaks TLS
+	Key  string `yaml:"key"`  // its PEM private key
+	// CA is a PEM bundle: the CAs whose certificates this node trusts when
+	// it dials https:// URLs (unset: the system's roots), and with
+	// client-auth require, that sign its clients' certificates.
+	CA         string `yaml:"ca"`
+	ClientAuth string `yaml:"client-auth"` // ClientAuthNone (default) or ClientAuthRequire
+}
+
+// Enabled reports whether http.addr speaks TLS.
+func (t TLSConfig) Enabled() bool { return t.Cert != "" }
 
 // ExecList is the exec key. In YAML it is a single command string, or a list
 // whose items are command strings or {cmd, if-candidate} mappings.
@@ -306,7 +368,11 @@ func (c *Config) fillHost() {
 	if c.Lease.AdvertiseURL == "" && !staticReplica {
 		// A bad http.addr leaves it unset; Validate reports http.addr.
 		if _, port, err := net.SplitHostPort(c.HTTP.Addr); err == nil && port != "" {
-			c.Lease.AdvertiseURL = "http://" + net.JoinHostPort(c.Lease.Hostname, port)
+			scheme := "http://"
+			if c.TLS.Enabled() {
+				scheme = "https://"
+			}
+			c.Lease.AdvertiseURL = scheme + net.JoinHostPort(c.Lease.Hostname, port)
 		}
 	}
 }

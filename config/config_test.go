@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -407,6 +408,17 @@ func TestParse_BadValue(t *testing.T) {
 		{"EmptyExec", "exec: \"${APP}\"\n", "exec[0].cmd", 1, "exec[0].cmd is empty"},
 		{"ExecMapping", "exec:\n  cmd: myapp\n", "exec", 2, "exec must be a command string or a list"},
 		{"NegativeDemoteDelay", "lease:\n  demote-delay: -5s\n", "lease.demote-delay", 2, "lease.demote-delay is -5s"},
+		{"EmptyToken", "auth:\n  token: \"${UNSET_TOKEN}\"\n", "auth.token", 2, "auth.token is empty (an unset environment variable?)"},
+		{"ShortToken", "auth:\n  token: hunter2\n", "auth.token", 2, "auth.token is 7 characters, fewer than 16"},
+		{"TokenWithSpace", "auth:\n  token: \"0123456789abcdef 0123\"\n", "auth.token", 2, "contains whitespace"},
+		{"EmptyTokenInList", "auth:\n  token:\n    - 0123456789abcdef0123\n    - \"\"\n", "auth.token", 2, "auth.token[1] is empty"},
+		{"TokenMapping", "auth:\n  token: {a: b}\n", "auth.token", 2, "must be a token string or a list"},
+		{"ServeStorageWithoutToken", "http:\n  serve-storage: true\n", "http.serve-storage", 2, "requires auth.token"},
+		{"ProtectMetricsWithoutToken", "auth:\n  protect-metrics: true\n", "auth.protect-metrics", 2, "needs auth.token"},
+		{"CertWithoutKey", "tls:\n  cert: /etc/pagewire/tls.crt\n", "tls.key", 1, "tls.cert and tls.key go together"},
+		{"BadClientAuth", "tls:\n  client-auth: optional\n", "tls.client-auth", 2, `tls.client-auth "optional" is not supported`},
+		{"RequireWithoutCA", "tls:\n  cert: /c\n  key: /k\n  client-auth: require\n", "tls.client-auth", 4, "needs tls.cert, tls.key and tls.ca"},
+		{"PlainAdvertiseWithTLS", "tls:\n  cert: /c\n  key: /k\nlease:\n  advertise-url: http://a:20202\n", "lease.advertise-url", 5, "use https://"},
 		{"Unclosed", "fuse:\n  dir: ${DIR\n", "", 2, `"${DIR" has no closing "}"`},
 		{"BadSyntax", "fuse:\n  dir: /a\n dir: /b\n", "", 2, "invalid YAML"},
 		{"TopLevelList", "- a\n- b\n", "", 1, "the file must be a mapping"},
@@ -723,5 +735,44 @@ func TestValidate_StorageSocketPathLength(t *testing.T) {
 	c.Data.Dir = "/" + strings.Repeat("d", maxSocketPath)
 	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "data.storage-socket") {
 		t.Fatalf("a data.dir too long for the default socket: %v, want an error naming data.storage-socket", err)
+	}
+}
+
+func TestParse_AuthAndTLS(t *testing.T) {
+	const file = `
+auth:
+  token:
+    - ${NEW_TOKEN}
+    - 0123456789abcdef-old
+  protect-metrics: true
+tls:
+  cert: /etc/pagewire/tls.crt
+  key: /etc/pagewire/tls.key
+  ca: /etc/pagewire/ca.crt
+  client-auth: require
+lease:
+  hostname: node1
+`
+	c, err := Parse([]byte(file), "litefs.yml", env(map[string]string{"NEW_TOKEN": "0123456789abcdef-new"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Auth.Token, (TokenList{"0123456789abcdef-new", "0123456789abcdef-old"}); !slices.Equal(got, want) {
+		t.Errorf("auth.token = %q, want %q", got, want)
+	}
+	if !c.Auth.ProtectMetrics || c.TLS.ClientAuth != ClientAuthRequire || c.TLS.CA != "/etc/pagewire/ca.crt" {
+		t.Errorf("auth/tls = %+v %+v", c.Auth, c.TLS)
+	}
+	// With TLS on the port, the default advertise URL is https.
+	if got, want := c.Lease.AdvertiseURL, "https://node1:20202"; got != want {
+		t.Errorf("lease.advertise-url = %q, want %q", got, want)
+	}
+
+	c, err = Parse([]byte("auth:\n  token: 0123456789abcdef0123\n"), "litefs.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Auth.Token, (TokenList{"0123456789abcdef0123"}); !slices.Equal(got, want) {
+		t.Errorf("a single auth.token = %q, want %q", got, want)
 	}
 }

@@ -20,6 +20,8 @@ func (c *Config) Validate() error {
 	v.proxy()
 	v.lease()
 	v.logAndReplication()
+	v.auth()
+	v.tls()
 	return v.err()
 }
 
@@ -156,6 +158,57 @@ func (v *validator) logAndReplication() {
 	}
 	if n := v.c.Replication.SyncReplicas; n < 0 {
 		v.fail("replication.sync-replicas", "replication.sync-replicas is %d: use 0 for asynchronous commits, or the number of replicas each commit waits for", n)
+	}
+}
+
+// auth checks auth.token and http.serve-storage.
+func (v *validator) auth() {
+	tokens := v.c.Auth.Token
+	for i, t := range tokens {
+		key := "auth.token"
+		if len(tokens) > 1 {
+			key = fmt.Sprintf("auth.token[%d]", i)
+		}
+		switch {
+		case t == "":
+			v.fail("auth.token", "%s is empty (an unset environment variable?): set it, or remove auth.token to run without auth", key)
+		case strings.TrimSpace(t) != t || strings.ContainsAny(t, " \t\r\n"):
+			v.fail("auth.token", "%s contains whitespace: a bearer token cannot; generate one with e.g. `openssl rand -hex 32`", key)
+		case len(t) < MinTokenLength:
+			v.fail("auth.token", "%s is %d characters, fewer than %d: use a long random token, e.g. `openssl rand -hex 32`", key, len(t), MinTokenLength)
+		}
+	}
+	if v.c.HTTP.ServeStorage && len(tokens) == 0 {
+		v.fail("http.serve-storage", "http.serve-storage puts the block protocol, which can rewrite or delete any database, on http.addr: it requires auth.token")
+	}
+	if v.c.Auth.ProtectMetrics && len(tokens) == 0 {
+		v.fail("auth.protect-metrics", "auth.protect-metrics needs auth.token: set a token, or remove auth.protect-metrics")
+	}
+}
+
+// tls checks the tls section (the files themselves are read at start).
+func (v *validator) tls() {
+	t := v.c.TLS
+	if (t.Cert == "") != (t.Key == "") {
+		key := "tls.key"
+		if t.Cert == "" {
+			key = "tls.cert"
+		}
+		v.fail(key, "tls.cert and tls.key go together: set both (the port's certificate and its key), or neither")
+	}
+	switch t.ClientAuth {
+	case "", ClientAuthNone:
+	case ClientAuthRequire:
+		if t.CA == "" || t.Cert == "" {
+			v.fail("tls.client-auth", "tls.client-auth: require needs tls.cert, tls.key and tls.ca (the CA that signs client certificates)")
+		}
+	default:
+		v.fail("tls.client-auth", `tls.client-auth %q is not supported: use "none" or "require"`, t.ClientAuth)
+	}
+	// A static replica's advertise-url is its primary's, which may differ.
+	ownURL := v.c.Lease.Type != LeaseTypeStatic || v.c.Lease.Candidate
+	if t.Enabled() && ownURL && strings.HasPrefix(v.c.Lease.AdvertiseURL, "http://") {
+		v.fail("lease.advertise-url", "lease.advertise-url %q is http:// but tls.cert puts TLS on http.addr: use https://", v.c.Lease.AdvertiseURL)
 	}
 }
 
