@@ -22,13 +22,14 @@ import (
 func runHalt(ctx context.Context, args []string, stderr io.Writer) error {
 	fset := flag.NewFlagSet("halt", flag.ContinueOnError)
 	name := fset.String("name", "", "database to halt (required)")
-	rawURL := fset.String("url", defaultURL, "URL of this node")
+	r := addRemoteFlags(fset, "URL of this node")
+	rawURL := r.url
 	ttl := fset.Duration("ttl", 30*time.Second, "the lock's lifetime: CMD must finish within it")
 	wait := fset.Duration("wait", 10*time.Second, "how long to wait for the lock")
 	if err := fset.Parse(args); err != nil || *name == "" || fset.NArg() == 0 {
 		return errUsage
 	}
-	conn, err := dial(*rawURL)
+	conn, err := r.dial(*rawURL)
 	if err != nil {
 		return err
 	}

@@ -45,8 +45,8 @@ func handOff(m *roles.Manager, log *slog.Logger) {
 // promote (lease.promote) waits until this node has every database of the
 // primary h, each at least where the primary was at the previous look, then
 // asks h to hand the lease to this node.
-func promote(ctx context.Context, h leaser.Holder, self string, store *engine.Store, log *slog.Logger) error {
-	conn, err := client.Dial(h.AdvertiseURL)
+func promote(ctx context.Context, dial dialFunc, h leaser.Holder, self string, store *engine.Store, log *slog.Logger) error {
+	conn, err := dial(h.AdvertiseURL)
 	if err != nil {
 		return err
 	}

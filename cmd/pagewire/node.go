@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,11 +19,11 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/wire"
 	"github.com/pagewire/pagewire/leaser"
 	"github.com/pagewire/pagewire/leaser/consul"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
@@ -44,6 +45,11 @@ type node struct {
 	log     *slog.Logger
 	info    server.NodeInfo
 	dynamic bool // lease.type consul: roles.Manager decides the role
+
+	// Set by secure: what the node shows the nodes it calls, and its
+	// port's TLS (nil: plaintext).
+	creds     wire.Credentials
+	serverTLS *tls.Config
 
 	store *engine.Store // set by openStore
 
@@ -118,7 +124,7 @@ func (n *node) identify() error {
 	if n.dynamic && n.info.AdvertiseURL == "" {
 		return errors.New("lease.advertise-url is required with lease.type consul: the URL other nodes reach this node's API at (on Fly.io: http://${FLY_ALLOC_ID}.vm.${FLY_APP_NAME}.internal:20202)")
 	}
-	return nil
+	return n.secure()
 }
 
 // openStore opens the store in data.dir.
@@ -151,7 +157,7 @@ func (n *node) decideRole() error {
 	case lease.Candidate:
 		n.store.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
 		if lease.AdvertiseURL != "" {
-			n.conflict = &staticConflict{url: lease.AdvertiseURL, selfID: n.info.ID, store: n.store, log: n.log}
+			n.conflict = &staticConflict{url: lease.AdvertiseURL, dial: n.dial, selfID: n.info.ID, store: n.store, log: n.log}
 		}
 	default:
 		n.store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: lease.Hostname, AdvertiseURL: lease.AdvertiseURL}, 1)
@@ -182,7 +188,7 @@ func (n *node) newManager() error {
 	rcfg.Follow = func(h leaser.Holder) (roles.Follower, error) { return n.newFollower(h.AdvertiseURL, h.Epoch) }
 	if lease.Promote {
 		rcfg.Promote = func(ctx context.Context, h leaser.Holder) error {
-			return promote(ctx, h, n.info.Hostname, n.store, n.log)
+			return promote(ctx, n.dial, h, n.info.Hostname, n.store, n.log)
 		}
 	}
 	n.manager, err = roles.New(rcfg)
@@ -191,7 +197,7 @@ func (n *node) newManager() error {
 
 // newFollower makes a replica of the primary at url.
 func (n *node) newFollower(url string, minEpoch pagewire.Epoch) (*follower, error) {
-	conn, err := client.Dial(url)
+	conn, err := n.dial(url)
 	if err != nil {
 		return nil, err
 	}
@@ -227,11 +233,8 @@ func (n *node) listen() error {
 		return fmt.Errorf("listen on http.addr %q: %w; is another node running? change http.addr", n.cfg.HTTP.Addr, err)
 	}
 	n.lis = lis
-	if addr, ok := lis.Addr().(*net.TCPAddr); ok && !addr.IP.IsLoopback() {
-		n.log.Warn("http.addr is reachable from the network and pagewire has no authentication yet: "+
-			"AdminService, ReplicationService and the HTTP API (export, import, halt, handoff) answer anyone who reaches it; "+
-			"keep it on a private network, or set http.addr to a loopback address such as 127.0.0.1:20202 on a single node",
-			logkey.Addr, addr.String())
+	if addr, ok := lis.Addr().(*net.TCPAddr); ok {
+		n.warnExposure(addr)
 	}
 	return nil
 }
@@ -241,7 +244,7 @@ func (n *node) newProxy() error {
 	if n.cfg.Proxy.Addr == "" {
 		return nil
 	}
-	prx, err := newProxy(n.cfg, n.info.Hostname, &proxyNode{store: n.store, current: &n.current}, n.log)
+	prx, err := newProxy(n.cfg, n.info.Hostname, &proxyNode{store: n.store, current: &n.current, dial: n.dial}, n.log)
 	if err != nil {
 		return fmt.Errorf("start the proxy: %w", err)
 	}
@@ -267,6 +270,8 @@ func (n *node) newServer() error {
 		scfg.Handoff = n.handoff
 	}
 	scfg.ProxyURL = proxyURL(n.cfg, n.info.AdvertiseURL)
+	scfg.Auth = server.Auth{Tokens: n.cfg.Auth.Token, ProtectMetrics: n.cfg.Auth.ProtectMetrics}
+	scfg.TLS, scfg.Credentials, scfg.ServeStorage = n.serverTLS, n.creds, n.cfg.HTTP.ServeStorage
 	srv, err := server.New(scfg)
 	if err != nil {
 		return fmt.Errorf("start the storage server: %w", err)

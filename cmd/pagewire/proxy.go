@@ -23,6 +23,7 @@ import (
 type proxyNode struct {
 	store   *engine.Store
 	current *atomic.Pointer[follower] // the replica's newest follower
+	dial    dialFunc
 
 	mu     sync.Mutex
 	routes map[string]string // a primary's advertise URL → its proxy URL
@@ -47,7 +48,7 @@ func (n *proxyNode) Primary(ctx context.Context) (string, string, error) {
 	if ok {
 		return ro.Primary, proxyURL, nil
 	}
-	conn, err := client.Dial(ro.AdvertiseURL)
+	conn, err := n.dial(ro.AdvertiseURL)
 	if err != nil {
 		return "", "", err
 	}

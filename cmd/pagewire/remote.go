@@ -6,14 +6,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/url"
 	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
-
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
@@ -22,22 +18,14 @@ import (
 
 const defaultURL = "http://localhost:20202"
 
-// dial connects to the node at rawURL.
-func dial(rawURL string) (*grpc.ClientConn, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("-url %q is not a URL like %s", rawURL, defaultURL)
-	}
-	return grpc.NewClient(u.Host, grpc.WithTransportCredentials(insecure.NewCredentials()))
-}
-
 func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	fset := flag.NewFlagSet("status", flag.ContinueOnError)
-	rawURL := fset.String("url", defaultURL, "node URL")
+	r := addRemoteFlags(fset, "node URL")
+	rawURL := r.url
 	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
 		return errUsage
 	}
-	conn, err := dial(*rawURL)
+	conn, err := r.dial(*rawURL)
 	if err != nil {
 		return err
 	}
@@ -70,36 +58,36 @@ func roleName(r adminv1.Role) string {
 	return "unknown"
 }
 
-// parseNameFlags parses -name, -url and one PATH argument.
-func parseNameFlags(cmd string, args []string) (name, rawURL, path string, err error) {
+// parseNameFlags parses -name, the remote flags and one PATH argument.
+func parseNameFlags(cmd string, args []string) (name string, r *remote, path string, err error) {
 	fset := flag.NewFlagSet(cmd, flag.ContinueOnError)
 	n := fset.String("name", "", "database name")
-	u := fset.String("url", defaultURL, "node URL")
+	r = addRemoteFlags(fset, "node URL")
 	if err := fset.Parse(args); err != nil {
-		return "", "", "", errUsage
+		return "", nil, "", errUsage
 	}
 	switch {
 	case *n == "":
-		return "", "", "", fmt.Errorf("%s: -name is required: the database's name on the mount", cmd)
+		return "", nil, "", fmt.Errorf("%s: -name is required: the database's name on the mount", cmd)
 	case fset.NArg() == 0:
-		return "", "", "", fmt.Errorf("%s: the PATH of the file is required after the flags", cmd)
+		return "", nil, "", fmt.Errorf("%s: the PATH of the file is required after the flags", cmd)
 	case fset.NArg() > 1:
-		return "", "", "", errUsage
+		return "", nil, "", errUsage
 	}
 	if err := pagewire.ValidateDBName(*n); err != nil {
-		return "", "", "", fmt.Errorf("-name: %w", err)
+		return "", nil, "", fmt.Errorf("-name: %w", err)
 	}
-	return *n, *u, fset.Arg(0), nil
+	return *n, r, fset.Arg(0), nil
 }
 
 func runExport(ctx context.Context, args []string, out io.Writer) error {
-	name, rawURL, path, err := parseNameFlags("export", args)
+	name, r, path, err := parseNameFlags("export", args)
 	if err != nil {
 		return err
 	}
 
 	// Ask the node for the database.
-	conn, err := dial(rawURL)
+	conn, err := r.dial(*r.url)
 	if err != nil {
 		return err
 	}
@@ -148,7 +136,7 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func runImport(ctx context.Context, args []string, out io.Writer) error {
-	name, rawURL, path, err := parseNameFlags("import", args)
+	name, r, path, err := parseNameFlags("import", args)
 	if err != nil {
 		return err
 	}
@@ -159,7 +147,7 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	defer f.Close()
-	conn, err := dial(rawURL)
+	conn, err := r.dial(*r.url)
 	if err != nil {
 		return err
 	}
@@ -205,7 +193,8 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 // node, it finds the primary through it.
 func runHandoff(ctx context.Context, args []string, out io.Writer) error {
 	fset := flag.NewFlagSet("handoff", flag.ContinueOnError)
-	rawURL := fset.String("url", defaultURL, "URL of the primary, or of any node (it names the primary)")
+	r := addRemoteFlags(fset, "URL of the primary, or of any node (it names the primary)")
+	rawURL := r.url
 	target := fset.String("to", "", "hostname of the candidate to hand the lease to (default: any caught-up candidate)")
 	timeout := fset.Duration("timeout", 30*time.Second, "how long to wait for another node to take the lease")
 	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
@@ -219,7 +208,7 @@ func runHandoff(ctx context.Context, args []string, out io.Writer) error {
 	// Find the primary: a node that is not the primary names it, once.
 	primaryURL := *rawURL
 	for hop := 0; ; hop++ {
-		conn, err := dial(primaryURL)
+		conn, err := r.dial(primaryURL)
 		if err != nil {
 			return err
 		}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
-	client "github.com/pagewire/pagewire/clients/go"
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/internal/logkey"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -26,6 +25,7 @@ const staticCheckInterval = 5 * time.Second
 // in its log and /healthz.
 type staticConflict struct {
 	url     string // lease.advertise-url
+	dial    dialFunc
 	selfID  string // this run's node ID
 	store   *engine.Store
 	log     *slog.Logger
@@ -42,7 +42,7 @@ func (c *staticConflict) Problem() string {
 
 // Run checks now and every staticCheckInterval until ctx is done.
 func (c *staticConflict) Run(ctx context.Context) error {
-	conn, err := client.Dial(c.url)
+	conn, err := c.dial(c.url)
 	if err != nil {
 		return fmt.Errorf("lease.advertise-url: %w", err)
 	}

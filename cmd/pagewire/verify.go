@@ -20,7 +20,8 @@ var errMismatch = &exitError{code: 1}
 func runVerify(ctx context.Context, args []string, out io.Writer) error {
 	fset := flag.NewFlagSet("verify", flag.ContinueOnError)
 	name := fset.String("name", "", "database name")
-	rawURL := fset.String("url", defaultURL, "node URL")
+	r := addRemoteFlags(fset, "node URL")
+	rawURL := r.url
 	repair := fset.Bool("repair", false, "count committed transactions the WAL holds past the last counted one")
 	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
 		return errUsage
@@ -31,7 +32,7 @@ func runVerify(ctx context.Context, args []string, out io.Writer) error {
 	if err := pagewire.ValidateDBName(*name); err != nil {
 		return fmt.Errorf("-name: %w", err)
 	}
-	conn, err := dial(*rawURL)
+	conn, err := r.dial(*rawURL)
 	if err != nil {
 		return err
 	}
