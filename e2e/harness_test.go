@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire/internal/syncbuf"
+	"github.com/pagewire/pagewire/internal/tlsfiles"
+	"github.com/pagewire/pagewire/internal/tlsfiles/tlsfilestest"
 )
 
 // pagewireBin is the pagewire binary under test, and exampleBin the
@@ -68,6 +70,9 @@ type Node struct {
 	Log        *syncbuf.Buffer
 	// Hostname is a static replica's $HOSTNAME, its name on the primary.
 	Hostname string
+	// HTTP is a client for the node's port: it trusts the node's CA and
+	// shows its certificate when the node has TLS.
+	HTTP *http.Client
 
 	cmd  *exec.Cmd
 	done chan struct{}
@@ -87,6 +92,35 @@ type NodeOptions struct {
 	Retention string
 	// Lease replaces the lease section; {{URL}} in it is this node's URL.
 	Lease string
+	// Security, if set, puts auth and TLS on the node's port.
+	Security *NodeSecurity
+}
+
+// NodeSecurity is a node's auth and TLS: its token, and a certificate from
+// CA valid for 127.0.0.1 (the node's URL becomes https://).
+type NodeSecurity struct {
+	Token string
+	CA    *tlsfilestest.CA // nil: no TLS
+	// RequireClientCert sets tls.client-auth: require.
+	RequireClientCert bool
+}
+
+// config is the auth and tls sections for a node named name, and the
+// certificate it was given.
+func (s *NodeSecurity) config(name string) (string, tlsfilestest.Pair) {
+	var b strings.Builder
+	if s.Token != "" {
+		fmt.Fprintf(&b, "auth:\n  token: %q\n", s.Token)
+	}
+	if s.CA == nil {
+		return b.String(), tlsfilestest.Pair{}
+	}
+	pair := s.CA.Issue(name, "127.0.0.1", "localhost")
+	fmt.Fprintf(&b, "tls:\n  cert: %q\n  key: %q\n  ca: %q\n", pair.CertFile, pair.KeyFile, s.CA.CertFile)
+	if s.RequireClientCert {
+		b.WriteString("  client-auth: require\n")
+	}
+	return b.String(), pair
 }
 
 // StartNode writes a config for a single-node static primary under a new
@@ -99,6 +133,16 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args}
 	n.HTTPAddr = freeAddr(t)
 	n.URL = "http://" + n.HTTPAddr
+	n.HTTP = http.DefaultClient
+	security := ""
+	if sec := opts.Security; sec != nil {
+		var pair tlsfilestest.Pair
+		security, pair = sec.config(strings.ReplaceAll(n.HTTPAddr, ":", "_"))
+		if sec.CA != nil {
+			n.URL = "https://" + n.HTTPAddr
+			n.HTTP = tlsClient(t, sec.CA, pair)
+		}
+	}
 	lease := "lease:\n  type: static\n  hostname: node1\n  candidate: true\n"
 	if p := opts.ReplicaOf; p != nil {
 		// As LiteFS's static lease: a replica names the primary.
@@ -112,8 +156,8 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if opts.Retention != "" {
 		data += fmt.Sprintf("  retention: %s\n", opts.Retention)
 	}
-	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s",
-		n.MountDir, data, n.HTTPAddr, lease, opts.Config)
+	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s%s",
+		n.MountDir, data, n.HTTPAddr, lease, security, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +200,7 @@ func (n *Node) Start(noWait bool) {
 			return true
 		default:
 		}
-		resp, err := http.Get(n.URL + "/healthz")
+		resp, err := n.HTTP.Get(n.URL + "/healthz")
 		if err != nil {
 			return false
 		}
@@ -257,7 +301,7 @@ func (n *Node) Pos(db string) string {
 // HTTPGet fetches a path of the node's HTTP API and returns status and body.
 func (n *Node) HTTPGet(path string) (int, string) {
 	n.t.Helper()
-	resp, err := http.Get(n.URL + path)
+	resp, err := n.HTTP.Get(n.URL + path)
 	if err != nil {
 		n.t.Fatal(err)
 	}
@@ -359,4 +403,14 @@ func readTestdata(t testing.TB, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// tlsClient is an HTTP client that trusts ca and shows pair.
+func tlsClient(t testing.TB, ca *tlsfilestest.CA, pair tlsfilestest.Pair) *http.Client {
+	t.Helper()
+	f, err := tlsfiles.Load(pair.CertFile, pair.KeyFile, ca.CertFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: f.Client()}, Timeout: 30 * time.Second}
 }

@@ -61,7 +61,7 @@ func (a *authenticator) enabled() bool { return len(a.sums) > 0 }
 func (a *authenticator) check(header string) string {
 	const prefix = "bearer "
 	if header == "" {
-		return "this node requires a bearer token (auth.token is set): send \"authorization: Bearer <token>\"; the pagewire CLI takes -token or PAGEWIRE_TOKEN"
+		return "this node requires a bearer token (auth.token is set): send \"authorization: Bearer <token>\"; other nodes send their first auth.token, the pagewire CLI takes -token or PAGEWIRE_TOKEN"
 	}
 	if len(header) < len(prefix) || !strings.EqualFold(header[:len(prefix)], prefix) {
 		return "the authorization header must be \"Bearer <token>\", with a token from the node's auth.token"
