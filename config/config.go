@@ -138,13 +138,12 @@ type ProxyConfig struct {
 	PrimaryRedirectTimeout Duration `yaml:"primary-redirect-timeout"`
 	// The proxy's HTTP server timeouts, LiteFS's keys and defaults, with
 	// net/http's meanings; each >= 0. ReadTimeout bounds reading a whole
-	// request, body included (default 0: none); ReadHeaderTimeout its
+	// request, body included (default 0: no limit); ReadHeaderTimeout its
 	// headers (default 10s; 0: ReadTimeout's); WriteTimeout writing the
-	// response, from the end of the headers (default 0: none; a value
+	// response, from the end of the headers (default 0: no limit; a value
 	// below max-lag cuts reads waiting for __txid); IdleTimeout a kept-alive
-	// connection between requests (default 30s; 0: ReadTimeout's, else
-	// ReadHeaderTimeout's). An upgraded (WebSocket) connection is not bound
-	// by any of them once upgraded.
+	// connection between requests (default 30s; 0: ReadTimeout's). An
+	// upgraded (WebSocket) connection is bound by none of them.
 	ReadTimeout       Duration `yaml:"read-timeout"`
 	ReadHeaderTimeout Duration `yaml:"read-header-timeout"`
 	WriteTimeout      Duration `yaml:"write-timeout"`
