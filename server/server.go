@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -83,6 +84,9 @@ type Config struct {
 	// ProxyURL is the URL of this node's HTTP proxy, "" without one
 	// (GetNode's proxy_url, where replicas forward writes).
 	ProxyURL string
+	// Limits bound what the network's clients can hold on Listener;
+	// DefaultConfig sets DefaultLimits.
+	Limits Limits
 }
 
 // FollowStatus is a replica's view of one database on the primary.
@@ -93,7 +97,7 @@ type FollowStatus struct {
 
 // DefaultConfig returns a Config with every optional value set.
 func DefaultConfig() Config {
-	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second, PruneInterval: 5 * time.Second}
+	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second, PruneInterval: 5 * time.Second, Limits: DefaultLimits()}
 }
 
 // Validate reports the first missing or bad value.
@@ -110,7 +114,7 @@ func (c Config) Validate() error {
 	case c.PruneInterval <= 0:
 		return errors.New("server: PruneInterval must be > 0")
 	}
-	return nil
+	return c.Limits.validate()
 }
 
 // Server is a node's gRPC and HTTP front: StorageService and AdminService,
@@ -125,6 +129,8 @@ type Server struct {
 	http   *http.Server
 	// storage serves StorageService on cfg.StorageSocket; nil without one.
 	storage *grpc.Server
+	// conns is cfg.Listener within cfg.Limits; nil without a listener.
+	conns *connLimiter
 	// stopping is closed when Run begins to stop: long streams end.
 	stopping chan struct{}
 	halts    *engine.Halts
@@ -157,14 +163,18 @@ func New(cfg Config) (*Server, error) {
 	// Metrics, then the gRPC server and the in-process channel.
 	grpcMetrics := grpcprom.NewServerMetrics()
 	cfg.Registry.MustRegister(grpcMetrics, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
-	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, cfg.StorageSocket != "")
+	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, cfg.StorageSocket != "", cfg.Limits.grpcOptions()...)
 
 	// The services, on both.
 	s.registerServices()
 	grpcMetrics.InitializeMetrics(s.gs)
 
-	// The HTTP API, on the same port.
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The HTTP API, on the same port, whose connections are limited.
+	s.http = &http.Server{Handler: s.handler()}
+	cfg.Limits.apply(s.http)
+	if cfg.Listener != nil {
+		s.conns = newConnLimiter(cfg.Listener, cfg.Limits, log, cfg.Registry)
+	}
 	s.http.Protocols = new(http.Protocols)
 	s.http.Protocols.SetHTTP1(true)
 	s.http.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients speak it with prior knowledge
@@ -172,14 +182,15 @@ func New(cfg Config) (*Server, error) {
 }
 
 // newGRPC builds the gRPC server for the network, with metrics, logs and
-// panic recovery on every call; the in-process channel the mount calls;
-// and, if storageSocket, the server for the storage socket.
+// panic recovery on every call and netOpts (Limits); the in-process
+// channel the mount calls; and, if storageSocket, the server for the
+// storage socket.
 //
 // The mount's calls, in process or over the socket, skip the logging
 // interceptor: they are every page read and write, and errors reach the
 // mount, which logs them. They are counted like network calls, so a bench
 // can count calls per transaction.
-func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocket bool) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
+func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocket bool, netOpts ...grpc.ServerOption) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -195,7 +206,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocke
 			return logging.DefaultServerCodeToLevel(c)
 		}),
 	}
-	gs = pooledServer(
+	gs = pooledServer(append(netOpts,
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
@@ -206,7 +217,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocke
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
-	)
+	)...)
 
 	// The mount's: metrics and recovery only.
 	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
@@ -280,6 +291,13 @@ func (s *Server) followRole(ctx context.Context) {
 	}
 }
 
+// IsReplica reports whether a replica follows this node from addr now: it
+// has a WatchDatabases stream open from that address. The proxy trusts the
+// X-Forwarded-* headers of writes forwarded from there.
+func (s *Server) IsReplica(addr netip.Addr) bool {
+	return s.subs.watchedFrom(addr.Unmap().WithZone(""))
+}
+
 // Conn is an in-process connection to this server's services.
 func (s *Server) Conn() grpc.ClientConnInterface { return s.inproc }
 
@@ -304,6 +322,12 @@ func (s *Server) handler() http.Handler {
 	api := s.apiMux()
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// A gRPC call on a connection the splitter gave to HTTP (its
+			// first request was not gRPC) may be a long stream: the API's
+			// read and write timeouts are not for it.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Time{})
+			_ = rc.SetWriteDeadline(time.Time{})
 			s.gs.ServeHTTP(w, r)
 			return
 		}
@@ -359,7 +383,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	// gRPC and HTTP on one port, until one fails or ctx is done.
-	split := newPortSplitter(s.cfg.Listener, s.log)
+	split := newPortSplitter(s.conns, s.cfg.Limits.HandshakeTimeout, s.log)
 	errc := make(chan error, 3)
 	go func() { errc <- split.run() }()
 	go func() { errc <- s.gs.Serve(split.grpc) }()

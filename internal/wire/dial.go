@@ -20,6 +20,10 @@ var (
 	codec   = bufpool.NewCodec(bufPool)
 )
 
+// KeepaliveTime is how often a connection from Dial pings the node, with
+// or without a call open; the node's server allows pings this often.
+const KeepaliveTime = 10 * time.Second
+
 // Dial connects to the node whose URL is rawURL ("http://host:port"; IPv6
 // literals in brackets). The connection keeps itself alive so that a dead
 // peer is noticed within seconds.
@@ -30,7 +34,7 @@ func Dial(rawURL string) (*grpc.ClientConn, error) {
 	}
 	return grpc.NewClient(u.Host,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(codec)),
 		grpc.WithInitialWindowSize(16<<20),
 		grpc.WithInitialConnWindowSize(64<<20),
