@@ -3,8 +3,10 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
@@ -30,6 +32,8 @@ const (
 	DefaultRetention              = 10 * time.Minute
 	DefaultMaxLag                 = 10 * time.Second
 	DefaultPrimaryRedirectTimeout = 5 * time.Second
+	DefaultProxyReadHeaderTimeout = 10 * time.Second // LiteFS's; read-timeout and write-timeout default to 0 (none)
+	DefaultProxyIdleTimeout       = 30 * time.Second // LiteFS's
 	DefaultDemoteDelay            = 10 * time.Second
 	DefaultConsulKey              = "litefs/primary"
 	DefaultConsulTTL              = 10 * time.Second
@@ -56,7 +60,7 @@ type Config struct {
 	TLS         TLSConfig         `yaml:"tls"`
 
 	// Ignored lists the LiteFS keys the file set that pagewire has no use
-	// for (LiteFS Cloud backups, tracing, proxy timeouts, ...): they are
+	// for (LiteFS Cloud backups, tracing, ...): they are
 	// accepted so that an existing litefs.yml keeps working.
 	Ignored []Ignored `yaml:"-"`
 
@@ -137,6 +141,62 @@ type ProxyConfig struct {
 	MaxLag Duration `yaml:"max-lag"`
 	// PrimaryRedirectTimeout is how long to wait for a primary to exist; > 0, default 5s.
 	PrimaryRedirectTimeout Duration `yaml:"primary-redirect-timeout"`
+	// The proxy's HTTP server timeouts, LiteFS's keys and defaults, with
+	// net/http's meanings; each >= 0. ReadTimeout bounds reading a whole
+	// request, body included (default 0: no limit); ReadHeaderTimeout its
+	// headers (default 10s; 0: ReadTimeout's); WriteTimeout writing the
+	// response, from the end of the headers (default 0: no limit; a value
+	// below max-lag cuts reads waiting for __txid); IdleTimeout a kept-alive
+	// connection between requests (default 30s; 0: ReadTimeout's). An
+	// upgraded (WebSocket) connection is bound by none of them.
+	ReadTimeout       Duration `yaml:"read-timeout"`
+	ReadHeaderTimeout Duration `yaml:"read-header-timeout"`
+	WriteTimeout      Duration `yaml:"write-timeout"`
+	IdleTimeout       Duration `yaml:"idle-timeout"`
+	// TrustedProxies lists the addresses (CIDRs such as "10.0.0.0/8", or
+	// single IPs) of proxies in front of this one, such as a load balancer,
+	// whose X-Forwarded-For, -Host and -Proto the proxy keeps. From any
+	// other client they are replaced with what the proxy sees itself.
+	// Another node's proxy forwarding a write is trusted without being
+	// listed (see proxy.Config). Default: none.
+	TrustedProxies []string `yaml:"trusted-proxies"`
+}
+
+// TrustedPrefixes returns TrustedProxies as prefixes, a single IP as a
+// prefix of its full length. Entries that do not parse (Validate reports
+// them) are left out.
+func (p ProxyConfig) TrustedPrefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(p.TrustedProxies))
+	for _, s := range p.TrustedProxies {
+		if pfx, err := parsePrefix(s); err == nil {
+			out = append(out, pfx)
+		}
+	}
+	return out
+}
+
+// parsePrefix parses a CIDR, or a single IP as a prefix of its full
+// length; an IPv4-mapped IPv6 address is taken as the IPv4 address.
+func parsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		pfx, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if pfx.Addr().Is4In6() && pfx.Bits() >= 96 {
+			pfx = netip.PrefixFrom(pfx.Addr().Unmap(), pfx.Bits()-96)
+		}
+		return pfx.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if a.Zone() != "" {
+		return netip.Prefix{}, fmt.Errorf("%q has a zone", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // LeaseConfig is the lease section: who is primary.
@@ -330,6 +390,8 @@ func defaults() Config {
 		Proxy: ProxyConfig{
 			MaxLag:                 Duration(DefaultMaxLag),
 			PrimaryRedirectTimeout: Duration(DefaultPrimaryRedirectTimeout),
+			ReadHeaderTimeout:      Duration(DefaultProxyReadHeaderTimeout),
+			IdleTimeout:            Duration(DefaultProxyIdleTimeout),
 		},
 		Lease: LeaseConfig{
 			Type:        LeaseTypeStatic,

@@ -54,6 +54,12 @@ func TestDefault(t *testing.T) {
 		{"http.addr", c.HTTP.Addr, "127.0.0.1:20202"}, // loopback: nothing protects it
 		{"proxy.max-lag", c.Proxy.MaxLag, Duration(10 * time.Second)},
 		{"proxy.primary-redirect-timeout", c.Proxy.PrimaryRedirectTimeout, Duration(5 * time.Second)},
+		// LiteFS's proxy timeouts: no read or write limit, 10s for headers, 30s idle.
+		{"proxy.read-timeout", c.Proxy.ReadTimeout, Duration(0)},
+		{"proxy.read-header-timeout", c.Proxy.ReadHeaderTimeout, Duration(10 * time.Second)},
+		{"proxy.write-timeout", c.Proxy.WriteTimeout, Duration(0)},
+		{"proxy.idle-timeout", c.Proxy.IdleTimeout, Duration(30 * time.Second)},
+		{"proxy.trusted-proxies", len(c.Proxy.TrustedProxies), 0},
 		{"lease.type", c.Lease.Type, "static"},
 		{"lease.candidate", c.Lease.Candidate, true},
 		{"lease.hostname", c.Lease.Hostname, testHostname},
@@ -224,6 +230,42 @@ func TestParse(t *testing.T) {
 				}
 				if got, want := c.Lease.DemoteDelay, Duration(0); got != want {
 					t.Errorf("lease.demote-delay=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "ProxyTimeouts",
+			yaml: "proxy:\n  read-timeout: 1m\n  read-header-timeout: 2s\n  write-timeout: 0s\n  idle-timeout: 90s\n",
+			check: func(t *testing.T, c Config) {
+				for _, tt := range []struct {
+					key       string
+					got, want Duration
+				}{
+					{"proxy.read-timeout", c.Proxy.ReadTimeout, Duration(time.Minute)},
+					{"proxy.read-header-timeout", c.Proxy.ReadHeaderTimeout, Duration(2 * time.Second)},
+					{"proxy.write-timeout", c.Proxy.WriteTimeout, 0},
+					{"proxy.idle-timeout", c.Proxy.IdleTimeout, Duration(90 * time.Second)},
+				} {
+					if tt.got != tt.want {
+						t.Errorf("%s=%v, want %v", tt.key, tt.got, tt.want)
+					}
+				}
+				if len(c.Ignored) != 0 {
+					t.Errorf("Ignored=%v, want none: the proxy timeouts are pagewire's keys now", c.Ignored)
+				}
+			},
+		},
+		{
+			name: "TrustedProxies",
+			yaml: "proxy:\n  trusted-proxies:\n    - 10.0.0.0/8\n    - \"fdaa::/16\"\n    - 192.0.2.7\n    - \"::ffff:198.51.100.0/120\"\n    - 2001:db8::1\n",
+			check: func(t *testing.T, c Config) {
+				var got []string
+				for _, p := range c.Proxy.TrustedPrefixes() {
+					got = append(got, p.String())
+				}
+				want := []string{"10.0.0.0/8", "fdaa::/16", "192.0.2.7/32", "198.51.100.0/24", "2001:db8::1/128"}
+				if !reflect.DeepEqual(got, want) {
+					t.Errorf("TrustedPrefixes()=%q, want %q", got, want)
 				}
 			},
 		},
@@ -404,6 +446,14 @@ func TestParse_BadValue(t *testing.T) {
 		{"ProxyTargetWithoutAddr", "proxy:\n  target: localhost:8081\n", "proxy.target", 2, "proxy.target is set but proxy.addr is not"},
 		{"BadPassthrough", "proxy:\n  passthrough: [\"*.png\", \"\"]\n", "proxy.passthrough[1]", 2, `proxy.passthrough[1] is empty`},
 		{"ZeroMaxLag", "proxy:\n  max-lag: 0s\n", "proxy.max-lag", 2, "proxy.max-lag is 0s"},
+		{"NegativeReadTimeout", "proxy:\n  read-timeout: -1s\n", "proxy.read-timeout", 2, "proxy.read-timeout is -1s: use 0 or a positive duration"},
+		{"NegativeReadHeaderTimeout", "proxy:\n  max-lag: 5s\n  read-header-timeout: -10s\n", "proxy.read-header-timeout", 3, "proxy.read-header-timeout is -10s"},
+		{"NegativeWriteTimeout", "proxy:\n  write-timeout: -1ms\n", "proxy.write-timeout", 2, "proxy.write-timeout is -1ms"},
+		{"NegativeIdleTimeout", "proxy:\n  idle-timeout: -30s\n", "proxy.idle-timeout", 2, "proxy.idle-timeout is -30s"},
+		{"BadIdleTimeout", "proxy:\n  idle-timeout: 30\n", "proxy.idle-timeout", 2, `proxy.idle-timeout "30" is not a duration`},
+		{"BadTrustedProxy", "proxy:\n  trusted-proxies:\n    - 10.0.0.0/8\n    - 10.0.0.0/33\n", "proxy.trusted-proxies[1]", 4, `proxy.trusted-proxies[1] "10.0.0.0/33" is not a CIDR or an IP address`},
+		{"HostnameAsTrustedProxy", "proxy:\n  trusted-proxies: [lb.internal]\n", "proxy.trusted-proxies[0]", 2, `"lb.internal" is not a CIDR or an IP address`},
+		{"TrustedProxiesNotAList", "proxy:\n  trusted-proxies: 10.0.0.0/8\n", "proxy.trusted-proxies", 2, "proxy.trusted-proxies must be a list"},
 		{"BadLogFormat", "log:\n  format: xml\n", "log.format", 2, `log.format "xml" is not supported`},
 		{"EmptyExec", "exec: \"${APP}\"\n", "exec[0].cmd", 1, "exec[0].cmd is empty"},
 		{"ExecMapping", "exec:\n  cmd: myapp\n", "exec", 2, "exec must be a command string or a list"},

@@ -103,6 +103,31 @@ func (v *validator) proxy() {
 	if p.PrimaryRedirectTimeout <= 0 {
 		v.fail("proxy.primary-redirect-timeout", `proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, p.PrimaryRedirectTimeout)
 	}
+
+	// The server's timeouts: 0 is net/http's (and LiteFS's) "none", or
+	// "as another timeout" (see ProxyConfig).
+	for _, t := range []struct {
+		key     string
+		d       Duration
+		example string
+	}{
+		{"proxy.read-timeout", p.ReadTimeout, "\"1m\""},
+		{"proxy.read-header-timeout", p.ReadHeaderTimeout, "\"10s\""},
+		{"proxy.write-timeout", p.WriteTimeout, "\"1m\""},
+		{"proxy.idle-timeout", p.IdleTimeout, "\"30s\""},
+	} {
+		if t.d < 0 {
+			v.fail(t.key, "%s is %s: use 0 or a positive duration such as %s", t.key, t.d, t.example)
+		}
+	}
+
+	// Trusted proxies: CIDRs or single IPs.
+	for i, s := range p.TrustedProxies {
+		if _, err := parsePrefix(s); err != nil {
+			key := fmt.Sprintf("proxy.trusted-proxies[%d]", i)
+			v.fail(key, `%s %q is not a CIDR or an IP address: use e.g. "10.0.0.0/8", "fdaa::/16" or "192.0.2.7"`, key, s)
+		}
+	}
 }
 
 // lease checks the lease section: its type's own keys, then the shared ones.

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -191,5 +193,63 @@ func TestProxy_ReadWaitsThenTimesOut(t *testing.T) {
 	}
 	if resp, body, _ := do(t, "GET", r.ProxyURL+"/items", "", txid); resp.StatusCode != 200 || !strings.Contains(body, `"a"`) {
 		t.Fatalf("a read for the write's TXID: %d %s", resp.StatusCode, body)
+	}
+}
+
+// The primary's app sees the client that a replica's proxy saw, not what
+// the client claimed in X-Forwarded-*; a request that claims to be
+// forwarded, from an address no replica watches from, gets its claims
+// replaced. The app here echoes the headers it got.
+func TestProxy_ClientAddressThroughAReplica(t *testing.T) {
+	echo := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(map[string]string{"xff": r.Header.Get("X-Forwarded-For"),
+			"xfh": r.Header.Get("X-Forwarded-Host"), "by": r.Header.Get("Pagewire-Forwarded-By")})
+	}))
+	defer echo.Close()
+	proxyConfig := func(addr string) string {
+		return fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n", addr, echo.Listener.Addr().String())
+	}
+	pAddr, rAddr := freeAddr(t), freeAddr(t)
+	p := StartNode(t, NodeOptions{Config: proxyConfig(pAddr),
+		// Replicas reach the primary's proxy at its advertise URL's host.
+		Lease: "lease:\n  type: static\n  hostname: node1\n  advertise-url: \"{{URL}}\"\n  candidate: true\n"})
+	StartNode(t, NodeOptions{Config: proxyConfig(rAddr), ReplicaOf: p})
+	waitFor(t, 30*time.Second, "the replica to watch the primary", func() bool {
+		_, body := p.HTTPGet("/metrics")
+		return strings.Contains(body, "litefs_subscriber_count 1")
+	})
+
+	send := func(from, url string, hdr map[string]string) map[string]string {
+		t.Helper()
+		d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+		c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}, Timeout: 30 * time.Second}
+		req, _ := http.NewRequest("POST", url, strings.NewReader("{}"))
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("POST %s: %d %v", url, resp.StatusCode, err)
+		}
+		return got
+	}
+	forged := map[string]string{"X-Forwarded-For": "203.0.113.9", "X-Forwarded-Host": "bank.example"}
+
+	// Through the replica: the replica's view of the client, and its hop.
+	got := send("127.0.0.2", "http://"+rAddr+"/items", forged)
+	if got["xff"] != "127.0.0.2, 127.0.0.1" || got["xfh"] != rAddr || got["by"] == "" {
+		t.Errorf("through a replica the primary's app saw %v; want X-Forwarded-For \"127.0.0.2, 127.0.0.1\", -Host %q and the replica as forwarder", got, rAddr)
+	}
+
+	// Straight to the primary, claiming to be forwarded, from elsewhere.
+	forged["Pagewire-Forwarded-By"] = "replica-9"
+	got = send("127.0.0.3", "http://"+pAddr+"/items", forged)
+	if got["xff"] != "127.0.0.3" || got["xfh"] != pAddr || got["by"] != "" {
+		t.Errorf("a forged forward reached the primary's app as %v; want X-Forwarded-For \"127.0.0.3\", -Host %q, no forwarder", got, pAddr)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"time"
 )
 
@@ -12,6 +13,8 @@ import (
 const (
 	DefaultMaxLag                 = 10 * time.Second
 	DefaultPrimaryRedirectTimeout = 5 * time.Second
+	DefaultReadHeaderTimeout      = 10 * time.Second
+	DefaultIdleTimeout            = 30 * time.Second
 )
 
 // Config configures a Proxy. Build one with DefaultConfig and fill in Target,
@@ -42,6 +45,28 @@ type Config struct {
 	// to be known before answering a write with 503. Must be > 0;
 	// DefaultConfig sets DefaultPrimaryRedirectTimeout.
 	PrimaryRedirectTimeout time.Duration
+	// ReadTimeout, ReadHeaderTimeout, WriteTimeout and IdleTimeout are
+	// Run's server timeouts (proxy.read-timeout, ...), with net/http's
+	// meanings: 0 is no limit, except that ReadHeaderTimeout and
+	// IdleTimeout of 0 take ReadTimeout's value. Each must be >= 0;
+	// DefaultConfig sets LiteFS's: no read or write limit, 10s for a
+	// request's headers, 30s for an idle kept-alive connection. A
+	// WriteTimeout under MaxLag cuts reads that wait for __txid; an upgraded
+	// (WebSocket) connection is bound by none of them. Every node should
+	// have the same IdleTimeout: a replica keeps idle connections to the
+	// primary's proxy for less than half of its own.
+	ReadTimeout       time.Duration
+	ReadHeaderTimeout time.Duration
+	WriteTimeout      time.Duration
+	IdleTimeout       time.Duration
+	// TrustedProxies are the addresses of proxies in front of this one
+	// (proxy.trusted-proxies), such as a load balancer: the X-Forwarded-For,
+	// -Host and -Proto of a request from them are kept, and this hop is
+	// added. From any other client they are replaced with what this proxy
+	// sees: the client's address, the Host it asked for, the scheme. Another
+	// node's proxy forwarding a write to this one is trusted as well when
+	// Node is a PeerNode that knows its address. Nil: trust none.
+	TrustedProxies []netip.Prefix
 	// FlyAppName is Fly.io's FLY_APP_NAME. When set, a replica answers a
 	// write with a fly-replay header naming the primary instead of
 	// forwarding it, so that Fly's edge replays it there.
@@ -56,11 +81,14 @@ type Config struct {
 }
 
 // DefaultConfig returns a Config with LiteFS's defaults: max-lag 10s,
-// primary-redirect-timeout 5s.
+// primary-redirect-timeout 5s, read-header-timeout 10s, idle-timeout 30s,
+// no read or write timeout.
 func DefaultConfig() Config {
 	return Config{
 		MaxLag:                 DefaultMaxLag,
 		PrimaryRedirectTimeout: DefaultPrimaryRedirectTimeout,
+		ReadHeaderTimeout:      DefaultReadHeaderTimeout,
+		IdleTimeout:            DefaultIdleTimeout,
 	}
 }
 
@@ -108,8 +136,46 @@ func (c Config) Validate() error {
 	if c.PrimaryRedirectTimeout <= 0 {
 		fail(`proxy.primary-redirect-timeout is %s: use a positive duration such as "5s"`, c.PrimaryRedirectTimeout)
 	}
+	for _, t := range []struct {
+		key string
+		d   time.Duration
+	}{
+		{"proxy.read-timeout", c.ReadTimeout},
+		{"proxy.read-header-timeout", c.ReadHeaderTimeout},
+		{"proxy.write-timeout", c.WriteTimeout},
+		{"proxy.idle-timeout", c.IdleTimeout},
+	} {
+		if t.d < 0 {
+			fail(`%s is %s: use 0 or a positive duration such as "30s"`, t.key, t.d)
+		}
+	}
+	for i, p := range c.TrustedProxies {
+		if !p.IsValid() {
+			fail("proxy.trusted-proxies[%d] is not a valid prefix: use a CIDR such as \"10.0.0.0/8\"", i)
+		}
+	}
 	if c.Node == nil {
 		fail("proxy: Config.Node is nil: pass the node the proxy runs on")
 	}
 	return errors.Join(errs...)
+}
+
+// serverIdleTimeout is how long Run's server keeps an idle kept-alive
+// connection, as net/http reads the config; 0: for ever.
+func (c Config) serverIdleTimeout() time.Duration {
+	if c.IdleTimeout > 0 {
+		return c.IdleTimeout
+	}
+	return c.ReadTimeout
+}
+
+// forwardIdleTimeout is how long a replica keeps an unused connection to
+// the primary's proxy: less than half of the primary's idle timeout
+// (taken to be this node's), so that a write is not sent on a connection
+// the primary is closing (a POST is not retried on another).
+func (c Config) forwardIdleTimeout() time.Duration {
+	if idle := c.serverIdleTimeout(); idle > 0 {
+		return min(idleConnTimeout, idle/2)
+	}
+	return idleConnTimeout
 }

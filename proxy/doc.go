@@ -8,6 +8,10 @@
 // every other request to the primary's proxy (or, on Fly.io, asks Fly to
 // replay it there with fly-replay).
 //
+// The app learns the client from X-Forwarded-For, -Host and -Proto. The
+// proxy keeps those a trusted hop set (Config.TrustedProxies, or a replica's
+// proxy forwarding a write, see PeerNode) and replaces a client's own.
+//
 // It may import the root pagewire package, internal/logkey and the standard
 // library only; it learns about the node through the small Node interface it
 // declares.

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"os"
 	"slices"
@@ -43,13 +44,11 @@ const (
 	// maxIdleConnsPerHost bounds the kept-alive connections to the app and
 	// to the primary's proxy.
 	maxIdleConnsPerHost = 64
-	// idleConnTimeout is how long an unused kept-alive connection stays
-	// open. It is shorter than serverIdleTimeout, so that a replica does not
-	// send a write on a connection the primary's proxy is closing.
-	idleConnTimeout   = 60 * time.Second
-	serverIdleTimeout = 120 * time.Second
-	readHeaderTimeout = 10 * time.Second
-	dialTimeout       = 5 * time.Second
+	// idleConnTimeout is how long an unused kept-alive connection to the
+	// app stays open; to the primary's proxy, at most that (see
+	// Config.forwardIdleTimeout).
+	idleConnTimeout = 60 * time.Second
+	dialTimeout     = 5 * time.Second
 	// shutdownTimeout bounds how long Run waits for requests to finish.
 	shutdownTimeout = 5 * time.Second
 )
@@ -74,6 +73,19 @@ type Node interface {
 	Lag() time.Duration
 }
 
+// PeerNode is a Node that knows the addresses of the other nodes of its
+// cluster. A request forwarded by another node's proxy (it carries
+// ForwardedByHeader) from such an address keeps its X-Forwarded-* headers,
+// which that proxy set: the primary's app sees the client a replica saw.
+// Without it, only Config.TrustedProxies are trusted.
+type PeerNode interface {
+	Node
+	// IsPeer reports whether addr is the address of another node of the
+	// cluster now (on the primary: of a replica that follows it). It is
+	// called concurrently, on forwarded requests.
+	IsPeer(addr netip.Addr) bool
+}
+
 // Proxy is the HTTP proxy in front of the app. Build it with New; serve it
 // with Run, or mount it as an http.Handler.
 type Proxy struct {
@@ -81,7 +93,8 @@ type Proxy struct {
 	log           *slog.Logger
 	errorLog      *log.Logger // for net/http's own messages
 	node          Node
-	hop           string // this node, in ForwardedByHeader
+	peers         PeerNode // node, if it is one; else nil
+	hop           string   // this node, in ForwardedByHeader
 	passthrough   patterns
 	alwaysForward patterns
 
@@ -130,9 +143,10 @@ func New(cfg Config) (*Proxy, error) {
 		hop:              hop,
 		passthrough:      compilePatterns(cfg.Passthrough),
 		alwaysForward:    compilePatterns(cfg.AlwaysForward),
-		appTransport:     newTransport(),
-		primaryTransport: newTransport(),
+		appTransport:     newTransport(idleConnTimeout),
+		primaryTransport: newTransport(cfg.forwardIdleTimeout()),
 	}
+	p.peers, _ = cfg.Node.(PeerNode)
 	appURL := &url.URL{Scheme: "http", Host: cfg.Target}
 	p.app = p.newReverseProxy(appURL, p.appTransport, p.appError)
 	p.appWrite = p.newReverseProxy(appURL, p.appTransport, p.appError)
@@ -141,8 +155,9 @@ func New(cfg Config) (*Proxy, error) {
 }
 
 // newTransport returns a transport with room for many kept-alive
-// connections to one host: the app or the primary's proxy.
-func newTransport() *http.Transport {
+// connections to one host, the app or the primary's proxy, each kept for
+// idle while unused.
+func newTransport(idle time.Duration) *http.Transport {
 	return &http.Transport{
 		// No Proxy func: the app is local and the primary is on the
 		// cluster's network; an HTTP_PROXY meant for the internet must not
@@ -150,33 +165,45 @@ func newTransport() *http.Transport {
 		DialContext:           (&net.Dialer{Timeout: dialTimeout, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:          4 * maxIdleConnsPerHost,
 		MaxIdleConnsPerHost:   maxIdleConnsPerHost,
-		IdleConnTimeout:       idleConnTimeout,
+		IdleConnTimeout:       idle,
 		ExpectContinueTimeout: time.Second,
 	}
 }
 
 func (p *Proxy) newReverseProxy(target *url.URL, t http.RoundTripper, onError func(http.ResponseWriter, *http.Request, error)) *httputil.ReverseProxy {
 	return &httputil.ReverseProxy{
-		Rewrite:      func(pr *httputil.ProxyRequest) { rewrite(pr, target) },
+		Rewrite:      func(pr *httputil.ProxyRequest) { p.rewrite(pr, target) },
 		Transport:    t,
 		ErrorLog:     p.errorLog,
 		ErrorHandler: onError,
 	}
 }
 
-// forwardedHeaders are the X-Forwarded-* headers that earlier proxies set
-// and rewrite keeps.
+// forwardedHeaders are the X-Forwarded-* headers that a trusted earlier
+// proxy sets and rewrite keeps.
 var forwardedHeaders = []string{"X-Forwarded-Host", "X-Forwarded-Proto"}
 
-// rewrite points the outgoing request at target.
-func rewrite(pr *httputil.ProxyRequest, target *url.URL) {
+// rewrite points the outgoing request at target and says who the client
+// is: what a trusted earlier hop said (Fly's edge, a load balancer in
+// proxy.trusted-proxies, a replica's proxy), or what this proxy sees.
+func (p *Proxy) rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 	pr.SetURL(target)
 	// Keep the Host the client asked for, as NewSingleHostReverseProxy
 	// does: apps build their links from it.
 	pr.Out.Host = pr.In.Host
-	// ReverseProxy drops X-Forwarded-* before Rewrite. Keep what earlier
-	// proxies (Fly's edge, a replica's proxy) said about the client, as a
-	// Director-based ReverseProxy does, and add this hop.
+
+	// ReverseProxy drops Forwarded and X-Forwarded-* before Rewrite. From
+	// an untrusted client they stay dropped, and so does a forged
+	// ForwardedByHeader: SetXForwarded says what this proxy sees.
+	trusted := p.trustedHop(pr.In)
+	if !trusted {
+		pr.Out.Header.Del(ForwardedByHeader)
+		pr.SetXForwarded()
+		return
+	}
+
+	// From a trusted hop they are kept, as a Director-based ReverseProxy
+	// keeps them, and this hop is added.
 	if xff := pr.In.Header["X-Forwarded-For"]; len(xff) > 0 {
 		pr.Out.Header["X-Forwarded-For"] = slices.Clone(xff)
 	}
@@ -186,6 +213,23 @@ func rewrite(pr *httputil.ProxyRequest, target *url.URL) {
 			pr.Out.Header.Set(h, v)
 		}
 	}
+}
+
+// trustedHop reports whether r comes from a hop whose X-Forwarded-*
+// headers the proxy keeps: an address in TrustedProxies, or another node
+// of the cluster forwarding a write (see PeerNode).
+func (p *Proxy) trustedHop(r *http.Request) bool {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return false // not a TCP peer (a test's, or a unix socket's): trust nothing
+	}
+	addr := ap.Addr().Unmap().WithZone("")
+	for _, pfx := range p.cfg.TrustedProxies {
+		if pfx.Contains(addr) {
+			return true
+		}
+	}
+	return p.peers != nil && r.Header.Get(ForwardedByHeader) != "" && p.peers.IsPeer(addr)
 }
 
 // ServeHTTP routes one request as DESIGN §6 says: to the local app, to the
@@ -391,7 +435,7 @@ func (p *Proxy) routeTo(hostname, rawURL string) (*primaryRoute, error) {
 	r := &primaryRoute{hostname: hostname, url: rawURL}
 	r.rp = &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
-			rewrite(pr, u)
+			p.rewrite(pr, u)
 			pr.Out.Header.Set(ForwardedByHeader, p.hop)
 		},
 		Transport: p.primaryTransport,

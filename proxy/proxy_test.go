@@ -12,7 +12,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -34,9 +36,10 @@ type fakeNode struct {
 	changed     chan struct{} // closed and replaced when txid changes
 	waits       int           // WaitTXID calls so far
 	primaryAsks int           // Primary calls so far
+	peers       []netip.Addr  // what IsPeer reports true for
 }
 
-var _ proxy.Node = (*fakeNode)(nil)
+var _ proxy.PeerNode = (*fakeNode)(nil)
 
 func newFakeNode() *fakeNode { return &fakeNode{changed: make(chan struct{})} }
 
@@ -88,6 +91,12 @@ func (n *fakeNode) Lag() time.Duration {
 	return n.lag
 }
 
+func (n *fakeNode) IsPeer(addr netip.Addr) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Contains(n.peers, addr)
+}
+
 func (n *fakeNode) setTXID(txid pagewire.TXID) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -120,6 +129,8 @@ type seen struct {
 	ForwardedBy string
 	XFF         string
 	XFHost      string
+	XFProto     string
+	Forwarded   string
 }
 
 // newApp starts a test app named name: it answers with what it saw as JSON
@@ -140,6 +151,7 @@ func newApp(t testing.TB, name string) *httptest.Server {
 			App: name, Method: r.Method, Path: r.URL.Path, Query: r.URL.RawQuery, Body: string(body),
 			Host: r.Host, Custom: r.Header.Get("X-Custom"), ForwardedBy: r.Header.Get(proxy.ForwardedByHeader),
 			XFF: r.Header.Get("X-Forwarded-For"), XFHost: r.Header.Get("X-Forwarded-Host"),
+			XFProto: r.Header.Get("X-Forwarded-Proto"), Forwarded: r.Header.Get("Forwarded"),
 		})
 	})
 	s := httptest.NewServer(mux)
@@ -220,6 +232,8 @@ func newCluster(t testing.TB, cfg func(*proxy.Config)) *cluster {
 		replicaNode: newFakeNode(),
 	}
 	c.primaryNode.primary = true
+	// The replica's proxy forwards from the loopback address.
+	c.primaryNode.peers = []netip.Addr{netip.MustParseAddr("127.0.0.1")}
 	pcfg := testConfig(c.primaryApp.Listener.Addr().String(), c.primaryNode)
 	pcfg.AlwaysForward = []string{"/admin/*", "/fwd/*"}
 	_, c.primary = newProxy(t, pcfg)
@@ -786,6 +800,11 @@ func TestConfig_Validate(t *testing.T) {
 		{"zero max-lag", func(c *proxy.Config) { c.MaxLag = 0 }, "proxy.max-lag is 0s"},
 		{"zero redirect timeout", func(c *proxy.Config) { c.PrimaryRedirectTimeout = 0 }, "proxy.primary-redirect-timeout is 0s"},
 		{"no node", func(c *proxy.Config) { c.Node = nil }, "Node"},
+		{"negative read-timeout", func(c *proxy.Config) { c.ReadTimeout = -time.Second }, "proxy.read-timeout is -1s"},
+		{"negative read-header-timeout", func(c *proxy.Config) { c.ReadHeaderTimeout = -time.Second }, "proxy.read-header-timeout is -1s"},
+		{"negative write-timeout", func(c *proxy.Config) { c.WriteTimeout = -time.Second }, "proxy.write-timeout is -1s"},
+		{"negative idle-timeout", func(c *proxy.Config) { c.IdleTimeout = -time.Second }, "proxy.idle-timeout is -1s"},
+		{"zero trusted proxy", func(c *proxy.Config) { c.TrustedProxies = []netip.Prefix{{}} }, "proxy.trusted-proxies[0]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -64,10 +64,16 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 			defer handlers.Done()
 			p.ServeHTTP(w, r)
 		}),
-		BaseContext:       func(net.Listener) context.Context { return base },
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       serverIdleTimeout,
+		BaseContext: func(net.Listener) context.Context { return base },
+		// proxy.*-timeout; net/http clears them on an upgraded connection.
+		ReadTimeout:       p.cfg.ReadTimeout,
+		ReadHeaderTimeout: p.cfg.ReadHeaderTimeout,
+		WriteTimeout:      p.cfg.WriteTimeout,
+		IdleTimeout:       p.cfg.IdleTimeout,
 		ErrorLog:          p.errorLog,
+	}
+	if p.cfg.ReadHeaderTimeout <= 0 && p.cfg.ReadTimeout <= 0 {
+		p.log.Warn("proxy.read-header-timeout and proxy.read-timeout are 0: a client may hold a connection open by sending its request slowly; set proxy.read-header-timeout, e.g. to \"10s\"")
 	}
 	p.log.Info("proxy listening", logkey.Addr, ln.Addr().String(), logKeyTarget, p.cfg.Target, logkey.DB, p.cfg.DB)
 

@@ -10,7 +10,9 @@
 //     engine.Feed; halt_rpc.go: the halt locks' RPCs, and haltPrimary, the
 //     engine.HaltPrimary a replica reaches its primary through.
 //   - metrics.go: the LiteFS metric names, read from the engine at scrape
-//     time; portsplit.go: gRPC and HTTP/1 on one port.
+//     time; portsplit.go: gRPC and HTTP/1 on one port; limits.go: what a
+//     client of that port can hold (connections, timeouts, keepalive,
+//     streams).
 //
 // Messages are converted and errors mapped to gRPC statuses by
 // internal/wire, which the Go client shares. It may import the engine, the

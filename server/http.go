@@ -74,6 +74,8 @@ func (s *Server) dbToJSON(di engine.DatabaseInfo) dbJSON {
 	return j
 }
 
+// apiMux routes the HTTP API. Its handlers answer within
+// Limits.WriteTimeout, or move their deadline with extendWrite.
 func (s *Server) apiMux() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /api/v1/dbs", s.listDatabases)
@@ -123,6 +125,8 @@ func (s *Server) getDatabase(w http.ResponseWriter, r *http.Request) {
 
 // verifyDatabase checks a database against its recorded position (read-only).
 func (s *Server) verifyDatabase(w http.ResponseWriter, r *http.Request) {
+	// Reading a large database takes as long as it takes; the answer is small.
+	extendWrite(w, 0)
 	resp, err := s.admin.VerifyDatabase(r.Context(), &adminv1.VerifyDatabaseRequest{Name: r.PathValue("name")})
 	if err != nil {
 		writeError(w, err)
@@ -177,7 +181,13 @@ func (s *Server) acquireHalt(w http.ResponseWriter, r *http.Request) {
 		f.set(durationpb.New(d))
 	}
 
-	// Take the lock.
+	// Take the lock, waiting for it up to wait (engine.HaltDurations
+	// bounds it).
+	wait := req.GetWait().AsDuration()
+	if wait <= 0 {
+		wait = engine.DefaultHaltWait
+	}
+	extendWrite(w, wait+haltRPCSlack+s.cfg.Limits.WriteTimeout)
 	resp, err := s.admin.AcquireHalt(r.Context(), req)
 	if err != nil {
 		writeError(w, err)

@@ -12,6 +12,8 @@ import (
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // The port is split per connection, so that gRPC runs on grpc-go's own
@@ -25,23 +27,40 @@ import (
 //     gRPC (gRPC clients open connections ahead of their first call).
 //
 // Bytes read to decide are replayed to the server that gets the connection.
-const (
-	splitPrefaceWait = 10 * time.Second
-	splitIdleWait    = time.Second
-)
+// Deciding is bounded: a connection that has not sent its first byte, or
+// the whole HTTP/2 preface, within the handshake timeout is closed, and so
+// is one that sends more than maxSniffBytes of HTTP/2 frames, or a frame
+// over HTTP/2's default maximum size, before its first request's headers end.
+const splitIdleWait = time.Second
+
+// maxSniffBytes bounds what the splitter reads of an HTTP/2 connection,
+// preface included, to find its first request's headers: a first request
+// with bigger headers is refused. It is what the splitter holds in memory
+// per connection.
+const maxSniffBytes = 64 << 10
+
+// maxSniffFrame is the largest frame a client may send before it knows
+// the server's SETTINGS_MAX_FRAME_SIZE, HTTP/2's initial 16 KiB; the
+// splitter's SETTINGS frame does not raise it.
+const maxSniffFrame = 16 << 10
+
+// errSniffTooBig is returned by classify for a connection that sent more
+// than maxSniffBytes without a whole request header.
+var errSniffTooBig = errors.New("the first HTTP/2 request's headers are not within the first 64 KiB")
 
 // portSplitter accepts connections on one listener and hands each to the
 // gRPC or the HTTP listener.
 type portSplitter struct {
-	ln   net.Listener
-	grpc *connQueue
-	http *connQueue
-	log  *slog.Logger
-	wg   sync.WaitGroup
+	ln        net.Listener
+	handshake time.Duration // how long a connection may take to show what it is
+	grpc      *connQueue
+	http      *connQueue
+	log       *slog.Logger
+	wg        sync.WaitGroup
 }
 
-func newPortSplitter(ln net.Listener, log *slog.Logger) *portSplitter {
-	return &portSplitter{ln: ln, grpc: newConnQueue(ln.Addr()), http: newConnQueue(ln.Addr()), log: log}
+func newPortSplitter(ln net.Listener, handshake time.Duration, log *slog.Logger) *portSplitter {
+	return &portSplitter{ln: ln, handshake: handshake, grpc: newConnQueue(ln.Addr()), http: newConnQueue(ln.Addr()), log: log}
 }
 
 // run accepts until the listener is closed, then closes both queues (a
@@ -82,8 +101,9 @@ func (p *portSplitter) run() error {
 // route reads as much of c as it takes to decide, then queues it.
 func (p *portSplitter) route(c net.Conn) {
 	rec := &recordingConn{Conn: c}
-	isGRPC, err := classify(rec)
+	isGRPC, err := classify(rec, p.handshake)
 	if err != nil {
+		p.log.Debug("closing a connection that did not show what it is", logkey.Addr, c.RemoteAddr().String(), logkey.Error, err)
 		_ = c.Close()
 		return
 	}
@@ -101,10 +121,11 @@ func (p *portSplitter) route(c net.Conn) {
 	}
 }
 
-// classify reports whether the connection is gRPC.
-func classify(rec *recordingConn) (bool, error) {
+// classify reports whether the connection is gRPC, waiting at most
+// handshake for the first bytes and the HTTP/2 preface.
+func classify(rec *recordingConn, handshake time.Duration) (bool, error) {
 	preface := []byte(http2.ClientPreface)
-	_ = rec.SetReadDeadline(time.Now().Add(splitPrefaceWait))
+	_ = rec.SetReadDeadline(time.Now().Add(handshake))
 	buf := make([]byte, len(preface))
 	for n := 0; n < len(preface); {
 		m, err := rec.Read(buf[n:])
@@ -121,16 +142,18 @@ func classify(rec *recordingConn) (bool, error) {
 	// request: send an empty one now. The client acknowledges it; gRPC's
 	// server ignores the extra ACK, net/http's would not (see
 	// settingsAckFilter).
-	_ = rec.SetWriteDeadline(time.Now().Add(splitPrefaceWait))
+	_ = rec.SetWriteDeadline(time.Now().Add(handshake))
 	if err := http2.NewFramer(rec, nil).WriteSettings(); err != nil {
 		return false, err
 	}
 	_ = rec.SetWriteDeadline(time.Time{})
 	rec.sentSettings = true
 
-	// Then the first request's headers tell gRPC from other HTTP/2.
+	// Then the first request's headers tell gRPC from other HTTP/2. What
+	// comes before them is bounded in time, frame size and bytes.
 	_ = rec.SetReadDeadline(time.Now().Add(splitIdleWait))
-	fr := http2.NewFramer(io.Discard, rec)
+	fr := http2.NewFramer(io.Discard, &limitedReader{r: rec, left: maxSniffBytes - len(preface)})
+	fr.SetMaxReadFrameSize(maxSniffFrame)
 	var block []byte
 	for {
 		f, err := fr.ReadFrame()
@@ -171,6 +194,22 @@ func isGRPCHeaders(block []byte) bool {
 		return false
 	}
 	return grpc
+}
+
+// limitedReader reads from r until left bytes have been read, then fails
+// with errSniffTooBig.
+type limitedReader struct {
+	r    io.Reader
+	left int
+}
+
+func (l *limitedReader) Read(b []byte) (int, error) {
+	if l.left <= 0 {
+		return 0, errSniffTooBig
+	}
+	n, err := l.r.Read(b[:min(len(b), l.left)])
+	l.left -= n
+	return n, err
 }
 
 // recordingConn records what is read until replay, then serves those bytes

@@ -2,9 +2,11 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -48,5 +50,52 @@ func TestSettingsAckFilter_DropsOnlyTheFirstAck(t *testing.T) {
 	}
 	if !bytes.Equal(got, want.Bytes()) {
 		t.Fatalf("filtered stream:\n%x\nwant\n%x", got, want.Bytes())
+	}
+}
+
+// A client that sends HTTP/2 frames without end, before its first request's
+// headers end, is refused once it has sent maxSniffBytes: the splitter
+// holds no more than that.
+func TestClassify_BoundsWhatItHolds(t *testing.T) {
+	frames := func(write func(*http2.Framer)) []byte {
+		var b bytes.Buffer
+		fr := http2.NewFramer(&b, nil)
+		for range 64 {
+			write(fr)
+		}
+		return b.Bytes()
+	}
+	for _, tt := range []struct {
+		name        string
+		first, more []byte
+	}{
+		{"PINGs", nil, frames(func(fr *http2.Framer) { _ = fr.WritePing(false, [8]byte{1}) })},
+		{"a header block without end", frames(func(fr *http2.Framer) {
+			_ = fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: bytes.Repeat([]byte{0x40}, 100)})
+		})[:109], frames(func(fr *http2.Framer) { _ = fr.WriteContinuation(1, false, bytes.Repeat([]byte{0x40}, 1000)) })},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, cli := net.Pipe()
+			defer srv.Close()
+			defer cli.Close()
+			go func() { _, _ = io.Copy(io.Discard, cli) }() // the splitter's SETTINGS
+			go func() {
+				msg := append([]byte(http2.ClientPreface), tt.first...)
+				for {
+					if _, err := cli.Write(msg); err != nil {
+						return
+					}
+					msg = tt.more
+				}
+			}()
+			rec := &recordingConn{Conn: srv}
+			_, err := classify(rec, 10*time.Second)
+			if !errors.Is(err, errSniffTooBig) {
+				t.Fatalf("classify = %v, want errSniffTooBig", err)
+			}
+			if got := rec.rec.Len(); got > maxSniffBytes {
+				t.Fatalf("the splitter holds %d bytes, over %d", got, maxSniffBytes)
+			}
+		})
 	}
 }

@@ -26,6 +26,14 @@ import (
 // address and a function that stops it.
 func startTCPServer(t *testing.T) (addr string, stop func()) {
 	t.Helper()
+	addr, _, stop = startTCPServerWith(t, nil)
+	return addr, stop
+}
+
+// startTCPServerWith is startTCPServer with the config changed by edit
+// first; it returns the server too.
+func startTCPServerWith(t *testing.T, edit func(*server.Config)) (addr string, srv *server.Server, stop func()) {
+	t.Helper()
 	store, err := engine.OpenStore(storeConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -36,7 +44,10 @@ func startTCPServer(t *testing.T) (addr string, stop func()) {
 	}
 	cfg := server.DefaultConfig()
 	cfg.Store, cfg.Listener, cfg.Node = store, ln, server.NodeInfo{Hostname: "node1", AdvertiseURL: "http://" + ln.Addr().String()}
-	srv, err := server.New(cfg)
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err = server.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +68,7 @@ func startTCPServer(t *testing.T) (addr string, stop func()) {
 		store.Close()
 	}
 	t.Cleanup(func() { stop() })
-	return ln.Addr().String(), stop
+	return ln.Addr().String(), srv, stop
 }
 
 func grpcHealth(t *testing.T, conn *grpc.ClientConn) {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -57,7 +59,11 @@ func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesReq
 
 	// The replica counts as a subscriber while it watches.
 	log := r.log.With("replica", req.GetHostname())
-	defer r.subs.watch(req.GetHostname())()
+	var addr netip.Addr
+	if p, ok := peer.FromContext(ctx); ok {
+		addr = ipOf(p.Addr)
+	}
+	defer r.subs.watch(req.GetHostname(), addr)()
 	log.Info("replica watching databases")
 	defer log.Info("replica stopped watching databases")
 

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
@@ -96,6 +97,9 @@ type Config struct {
 	// another host. It needs Auth tokens: the block protocol can rewrite
 	// or delete any database.
 	ServeStorage bool
+	// Limits bound what the network's clients can hold on Listener;
+	// DefaultConfig sets DefaultLimits.
+	Limits Limits
 }
 
 // FollowStatus is a replica's view of one database on the primary.
@@ -106,7 +110,7 @@ type FollowStatus struct {
 
 // DefaultConfig returns a Config with every optional value set.
 func DefaultConfig() Config {
-	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second, PruneInterval: 5 * time.Second}
+	return Config{ShutdownTimeout: 5 * time.Second, Heartbeat: time.Second, PruneInterval: 5 * time.Second, Limits: DefaultLimits()}
 }
 
 // Validate reports the first missing or bad value.
@@ -130,7 +134,7 @@ func (c Config) Validate() error {
 			return errors.New("server: an Auth token is empty")
 		}
 	}
-	return nil
+	return c.Limits.validate()
 }
 
 // Server is a node's gRPC and HTTP front: StorageService and AdminService,
@@ -145,6 +149,8 @@ type Server struct {
 	http   *http.Server
 	// storage serves StorageService on cfg.StorageSocket; nil without one.
 	storage *grpc.Server
+	// conns is cfg.Listener within cfg.Limits; nil without a listener.
+	conns *connLimiter
 	// stopping is closed when Run begins to stop: long streams end.
 	stopping chan struct{}
 	halts    *engine.Halts
@@ -179,14 +185,18 @@ func New(cfg Config) (*Server, error) {
 	// Metrics, then the gRPC server and the in-process channel.
 	grpcMetrics := grpcprom.NewServerMetrics()
 	cfg.Registry.MustRegister(grpcMetrics, s.auth.failures, newStoreCollector(cfg.Store, s.halts, s.subs, cfg.Following))
-	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, s.auth, cfg.StorageSocket != "")
+	s.gs, s.inproc, s.storage = newGRPC(log, grpcMetrics, s.auth, cfg.StorageSocket != "", cfg.Limits.grpcOptions()...)
 
 	// The services, on both.
 	s.registerServices()
 	grpcMetrics.InitializeMetrics(s.gs)
 
-	// The HTTP API, on the same port.
-	s.http = &http.Server{Handler: s.handler(), ReadHeaderTimeout: 10 * time.Second}
+	// The HTTP API, on the same port, whose connections are limited.
+	s.http = &http.Server{Handler: s.handler()}
+	cfg.Limits.apply(s.http)
+	if cfg.Listener != nil {
+		s.conns = newConnLimiter(cfg.Listener, cfg.Limits, log, cfg.Registry)
+	}
 	s.http.Protocols = new(http.Protocols)
 	s.http.Protocols.SetHTTP1(true)
 	s.http.Protocols.SetUnencryptedHTTP2(true) // h2c: gRPC clients speak it with prior knowledge
@@ -194,8 +204,9 @@ func New(cfg Config) (*Server, error) {
 }
 
 // newGRPC builds the gRPC server for the network, with metrics, auth, logs
-// and panic recovery on every call; the in-process channel the mount
-// calls; and, if storageSocket, the server for the storage socket.
+// and panic recovery on every call and netOpts (Limits); the in-process
+// channel the mount calls; and, if storageSocket, the server for the
+// storage socket.
 //
 // Calls refused for their token are counted but not logged: a flood of
 // them must not flood the log.
@@ -204,7 +215,7 @@ func New(cfg Config) (*Server, error) {
 // interceptor: they are every page read and write, and errors reach the
 // mount, which logs them. They are counted like network calls, so a bench
 // can count calls per transaction.
-func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authenticator, storageSocket bool) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
+func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authenticator, storageSocket bool, netOpts ...grpc.ServerOption) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
 	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
 		log.Error("panic in gRPC handler", "panic", p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
@@ -220,7 +231,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authen
 			return logging.DefaultServerCodeToLevel(c)
 		}),
 	}
-	gs = pooledServer(
+	gs = pooledServer(append(netOpts,
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			auth.unary,
@@ -233,7 +244,7 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authen
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
-	)
+	)...)
 
 	// The mount's: metrics and recovery only.
 	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
@@ -310,6 +321,13 @@ func (s *Server) followRole(ctx context.Context) {
 	}
 }
 
+// IsReplica reports whether a replica follows this node from addr now: it
+// has a WatchDatabases stream open from that address. The proxy trusts the
+// X-Forwarded-* headers of writes forwarded from there.
+func (s *Server) IsReplica(addr netip.Addr) bool {
+	return s.subs.watchedFrom(addr.Unmap().WithZone(""))
+}
+
 // Conn is an in-process connection to this server's services.
 func (s *Server) Conn() grpc.ClientConnInterface { return s.inproc }
 
@@ -334,6 +352,12 @@ func (s *Server) handler() http.Handler {
 	api := s.auth.http(s.apiMux())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+			// A gRPC call on a connection the splitter gave to HTTP (its
+			// first request was not gRPC) may be a long stream: the API's
+			// read and write timeouts are not for it.
+			rc := http.NewResponseController(w)
+			_ = rc.SetReadDeadline(time.Time{})
+			_ = rc.SetWriteDeadline(time.Time{})
 			s.gs.ServeHTTP(w, r)
 			return
 		}
@@ -389,13 +413,13 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 
 	// gRPC and HTTP on one port, until one fails or ctx is done.
-	ln := s.cfg.Listener
+	var ln net.Listener = s.conns
 	if s.cfg.TLS != nil {
 		// Each connection's handshake runs in the splitter's first read
-		// of it, under its deadline.
+		// of it, under its deadline; the limits count TCP connections.
 		ln = tls.NewListener(ln, s.cfg.TLS)
 	}
-	split := newPortSplitter(ln, s.log)
+	split := newPortSplitter(ln, s.cfg.Limits.HandshakeTimeout, s.log)
 	errc := make(chan error, 3)
 	go func() { errc <- split.run() }()
 	go func() { errc <- s.gs.Serve(split.grpc) }()

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"net/netip"
 	"sort"
 	"sync"
 	"time"
@@ -13,6 +14,7 @@ import (
 type subscribers struct {
 	mu       sync.Mutex
 	watchers map[string]int                  // hostname → open WatchDatabases streams
+	addrs    map[netip.Addr]int              // the watchers' addresses → their streams
 	streams  map[string]map[string]*subState // db → hostname → its stream
 }
 
@@ -31,13 +33,17 @@ type ReplicaInfo struct {
 }
 
 func newSubscribers() *subscribers {
-	return &subscribers{watchers: map[string]int{}, streams: map[string]map[string]*subState{}}
+	return &subscribers{watchers: map[string]int{}, addrs: map[netip.Addr]int{}, streams: map[string]map[string]*subState{}}
 }
 
-// watch counts a WatchDatabases stream until the returned func is called.
-func (s *subscribers) watch(hostname string) (done func()) {
+// watch counts a WatchDatabases stream from addr (the zero Addr for one
+// that did not come over TCP) until the returned func is called.
+func (s *subscribers) watch(hostname string, addr netip.Addr) (done func()) {
 	s.mu.Lock()
 	s.watchers[hostname]++
+	if addr.IsValid() {
+		s.addrs[addr]++
+	}
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
@@ -45,7 +51,19 @@ func (s *subscribers) watch(hostname string) (done func()) {
 		if s.watchers[hostname]--; s.watchers[hostname] <= 0 {
 			delete(s.watchers, hostname)
 		}
+		if addr.IsValid() {
+			if s.addrs[addr]--; s.addrs[addr] <= 0 {
+				delete(s.addrs, addr)
+			}
+		}
 	}
+}
+
+// watchedFrom reports whether a replica watches the primary from addr.
+func (s *subscribers) watchedFrom(addr netip.Addr) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addrs[addr] > 0
 }
 
 // count is how many replicas watch the primary.

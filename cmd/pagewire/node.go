@@ -71,6 +71,8 @@ type node struct {
 	srv *server.Server
 	mnt *fusemount.Mount
 
+	prxNode *proxyNode // the node as prx sees it; set by newProxy
+
 	// Set by run.
 	g      *errgroup.Group
 	stop   context.CancelFunc // stops the node
@@ -244,11 +246,12 @@ func (n *node) newProxy() error {
 	if n.cfg.Proxy.Addr == "" {
 		return nil
 	}
-	prx, err := newProxy(n.cfg, n.info.Hostname, &proxyNode{store: n.store, current: &n.current, dial: n.dial}, n.log)
+	pn := &proxyNode{store: n.store, current: &n.current, dial: n.dial}
+	prx, err := newProxy(n.cfg, n.info.Hostname, pn, n.log)
 	if err != nil {
 		return fmt.Errorf("start the proxy: %w", err)
 	}
-	n.prx = prx
+	n.prx, n.prxNode = prx, pn
 	return nil
 }
 
@@ -277,6 +280,9 @@ func (n *node) newServer() error {
 		return fmt.Errorf("start the storage server: %w", err)
 	}
 	n.srv = srv
+	if n.prxNode != nil {
+		n.prxNode.replicas = srv.IsReplica // where replicas forward writes from
+	}
 	return nil
 }
 

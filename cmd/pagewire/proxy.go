@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"sync"
@@ -24,12 +25,15 @@ type proxyNode struct {
 	store   *engine.Store
 	current *atomic.Pointer[follower] // the replica's newest follower
 	dial    dialFunc
+	// replicas is the server's IsReplica; set by newServer, before the
+	// proxy runs.
+	replicas func(netip.Addr) bool
 
 	mu     sync.Mutex
 	routes map[string]string // a primary's advertise URL → its proxy URL
 }
 
-var _ proxy.Node = (*proxyNode)(nil)
+var _ proxy.PeerNode = (*proxyNode)(nil)
 
 func (n *proxyNode) IsPrimary() bool {
 	role, _ := n.store.Role()
@@ -83,6 +87,12 @@ func (n *proxyNode) WaitTXID(ctx context.Context, db string, txid pagewire.TXID)
 	return err
 }
 
+// IsPeer reports whether a replica follows this node from addr: its
+// proxy's forwarded writes keep the client's X-Forwarded-* headers.
+func (n *proxyNode) IsPeer(addr netip.Addr) bool {
+	return n.replicas != nil && n.replicas(addr)
+}
+
 func (n *proxyNode) Lag() time.Duration {
 	if n.IsPrimary() {
 		return 0
@@ -120,6 +130,9 @@ func newProxy(cfg config.Config, hostname string, node *proxyNode, log *slog.Log
 	pcfg.Addr, pcfg.Target, pcfg.DB = cfg.Proxy.Addr, cfg.Proxy.Target, cfg.Proxy.DB
 	pcfg.Passthrough, pcfg.AlwaysForward = cfg.Proxy.Passthrough, cfg.Proxy.AlwaysForward
 	pcfg.MaxLag, pcfg.PrimaryRedirectTimeout = time.Duration(cfg.Proxy.MaxLag), time.Duration(cfg.Proxy.PrimaryRedirectTimeout)
+	pcfg.ReadTimeout, pcfg.ReadHeaderTimeout = time.Duration(cfg.Proxy.ReadTimeout), time.Duration(cfg.Proxy.ReadHeaderTimeout)
+	pcfg.WriteTimeout, pcfg.IdleTimeout = time.Duration(cfg.Proxy.WriteTimeout), time.Duration(cfg.Proxy.IdleTimeout)
+	pcfg.TrustedProxies = cfg.Proxy.TrustedPrefixes()
 	pcfg.FlyAppName, pcfg.Hostname = os.Getenv("FLY_APP_NAME"), hostname
 	pcfg.Node, pcfg.Logger = node, log
 	return proxy.New(pcfg)

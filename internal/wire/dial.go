@@ -24,6 +24,10 @@ var (
 	codec   = bufpool.NewCodec(bufPool)
 )
 
+// KeepaliveTime is how often a connection from Dial pings the node, with
+// or without a call open; the node's server allows pings this often.
+const KeepaliveTime = 10 * time.Second
+
 // Credentials are what a caller shows a node: a bearer token, and for
 // https:// URLs the TLS configuration. The zero value sends no token and
 // trusts the system's roots.
@@ -36,10 +40,6 @@ type Credentials struct {
 	// certificate.
 	TLS func() *tls.Config
 }
-
-// ClientKeepalive is how often a connection pings an idle peer: a dead
-// peer is noticed within Time+Timeout. Servers permit pings this often.
-var ClientKeepalive = keepalive.ClientParameters{Time: 10 * time.Second, Timeout: 5 * time.Second, PermitWithoutStream: true}
 
 // Dial connects to the node whose URL is rawURL ("http://host:port" in
 // plaintext, "https://host:port" with TLS; IPv6 literals in brackets),
@@ -56,7 +56,7 @@ func Dial(rawURL string, creds Credentials) (*grpc.ClientConn, error) {
 	}
 	opts := []grpc.DialOption{
 		grpc.WithTransportCredentials(transport),
-		grpc.WithKeepaliveParams(ClientKeepalive),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: KeepaliveTime, Timeout: 5 * time.Second, PermitWithoutStream: true}),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(codec)),
 		grpc.WithInitialWindowSize(16 << 20),
 		grpc.WithInitialConnWindowSize(64 << 20),
