@@ -69,13 +69,7 @@ func (l *liveDB) commit(n uint32, fills map[uint32]byte) {
 			changed[pgno] = page
 		}
 	}
-	pgnos := slices.Sorted(func(yield func(uint32) bool) {
-		for pgno := range changed {
-			if !yield(pgno) {
-				return
-			}
-		}
-	})
+	pgnos := slices.Sorted(maps.Keys(changed))
 	for i, pgno := range pgnos {
 		var commit uint32
 		if i == len(pgnos)-1 {
