@@ -71,6 +71,9 @@ var (
 	// ErrNotHolder is a halt lock released or used by a client that does
 	// not hold it.
 	ErrNotHolder = errors.New("the halt lock is held by another client")
+	// ErrTooMany: the node already runs as many operations of the kind
+	// as it allows at once (exports, say); try again when one has ended.
+	ErrTooMany = errors.New("too many at once")
 )
 
 // ReadOnlyError is a write refused because another node is the primary.
@@ -189,6 +192,7 @@ const (
 	ReasonCorrupt         = "CORRUPT"
 	ReasonInvalidArgument = "INVALID_ARGUMENT"
 	ReasonNotHolder       = "NOT_HOLDER"
+	ReasonTooMany         = "TOO_MANY"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of pagewire's errors.
@@ -207,6 +211,7 @@ var reasons = []struct {
 	{ReasonCorrupt, ErrCorrupt},
 	{ReasonInvalidArgument, ErrInvalidArgument},
 	{ReasonNotHolder, ErrNotHolder},
+	{ReasonTooMany, ErrTooMany},
 }
 
 // ReasonOf is the wire reason of err, or "" if err is none of the sentinels.

@@ -63,10 +63,10 @@ func runBench(t testing.TB, bin string, args ...string) (string, report) {
 // TestBench_quick runs every workload once on both targets and checks that
 // each was measured. It asserts no timings.
 func TestBench_quick(t *testing.T) {
-	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-no-replication", "-no-proxy")
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-no-replication", "-no-proxy", "-no-export")
 
-	if rep.Replication != nil || rep.Proxy != nil {
-		t.Errorf("-no-replication -no-proxy: the report has a replication or proxy section")
+	if rep.Replication != nil || rep.Proxy != nil || rep.Export != nil {
+		t.Errorf("-no-replication -no-proxy -no-export: the report has a replication, proxy or export section")
 	}
 	if got, want := len(rep.Workloads), len(workloads); got != want {
 		t.Fatalf("report has %d workloads, want %d", got, want)
@@ -192,7 +192,7 @@ func TestBench_replicationQuick(t *testing.T) {
 // path was measured. It asserts no timings.
 func TestBench_proxyQuick(t *testing.T) {
 	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-proxy")
-	if len(rep.Workloads) != 0 || rep.Replication != nil {
+	if len(rep.Workloads) != 0 || rep.Replication != nil || rep.Export != nil {
 		t.Errorf("-proxy: the report has other sections")
 	}
 	pr := rep.Proxy
@@ -212,6 +212,31 @@ func TestBench_proxyQuick(t *testing.T) {
 	}
 	if pr.ReplicaOverPrimary <= 0 || !strings.Contains(out, "costs") {
 		t.Errorf("replica over primary %g; output:\n%s", pr.ReplicaOverPrimary, out)
+	}
+}
+
+// TestBench_exportQuick runs the export section alone and checks that both
+// writer runs and their ratio were measured. It asserts no timings: the
+// ratio is the bar's business, not the test's.
+func TestBench_exportQuick(t *testing.T) {
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-export")
+	if len(rep.Workloads) != 0 || rep.Replication != nil || rep.Proxy != nil {
+		t.Errorf("-export: the report has other sections")
+	}
+	er := rep.Export
+	if er == nil {
+		t.Fatal("-export: the report has no export section")
+	}
+	if er.DatabaseBytes < 64<<20 || len(er.UndisturbedRates) != 1 || len(er.StalledRates) != 1 || er.MedianUndisturbed <= 0 {
+		t.Errorf("export section %+v; want a database over 64 MiB and one positive undisturbed rate", *er)
+	}
+	if len(er.ReceivedBytes) != 1 || er.ReceivedBytes[0] <= 0 || len(er.RoundRatios) != 1 {
+		t.Errorf("export section %+v; want one message received and one ratio", *er)
+	}
+	for _, s := range []string{"## Export", "| export stream open, not read |"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q", s)
+		}
 	}
 }
 

@@ -39,6 +39,13 @@
 //     process start, and from its /healthz 200, until its -pos equals the
 //     primary's.
 //
+// Then the export section ("## Export"): a primary holding a ~96 MiB
+// database (-export-mib), more than an export stream's flow-control windows
+// and socket buffers; a writer on that database (unpaced autocommit 1-row
+// inserts) commits for 3 s (-export-seconds) undisturbed, and while a plain
+// gRPC client holds an ExportDatabase stream of it open, having read one
+// message and then nothing; the ratio of the two rates, by round.
+//
 // The bars are printed next to those results, never asserted.
 //
 // Run it as root (FUSE) from the module root:
@@ -46,7 +53,8 @@
 //	go run ./bench                  # 3 rounds, default counts, then replication
 //	go run ./bench -quick           # a smoke run of both
 //	go run ./bench -replication     # the replication section alone
-//	go run ./bench -no-replication  # the plain disk vs mount workloads alone
+//	go run ./bench -no-replication  # skip replication
+//	go run ./bench -export          # the export section alone
 //	go run ./bench -json out.json   # also machine-readable results
 //	go run ./bench -h               # every flag
 //
@@ -56,6 +64,8 @@
 // with and without -replication, and check only that every number was
 // measured.
 //
-// bench imports nothing of pagewire's; it drives the binary and reads its
-// HTTP API, as a user would.
+// bench imports nothing of pagewire's but the generated gRPC client; it
+// drives the binary, reads its HTTP API and, for the export section, opens
+// a stream with a plain gRPC client, as a user (or anyone on the network)
+// would.
 package main

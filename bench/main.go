@@ -49,22 +49,32 @@ type options struct {
 	NoReplication   bool
 	OnlyProxy       bool
 	NoProxy         bool
+	OnlyExport      bool
+	NoExport        bool
 	LagSeconds      float64
 	LagRate         float64
 	LagPollPause    time.Duration
 	LagCSV          string
 	ApplyRate       float64
 	SnapshotMiB     int
+	ExportMiB       int
+	ExportSeconds   float64
 }
 
+// only reports whether a flag asked for one section alone.
+func (o options) only() bool { return o.OnlyReplication || o.OnlyProxy || o.OnlyExport }
+
 // workloads reports whether the plain disk vs mount workloads run.
-func (o options) workloads() bool { return !o.OnlyReplication && !o.OnlyProxy }
+func (o options) workloads() bool { return !o.only() }
 
 // replication reports whether the replication section runs.
-func (o options) replication() bool { return !o.NoReplication && !o.OnlyProxy }
+func (o options) replication() bool { return o.OnlyReplication || (!o.only() && !o.NoReplication) }
 
 // proxy reports whether the proxy section runs.
-func (o options) proxy() bool { return !o.NoProxy && !o.OnlyReplication }
+func (o options) proxy() bool { return o.OnlyProxy || (!o.only() && !o.NoProxy) }
+
+// export reports whether the export section runs.
+func (o options) export() bool { return o.OnlyExport || (!o.only() && !o.NoExport) }
 
 // Counts -quick uses for flags not given explicitly.
 const (
@@ -73,6 +83,9 @@ const (
 	quickRows        = 5000
 	quickLagSeconds  = 1
 	quickSnapshotMiB = 8
+	// The export section's database must outgrow the stream's windows
+	// even in a smoke run; its writer runs shorter.
+	quickExportSeconds = 1
 )
 
 // parseFlags parses the command line: flags, then -quick's counts for the
@@ -115,6 +128,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
 	fs.BoolVar(&o.OnlyProxy, "proxy", false, "run only the proxy section: the example app's writes on plain disk and through a primary's and a replica's proxy")
 	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
+	fs.BoolVar(&o.OnlyExport, "export", false, "run only the export section: a writer on the primary, undisturbed and while an export stream is open and not read")
+	fs.BoolVar(&o.NoExport, "no-export", false, "skip the export section")
 
 	// The replication section.
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
@@ -126,9 +141,14 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.ApplyRate, "apply-rate", 500, "replication: commits per second on the primary during the replica's point reads")
 	fs.IntVar(&o.SnapshotMiB, "snapshot-mib", 200, "replication: size in MiB of the database a new replica catches up on by snapshot")
 
+	// The export section.
+	fs.IntVar(&o.ExportMiB, "export-mib", 96, "export: size in MiB of the exported database; more than the stream's flow-control windows\n"+
+		"(16 MiB per stream, 64 MiB per connection at most) and socket buffers, or the node never blocks in its send")
+	fs.Float64Var(&o.ExportSeconds, "export-seconds", 3, "export: how long each writer run commits")
+
 	// A smoke run.
-	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, unless set explicitly",
-		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB))
+	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, %d s export writers, unless set explicitly",
+		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB, quickExportSeconds))
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -155,6 +175,11 @@ Last, unless -no-proxy, the proxy section: the example app (deploy/example)
 on plain disk and behind a primary's and a replica's proxy; sequential
 JSON writes through each. -proxy runs that section alone.
 
+Last, unless -no-export, the export section: a writer on the primary's
+mount, undisturbed and while a client holds an ExportDatabase stream of
+the same database open without reading it. -export runs that section
+alone.
+
 Needs root (FUSE) and python3.
 
 flags:
@@ -180,6 +205,9 @@ func (o *options) applyQuick(set map[string]bool) {
 	if !set["snapshot-mib"] {
 		o.SnapshotMiB = quickSnapshotMiB
 	}
+	if !set["export-seconds"] {
+		o.ExportSeconds = quickExportSeconds
+	}
 }
 
 // check reports the first bad value or combination of flags.
@@ -197,6 +225,8 @@ func (o options) check() error {
 		return errors.New("-replication and -no-replication exclude each other")
 	case o.OnlyProxy && (o.NoProxy || o.OnlyReplication):
 		return errors.New("-proxy excludes -no-proxy and -replication")
+	case o.OnlyExport && (o.NoExport || o.OnlyReplication || o.OnlyProxy):
+		return errors.New("-export excludes -no-export, -replication and -proxy")
 	case o.LagSeconds <= 0 || o.LagRate <= 0 || o.ApplyRate <= 0:
 		return errors.New("-lag-seconds, -lag-rate and -apply-rate must be positive")
 	case o.LagPollPause < 0:
@@ -205,6 +235,8 @@ func (o options) check() error {
 		return errors.New("-lag-seconds times -lag-rate must be at least one commit")
 	case o.SnapshotMiB < 1:
 		return errors.New("-snapshot-mib must be at least 1")
+	case o.ExportMiB < 1 || o.ExportSeconds <= 0:
+		return errors.New("-export-mib must be at least 1 and -export-seconds positive")
 	}
 	return nil
 }
@@ -280,6 +312,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.proxy() {
 		if rep.Proxy, err = runProxy(ctx, o, bin, workDir, diskDir, stderr); err != nil {
 			return fmt.Errorf("proxy: %w", err)
+		}
+	}
+	if o.export() {
+		if rep.Export, err = runExportSection(ctx, o, bin, workDir, stderr); err != nil {
+			return fmt.Errorf("export: %w", err)
 		}
 	}
 

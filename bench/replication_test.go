@@ -48,23 +48,29 @@ func TestPercentile(t *testing.T) {
 
 func TestParseFlags_sections(t *testing.T) {
 	for _, tc := range []struct {
-		args                   []string
-		workloads, replication bool
+		args                                  []string
+		workloads, replication, proxy, export bool
 	}{
-		{nil, true, true},
-		{[]string{"-replication"}, false, true},
-		{[]string{"-no-replication"}, true, false},
+		{nil, true, true, true, true},
+		{[]string{"-replication"}, false, true, false, false},
+		{[]string{"-no-replication"}, true, false, true, true},
+		{[]string{"-proxy"}, false, false, true, false},
+		{[]string{"-export"}, false, false, false, true},
+		{[]string{"-no-export", "-no-proxy"}, true, true, false, false},
 	} {
 		o, err := parseFlags(tc.args, io.Discard)
 		if err != nil {
 			t.Fatalf("%q: %v", tc.args, err)
 		}
-		if o.workloads() != tc.workloads || o.replication() != tc.replication {
-			t.Errorf("%q: workloads %v, replication %v; want %v, %v", tc.args, o.workloads(), o.replication(), tc.workloads, tc.replication)
+		got := []bool{o.workloads(), o.replication(), o.proxy(), o.export()}
+		if want := []bool{tc.workloads, tc.replication, tc.proxy, tc.export}; !slices.Equal(got, want) {
+			t.Errorf("%q: workloads, replication, proxy, export = %v, want %v", tc.args, got, want)
 		}
 	}
-	if _, err := parseFlags([]string{"-replication", "-no-replication"}, io.Discard); err == nil {
-		t.Error("-replication -no-replication: no error")
+	for _, args := range [][]string{{"-replication", "-no-replication"}, {"-export", "-no-export"}, {"-export", "-proxy"}, {"-export", "-replication"}} {
+		if _, err := parseFlags(args, io.Discard); err == nil {
+			t.Errorf("%q: no error", args)
+		}
 	}
 
 	o, err := parseFlags([]string{"-quick", "-snapshot-mib", "50"}, io.Discard)

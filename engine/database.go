@@ -70,6 +70,9 @@ type database struct {
 	visible pagewire.Pos
 	changed chan struct{} // closed and replaced on each commit
 	deleted bool          // set once the database is deleted; its files are closed
+	// views are the open read views (view.go): a write to the database
+	// file or the -wal first saves what it overwrites of them.
+	views []*view
 }
 
 // commitRule says what the commits a write completes stand for. The
@@ -672,6 +675,7 @@ func (d *database) writeDB(off int64, data []byte) error {
 	if err := d.checkCommittedPages(off, data); err != nil {
 		return err
 	}
+	d.keepForViews(d.db, off, len(data))
 	_, err := d.db.WriteAt(data, off)
 	return err
 }
@@ -770,6 +774,7 @@ func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 	}
 
 	// Write the data as SQLite gave it.
+	d.keepForViews(d.wal, off, len(data))
 	if _, err := d.wal.WriteAt(data, off); err != nil {
 		return err
 	}
@@ -923,6 +928,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		// Valid frames the primary refused (a halt lock's forward): make
 		// sure SQLite's recovery cannot bring them back after a crash.
 		var zero [walFrameHeaderSize]byte
+		d.keepForViews(d.wal, wal.FrameOffset(k, d.pageSize), len(zero))
 		if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(k, d.pageSize)); werr != nil {
 			d.log.Error("could not undo a refused commit", logkey.Error, werr)
 		}
@@ -943,38 +949,6 @@ func (d *database) readPage(pgno uint32, buf []byte) error {
 		return nil
 	}
 	return err
-}
-
-// export writes a consistent copy of the committed database to w, in
-// rollback-journal mode so that any SQLite opens it as a plain file.
-func (d *database) export(w io.Writer) (pagewire.Pos, error) {
-	pos, _, err := d.copyPages(w, true)
-	return pos, err
-}
-
-// copyPages writes every committed page, in order, to w under a read lock:
-// a consistent copy at the returned position. rollback sets page 1 to
-// rollback-journal mode, for a plain file; otherwise it stays WAL.
-func (d *database) copyPages(w io.Writer, rollback bool) (pagewire.Pos, uint32, error) {
-	d.mu.RLock()
-	defer d.mu.RUnlock()
-	if d.deleted {
-		return pagewire.Pos{}, 0, pagewire.ErrNotFound
-	}
-	buf := make([]byte, d.pageSize)
-	bw := bufio.NewWriterSize(w, 1<<20)
-	for pgno := uint32(1); pgno <= uint32(len(d.pages)); pgno++ {
-		if err := d.readPage(pgno, buf); err != nil {
-			return pagewire.Pos{}, 0, fmt.Errorf("read page %d: %w", pgno, err)
-		}
-		if pgno == 1 && rollback {
-			buf[18], buf[19] = 1, 1
-		}
-		if _, err := bw.Write(buf); err != nil {
-			return pagewire.Pos{}, 0, err
-		}
-	}
-	return d.pos, d.pageSize, bw.Flush()
 }
 
 // replace swaps in a new database file (an import): the -wal and -shm are

@@ -12,7 +12,9 @@
 // commits stand for.
 //
 // A primary's transactions leave through Feed (what to send a replica
-// next, from the transaction log or as a snapshot); a replica's arrive
+// next, from the transaction log or as a snapshot). Snapshots and exports
+// read from views (view.go): consistent copies at one position that hold
+// no lock while they are sent, kept by copy on write. A replica's arrive
 // through the apply worker's writes, announced by ExpectCommit. Halts keeps
 // the halt locks, reaching the primary through the HaltPrimary seam.
 //

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -27,8 +26,9 @@ const maxSendBatch = 256
 // It is not safe for concurrent use.
 type Feed struct {
 	d        *database
-	snapDir  string // where snapshots are copied before they are sent
-	maxBytes int    // page bytes a batch may carry
+	snapDir  string        // where a snapshot's spill file goes
+	slots    chan struct{} // the node's snapshot slots (Store.snapshots)
+	maxBytes int           // page bytes a batch may carry
 
 	next     pagewire.TXID // the transaction to send next
 	reason   string        // why a snapshot must be sent first; "" if not
@@ -63,7 +63,7 @@ func (s *Store) Feed(name string, have pagewire.Pos, maxBytes int) (*Feed, error
 	if err != nil {
 		return nil, err
 	}
-	f := &Feed{d: d, snapDir: filepath.Join(s.dir, "dbs"), maxBytes: maxBytes, busy: ewma.NewBusy()}
+	f := &Feed{d: d, snapDir: filepath.Join(s.dir, "dbs"), slots: s.snapshots, maxBytes: maxBytes, busy: ewma.NewBusy()}
 	f.next, f.reason, f.diverged = d.streamStart(have)
 	return f, nil
 }
@@ -84,14 +84,15 @@ func (f *Feed) closeReader() {
 }
 
 // Next returns what to send next. On a busy feed it first waits until
-// sendInterval after the last batch, or until ctx is done.
+// sendInterval after the last batch, or until ctx is done; a snapshot
+// waits until fewer than maxSnapshots are being sent, or until ctx is done.
 func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 	for {
 		// A snapshot first, if one is due.
 		if f.reason != "" {
 			f.closeReader()
 			f.held = nil
-			snap, err := f.d.snapshot(f.snapDir, f.reason, f.diverged)
+			snap, err := f.d.snapshot(ctx, f.slots, f.snapDir, f.reason, f.diverged)
 			if err != nil {
 				return FeedItem{}, fmt.Errorf("snapshot of %q: %w", f.d.name, err)
 			}
@@ -237,47 +238,46 @@ func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotR
 	return have.TXID + 1, "", false
 }
 
-// Snapshot is a consistent copy of a database, in a temporary file, for a
-// replica that the transaction log cannot bring up to date.
+// Snapshot is a consistent copy of a database, for a replica that the
+// transaction log cannot bring up to date. It reads from a view of the
+// database (view.go): writers go on while it is sent, and nothing is held
+// while it waits for the replica.
 type Snapshot struct {
 	Pos       pagewire.Pos
 	PageSize  uint32
 	PageCount uint32
 	Reason    string // why the replica gets a snapshot
 	Diverged  bool   // the replica's copy left the primary's history
-	f         *os.File
+	v         *view
+	slots     chan struct{} // the slot it holds is given back at Close
 }
 
-// snapshot copies the database to a temporary file in dir, under a read
-// lock that is not held while the copy is sent.
-func (d *database) snapshot(dir, reason string, diverged bool) (*Snapshot, error) {
-	f, err := os.CreateTemp(dir, ".snapshot-*")
+// snapshot opens a view of the database for a replica once one of the
+// node's snapshot slots is free, or fails when ctx is done first.
+func (d *database) snapshot(ctx context.Context, slots chan struct{}, dir, reason string, diverged bool) (*Snapshot, error) {
+	select {
+	case slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	v, err := d.openView(dir)
 	if err != nil {
+		<-slots
 		return nil, err
 	}
-	s := &Snapshot{Reason: reason, Diverged: diverged, f: f}
-	pos, pageSize, err := d.copyPages(f, false)
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	st, err := f.Stat()
-	if err != nil {
-		s.Close()
-		return nil, err
-	}
-	s.Pos, s.PageSize, s.PageCount = pos, pageSize, uint32(st.Size()/int64(pageSize))
-	return s, nil
+	return &Snapshot{Pos: v.pos, PageSize: v.pageSize, PageCount: v.count, Reason: reason, Diverged: diverged, v: v, slots: slots}, nil
 }
 
-// ReadAt reads the snapshot's bytes at off.
-func (s *Snapshot) ReadAt(p []byte, off int64) (int, error) { return s.f.ReadAt(p, off) }
+// Read reads the snapshot's next pages, from page 1 on, into p: as many
+// whole pages as p holds. It returns io.EOF after the last page.
+func (s *Snapshot) Read(p []byte) (int, error) { return s.v.read(p) }
 
-// Close removes the snapshot's file.
+// Close releases the snapshot. Calls after the first do nothing.
 func (s *Snapshot) Close() error {
-	err := s.f.Close()
-	if rerr := os.Remove(s.f.Name()); err == nil {
-		err = rerr
+	if s.v != nil {
+		s.v.close()
+		s.v = nil
+		<-s.slots
 	}
-	return err
+	return nil
 }

@@ -210,7 +210,7 @@ func (s *Store) KeepAside(name, reason string) (string, error) {
 		return "", err
 	}
 	defer os.Remove(f.Name())
-	pos, err := d.export(f)
+	pos, err := d.export(context.Background(), filepath.Join(s.dir, "dbs"), f)
 	if err == nil {
 		err = f.Sync()
 	}

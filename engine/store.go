@@ -111,6 +111,10 @@ type Store struct {
 	// dbsChanged is closed and replaced when a database is created or
 	// deleted.
 	dbsChanged chan struct{}
+
+	// exports and snapshots hold a token per export and replica's
+	// snapshot running (view.go), up to their capacity.
+	exports, snapshots chan struct{}
 }
 
 // fileRef is a file id the mount may hold. An id stays valid while the
@@ -149,6 +153,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	}
 	s := &Store{dir: cfg.Dir, log: log.With(logkey.Component, "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
 	s.dbsChanged = make(chan struct{})
+	s.exports, s.snapshots = make(chan struct{}, maxExports), make(chan struct{}, maxSnapshots)
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention = cfg.Retention
 
@@ -956,10 +961,12 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		if err := d.checkDBTruncate(size); err != nil {
 			return FileInfo{}, err
 		}
+		d.keepForViews(d.db, size, -1)
 		if err := d.db.Truncate(size); err != nil {
 			return FileInfo{}, err
 		}
 	case pagewire.FileWAL:
+		d.keepForViews(d.wal, size, -1)
 		if err := d.wal.Truncate(size); err != nil {
 			return FileInfo{}, err
 		}
@@ -1098,21 +1105,6 @@ func (s *Store) Database(name string) (DatabaseInfo, error) {
 	d.mu.RLock()
 	defer d.mu.RUnlock()
 	return DatabaseInfo{Name: d.name, Pos: d.pos, PageSize: d.pageSize, PageCount: uint32(len(d.pages)), OpenHandles: d.handles, Commits: d.commits, Err: d.startupErr}, nil
-}
-
-// Export writes a consistent copy of a database, as a plain SQLite file in
-// rollback-journal mode, to w.
-func (s *Store) Export(name string, w io.Writer) (pagewire.Pos, error) {
-	if err := pagewire.ValidateDBName(name); err != nil {
-		return pagewire.Pos{}, err
-	}
-	s.mu.RLock()
-	d := s.dbs[name]
-	s.mu.RUnlock()
-	if d == nil {
-		return pagewire.Pos{}, fmt.Errorf("%w: database %q", pagewire.ErrNotFound, name)
-	}
-	return d.export(w)
 }
 
 // Import replaces (or creates) a database with the SQLite file read from r.

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
@@ -392,7 +393,7 @@ func TestStore_ExportIsConsistentRollbackFile(t *testing.T) {
 	w.frame(2, testPage(2), 2)
 	w.frame(2, testPage(3), 0) // uncommitted: must not be exported
 	var buf bytes.Buffer
-	pos, err := s.Export("app.db", &buf)
+	pos, err := s.Export(context.Background(), "app.db", &buf)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -32,6 +32,8 @@ func toErrno(err error) syscall.Errno {
 		return syscall.ESTALE
 	case errors.Is(err, pagewire.ErrBusy):
 		return syscall.EBUSY
+	case errors.Is(err, pagewire.ErrTooMany):
+		return syscall.EAGAIN
 	default:
 		return syscall.EIO
 	}

@@ -151,8 +151,11 @@ func (w *chunkWriter) Write(p []byte) (int, error) {
 }
 
 func (a *adminService) ExportDatabase(req *adminv1.ExportDatabaseRequest, stream adminv1.AdminService_ExportDatabaseServer) error {
+	// The engine reads from a view of the database, holding no lock while
+	// a chunk is sent: a client that reads slowly, or not at all, blocks
+	// no writer. The stream's end (the client gone) ends the export.
 	w := &chunkWriter{send: stream.Send}
-	pos, err := a.store.Export(req.GetName(), w)
+	pos, err := a.store.Export(stream.Context(), req.GetName(), w)
 	if err != nil {
 		return wire.ToStatus(fmt.Errorf("export %q: %w", req.GetName(), err))
 	}

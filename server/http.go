@@ -264,6 +264,8 @@ func writeError(w http.ResponseWriter, err error) {
 		code = http.StatusForbidden
 	case codes.FailedPrecondition:
 		code = http.StatusConflict
+	case codes.ResourceExhausted:
+		code = http.StatusTooManyRequests
 	}
 
 	// Domain errors decide over the gRPC code.

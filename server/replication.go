@@ -224,30 +224,35 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 	}
 }
 
-// sendSnapshot sends a snapshot in chunks of snapshotChunkPages pages.
+// sendSnapshot sends a snapshot in chunks of snapshotChunkPages pages. The
+// snapshot reads each chunk from a view of the database, holding nothing
+// while the chunk is sent.
 func sendSnapshot(snap *engine.Snapshot, send func(*replicationv1.StreamTransactionsResponse) error) error {
 	if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotBegin{SnapshotBegin: &replicationv1.SnapshotBegin{
 		Position: wire.PosToProto(snap.Pos), PageSize: snap.PageSize, PageCount: snap.PageCount, Reason: snap.Reason, Diverged: snap.Diverged}}}); err != nil {
 		return err
 	}
-	pageSize := snap.PageSize
-	buf := make([]byte, int(pageSize)*snapshotChunkPages)
-	for pgno := uint32(1); pgno <= snap.PageCount; {
-		n, err := snap.ReadAt(buf, int64(pgno-1)*int64(pageSize))
-		if err != nil && !errors.Is(err, io.EOF) {
+	pageSize := int(snap.PageSize)
+	buf := make([]byte, pageSize*snapshotChunkPages)
+	pgno := uint32(1)
+	for {
+		n, err := snap.Read(buf)
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
 			return err
 		}
 		msg := &replicationv1.SnapshotPages{}
-		for off := 0; off+int(pageSize) <= n; off += int(pageSize) {
-			msg.Pages = append(msg.Pages, &replicationv1.Page{Pgno: pgno, Data: buf[off : off+int(pageSize)]})
+		for off := 0; off+pageSize <= n; off += pageSize {
+			msg.Pages = append(msg.Pages, &replicationv1.Page{Pgno: pgno, Data: buf[off : off+pageSize]})
 			pgno++
-		}
-		if len(msg.Pages) == 0 {
-			return fmt.Errorf("snapshot file is shorter than %d pages", snap.PageCount)
 		}
 		if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotPages{SnapshotPages: msg}}); err != nil {
 			return err
 		}
+	}
+	if pgno-1 != snap.PageCount {
+		return fmt.Errorf("the snapshot read %d pages, not %d", pgno-1, snap.PageCount)
 	}
 	return send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotEnd{SnapshotEnd: &replicationv1.SnapshotEnd{}}})
 }

@@ -36,6 +36,28 @@ func startServer(t *testing.T) (*grpc.ClientConn, *server.Server, *engine.Store)
 // startServerWith is startServer with the config changed by edit first.
 func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn, *server.Server, *engine.Store) {
 	t.Helper()
+	lis, srv, store := startServerOn(t, edit)
+	return dialBufconn(t, lis), srv, store
+}
+
+// dialBufconn returns a client connection to a server on lis, with opts.
+// Cleanup closes it before the server stops.
+func dialBufconn(t *testing.T, lis *bufconn.Listener, opts ...grpc.DialOption) *grpc.ClientConn {
+	t.Helper()
+	conn, err := grpc.NewClient("passthrough:///bufnet", append([]grpc.DialOption{
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// startServerOn runs a real server.New, its config changed by edit, over
+// bufconn, and returns the listener, the server and its store.
+func startServerOn(t *testing.T, edit func(*server.Config)) (*bufconn.Listener, *server.Server, *engine.Store) {
+	t.Helper()
 	store, err := engine.OpenStore(storeConfig(t.TempDir()))
 	if err != nil {
 		t.Fatal(err)
@@ -53,21 +75,14 @@ func startServerWith(t *testing.T, edit func(*server.Config)) (*grpc.ClientConn,
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	conn, err := grpc.NewClient("passthrough:///bufnet",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return lis.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() {
-		conn.Close()
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 		store.Close()
 	})
-	return conn, srv, store
+	return lis, srv, store
 }
 
 // storageSocket starts a server that serves StorageService on a unix

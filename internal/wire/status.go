@@ -40,6 +40,8 @@ func ToStatus(err error) error {
 		code = codes.DataLoss
 	case errors.Is(err, pagewire.ErrNotHolder):
 		code = codes.PermissionDenied
+	case errors.Is(err, pagewire.ErrTooMany):
+		code = codes.ResourceExhausted
 	default:
 		return status.Error(codes.Internal, err.Error())
 	}

@@ -23,6 +23,7 @@ func TestStatus_DomainErrorsSurviveTheRoundTrip(t *testing.T) {
 		{fmt.Errorf("%w: bad", pagewire.ErrInvalidArgument), codes.InvalidArgument},
 		{fmt.Errorf("%w: busy", pagewire.ErrBusy), codes.FailedPrecondition},
 		{fmt.Errorf("%w: bad page", pagewire.ErrCorrupt), codes.DataLoss},
+		{fmt.Errorf("%w: 4 exports running", pagewire.ErrTooMany), codes.ResourceExhausted},
 		{&pagewire.ReadOnlyError{Primary: "node1", AdvertiseURL: "http://node1:20202"}, codes.FailedPrecondition},
 		{context.DeadlineExceeded, codes.DeadlineExceeded},
 		{errors.New("something else"), codes.Internal},
@@ -32,7 +33,7 @@ func TestStatus_DomainErrorsSurviveTheRoundTrip(t *testing.T) {
 			t.Errorf("ToStatus(%v) code = %v, want %v", tc.err, got, tc.code)
 		}
 		back := FromStatus(st)
-		for _, sentinel := range []error{pagewire.ErrNotFound, pagewire.ErrInvalidArgument, pagewire.ErrBusy, pagewire.ErrCorrupt, pagewire.ErrReadOnly} {
+		for _, sentinel := range []error{pagewire.ErrNotFound, pagewire.ErrInvalidArgument, pagewire.ErrBusy, pagewire.ErrCorrupt, pagewire.ErrReadOnly, pagewire.ErrTooMany} {
 			if errors.Is(tc.err, sentinel) != errors.Is(back, sentinel) {
 				t.Errorf("%v: errors.Is(%v) is %v before the wire, %v after", tc.err, sentinel, errors.Is(tc.err, sentinel), errors.Is(back, sentinel))
 			}
