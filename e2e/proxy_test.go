@@ -28,8 +28,14 @@ type appNode struct {
 // behind the node's proxy.
 func startAppNode(t *testing.T, primary *appNode, extra string) *appNode {
 	t.Helper()
+	return startSecureAppNode(t, primary, extra, nil)
+}
+
+// startSecureAppNode is startAppNode with auth and TLS on the node's port.
+func startSecureAppNode(t *testing.T, primary *appNode, extra string, sec *NodeSecurity) *appNode {
+	t.Helper()
 	proxyAddr, appAddr := freeAddr(t), freeAddr(t)
-	opts := NodeOptions{Config: fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n  max-lag: 5s\n%s", proxyAddr, appAddr, extra)}
+	opts := NodeOptions{Config: fmt.Sprintf("proxy:\n  addr: %q\n  target: %q\n  db: app.db\n  max-lag: 5s\n%s", proxyAddr, appAddr, extra), Security: sec}
 	if primary != nil {
 		opts.ReplicaOf = primary.Node
 	} else {

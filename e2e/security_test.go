@@ -176,3 +176,23 @@ func TestSecurity_ReplicaWithoutTheToken(t *testing.T) {
 		t.Fatal("a replica without the token has the primary's database")
 	}
 }
+
+// A replica's proxy finds the primary's proxy with the token and over
+// TLS, and forwards writes there.
+func TestSecurity_ProxyForwardsWithTheToken(t *testing.T) {
+	sec := &NodeSecurity{Token: e2eToken, CA: tlsfilestest.NewCA(t, t.TempDir(), "ca")}
+	p := startSecureAppNode(t, nil, "", sec)
+	r := startSecureAppNode(t, p, "", sec)
+	waitFor(t, 30*time.Second, "app.db on the replica", func() bool {
+		_, err := os.Stat(r.Path("app.db"))
+		return err == nil
+	})
+	resp, body, txid := do(t, "POST", r.ProxyURL+"/items", `{"name": "secure", "value": "1"}`, "")
+	if resp.StatusCode != 201 || len(txid) != 16 {
+		t.Fatalf("POST through the replica's proxy: %d %s", resp.StatusCode, body)
+	}
+	resp, body, _ = do(t, "GET", r.ProxyURL+"/items", "", txid)
+	if resp.StatusCode != 200 || !strings.Contains(body, `"secure"`) {
+		t.Fatalf("GET with the cookie on the replica: %d %s", resp.StatusCode, body)
+	}
+}
