@@ -199,11 +199,13 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocke
 		grpc.ChainUnaryInterceptor(
 			grpcMetrics.UnaryServerInterceptor(),
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+			limitUnary,
 			recovery.UnaryServerInterceptor(recoverPanic),
 		),
 		grpc.ChainStreamInterceptor(
 			grpcMetrics.StreamServerInterceptor(),
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+			limitStream,
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
 	)
@@ -212,8 +214,8 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, storageSocke
 	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
 	if storageSocket {
 		storage = pooledServer(
-			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)),
-			grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(recoverPanic)),
+			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), limitUnary, recovery.UnaryServerInterceptor(recoverPanic)),
+			grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), limitStream, recovery.StreamServerInterceptor(recoverPanic)),
 		)
 	}
 	return gs, ch, storage
@@ -226,8 +228,9 @@ func pooledServer(opts ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append([]grpc.ServerOption{
 		experimental.BufferPool(pool),
 		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
-		// A halt lock holder's transaction comes in one message.
-		grpc.MaxRecvMsgSize(wire.MaxForwardBytes + 1<<20),
+		// The largest message any method takes (a halt lock holder's
+		// transaction); each method's own limit is in limits.go.
+		grpc.MaxRecvMsgSize(wire.MaxForwardMessageBytes),
 	}, opts...)...)
 }
 
