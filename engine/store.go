@@ -816,7 +816,8 @@ func (d *database) checkFileEnd(kind pagewire.FileKind, end int64) error {
 }
 
 // ReadAt reads from a file into p, like io.ReaderAt but returning a short
-// count and nil at end of file.
+// count and nil at end of file. An offset below 0, or a read ending past
+// what an int64 holds, is ErrInvalidArgument.
 func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	if err := checkRange("read", off, len(p)); err != nil {
 		return 0, err
@@ -870,7 +871,10 @@ func copyAt(p []byte, s string, off int64) int {
 }
 
 // WriteAt writes p to a file at off and returns the file's new size and the
-// database's TXID after the write.
+// database's TXID after the write. A write that starts below 0 or ends past
+// the largest file of its kind (maxFileSize, maxSHMSize) is
+// ErrInvalidArgument, and so is a commit it completes that claims pages its
+// transaction does not hold; nothing changes then.
 func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, txid pagewire.TXID, err error) {
 	if err := checkRange("write", off, len(p)); err != nil {
 		return 0, 0, err
@@ -964,7 +968,9 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	}
 }
 
-// Truncate sets a file's size.
+// Truncate sets a file's size. A negative size, one past the largest file
+// of its kind, or one that grows the database file past its committed
+// pages is ErrInvalidArgument.
 func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 	if size < 0 {
 		return FileInfo{}, fmt.Errorf("%w: negative size", pagewire.ErrInvalidArgument)
