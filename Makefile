@@ -60,6 +60,7 @@ FUZZERS = \
 	engine:FuzzDecodePageSums:50000x \
 	engine:FuzzStore_WALWrites:5000x \
 	engine:FuzzDecodeRecord:50000x \
+	engine:FuzzCheckImport:200000x \
 	config:FuzzExpand:300000x \
 	config:FuzzParse:150000x \
 	proxy:FuzzPattern_Match:100000x \

@@ -238,6 +238,43 @@ func ErrorOf(reason string) error {
 // two from 512 to 65536.
 func ValidPageSize(n uint32) bool { return n >= 512 && n <= 65536 && n&(n-1) == 0 }
 
+// MaxPageCount is the most pages a SQLite database can have
+// (SQLITE_MAX_PAGE_COUNT): a larger count from the wire or a file is
+// never real.
+const MaxPageCount = 0xFFFFFFFE
+
+// LockPage is the page that holds SQLite's lock bytes (at offset 2^30) in a
+// database of pageSize-byte pages. It never holds data: SQLite skips it, and
+// it exists only in databases over 1 GiB.
+func LockPage(pageSize uint32) uint32 { return 1<<30/pageSize + 1 }
+
+// MaxPagesAfter is the largest size, in pages, that a transaction writing
+// `written` distinct pages can leave a database of cur pages at. A
+// transaction that grows a database writes the pages it adds, but for the
+// lock page; MaxPagesAfter does not require each added page to be among
+// those written, only bounds the growth by their number. A larger size
+// claims pages the transaction does not hold: taking it would let a
+// message of a few bytes cost an allocation per claimed page.
+func MaxPagesAfter(cur uint32, written int, pageSize uint32) uint32 {
+	limit := uint64(cur) + uint64(max(written, 0))
+	if lock := uint64(LockPage(pageSize)); uint64(cur) < lock && lock <= limit {
+		limit++ // the lock page is counted in the size, never written
+	}
+	return uint32(min(limit, MaxPageCount))
+}
+
+// CheckGrowth refuses a database size of pageCount pages after a
+// transaction that writes `written` distinct pages to a database of cur
+// pages, if MaxPagesAfter does not allow it. Its error wraps
+// ErrInvalidArgument.
+func CheckGrowth(cur, pageCount uint32, written int, pageSize uint32) error {
+	if limit := MaxPagesAfter(cur, written, pageSize); pageCount > limit {
+		return fmt.Errorf("%w: the transaction sets the database to %d pages, but from %d pages, writing %d, it can reach %d at most: a transaction adds only pages it writes",
+			ErrInvalidArgument, pageCount, cur, written, limit)
+	}
+	return nil
+}
+
 // Page is one database page.
 type Page struct {
 	Pgno uint32 // from 1
@@ -254,6 +291,42 @@ type Txn struct {
 	PageCount    uint32    // database size in pages after the transaction
 	CommitTime   time.Time // when the primary committed it
 	Pages        []Page    // ascending by Pgno, each page once
+}
+
+// Check reports the first thing that makes t unfit to apply to a database
+// of cur pages of pageSize bytes, before anything is allocated or applied
+// for it: no pages; a page number 0, repeated, out of order, beyond
+// PageCount or SQLite's lock page; a page of another size than pageSize; a
+// PageSize other than pageSize; a PageCount of 0, or more than CheckGrowth
+// allows. Its errors wrap ErrInvalidArgument.
+func (t Txn) Check(pageSize, cur uint32) error {
+	switch {
+	case t.PageSize != pageSize:
+		return fmt.Errorf("%w: transaction %d has page size %d, the database's is %d", ErrInvalidArgument, t.TXID, t.PageSize, pageSize)
+	case len(t.Pages) == 0:
+		return fmt.Errorf("%w: transaction %d has no pages: a transaction changes at least one page", ErrInvalidArgument, t.TXID)
+	case t.PageCount == 0:
+		return fmt.Errorf("%w: transaction %d sets the database to 0 pages: a database has at least one page", ErrInvalidArgument, t.TXID)
+	}
+	lock := LockPage(pageSize)
+	var prev uint32
+	for _, p := range t.Pages {
+		switch {
+		case p.Pgno == 0 || p.Pgno <= prev:
+			return fmt.Errorf("%w: transaction %d has page %d after page %d: pages count from 1, ascending, each once", ErrInvalidArgument, t.TXID, p.Pgno, prev)
+		case p.Pgno > t.PageCount:
+			return fmt.Errorf("%w: transaction %d has page %d beyond the database size of %d pages", ErrInvalidArgument, t.TXID, p.Pgno, t.PageCount)
+		case p.Pgno == lock:
+			return fmt.Errorf("%w: transaction %d has page %d, SQLite's lock page, which holds no data", ErrInvalidArgument, t.TXID, p.Pgno)
+		case len(p.Data) != int(pageSize):
+			return fmt.Errorf("%w: transaction %d has page %d of %d bytes; the page size is %d", ErrInvalidArgument, t.TXID, p.Pgno, len(p.Data), pageSize)
+		}
+		prev = p.Pgno
+	}
+	if err := CheckGrowth(cur, t.PageCount, len(t.Pages), pageSize); err != nil {
+		return fmt.Errorf("transaction %d: %w", t.TXID, err)
+	}
+	return nil
 }
 
 // Epoch is a lease epoch: every lease acquisition gets a larger one.

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +33,7 @@ const (
 	DefaultDataDir                = "./pagewire/data"
 	DefaultHTTPAddr               = ":20202"
 	DefaultRetention              = 10 * time.Minute
+	DefaultMaxImportSize          = 32 << 30 // 32 GiB
 	DefaultMaxLag                 = 10 * time.Second
 	DefaultPrimaryRedirectTimeout = 5 * time.Second
 	DefaultProxyReadHeaderTimeout = 10 * time.Second // LiteFS's; read-timeout and write-timeout default to 0 (none)
@@ -89,6 +93,10 @@ type DataConfig struct {
 	Dir       string   `yaml:"dir"`       // required; must not contain or be inside fuse.dir
 	Retention Duration `yaml:"retention"` // how long transaction logs are kept; > 0, default 10m
 	Compress  bool     `yaml:"compress"`  // compress transaction logs; default true, as LiteFS
+	// MaxImportSize bounds a database `pagewire import` (ImportDatabase)
+	// sends: a larger one is refused once this many bytes arrived. > 0,
+	// default 32GiB.
+	MaxImportSize ByteSize `yaml:"max-import-size"`
 	// StorageSocket is the unix socket (mode 0600) StorageService, the
 	// mount's block protocol, is served on for a mount in another process;
 	// "" puts it in data.dir as storage.sock. It is never served on
@@ -362,6 +370,69 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // MarshalYAML writes d as a duration string, so that a Config round-trips.
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
+// ByteSize is a size in bytes, written in YAML as a whole number of bytes
+// ("1048576") or a whole number with a binary unit: B, KiB, MiB, GiB or
+// TiB ("512MiB", "10GiB"; the unit's case does not matter). Decimal units
+// (KB, GB) and fractions are rejected rather than guessed at.
+type ByteSize int64
+
+// byteUnits are ByteSize's units, largest first.
+var byteUnits = []struct {
+	name string
+	size int64
+}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+
+// String writes b in the largest unit that holds it whole, e.g. "32GiB",
+// or as a plain number of bytes.
+func (b ByteSize) String() string {
+	for _, u := range byteUnits[:len(byteUnits)-1] {
+		if b != 0 && int64(b)%u.size == 0 {
+			return strconv.FormatInt(int64(b)/u.size, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(b), 10)
+}
+
+// ParseByteSize parses a size as ByteSize's YAML form. Its error says what
+// is wrong with s and what is accepted.
+func ParseByteSize(s string) (ByteSize, error) {
+	const accepted = `use a whole number of bytes, or one with a unit B, KiB, MiB, GiB or TiB, e.g. "512MiB" or "10GiB"`
+	num := strings.TrimSpace(s)
+	unit := int64(1)
+	for _, u := range byteUnits {
+		if len(num) > len(u.name) && strings.EqualFold(num[len(num)-len(u.name):], u.name) {
+			num, unit = strings.TrimSpace(num[:len(num)-len(u.name)]), u.size
+			break
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) || (err == nil && n > math.MaxInt64/unit):
+		return 0, fmt.Errorf("%q is too large: a size is at most 8EiB", s)
+	case err != nil:
+		return 0, fmt.Errorf("%q is not a size: %s", s, accepted)
+	case n < 0:
+		return 0, fmt.Errorf("%q is negative: %s", s, accepted)
+	}
+	return ByteSize(n * unit), nil
+}
+
+// UnmarshalYAML parses a size (see ByteSize). Its error names the bad value.
+func (b *ByteSize) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf(`must be a size such as "10GiB", not a %s`, kindName(n.Kind))
+	}
+	v, err := ParseByteSize(n.Value)
+	if err != nil {
+		return err
+	}
+	*b = v
+	return nil
+}
+
+// MarshalYAML writes b as String does, so that a Config round-trips.
+func (b ByteSize) MarshalYAML() (any, error) { return b.String(), nil }
+
 // Default returns the configuration `pagewire mount` runs with when no file
 // is found: a single-node static primary with fuse.dir ./pagewire/mnt,
 // data.dir ./pagewire/data and http.addr 127.0.0.1:20202: loopback only, as
@@ -384,7 +455,7 @@ const DefaultLoopbackHTTPAddr = "127.0.0.1:20202"
 func defaults() Config {
 	return Config{
 		FUSE:        FUSEConfig{Dir: DefaultFUSEDir},
-		Data:        DataConfig{Dir: DefaultDataDir, Retention: Duration(DefaultRetention), Compress: true},
+		Data:        DataConfig{Dir: DefaultDataDir, Retention: Duration(DefaultRetention), Compress: true, MaxImportSize: DefaultMaxImportSize},
 		ExitOnError: true,
 		HTTP:        HTTPConfig{Addr: DefaultHTTPAddr},
 		Proxy: ProxyConfig{

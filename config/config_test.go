@@ -50,6 +50,7 @@ func TestDefault(t *testing.T) {
 		{"data.dir", c.Data.Dir, "./pagewire/data"},
 		{"data.retention", c.Data.Retention, Duration(10 * time.Minute)},
 		{"data.compress", c.Data.Compress, true},
+		{"data.max-import-size", c.Data.MaxImportSize, ByteSize(32 << 30)},
 		{"exit-on-error", c.ExitOnError, true},
 		{"http.addr", c.HTTP.Addr, "127.0.0.1:20202"}, // loopback: nothing protects it
 		{"proxy.max-lag", c.Proxy.MaxLag, Duration(10 * time.Second)},
@@ -424,6 +425,8 @@ func TestParse_BadValue(t *testing.T) {
 		{"NumberAsDuration", "data:\n  retention: 10\n", "data.retention", 2, `data.retention "10" is not a duration`},
 		{"ListAsDuration", "lease:\n  consul:\n    ttl: [1]\n", "lease.consul.ttl", 3, "lease.consul.ttl must be a duration"},
 		{"ZeroRetention", "data:\n  retention: 0s\n", "data.retention", 2, "data.retention is 0s: use a positive duration"},
+		{"BadByteSize", "data:\n  max-import-size: 10GB\n", "data.max-import-size", 2, `data.max-import-size "10GB" is not a size: use a whole number of bytes, or one with a unit`},
+		{"ZeroMaxImportSize", "data:\n  max-import-size: 0\n", "data.max-import-size", 2, `data.max-import-size is 0: use a positive size such as "32GiB"`},
 		{"BadLeaseType", "lease:\n  type: zookeeper\n", "lease.type", 2, `lease.type "zookeeper" is not supported: use "static" or "consul"`},
 		{"BadHTTPAddr", "http:\n  addr: localhost\n", "http.addr", 2, `http.addr "localhost" is not host:port`},
 		{"NegativeSyncReplicas", "replication:\n  sync-replicas: -1\n", "replication.sync-replicas", 2, "replication.sync-replicas is -1"},
@@ -695,6 +698,68 @@ func TestDuration_UnmarshalYAML(t *testing.T) {
 		}
 		if got, want := string(out), "d: 1m30s\n"; got != want {
 			t.Fatalf("Marshal=%q, want %q", got, want)
+		}
+	})
+}
+
+func TestByteSize_UnmarshalYAML(t *testing.T) {
+	for _, tt := range []struct {
+		in      string
+		want    ByteSize
+		wantErr string
+	}{
+		{in: "1048576", want: 1 << 20},
+		{in: "0", want: 0},
+		{in: "512MiB", want: 512 << 20},
+		{in: `"10GiB"`, want: 10 << 30},
+		{in: "10 gib", want: 10 << 30},
+		{in: "2TiB", want: 2 << 40},
+		{in: "64KiB", want: 64 << 10},
+		{in: "100B", want: 100},
+		{in: "8388607TiB", want: 8388607 << 40},
+		{in: "10GB", wantErr: `"10GB" is not a size: use a whole number of bytes, or one with a unit B, KiB, MiB, GiB or TiB`},
+		{in: "1.5GiB", wantErr: `"1.5GiB" is not a size`},
+		{in: "GiB", wantErr: `"GiB" is not a size`},
+		{in: "-1MiB", wantErr: `"-1MiB" is negative`},
+		{in: "8388608TiB", wantErr: `"8388608TiB" is too large`},
+		{in: "99999999999999999999", wantErr: "is too large"},
+		{in: "[1]", wantErr: "must be a size"},
+	} {
+		t.Run(tt.in, func(t *testing.T) {
+			var b ByteSize
+			err := yaml.Unmarshal([]byte(tt.in), &b)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err=%v, want it to contain %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Unmarshal: %v", err)
+			}
+			if b != tt.want {
+				t.Fatalf("b=%d, want %d", b, tt.want)
+			}
+		})
+	}
+
+	t.Run("RoundTrip", func(t *testing.T) {
+		for _, b := range []ByteSize{32 << 30, 1 << 20, 1536 << 10, 1000, 0} {
+			out, err := yaml.Marshal(struct {
+				B ByteSize `yaml:"b"`
+			}{b})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back struct {
+				B ByteSize `yaml:"b"`
+			}
+			if err := yaml.Unmarshal(out, &back); err != nil || back.B != b {
+				t.Fatalf("%d marshals as %q and comes back as %d (%v)", b, out, back.B, err)
+			}
+		}
+		if got, want := ByteSize(32<<30).String(), "32GiB"; got != want {
+			t.Fatalf("String=%q, want %q", got, want)
 		}
 	})
 }

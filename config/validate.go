@@ -25,7 +25,7 @@ func (c *Config) Validate() error {
 	return v.err()
 }
 
-// dirs checks fuse.dir, data.dir and data.retention.
+// dirs checks fuse.dir, data.dir, data.retention and data.max-import-size.
 func (v *validator) dirs() {
 	c := v.c
 	switch {
@@ -50,6 +50,9 @@ func (v *validator) dirs() {
 	}
 	if c.Data.Retention <= 0 {
 		v.fail("data.retention", `data.retention is %s: use a positive duration such as "10m"`, c.Data.Retention)
+	}
+	if c.Data.MaxImportSize <= 0 {
+		v.fail("data.max-import-size", `data.max-import-size is %s: use a positive size such as "32GiB"`, c.Data.MaxImportSize)
 	}
 }
 

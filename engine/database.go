@@ -214,15 +214,22 @@ func openDatabase(dir, name string, o dbOptions) (*database, error) {
 }
 
 func (d *database) load() error {
-	hdr := make([]byte, 100)
-	if _, err := d.db.ReadAt(hdr, 0); err != nil {
-		return fmt.Errorf("read header: %w", err)
+	// The database file's pages. A header that cannot be right (a file
+	// damaged or written outside pagewire) leaves the pages the file
+	// holds, and the database refusing writes until it is replaced: the
+	// node still starts.
+	var walSize int64
+	if fi, err := os.Stat(filepath.Join(d.dir, walFileName)); err == nil {
+		walSize = fi.Size()
 	}
-	if err := validateDBHeader(hdr); err != nil {
-		return fmt.Errorf("%w: %v", pagewire.ErrCorrupt, err)
-	}
-	if err := d.loadFile(hdr); err != nil {
+	damaged, err := d.loadFile(walSize)
+	if err != nil {
 		return err
+	}
+	if damaged != nil {
+		d.startupErr = fmt.Errorf("%w: the database file under %s is not one SQLite could have written: %v; it takes no writes until replaced (a replica re-seeds it itself; on a primary, import a good copy over it, or delete it)",
+			pagewire.ErrCorrupt, d.dir, damaged)
+		d.log.Error("database file damaged at startup", logkey.Error, d.startupErr)
 	}
 
 	f, err := os.OpenFile(filepath.Join(d.dir, metaFileName), os.O_RDWR|os.O_CREATE, 0o644)
@@ -255,7 +262,7 @@ func (d *database) load() error {
 	}
 
 	// Files changed outside pagewire leave a checksum other than the recorded one.
-	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum {
+	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum && d.startupErr == nil {
 		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded%s: the files under %s were changed outside pagewire; it takes no writes until re-seeded (a replica does so itself; on a primary, export it, delete it and import the copy)",
 			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.changedPages(m.Pos), d.dir)
 		d.log.Error("database checksum mismatch at startup", logkey.Error, d.startupErr)
@@ -288,21 +295,49 @@ func (d *database) savePageSums() error {
 	return writeFileSync(filepath.Join(d.dir, pageSumsFileName), pageSums{Pos: d.pos, Pages: d.pages}.encode())
 }
 
-// loadFile takes the page size from the database file's header hdr, and
-// the checksum of its pages: as many as the header says, else as the file
-// holds (SQLite's rule).
-func (d *database) loadFile(hdr []byte) error {
-	d.pageSize = dbHeaderPageSize(hdr)
-	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
+// loadFile takes the page size from the database file's header, and the
+// checksum of its pages: as many as the header says, else as the file
+// holds (SQLite's rule, dbFilePages). The header may count pages past the
+// file's end that a WAL of walSize bytes holds (and the lock page), as a
+// database whose WAL is not all checkpointed does; never more, so that a
+// header claiming 2^32 pages costs nothing.
+//
+// A header that cannot be right is returned as damaged, with the pages the
+// file holds loaded (the page size 4096 if the header's is not valid); err
+// is an I/O error.
+func (d *database) loadFile(walSize int64) (damaged, err error) {
+	hdr := make([]byte, 100)
+	n, err := d.db.ReadAt(hdr, 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("read header: %w", err)
+	}
+	hdr = hdr[:n]
 	fi, err := d.db.Stat()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	nPage := dbHeaderPageCount(hdr)
-	if nPage == 0 {
-		nPage = uint32((fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize))
+
+	// The page size, and how many pages past the file's end a WAL of
+	// walSize bytes can hold.
+	d.pageSize = defaultPageSize
+	if n >= 18 && pagewire.ValidPageSize(dbHeaderPageSize(hdr)) {
+		d.pageSize = dbHeaderPageSize(hdr)
 	}
-	return d.loadPages(nPage)
+	d.frameBuf = make([]byte, walFrameHeaderSize+int(d.pageSize))
+	beyond := int64(1) // the lock page, never written
+	if walSize > walHeaderSize {
+		beyond += (walSize - walHeaderSize) / (walFrameHeaderSize + int64(d.pageSize))
+	}
+
+	// The pages as SQLite would count them, or as the file holds them.
+	nPage, damaged := dbFilePages(hdr, fi.Size(), beyond)
+	if damaged != nil {
+		nPage = 1 // a file larger than any database (sparse, say): its first page only
+		if held := (fi.Size() + int64(d.pageSize) - 1) / int64(d.pageSize); held <= pagewire.MaxPageCount {
+			nPage = uint32(held)
+		}
+	}
+	return damaged, d.loadPages(nPage)
 }
 
 // loadPages computes the checksum of every page in the database file.
@@ -363,13 +398,24 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	fromMeta()
 
 	// Replay the commits, starting the count over at the meta's frame.
-	if _, _, err := d.scanFrames(0, replay, func(frame uint32) {
+	_, _, err = d.scanFrames(0, replay, func(frame uint32) {
 		commits++
 		if sameGen && frame == m.CommitFrame {
 			atMeta = true
 			fromMeta()
 		}
-	}); err != nil {
+	})
+	if errors.Is(err, pagewire.ErrInvalidArgument) {
+		// A commit no SQLite writes (its size claims pages its transaction
+		// does not hold): nothing from it on is counted, and the database
+		// takes no writes until it is replaced.
+		d.w.pending, d.expect = nil, nil
+		d.startupErr = fmt.Errorf("%w: the WAL under %s holds a commit SQLite could not have written: %v; it takes no writes until replaced (a replica re-seeds it itself; on a primary, export it, delete it and import the copy)",
+			pagewire.ErrCorrupt, d.dir, err)
+		d.log.Error("database WAL damaged at startup", logkey.Error, d.startupErr)
+		return commits, false, nil
+	}
+	if err != nil {
 		return 0, false, err
 	}
 
@@ -384,6 +430,15 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 	// was committed: checkpoints may have copied later pages into the file.
 	return commits, commits == 0, nil
 }
+
+// commitError is a commit frame that applyCommit refused during a scan.
+type commitError struct {
+	frame uint32
+	err   error
+}
+
+func (e *commitError) Error() string { return e.err.Error() }
+func (e *commitError) Unwrap() error { return e.err }
 
 // scanStop says why a scan of the WAL ended before the frame it was asked
 // to reach: SQLite's recovery would stop at the same frame.
@@ -421,7 +476,7 @@ func (d *database) scanFrames(upto uint32, how *commitRule, onCommit func(frame 
 		d.w.pending = append(d.w.pending, pendingFrame{pgno: fh.Pgno, checksum: pageChecksum(fh.Pgno, buf[walFrameHeaderSize:]), frame: f})
 		if fh.Commit != 0 {
 			if err := d.applyCommit(fh.Commit, f, ck[0], ck[1], how); err != nil {
-				return read, nil, err
+				return read, nil, &commitError{frame: f, err: err}
 			}
 			if onCommit != nil {
 				onCommit(f)
@@ -434,6 +489,11 @@ func (d *database) scanFrames(upto uint32, how *commitRule, onCommit func(frame 
 // applyCommit folds the pending frames, ending in commit frame `frame`, into
 // the page checksums and the WAL index, as how says.
 func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) error {
+	// The size must be one the transaction's frames can account for:
+	// checked before anything changes or is allocated for it.
+	if err := d.checkCommitSize(nPage, how.announced); err != nil {
+		return fmt.Errorf("the commit in frame %d of %s-wal: %w", frame, d.name, err)
+	}
 	prevPos := d.pos
 	pre := prevPos.Checksum
 	// An announcement stands for the next commit only.
@@ -519,6 +579,48 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	}
 	d.changed = make(chan struct{})
 	return nil
+}
+
+// checkCommitSize refuses a commit frame's database size nPage that the
+// pending frames (the transaction's) cannot account for: a transaction
+// adds only pages it writes (pagewire.CheckGrowth), so a larger size,
+// 0xFFFFFFFF say, claims pages that exist nowhere and would cost an
+// allocation each. SQLite never writes such a commit. A commit announced
+// as several transactions (ExpectCommit) may add as many pages as they
+// wrote between them.
+func (d *database) checkCommitSize(nPage uint32, announced *expectedCommit) error {
+	cur := uint32(len(d.pages))
+	if nPage <= cur {
+		return nil // no growth: nothing to allocate
+	}
+	written := 0
+	if announced != nil {
+		for _, t := range announced.txns {
+			written += len(t.Pages)
+		}
+	}
+	if nPage <= pagewire.MaxPagesAfter(cur, written, d.pageSize) {
+		return nil
+	}
+
+	// The distinct pages of the frames; their number bounds it, and
+	// decides alone when it is too small.
+	if frames := len(d.w.pending); nPage > pagewire.MaxPagesAfter(cur, max(written, frames), d.pageSize) {
+		return pagewire.CheckGrowth(cur, nPage, max(written, frames), d.pageSize)
+	}
+	pgnos := make([]uint32, len(d.w.pending))
+	for i, p := range d.w.pending {
+		pgnos[i] = p.pgno
+	}
+	slices.Sort(pgnos)
+	return pagewire.CheckGrowth(cur, nPage, max(written, len(slices.Compact(pgnos))), d.pageSize)
+}
+
+// size returns the page size and the committed size in pages.
+func (d *database) size() (pageSize, pages uint32) {
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.pageSize, uint32(len(d.pages))
 }
 
 // visiblePos is the position readers see. mu must be held.
@@ -709,12 +811,23 @@ func (d *database) committedVersion(pgno uint32, ck uint64) bool {
 }
 
 // checkDBTruncate refuses to cut committed pages from the database file
-// unless the WAL holds them: a checkpoint truncates only to the committed
-// size.
+// unless the WAL holds them, and to grow the file past its committed pages
+// (and its size): a checkpoint truncates only to the committed size, and
+// its size hint grows the file to it at most.
 func (d *database) checkDBTruncate(size int64) error {
 	ps := int64(d.pageSize)
-	for pgno := uint32(size/ps) + 1; int(pgno) <= len(d.pages); pgno++ {
-		if _, ok := d.w.index[pgno]; !ok {
+	if committed := int64(len(d.pages)) * ps; size > committed {
+		st, err := d.db.Stat()
+		if err != nil {
+			return err
+		}
+		if size > st.Size() {
+			return fmt.Errorf("%w: refusing to grow %q to %d bytes: it has %d committed pages (%d bytes), and only SQLite's checkpoints size the database file",
+				pagewire.ErrInvalidArgument, d.name, size, len(d.pages), committed)
+		}
+	}
+	for pgno := size/ps + 1; pgno <= int64(len(d.pages)); pgno++ {
+		if _, ok := d.w.index[uint32(pgno)]; !ok {
 			return fmt.Errorf("%w: refusing to truncate %q to %d bytes: page %d is committed and only in the database file",
 				pagewire.ErrInvalidArgument, d.name, size, pgno)
 		}
@@ -925,11 +1038,18 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 	// Later writes of the same commit fail the same way.
 	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
 	if stop == nil {
-		// Valid frames the primary refused (a halt lock's forward): make
-		// sure SQLite's recovery cannot bring them back after a crash.
+		// Valid frames refused (a halt lock's forward the primary
+		// refused, a size the frames cannot account for): make sure
+		// SQLite's recovery cannot bring them back after a crash. The
+		// refused commit may come before k, in a write of several.
+		bad := k
+		var ce *commitError
+		if errors.As(err, &ce) {
+			bad = ce.frame
+		}
 		var zero [walFrameHeaderSize]byte
-		d.keepForViews(d.wal, wal.FrameOffset(k, d.pageSize), len(zero))
-		if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(k, d.pageSize)); werr != nil {
+		d.keepForViews(d.wal, wal.FrameOffset(bad, d.pageSize), len(zero))
+		if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(bad, d.pageSize)); werr != nil {
 			d.log.Error("could not undo a refused commit", logkey.Error, werr)
 		}
 	}
@@ -966,19 +1086,15 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 		return fmt.Errorf("%w: %q has %d open file handles; stop the apps using it, then import again", pagewire.ErrBusy, d.name, d.handles)
 	}
 
-	// Check that the imported file is a SQLite database.
+	// Check that the imported file is a whole SQLite database, before
+	// anything changes.
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
-	hdr := make([]byte, 100)
-	if _, err := f.ReadAt(hdr, 0); err != nil {
+	if err := checkImportFile(f); err != nil {
 		f.Close()
-		return fmt.Errorf("%w: read imported header: %v", pagewire.ErrInvalidArgument, err)
-	}
-	if err := validateDBHeader(hdr); err != nil {
-		f.Close()
-		return fmt.Errorf("%w: imported file: %v", pagewire.ErrInvalidArgument, err)
+		return err
 	}
 
 	// Mark it as a WAL-mode database, durably.
@@ -1017,14 +1133,32 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	txid := d.pos.TXID
 	d.shm = nil
 	d.ids = fileIDs{db: newID(), pos: d.ids.pos}
-	if err := d.loadFile(hdr); err != nil {
+	damaged, err := d.loadFile(0)
+	if err != nil {
 		return err
 	}
 	d.pos.TXID = txid + 1
 	d.w = walState{index: map[uint32]uint32{}}
-	d.startupErr = nil
+	d.startupErr = damaged // nil: checkImportFile passed it
 	d.modTime[pagewire.FileDatabase] = time.Now()
 	return d.saveMeta(true)
+}
+
+// checkImportFile checks a file received for an import (checkImport) by
+// its first 100 bytes and its length.
+func checkImportFile(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	hdr := make([]byte, 100)
+	if n, err := f.ReadAt(hdr, 0); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("read the imported file: %w", err)
+	} else if n < len(hdr) {
+		return fmt.Errorf("%w: the imported file is %d bytes, too short for a SQLite database header: import a whole copy of the database", pagewire.ErrInvalidArgument, fi.Size())
+	}
+	_, err = checkImport(hdr, fi.Size())
+	return err
 }
 
 func (d *database) closeFiles() {

@@ -444,7 +444,10 @@ func (h *Halts) ReleaseAll(why string) {
 }
 
 // Forward commits, as the primary, a transaction that the holder of db's
-// halt lock id wrote through a replica following lease epoch (0: any).
+// halt lock id wrote through a replica following lease epoch (0: any). A
+// transaction that does not follow the position, or that pagewire.Txn.Check
+// refuses (its pages, or a size they cannot account for), is refused with
+// ErrInvalidArgument before anything is applied.
 func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch, txn pagewire.Txn) (pagewire.Pos, error) {
 	if err := pagewire.ValidateDBName(db); err != nil {
 		return pagewire.Pos{}, err
@@ -478,8 +481,12 @@ func (h *Halts) Forward(ctx context.Context, db, id string, epoch pagewire.Epoch
 	if txn.TXID != pos.TXID+1 || txn.PreChecksum != pos.Checksum {
 		return pos, fmt.Errorf("%w: transaction %d (pre-checksum %016x) does not follow the primary's position %s", pagewire.ErrInvalidArgument, txn.TXID, txn.PreChecksum, pos)
 	}
-	if txn.PageSize != d.pageSize {
-		return pos, fmt.Errorf("%w: transaction page size %d, the database's is %d", pagewire.ErrInvalidArgument, txn.PageSize, d.pageSize)
+
+	// Its pages must be this database's, and its size one they account
+	// for: checked before anything is allocated for it or applied.
+	pageSize, pages := d.size()
+	if err := txn.Check(pageSize, pages); err != nil {
+		return pos, err
 	}
 
 	// Commit it, and check that it ends where it did on the holder's node.

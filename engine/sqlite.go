@@ -85,3 +85,52 @@ func validateDBHeader(hdr []byte) error {
 	}
 	return nil
 }
+
+// dbFilePages is the size in pages of a database file whose first bytes are
+// hdr and whose length is size, as SQLite reads it (btree.c lockBtree): the
+// header's count (offset 28) when SQLite trusts it, that is when it is not
+// 0 and the version-valid-for number (offset 92) equals the change counter
+// (offset 24); otherwise the pages the file holds, the last one possibly
+// partial. A trusted count may exceed the file by at most beyond pages
+// (pages a WAL holds, and the lock page); more, and the header claims
+// pages that exist nowhere: an error, before anything is allocated for
+// them. The header must also pass validateDBHeader.
+func dbFilePages(hdr []byte, size, beyond int64) (uint32, error) {
+	if err := validateDBHeader(hdr); err != nil {
+		return 0, err
+	}
+	ps := int64(dbHeaderPageSize(hdr))
+	held := (max(size, 0) + ps - 1) / ps
+	n := int64(dbHeaderPageCount(hdr))
+	switch {
+	case n == 0 && held > pagewire.MaxPageCount:
+		return 0, fmt.Errorf("the file is %d bytes, %d pages of %d bytes: more than the %d pages a SQLite database can have", size, held, ps, int64(pagewire.MaxPageCount))
+	case n == 0:
+		return uint32(held), nil
+	case n > pagewire.MaxPageCount:
+		return 0, fmt.Errorf("the header says the database has %d pages, more than the %d a SQLite database can have", n, int64(pagewire.MaxPageCount))
+	case n > held+max(beyond, 0):
+		return 0, fmt.Errorf("the header says the database has %d pages of %d bytes, but the file holds %d (%d bytes)", n, ps, held, size)
+	}
+	return uint32(n), nil
+}
+
+// checkImport checks a database file received for an import, whose first
+// bytes are hdr and whose length is size, before anything is changed or
+// allocated for it: a SQLite database header with a valid page size, a
+// length of whole pages, at least one, and a header page count the file
+// holds (an import has no WAL). It returns the database's size in pages; its
+// errors wrap ErrInvalidArgument.
+func checkImport(hdr []byte, size int64) (uint32, error) {
+	if err := validateDBHeader(hdr); err != nil {
+		return 0, fmt.Errorf("%w: the imported file is not a SQLite database: %v", pagewire.ErrInvalidArgument, err)
+	}
+	if ps := int64(dbHeaderPageSize(hdr)); size < ps || size%ps != 0 {
+		return 0, fmt.Errorf("%w: the imported file is %d bytes, not a whole number of its %d-byte pages: it is truncated or not a SQLite database", pagewire.ErrInvalidArgument, size, ps)
+	}
+	n, err := dbFilePages(hdr, size, 0)
+	if err != nil {
+		return 0, fmt.Errorf("%w: the imported file: %v; import a whole copy of the database (e.g. from sqlite3's .backup or pagewire export)", pagewire.ErrInvalidArgument, err)
+	}
+	return n, nil
+}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -48,10 +49,16 @@ type StoreConfig struct {
 	// Retention is how long transaction logs keep records for replicas
 	// that were away (data.retention).
 	Retention time.Duration
+	// MaxImportSize bounds the bytes of a database Import receives
+	// (data.max-import-size); > 0.
+	MaxImportSize int64
 }
 
 // DefaultRetention is data.retention's default, as LiteFS.
 const DefaultRetention = 10 * time.Minute
+
+// DefaultMaxImportSize is data.max-import-size's default: 32 GiB.
+const DefaultMaxImportSize = 32 << 30
 
 // leftoverPrefixes start the names of the temporary files and folders
 // snapshots, imports and restores make in data.dir/dbs; they are renamed
@@ -71,7 +78,7 @@ func isLeftover(name string) bool {
 // DefaultStoreConfig returns a StoreConfig with every optional value set;
 // Dir is left to the caller.
 func DefaultStoreConfig() StoreConfig {
-	return StoreConfig{Retention: DefaultRetention}
+	return StoreConfig{Retention: DefaultRetention, MaxImportSize: DefaultMaxImportSize}
 }
 
 // Validate reports the first missing or bad value.
@@ -81,6 +88,8 @@ func (c StoreConfig) Validate() error {
 		return errors.New("data.dir is not set; set data.dir in the config")
 	case c.Retention <= 0:
 		return fmt.Errorf("data.retention %s must be more than 0; start from DefaultStoreConfig", c.Retention)
+	case c.MaxImportSize <= 0:
+		return fmt.Errorf("data.max-import-size %d must be more than 0 bytes; start from DefaultStoreConfig", c.MaxImportSize)
 	}
 	return nil
 }
@@ -92,6 +101,7 @@ type Store struct {
 	log       *slog.Logger
 	lock      *os.File // flock on data.dir/.lock: one node per data.dir
 	retention time.Duration
+	maxImport int64 // StoreConfig.MaxImportSize
 
 	nextID atomic.Uint64
 
@@ -155,7 +165,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.dbsChanged = make(chan struct{})
 	s.exports, s.snapshots = make(chan struct{}, maxExports), make(chan struct{}, maxSnapshots)
 	s.nextID.Store(rootID + 1) // +1: the .primary file
-	s.retention = cfg.Retention
+	s.retention, s.maxImport = cfg.Retention, cfg.MaxImportSize
 
 	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
@@ -779,11 +789,43 @@ func (s *Store) CloseHandle(id uint64) {
 	ref.db.mu.Unlock()
 }
 
+// checkRange refuses an offset and length (a read, a write) that starts
+// below 0 or ends past what an int64 holds.
+func checkRange(op string, off int64, n int) error {
+	if off < 0 || n < 0 || off > math.MaxInt64-int64(n) {
+		return fmt.Errorf("%w: a %s of %d bytes at offset %d: a file's offsets run from 0 to 2^63-1", pagewire.ErrInvalidArgument, op, n, off)
+	}
+	return nil
+}
+
+// maxFileSize bounds the database file and the -wal, in bytes, for pages
+// of pageSize: a write or truncate past it is refused before anything is
+// written. They are the largest files SQLite makes (MaxPageCount pages; a
+// WAL's frame numbers are 32-bit), far past any real write, but they keep
+// a page or frame number computed from an offset within 32 bits. The -shm
+// has its own bound (maxSHMSize).
+func maxFileSize(kind pagewire.FileKind, pageSize uint32) int64 {
+	if kind == pagewire.FileWAL {
+		return walHeaderSize + math.MaxUint32*(walFrameHeaderSize+int64(pageSize))
+	}
+	return pagewire.MaxPageCount * int64(pageSize)
+}
+
+// checkFileEnd refuses a write or truncate of d's database file or -wal
+// that would end past maxFileSize. d.mu must be held.
+func (d *database) checkFileEnd(kind pagewire.FileKind, end int64) error {
+	if limit := maxFileSize(kind, d.pageSize); end > limit {
+		return fmt.Errorf("%w: refusing to make %s %d bytes long: with %d-byte pages it is at most %d", pagewire.ErrInvalidArgument, pagewire.FileName(d.name, kind), end, d.pageSize, limit)
+	}
+	return nil
+}
+
 // ReadAt reads from a file into p, like io.ReaderAt but returning a short
-// count and nil at end of file.
+// count and nil at end of file. An offset below 0, or a read ending past
+// what an int64 holds, is ErrInvalidArgument.
 func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
+	if err := checkRange("read", off, len(p)); err != nil {
+		return 0, err
 	}
 	ref, err := s.file(id)
 	if err != nil {
@@ -834,10 +876,13 @@ func copyAt(p []byte, s string, off int64) int {
 }
 
 // WriteAt writes p to a file at off and returns the file's new size and the
-// database's TXID after the write.
+// database's TXID after the write. A write that starts below 0 or ends past
+// the largest file of its kind (maxFileSize, maxSHMSize) is
+// ErrInvalidArgument, and so is a commit it completes that claims pages its
+// transaction does not hold; nothing changes then.
 func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, txid pagewire.TXID, err error) {
-	if off < 0 {
-		return 0, 0, fmt.Errorf("%w: negative offset", pagewire.ErrInvalidArgument)
+	if err := checkRange("write", off, len(p)); err != nil {
+		return 0, 0, err
 	}
 	ref, err := s.file(id)
 	if err != nil {
@@ -866,6 +911,11 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	// node's own, which re-seed it from the primary.
 	if d.startupErr != nil && ref.kind != pagewire.FileSHM && by != Applier {
 		return 0, 0, d.startupErr
+	}
+	if ref.kind != pagewire.FileSHM {
+		if err := d.checkFileEnd(ref.kind, off+int64(len(p))); err != nil {
+			return 0, 0, err
+		}
 	}
 	d.modTime[ref.kind] = time.Now()
 
@@ -923,7 +973,9 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	}
 }
 
-// Truncate sets a file's size.
+// Truncate sets a file's size. A negative size, one past the largest file
+// of its kind, or one that grows the database file past its committed
+// pages is ErrInvalidArgument.
 func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 	if size < 0 {
 		return FileInfo{}, fmt.Errorf("%w: negative size", pagewire.ErrInvalidArgument)
@@ -966,6 +1018,9 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 			return FileInfo{}, err
 		}
 	case pagewire.FileWAL:
+		if err := d.checkFileEnd(ref.kind, size); err != nil {
+			return FileInfo{}, err
+		}
 		d.keepForViews(d.wal, size, -1)
 		if err := d.wal.Truncate(size); err != nil {
 			return FileInfo{}, err
@@ -1117,17 +1172,27 @@ func (s *Store) Import(name string, r io.Reader) (DatabaseInfo, error) {
 		return DatabaseInfo{}, err
 	}
 
-	// Receive the file into data.dir first.
+	// Receive the file into data.dir first, up to data.max-import-size:
+	// one byte more says it is too big, and receiving stops there.
 	tmp, err := os.CreateTemp(filepath.Join(s.dir, "dbs"), ".import-*")
 	if err != nil {
 		return DatabaseInfo{}, err
 	}
 	defer os.Remove(tmp.Name())
-	_, err = io.Copy(tmp, r)
+	n, err := io.Copy(tmp, io.LimitReader(r, s.maxImport+1))
+	if err == nil && n > s.maxImport {
+		err = fmt.Errorf("%w: the file is over data.max-import-size (%d bytes): raise data.max-import-size in the node's config (e.g. \"64GiB\") to import a larger database",
+			pagewire.ErrInvalidArgument, s.maxImport)
+	}
+	if err == nil {
+		err = checkImportFile(tmp) // nothing changes for a file that is no database
+	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if errors.Is(err, pagewire.ErrInvalidArgument) {
+		return DatabaseInfo{}, fmt.Errorf("import %q: %w", name, err)
+	} else if err != nil {
 		return DatabaseInfo{}, fmt.Errorf("receive import: %w", err)
 	}
 

@@ -799,8 +799,8 @@ func TestStore_RolledBackSpillIsForgotten(t *testing.T) {
 	w.overwrite(1, testPage(22))
 	// Rolled back: the next transaction starts again at frame 1.
 	w.next, w.enc.Checksum = 1, w.frames[0].ck
-	w.frame(4, testPage(4), 0)
-	if txid := w.frame(2, testPage(6), 4); txid != 2 {
+	w.frame(3, testPage(4), 0)
+	if txid := w.frame(2, testPage(6), 3); txid != 2 {
 		t.Fatalf("TXID=%d, want 2", txid)
 	}
 }

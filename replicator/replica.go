@@ -537,7 +537,9 @@ type snapshotBuf struct {
 func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEvent) error {
 	switch {
 	case ev.Snapshot != nil:
-		sb.snap, sb.pages = ev.Snapshot, make([]pagewire.Page, 0, ev.Snapshot.PageCount)
+		// Room for the pages as they come, not for what the first message
+		// claims: a count is only as good as the pages that follow it.
+		sb.snap, sb.pages = ev.Snapshot, make([]pagewire.Page, 0, min(ev.Snapshot.PageCount, snapshotPrealloc))
 	case ev.SnapshotPages != nil:
 		if sb.snap == nil {
 			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
@@ -545,6 +547,9 @@ func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEven
 		for _, p := range ev.SnapshotPages {
 			if int(p.Pgno) != len(sb.pages)+1 || uint32(len(p.Data)) != sb.snap.PageSize {
 				return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+			}
+			if p.Pgno > sb.snap.PageCount {
+				return fmt.Errorf("%w: snapshot page %d beyond the %d pages the snapshot announced", pagewire.ErrInvalidArgument, p.Pgno, sb.snap.PageCount)
 			}
 			sb.pages = append(sb.pages, p)
 		}
@@ -561,6 +566,10 @@ func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEven
 	}
 	return nil
 }
+
+// snapshotPrealloc bounds the page slots made for a snapshot before its
+// pages arrive.
+const snapshotPrealloc = 4096
 
 // A batch of transactions applied together holds at most this many
 // transactions or pages.

@@ -264,8 +264,9 @@ func (w *WALWriter) closeFiles() error {
 // frames, indexes them and publishes the new wal-index header. With sync it
 // fsyncs the WAL after writing, before publishing.
 //
-// Errors: pagewire.ErrInvalidArgument for a bad transaction (nothing is
-// written); ctx's error if ctx ends while waiting (nothing is written);
+// Errors: pagewire.ErrInvalidArgument for a bad transaction, or a
+// pageCount its pages cannot account for (pagewire.CheckGrowth) (nothing
+// is written); ctx's error if ctx ends while waiting (nothing is written);
 // pagewire.ErrCorrupt if the WAL cannot belong to this database (its page
 // size or format differs); I/O errors. After an I/O error the transaction
 // may or may not have become visible (a reader's recovery can find frames
@@ -310,8 +311,12 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 		return fmt.Errorf("apply to %s: %w", w.path, err)
 	}
 
-	// Append the transactions, then release the lock unless it is held.
-	err = w.appendTxns(hdr, ckpt, txns, sync)
+	// Append the transactions, if their sizes hold, then release the lock
+	// unless it is held.
+	err = w.checkGrowth(hdr, txns)
+	if err == nil {
+		err = w.appendTxns(hdr, ckpt, txns, sync)
+	}
 	if !w.held {
 		if uerr := unlockShm(w.shm.f, wal.LockWrite, 1); uerr != nil && err == nil {
 			err = fmt.Errorf("release the WAL write lock: %w", uerr)
@@ -378,6 +383,32 @@ func (w *WALWriter) checkTxn(pageCount uint32, pages []pagewire.Page) error {
 			return fmt.Errorf("%w: page %d is %d bytes; the database's page size is %d", pagewire.ErrInvalidArgument, p.Pgno, len(p.Data), w.pageSize)
 		}
 		prev = p.Pgno
+	}
+	return nil
+}
+
+// checkGrowth refuses transactions whose database sizes their pages
+// cannot account for (pagewire.CheckGrowth: a transaction adds only pages
+// it writes), each from the size before it, the first from the database's
+// size: the wal-index header's, or the database file's when the header has
+// none, as SQLite reads it. A page count of 0xFFFFFFFF with one page is
+// refused here, before a frame is written. The caller holds WAL_WRITE_LOCK
+// and hdr is the current header.
+func (w *WALWriter) checkGrowth(hdr wal.IndexHeader, txns []pagewire.Txn) error {
+	cur := hdr.NPage
+	if cur == 0 {
+		fi, err := w.db.Stat()
+		if err != nil {
+			return fmt.Errorf("stat the database: %w", err)
+		}
+		ps := int64(w.pageSize)
+		cur = uint32(min((fi.Size()+ps-1)/ps, pagewire.MaxPageCount))
+	}
+	for _, t := range txns {
+		if err := pagewire.CheckGrowth(cur, t.PageCount, len(t.Pages), w.pageSize); err != nil {
+			return err
+		}
+		cur = t.PageCount
 	}
 	return nil
 }

@@ -234,6 +234,10 @@ func TestWALWriter_Apply_badInput(t *testing.T) {
 
 	page := make([]byte, 4096)
 	lockPage := uint32(lockDBPending/4096 + 1)
+	hdr, _, ok, err := w.shm.readHeader()
+	if err != nil || !ok || hdr.NPage == 0 {
+		t.Fatalf("wal-index header %+v, %v, %v", hdr, ok, err)
+	}
 	cases := []struct {
 		name      string
 		pageCount uint32
@@ -248,6 +252,11 @@ func TestWALWriter_Apply_badInput(t *testing.T) {
 		{"above pageCount", 3, []pagewire.Page{{Pgno: 1, Data: page}, {Pgno: 4, Data: page}}},
 		{"pageCount 0", 0, []pagewire.Page{{Pgno: 1, Data: page}}},
 		{"lock page", lockPage + 1, []pagewire.Page{{Pgno: lockPage, Data: page}}},
+		// Sizes the pages cannot account for: a transaction adds only
+		// pages it writes.
+		{"pageCount 2^32-1", 0xFFFFFFFF, []pagewire.Page{{Pgno: 1, Data: page}}},
+		{"pageCount SQLite's most", pagewire.MaxPageCount, []pagewire.Page{{Pgno: 1, Data: page}}},
+		{"two pages more than written", hdr.NPage + 2, []pagewire.Page{{Pgno: 1, Data: page}}},
 	}
 	wal, shm := readAll(t, w.wal), readAll(t, w.shm.f)
 	frames := w.Frames()

@@ -236,12 +236,14 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authen
 			grpcMetrics.UnaryServerInterceptor(),
 			auth.unary,
 			logging.UnaryServerInterceptor(slogAdapter(log), logOpts...),
+			limitUnary,
 			recovery.UnaryServerInterceptor(recoverPanic),
 		),
 		grpc.ChainStreamInterceptor(
 			grpcMetrics.StreamServerInterceptor(),
 			auth.stream,
 			logging.StreamServerInterceptor(slogAdapter(log), logOpts...),
+			limitStream,
 			recovery.StreamServerInterceptor(recoverPanic),
 		),
 	)...)
@@ -250,8 +252,8 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authen
 	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
 	if storageSocket {
 		storage = pooledServer(
-			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)),
-			grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(recoverPanic)),
+			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), limitUnary, recovery.UnaryServerInterceptor(recoverPanic)),
+			grpc.ChainStreamInterceptor(grpcMetrics.StreamServerInterceptor(), limitStream, recovery.StreamServerInterceptor(recoverPanic)),
 		)
 	}
 	return gs, ch, storage
@@ -264,8 +266,9 @@ func pooledServer(opts ...grpc.ServerOption) *grpc.Server {
 	return grpc.NewServer(append([]grpc.ServerOption{
 		experimental.BufferPool(pool),
 		grpc.ForceServerCodecV2(bufpool.NewCodec(pool)),
-		// A halt lock holder's transaction comes in one message.
-		grpc.MaxRecvMsgSize(wire.MaxForwardBytes + 1<<20),
+		// The largest message any method takes (a halt lock holder's
+		// transaction); each method's own limit is in limits.go.
+		grpc.MaxRecvMsgSize(wire.MaxForwardMessageBytes),
 	}, opts...)...)
 }
 

@@ -136,6 +136,9 @@ func (n *node) openStore() error {
 	if r := time.Duration(n.cfg.Data.Retention); r > 0 {
 		scfg.Retention = r
 	}
+	if m := int64(n.cfg.Data.MaxImportSize); m > 0 {
+		scfg.MaxImportSize = m
+	}
 	store, err := engine.OpenStore(scfg)
 	if err != nil {
 		return fmt.Errorf("open the store: %w", err)

@@ -17,6 +17,12 @@ const MaxMessageBytes = 4 << 20
 // lock on a replica: it goes to the primary in one message.
 const MaxForwardBytes = 64 << 20
 
+// MaxForwardMessageBytes bounds a whole ForwardTransaction request on the
+// wire: MaxForwardBytes of pages, each page's framing (at most 16 bytes of
+// tags, lengths and page number, for pages as small as 512 bytes) and the
+// rest of the request.
+const MaxForwardMessageBytes = MaxForwardBytes + MaxForwardBytes/512*16 + 64<<10
+
 // PosToProto converts a position.
 func PosToProto(p pagewire.Pos) *replicationv1.Position {
 	return &replicationv1.Position{Txid: uint64(p.TXID), Checksum: p.Checksum}
@@ -57,6 +63,9 @@ func pagesToProto(in []pagewire.Page) []*replicationv1.Page {
 func TxnFromProto(t *replicationv1.Transaction) (pagewire.Txn, error) {
 	txn := pagewire.Txn{TXID: pagewire.TXID(t.GetTxid()), PreChecksum: t.GetPreChecksum(), PostChecksum: t.GetPostChecksum(),
 		PageSize: t.GetPageSize(), PageCount: t.GetPageCount(), CommitTime: t.GetCommitTime().AsTime()}
+	if txn.PageCount > pagewire.MaxPageCount {
+		return txn, fmt.Errorf("%w: transaction %d sets the database to %d pages, more than SQLite's %d", pagewire.ErrInvalidArgument, txn.TXID, txn.PageCount, pagewire.MaxPageCount)
+	}
 	pages, err := pagesFromProto(t.GetPages(), t.GetPageSize(), t.GetPageCount())
 	if err != nil {
 		return txn, fmt.Errorf("transaction %d: %w", txn.TXID, err)

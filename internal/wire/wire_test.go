@@ -5,10 +5,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/pagewire/pagewire"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
@@ -64,6 +68,7 @@ func TestTxnFromProto_RefusesBadInput(t *testing.T) {
 		"duplicate":       {Txid: 2, PageSize: 512, PageCount: 3, Pages: []*replicationv1.Page{page(2, 512), page(2, 512)}},
 		"beyond the size": {Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(2, 512)}},
 		"short page":      {Txid: 2, PageSize: 512, PageCount: 1, Pages: []*replicationv1.Page{page(1, 100)}},
+		"2^32-1 pages":    {Txid: 2, PageSize: 512, PageCount: 0xFFFFFFFF, Pages: []*replicationv1.Page{page(1, 512)}},
 	} {
 		if _, err := TxnFromProto(txn); !errors.Is(err, pagewire.ErrInvalidArgument) {
 			t.Errorf("%s: err = %v, want ErrInvalidArgument", name, err)
@@ -117,5 +122,26 @@ func TestForwardRequest_RefusesTooLargeTransactions(t *testing.T) {
 	}
 	if _, err := ForwardRequest("app.db", "h1", 1, big); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("err = %v, want ErrInvalidArgument", err)
+	}
+}
+
+// The largest transaction ForwardRequest makes, of the smallest pages with
+// the longest page numbers, fits in MaxForwardMessageBytes, the limit the
+// server takes it under.
+func TestForwardRequest_LargestFitsTheMessageLimit(t *testing.T) {
+	const pageSize = 512
+	n := MaxForwardBytes / pageSize
+	txn := pagewire.Txn{TXID: math.MaxUint64, PreChecksum: math.MaxUint64, PostChecksum: math.MaxUint64, PageSize: pageSize,
+		PageCount: pagewire.MaxPageCount, CommitTime: time.Now()}
+	data := make([]byte, pageSize)
+	for i := range n {
+		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pagewire.MaxPageCount - uint32(n) + uint32(i), Data: data})
+	}
+	req, err := ForwardRequest(strings.Repeat("d", 255), strings.Repeat("h", 64), math.MaxUint64, txn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size := proto.Size(req); size > MaxForwardMessageBytes {
+		t.Fatalf("the largest forward request is %d bytes, over MaxForwardMessageBytes (%d)", size, MaxForwardMessageBytes)
 	}
 }

@@ -46,7 +46,7 @@ func txnEventFromProto(msg *replicationv1.StreamTransactionsResponse) (replicato
 		b := e.SnapshotBegin
 		ev.Snapshot = &replicator.Snapshot{Pos: wire.PosFromProto(b.GetPosition()), PageSize: b.GetPageSize(), PageCount: b.GetPageCount(),
 			Reason: b.GetReason(), Diverged: b.GetDiverged()}
-		if !pagewire.ValidPageSize(b.GetPageSize()) || b.GetPageCount() == 0 {
+		if !pagewire.ValidPageSize(b.GetPageSize()) || b.GetPageCount() == 0 || b.GetPageCount() > pagewire.MaxPageCount {
 			return ev, fmt.Errorf("%w: snapshot with page size %d and %d pages", pagewire.ErrInvalidArgument, b.GetPageSize(), b.GetPageCount())
 		}
 	case *replicationv1.StreamTransactionsResponse_SnapshotPages:

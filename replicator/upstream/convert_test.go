@@ -37,6 +37,10 @@ func TestTxnEventFromProto_RefusesBadInput(t *testing.T) {
 			Transaction: &replicationv1.Transaction{Txid: 5, PageSize: 1000, PageCount: 1, Pages: []*replicationv1.Page{page(1, 1000)}}}}},
 		{"empty snapshot", &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotBegin{
 			SnapshotBegin: &replicationv1.SnapshotBegin{PageSize: 4096}}}},
+		{"snapshot of 2^32-1 pages", &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_SnapshotBegin{
+			SnapshotBegin: &replicationv1.SnapshotBegin{PageSize: 4096, PageCount: 0xFFFFFFFF}}}},
+		{"transaction to 2^32-1 pages", &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{
+			Transaction: &replicationv1.Transaction{Txid: 5, PageSize: 512, PageCount: 0xFFFFFFFF, Pages: []*replicationv1.Page{page(1, 512)}}}}},
 		{"unknown kind", &replicationv1.StreamTransactionsResponse{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
