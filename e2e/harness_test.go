@@ -90,6 +90,9 @@ type NodeOptions struct {
 	ReplicaOf *Node
 	// Retention sets data.retention (e.g. "15s"); "": the default.
 	Retention string
+	// Data is more keys of the data section, each line indented by two
+	// spaces (e.g. "  max-import-size: 1MiB\n").
+	Data string
 	// Lease replaces the lease section; {{URL}} in it is this node's URL.
 	Lease string
 	// Security, if set, puts auth and TLS on the node's port.
@@ -156,6 +159,7 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if opts.Retention != "" {
 		data += fmt.Sprintf("  retention: %s\n", opts.Retention)
 	}
+	data += opts.Data
 	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s%s",
 		n.MountDir, data, n.HTTPAddr, lease, security, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
