@@ -65,6 +65,7 @@ FUZZERS = \
 	config:FuzzParse:150000x \
 	proxy:FuzzPattern_Match:100000x \
 	proxy:FuzzParseTXID:100000x \
+	server:FuzzRPC:150x \
 	wal:FuzzDecodeHeader:200000x \
 	wal:FuzzReader:50000x \
 	wal:FuzzDecodeIndexHeader:200000x \

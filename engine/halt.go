@@ -12,6 +12,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 )
 
 // Halt lock defaults and bounds (DESIGN §7): a lock lives 30 s unless
@@ -201,9 +202,12 @@ func (h *Halts) Acquire(ctx context.Context, db string, ttl, wait time.Duration)
 	}
 	d.halt.Store(lh)
 	time.AfterFunc(time.Until(lock.Expires), func() {
-		if d.halt.CompareAndSwap(lh, nil) {
-			h.log.Info("halt lock expired", logkey.DB, db)
-		}
+		_ = safego.Call(h.log, "expire a halt lock", func() error {
+			if d.halt.CompareAndSwap(lh, nil) {
+				h.log.Info("halt lock expired", logkey.DB, db)
+			}
+			return nil
+		})
 	})
 	h.log.Info("halt lock taken from the primary", logkey.DB, db, logkey.TXID, lock.TXID, "expires", lock.Expires)
 	return lock, nil
@@ -365,7 +369,11 @@ func (h *Halts) grant(ctx context.Context, db, holder string, epoch pagewire.Epo
 	lock := pagewire.HaltLock{ID: newHaltID(), TXID: pos.TXID, Expires: time.Now().Add(ttl), Holder: holder}
 	h.mu.Lock()
 	g.w, g.lock = w, lock
-	g.timer = time.AfterFunc(ttl, func() { _ = h.release(db, lock.ID, "expired") })
+	g.timer = time.AfterFunc(ttl, func() {
+		// A timer's goroutine is the runtime's: recover here, or a panic
+		// takes the node down.
+		_ = safego.Call(h.log, "expire a halt lock", func() error { return h.release(db, lock.ID, "expired") })
+	})
 	h.mu.Unlock()
 	h.log.Info("halt lock granted", logkey.DB, db, "holder", holder, logkey.TXID, pos.TXID, "expires", lock.Expires)
 	return lock, nil
@@ -415,8 +423,10 @@ func (h *Halts) release(db, id, why string) error {
 	if g.w != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		// A stopping node's apply worker may be gone already, and its
-		// locks with it.
-		if err := g.w.Release(ctx); err != nil && why != "released: "+haltStopping {
+		// locks with it. A panic releasing it must not leave the
+		// database halted: the lock is ended whatever happens.
+		err := safego.Call(h.log, "release the write lock held for a halt lock", func() error { return g.w.Release(ctx) })
+		if err != nil && why != "released: "+haltStopping {
 			h.log.Error("could not release the write lock held for a halt lock", logkey.DB, db, logkey.Error, err)
 		}
 		cancel()

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
 )
 
@@ -99,9 +100,10 @@ func (m *Mount) Run(ctx context.Context) error {
 		return fmt.Errorf("create fuse.dir %q: %w; fix its permissions or choose another fuse.dir", dir, err)
 	}
 
-	// Mount and serve; done is closed when the server stops.
+	// Mount and serve; done is closed when the server stops, and served
+	// then says why: a panic in go-fuse's loop, or nil.
 	root := &rootNode{m: m}
-	srv, err := m.mount(root)
+	srv, served, err := m.mount(root)
 	if err != nil {
 		return err
 	}
@@ -112,13 +114,17 @@ func (m *Mount) Run(ctx context.Context) error {
 	}()
 
 	// Follow the server's changes until Run returns; the mount is ready
-	// once the first watch stream is up.
+	// once the first watch stream is up. A panic there ends Run: the
+	// kernel would keep serving stale pages without it.
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	watched := make(chan struct{})
 	watching := make(chan struct{})
+	watchFailed := make(chan error, 1)
 	go func() {
 		defer close(watching)
-		m.watch(watchCtx, root, watched)
+		if err := safego.Call(m.log, "watch the storage server", func() error { m.watch(watchCtx, root, watched); return nil }); err != nil {
+			watchFailed <- err
+		}
 	}()
 	defer func() {
 		stopWatch()
@@ -129,38 +135,49 @@ func (m *Mount) Run(ctx context.Context) error {
 		m.log.Info("mounted", logkey.Dir, dir)
 		close(m.ready)
 	case <-ctx.Done():
+	case err := <-watchFailed:
+		return errors.Join(err, m.unmount(srv, done))
 	}
 
 	// Serve until ctx is done, unless the mount goes away first.
 	select {
 	case <-ctx.Done():
 	case <-done:
+		if err := <-served; err != nil {
+			return errors.Join(err, m.unmount(srv, done))
+		}
 		return fmt.Errorf("fuse mount %q ended unexpectedly (unmounted from outside?)", dir)
+	case err := <-watchFailed:
+		return errors.Join(err, m.unmount(srv, done))
 	}
 	return m.unmount(srv, done)
 }
 
-// mount mounts root at cfg.Dir and starts serving it.
-func (m *Mount) mount(root *rootNode) (*fuse.Server, error) {
+// mount mounts root at cfg.Dir and starts serving it. served gets nil
+// when the server stops, or the panic that stopped it.
+func (m *Mount) mount(root *rootNode) (srv *fuse.Server, served <-chan error, err error) {
 	dir := m.cfg.Dir
 	opts := m.options()
 	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
 	readers := goFuseReaderLimit()
-	srv, err := fuse.NewServer(rawFS, dir, &opts.MountOptions)
+	srv, err = fuse.NewServer(rawFS, dir, &opts.MountOptions)
 	if err != nil {
-		return nil, fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
+		return nil, nil, fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
 	}
 	reserveReaderProcs(readers, m.log)
-	go srv.Serve()
+	// go-fuse recovers a panic in a request's handler (PanicHandler); this
+	// covers its own loop, which reads requests off /dev/fuse.
+	done := make(chan error, 1)
+	go func() { done <- safego.Call(m.log, "serve FUSE", func() error { srv.Serve(); return nil }) }()
 	if err := srv.WaitMount(); err != nil {
 		_ = srv.Unmount()
-		return nil, fmt.Errorf("mount %q: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount %q: %w", dir, err)
 	}
 	if err := closeOnExecDevFuse(); err != nil {
 		_ = srv.Unmount()
-		return nil, fmt.Errorf("mount %q: mark /dev/fuse close-on-exec: %w", dir, err)
+		return nil, nil, fmt.Errorf("mount %q: mark /dev/fuse close-on-exec: %w", dir, err)
 	}
-	return srv, nil
+	return srv, done, nil
 }
 
 // options returns go-fuse's options for the mount.
@@ -181,8 +198,17 @@ func (m *Mount) options() *fs.Options {
 			ExplicitDataCacheControl: true, // keep the page cache; the server says when to drop it
 			MaxWrite:                 1 << 20,
 			MaxReadAhead:             1 << 20,
+			PanicHandler:             m.recoveredOp,
 		},
 	}
+}
+
+// recoveredOp is go-fuse's PanicHandler: go-fuse recovers a panic in a
+// FUSE operation, and the app sees EIO. It is logged with its stack like
+// any recovered panic (go-fuse's default logs outside slog).
+func (m *Mount) recoveredOp(p any) fuse.Status {
+	safego.Recovered(m.log, "a FUSE operation", p)
+	return fuse.EIO
 }
 
 // unmount unmounts, retrying while files are busy, and detaches lazily as a

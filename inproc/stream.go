@@ -37,7 +37,8 @@ var (
 )
 
 // NewStream starts a streaming method: its handler runs in its own
-// goroutine until it returns or ctx is done.
+// goroutine, through the channel's stream interceptor, until it returns or
+// ctx is done. A panic there fails the stream with codes.Internal.
 func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, name string, _ ...grpc.CallOption) (grpc.ClientStream, error) {
 	s, ok := c.streams[name]
 	if !ok {
@@ -45,8 +46,9 @@ func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, name str
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	p := &pipe{ctx: ctx, cancel: cancel, toSrv: make(chan proto.Message, 1), toCli: make(chan proto.Message, 16), done: make(chan struct{})}
+	info := &grpc.StreamServerInfo{FullMethod: name, IsClientStream: desc.ClientStreams, IsServerStream: desc.ServerStreams}
 	go func() {
-		err := s.handler(s.impl, serverStream{p})
+		err := c.serveStream(s, serverStream{p}, info)
 		if _, ok := status.FromError(err); !ok {
 			err = status.Error(codes.Unknown, err.Error())
 		}
@@ -54,6 +56,20 @@ func (c *Channel) NewStream(ctx context.Context, desc *grpc.StreamDesc, name str
 		close(p.done)
 	}()
 	return clientStream{p}, nil
+}
+
+// serveStream runs a stream's handler through the stream interceptor, and
+// recovers a panic that gets past it: nothing above this goroutine would.
+func (c *Channel) serveStream(s stream, ss grpc.ServerStream, info *grpc.StreamServerInfo) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = c.recovered(info.FullMethod, p)
+		}
+	}()
+	if c.cfg.Stream == nil {
+		return s.handler(s.impl, ss)
+	}
+	return c.cfg.Stream(s.impl, ss, info, s.handler)
 }
 
 func send(ctx context.Context, ch chan<- proto.Message, m any) error {

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 )
 
 // Run listens on cfg.Addr and serves until ctx ends, then shuts down: it
@@ -79,7 +80,7 @@ func (p *Proxy) serve(ctx context.Context, ln net.Listener) error {
 
 	// Serve until ctx ends or the server fails.
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() { errc <- safego.Call(p.log, "serve the proxy", func() error { return srv.Serve(ln) }) }()
 	var serveErr error
 	select {
 	case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/safego"
 )
 
 // A node must never wait on its own FUSE mount: a node killed while one of
@@ -130,7 +131,8 @@ func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyRespon
 // ApplyClient talks to an apply worker over its stdin and stdout. It is
 // safe for concurrent use.
 type ApplyClient struct {
-	w io.Closer
+	w   io.Closer
+	log *slog.Logger
 
 	// encMu guards enc: one request is written at a time.
 	encMu sync.Mutex
@@ -144,25 +146,33 @@ type ApplyClient struct {
 	err     error // set once the worker's output ended
 }
 
-// NewApplyClient starts reading responses from r; requests go to w.
-func NewApplyClient(w io.WriteCloser, r io.Reader) *ApplyClient {
-	c := &ApplyClient{enc: gob.NewEncoder(w), w: w, pending: map[uint64]chan applyResponse{}}
+// NewApplyClient starts reading responses from r; requests go to w. log
+// (nil: slog.Default()) logs a panic reading them.
+func NewApplyClient(w io.WriteCloser, r io.Reader, log *slog.Logger) *ApplyClient {
+	c := &ApplyClient{enc: gob.NewEncoder(w), w: w, pending: map[uint64]chan applyResponse{}, log: log}
 	go c.read(gob.NewDecoder(r))
 	return c
 }
 
+// read reads responses until the worker's output ends; every call then
+// fails. A panic reading them fails every call the same way.
 func (c *ApplyClient) read(dec *gob.Decoder) {
+	err := safego.Call(c.log, "read the apply worker's responses", func() error { return c.readResponses(dec) })
+	c.mu.Lock()
+	c.err = fmt.Errorf("the apply worker stopped: %w", err)
+	for id, ch := range c.pending {
+		close(ch)
+		delete(c.pending, id)
+	}
+	c.mu.Unlock()
+}
+
+// readResponses hands each response to its caller until decoding fails.
+func (c *ApplyClient) readResponses(dec *gob.Decoder) error {
 	for {
 		var resp applyResponse
 		if err := dec.Decode(&resp); err != nil {
-			c.mu.Lock()
-			c.err = fmt.Errorf("the apply worker stopped: %w", err)
-			for id, ch := range c.pending {
-				close(ch)
-				delete(c.pending, id)
-			}
-			c.mu.Unlock()
-			return
+			return err
 		}
 		c.mu.Lock()
 		ch := c.pending[resp.ID]

@@ -22,7 +22,7 @@ func startApplyPipe(t *testing.T) *ApplyClient {
 		respW.Close()
 		done <- err
 	}()
-	c := NewApplyClient(reqW, respR)
+	c := NewApplyClient(reqW, respR, nil)
 	t.Cleanup(func() {
 		c.Close()
 		if err := <-done; err != nil {
@@ -80,7 +80,7 @@ func TestApplyClient_AppliesThroughTheWorker(t *testing.T) {
 func TestApplyClient_WorkerGone(t *testing.T) {
 	reqR, reqW := io.Pipe()
 	respR, respW := io.Pipe()
-	c := NewApplyClient(reqW, respR)
+	c := NewApplyClient(reqW, respR, nil)
 	go func() {
 		var buf [1]byte
 		reqR.Read(buf[:]) // read part of the request, then die

@@ -13,6 +13,7 @@ import (
 	"github.com/pagewire/pagewire/internal/backoff"
 	"github.com/pagewire/pagewire/internal/ewma"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 )
 
 // ReplicaConfig configures a Replica.
@@ -137,13 +138,19 @@ func (r *Replica) checkEpoch(p PrimaryInfo) error {
 	return nil
 }
 
-// Run follows the primary until ctx is done; it returns nil then.
+// Run follows the primary until ctx is done; it returns nil then. It
+// reconnects after any error but a panic, which it returns (a
+// *safego.PanicError): a replica that stopped applying some database
+// must not carry on as if it were following.
 func (r *Replica) Run(ctx context.Context) error {
 	b := r.newBackoff()
 	for {
 		err := r.follow(ctx)
 		if ctx.Err() != nil {
 			return nil
+		}
+		if isPanic(err) {
+			return err
 		}
 		d := b.Next()
 		r.log.Warn("lost the primary's database list; reconnecting", logkey.Error, err, logkey.RetryIn, d)
@@ -163,9 +170,9 @@ func (r *Replica) follow(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	fs := &followers{ctx: ctx, r: r, m: map[string]*follower{}}
+	fs := &followers{ctx: ctx, r: r, m: map[string]*follower{}, failed: make(chan error, 1)}
 	defer fs.stopAll()
-	events, errc := readWatch(ctx, watch)
+	events, errc := readWatch(ctx, watch, r.log)
 
 	// Follow the databases the primary lists or creates, stop following
 	// those it deletes, until the watch fails or goes silent.
@@ -177,6 +184,8 @@ func (r *Replica) follow(ctx context.Context) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case err := <-errc:
+			return err
+		case err := <-fs.failed:
 			return err
 		case <-idle.C:
 			return fmt.Errorf("the primary sent nothing for %s", r.cfg.IdleTimeout)
@@ -208,22 +217,26 @@ func (r *Replica) follow(ctx context.Context) error {
 }
 
 // readWatch receives the watch's events into a channel until Recv fails
-// (errc then holds why) or ctx ends.
-func readWatch(ctx context.Context, watch DatabaseWatch) (<-chan DatabaseEvent, <-chan error) {
+// or panics (errc then holds why) or ctx ends.
+func readWatch(ctx context.Context, watch DatabaseWatch, log *slog.Logger) (<-chan DatabaseEvent, <-chan error) {
 	events := make(chan DatabaseEvent)
 	errc := make(chan error, 1)
 	go func() {
-		for {
-			ev, err := watch.Recv()
-			if err != nil {
-				errc <- err
-				return
+		err := safego.Call(log, "read the primary's database list", func() error {
+			for {
+				ev, err := watch.Recv()
+				if err != nil {
+					return err
+				}
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					return nil
+				}
 			}
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-				return
-			}
+		})
+		if err != nil {
+			errc <- err
 		}
 	}()
 	return events, errc
@@ -234,6 +247,8 @@ type followers struct {
 	ctx context.Context // of the watch: followers end with it
 	r   *Replica
 	m   map[string]*follower
+	// failed gets the first follower's panic: the watch then ends.
+	failed chan error
 }
 
 type follower struct {
@@ -251,7 +266,13 @@ func (fs *followers) start(name string) {
 	fs.m[name] = f
 	go func() {
 		defer close(f.done)
-		fs.r.followDB(fctx, name)
+		err := safego.Call(fs.r.log, "follow database "+name, func() error { return fs.r.followDB(fctx, name) })
+		if err != nil {
+			select {
+			case fs.failed <- err:
+			default: // another's is there
+			}
+		}
 	}()
 }
 
@@ -309,8 +330,9 @@ func (r *Replica) deleteMissing(want map[string]bool) {
 	}
 }
 
-// followDB keeps one database in step with the primary until ctx is done.
-func (r *Replica) followDB(ctx context.Context, name string) {
+// followDB keeps one database in step with the primary until ctx is done
+// (nil), reconnecting after errors; a panic it returns.
+func (r *Replica) followDB(ctx context.Context, name string) error {
 	log := r.log.With(logkey.DB, name)
 	b := r.newBackoff()
 	a := &applier{r: r, name: name, path: filepath.Join(r.cfg.MountDir, name), log: log}
@@ -319,19 +341,27 @@ func (r *Replica) followDB(ctx context.Context, name string) {
 	for {
 		err := a.stream(ctx)
 		a.noteStreamDown()
-		if ctx.Err() != nil {
-			return
-		}
-		if errors.Is(err, errProgress) {
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case isPanic(err):
+			return err
+		case errors.Is(err, errProgress):
 			b.Reset()
 			continue
 		}
 		d := b.Next()
 		log.Warn("replication stream ended; reconnecting", logkey.Error, err, logkey.RetryIn, d)
 		if !backoff.Sleep(ctx, d) {
-			return
+			return nil
 		}
 	}
+}
+
+// isPanic reports whether err is a recovered panic.
+func isPanic(err error) bool {
+	var pe *safego.PanicError
+	return errors.As(err, &pe)
 }
 
 // errProgress ends a stream that should be reopened at once.
@@ -437,29 +467,29 @@ func (a *applier) stream(ctx context.Context) error {
 // readAhead receives the stream's events into a buffered channel, so that
 // transactions that arrive while one is applied go to the WAL together.
 // Each event received postpones idle. The channel is closed when Recv
-// fails, or ctx ends; errc then holds why.
+// fails or panics, or ctx ends; errc then holds why.
 func (a *applier) readAhead(ctx context.Context, s TxnStream, idle *time.Timer) (<-chan TxnEvent, <-chan error) {
 	events := make(chan TxnEvent, maxBatchTxns)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(events)
-		for {
-			ev, err := s.Recv()
-			if err != nil {
-				if ctx.Err() != nil && !idle.Stop() {
-					err = fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
+		errc <- safego.Call(a.log, "read the primary's transactions", func() error {
+			for {
+				ev, err := s.Recv()
+				if err != nil {
+					if ctx.Err() != nil && !idle.Stop() {
+						err = fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
+					}
+					return err
 				}
-				errc <- err
-				return
+				idle.Reset(a.r.cfg.IdleTimeout)
+				select {
+				case events <- ev:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-			idle.Reset(a.r.cfg.IdleTimeout)
-			select {
-			case events <- ev:
-			case <-ctx.Done():
-				errc <- ctx.Err()
-				return
-			}
-		}
+		})
 	}()
 	return events, errc
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/backoff"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/leaser"
 )
 
@@ -27,7 +28,8 @@ type Store interface {
 }
 
 // Follower replicates from one primary until its context ends
-// (replicator.Replica).
+// (replicator.Replica). Run returns nil then; an error means it cannot go
+// on (a panic), and ends the Manager's Run with it.
 type Follower interface {
 	Run(ctx context.Context) error
 }
@@ -51,6 +53,11 @@ type Manager struct {
 	promoted     bool             // Promote was started
 	deferUntil   time.Time        // a candidate that defers to one ahead of it takes the lease after then
 	retry        *backoff.Backoff // the wait after an error talking to the lease's backend
+	fail         func(error)      // ends Run with an error; set by Run
+
+	// failMu guards failure.
+	failMu  sync.Mutex
+	failure error // why Run ends early: the follower or the promotion failed
 }
 
 type handoffRequest struct {
@@ -162,7 +169,29 @@ var errLookAgain = errors.New("look at the lease again")
 // reads the lease and runs the state it is in: held by a node (this one
 // follows it), free (a candidate contends for it; one that wins leads until
 // it loses or hands off the lease), or unreadable (retry with backoff).
+//
+// It returns nil when ctx is done, and an error if the follower fails or a
+// goroutine of its panics: a node that stopped replicating must stop rather
+// than look like a healthy replica.
 func (m *Manager) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	m.fail = func(err error) {
+		m.failMu.Lock()
+		if m.failure == nil {
+			m.failure = err
+		}
+		m.failMu.Unlock()
+		cancel()
+	}
+	m.run(ctx)
+	m.failMu.Lock()
+	defer m.failMu.Unlock()
+	return m.failure
+}
+
+// run is Run's loop.
+func (m *Manager) run(ctx context.Context) {
 	defer m.stopFollowing()
 	// Until the lease says otherwise, nobody here takes writes.
 	m.cfg.Store.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{}, 0)
@@ -172,7 +201,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		ok := true
 		switch {
 		case ctx.Err() != nil:
-			return nil
+			return
 		case errors.Is(err, errLookAgain):
 			index = 0
 		case errors.Is(err, leaser.ErrNoPrimary):
@@ -183,10 +212,9 @@ func (m *Manager) Run(ctx context.Context) error {
 			index, ok = m.followPrimary(ctx, h, next)
 		}
 		if !ok {
-			return nil
+			return
 		}
 	}
-	return nil
 }
 
 // waitLease waits until the lease changes after index (0: reads it at
@@ -509,14 +537,20 @@ func (m *Manager) startFollowing(ctx context.Context, h leaser.Holder) bool {
 	fctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() {
-		if err := f.Run(fctx); err != nil {
-			m.log.Error("replication from the primary stopped", logkey.Primary, h.Hostname, logkey.Error, err)
+		if err := safego.Call(m.log, "follow the primary", func() error { return f.Run(fctx) }); err != nil {
+			m.log.Error("replication from the primary stopped; stopping the node", logkey.Primary, h.Hostname, logkey.Error, err)
+			m.fail(err)
 		}
 	})
 	if m.cfg.Promote != nil && m.cfg.Candidate && !m.promoted {
 		m.promoted = true
 		wg.Go(func() {
-			if err := m.cfg.Promote(fctx, h); err != nil && fctx.Err() == nil {
+			err := safego.Call(m.log, "lease.promote", func() error { return m.cfg.Promote(fctx, h) })
+			var pe *safego.PanicError
+			switch {
+			case errors.As(err, &pe):
+				m.fail(err)
+			case err != nil && fctx.Err() == nil:
 				m.log.Error("lease.promote: could not take over from the primary", logkey.Primary, h.Hostname, logkey.Error, err)
 			}
 		})

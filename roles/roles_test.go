@@ -2,6 +2,7 @@ package roles
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/leaser"
 )
 
@@ -196,6 +198,51 @@ func TestConfig_Validate(t *testing.T) {
 			tc.edit(&c)
 			if _, err := New(c); err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("err=%v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+// panickyFollower's Run panics.
+type panickyFollower struct{}
+
+func (panickyFollower) Run(context.Context) error { panic("follower exploded") }
+
+// A follower that panics, or a promotion that panics, ends Run with the
+// panic: the node stops instead of staying a replica that applies nothing.
+func TestManager_PanicEndsRun(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		edit    func(*Config)
+		wantWhy string
+	}{
+		{"follower", func(c *Config) {
+			c.Follow = func(leaser.Holder) (Follower, error) { return panickyFollower{}, nil }
+		}, "follower exploded"},
+		{"promotion", func(c *Config) {
+			c.Candidate = true
+			c.Promote = func(context.Context, leaser.Holder) error { panic("promotion exploded") }
+		}, "promotion exploded"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := &fakeLeaser{holder: leaser.Holder{Info: leaser.Info{Hostname: "p", AdvertiseURL: "http://p:20202"}, Epoch: 3}, change: make(chan struct{})}
+			cfg := DefaultConfig()
+			cfg.Leaser, cfg.Store, cfg.Logger = l, &roleLog{ch: make(chan pagewire.Role, 16)}, slog.New(slog.NewTextHandler(io.Discard, nil))
+			cfg.Follow = func(leaser.Holder) (Follower, error) { return &fakeFollower{}, nil }
+			tc.edit(&cfg)
+			m, err := New(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			err = m.Run(ctx) // returns on its own: ctx is only a safety net
+			var pe *safego.PanicError
+			if !errors.As(err, &pe) || !strings.Contains(err.Error(), tc.wantWhy) {
+				t.Fatalf("Run: %v, want the panic", err)
+			}
+			if ctx.Err() != nil {
+				t.Fatal("Run returned only when ctx ended")
 			}
 		})
 	}

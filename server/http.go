@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/engine"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
@@ -236,6 +238,26 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 // notFound answers every other path.
 func (s *Server) notFound(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusNotFound, map[string]string{"error": fmt.Sprintf("no such endpoint: %s %s", r.Method, r.URL.Path)})
+}
+
+// recoverHTTP answers 500 to a request whose handler panicked, and logs
+// the panic with its stack. (net/http would recover it too, but log it
+// outside slog and drop the connection without an answer.)
+func recoverHTTP(log *slog.Logger, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler { // net/http's way to cut a response short
+				panic(p)
+			}
+			err := safego.Recovered(log, "HTTP "+r.Method+" "+r.URL.Path, p)
+			writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
+		}()
+		h.ServeHTTP(w, r)
+	})
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {

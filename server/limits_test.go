@@ -277,9 +277,21 @@ func TestServer_ConnectionLimits(t *testing.T) {
 		t.Fatalf("a request from another address: %v", err)
 	}
 
-	// 8 in all: a third address is refused, until one closes.
+	// 8 in all: a third address is refused, until one closes. (The
+	// request's connection from 127.0.0.3 may not be released by the node
+	// yet, so one of these may be refused per address instead; and until
+	// it is released, a connection from 127.0.0.4 may be let in. Dial
+	// until one is refused.)
 	third := idle("127.0.0.3", 4)
-	closedByServer(t, dialFrom(t, "127.0.0.4", addr))
+	eventually(t, "a connection over the total limit refused", func() error {
+		c := dialFrom(t, "127.0.0.4", addr)
+		defer c.Close()
+		_ = c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := c.Read(make([]byte, 1)); err != nil && !os.IsTimeout(err) {
+			return nil // closed by the node
+		}
+		return errors.New("the node kept a connection over the limit")
+	})
 	for _, c := range third {
 		c.Close()
 	}
@@ -292,9 +304,11 @@ func TestServer_ConnectionLimits(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
-	for _, want := range []string{`pagewire_api_connections_refused_total{limit="per_ip"} 1`, `pagewire_api_connections_refused_total{limit="total"} 1`} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("/metrics has no %q", want)
+	for _, limit := range []string{"per_ip", "total"} {
+		series := `pagewire_api_connections_refused_total{limit="` + limit + `"} `
+		i := strings.Index(string(body), series)
+		if i < 0 || strings.HasPrefix(string(body[i+len(series):]), "0\n") {
+			t.Errorf("/metrics counts no %s refusal", limit)
 		}
 	}
 }

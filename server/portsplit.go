@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http2/hpack"
 
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 )
 
 // The port is split per connection, so that gRPC runs on grpc-go's own
@@ -93,7 +94,10 @@ func (p *portSplitter) run() error {
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
-			p.route(c)
+			// A panic reading a stranger's bytes drops that connection only.
+			if err := safego.Call(p.log, "classify a connection", func() error { p.route(c); return nil }); err != nil {
+				_ = c.Close()
+			}
 		}()
 	}
 }

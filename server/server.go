@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
@@ -30,6 +31,7 @@ import (
 	"github.com/pagewire/pagewire/inproc"
 	"github.com/pagewire/pagewire/internal/bufpool"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/internal/wire"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
 	replicationv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1"
@@ -157,6 +159,14 @@ type Server struct {
 	subs     *subscribers
 	auth     *authenticator
 	admin    *adminService // the HTTP API calls it: one implementation, two faces
+	// tasks run in the background while Run serves.
+	tasks []task
+}
+
+// task is work that runs until its ctx is done.
+type task struct {
+	what string // for the log
+	run  func(ctx context.Context)
 }
 
 // New builds the server; it serves nothing until Run.
@@ -176,6 +186,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Node.ID = NewNodeID()
 	}
 	s := &Server{cfg: cfg, log: log, stopping: make(chan struct{})}
+	s.tasks = []task{{"prune transaction logs", s.prune}, {"follow the role", s.followRole}}
 
 	// The engine's halt locks, and who streams from this node.
 	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(cfg.Credentials), log)
@@ -216,8 +227,14 @@ func New(cfg Config) (*Server, error) {
 // mount, which logs them. They are counted like network calls, so a bench
 // can count calls per transaction.
 func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authenticator, storageSocket bool, netOpts ...grpc.ServerOption) (gs *grpc.Server, ch *inproc.Channel, storage *grpc.Server) {
-	recoverPanic := recovery.WithRecoveryHandler(func(p any) error {
-		log.Error("panic in gRPC handler", "panic", p)
+	// A handler's panic fails its call with INTERNAL, logged with its
+	// stack; the node serves on.
+	recoverPanic := recovery.WithRecoveryHandlerContext(func(ctx context.Context, p any) error {
+		task := "a gRPC handler" // in process: the stack names it
+		if method, ok := grpc.Method(ctx); ok {
+			task = "gRPC handler " + method
+		}
+		safego.Recovered(log, task, p)
 		return status.Errorf(codes.Internal, "internal error: %v", p)
 	})
 
@@ -249,7 +266,11 @@ func newGRPC(log *slog.Logger, grpcMetrics *grpcprom.ServerMetrics, auth *authen
 	)...)
 
 	// The mount's: metrics and recovery only.
-	ch = inproc.New(chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)))
+	ch = inproc.New(inproc.Config{
+		Unary:  chainUnary(grpcMetrics.UnaryServerInterceptor(), recovery.UnaryServerInterceptor(recoverPanic)),
+		Stream: chainStream(grpcMetrics.StreamServerInterceptor(), recovery.StreamServerInterceptor(recoverPanic)),
+		Logger: log,
+	})
 	if storageSocket {
 		storage = pooledServer(
 			grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor(), limitUnary, recovery.UnaryServerInterceptor(recoverPanic)),
@@ -352,7 +373,7 @@ func (s *Server) Ready() bool {
 // handler splits the port: gRPC (HTTP/2 with a grpc content type) goes to
 // the gRPC server, everything else to the HTTP API.
 func (s *Server) handler() http.Handler {
-	api := s.auth.http(s.apiMux())
+	api := recoverHTTP(s.log, s.auth.http(s.apiMux()))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
 			// A gRPC call on a connection the splitter gave to HTTP (its
@@ -369,37 +390,26 @@ func (s *Server) handler() http.Handler {
 }
 
 // Run serves until ctx is done, then stops gracefully within
-// ShutdownTimeout. It returns nil on cancellation.
+// ShutdownTimeout. It returns nil on cancellation, and an error if serving
+// fails or a background loop panics: the node then stops.
 func (s *Server) Run(ctx context.Context) error {
-	// Background work: pruning transaction logs, following the role.
-	pruned := make(chan struct{})
-	go func() {
-		defer close(pruned)
-		t := time.NewTicker(s.cfg.PruneInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-t.C:
-				s.cfg.Store.Prune(now)
-			}
-		}
-	}()
-	defer func() { <-pruned }()
-
-	// Follow the role until ctx is done.
-	roled := make(chan struct{})
-	go func() {
-		defer close(roled)
-		s.followRole(ctx)
-	}()
-	defer func() { <-roled }()
+	// Background work until Run returns: pruning transaction logs,
+	// following the role, the storage socket. A panic there (or the socket
+	// failing) ends Run with the error, so that the node stops instead of
+	// running on without it.
+	bgCtx, stopBg := context.WithCancel(ctx)
+	var bg sync.WaitGroup
+	failed := make(chan error, len(s.tasks)+1) // each task, the socket: one error each at most
+	for _, t := range s.tasks {
+		s.background(bgCtx, &bg, failed, t.what, t.run)
+	}
+	defer bg.Wait()
+	defer stopBg()
 	defer s.halts.Close()
 
 	// The storage socket, for mounts in other processes.
 	if s.storage != nil {
-		stop, err := s.serveStorageSocket()
+		stop, err := s.serveStorageSocket(failed)
 		if err != nil {
 			return err
 		}
@@ -408,11 +418,16 @@ func (s *Server) Run(ctx context.Context) error {
 
 	// In process only: nothing to serve on the network.
 	if s.cfg.Listener == nil {
-		<-ctx.Done()
+		var err error
+		select {
+		case <-ctx.Done():
+		case err = <-failed:
+			s.log.Error("a background task failed; stopping the node", logkey.Error, err)
+		}
 		close(s.stopping)
 		s.health.Shutdown()
 		s.gs.Stop()
-		return nil
+		return err
 	}
 
 	// gRPC and HTTP on one port, until one fails or ctx is done.
@@ -424,14 +439,19 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	split := newPortSplitter(ln, s.cfg.Limits.HandshakeTimeout, s.log)
 	errc := make(chan error, 3)
-	go func() { errc <- split.run() }()
-	go func() { errc <- s.gs.Serve(split.grpc) }()
-	go func() { errc <- s.http.Serve(split.http) }()
+	serve := func(what string, f func() error) {
+		go func() { errc <- safego.Call(s.log, what, f) }()
+	}
+	serve("split the port", split.run)
+	serve("serve gRPC", func() error { return s.gs.Serve(split.grpc) })
+	serve("serve HTTP", func() error { return s.http.Serve(split.http) })
 	var err error
 	select {
 	case err = <-errc:
 		err = fmt.Errorf("serve %s: %w", s.cfg.Listener.Addr(), err)
 		s.log.Error("serving stopped; stopping the node", logkey.Error, err)
+	case err = <-failed:
+		s.log.Error("a background task failed; stopping the node", logkey.Error, err)
 	case <-ctx.Done():
 	}
 
@@ -459,11 +479,45 @@ func (s *Server) Run(ctx context.Context) error {
 	return err
 }
 
+// background runs f until ctx is done, in a goroutine counted by wg; a
+// panic in f goes to failed.
+func (s *Server) background(ctx context.Context, wg *sync.WaitGroup, failed chan<- error, what string, f func(context.Context)) {
+	wg.Go(func() {
+		if err := safego.Call(s.log, what, func() error { f(ctx); return nil }); err != nil {
+			failed <- err
+		}
+	})
+}
+
+// prune drops transaction log records past data.retention every
+// PruneInterval until ctx is done.
+func (s *Server) prune(ctx context.Context) {
+	t := time.NewTicker(s.cfg.PruneInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			s.cfg.Store.Prune(now)
+		}
+	}
+}
+
 // chainUnary makes one interceptor of two, outer first.
 func chainUnary(outer, inner grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
 		return outer(ctx, req, info, func(ctx context.Context, req any) (any, error) {
 			return inner(ctx, req, info, h)
+		})
+	}
+}
+
+// chainStream makes one stream interceptor of two, outer first.
+func chainStream(outer, inner grpc.StreamServerInterceptor) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+		return outer(srv, ss, info, func(srv any, ss grpc.ServerStream) error {
+			return inner(srv, ss, info, h)
 		})
 	}
 }
@@ -477,7 +531,9 @@ func slogAdapter(l *slog.Logger) logging.Logger {
 
 // serveStorageSocket serves StorageService on cfg.StorageSocket, a unix
 // socket only its owner may connect to, until the returned stop is called.
-func (s *Server) serveStorageSocket() (stop func(), err error) {
+// If serving fails before then, the error goes to failed: the mounts that
+// use the socket could do nothing more.
+func (s *Server) serveStorageSocket(failed chan<- error) (stop func(), err error) {
 	path := s.cfg.StorageSocket
 	// A socket left by a node that did not stop cleanly; data.dir's lock
 	// says no other node runs here.
@@ -508,8 +564,8 @@ func (s *Server) serveStorageSocket() (stop func(), err error) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		if err := s.storage.Serve(ln); err != nil {
-			s.log.Error("serving the storage socket stopped", logkey.Path, path, logkey.Error, err)
+		if err := safego.Call(s.log, "serve the storage socket", func() error { return s.storage.Serve(ln) }); err != nil {
+			failed <- fmt.Errorf("serve the storage socket %q: %w", path, err)
 		}
 	}()
 	s.log.Info("serving the block protocol on a unix socket for mounts in other processes", logkey.Path, path)

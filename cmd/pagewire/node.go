@@ -24,6 +24,7 @@ import (
 	"github.com/pagewire/pagewire/fusemount"
 	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/internal/wire"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/leaser"
 	"github.com/pagewire/pagewire/leaser/consul"
 	storagev1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1"
@@ -377,8 +378,8 @@ func (n *node) run(ctx context.Context) error {
 	// own mount while it stops).
 	mntCtx, stopMount := context.WithCancel(context.Background())
 	defer stopMount()
-	g.Go(func() error { return n.srv.Run(gctx) })
-	g.Go(func() error { return n.mnt.Run(mntCtx) })
+	n.goPart("the storage server", func() error { return n.srv.Run(gctx) })
+	n.goPart("the mount", func() error { return n.mnt.Run(mntCtx) })
 	g.Go(func() error {
 		<-gctx.Done()
 		n.users.Wait()
@@ -388,7 +389,7 @@ func (n *node) run(ctx context.Context) error {
 
 	// The rest starts once the mount is ready.
 	n.users.Add(1)
-	g.Go(func() error {
+	n.goPart("the node's start", func() error {
 		defer n.users.Done()
 		return n.start(gctx)
 	})
@@ -396,6 +397,14 @@ func (n *node) run(ctx context.Context) error {
 		return err
 	}
 	return n.appErr
+}
+
+// goPart runs a part of the node in the group. A panic in it becomes its
+// error, logged with its stack: the node stops as for any part's failure
+// (the mount last), rather than die with its mount left behind. The
+// parts recover their own goroutines' panics the same way.
+func (n *node) goPart(what string, run func() error) {
+	n.g.Go(func() error { return safego.Call(n.log, what, run) })
 }
 
 // start waits for the mount, then starts the proxy, replication and the
@@ -440,10 +449,10 @@ func (n *node) waitReady(ctx context.Context) bool {
 // the node has them.
 func (n *node) startProxy(ctx context.Context) {
 	if n.prx != nil {
-		n.g.Go(func() error { return n.prx.Run(ctx) })
+		n.goPart("the proxy", func() error { return n.prx.Run(ctx) })
 	}
 	if n.conflict != nil {
-		n.g.Go(func() error { return n.conflict.Run(ctx) })
+		n.goPart("the static lease's conflict check", func() error { return n.conflict.Run(ctx) })
 	}
 }
 
@@ -454,20 +463,21 @@ func (n *node) startReplication(ctx context.Context) error {
 	// A replica applies, and a primary holds its write lock for halt
 	// locks, through a worker process: a node must never wait on its
 	// own mount.
-	worker, err := startApplyWorker()
+	worker, err := startApplyWorker(n.log)
 	if err != nil {
 		return err
 	}
 	n.mnt.Trust(worker.cmd.Process.Pid)
 	n.applier.Store(worker.client)
-	n.g.Go(func() error { return worker.watch(ctx) })
+	n.goPart("the apply worker's watch", func() error { return worker.watch(ctx) })
 	n.users.Add(1)
-	n.g.Go(func() error {
+	n.goPart("replication", func() error {
 		defer n.users.Done()
-		err := n.replicate(ctx)
-		worker.stop()
-		<-worker.exited
-		return err
+		defer func() { // even after a panic: the group waits for the worker
+			worker.stop()
+			<-worker.exited
+		}()
+		return n.replicate(ctx)
 	})
 	return nil
 }

@@ -30,7 +30,7 @@ type applyWorker struct {
 
 // startApplyWorker starts this binary as an apply worker. It dies with the
 // node (SIGKILL on the node's death).
-func startApplyWorker() (*applyWorker, error) {
+func startApplyWorker(log *slog.Logger) (*applyWorker, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, err
@@ -49,7 +49,7 @@ func startApplyWorker() (*applyWorker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the apply worker: %w", err)
 	}
-	return &applyWorker{cmd: cmd, client: replicator.NewApplyClient(stdin, stdout), exited: make(chan struct{})}, nil
+	return &applyWorker{cmd: cmd, client: replicator.NewApplyClient(stdin, stdout, log), exited: make(chan struct{})}, nil
 }
 
 // watch waits for the worker to exit: nil if the node is stopping,

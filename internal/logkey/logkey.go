@@ -21,4 +21,7 @@ const (
 	Role      = "role"      // primary or replica
 	Config    = "config"    // a config file path
 	Component = "component" // the part of the node that logs
+	Task      = "task"      // the work that was running (e.g. when a panic was recovered)
+	Panic     = "panic"     // the value of a recovered panic
+	Stack     = "stack"     // a goroutine's stack
 )

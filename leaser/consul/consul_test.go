@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pagewire/pagewire/internal/safego/safegotest"
 	"github.com/pagewire/pagewire/leaser"
 )
 
@@ -97,5 +98,28 @@ func TestLeaser_NonCandidateNeverAcquires(t *testing.T) {
 	}
 	if _, err := l.Acquire(context.Background()); !errors.Is(err, leaser.ErrNotCandidate) {
 		t.Fatalf("err=%v, want ErrNotCandidate", err)
+	}
+}
+
+// A panic in the renewing goroutine loses the lease, so that the node
+// stops taking writes, instead of leaving it held with nobody renewing it.
+func TestHeldLease_PanicInRenewLosesTheLease(t *testing.T) {
+	rec := safegotest.NewRecorder()
+	// No Consul client: the first renewal panics on it.
+	l := &Leaser{cfg: Config{TTL: 100 * time.Millisecond}, log: rec.Logger()}
+	ls := &heldLease{l: l, id: "s1", epoch: 7, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), renewed: time.Now()}
+	go ls.renew()
+	select {
+	case <-ls.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the renewing goroutine did not end")
+	}
+	select {
+	case <-ls.Lost():
+	default:
+		t.Fatal("the lease is not lost after its renewing goroutine panicked")
+	}
+	if got := rec.Panics(); len(got) != 1 || got[0].Task != "renew the lease" {
+		t.Fatalf("logged %+v, want the panic", got)
 	}
 }

@@ -9,6 +9,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/internal/safego"
 	"github.com/pagewire/pagewire/leaser"
 )
 
@@ -53,9 +54,17 @@ func (s *heldLease) ValidUntil() time.Time {
 func (s *heldLease) lostAfter() time.Duration { return s.l.cfg.TTL * 3 / 4 }
 
 // renew renews the session until Release stops it or the lease is lost.
+// A panic in it loses the lease: without renewals this node must not go
+// on taking writes.
 func (s *heldLease) renew() {
 	defer close(s.done)
+	if err := safego.Call(s.l.log, "renew the lease", func() error { s.renewLoop(); return nil }); err != nil {
+		s.markLost(err.Error())
+	}
+}
 
+// renewLoop is renew's loop.
+func (s *heldLease) renewLoop() {
 	// Renew every half TTL, and retry a failure every second.
 	every := s.l.cfg.TTL / 2
 	retry := time.Second
@@ -101,11 +110,16 @@ func (s *heldLease) renew() {
 	}
 }
 
-// markLost records when and why the lease was lost and closes lost.
+// markLost records when and why the lease was lost and closes lost, once.
 func (s *heldLease) markLost(why string) {
 	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.lost:
+		return
+	default:
+	}
 	s.lostAt = time.Now()
-	s.mu.Unlock()
 	s.l.log.Error("lost the lease: this node stops taking writes", logkey.Reason, why, logkey.Epoch, s.epoch)
 	close(s.lost)
 }
