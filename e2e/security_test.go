@@ -64,7 +64,7 @@ func TestSecurity_TokenAndMutualTLS(t *testing.T) {
 
 	// Replication runs over mTLS with the token.
 	insertRows(t, p.Path("db"), 20)
-	want := waitCaughtUp(t, "db", p, r)
+	waitCaughtUp(t, "db", p, r)
 	if got := countAndCheck(t, r, "db"); got != "20\nok" {
 		t.Fatalf("replica: %q", got)
 	}
@@ -124,7 +124,7 @@ func TestSecurity_TokenAndMutualTLS(t *testing.T) {
 
 	// Nothing without the token changed data: an import and a handoff
 	// with the certificates but no token are refused.
-	want = waitCaughtUp(t, "db", p, r)
+	want := waitCaughtUp(t, "db", p, r)
 	if err := os.WriteFile(filepath.Join(t.TempDir(), "x"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -102,5 +102,5 @@ func (r reloadingTLS) Info() credentials.ProtocolInfo { return r.current().Info(
 
 func (r reloadingTLS) Clone() credentials.TransportCredentials { return r }
 
-//lint:ignore SA1019 part of the TransportCredentials interface.
+// OverrideServerName is part of the interface; gRPC no longer calls it.
 func (r reloadingTLS) OverrideServerName(string) error { return nil }
