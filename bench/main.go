@@ -55,16 +55,21 @@ type options struct {
 	LagCSV          string
 	ApplyRate       float64
 	SnapshotMiB     int
+
+	// -vacuum runs only the VACUUM section, which is off otherwise: it
+	// needs about 7.5 times -vacuum-gib of disk, and minutes.
+	OnlyVacuum bool
+	VacuumGiB  float64
 }
 
 // workloads reports whether the plain disk vs mount workloads run.
-func (o options) workloads() bool { return !o.OnlyReplication && !o.OnlyProxy }
+func (o options) workloads() bool { return !o.OnlyReplication && !o.OnlyProxy && !o.OnlyVacuum }
 
 // replication reports whether the replication section runs.
-func (o options) replication() bool { return !o.NoReplication && !o.OnlyProxy }
+func (o options) replication() bool { return !o.NoReplication && !o.OnlyProxy && !o.OnlyVacuum }
 
 // proxy reports whether the proxy section runs.
-func (o options) proxy() bool { return !o.NoProxy && !o.OnlyReplication }
+func (o options) proxy() bool { return !o.NoProxy && !o.OnlyReplication && !o.OnlyVacuum }
 
 // Counts -quick uses for flags not given explicitly.
 const (
@@ -115,6 +120,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
 	fs.BoolVar(&o.OnlyProxy, "proxy", false, "run only the proxy section: the example app's writes on plain disk and through a primary's and a replica's proxy")
 	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
+	fs.BoolVar(&o.OnlyVacuum, "vacuum", false, "run only the VACUUM section (off otherwise): a database of -vacuum-gib on a primary with two replicas,\n"+
+		"VACUUM on the primary's mount and on plain disk, and the peak RSS of every pagewire process; needs about 7.5 times -vacuum-gib of disk")
+	fs.Float64Var(&o.VacuumGiB, "vacuum-gib", 2, "vacuum: size in GiB of the database VACUUM rewrites")
 
 	// The replication section.
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
@@ -154,6 +162,11 @@ replica while it applies, and a new replica's snapshot catch-up.
 Last, unless -no-proxy, the proxy section: the example app (deploy/example)
 on plain disk and behind a primary's and a replica's proxy; sequential
 JSON writes through each. -proxy runs that section alone.
+
+-vacuum runs, alone, the VACUUM section (off otherwise): a database of
+-vacuum-gib GiB on a primary with two replicas, VACUUM on the primary's
+mount and on plain disk, and the peak RSS of every pagewire process (each
+node and each apply worker) during the VACUUM and its replication.
 
 Needs root (FUSE) and python3.
 
@@ -205,6 +218,10 @@ func (o options) check() error {
 		return errors.New("-lag-seconds times -lag-rate must be at least one commit")
 	case o.SnapshotMiB < 1:
 		return errors.New("-snapshot-mib must be at least 1")
+	case o.OnlyVacuum && (o.OnlyReplication || o.OnlyProxy):
+		return errors.New("-vacuum excludes -replication and -proxy")
+	case o.VacuumGiB*1024 < 1:
+		return errors.New("-vacuum-gib must be at least 1/1024 (1 MiB)")
 	}
 	return nil
 }
@@ -280,6 +297,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.proxy() {
 		if rep.Proxy, err = runProxy(ctx, o, bin, workDir, diskDir, stderr); err != nil {
 			return fmt.Errorf("proxy: %w", err)
+		}
+	}
+
+	if o.OnlyVacuum {
+		if rep.Vacuum, err = runVacuum(ctx, o, bin, workDir, diskDir, stderr); err != nil {
+			return fmt.Errorf("vacuum: %w", err)
 		}
 	}
 

@@ -23,6 +23,7 @@ type report struct {
 	Workloads   []workloadReport   `json:"workloads,omitempty"`   // empty with -replication
 	Replication *replicationReport `json:"replication,omitempty"` // nil with -no-replication
 	Proxy       *proxyReport       `json:"proxy,omitempty"`       // nil with -no-proxy
+	Vacuum      *vacuumReport      `json:"vacuum,omitempty"`      // only with -vacuum
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -126,6 +127,8 @@ func (r *report) writeMarkdown(w io.Writer) error {
 
 	// The title and caveat depend on which sections ran.
 	switch {
+	case r.Vacuum != nil:
+		fmt.Fprintf(b, "# pagewire bench: VACUUM\n\n")
 	case len(r.Workloads) == 0 && r.Replication == nil:
 		fmt.Fprintf(b, "# pagewire bench: proxy\n\n")
 		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios are the point.\n\n")
@@ -163,6 +166,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	if r.Proxy != nil {
 		r.Proxy.writeMarkdown(b)
+	}
+	if r.Vacuum != nil {
+		r.Vacuum.writeMarkdown(b)
 	}
 	return b.Flush()
 }
