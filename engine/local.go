@@ -137,6 +137,52 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	return nil
 }
 
+// ChecksumPages returns sum, a running checksum of database name that
+// started at its checksum at position at, changed for pages replacing the
+// database's pages and, if truncate > 0, for the pages past truncate
+// dropped, as applyCommit would change it: a replica applying a
+// transaction a part at a time knows the checksum it leads to before its
+// commit. The database must be at position at, so that the pages replaced
+// are those of at. Pages must be within truncate when it is set.
+func (s *Store) ChecksumPages(name string, at pagewire.Pos, sum uint64, pages []pagewire.Page, truncate uint32) (uint64, error) {
+	d, err := s.db(name)
+	if err != nil {
+		return 0, err
+	}
+
+	// The pages' own checksums, without the lock.
+	sums := make([]uint64, len(pages))
+	for i, p := range pages {
+		if p.Pgno == 0 || uint32(len(p.Data)) != d.pageSize {
+			return 0, fmt.Errorf("%w: page %d of %d bytes in a database of %d-byte pages", pagewire.ErrInvalidArgument, p.Pgno, len(p.Data), d.pageSize)
+		}
+		sums[i] = pageChecksum(p.Pgno, p.Data)
+	}
+
+	// Against the database's, at the position given.
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.pos != at {
+		return 0, fmt.Errorf("%w: database %q is at %s, not %s: its pages moved on", pagewire.ErrBusy, name, d.pos, at)
+	}
+	old := func(pgno uint32) uint64 {
+		if int(pgno) <= len(d.pages) {
+			return d.pages[pgno-1]
+		}
+		return 0 // a new page
+	}
+	sum &^= checksumFlag
+	for i, p := range pages {
+		sum ^= old(p.Pgno) ^ sums[i]
+	}
+	if truncate > 0 {
+		for pgno := truncate + 1; int(pgno) <= len(d.pages); pgno++ {
+			sum ^= d.pages[pgno-1]
+		}
+	}
+	return sum | checksumFlag, nil
+}
+
 // ExpectCommit announces that the next commit of a database applies the
 // primary's transactions txns (consecutive, the first following the
 // database's position) at once: it then advances the TXID to the last one's

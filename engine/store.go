@@ -48,7 +48,17 @@ type StoreConfig struct {
 	// Retention is how long transaction logs keep records for replicas
 	// that were away (data.retention).
 	Retention time.Duration
+	// StreamTxnBytes bounds the memory a big transaction takes: a commit
+	// of more bytes of pages than this is written to the transaction log
+	// straight from the WAL, a buffer at a time, and read back from the
+	// log a part at a time, never held whole. Must be > 0;
+	// DefaultStoreConfig sets DefaultStreamTxnBytes.
+	StreamTxnBytes int
 }
+
+// DefaultStreamTxnBytes is StoreConfig.StreamTxnBytes's default: what the
+// transaction log keeps of recent transactions in memory anyway.
+const DefaultStreamTxnBytes = defaultRecent
 
 // DefaultRetention is data.retention's default, as LiteFS.
 const DefaultRetention = 10 * time.Minute
@@ -71,7 +81,7 @@ func isLeftover(name string) bool {
 // DefaultStoreConfig returns a StoreConfig with every optional value set;
 // Dir is left to the caller.
 func DefaultStoreConfig() StoreConfig {
-	return StoreConfig{Retention: DefaultRetention}
+	return StoreConfig{Retention: DefaultRetention, StreamTxnBytes: DefaultStreamTxnBytes}
 }
 
 // Validate reports the first missing or bad value.
@@ -81,6 +91,8 @@ func (c StoreConfig) Validate() error {
 		return errors.New("data.dir is not set; set data.dir in the config")
 	case c.Retention <= 0:
 		return fmt.Errorf("data.retention %s must be more than 0; start from DefaultStoreConfig", c.Retention)
+	case c.StreamTxnBytes <= 0:
+		return fmt.Errorf("StreamTxnBytes %d must be more than 0; start from DefaultStoreConfig", c.StreamTxnBytes)
 	}
 	return nil
 }
@@ -92,6 +104,8 @@ type Store struct {
 	log       *slog.Logger
 	lock      *os.File // flock on data.dir/.lock: one node per data.dir
 	retention time.Duration
+	// streamTxnBytes is StoreConfig.StreamTxnBytes.
+	streamTxnBytes int
 
 	nextID atomic.Uint64
 
@@ -150,7 +164,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s := &Store{dir: cfg.Dir, log: log.With(logkey.Component, "store"), dbs: map[string]*database{}, files: map[uint64]*fileRef{}, watchers: map[*Watcher]struct{}{}}
 	s.dbsChanged = make(chan struct{})
 	s.nextID.Store(rootID + 1) // +1: the .primary file
-	s.retention = cfg.Retention
+	s.retention, s.streamTxnBytes = cfg.Retention, cfg.StreamTxnBytes
 
 	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
@@ -206,7 +220,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 func (s *Store) newID() uint64 { return s.nextID.Add(1) }
 
 func (s *Store) dbOptions() dbOptions {
-	return dbOptions{log: s.log, newID: s.newID, retention: s.retention}
+	return dbOptions{log: s.log, newID: s.newID, retention: s.retention, streamTxnBytes: s.streamTxnBytes}
 }
 
 // addLocked registers a database's file ids. s.mu must be held (or s not

@@ -202,11 +202,11 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			continue
 
 		case item.Large:
-			// A large transaction goes alone, split if it must be.
-			for _, part := range wire.TxnToProto(item.Txns[0]) {
-				if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: part}}); err != nil {
-					return err
-				}
+			// A large transaction goes a part at a time, each its own
+			// message: neither end holds more than a part.
+			part := wire.TxnToProto(item.Txns[0], item.More)
+			if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: part}}); err != nil {
+				return err
 			}
 
 		default:
