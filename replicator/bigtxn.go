@@ -21,8 +21,9 @@ import (
 // the primary sends.
 
 // readAheadBytes bounds the bytes of pages received from the primary and
-// not yet taken by the apply (one event may exceed it alone).
-const readAheadBytes = 16 << 20
+// not yet taken by the apply (one event may exceed it alone): four of the
+// primary's 2 MiB messages.
+const readAheadBytes = 8 << 20
 
 // eventQueue is a stream's events read ahead of the apply: at most
 // maxBatchTxns of them and readAheadBytes of pages.
