@@ -46,6 +46,13 @@
 // gRPC client holds an ExportDatabase stream of it open, having read one
 // message and then nothing; the ratio of the two rates, by round.
 //
+// -vacuum runs, alone, the VACUUM section (off otherwise; it needs about
+// 7.5 times -vacuum-gib of disk): a database of -vacuum-gib GiB (2) built on
+// a primary with two replicas, VACUUM on the primary's mount timed against
+// the same VACUUM on plain disk, and the peak RSS (VmHWM, reset just before
+// the VACUUM through /proc/PID/clear_refs) of every pagewire process, each
+// node and each apply worker, until both replicas have its position.
+//
 // The bars are printed next to those results, never asserted.
 //
 // Run it as root (FUSE) from the module root:
@@ -56,6 +63,7 @@
 //	go run ./bench -no-replication  # skip replication
 //	go run ./bench -export          # the export section alone
 //	go run ./bench -json out.json   # also machine-readable results
+//	go run ./bench -vacuum          # the VACUUM section alone (big disk, minutes)
 //	go run ./bench -h               # every flag
 //
 // Every node is stopped with SIGTERM, and its mount detached if it is left

@@ -59,10 +59,17 @@ type options struct {
 	SnapshotMiB     int
 	ExportMiB       int
 	ExportSeconds   float64
+
+	// -vacuum runs only the VACUUM section, which is off otherwise: it
+	// needs about 7.5 times -vacuum-gib of disk, and minutes.
+	OnlyVacuum bool
+	VacuumGiB  float64
 }
 
 // only reports whether a flag asked for one section alone.
-func (o options) only() bool { return o.OnlyReplication || o.OnlyProxy || o.OnlyExport }
+func (o options) only() bool {
+	return o.OnlyReplication || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum
+}
 
 // workloads reports whether the plain disk vs mount workloads run.
 func (o options) workloads() bool { return !o.only() }
@@ -130,6 +137,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
 	fs.BoolVar(&o.OnlyExport, "export", false, "run only the export section: a writer on the primary, undisturbed and while an export stream is open and not read")
 	fs.BoolVar(&o.NoExport, "no-export", false, "skip the export section")
+	fs.BoolVar(&o.OnlyVacuum, "vacuum", false, "run only the VACUUM section (off otherwise): a database of -vacuum-gib on a primary with two replicas,\n"+
+		"VACUUM on the primary's mount and on plain disk, and the peak RSS of every pagewire process; needs about 7.5 times -vacuum-gib of disk")
+	fs.Float64Var(&o.VacuumGiB, "vacuum-gib", 2, "vacuum: size in GiB of the database VACUUM rewrites")
 
 	// The replication section.
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
@@ -179,6 +189,11 @@ Last, unless -no-export, the export section: a writer on the primary's
 mount, undisturbed and while a client holds an ExportDatabase stream of
 the same database open without reading it. -export runs that section
 alone.
+
+-vacuum runs, alone, the VACUUM section (off otherwise): a database of
+-vacuum-gib GiB on a primary with two replicas, VACUUM on the primary's
+mount and on plain disk, and the peak RSS of every pagewire process (each
+node and each apply worker) during the VACUUM and its replication.
 
 Needs root (FUSE) and python3.
 
@@ -237,6 +252,10 @@ func (o options) check() error {
 		return errors.New("-snapshot-mib must be at least 1")
 	case o.ExportMiB < 1 || o.ExportSeconds <= 0:
 		return errors.New("-export-mib must be at least 1 and -export-seconds positive")
+	case o.OnlyVacuum && (o.OnlyReplication || o.OnlyProxy):
+		return errors.New("-vacuum excludes -replication and -proxy")
+	case o.VacuumGiB*1024 < 1:
+		return errors.New("-vacuum-gib must be at least 1/1024 (1 MiB)")
 	}
 	return nil
 }
@@ -317,6 +336,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.export() {
 		if rep.Export, err = runExportSection(ctx, o, bin, workDir, stderr); err != nil {
 			return fmt.Errorf("export: %w", err)
+		}
+	}
+
+	if o.OnlyVacuum {
+		if rep.Vacuum, err = runVacuum(ctx, o, bin, workDir, diskDir, stderr); err != nil {
+			return fmt.Errorf("vacuum: %w", err)
 		}
 	}
 

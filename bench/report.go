@@ -24,6 +24,7 @@ type report struct {
 	Replication *replicationReport `json:"replication,omitempty"` // nil with -no-replication
 	Proxy       *proxyReport       `json:"proxy,omitempty"`       // nil with -no-proxy
 	Export      *exportReport      `json:"export,omitempty"`      // nil with -no-export
+	Vacuum      *vacuumReport      `json:"vacuum,omitempty"`      // only with -vacuum
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -127,6 +128,8 @@ func (r *report) writeMarkdown(w io.Writer) error {
 
 	// The title and caveat depend on which sections ran.
 	switch {
+	case r.Vacuum != nil:
+		fmt.Fprintf(b, "# pagewire bench: VACUUM\n\n")
 	case len(r.Workloads) == 0 && r.Replication == nil && r.Proxy == nil:
 		fmt.Fprintf(b, "# pagewire bench: export\n\n")
 		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratio is the point.\n\n")
@@ -170,6 +173,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	if r.Export != nil {
 		r.Export.writeMarkdown(b)
+	}
+	if r.Vacuum != nil {
+		r.Vacuum.writeMarkdown(b)
 	}
 	return b.Flush()
 }

@@ -73,6 +73,9 @@ type database struct {
 	// views are the open read views (view.go): a write to the database
 	// file or the -wal first saves what it overwrites of them.
 	views []*view
+	// streamTxnBytes: a commit of more bytes of pages than this is not
+	// read into memory for the log but streamed from the WAL (logFrames).
+	streamTxnBytes int
 }
 
 // commitRule says what the commits a write completes stand for. The
@@ -105,11 +108,18 @@ type walState struct {
 	ok          bool   // a valid header has been written; frames may follow
 	commitFrame uint32 // last frame of the last counted commit
 	ck1, ck2    uint32 // running checksum at commitFrame
-	index       map[uint32]uint32
+	// index is the newest committed frame of each page in the WAL, by
+	// page number (index[pgno-1]; 0: not in the WAL). Slices indexed by
+	// page take 12 bytes a page where maps took about 56: a VACUUM puts
+	// every page of the database in the WAL.
+	index []uint32
 	// versions holds, per page in the WAL, the checksums of its committed
 	// frames: a checkpoint may copy any of them into the database file.
-	versions map[uint32][]uint64
-	pending  []pendingFrame // frames scanned past commitFrame, not yet committed
+	// The first is versions[pgno-1] (0: none), any later ones are in
+	// moreVersions.
+	versions     []uint64
+	moreVersions map[uint32][]uint64
+	pending      []pendingFrame // frames scanned past commitFrame, not yet committed
 
 	// SQLite spills the pages of a large transaction into the WAL before
 	// its commit. If such a page changes again, its frame's page is
@@ -150,6 +160,59 @@ func (h *localHalt) active() bool { return h != nil && time.Now().Before(h.lock.
 // halted reports whether a client holds the halt lock through this node.
 func (d *database) halted() bool { return d.halt.Load().active() }
 
+// maxKeptPending bounds the pending frames' slice kept for reuse after a
+// commit: a big transaction's is let go.
+const maxKeptPending = 1 << 16
+
+// grow makes room in index and versions for pages 1..n.
+func (w *walState) grow(n int) {
+	if n > len(w.index) {
+		w.index = append(w.index, make([]uint32, n-len(w.index))...)
+	}
+	if n > len(w.versions) {
+		w.versions = append(w.versions, make([]uint64, n-len(w.versions))...)
+	}
+}
+
+// clearIndex empties index and versions, keeping their room: a new WAL
+// generation starts with no page in the WAL.
+func (w *walState) clearIndex() {
+	clear(w.index)
+	clear(w.versions)
+}
+
+// frameOf returns the newest committed frame of page pgno, if the WAL has
+// one.
+func (w *walState) frameOf(pgno uint32) (uint32, bool) {
+	if pgno == 0 || int(pgno) > len(w.index) || w.index[pgno-1] == 0 {
+		return 0, false
+	}
+	return w.index[pgno-1], true
+}
+
+// addVersion records that a committed frame of page pgno (within grow's
+// room) has checksum ck.
+func (w *walState) addVersion(pgno uint32, ck uint64) {
+	switch v := &w.versions[pgno-1]; {
+	case *v == 0:
+		*v = ck
+	case *v != ck:
+		if w.moreVersions == nil {
+			w.moreVersions = map[uint32][]uint64{}
+		}
+		w.moreVersions[pgno] = append(w.moreVersions[pgno], ck)
+	}
+}
+
+// hasVersion reports whether a committed frame of page pgno has checksum
+// ck.
+func (w *walState) hasVersion(pgno uint32, ck uint64) bool {
+	if pgno == 0 || int(pgno) > len(w.versions) || w.versions[pgno-1] == 0 {
+		return false
+	}
+	return w.versions[pgno-1] == ck || slices.Contains(w.moreVersions[pgno], ck)
+}
+
 type pendingFrame struct {
 	pgno     uint32
 	checksum uint64
@@ -181,6 +244,9 @@ type dbOptions struct {
 	log       *slog.Logger
 	newID     func() uint64
 	retention time.Duration // how long the transaction log keeps records
+	// streamTxnBytes: a commit of more bytes of pages than this is
+	// streamed from the WAL to the transaction log (StoreConfig).
+	streamTxnBytes int
 }
 
 // openDatabase opens a database folder, recomputes its checksum from its
@@ -188,7 +254,7 @@ type dbOptions struct {
 // checksum that disagrees with the recorded one.
 func openDatabase(dir, name string, o dbOptions) (*database, error) {
 	log, newID := o.log, o.newID
-	d := &database{name: name, dir: dir, log: log.With(logkey.DB, name), changed: make(chan struct{})}
+	d := &database{name: name, dir: dir, log: log.With(logkey.DB, name), changed: make(chan struct{}), streamTxnBytes: o.streamTxnBytes}
 	var err error
 	if d.db, err = os.OpenFile(filepath.Join(dir, databaseFileName), os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
@@ -366,7 +432,7 @@ func (d *database) loadPages(nPage uint32) error {
 // It reports how many commits the meta had not recorded, and whether the
 // recomputed checksum can be compared with the recorded one.
 func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error) {
-	d.w = walState{index: map[uint32]uint32{}}
+	d.w = walState{}
 	if d.wal == nil {
 		return 0, true, nil
 	}
@@ -500,12 +566,21 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	expect := how.announced
 	how.announced, d.expect = nil, nil
 
-	// The transaction's pages, for the log and for the primary.
+	// The transaction's pages, for the log and for the primary: read now,
+	// or, when there are too many to hold, streamed from the WAL to the
+	// log once the transaction counts (logFrames).
 	var txn pagewire.Txn
+	var big []pendingFrame // sorted, with bigPages newest pages to log
+	var bigPages int
 	if (d.logTxns || how.forwardTo != nil) && expect == nil {
-		var err error
-		if txn, err = d.pendingTxn(nPage); err != nil {
-			return err
+		n := d.sortPending(nPage)
+		if how.forwardTo == nil && int64(n)*int64(d.pageSize) > int64(d.streamTxnBytes) {
+			big, bigPages = d.w.pending, n
+		} else {
+			var err error
+			if txn, err = d.readPending(nPage, n); err != nil {
+				return err
+			}
 		}
 	}
 	if how.forwardTo != nil && expect == nil {
@@ -520,21 +595,19 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	if need := int(nPage); need > len(d.pages) {
 		d.pages = append(d.pages, make([]uint64, need-len(d.pages))...)
 	}
+	d.w.grow(len(d.pages))
 	for _, p := range d.w.pending {
 		if int(p.pgno) > len(d.pages) {
 			continue // above the commit size: SQLite drops it
 		}
 		sum ^= d.pages[p.pgno-1] ^ p.checksum
 		d.pages[p.pgno-1] = p.checksum
-		d.w.index[p.pgno] = p.frame
-		if d.w.versions == nil {
-			d.w.versions = map[uint32][]uint64{}
-		}
-		d.w.versions[p.pgno] = append(d.w.versions[p.pgno], p.checksum)
+		d.w.index[p.pgno-1] = p.frame
+		d.w.addVersion(p.pgno, p.checksum)
 	}
 	for i := int(nPage); i < len(d.pages); i++ {
 		sum ^= d.pages[i]
-		delete(d.w.index, uint32(i+1))
+		d.w.index[i] = 0
 	}
 	d.pages = d.pages[:nPage]
 
@@ -542,11 +615,16 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	d.pos.Checksum = sum | checksumFlag
 	d.w.commitFrame, d.w.ck1, d.w.ck2 = frame, ck1, ck2
 	d.w.pending = d.w.pending[:0]
+	if cap(d.w.pending) > maxKeptPending {
+		d.w.pending = nil // a big transaction's: let it go
+	}
 	d.w.appended, d.w.overwritten, d.w.awaitRewrite = frame, 0, 0
 	switch {
 	case expect == nil:
 		d.pos.TXID++
-		if d.logTxns {
+		if d.logTxns && big != nil {
+			d.logFrames(pagewire.Txn{TXID: d.pos.TXID, PreChecksum: pre, PostChecksum: d.pos.Checksum, PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now()}, big, bigPages)
+		} else if d.logTxns {
 			txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID, pre, d.pos.Checksum
 			d.logTxn(txn)
 		}
@@ -688,27 +766,95 @@ func (d *database) logTxn(t pagewire.Txn) {
 	}
 }
 
-// pendingTxn reads the pages of the pending frames, the newest frame of
-// each page, for the transaction log.
-func (d *database) pendingTxn(nPage uint32) (pagewire.Txn, error) {
-	newest := make(map[uint32]uint32, len(d.w.pending))
-	for _, p := range d.w.pending {
-		if p.pgno <= nPage {
-			newest[p.pgno] = p.frame
+// sortPending sorts the pending frames by page, then frame, and returns
+// how many pages within nPage they hold: the newest frame of each of them
+// is what the transaction log records (newestAt). Folding the pending
+// frames in this order leaves what frame order did: a page's frames keep
+// their order.
+func (d *database) sortPending(nPage uint32) int {
+	p := d.w.pending
+	slices.SortFunc(p, func(a, b pendingFrame) int {
+		return cmp.Or(cmp.Compare(a.pgno, b.pgno), cmp.Compare(a.frame, b.frame))
+	})
+	n := 0
+	for i := range p {
+		if newestAt(p, i, nPage) {
+			n++
 		}
 	}
-	txn := pagewire.Txn{PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now(), Pages: make([]pagewire.Page, 0, len(newest))}
-	buf := make([]byte, len(newest)*int(d.pageSize))
-	for pgno, frame := range newest {
+	return n
+}
+
+// newestAt reports whether p[i], of frames sorted by sortPending, is the
+// newest frame of a page within nPage.
+func newestAt(p []pendingFrame, i int, nPage uint32) bool {
+	return p[i].pgno <= nPage && (i+1 == len(p) || p[i+1].pgno != p[i].pgno)
+}
+
+// readPending reads the n newest pages of the sorted pending frames, for
+// the transaction log.
+func (d *database) readPending(nPage uint32, n int) (pagewire.Txn, error) {
+	txn := pagewire.Txn{PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now(), Pages: make([]pagewire.Page, 0, n)}
+	buf := make([]byte, n*int(d.pageSize))
+	p := d.w.pending
+	for i := range p {
+		if !newestAt(p, i, nPage) {
+			continue
+		}
 		data := buf[:d.pageSize:d.pageSize]
 		buf = buf[d.pageSize:]
-		if _, err := d.wal.ReadAt(data, wal.FrameOffset(frame, d.pageSize)+walFrameHeaderSize); err != nil {
-			return txn, fmt.Errorf("read page %d of the commit for the transaction log: %w", pgno, err)
+		if _, err := d.wal.ReadAt(data, wal.FrameOffset(p[i].frame, d.pageSize)+walFrameHeaderSize); err != nil {
+			return txn, fmt.Errorf("read page %d of the commit for the transaction log: %w", p[i].pgno, err)
 		}
-		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: pgno, Data: data})
+		txn.Pages = append(txn.Pages, pagewire.Page{Pgno: p[i].pgno, Data: data})
 	}
-	slices.SortFunc(txn.Pages, func(a, b pagewire.Page) int { return cmp.Compare(a.Pgno, b.Pgno) })
 	return txn, nil
+}
+
+// logFrames appends a transaction whose pages are too many to hold to the
+// log: the n newest pages of frames, sorted by sortPending, read from the
+// WAL a run of consecutive frames at a time, through a buffer of
+// txlogWriteBuf bytes.
+func (d *database) logFrames(t pagewire.Txn, frames []pendingFrame, n int) {
+	frameSize := walFrameHeaderSize + int(d.pageSize)
+	perRead := max(1, txlogWriteBuf/frameSize)
+	buf := make([]byte, perRead*frameSize)
+	run := make([]pendingFrame, 0, perRead)
+	err := d.txlog.appendPages(t, n, func(emit func(pgno uint32, data []byte) error) error {
+		// A run of pages in consecutive frames is one read.
+		flush := func() error {
+			if len(run) == 0 {
+				return nil
+			}
+			b := buf[:len(run)*frameSize]
+			if _, err := d.wal.ReadAt(b, wal.FrameOffset(run[0].frame, d.pageSize)); err != nil {
+				return fmt.Errorf("read page %d of the commit for the transaction log: %w", run[0].pgno, err)
+			}
+			for k, f := range run {
+				if err := emit(f.pgno, b[k*frameSize+walFrameHeaderSize:(k+1)*frameSize]); err != nil {
+					return err
+				}
+			}
+			run = run[:0]
+			return nil
+		}
+		for i, f := range frames {
+			if !newestAt(frames, i, t.PageCount) {
+				continue
+			}
+			if len(run) == perRead || (len(run) > 0 && f.frame != run[len(run)-1].frame+1) {
+				if err := flush(); err != nil {
+					return err
+				}
+			}
+			run = append(run, f)
+		}
+		return flush()
+	})
+	if err != nil {
+		// Replicas that need this transaction get a snapshot instead.
+		d.log.Error("could not log a transaction for replicas", logkey.TXID, t.TXID, logkey.Error, err)
+	}
 }
 
 // watchPos returns the position, a channel closed at the next commit, and
@@ -750,7 +896,8 @@ func (d *database) saveMeta(fsync bool) error {
 // resetWAL forgets the WAL generation: the WAL was emptied or deleted,
 // which SQLite does only once every frame is in the database file.
 func (d *database) resetWAL() error {
-	d.w = walState{index: map[uint32]uint32{}, pending: d.w.pending[:0]}
+	d.w = walState{pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
+	d.w.clearIndex()
 	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
@@ -759,7 +906,8 @@ func (d *database) resetWAL() error {
 // its WAL is logically empty, every frame of the last generation being in
 // the database file, so counting restarts at frame 1.
 func (d *database) startGeneration(h wal.Header) error {
-	d.w = walState{hdr: h, ok: true, ck1: h.Checksum[0], ck2: h.Checksum[1], index: map[uint32]uint32{}, pending: d.w.pending[:0]}
+	d.w = walState{hdr: h, ok: true, ck1: h.Checksum[0], ck2: h.Checksum[1], pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
+	d.w.clearIndex()
 	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
@@ -807,7 +955,7 @@ func (d *database) committedVersion(pgno uint32, ck uint64) bool {
 	if int(pgno) <= len(d.pages) && d.pages[pgno-1] == ck {
 		return true
 	}
-	return slices.Contains(d.w.versions[pgno], ck)
+	return d.w.hasVersion(pgno, ck)
 }
 
 // checkDBTruncate refuses to cut committed pages from the database file
@@ -826,8 +974,8 @@ func (d *database) checkDBTruncate(size int64) error {
 				pagewire.ErrInvalidArgument, d.name, size, len(d.pages), committed)
 		}
 	}
-	for pgno := size/ps + 1; pgno <= int64(len(d.pages)); pgno++ {
-		if _, ok := d.w.index[uint32(pgno)]; !ok {
+	for pgno := uint32(size/ps) + 1; int(pgno) <= len(d.pages); pgno++ {
+		if _, ok := d.w.frameOf(pgno); !ok {
 			return fmt.Errorf("%w: refusing to truncate %q to %d bytes: page %d is committed and only in the database file",
 				pagewire.ErrInvalidArgument, d.name, size, pgno)
 		}
@@ -1059,7 +1207,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 // readPage reads page pgno of the committed database: from its newest WAL
 // frame, else from the database file. mu must be held.
 func (d *database) readPage(pgno uint32, buf []byte) error {
-	if f, ok := d.w.index[pgno]; ok {
+	if f, ok := d.w.frameOf(pgno); ok {
 		_, err := d.wal.ReadAt(buf, wal.FrameOffset(f, d.pageSize)+walFrameHeaderSize)
 		return err
 	}
@@ -1138,7 +1286,7 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 		return err
 	}
 	d.pos.TXID = txid + 1
-	d.w = walState{index: map[uint32]uint32{}}
+	d.w = walState{}
 	d.startupErr = damaged // nil: checkImportFile passed it
 	d.modTime[pagewire.FileDatabase] = time.Now()
 	return d.saveMeta(true)

@@ -35,8 +35,17 @@ type Feed struct {
 	diverged bool          // the replica's copy left the primary's history
 	rd       *txlogReader  // open at next, or nil
 	held     *pagewire.Txn // read from rd past the last batch, not sent yet
+	part     *feedPart     // a large transaction being sent a part at a time, or nil
 	lastSend time.Time
 	busy     *ewma.Busy
+}
+
+// feedPart is a transaction of more page bytes than a batch may carry, sent
+// as parts of at most that many.
+type feedPart struct {
+	txn  pagewire.Txn // its header; with its Pages if it was whole in memory
+	rec  *recordPages // else where its pages are read from, in the log
+	sent int          // of txn.Pages, how many went in earlier parts
 }
 
 // FeedItem is one step of a Feed: exactly one of Snapshot, Txns or Idle.
@@ -44,10 +53,13 @@ type FeedItem struct {
 	// Snapshot is the whole database to send; the caller closes it.
 	Snapshot *Snapshot
 	// Txns are consecutive transactions to send together. Large is set
-	// when Txns is one transaction of more page bytes than a batch may
-	// carry: it goes alone, split if it must be.
+	// when Txns is one part of a transaction of more page bytes than a
+	// batch may carry: its header with the next of its pages, ascending, at
+	// most a batch's bytes of them; More is set on every part but the
+	// last. A part's pages are valid until the next call to Next.
 	Txns  []pagewire.Txn
 	Large bool
+	More  bool
 	// Idle is set when the replica has every transaction; Changed is
 	// closed on the next commit.
 	Idle    bool
@@ -74,6 +86,15 @@ func (f *Feed) Name() string { return f.d.name }
 // Close releases the feed's transaction log reader.
 func (f *Feed) Close() {
 	f.closeReader()
+	f.endPart()
+}
+
+// endPart forgets the large transaction being sent.
+func (f *Feed) endPart() {
+	if f.part != nil && f.part.rec != nil {
+		f.part.rec.close()
+	}
+	f.part = nil
 }
 
 func (f *Feed) closeReader() {
@@ -98,6 +119,11 @@ func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 			}
 			f.next, f.reason, f.diverged = snap.Pos.TXID+1, "", false
 			return FeedItem{Snapshot: snap, Pos: snap.Pos}, nil
+		}
+
+		// A large transaction goes on a part at a time.
+		if f.part != nil {
+			return f.nextPart()
 		}
 
 		// Busy: let more transactions gather for one batch.
@@ -131,9 +157,9 @@ func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 	}
 }
 
-// batch reads the transactions from f.next on, up to pos: one large one
-// alone, else as many as a batch carries. It returns an empty item, with a
-// snapshot due, when the log does not have them.
+// batch reads the transactions from f.next on, up to pos: the first part of
+// a large one, else as many as a batch carries. It returns an empty item,
+// with a snapshot due, when the log does not have them.
 func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 	if f.rd == nil {
 		rd, err := f.d.txlog.readFrom(f.next)
@@ -144,14 +170,16 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 		f.rd = rd
 	}
 
-	// Take the held transaction, or the next one from the log.
+	// Take the held transaction, or the next one from the log: whole, or
+	// its header and where to read its pages, if there are too many.
 	var txn pagewire.Txn
+	var rec *recordPages
 	var ok bool
 	var err error
 	if f.held != nil {
 		txn, ok, f.held = *f.held, true, nil
 	} else {
-		txn, ok, err = f.rd.Next()
+		txn, rec, ok, err = f.rd.nextRecord(f.maxBytes)
 	}
 	switch {
 	case errors.Is(err, errTxlogGap) || (err == nil && !ok):
@@ -161,9 +189,10 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 		return FeedItem{}, err
 	}
 
-	// A transaction too large for a batch goes alone.
-	if txnBytes(txn) > f.maxBytes {
-		return FeedItem{Txns: []pagewire.Txn{txn}, Large: true, Pos: pos}, nil
+	// A transaction too large for a batch goes alone, a part at a time.
+	if rec != nil || txnBytes(txn) > f.maxBytes {
+		f.part = &feedPart{txn: txn, rec: rec}
+		return f.nextPart()
 	}
 
 	// Small transactions already committed go together: a replica that is
@@ -171,9 +200,12 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 	// one send per batch.
 	batch, size := []pagewire.Txn{txn}, txnBytes(txn)
 	for f.next+pagewire.TXID(len(batch)) <= pos.TXID && len(batch) < maxSendBatch {
-		t, ok, err := f.rd.Next()
-		if err != nil || !ok {
+		t, rec, ok, err := f.rd.nextRecord(f.maxBytes)
+		if err != nil || !ok || rec != nil {
 			// Reopened at the next TXID, the log reports it again.
+			if rec != nil {
+				rec.close()
+			}
 			f.closeReader()
 			break
 		}
@@ -186,6 +218,29 @@ func (f *Feed) batch(pos pagewire.Pos) (FeedItem, error) {
 	return FeedItem{Txns: batch, Pos: pos}, nil
 }
 
+// nextPart returns the next part of the large transaction being sent.
+func (f *Feed) nextPart() (FeedItem, error) {
+	p := f.part
+	t := p.txn
+	var last bool
+	if p.rec != nil {
+		var err error
+		if t.Pages, last, err = p.rec.next(f.maxBytes); err != nil {
+			f.endPart()
+			return FeedItem{}, fmt.Errorf("transaction %d of %q: %w", t.TXID, f.d.name, err)
+		}
+	} else {
+		end := min(len(p.txn.Pages), p.sent+max(1, f.maxBytes/int(t.PageSize)))
+		t.Pages, p.sent = p.txn.Pages[p.sent:end], end
+		last = end == len(p.txn.Pages)
+	}
+	if last {
+		f.endPart()
+	}
+	pos, _, _ := f.d.watchPos()
+	return FeedItem{Txns: []pagewire.Txn{t}, Large: true, More: !last, Pos: pos}, nil
+}
+
 // Sent records that item went to the replica, and returns the replica's
 // TXID once it has it and whether that is the primary's position.
 func (f *Feed) Sent(item FeedItem) (pagewire.TXID, bool) {
@@ -194,6 +249,8 @@ func (f *Feed) Sent(item FeedItem) (pagewire.TXID, bool) {
 		return item.Pos.TXID, false
 	case item.Idle:
 		return item.Pos.TXID, true
+	case item.More:
+		return f.next - 1, false // the transaction is not whole there yet
 	}
 	f.next += pagewire.TXID(len(item.Txns))
 	if !item.Large {
@@ -228,7 +285,10 @@ func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotR
 		return 0, fmt.Sprintf("transaction %d is no longer in the transaction log", have.TXID+1), false
 	}
 	defer rd.Close()
-	txn, ok, err := rd.Next()
+	txn, rec, ok, err := rd.nextRecord(0) // the header is enough
+	if rec != nil {
+		rec.close()
+	}
 	if err != nil || !ok {
 		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
 	}

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -60,14 +61,16 @@ func (s *Store) CreateDatabase(name string, pageSize uint32) error {
 }
 
 // RestoreDatabase creates a database this node does not have from a
-// snapshot's pages, written straight to its file: no app can be reading a
-// database that did not exist. The result must be at pos.
-func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error {
+// snapshot's pages, written straight to its file as next gives them (nil
+// at the end): no app can be reading a database that did not exist, and
+// no more than one of next's batches is held. The result must be at pos.
+// An error from next, or a page out of order, leaves nothing behind.
+func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error {
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return err
 	}
-	if !pagewire.ValidPageSize(pageSize) || len(pages) == 0 {
-		return fmt.Errorf("%w: snapshot of %d pages of %d bytes", pagewire.ErrInvalidArgument, len(pages), pageSize)
+	if !pagewire.ValidPageSize(pageSize) {
+		return fmt.Errorf("%w: snapshot of pages of %d bytes", pagewire.ErrInvalidArgument, pageSize)
 	}
 
 	// The pages, then the meta, in a folder of their own.
@@ -80,15 +83,9 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	if err != nil {
 		return err
 	}
-	for i, p := range pages {
-		if p.Pgno != uint32(i+1) || uint32(len(p.Data)) != pageSize {
-			f.Close()
-			return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
-		}
-		if _, err := f.Write(p.Data); err != nil {
-			f.Close()
-			return err
-		}
+	if err := writeSnapshotPages(f, pageSize, next); err != nil {
+		f.Close()
+		return err
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -135,6 +132,80 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pages []pagewire.P
 	s.log.Info("restored database from a snapshot", logkey.DB, name, logkey.Position, pos.String())
 	s.notify(FileChange{Name: name, Entry: true}, FileChange{Name: pagewire.FileName(name, pagewire.FilePos), Entry: true})
 	return nil
+}
+
+// writeSnapshotPages writes the pages next gives, 1, 2, ... in order, each
+// pageSize bytes, to f, through a buffer.
+func writeSnapshotPages(f *os.File, pageSize uint32, next func() ([]pagewire.Page, error)) error {
+	bw := bufio.NewWriterSize(f, 1<<20)
+	var n uint32
+	for {
+		pages, err := next()
+		if err != nil {
+			return err
+		}
+		if pages == nil {
+			break
+		}
+		for _, p := range pages {
+			if n++; p.Pgno != n || uint32(len(p.Data)) != pageSize {
+				return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+			}
+			if _, err := bw.Write(p.Data); err != nil {
+				return err
+			}
+		}
+	}
+	if n == 0 {
+		return fmt.Errorf("%w: a snapshot of no pages", pagewire.ErrInvalidArgument)
+	}
+	return bw.Flush()
+}
+
+// ChecksumPages returns sum, a running checksum of database name that
+// started at its checksum at position at, changed for pages replacing the
+// database's pages and, if truncate > 0, for the pages past truncate
+// dropped, as applyCommit would change it: a replica applying a
+// transaction a part at a time knows the checksum it leads to before its
+// commit. The database must be at position at, so that the pages replaced
+// are those of at. Pages must be within truncate when it is set.
+func (s *Store) ChecksumPages(name string, at pagewire.Pos, sum uint64, pages []pagewire.Page, truncate uint32) (uint64, error) {
+	d, err := s.db(name)
+	if err != nil {
+		return 0, err
+	}
+
+	// The pages' own checksums, without the lock.
+	sums := make([]uint64, len(pages))
+	for i, p := range pages {
+		if p.Pgno == 0 || uint32(len(p.Data)) != d.pageSize {
+			return 0, fmt.Errorf("%w: page %d of %d bytes in a database of %d-byte pages", pagewire.ErrInvalidArgument, p.Pgno, len(p.Data), d.pageSize)
+		}
+		sums[i] = pageChecksum(p.Pgno, p.Data)
+	}
+
+	// Against the database's, at the position given.
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	if d.pos != at {
+		return 0, fmt.Errorf("%w: database %q is at %s, not %s: its pages moved on", pagewire.ErrBusy, name, d.pos, at)
+	}
+	old := func(pgno uint32) uint64 {
+		if int(pgno) <= len(d.pages) {
+			return d.pages[pgno-1]
+		}
+		return 0 // a new page
+	}
+	sum &^= checksumFlag
+	for i, p := range pages {
+		sum ^= old(p.Pgno) ^ sums[i]
+	}
+	if truncate > 0 {
+		for pgno := truncate + 1; int(pgno) <= len(d.pages); pgno++ {
+			sum ^= d.pages[pgno-1]
+		}
+	}
+	return sum | checksumFlag, nil
 }
 
 // ExpectCommit announces that the next commit of a database applies the

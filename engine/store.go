@@ -52,7 +52,17 @@ type StoreConfig struct {
 	// MaxImportSize bounds the bytes of a database Import receives
 	// (data.max-import-size); > 0.
 	MaxImportSize int64
+	// StreamTxnBytes bounds the memory a big transaction takes: a commit
+	// of more bytes of pages than this is written to the transaction log
+	// straight from the WAL, a buffer at a time, and read back from the
+	// log a part at a time, never held whole. Must be > 0;
+	// DefaultStoreConfig sets DefaultStreamTxnBytes.
+	StreamTxnBytes int
 }
+
+// DefaultStreamTxnBytes is StoreConfig.StreamTxnBytes's default: what the
+// transaction log keeps of recent transactions in memory anyway.
+const DefaultStreamTxnBytes = defaultRecent
 
 // DefaultRetention is data.retention's default, as LiteFS.
 const DefaultRetention = 10 * time.Minute
@@ -78,7 +88,7 @@ func isLeftover(name string) bool {
 // DefaultStoreConfig returns a StoreConfig with every optional value set;
 // Dir is left to the caller.
 func DefaultStoreConfig() StoreConfig {
-	return StoreConfig{Retention: DefaultRetention, MaxImportSize: DefaultMaxImportSize}
+	return StoreConfig{Retention: DefaultRetention, MaxImportSize: DefaultMaxImportSize, StreamTxnBytes: DefaultStreamTxnBytes}
 }
 
 // Validate reports the first missing or bad value.
@@ -90,6 +100,8 @@ func (c StoreConfig) Validate() error {
 		return fmt.Errorf("data.retention %s must be more than 0; start from DefaultStoreConfig", c.Retention)
 	case c.MaxImportSize <= 0:
 		return fmt.Errorf("data.max-import-size %d must be more than 0 bytes; start from DefaultStoreConfig", c.MaxImportSize)
+	case c.StreamTxnBytes <= 0:
+		return fmt.Errorf("StreamTxnBytes %d must be more than 0; start from DefaultStoreConfig", c.StreamTxnBytes)
 	}
 	return nil
 }
@@ -102,6 +114,8 @@ type Store struct {
 	lock      *os.File // flock on data.dir/.lock: one node per data.dir
 	retention time.Duration
 	maxImport int64 // StoreConfig.MaxImportSize
+	// streamTxnBytes is StoreConfig.StreamTxnBytes.
+	streamTxnBytes int
 
 	nextID atomic.Uint64
 
@@ -165,7 +179,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.dbsChanged = make(chan struct{})
 	s.exports, s.snapshots = make(chan struct{}, maxExports), make(chan struct{}, maxSnapshots)
 	s.nextID.Store(rootID + 1) // +1: the .primary file
-	s.retention, s.maxImport = cfg.Retention, cfg.MaxImportSize
+	s.retention, s.maxImport, s.streamTxnBytes = cfg.Retention, cfg.MaxImportSize, cfg.StreamTxnBytes
 
 	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
@@ -221,7 +235,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 func (s *Store) newID() uint64 { return s.nextID.Add(1) }
 
 func (s *Store) dbOptions() dbOptions {
-	return dbOptions{log: s.log, newID: s.newID, retention: s.retention}
+	return dbOptions{log: s.log, newID: s.newID, retention: s.retention, streamTxnBytes: s.streamTxnBytes}
 }
 
 // addLocked registers a database's file ids. s.mu must be held (or s not

@@ -522,7 +522,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	w.frame(2, testPage(2), 2)
 	pos, _ := s.Position("app.db")
 	pages := []pagewire.Page{{Pgno: 1, Data: p1}, {Pgno: 2, Data: testPage(2)}}
-	if err := s.RestoreDatabase("copy.db", defaultPageSize, pages, pos); err != nil {
+	if err := s.RestoreDatabase("copy.db", defaultPageSize, pos, pagesOneByOne(pages)); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Position("copy.db"); got != pos {
@@ -531,11 +531,46 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	// A snapshot that does not match its position is refused and leaves
 	// nothing behind.
 	bad := pagewire.Pos{TXID: pos.TXID, Checksum: pos.Checksum ^ 1}
-	if err := s.RestoreDatabase("bad.db", defaultPageSize, pages, bad); !errors.Is(err, pagewire.ErrCorrupt) {
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, bad, pagesOneByOne(pages)); !errors.Is(err, pagewire.ErrCorrupt) {
 		t.Fatalf("err=%v, want ErrCorrupt", err)
 	}
 	if _, ok := s.Position("bad.db"); ok {
 		t.Fatal("a refused restore left a database")
+	}
+
+	// Pages out of order, or a snapshot cut off, leave nothing either.
+	swapped := []pagewire.Page{pages[1], pages[0]}
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, pagesOneByOne(swapped)); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("pages out of order: err=%v, want ErrInvalidArgument", err)
+	}
+	cut := errors.New("stream cut")
+	calls := 0
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, func() ([]pagewire.Page, error) {
+		if calls++; calls == 1 {
+			return pages[:1], nil
+		}
+		return nil, cut
+	}); !errors.Is(err, cut) {
+		t.Fatalf("cut off: err=%v, want the stream's", err)
+	}
+	if _, ok := s.Position("bad.db"); ok {
+		t.Fatal("a failed restore left a database")
+	}
+	if leftovers, _ := filepath.Glob(filepath.Join(s.dir, "dbs", ".restore-*")); len(leftovers) > 0 {
+		t.Fatalf("a failed restore left %v", leftovers)
+	}
+}
+
+// pagesOneByOne gives pages one at a time, then nil, as RestoreDatabase's
+// next.
+func pagesOneByOne(pages []pagewire.Page) func() ([]pagewire.Page, error) {
+	return func() ([]pagewire.Page, error) {
+		if len(pages) == 0 {
+			return nil, nil
+		}
+		p := pages[:1]
+		pages = pages[1:]
+		return p, nil
 	}
 }
 

@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,6 +75,11 @@ const (
 	// recentAge: pruning also drops kept records older than this, so that
 	// an idle database holds no pages in memory for long.
 	recentAge = 10 * time.Second
+	// txlogWriteBuf and txlogScanBuf bound the memory a record written or
+	// checked a piece at a time takes: records of any size go through
+	// buffers of this size.
+	txlogWriteBuf = 1 << 20
+	txlogScanBuf  = 1 << 20
 )
 
 // openTxlog opens (or creates) a transaction log and checks its segments,
@@ -107,16 +114,22 @@ func openTxlog(dir string, retention time.Duration) (*txlog, error) {
 }
 
 // scan finds the segment's valid end and last record; a torn record at the
-// end of the last segment (a crash mid-append) is cut off.
+// end of the last segment (a crash mid-append) is cut off. Each record's
+// checksum is checked a buffer at a time, so that a record of any size
+// costs bounded memory.
 func (s *segment) scan(isLast bool) error {
 	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
+	buf := make([]byte, txlogScanBuf)
 	var off int64
 	for {
-		txn, n, err := readRecord(f, off)
+		h, err := readRecordHeader(f, off)
+		if err == nil {
+			err = checkRecord(f, off, h, buf)
+		}
 		if err != nil {
 			s.size = off
 			if isLast {
@@ -124,8 +137,8 @@ func (s *segment) scan(isLast bool) error {
 			}
 			return nil
 		}
-		s.last, s.lastTime = txn.TXID, txn.CommitTime
-		off += n
+		s.last, s.lastTime = h.txn.TXID, h.txn.CommitTime
+		off += h.size
 	}
 }
 
@@ -134,22 +147,9 @@ func (s *segment) scan(isLast bool) error {
 func (l *txlog) append(txn pagewire.Txn) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	var last *segment
-	if n := len(l.segs); n > 0 {
-		last = l.segs[n-1]
-	}
-	if last == nil || last.size >= l.segmentMax || (last.last != 0 && txn.TXID != last.last+1) {
-		if err := l.rollLocked(txn.TXID); err != nil {
-			return err
-		}
-		last = l.segs[len(l.segs)-1]
-	}
-	if l.tail == nil {
-		f, err := os.OpenFile(last.path, os.O_RDWR, 0)
-		if err != nil {
-			return err
-		}
-		l.tail = f
+	last, err := l.tailLocked(txn.TXID)
+	if err != nil {
+		return err
 	}
 	rec := encodeRecord(txn)
 	if _, err := l.tail.WriteAt(rec, last.size); err != nil {
@@ -159,6 +159,95 @@ func (l *txlog) append(txn pagewire.Txn) error {
 	last.last, last.lastTime = txn.TXID, txn.CommitTime
 	l.keepLocked(txn, last, last.size)
 	return nil
+}
+
+// tailLocked returns the segment a record of txid goes to, with l.tail
+// open on it: the last one, unless it is full or txid does not follow its
+// last record.
+func (l *txlog) tailLocked(txid pagewire.TXID) (*segment, error) {
+	var last *segment
+	if n := len(l.segs); n > 0 {
+		last = l.segs[n-1]
+	}
+	if last == nil || last.size >= l.segmentMax || (last.last != 0 && txid != last.last+1) {
+		if err := l.rollLocked(txid); err != nil {
+			return nil, err
+		}
+		last = l.segs[len(l.segs)-1]
+	}
+	if l.tail == nil {
+		f, err := os.OpenFile(last.path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, err
+		}
+		l.tail = f
+	}
+	return last, nil
+}
+
+// appendPages adds the record of a transaction too big to hold in memory:
+// txn without its Pages, which has n pages that fill gives to emit, one at
+// a time, ascending. The record is written through a buffer of
+// txlogWriteBuf bytes and is not kept among the recent ones: readers read
+// it back from the file, a part at a time.
+func (l *txlog) appendPages(txn pagewire.Txn, n int, fill func(emit func(pgno uint32, data []byte) error) error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	last, err := l.tailLocked(txn.TXID)
+	if err != nil {
+		return err
+	}
+
+	// The header, each page with its number, then the checksum of all.
+	size := recordSize64(int64(n), txn.PageSize)
+	w := &recordWriter{bw: bufio.NewWriterSize(io.NewOffsetWriter(l.tail, last.size), txlogWriteBuf)}
+	w.write(appendRecordHeader(nil, txn, n, size))
+	count := 0
+	var pgnoBuf [4]byte
+	if err := fill(func(pgno uint32, data []byte) error {
+		if count++; count > n || len(data) != int(txn.PageSize) {
+			return fmt.Errorf("transaction %d: page %d of %d bytes is not one of its %d pages of %d bytes", txn.TXID, pgno, len(data), n, txn.PageSize)
+		}
+		binary.BigEndian.PutUint32(pgnoBuf[:], pgno)
+		w.write(pgnoBuf[:])
+		w.write(data)
+		return w.err
+	}); err != nil {
+		return fmt.Errorf("append to transaction log: %w", err)
+	}
+	if count != n {
+		return fmt.Errorf("append to transaction log: transaction %d has %d pages, not %d", txn.TXID, count, n)
+	}
+	binary.BigEndian.PutUint32(pgnoBuf[:], w.crc)
+	w.write(pgnoBuf[:])
+	if w.err == nil {
+		w.err = w.bw.Flush()
+	}
+	if w.err != nil {
+		return fmt.Errorf("append to transaction log: %w", w.err)
+	}
+
+	// Readers see it once the segment's end moves past it.
+	last.size += size
+	last.last, last.lastTime = txn.TXID, txn.CommitTime
+	l.forgetRecentLocked()
+	return nil
+}
+
+// recordWriter writes a record through a buffer, summing its checksum; the
+// first error sticks.
+type recordWriter struct {
+	bw  *bufio.Writer
+	crc uint32
+	err error
+}
+
+func (w *recordWriter) write(b []byte) {
+	if w.err != nil {
+		return
+	}
+	w.crc = crc32.Update(w.crc, crc32.IEEETable, b)
+	_, w.err = w.bw.Write(b)
 }
 
 // keepLocked adds a record just written, ending at end in seg, to recent,
@@ -386,11 +475,23 @@ func (r *txlogReader) nextRecent() (pagewire.Txn, bool) {
 	return rec.txn, true
 }
 
-// Next returns the next transaction, or ok=false if it is not logged yet.
-// It returns errTxlogGap when the log skips the wanted TXID.
+// Next returns the next transaction, whole, or ok=false if it is not
+// logged yet. It returns errTxlogGap when the log skips the wanted TXID.
 func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
+	txn, pages, ok, err := r.nextRecord(math.MaxInt)
+	if pages != nil {
+		pages.close() // not reached: every record is whole at MaxInt
+	}
+	return txn, ok, err
+}
+
+// nextRecord returns the next transaction, or ok=false if it is not logged
+// yet. A transaction of more than maxBytes of pages comes without its
+// Pages, with pages to read them a part at a time; the caller closes it.
+// It returns errTxlogGap when the log skips the wanted TXID.
+func (r *txlogReader) nextRecord(maxBytes int) (txn pagewire.Txn, pages *recordPages, ok bool, err error) {
 	if txn, ok := r.nextRecent(); ok {
-		return txn, true, nil
+		return txn, nil, true, nil
 	}
 	for {
 		// Find where the current segment ends, and the one after it.
@@ -407,14 +508,14 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 		// At the segment's end, move on to the following one if it starts at the next TXID.
 		if r.off >= end {
 			if following == nil {
-				return txn, false, nil
+				return txn, nil, false, nil
 			}
 			if following.first != r.next {
-				return txn, false, errTxlogGap
+				return txn, nil, false, errTxlogGap
 			}
 			f, err := os.Open(following.path)
 			if err != nil {
-				return txn, false, errTxlogGap
+				return txn, nil, false, errTxlogGap
 			}
 			if r.f != nil {
 				r.f.Close()
@@ -423,27 +524,40 @@ func (r *txlogReader) Next() (txn pagewire.Txn, ok bool, err error) {
 			continue
 		}
 
-		// Read the next record, opening the segment if needed.
+		// Read the next record's header, opening the segment if needed.
 		if r.f == nil {
 			if r.f, err = os.Open(r.seg.path); err != nil {
-				return txn, false, errTxlogGap // pruned meanwhile
+				return txn, nil, false, errTxlogGap // pruned meanwhile
 			}
 		}
-		txn, n, err := readRecord(r.f, r.off)
+		h, err := readRecordHeader(r.f, r.off)
 		if err != nil {
-			return txn, false, fmt.Errorf("read transaction log: %w", err)
+			return txn, nil, false, fmt.Errorf("read transaction log: %w", err)
 		}
-		r.off += n
+		off := r.off
+		r.off += h.size
 
 		// Skip records before the start; a missing TXID is a gap.
 		switch {
-		case txn.TXID < r.next:
+		case h.txn.TXID < r.next:
 			continue // skipping to the start
-		case txn.TXID > r.next:
-			return txn, false, errTxlogGap
+		case h.txn.TXID > r.next:
+			return txn, nil, false, errTxlogGap
+		}
+
+		// A big record is read a part at a time, through a file of its own.
+		if h.pageBytes() > int64(maxBytes) {
+			if pages, err = openRecordPages(r.seg.path, off, h); err != nil {
+				return txn, nil, false, fmt.Errorf("read transaction log: %w", err)
+			}
+			r.next++
+			return h.txn, pages, true, nil
+		}
+		if txn, _, err = decodeRecordAt(r.f, off, h); err != nil {
+			return txn, nil, false, fmt.Errorf("read transaction log: %w", err)
 		}
 		r.next++
-		return txn, true, nil
+		return txn, nil, true, nil
 	}
 }
 
@@ -454,27 +568,96 @@ func (r *txlogReader) Close() {
 	}
 }
 
+// recordPages reads the pages of one record a part at a time, checking the
+// record's checksum as it goes: the part with the last page comes only
+// once the whole record has checked out.
+type recordPages struct {
+	f        *os.File
+	off      int64 // where the next page's entry starts
+	left     int64 // pages not read yet
+	pageSize uint32
+	crc      uint32 // of the record up to off
+	buf      []byte // the last part's pages; reused
+}
+
+// openRecordPages opens the record at off in the segment file at path,
+// whose header is h.
+func openRecordPages(path string, off int64, h recordHeader) (*recordPages, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	return &recordPages{f: f, off: off + txlogHeaderSize, left: h.pages, pageSize: h.txn.PageSize, crc: crc32.ChecksumIEEE(h.raw[:])}, nil
+}
+
+// next returns the next pages, at most maxBytes of them but at least one,
+// and whether they are the last. The pages are valid until the next call.
+// A record whose checksum fails is an ErrCorrupt error at its last part.
+func (p *recordPages) next(maxBytes int) (pages []pagewire.Page, last bool, err error) {
+	if p.left == 0 {
+		return nil, true, fmt.Errorf("%w: no pages left in the transaction log record", pagewire.ErrInvalidArgument)
+	}
+	entry := 4 + int64(p.pageSize)
+	n := min(p.left, max(1, int64(maxBytes)/int64(p.pageSize)))
+	size := n * entry
+	if n == p.left {
+		size += txlogTrailer // the checksum comes with the last part
+	}
+	if int64(cap(p.buf)) < size {
+		p.buf = make([]byte, size)
+	}
+	b := p.buf[:size]
+	if _, err := p.f.ReadAt(b, p.off); err != nil {
+		return nil, false, fmt.Errorf("read transaction log: %w", err)
+	}
+	entries := b[:n*entry]
+	p.crc = crc32.Update(p.crc, crc32.IEEETable, entries)
+	p.off, p.left = p.off+n*entry, p.left-n
+	if p.left == 0 && p.crc != binary.BigEndian.Uint32(b[n*entry:]) {
+		return nil, true, fmt.Errorf("%w: transaction log record checksum mismatch", pagewire.ErrCorrupt)
+	}
+	pages = make([]pagewire.Page, n)
+	for i := range pages {
+		e := entries[int64(i)*entry:]
+		pages[i] = pagewire.Page{Pgno: binary.BigEndian.Uint32(e), Data: e[4:entry:entry]}
+	}
+	return pages, p.left == 0, nil
+}
+
+// close closes the record's file.
+func (p *recordPages) close() { p.f.Close() }
+
+// recordHeader is a record's header, decoded and checked.
+type recordHeader struct {
+	raw   [txlogHeaderSize]byte
+	txn   pagewire.Txn // without Pages
+	pages int64
+	size  int64 // of the whole record
+}
+
+// pageBytes is how many bytes of pages the record holds.
+func (h recordHeader) pageBytes() int64 { return h.pages * int64(h.txn.PageSize) }
+
 func encodeRecord(txn pagewire.Txn) []byte {
 	return appendRecord(make([]byte, 0, recordSize(txn)), txn)
 }
 
 // recordSize is the size of txn's record.
 func recordSize(txn pagewire.Txn) int {
-	return txlogHeaderSize + len(txn.Pages)*(4+int(txn.PageSize)) + txlogTrailer
+	return int(recordSize64(int64(len(txn.Pages)), txn.PageSize))
+}
+
+// recordSize64 is the size of the record of a transaction of n pages. The
+// header's size field holds its low 32 bits: a record of 4 GiB or more is
+// told by its page count.
+func recordSize64(n int64, pageSize uint32) int64 {
+	return txlogHeaderSize + n*(4+int64(pageSize)) + txlogTrailer
 }
 
 // appendRecord appends txn's record to b.
 func appendRecord(b []byte, txn pagewire.Txn) []byte {
 	start := len(b)
-	b = binary.BigEndian.AppendUint32(b, txlogMagic)
-	b = binary.BigEndian.AppendUint32(b, uint32(recordSize(txn)))
-	b = binary.BigEndian.AppendUint64(b, uint64(txn.TXID))
-	b = binary.BigEndian.AppendUint64(b, txn.PreChecksum)
-	b = binary.BigEndian.AppendUint64(b, txn.PostChecksum)
-	b = binary.BigEndian.AppendUint64(b, uint64(txn.CommitTime.UnixNano()))
-	b = binary.BigEndian.AppendUint32(b, txn.PageSize)
-	b = binary.BigEndian.AppendUint32(b, txn.PageCount)
-	b = binary.BigEndian.AppendUint32(b, uint32(len(txn.Pages)))
+	b = appendRecordHeader(b, txn, len(txn.Pages), int64(recordSize(txn)))
 	for _, p := range txn.Pages {
 		b = binary.BigEndian.AppendUint32(b, p.Pgno)
 		b = append(b, p.Data...)
@@ -482,26 +665,80 @@ func appendRecord(b []byte, txn pagewire.Txn) []byte {
 	return binary.BigEndian.AppendUint32(b, crc32.ChecksumIEEE(b[start:]))
 }
 
-// readRecord reads the record at off and returns it with its length.
-func readRecord(r io.ReaderAt, off int64) (pagewire.Txn, int64, error) {
-	var hdr [txlogHeaderSize]byte
-	if _, err := r.ReadAt(hdr[:], off); err != nil {
-		return pagewire.Txn{}, 0, err
-	}
-	return decodeRecordAt(r, off, hdr[:])
+// appendRecordHeader appends the header of txn's record, of n pages and
+// size bytes, to b.
+func appendRecordHeader(b []byte, txn pagewire.Txn, n int, size int64) []byte {
+	b = binary.BigEndian.AppendUint32(b, txlogMagic)
+	b = binary.BigEndian.AppendUint32(b, uint32(size))
+	b = binary.BigEndian.AppendUint64(b, uint64(txn.TXID))
+	b = binary.BigEndian.AppendUint64(b, txn.PreChecksum)
+	b = binary.BigEndian.AppendUint64(b, txn.PostChecksum)
+	b = binary.BigEndian.AppendUint64(b, uint64(txn.CommitTime.UnixNano()))
+	b = binary.BigEndian.AppendUint32(b, txn.PageSize)
+	b = binary.BigEndian.AppendUint32(b, txn.PageCount)
+	return binary.BigEndian.AppendUint32(b, uint32(n))
 }
 
-func decodeRecordAt(r io.ReaderAt, off int64, hdr []byte) (pagewire.Txn, int64, error) {
-	if binary.BigEndian.Uint32(hdr[0:]) != txlogMagic {
-		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record magic", pagewire.ErrCorrupt)
+// readRecordHeader reads and checks the header of the record at off.
+func readRecordHeader(r io.ReaderAt, off int64) (recordHeader, error) {
+	var h recordHeader
+	if _, err := r.ReadAt(h.raw[:], off); err != nil {
+		return h, err
 	}
-	size := int64(binary.BigEndian.Uint32(hdr[4:]))
-	pageSize := binary.BigEndian.Uint32(hdr[40:])
-	nPages := int64(binary.BigEndian.Uint32(hdr[48:]))
-	if !pagewire.ValidPageSize(pageSize) || size != txlogHeaderSize+nPages*(4+int64(pageSize))+txlogTrailer {
-		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
+	return h, h.decode()
+}
+
+// decode checks raw and fills in the rest.
+func (h *recordHeader) decode() error {
+	b := h.raw[:]
+	if binary.BigEndian.Uint32(b[0:]) != txlogMagic {
+		return fmt.Errorf("%w: bad transaction log record magic", pagewire.ErrCorrupt)
 	}
-	b := make([]byte, size)
+	h.txn = pagewire.Txn{
+		TXID:         pagewire.TXID(binary.BigEndian.Uint64(b[8:])),
+		PreChecksum:  binary.BigEndian.Uint64(b[16:]),
+		PostChecksum: binary.BigEndian.Uint64(b[24:]),
+		CommitTime:   time.Unix(0, int64(binary.BigEndian.Uint64(b[32:]))),
+		PageSize:     binary.BigEndian.Uint32(b[40:]),
+		PageCount:    binary.BigEndian.Uint32(b[44:]),
+	}
+	h.pages = int64(binary.BigEndian.Uint32(b[48:]))
+	h.size = recordSize64(h.pages, h.txn.PageSize)
+	if !pagewire.ValidPageSize(h.txn.PageSize) || binary.BigEndian.Uint32(b[4:]) != uint32(h.size) {
+		return fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
+	}
+	return nil
+}
+
+// checkRecord checks the checksum of the record at off, whose header is h,
+// reading it through buf.
+func checkRecord(r io.ReaderAt, off int64, h recordHeader, buf []byte) error {
+	crc := crc32.ChecksumIEEE(h.raw[:])
+	end := off + h.size - txlogTrailer
+	for pos := off + txlogHeaderSize; pos < end; {
+		b := buf[:min(int64(len(buf)), end-pos)]
+		if _, err := r.ReadAt(b, pos); err != nil {
+			return err
+		}
+		crc = crc32.Update(crc, crc32.IEEETable, b)
+		pos += int64(len(b))
+	}
+	var trailer [txlogTrailer]byte
+	if _, err := r.ReadAt(trailer[:], end); err != nil {
+		return err
+	}
+	if crc != binary.BigEndian.Uint32(trailer[:]) {
+		return fmt.Errorf("%w: transaction log record checksum mismatch", pagewire.ErrCorrupt)
+	}
+	return nil
+}
+
+// decodeRecordAt reads the whole record at off, whose header is h.
+func decodeRecordAt(r io.ReaderAt, off int64, h recordHeader) (pagewire.Txn, int64, error) {
+	if h.size > math.MaxInt32 {
+		return pagewire.Txn{}, 0, fmt.Errorf("%w: a transaction log record of %d bytes is read a part at a time", pagewire.ErrInvalidArgument, h.size)
+	}
+	b := make([]byte, h.size)
 	if _, err := r.ReadAt(b, off); err != nil {
 		return pagewire.Txn{}, 0, err
 	}
@@ -510,31 +747,24 @@ func decodeRecordAt(r io.ReaderAt, off int64, hdr []byte) (pagewire.Txn, int64, 
 
 // decodeRecord decodes one whole record.
 func decodeRecord(b []byte) (pagewire.Txn, int64, error) {
-	if len(b) < txlogHeaderSize+txlogTrailer || binary.BigEndian.Uint32(b[0:]) != txlogMagic {
+	if len(b) < txlogHeaderSize+txlogTrailer {
 		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record", pagewire.ErrCorrupt)
 	}
-	size := int(binary.BigEndian.Uint32(b[4:]))
-	if size != len(b) || crc32.ChecksumIEEE(b[:size-txlogTrailer]) != binary.BigEndian.Uint32(b[size-txlogTrailer:]) {
+	var h recordHeader
+	copy(h.raw[:], b)
+	if err := h.decode(); err != nil {
+		return pagewire.Txn{}, 0, err
+	}
+	if h.size != int64(len(b)) || crc32.ChecksumIEEE(b[:h.size-txlogTrailer]) != binary.BigEndian.Uint32(b[h.size-txlogTrailer:]) {
 		return pagewire.Txn{}, 0, fmt.Errorf("%w: transaction log record checksum mismatch", pagewire.ErrCorrupt)
 	}
-	txn := pagewire.Txn{
-		TXID:         pagewire.TXID(binary.BigEndian.Uint64(b[8:])),
-		PreChecksum:  binary.BigEndian.Uint64(b[16:]),
-		PostChecksum: binary.BigEndian.Uint64(b[24:]),
-		CommitTime:   time.Unix(0, int64(binary.BigEndian.Uint64(b[32:]))),
-		PageSize:     binary.BigEndian.Uint32(b[40:]),
-		PageCount:    binary.BigEndian.Uint32(b[44:]),
-	}
-	n := int(binary.BigEndian.Uint32(b[48:]))
-	if !pagewire.ValidPageSize(txn.PageSize) || size != txlogHeaderSize+n*(4+int(txn.PageSize))+txlogTrailer {
-		return pagewire.Txn{}, 0, fmt.Errorf("%w: bad transaction log record size", pagewire.ErrCorrupt)
-	}
-	txn.Pages = make([]pagewire.Page, n)
+	txn := h.txn
+	txn.Pages = make([]pagewire.Page, h.pages)
 	off := txlogHeaderSize
 	for i := range txn.Pages {
 		txn.Pages[i].Pgno = binary.BigEndian.Uint32(b[off:])
 		txn.Pages[i].Data = b[off+4 : off+4+int(txn.PageSize)]
 		off += 4 + int(txn.PageSize)
 	}
-	return txn, int64(size), nil
+	return txn, h.size, nil
 }

@@ -93,15 +93,13 @@ func (d *database) openView(spillDir string) (*view, error) {
 		dbOf: d.db, walOf: d.wal, spillDir: spillDir}
 
 	// The pages in the WAL, by page and by frame.
-	v.frames = make([]uint64, 0, len(d.w.index))
-	v.byFrame = make([]uint64, 0, len(d.w.index))
-	for pgno, f := range d.w.index {
-		if pgno <= v.count {
-			v.frames = append(v.frames, uint64(pgno)<<32|uint64(f))
+	for i, f := range d.w.index[:min(len(d.w.index), int(v.count))] {
+		if f != 0 { // 0: the page is not in the WAL
+			pgno := uint32(i + 1)
+			v.frames = append(v.frames, uint64(pgno)<<32|uint64(f)) // in page order
 			v.byFrame = append(v.byFrame, uint64(f)<<32|uint64(pgno))
 		}
 	}
-	slices.Sort(v.frames)
 	slices.Sort(v.byFrame)
 
 	// Handles of its own on the files.

@@ -24,11 +24,13 @@ import (
 // applyRequest is one call to the apply worker.
 type applyRequest struct {
 	ID        uint64
-	Op        string // "open", "apply", "checkpoint", "hold", "release", "close"
+	Op        string // "open", "apply", "part", "abort", "checkpoint", "hold", "release", "close"
 	Path      string
 	PageCount uint32
 	Pages     []pagewire.Page
 	Sync      bool
+	First     bool          // "part": the first part of a transaction
+	Last      bool          // "part": its last part
 	Wait      time.Duration // "hold": how long to wait for the lock
 }
 
@@ -90,7 +92,7 @@ func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyRespon
 				ws.m[req.Path] = ww
 			}
 		}
-	case "apply", "checkpoint", "hold", "release", "close":
+	case "apply", "part", "abort", "checkpoint", "hold", "release", "close":
 		if ww == nil {
 			err = fmt.Errorf("%w: %s is not open in the apply worker", pagewire.ErrInvalidArgument, req.Path)
 			break
@@ -99,6 +101,10 @@ func (ws *applyWriters) serve(ctx context.Context, req applyRequest) applyRespon
 		switch req.Op {
 		case "apply":
 			err = ww.Apply(ctx, req.PageCount, req.Pages, req.Sync)
+		case "part":
+			err = ww.ApplyPart(ctx, TxnPart{PageCount: req.PageCount, Pages: req.Pages, First: req.First, Last: req.Last}, req.Sync)
+		case "abort":
+			err = ww.AbortPart()
 		case "checkpoint":
 			resp.Complete, err = ww.Checkpoint(ctx)
 		case "hold":
@@ -265,6 +271,28 @@ func (w *RemoteWALWriter) Apply(ctx context.Context, pageCount uint32, pages []p
 	}
 	return err
 }
+
+// ApplyPart is WALWriter.ApplyPart in the worker.
+func (w *RemoteWALWriter) ApplyPart(ctx context.Context, p TxnPart, sync bool) error {
+	resp, err := w.c.call(ctx, applyRequest{Op: "part", Path: w.path, PageCount: p.PageCount, Pages: p.Pages, First: p.First, Last: p.Last, Sync: sync})
+	if err == nil {
+		w.frames = resp.Frames
+	}
+	return err
+}
+
+// AbortPart is WALWriter.AbortPart in the worker; it waits at most
+// abortTimeout for the answer.
+func (w *RemoteWALWriter) AbortPart() error {
+	ctx, cancel := context.WithTimeout(context.Background(), abortTimeout)
+	defer cancel()
+	_, err := w.c.call(ctx, applyRequest{Op: "abort", Path: w.path})
+	return err
+}
+
+// abortTimeout bounds the wait for the worker to give up a transaction;
+// the worker does so even if no one waits for its answer.
+const abortTimeout = 10 * time.Second
 
 // Checkpoint is WALWriter.Checkpoint in the worker.
 func (w *RemoteWALWriter) Checkpoint(ctx context.Context) (bool, error) {

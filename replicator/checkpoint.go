@@ -32,6 +32,9 @@ func (w *WALWriter) Checkpoint(ctx context.Context) (complete bool, err error) {
 	if w.db == nil {
 		return false, fmt.Errorf("checkpoint: %w", errWALWriterClosed)
 	}
+	if w.part != nil {
+		return false, fmt.Errorf("checkpoint %s: %w", w.path, errPartOpen)
+	}
 	if err := ctx.Err(); err != nil {
 		return false, fmt.Errorf("checkpoint %s: %w", w.path, err)
 	}

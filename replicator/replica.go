@@ -57,6 +57,10 @@ type ReplicaConfig struct {
 // RemoteWALWriter.
 type Writer interface {
 	Apply(ctx context.Context, pageCount uint32, pages []pagewire.Page, sync bool) error
+	// ApplyPart and AbortPart apply a transaction too big for one Apply a
+	// part at a time (WALWriter.ApplyPart).
+	ApplyPart(ctx context.Context, p TxnPart, sync bool) error
+	AbortPart() error
 	Checkpoint(ctx context.Context) (complete bool, err error)
 	Frames() uint32
 	PageSize() uint32
@@ -377,6 +381,8 @@ type applier struct {
 	// pageCount is the database's size after the last transaction this
 	// stream applied; 0 when unknown (a new stream, after a snapshot).
 	pageCount uint32
+	// part is the transaction being applied a part at a time, or nil.
+	part *partTxn
 }
 
 // close checkpoints what it can, as SQLite's last connection does, so that
@@ -422,11 +428,15 @@ func (a *applier) stream(ctx context.Context) error {
 	// A stream silent past IdleTimeout is dead; cancelling ends Recv.
 	idle := time.AfterFunc(a.r.cfg.IdleTimeout, cancel)
 	defer idle.Stop()
-	events, errc := a.readAhead(ctx, s, idle)
+	q := a.readAhead(ctx, s, idle)
+
+	// A transaction cut off mid-way is given up: this node stays at its
+	// last whole transaction, where the next stream resumes.
+	defer a.abortPart()
 
 	// Apply each event in turn: a transaction together with those that
-	// arrived meanwhile, a snapshot once all its pages are in.
-	var snap snapshotBuf
+	// arrived meanwhile, a big one a part at a time, a snapshot as its
+	// pages arrive.
 	var held *TxnEvent // an event read while batching, handled next
 	p := pacer{interval: a.r.cfg.ApplyInterval, busy: ewma.NewBusy()}
 	for {
@@ -435,17 +445,26 @@ func (a *applier) stream(ctx context.Context) error {
 			ev, held = *held, nil
 		} else {
 			var ok bool
-			if ev, ok = <-events; !ok {
-				return <-errc
+			if ev, ok = q.recv(); !ok {
+				return <-q.errc
 			}
 		}
 		if err := a.r.checkEpoch(ev.Primary); err != nil {
 			return err
 		}
 		switch {
+		case a.part != nil && ev.Txn == nil:
+			return fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, a.part.txn.TXID)
+		case ev.Txn != nil && (ev.More || a.part != nil):
+			if err := a.applyPart(ctx, *ev.Txn, ev.More); err != nil {
+				return err
+			}
+			if !ev.More {
+				p.applying(1)
+			}
 		case ev.Txn != nil:
 			var batch []pagewire.Txn
-			batch, held = a.gather(*ev.Txn, events, p.wait())
+			batch, held = a.gather(*ev.Txn, q, p.wait())
 			p.applying(len(batch))
 			a.noteReceived(batch)
 			if err := a.applyTxns(ctx, batch); err != nil {
@@ -456,83 +475,50 @@ func (a *applier) stream(ctx context.Context) error {
 			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
 				a.noteCurrent(pos, true)
 			}
-		default:
-			if err := a.snapshotEvent(ctx, &snap, ev); err != nil {
+		case ev.Snapshot != nil:
+			a.pageCount = 0
+			if err := a.applySnapshot(ctx, *ev.Snapshot, a.snapshotPages(*ev.Snapshot, q)); err != nil {
 				return err
 			}
+			a.noteCurrent(ev.Snapshot.Pos, false)
+		default:
+			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
 		}
 	}
 }
 
-// readAhead receives the stream's events into a buffered channel, so that
-// transactions that arrive while one is applied go to the WAL together.
-// Each event received postpones idle. The channel is closed when Recv
-// fails or panics, or ctx ends; errc then holds why.
-func (a *applier) readAhead(ctx context.Context, s TxnStream, idle *time.Timer) (<-chan TxnEvent, <-chan error) {
-	events := make(chan TxnEvent, maxBatchTxns)
-	errc := make(chan error, 1)
-	go func() {
-		defer close(events)
-		errc <- safego.Call(a.log, "read the primary's transactions", func() error {
-			for {
-				ev, err := s.Recv()
-				if err != nil {
-					if ctx.Err() != nil && !idle.Stop() {
-						err = fmt.Errorf("the primary sent nothing for %s", a.r.cfg.IdleTimeout)
-					}
-					return err
-				}
-				idle.Reset(a.r.cfg.IdleTimeout)
-				select {
-				case events <- ev:
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-			}
-		})
-	}()
-	return events, errc
-}
-
-// gather batches first with the transactions already read from events,
-// waiting up to wait for more, until the batch holds maxBatchTxns
-// transactions or maxBatchPages pages. An event that is not a transaction
-// (or is from another epoch) ends the batch and is returned as held, to be
-// handled next.
-func (a *applier) gather(first pagewire.Txn, events <-chan TxnEvent, wait time.Duration) (batch []pagewire.Txn, held *TxnEvent) {
-	batch, size := []pagewire.Txn{first}, len(first.Pages)
+// gather batches first with the transactions already read from q, waiting
+// up to wait for more, until the batch holds maxBatchTxns transactions,
+// maxBatchPages pages or maxBatchBytes bytes of pages. An event that is not
+// a whole transaction (or is from another epoch) ends the batch and is
+// returned as held, to be handled next.
+func (a *applier) gather(first pagewire.Txn, q *eventQueue, wait time.Duration) (batch []pagewire.Txn, held *TxnEvent) {
+	batch, size, bytes := []pagewire.Txn{first}, len(first.Pages), txnBytes(first)
 	var timeout <-chan time.Time
 	if wait > 0 {
 		timer := time.NewTimer(wait)
 		defer timer.Stop()
 		timeout = timer.C
 	}
-	for len(batch) < maxBatchTxns && size < maxBatchPages {
-		var next TxnEvent
-		var ok bool
-		select {
-		case next, ok = <-events:
-		default:
-			if timeout == nil {
-				return batch, nil
-			}
-			select {
-			case next, ok = <-events:
-			case <-timeout:
-				timeout = nil
-				continue
-			}
+	for len(batch) < maxBatchTxns && size < maxBatchPages && bytes < maxBatchBytes {
+		next, ok, timedOut := q.recvWithin(timeout)
+		if timedOut {
+			timeout = nil
+			continue
 		}
 		if !ok {
 			return batch, nil
 		}
-		if next.Txn == nil || a.r.checkEpoch(next.Primary) != nil {
+		if next.Txn == nil || next.More || a.r.checkEpoch(next.Primary) != nil {
 			return batch, &next
 		}
-		batch, size = append(batch, *next.Txn), size+len(next.Txn.Pages)
+		batch, size, bytes = append(batch, *next.Txn), size+len(next.Txn.Pages), bytes+txnBytes(*next.Txn)
 	}
 	return batch, nil
 }
+
+// txnBytes is how many bytes of pages t carries.
+func txnBytes(t pagewire.Txn) int { return len(t.Pages) * int(t.PageSize) }
 
 // pacer spaces the applies to a busy database (see ApplyInterval).
 type pacer struct {
@@ -556,56 +542,12 @@ func (p *pacer) applying(n int) {
 	p.busy.Add(n, p.lastApply)
 }
 
-// snapshotBuf collects a snapshot's pages as they arrive.
-type snapshotBuf struct {
-	snap  *Snapshot
-	pages []pagewire.Page
-}
-
-// snapshotEvent handles the events of a snapshot: its start, its pages, in
-// order, and its end, which applies it.
-func (a *applier) snapshotEvent(ctx context.Context, sb *snapshotBuf, ev TxnEvent) error {
-	switch {
-	case ev.Snapshot != nil:
-		// Room for the pages as they come, not for what the first message
-		// claims: a count is only as good as the pages that follow it.
-		sb.snap, sb.pages = ev.Snapshot, make([]pagewire.Page, 0, min(ev.Snapshot.PageCount, snapshotPrealloc))
-	case ev.SnapshotPages != nil:
-		if sb.snap == nil {
-			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
-		}
-		for _, p := range ev.SnapshotPages {
-			if int(p.Pgno) != len(sb.pages)+1 || uint32(len(p.Data)) != sb.snap.PageSize {
-				return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
-			}
-			if p.Pgno > sb.snap.PageCount {
-				return fmt.Errorf("%w: snapshot page %d beyond the %d pages the snapshot announced", pagewire.ErrInvalidArgument, p.Pgno, sb.snap.PageCount)
-			}
-			sb.pages = append(sb.pages, p)
-		}
-	case ev.SnapshotEnd:
-		if sb.snap == nil || uint32(len(sb.pages)) != sb.snap.PageCount {
-			return fmt.Errorf("%w: incomplete snapshot", pagewire.ErrInvalidArgument)
-		}
-		a.pageCount = 0
-		if err := a.applySnapshot(ctx, *sb.snap, sb.pages); err != nil {
-			return err
-		}
-		a.noteCurrent(sb.snap.Pos, false)
-		sb.snap, sb.pages = nil, nil
-	}
-	return nil
-}
-
-// snapshotPrealloc bounds the page slots made for a snapshot before its
-// pages arrive.
-const snapshotPrealloc = 4096
-
 // A batch of transactions applied together holds at most this many
 // transactions or pages.
 const (
 	maxBatchTxns  = 256
 	maxBatchPages = 2048
+	maxBatchBytes = 16 << 20
 )
 
 // applyTxns applies consecutive transactions and checks the result: each
@@ -655,13 +597,20 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		a.pageCount = g.pageCount
 	}
 
+	return a.finishApply(ctx, w, txns, prev)
+}
+
+// finishApply follows the apply of txns, which must have brought the local
+// position to want: it makes them visible, reports their lag and
+// checkpoints if the WAL is long.
+func (a *applier) finishApply(ctx context.Context, w Writer, txns []pagewire.Txn, want pagewire.Pos) error {
 	// The local position must now be the primary's.
 	got, _ := a.r.cfg.Local.Position(a.name)
 	a.r.cfg.Local.MarkVisible(a.name, got)
-	if got != prev {
+	if got != want {
 		// Reconnecting at this position makes the primary see the
 		// divergence and send a snapshot.
-		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", prev.String())
+		a.log.Error("after applying transactions this node's position differs from the primary's", "got", got.String(), "want", want.String())
 		return errProgress
 	}
 
@@ -705,64 +654,6 @@ func (a *applier) checkpoint(ctx context.Context, w Writer) {
 	if _, err := w.Checkpoint(ctx); err != nil {
 		a.log.Warn("checkpoint failed; will retry after the next transaction", logkey.Error, err)
 	}
-}
-
-// applySnapshot replaces the local copy with a snapshot, as one WAL
-// transaction so that local readers keep reading, and sets the TXID.
-func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, pages []pagewire.Page) error {
-	// A diverged copy is kept aside first.
-	have, exists := a.r.cfg.Local.Position(a.name)
-	if exists && snap.Diverged && have.TXID > 1 {
-		if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
-			return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
-		}
-	}
-
-	if exists && a.w != nil && a.w.PageSize() != snap.PageSize {
-		a.close()
-	}
-	if exists {
-		w, err := a.writer(ctx)
-		if err != nil {
-			return err
-		}
-		if w.PageSize() != snap.PageSize {
-			// Another page size cannot go through the WAL: start over.
-			a.close()
-			if err := a.r.cfg.Local.DeleteDatabase(a.name); err != nil {
-				return err
-			}
-			exists = false
-		}
-	}
-
-	if !exists {
-		// No copy here, so no reader either: write the file directly.
-		if err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, pages, snap.Pos); err != nil {
-			return fmt.Errorf("restore %q from a snapshot: %w", a.name, err)
-		}
-		a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
-		return nil
-	}
-
-	// Otherwise apply it through the WAL as one transaction, then set the position.
-	w, err := a.writer(ctx)
-	if err != nil {
-		return err
-	}
-	if err := a.r.cfg.Local.BeginSnapshot(a.name); err != nil {
-		return err
-	}
-	if err := w.Apply(ctx, snap.PageCount, pages, true); err != nil {
-		_ = a.r.cfg.Local.Rebase(a.name, pagewire.Pos{}) // resume logging; the checksum error is expected
-		return fmt.Errorf("apply snapshot: %w", err)
-	}
-	if err := a.r.cfg.Local.Rebase(a.name, snap.Pos); err != nil {
-		return err
-	}
-	a.log.Info("applied snapshot", logkey.Position, snap.Pos.String(), logkey.Pages, snap.PageCount, logkey.Reason, snap.Reason)
-	a.checkpoint(ctx, w)
-	return nil
 }
 
 func (r *Replica) newBackoff() *backoff.Backoff {

@@ -21,6 +21,7 @@ type fakeLocal struct {
 	created map[string]uint32
 	expect  map[string]pagewire.TXID // the TXID the next apply reaches
 	grouped [][]pagewire.TXID        // transactions announced together
+	nextSum uint64                   // what ChecksumPages answers
 }
 
 func newFakeLocal() *fakeLocal {
@@ -74,12 +75,32 @@ func (l *fakeLocal) ExpectCommit(db string, txns []pagewire.Txn) (func(), error)
 	}, nil
 }
 
-func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, _ []pagewire.Page, pos pagewire.Pos) error {
+func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error {
+	for {
+		pages, err := next()
+		if err != nil {
+			return err
+		}
+		if pages == nil {
+			break
+		}
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.created[db] = pageSize
 	l.pos[db] = pos
 	return nil
+}
+
+// ChecksumPages: the fake's checksum after a transaction is whatever its
+// writer's next says (fakeWriter.next), known before the commit too.
+func (l *fakeLocal) ChecksumPages(db string, at pagewire.Pos, _ uint64, _ []pagewire.Page, _ uint32) (uint64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.pos[db] != at {
+		return 0, pagewire.ErrBusy
+	}
+	return l.nextSum, nil
 }
 
 func (l *fakeLocal) MarkVisible(string, pagewire.Pos) {}
@@ -114,6 +135,13 @@ func (w *fakeWriter) Apply(_ context.Context, _ uint32, _ []pagewire.Page, _ boo
 	w.l.pos[w.db] = pagewire.Pos{TXID: txid, Checksum: w.next}
 	return nil
 }
+func (w *fakeWriter) ApplyPart(ctx context.Context, p TxnPart, sync bool) error {
+	if p.Last {
+		return w.Apply(ctx, p.PageCount, p.Pages, sync)
+	}
+	return nil
+}
+func (w *fakeWriter) AbortPart() error                         { return nil }
 func (w *fakeWriter) Checkpoint(context.Context) (bool, error) { return true, nil }
 func (w *fakeWriter) Frames() uint32                           { return 0 }
 func (w *fakeWriter) PageSize() uint32                         { return 4096 }
@@ -207,6 +235,7 @@ func TestReplica_DivergedSnapshotKeepsCopyAside(t *testing.T) {
 	l := newFakeLocal()
 	l.pos["app.db"] = pagewire.Pos{TXID: 12, Checksum: 5}
 	w := &fakeWriter{l: l, db: "app.db", next: 99}
+	l.nextSum = 99
 	r := newTestReplica(t, l, w)
 	snapPos := pagewire.Pos{TXID: 10, Checksum: 99}
 	r.cfg.Upstream = upstreamFunc{

@@ -59,8 +59,13 @@ type Snapshot struct {
 // TxnEvent is one event of a TxnStream: exactly one of Txn, Snapshot,
 // SnapshotPages, SnapshotEnd or Heartbeat is set.
 type TxnEvent struct {
-	Primary       PrimaryInfo
+	Primary PrimaryInfo
+	// Txn is a transaction, or one part of a transaction too big for one
+	// message: its header with the next of its pages, ascending. More is
+	// set on every part but the last; the parts of one transaction come
+	// one after another, with nothing between them.
 	Txn           *pagewire.Txn
+	More          bool
 	Snapshot      *Snapshot
 	SnapshotPages []pagewire.Page
 	SnapshotEnd   bool
@@ -97,8 +102,17 @@ type Local interface {
 	// if that commit did not happen.
 	ExpectCommit(db string, txns []pagewire.Txn) (done func(), err error)
 	// RestoreDatabase creates a database this node does not have from a
-	// snapshot (pages 1..n, in order); it fails unless the result is at pos.
-	RestoreDatabase(db string, pageSize uint32, pages []pagewire.Page, pos pagewire.Pos) error
+	// snapshot: pages 1..n, in order, which it takes from next as they
+	// come, writing them to a file of its own (next returns nil at the
+	// end, or an error that ends the restore with nothing created). It
+	// fails unless the result is at pos.
+	RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error
+	// ChecksumPages returns sum changed for pages replacing db's pages and,
+	// if truncate > 0, for db's pages past truncate dropped: started from
+	// db's checksum at position at, and carried from call to call, it is
+	// the checksum a transaction applied a part at a time leads to, known
+	// before its commit. It fails unless db is at position at.
+	ChecksumPages(db string, at pagewire.Pos, sum uint64, pages []pagewire.Page, truncate uint32) (uint64, error)
 	// MarkVisible says that local readers see db at pos or later: the
 	// writer published the transactions up to pos.
 	MarkVisible(db string, pos pagewire.Pos)

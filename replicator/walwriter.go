@@ -72,6 +72,9 @@ type WALWriter struct {
 	// held is set between Hold and Release: this writer keeps
 	// WAL_WRITE_LOCK, and Apply neither takes nor releases it.
 	held bool
+	// part is the transaction being appended a part at a time (ApplyPart),
+	// or nil; WAL_WRITE_LOCK is kept from its first part to its last.
+	part *walPart
 
 	// testHookBusy, if set, runs each time Apply finds a lock it needs held
 	// by another process, before it waits.
@@ -221,7 +224,7 @@ func (w *WALWriter) Close() error {
 	if w.db == nil {
 		return nil
 	}
-	w.held = false // closing the files releases every lock
+	w.held, w.part = false, nil // closing the files releases every lock
 	var errs []error
 	if err := unlockShm(w.shm.f, wal.LockDMS, 1); err != nil {
 		errs = append(errs, fmt.Errorf("unlock the -shm: %w", err))
@@ -289,6 +292,9 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 	if len(txns) == 0 {
 		return fmt.Errorf("apply to %s: %w: no transactions", w.path, pagewire.ErrInvalidArgument)
 	}
+	if w.part != nil {
+		return fmt.Errorf("apply to %s: %w", w.path, errPartOpen)
+	}
 	for _, t := range txns {
 		if err := w.checkTxn(t.PageCount, t.Pages); err != nil {
 			return fmt.Errorf("apply to %s: %w", w.path, err)
@@ -339,6 +345,9 @@ func (w *WALWriter) Hold(ctx context.Context) error {
 	}
 	if w.held {
 		return nil
+	}
+	if w.part != nil {
+		return fmt.Errorf("hold the WAL write lock of %s: %w", w.path, errPartOpen)
 	}
 	if _, _, err := w.beginWrite(ctx); err != nil {
 		return fmt.Errorf("hold the WAL write lock of %s: %w", w.path, err)
@@ -683,10 +692,11 @@ func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pa
 	}
 
 	// Write and index the frames, then publish them.
-	sum, err := w.writeFrames(hdr, pages, commits, sync)
-	if err != nil {
+	enc := wal.Encoder{BigEndianChecksum: hdr.BigEndianChecksum, Salt: hdr.Salt, Checksum: hdr.FrameChecksum}
+	if err := w.writeFrames(&enc, hdr.MxFrame+1, pages, commits, sync); err != nil {
 		return err
 	}
+	sum := enc.Checksum
 	if err := w.indexFrames(hdr.MxFrame, pages); err != nil {
 		return err
 	}
@@ -752,14 +762,13 @@ func (w *WALWriter) startGeneration(hdr wal.IndexHeader, ckpt wal.CkptInfo, sync
 	return hdr, nil
 }
 
-// writeFrames writes pages as frames mxFrame+1..., chaining the checksum
-// from hdr's, with commits[i] on the i'th frame (0 if absent), up to
-// maxWrite bytes at a time, and fsyncs them if sync. It returns the
-// running checksum after the last frame.
-func (w *WALWriter) writeFrames(hdr wal.IndexHeader, pages []pagewire.Page, commits map[int]uint32, sync bool) (wal.Checksum, error) {
+// writeFrames writes pages as frames first, first+1..., chaining the
+// checksum with enc, with commits[i] on the i'th frame (0 if absent), up
+// to maxWrite bytes at a time, and fsyncs them if sync. enc holds the
+// running checksum after the last frame written.
+func (w *WALWriter) writeFrames(enc *wal.Encoder, first uint32, pages []pagewire.Page, commits map[int]uint32, sync bool) error {
 	fsz := wal.FrameHeaderSize + int(w.pageSize)
 	per := max(1, maxWrite/fsz)
-	enc := wal.Encoder{BigEndianChecksum: hdr.BigEndianChecksum, Salt: hdr.Salt, Checksum: hdr.FrameChecksum}
 	for i := 0; i < len(pages); i += per {
 		batch := pages[i:min(len(pages), i+per)]
 		buf := w.frameBuf(len(batch) * fsz)
@@ -767,16 +776,14 @@ func (w *WALWriter) writeFrames(hdr wal.IndexHeader, pages []pagewire.Page, comm
 			commit := commits[i+j] // 0 but on a transaction's last frame
 			enc.EncodeFrame(buf[j*fsz:(j+1)*fsz], p.Pgno, commit, p.Data)
 		}
-		if _, err := w.wal.WriteAt(buf, wal.FrameOffset(hdr.MxFrame+1+uint32(i), w.pageSize)); err != nil {
-			return enc.Checksum, fmt.Errorf("write frames to the WAL: %w", err)
+		if _, err := w.wal.WriteAt(buf, wal.FrameOffset(first+uint32(i), w.pageSize)); err != nil {
+			return fmt.Errorf("write frames to the WAL: %w", err)
 		}
 	}
 	if sync {
-		if err := w.syncWAL(); err != nil {
-			return enc.Checksum, err
-		}
+		return w.syncWAL()
 	}
-	return enc.Checksum, nil
+	return nil
 }
 
 // frameBuf returns a reused buffer of n bytes.

@@ -68,11 +68,11 @@ func fileChangeToProto(c engine.FileChange) *storagev1.FileChange {
 // transaction event, several as a transactions event.
 func txnsToProto(txns []pagewire.Txn) *replicationv1.StreamTransactionsResponse {
 	if len(txns) == 1 {
-		return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: wire.TxnToProto(txns[0])[0]}}
+		return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: wire.TxnToProto(txns[0], false)}}
 	}
 	msg := &replicationv1.Transactions{Transactions: make([]*replicationv1.Transaction, 0, len(txns))}
 	for _, t := range txns {
-		msg.Transactions = append(msg.Transactions, wire.TxnToProto(t)[0])
+		msg.Transactions = append(msg.Transactions, wire.TxnToProto(t, false))
 	}
 	return &replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transactions{Transactions: msg}}
 }

@@ -23,6 +23,13 @@ import (
 // snapshotChunkPages is how many pages one SnapshotPages message carries.
 const snapshotChunkPages = 256
 
+// feedBytes bounds the bytes of pages in one transactions message, or in
+// one part of a transaction too big for one: half of MaxMessageBytes, less
+// room for each page's framing, so that a message fits a 2 MiB buffer of
+// the pool both ends encode and decode in (a message a little over would
+// take a 4 MiB one).
+const feedBytes = wire.MaxMessageBytes/2 - 64<<10
+
 // replicationService streams the primary's databases to replicas.
 type replicationService struct {
 	replicationv1.UnimplementedReplicationServiceServer
@@ -136,7 +143,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 
 	// The feed starts at the replica's position.
 	have := wire.PosFromProto(req.GetPosition())
-	feed, err := r.store.Feed(req.GetName(), have, wire.MaxMessageBytes/2)
+	feed, err := r.store.Feed(req.GetName(), have, feedBytes)
 	if err != nil {
 		return wire.ToStatus(err)
 	}
@@ -208,11 +215,11 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 			continue
 
 		case item.Large:
-			// A large transaction goes alone, split if it must be.
-			for _, part := range wire.TxnToProto(item.Txns[0]) {
-				if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: part}}); err != nil {
-					return err
-				}
+			// A large transaction goes a part at a time, each its own
+			// message: neither end holds more than a part.
+			part := wire.TxnToProto(item.Txns[0], item.More)
+			if err := send(&replicationv1.StreamTransactionsResponse{Event: &replicationv1.StreamTransactionsResponse_Transaction{Transaction: part}}); err != nil {
+				return err
 			}
 
 		default:

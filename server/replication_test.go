@@ -171,3 +171,65 @@ func TestReplicationService_CommittedTransactionsGoTogether(t *testing.T) {
 		}
 	}
 }
+
+// A transaction larger than a message goes a part at a time, each its own
+// message with more set on all but the last; the client hands the parts
+// out as they come, and they make up the transaction.
+func TestReplicationService_BigTransactionGoesInParts(t *testing.T) {
+	conn, _, store := startServer(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := store.Create("app.db", engine.App); err != nil {
+		t.Fatal(err)
+	}
+	from, _ := store.Position("app.db")
+
+	// 1,100 pages of 4 KiB: more than a message and than what the
+	// transaction log holds in memory.
+	const n = 1100
+	walFile, err := store.Create("app.db-wal", engine.App)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := wal.Header{PageSize: 4096, Salt: wal.Salt{5, 6}}
+	buf := h.AppendTo(nil)
+	enc := h.Encoder()
+	for pgno := uint32(2); pgno <= n+1; pgno++ {
+		commit := uint32(0)
+		if pgno == n+1 {
+			commit = n + 1
+		}
+		buf = enc.AppendFrame(buf, pgno, commit, bytes.Repeat([]byte{byte(pgno)}, 4096))
+	}
+	if _, _, err := store.WriteAt(walFile.ID, buf, 0, engine.App); err != nil {
+		t.Fatal(err)
+	}
+	to, _ := store.Position("app.db")
+	if to.TXID != from.TXID+1 {
+		t.Fatalf("the big transaction did not count: %v -> %v", from, to)
+	}
+
+	up, err := upstream.New(conn).StreamTransactions(ctx, "app.db", "r1", from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pages []pagewire.Page
+	parts := 0
+	for more := true; more; {
+		ev, err := up.Recv()
+		if err != nil || ev.Txn == nil || ev.Txn.TXID != to.TXID || ev.Txn.PostChecksum != to.Checksum {
+			t.Fatalf("part %d: %+v, %v", parts, ev.Txn, err)
+		}
+		parts++
+		more = ev.More
+		pages = append(pages, ev.Txn.Pages...)
+	}
+	if parts < 3 || len(pages) != n {
+		t.Fatalf("%d parts of %d pages, want at least 3 of %d in all", parts, len(pages), n)
+	}
+	for i, p := range pages {
+		if p.Pgno != uint32(i)+2 || p.Data[0] != byte(p.Pgno) {
+			t.Fatalf("page %d came as %d", i+2, p.Pgno)
+		}
+	}
+}

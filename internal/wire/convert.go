@@ -10,7 +10,8 @@ import (
 )
 
 // MaxMessageBytes bounds the bytes of pages in one stream message; a
-// larger transaction is split over several (Transaction.more).
+// larger transaction is split over several (Transaction.more), which the
+// replica applies as they come, never joined.
 const MaxMessageBytes = 4 << 20
 
 // MaxForwardBytes bounds the pages of one transaction written under a halt
@@ -33,21 +34,13 @@ func PosFromProto(p *replicationv1.Position) pagewire.Pos {
 	return pagewire.Pos{TXID: pagewire.TXID(p.GetTxid()), Checksum: p.GetChecksum()}
 }
 
-// TxnToProto converts a transaction to one message, or several with more
-// set when its pages exceed MaxMessageBytes.
-func TxnToProto(t pagewire.Txn) []*replicationv1.Transaction {
-	perMsg := max(1, MaxMessageBytes/int(t.PageSize))
-	var out []*replicationv1.Transaction
-	for start := 0; start < len(t.Pages) || start == 0; start += perMsg {
-		end := min(start+perMsg, len(t.Pages))
-		out = append(out, &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
-			PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pagesToProto(t.Pages[start:end]),
-			More: end < len(t.Pages)})
-		if end == len(t.Pages) {
-			break
-		}
-	}
-	return out
+// TxnToProto converts a transaction, or one part of a transaction split
+// over several messages (more set on all parts but the last, each with the
+// transaction's header and the next of its pages), to one message. The
+// pages should not exceed MaxMessageBytes.
+func TxnToProto(t pagewire.Txn, more bool) *replicationv1.Transaction {
+	return &replicationv1.Transaction{Txid: uint64(t.TXID), PreChecksum: t.PreChecksum, PostChecksum: t.PostChecksum,
+		PageCount: t.PageCount, PageSize: t.PageSize, CommitTime: timestamppb.New(t.CommitTime), Pages: pagesToProto(t.Pages), More: more}
 }
 
 func pagesToProto(in []pagewire.Page) []*replicationv1.Page {

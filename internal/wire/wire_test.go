@@ -86,32 +86,22 @@ func TestTxnFromProto_RefusesBadInput(t *testing.T) {
 	}
 }
 
-func TestTxnToProto_SplitsLargeTransactionsAndComesBack(t *testing.T) {
-	const pageSize = 65536
-	n := 2*MaxMessageBytes/pageSize + 3
-	in := pagewire.Txn{TXID: 9, PreChecksum: 1, PostChecksum: 2, PageSize: pageSize, PageCount: uint32(n)}
-	for i := 1; i <= n; i++ {
-		in.Pages = append(in.Pages, pagewire.Page{Pgno: uint32(i), Data: bytes.Repeat([]byte{byte(i)}, pageSize)})
-	}
-	parts := TxnToProto(in)
-	if len(parts) != 3 {
-		t.Fatalf("%d pages of %d bytes went in %d messages, want 3", n, pageSize, len(parts))
-	}
-	joined := parts[0]
-	for i, p := range parts {
-		if p.GetMore() != (i < len(parts)-1) {
-			t.Fatalf("part %d: more = %v", i, p.GetMore())
+func TestTxnToProto_PartComesBack(t *testing.T) {
+	const pageSize = 512
+	in := pagewire.Txn{TXID: 9, PreChecksum: 1, PostChecksum: 2, PageSize: pageSize, PageCount: 9,
+		Pages: []pagewire.Page{{Pgno: 4, Data: bytes.Repeat([]byte{4}, pageSize)}, {Pgno: 7, Data: bytes.Repeat([]byte{7}, pageSize)}}}
+	for _, more := range []bool{true, false} {
+		m := TxnToProto(in, more)
+		if m.GetMore() != more {
+			t.Fatalf("more = %v, want %v", m.GetMore(), more)
 		}
-		if i > 0 {
-			joined.Pages = append(joined.Pages, p.GetPages()...)
+		out, err := TxnFromProto(m)
+		if err != nil {
+			t.Fatal(err)
 		}
-	}
-	out, err := TxnFromProto(joined)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if out.TXID != in.TXID || out.PostChecksum != in.PostChecksum || len(out.Pages) != n || !bytes.Equal(out.Pages[n-1].Data, in.Pages[n-1].Data) {
-		t.Fatalf("the transaction came back as TXID %d with %d pages", out.TXID, len(out.Pages))
+		if out.TXID != in.TXID || out.PostChecksum != in.PostChecksum || out.PageCount != 9 || len(out.Pages) != 2 || !bytes.Equal(out.Pages[1].Data, in.Pages[1].Data) {
+			t.Fatalf("the part came back as TXID %d with %d pages", out.TXID, len(out.Pages))
+		}
 	}
 }
 

@@ -80,3 +80,21 @@ func txnsFromProto(msg *replicationv1.StreamTransactionsResponse, ts *replicatio
 	}
 	return evs, nil
 }
+
+// checkPart checks that part is the next part of the transaction whose
+// first part was first and whose pages so far end at last: the same
+// transaction, with pages after last.
+func checkPart(first *replicationv1.Transaction, last uint32, part *replicationv1.Transaction) error {
+	switch {
+	case part == nil:
+		return fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, first.GetTxid())
+	case part.GetTxid() != first.GetTxid():
+		return fmt.Errorf("%w: transaction %d was cut off by transaction %d", pagewire.ErrInvalidArgument, first.GetTxid(), part.GetTxid())
+	case part.GetPreChecksum() != first.GetPreChecksum() || part.GetPostChecksum() != first.GetPostChecksum() ||
+		part.GetPageCount() != first.GetPageCount() || part.GetPageSize() != first.GetPageSize():
+		return fmt.Errorf("%w: a part of transaction %d disagrees with its first part on checksums or sizes", pagewire.ErrInvalidArgument, first.GetTxid())
+	case len(part.GetPages()) == 0 || part.GetPages()[0].GetPgno() <= last:
+		return fmt.Errorf("%w: a part of transaction %d does not carry pages after page %d", pagewire.ErrInvalidArgument, first.GetTxid(), last)
+	}
+	return nil
+}

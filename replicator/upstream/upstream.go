@@ -2,7 +2,6 @@ package upstream
 
 import (
 	"context"
-	"fmt"
 
 	"google.golang.org/grpc"
 
@@ -59,11 +58,17 @@ func (w *databaseWatch) Recv() (replicator.DatabaseEvent, error) {
 type txnStream struct {
 	s      grpc.ServerStreamingClient[replicationv1.StreamTransactionsResponse]
 	queued []replicator.TxnEvent // the rest of a transactions message
+	// split is the header of the transaction whose parts are coming (the
+	// last part had more set), or nil; last is its last page so far.
+	split *replicationv1.Transaction
+	last  uint32
 }
 
 // Recv returns the next event. A transaction split over several messages
-// (more set) is joined first; a message of several transactions is
-// returned one transaction at a time.
+// (more set) comes one part at a time, each checked against the first:
+// same header, pages ascending across parts, so that a transaction holds at
+// most page_count pages however many parts it has. A message of several
+// transactions is returned one transaction at a time.
 func (t *txnStream) Recv() (replicator.TxnEvent, error) {
 	if len(t.queued) > 0 {
 		ev := t.queued[0]
@@ -74,6 +79,14 @@ func (t *txnStream) Recv() (replicator.TxnEvent, error) {
 	if err != nil {
 		return replicator.TxnEvent{}, wire.FromStatus(err)
 	}
+
+	// Between the parts of a transaction only its next part may come.
+	part := msg.GetTransaction()
+	if t.split != nil {
+		if err := checkPart(t.split, t.last, part); err != nil {
+			return replicator.TxnEvent{}, err
+		}
+	}
 	if ts := msg.GetTransactions(); ts != nil {
 		evs, err := txnsFromProto(msg, ts)
 		if err != nil {
@@ -82,18 +95,16 @@ func (t *txnStream) Recv() (replicator.TxnEvent, error) {
 		t.queued = evs[1:]
 		return evs[0], nil
 	}
-	first := msg.GetTransaction()
-	for m := first; m.GetMore(); {
-		next, err := t.s.Recv()
-		if err != nil {
-			return replicator.TxnEvent{}, wire.FromStatus(err)
-		}
-		m = next.GetTransaction()
-		if m.GetTxid() != first.GetTxid() {
-			return replicator.TxnEvent{}, fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, first.GetTxid())
-		}
-		first.Pages = append(first.Pages, m.GetPages()...)
-		first.More = m.GetMore()
+	ev, err := txnEventFromProto(msg)
+	if err != nil || ev.Txn == nil {
+		return ev, err
 	}
-	return txnEventFromProto(msg)
+
+	// Note where a split transaction is.
+	ev.More = part.GetMore()
+	t.split, t.last = nil, 0
+	if ev.More {
+		t.split, t.last = part, ev.Txn.Pages[len(ev.Txn.Pages)-1].Pgno
+	}
+	return ev, nil
 }
