@@ -121,21 +121,9 @@ func (w *WALWriter) applyPart(ctx context.Context, p TxnPart, sync bool) error {
 	}
 
 	// The last part publishes the whole transaction, and lets the lock go.
-	hdr := part.hdr
-	hdr.MxFrame += part.frames
-	hdr.NPage = p.PageCount
-	hdr.FrameChecksum = part.enc.Checksum
-	hdr.PageSize = w.pageSize
-	hdr.Change++
-	if w.testHookBeforePublish != nil {
-		w.testHookBeforePublish()
+	if err := w.publishCommit(part.hdr, part.frames, p.PageCount, part.enc.Checksum); err != nil {
+		return err
 	}
-	w.hasPublished = false
-	if err := w.shm.publish(&hdr); err != nil {
-		return fmt.Errorf("publish the wal-index header: %w", err)
-	}
-	w.published, w.hasPublished = hdr, true
-	w.frames = hdr.MxFrame
 	w.part = nil
 	if !w.held {
 		if err := unlockShm(w.shm.f, wal.LockWrite, 1); err != nil {

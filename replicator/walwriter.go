@@ -696,11 +696,17 @@ func (w *WALWriter) appendTxns(hdr wal.IndexHeader, ckpt wal.CkptInfo, txns []pa
 	if err := w.writeFrames(&enc, hdr.MxFrame+1, pages, commits, sync); err != nil {
 		return err
 	}
-	sum := enc.Checksum
 	if err := w.indexFrames(hdr.MxFrame, pages); err != nil {
 		return err
 	}
-	hdr.MxFrame += uint32(len(pages))
+	return w.publishCommit(hdr, uint32(len(pages)), pageCount, enc.Checksum)
+}
+
+// publishCommit publishes hdr moved on by frames new frames, the last a
+// commit of a database of pageCount pages with running checksum sum: what
+// makes a transaction visible to readers.
+func (w *WALWriter) publishCommit(hdr wal.IndexHeader, frames, pageCount uint32, sum wal.Checksum) error {
+	hdr.MxFrame += frames
 	hdr.NPage = pageCount
 	hdr.FrameChecksum = sum
 	hdr.PageSize = w.pageSize
