@@ -38,6 +38,21 @@ func serve(t *testing.T, cfg *tls.Config) string {
 	return ln.Addr().String()
 }
 
+// serveFiles serves TLS with pair and the CA bundle caFile ("" for none)
+// loaded through tlsfiles, as a node's port does; it returns the address.
+func serveFiles(t *testing.T, pair tlsfilestest.Pair, caFile string, auth tlsfiles.ClientAuth) string {
+	t.Helper()
+	f, err := tlsfiles.Load(pair.CertFile, pair.KeyFile, caFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := f.Server(auth)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return serve(t, cfg)
+}
+
 // handshake connects with cfg and returns the server certificate's name.
 func handshake(addr string, cfg *tls.Config) (string, error) {
 	cfg.ServerName = "localhost"
@@ -63,15 +78,7 @@ func TestFiles_ServesAndReloadsTheCertificate(t *testing.T) {
 	dir := t.TempDir()
 	ca := tlsfilestest.NewCA(t, dir, "ca")
 	srv := ca.Issue("server", "localhost")
-	f, err := tlsfiles.Load(srv.CertFile, srv.KeyFile, ca.CertFile, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := f.Server(tlsfiles.NoClientCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, cfg)
+	addr := serveFiles(t, srv, ca.CertFile, tlsfiles.NoClientCert)
 	client, err := tlsfiles.Load("", "", ca.CertFile, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -108,15 +115,7 @@ func TestFiles_BadRotationKeepsThePreviousCertificate(t *testing.T) {
 	dir := t.TempDir()
 	ca := tlsfilestest.NewCA(t, dir, "ca")
 	srv := ca.Issue("server", "localhost")
-	f, err := tlsfiles.Load(srv.CertFile, srv.KeyFile, "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := f.Server(tlsfiles.NoClientCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, cfg)
+	addr := serveFiles(t, srv, "", tlsfiles.NoClientCert)
 	if err := os.WriteFile(srv.CertFile, []byte("half-written"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -135,15 +134,7 @@ func TestFiles_RequireClientCert(t *testing.T) {
 	ca := tlsfilestest.NewCA(t, dir, "ca")
 	other := tlsfilestest.NewCA(t, dir, "other")
 	srv := ca.Issue("server", "localhost")
-	f, err := tlsfiles.Load(srv.CertFile, srv.KeyFile, ca.CertFile, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := f.Server(tlsfiles.RequireClientCert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := serve(t, cfg)
+	addr := serveFiles(t, srv, ca.CertFile, tlsfiles.RequireClientCert)
 
 	good := ca.Issue("client", "client")
 	stranger := other.Issue("stranger", "stranger")
