@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 
 	"google.golang.org/grpc"
@@ -100,10 +99,6 @@ func orEnv(flagValue *string, env string) string {
 
 // dial connects to the node at rawURL (the -url, or one it named).
 func (r *remote) dial(rawURL string) (*grpc.ClientConn, error) {
-	u, err := url.Parse(rawURL)
-	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("-url %q is not a URL like %s", rawURL, defaultURL)
-	}
 	creds := wire.Credentials{Token: orEnv(r.token, "PAGEWIRE_TOKEN")}
 	ca, cert, key := orEnv(r.ca, "PAGEWIRE_TLS_CA"), orEnv(r.cert, "PAGEWIRE_TLS_CERT"), orEnv(r.key, "PAGEWIRE_TLS_KEY")
 	if ca != "" || cert != "" || key != "" {
@@ -113,5 +108,9 @@ func (r *remote) dial(rawURL string) (*grpc.ClientConn, error) {
 		}
 		creds.TLS = files.Client
 	}
-	return wire.Dial(rawURL, creds)
+	conn, err := wire.Dial(rawURL, creds)
+	if err != nil {
+		return nil, fmt.Errorf("-url: %w", err)
+	}
+	return conn, nil
 }
