@@ -240,16 +240,16 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 	}
 
 	// The check, if any, passing from now on.
-	fence := fence{ttl: l.cfg.TTL, lockDelay: l.cfg.LockDelay}
+	fence := l.fenceFor()
 	var check string
 	passed := time.Now()
-	if l.cfg.CheckTTL > 0 {
+	if fence.checkTTL > 0 {
 		check, err = l.registerCheck(ctx)
 		if err != nil {
 			return nil, err
 		}
-		if check != "" {
-			fence.checkTTL = l.cfg.CheckTTL
+		if check == "" {
+			fence.checkTTL = 0 // refused: the session is LiteFS's
 		}
 	}
 
@@ -317,6 +317,11 @@ func (l *Leaser) Acquire(ctx context.Context) (leaser.Lease, error) {
 	l.log.Info("acquired the lease", logkey.Epoch, ls.epoch, logKeySession, id, logKeyCheck, check)
 	go ls.run()
 	return ls, nil
+}
+
+// fenceFor is the deadlines' arithmetic for this configuration.
+func (l *Leaser) fenceFor() fence {
+	return fence{ttl: l.cfg.TTL, checkTTL: l.cfg.CheckTTL, lockDelay: l.cfg.LockDelay}
 }
 
 // waitLastLease waits until the last lease taken, if lost or released, has
