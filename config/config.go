@@ -42,6 +42,8 @@ const (
 	DefaultConsulKey              = "litefs/primary"
 	DefaultConsulTTL              = 10 * time.Second
 	DefaultConsulLockDelay        = 1 * time.Second
+	DefaultConsulCheckTTL         = 2 * time.Second // pagewire's own; consul.DefaultCheckTTL
+	MinConsulCheckTTL             = 1 * time.Second
 )
 
 // Config is a node's whole configuration, litefs.yml compatible.
@@ -230,6 +232,12 @@ type ConsulConfig struct {
 	Key       string   `yaml:"key"`        // lock key, unique per cluster; default "litefs/primary"
 	TTL       Duration `yaml:"ttl"`        // session TTL; > 0, default 10s
 	LockDelay Duration `yaml:"lock-delay"` // Consul lock-delay; >= 0, default 1s
+	// CheckTTL (pagewire's own) ties the primary's session to a TTL check
+	// the node passes itself every CheckTTL/4, so that a dead primary's
+	// lock is freed CheckTTL after its last pass instead of up to twice
+	// TTL later; 0: no check (LiteFS's session). Default 2s; otherwise
+	// at least 1s and below TTL.
+	CheckTTL Duration `yaml:"check-ttl"`
 }
 
 // LogConfig is the log section.
@@ -472,6 +480,7 @@ func defaults() Config {
 				Key:       DefaultConsulKey,
 				TTL:       Duration(DefaultConsulTTL),
 				LockDelay: Duration(DefaultConsulLockDelay),
+				CheckTTL:  Duration(DefaultConsulCheckTTL),
 			},
 		},
 		Log: LogConfig{Format: LogFormatText},

@@ -69,6 +69,7 @@ func TestDefault(t *testing.T) {
 		{"lease.consul.key", c.Lease.Consul.Key, "litefs/primary"},
 		{"lease.consul.ttl", c.Lease.Consul.TTL, Duration(10 * time.Second)},
 		{"lease.consul.lock-delay", c.Lease.Consul.LockDelay, Duration(1 * time.Second)},
+		{"lease.consul.check-ttl", c.Lease.Consul.CheckTTL, Duration(2 * time.Second)},
 		{"log.format", c.Log.Format, "text"},
 		{"replication.sync-replicas", c.Replication.SyncReplicas, 0},
 		{"exec", len(c.Exec), 0},
@@ -189,6 +190,24 @@ func TestParse(t *testing.T) {
 				}
 				if got, want := c.Data.Compress, true; got != want {
 					t.Errorf("data.compress=%v, want %v", got, want)
+				}
+			},
+		},
+		{
+			name: "ConsulCheckTTL",
+			yaml: "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    check-ttl: 0s\n",
+			check: func(t *testing.T, c Config) {
+				if got := c.Lease.Consul.CheckTTL; got != 0 {
+					t.Errorf("lease.consul.check-ttl=%v, want 0 (no check)", got)
+				}
+			},
+		},
+		{
+			name: "ConsulCheckTTLDefaultWithLiteFSKeys",
+			yaml: "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    ttl: 30s\n    lock-delay: 5s\n",
+			check: func(t *testing.T, c Config) {
+				if got, want := c.Lease.Consul.CheckTTL, Duration(DefaultConsulCheckTTL); got != want {
+					t.Errorf("lease.consul.check-ttl=%v, want %v", got, want)
 				}
 			},
 		},
@@ -438,6 +457,10 @@ func TestParse_BadValue(t *testing.T) {
 		{"EmptyConsulKey", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    key: \"\"\n", "lease.consul.key", 5, "lease.consul.key is not set"},
 		{"ZeroConsulTTL", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    ttl: 0s\n", "lease.consul.ttl", 5, "lease.consul.ttl is 0s"},
 		{"NegativeLockDelay", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    lock-delay: -1s\n", "lease.consul.lock-delay", 5, "lease.consul.lock-delay is -1s"},
+		{"NegativeCheckTTL", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    check-ttl: -1s\n", "lease.consul.check-ttl", 5, "lease.consul.check-ttl is -1s: use 0 (no check)"},
+		{"ShortCheckTTL", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    check-ttl: 200ms\n", "lease.consul.check-ttl", 5, "lease.consul.check-ttl is 200ms"},
+		{"CheckTTLNotBelowTTL", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    ttl: 10s\n    check-ttl: 10s\n", "lease.consul.check-ttl", 6, "below lease.consul.ttl (10s)"},
+		{"CheckTTLNotADuration", "lease:\n  type: consul\n  consul:\n    url: http://localhost:8500\n    check-ttl: soon\n", "lease.consul.check-ttl", 5, `lease.consul.check-ttl "soon" is not a duration`},
 		{"SameDirs", "fuse:\n  dir: /litefs\ndata:\n  dir: /litefs/\n", "data.dir", 4, "data.dir \"/litefs/\" is the same directory as fuse.dir"},
 		{"DataInsideFUSE", "fuse:\n  dir: /litefs\ndata:\n  dir: /litefs/data\n", "data.dir", 4, "is inside fuse.dir"},
 		{"FUSEInsideData", "fuse:\n  dir: /var/lib/litefs/mnt\ndata:\n  dir: /var/lib/litefs\n", "fuse.dir", 2, "is inside data.dir"},

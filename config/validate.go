@@ -177,6 +177,10 @@ func (v *validator) consul() {
 	if c.LockDelay < 0 {
 		v.fail("lease.consul.lock-delay", `lease.consul.lock-delay is %s: use 0 or a positive duration such as "1s"`, c.LockDelay)
 	}
+	if c.CheckTTL != 0 && (c.CheckTTL < Duration(MinConsulCheckTTL) || (c.TTL > 0 && c.CheckTTL >= c.TTL)) {
+		v.fail("lease.consul.check-ttl", `lease.consul.check-ttl is %s: use 0 (no check) or a duration from %s to below lease.consul.ttl (%s), such as "%s"`,
+			c.CheckTTL, Duration(MinConsulCheckTTL), c.TTL, Duration(DefaultConsulCheckTTL))
+	}
 }
 
 // logAndReplication checks log.format and replication.sync-replicas.

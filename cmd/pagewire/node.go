@@ -183,6 +183,7 @@ func (n *node) newManager() error {
 	ccfg := consul.DefaultConfig()
 	ccfg.URL, ccfg.Key = lease.Consul.URL, lease.Consul.Key
 	ccfg.TTL, ccfg.LockDelay = time.Duration(lease.Consul.TTL), time.Duration(lease.Consul.LockDelay)
+	ccfg.CheckTTL = time.Duration(lease.Consul.CheckTTL)
 	ccfg.Candidate, ccfg.Node, ccfg.Logger = lease.Candidate, leaser.Info{Hostname: n.info.Hostname, AdvertiseURL: n.info.AdvertiseURL}, n.log
 	lsr, err := consul.New(ccfg)
 	if err != nil {

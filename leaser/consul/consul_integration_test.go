@@ -18,7 +18,12 @@ import (
 
 func newTestConsul(t *testing.T, agent *consultest.Agent, host string) *Leaser {
 	t.Helper()
-	l, err := New(Config{URL: agent.URL, Key: "litefs/primary", TTL: 10 * time.Second, LockDelay: time.Second,
+	return newTestConsulCheck(t, agent, host, DefaultCheckTTL)
+}
+
+func newTestConsulCheck(t *testing.T, agent *consultest.Agent, host string, checkTTL time.Duration) *Leaser {
+	t.Helper()
+	l, err := New(Config{URL: agent.URL, Key: "litefs/primary", TTL: 10 * time.Second, LockDelay: time.Second, CheckTTL: checkTTL,
 		Candidate: true, Node: leaser.Info{Hostname: host, AdvertiseURL: "http://" + host + ":20202"}})
 	if err != nil {
 		t.Fatal(err)
@@ -195,5 +200,207 @@ func TestConsulAgent_WaitPrimaryFollowsChanges(t *testing.T) {
 	pair, _, err := n2.c.KV().Get("litefs/primary", (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil || pair == nil || pair.Session != "" {
 		t.Fatalf("key after release: %+v, %v", pair, err)
+	}
+}
+
+// stopKeeping stops a held lease's renewals and passes without releasing
+// anything, as when its node is killed.
+func stopKeeping(t *testing.T, lease leaser.Lease) *heldLease {
+	t.Helper()
+	cl := lease.(*heldLease)
+	close(cl.stop)
+	<-cl.done
+	return cl
+}
+
+// The session is tied to the holder's check alone: a dead holder's lock is
+// freed once the check goes critical (2 s after the last pass), not after
+// the session's TTL, and no other node gets it for lock-delay after that.
+func TestConsulAgent_DeadHoldersCheckFreesTheLock(t *testing.T) {
+	agent := consultest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n1, n2 := newTestConsul(t, agent, "n1"), newTestConsul(t, agent, "n2")
+	lease, err := n1.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := lease.(*heldLease)
+	info, _, err := n1.c.Session().Info(cl.id, nil)
+	if err != nil || info == nil {
+		t.Fatalf("session info: %+v, %v", info, err)
+	}
+	if len(info.NodeChecks) != 1 || info.NodeChecks[0] != n1.CheckID() || len(info.Checks) != 0 {
+		t.Fatalf("session checks %v, node checks %v; want only %s (no serfHealth)", info.Checks, info.NodeChecks, n1.CheckID())
+	}
+
+	// Kept alive across several check TTLs by the passes.
+	select {
+	case <-lease.Lost():
+		t.Fatal("lost the lease while passing its check")
+	case <-time.After(3 * DefaultCheckTTL):
+	}
+	if until := lease.ValidUntil(); time.Until(until) <= 0 || time.Until(until) > DefaultCheckTTL*3/4+time.Second {
+		t.Fatalf("valid for %s more, want within the check's bound", time.Until(until))
+	}
+
+	// The holder dies: the lock is freed once the check goes critical.
+	cl.mu.Lock()
+	lastPass := cl.passed
+	cl.mu.Unlock()
+	stopKeeping(t, lease)
+	_, index, err := n2.WaitPrimary(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, index, err = n2.WaitPrimary(ctx, index)
+		if errors.Is(err, leaser.ErrNoPrimary) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	freed := time.Since(lastPass)
+	t.Logf("lock freed %s after the last pass (check TTL %s, session TTL %s)", freed.Round(time.Millisecond), DefaultCheckTTL, n1.cfg.TTL)
+	if freed < DefaultCheckTTL {
+		t.Fatalf("lock freed %s after the last pass, before the check could go critical", freed)
+	}
+	if freed >= n1.cfg.TTL {
+		t.Fatalf("lock freed %s after the last pass: by the session's TTL, not the check", freed)
+	}
+	// Consul keeps it from others for lock-delay after the invalidation,
+	// so the fence's deadline was before anyone could take it.
+	if _, err := n2.Acquire(ctx); !errors.Is(err, leaser.ErrHeld) || !strings.Contains(err.Error(), "lock-delay") {
+		t.Fatalf("right after the check failed: %v, want refused for lock-delay", err)
+	}
+	var l2 leaser.Lease
+	for l2 == nil {
+		l2, err = n2.Acquire(ctx)
+		if err != nil && !errors.Is(err, leaser.ErrHeld) {
+			t.Fatal(err)
+		}
+		if l2 == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	took := time.Since(lastPass)
+	if validUntil := n1.fenceFor().validUntil(lastPass, lastPass); !validUntil.Before(lastPass.Add(took)) {
+		t.Fatalf("the dead holder could write until %s after its last pass, and n2 took the lock at %s", validUntil.Sub(lastPass), took)
+	}
+	t.Logf("n2 took the lock %s after n1's last pass", took.Round(time.Millisecond))
+	if err := l2.Release(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A released lease leaves no check behind.
+	checks, err := n2.c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := checks[n2.CheckID()]; ok {
+		t.Fatalf("n2's check %s is still registered after Release", n2.CheckID())
+	}
+}
+
+// A check that goes critical while its holder runs (its passes held up,
+// as by a freeze or a stall) loses the lease, and passes that resume do
+// not bring it back: the node took no writes past its deadline, which came
+// before another node could take the lock.
+func TestConsulAgent_LapsedCheckLosesTheLeaseForGood(t *testing.T) {
+	agent := consultest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n1 := newTestConsul(t, agent, "n1")
+	lease, err := n1.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl := lease.(*heldLease)
+
+	// Hold up the pass goroutine's state as a stall would: take the lock
+	// the loop needs to record a pass, past the check's TTL.
+	cl.mu.Lock()
+	lastPass := cl.passed
+	time.Sleep(DefaultCheckTTL + 500*time.Millisecond)
+	cl.mu.Unlock()
+
+	select {
+	case <-lease.Lost():
+	case <-ctx.Done():
+		t.Fatal("the lease was not lost after its check lapsed")
+	}
+	cl.mu.Lock()
+	lostAt := cl.lostAt
+	cl.mu.Unlock()
+	if !lease.ValidUntil().Equal(lostAt) || time.Now().Before(lease.ValidUntil()) {
+		t.Fatalf("a lost lease is valid until %s", lease.ValidUntil())
+	}
+	// Its session is gone (Consul invalidated it, or the node gave it up).
+	waitGone := time.Now().Add(10 * time.Second)
+	for {
+		info, _, err := n1.c.Session().Info(cl.id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info == nil {
+			break
+		}
+		if time.Now().After(waitGone) {
+			t.Fatal("the lapsed lease's session still exists")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("lost %s after the last pass", lostAt.Sub(lastPass).Round(time.Millisecond))
+	<-cl.done
+	checks, err := n1.c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := checks[n1.CheckID()]; ok {
+		t.Fatal("the lost lease's check is still registered")
+	}
+	// The node takes the lease again with a new session and check.
+	var again leaser.Lease
+	for again == nil {
+		again, err = n1.Acquire(ctx)
+		if err != nil && !errors.Is(err, leaser.ErrHeld) {
+			t.Fatal(err)
+		}
+		if again == nil {
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	if again.Epoch() <= lease.Epoch() {
+		t.Fatalf("epoch %d after %d", again.Epoch(), lease.Epoch())
+	}
+	_ = again.Release(ctx)
+}
+
+// With lease.consul.check-ttl 0 the session is LiteFS's: its TTL and
+// Consul's default serfHealth, and no check is registered.
+func TestConsulAgent_NoCheckIsLiteFSSession(t *testing.T) {
+	agent := consultest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	n1 := newTestConsulCheck(t, agent, "n1", 0)
+	lease, err := n1.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lease.Release(ctx)
+	info, _, err := n1.c.Session().Info(lease.(*heldLease).id, nil)
+	if err != nil || info == nil {
+		t.Fatalf("session info: %+v, %v", info, err)
+	}
+	if len(info.NodeChecks) != 1 || info.NodeChecks[0] != "serfHealth" {
+		t.Fatalf("node checks %v, want serfHealth", info.NodeChecks)
+	}
+	checks, err := n1.c.Agent().Checks()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := checks[n1.CheckID()]; ok {
+		t.Fatal("a check was registered with check-ttl 0")
 	}
 }

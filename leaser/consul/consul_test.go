@@ -34,6 +34,9 @@ func TestNew_RefusesBadConfig(t *testing.T) {
 		{"no key", "lease.consul.key", func(c *Config) { c.Key = "" }},
 		{"short ttl", "lease.consul.ttl", func(c *Config) { c.TTL = time.Second }},
 		{"negative lock-delay", "lease.consul.lock-delay", func(c *Config) { c.LockDelay = -time.Second }},
+		{"negative check-ttl", "lease.consul.check-ttl", func(c *Config) { c.CheckTTL = -time.Second }},
+		{"short check-ttl", "lease.consul.check-ttl", func(c *Config) { c.CheckTTL = 100 * time.Millisecond }},
+		{"check-ttl as long as ttl", "lease.consul.check-ttl", func(c *Config) { c.CheckTTL = 10 * time.Second }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
@@ -42,6 +45,40 @@ func TestNew_RefusesBadConfig(t *testing.T) {
 				t.Fatalf("err=%v, want one naming %s", err, tc.want)
 			}
 		})
+	}
+}
+
+func TestConfig_CheckTTLZeroOrWithinBounds(t *testing.T) {
+	for _, d := range []time.Duration{0, time.Second, DefaultCheckTTL, 9 * time.Second} {
+		c := Config{URL: "http://127.0.0.1:8500", Key: "k", TTL: 10 * time.Second, CheckTTL: d, Node: leaser.Info{Hostname: "n1"}}
+		if err := c.Validate(); err != nil {
+			t.Fatalf("check-ttl %s: %v", d, err)
+		}
+	}
+}
+
+// Check IDs are unique per hostname and key, and safe in a URL path
+// whatever the hostname holds.
+func TestLeaser_CheckIDPerHostnameAndKey(t *testing.T) {
+	id := func(host, key string) string {
+		l, err := New(Config{URL: "http://127.0.0.1:8500", Key: key, TTL: 10 * time.Second, Node: leaser.Info{Hostname: host}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l.CheckID()
+	}
+	a, b, c := id("node1", "litefs/primary"), id("node2", "litefs/primary"), id("node1", "litefs/other")
+	if a == b || a == c || !strings.HasPrefix(a, "pagewire-node1-") {
+		t.Fatalf("IDs %q %q %q: want distinct, named after the node", a, b, c)
+	}
+	if a != id("node1", "litefs/primary") {
+		t.Fatal("the ID is not stable")
+	}
+	for _, host := range []string{"a/../b", "x?y#z", "é n\t", "%2F"} {
+		got := id(host, "k")
+		if strings.ContainsAny(got, "/?#% \t\\") || strings.ContainsFunc(got, func(r rune) bool { return r >= 0x80 }) {
+			t.Fatalf("hostname %q: check ID %q is not URL-path safe", host, got)
+		}
 	}
 }
 
@@ -107,8 +144,8 @@ func TestHeldLease_PanicInRenewLosesTheLease(t *testing.T) {
 	rec := safegotest.NewRecorder()
 	// No Consul client: the first renewal panics on it.
 	l := &Leaser{cfg: Config{TTL: 100 * time.Millisecond}, log: rec.Logger()}
-	ls := &heldLease{l: l, id: "s1", epoch: 7, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), renewed: time.Now()}
-	go ls.renew()
+	ls := &heldLease{l: l, id: "s1", epoch: 7, fence: fence{ttl: l.cfg.TTL}, lost: make(chan struct{}), stop: make(chan struct{}), done: make(chan struct{}), renewed: time.Now()}
+	go ls.run()
 	select {
 	case <-ls.done:
 	case <-time.After(10 * time.Second):
@@ -119,7 +156,8 @@ func TestHeldLease_PanicInRenewLosesTheLease(t *testing.T) {
 	default:
 		t.Fatal("the lease is not lost after its renewing goroutine panicked")
 	}
-	if got := rec.Panics(); len(got) != 1 || got[0].Task != "renew the lease" {
+	// The clean-up after it panics too, on the missing client, and is caught as well.
+	if got := rec.Panics(); len(got) == 0 || got[0].Task != "renew the lease" {
 		t.Fatalf("logged %+v, want the panic", got)
 	}
 }

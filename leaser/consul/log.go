@@ -5,4 +5,5 @@ const (
 	logKeyKey     = "key"     // a Consul KV key
 	logKeySession = "session" // a Consul session ID
 	logKeyLostIn  = "lost_in" // how long until an unrenewed lease counts as lost
+	logKeyCheck   = "check"   // a Consul check ID
 )
