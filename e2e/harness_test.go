@@ -110,8 +110,8 @@ type NodeOptions struct {
 	// URL's host:port.
 	Listen string
 	// Prepare, if set, runs once the node's folders are named and before
-	// its process starts (e.g. to mount a tmpfs on n.DataDir); cleanups it
-	// registers run after the node's.
+	// its config is written (it may move n.DataDir, e.g. onto a tmpfs it
+	// mounts); cleanups it registers run after the node's.
 	Prepare func(n *Node)
 }
 
@@ -177,6 +177,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if opts.Lease != "" {
 		lease = strings.ReplaceAll(opts.Lease, "{{URL}}", n.URL)
 	}
+	if opts.Prepare != nil {
+		opts.Prepare(n)
+	}
 	data := fmt.Sprintf("data:\n  dir: %q\n", n.DataDir)
 	if opts.Retention != "" {
 		data += fmt.Sprintf("  retention: %s\n", opts.Retention)
@@ -186,9 +189,6 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 		n.MountDir, data, listen, lease, security, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
-	}
-	if opts.Prepare != nil {
-		opts.Prepare(n)
 	}
 	t.Cleanup(n.cleanup)
 	n.Start(opts.NoWait)
