@@ -39,6 +39,11 @@ import (
 //  4. every copy kept aside is a sound database under data.dir/diverged,
 //     named in its node's log.
 //
+// And one more, from the suite's own shape: every transaction after the
+// table's creation inserts one row, so a copy at TXID T, on a node or kept
+// aside, holds T-base rows (base: the TXID of the empty table); more or
+// fewer mean its position does not describe its bytes.
+//
 // Each round logs a summary line and the test a final tally. By default it
 // runs a few rounds within a 5-minute budget (CI); for a long run:
 //
@@ -46,9 +51,10 @@ import (
 //	    -chaos.rounds=200 -chaos.budget=0 -v
 
 var (
-	chaosRounds = flag.Int("chaos.rounds", 12, "rounds of TestChaos (at most: -chaos.budget may end it sooner)")
-	chaosBudget = flag.Duration("chaos.budget", 5*time.Minute, "TestChaos starts no round once less than 45 s of this is left (counted from its start); 0: no limit")
-	chaosSeed   = flag.Uint64("chaos.seed", 0, "TestChaos's random seed; 0: from the clock")
+	chaosRounds  = flag.Int("chaos.rounds", 12, "rounds of TestChaos (at most: -chaos.budget may end it sooner)")
+	chaosBudget  = flag.Duration("chaos.budget", 5*time.Minute, "TestChaos starts no round once less than 45 s of this is left (counted from its start); 0: no limit")
+	chaosSeed    = flag.Uint64("chaos.seed", 0, "TestChaos's random seed; 0: from the clock")
+	chaosActions = flag.String("chaos.actions", "", "TestChaos's faults to pick from, comma-separated (see chaosFaults); \"\": all")
 )
 
 const (
@@ -59,9 +65,9 @@ const (
 	chaosRoundReserve = 45 * time.Second
 )
 
-// chaosActions are the faults a round picks from. Each names its target:
+// chaosFaults are the faults a round picks from. Each names its target:
 // the primary or a replica at the round's start.
-var chaosActions = []string{
+var chaosFaults = []string{
 	"kill-primary",              // kill -9, then start it again
 	"kill-replica",              // kill -9, then start it again
 	"stop-primary",              // SIGSTOP for 0.5-20 s, then SIGCONT
@@ -117,6 +123,7 @@ type chaosTally struct {
 	lost, lostAside   int // acknowledged writes missing from the final primary; of which in a kept copy
 	keptAside         int // diverged copies found
 	unnamed           int // kept copies no log line names
+	mismatched        int // copies (on a node or kept aside) whose rows disagree with their TXID
 	failovers         []time.Duration
 }
 
@@ -131,6 +138,7 @@ type chaos struct {
 	keepDir string // the kept copies, moved out of the tmpfs
 	writes  []chaosWrite
 	freezes []frozen
+	base    int               // chaos.db's TXID with its table empty
 	aside   map[[2]int]string // rows found in kept copies: the copy
 	lost    map[[2]int]bool   // acknowledged writes found lost so far
 	tally   chaosTally
@@ -176,7 +184,15 @@ func TestChaos_Rounds(t *testing.T) {
 			break
 		}
 		if len(deck) == 0 {
-			deck = slices.Clone(chaosActions)
+			deck = slices.Clone(chaosFaults)
+			if *chaosActions != "" {
+				deck = strings.Split(*chaosActions, ",")
+				for _, a := range deck {
+					if !slices.Contains(chaosFaults, a) {
+						t.Fatalf("-chaos.actions: no fault %q: choose from %s", a, strings.Join(chaosFaults, ","))
+					}
+				}
+			}
 			c.rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
 		}
 		action := deck[0]
@@ -247,8 +263,12 @@ import sqlite3, sys
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("create table w(id integer primary key, node int, seq int, t real)")
 `, p.Path(chaosDB))
-	if _, ok := c.converge(60 * time.Second); !ok {
+	pos, ok := c.converge(60 * time.Second)
+	if !ok {
 		t.Fatal("the nodes did not all get chaos.db within 60 s")
+	}
+	if _, err := fmt.Sscanf(pos, "%16x", &c.base); err != nil {
+		t.Fatalf("chaos.db-pos %q: %v", pos, err)
 	}
 
 	c.pause = filepath.Join(t.TempDir(), "pause")
@@ -552,13 +572,7 @@ func (c *chaos) act(action string, p *chaosNode) string {
 	switch action {
 	case "kill-primary":
 		p.Kill()
-		killed := time.Now()
-		if pollUntil(60*time.Second, func() bool { return c.primaryAmong(others) != nil }) {
-			d := time.Since(killed)
-			c.tally.failovers = append(c.tally.failovers, d)
-			return fmt.Sprintf("new primary %.1f s after kill -9", d.Seconds())
-		}
-		return "no new primary within 60 s of kill -9"
+		return c.failover(others)
 	case "kill-replica":
 		r.Kill()
 		return fmt.Sprintf("%s down %.1f s", r.name, c.sleep(0, 3).Seconds())
@@ -592,7 +606,7 @@ func (c *chaos) act(action string, p *chaosNode) string {
 		d := c.sleep(2, 4)
 		p.Kill()
 		c.lab.Heal()
-		return fmt.Sprintf("cut %.1f s, then kill -9", d.Seconds())
+		return fmt.Sprintf("cut %.1f s, then kill -9; %s", d.Seconds(), c.failover(others))
 	case "restart-primary":
 		c.stop(p)
 		return "SIGTERM"
@@ -608,6 +622,18 @@ func (c *chaos) act(action string, p *chaosNode) string {
 	}
 	c.t.Fatalf("unknown action %q", action)
 	return ""
+}
+
+// failover waits, after kill -9 of the primary, for one of others to take
+// over (before the killed node starts again), and measures how long that took.
+func (c *chaos) failover(others []*chaosNode) string {
+	killed := time.Now()
+	if pollUntil(60*time.Second, func() bool { return c.primaryAmong(others) != nil }) {
+		d := time.Since(killed)
+		c.tally.failovers = append(c.tally.failovers, d)
+		return fmt.Sprintf("new primary %.1f s after kill -9", d.Seconds())
+	}
+	return "no new primary within 60 s of kill -9"
 }
 
 // round runs one fault, heals, and checks.
@@ -626,6 +652,14 @@ func (c *chaos) round(round int, action string) {
 	if np == nil {
 		t.Fatalf("round %d (%s): no single primary within 2 minutes of healing", round, action)
 	}
+	// The primary takes writes again before the round ends.
+	healed := now()
+	if !pollUntil(30*time.Second, func() bool {
+		c.collect()
+		return slices.ContainsFunc(c.writes[acked0:], func(w chaosWrite) bool { return w.node == np.idx && w.t0 > healed })
+	}) {
+		note += "; no write accepted within 30 s of healing"
+	}
 	c.pauseWriters()
 	pos, converged := c.converge(60 * time.Second)
 	c.tally.rounds++
@@ -636,6 +670,9 @@ func (c *chaos) round(round int, action string) {
 	kept := c.keepAside(round)
 	before := c.tally
 	lost, aside := c.checkLost(np)
+	if converged {
+		c.checkContents(round)
+	}
 	c.checkWriters()
 	c.resumeWriters()
 
@@ -705,6 +742,14 @@ func (c *chaos) keepAside(round int) int {
 			if check != "ok" {
 				c.t.Errorf("round %d: the copy %s kept aside fails integrity_check: %s", round, path, check)
 			}
+			var txid uint64
+			if _, err := fmt.Sscanf(strings.TrimPrefix(filepath.Base(path), chaosDB+"."), "%16x", &txid); err != nil {
+				c.t.Errorf("round %d: kept copy %s: no TXID in its name", round, path)
+			} else if len(rows) != int(txid)-c.base {
+				c.tally.mismatched++
+				c.t.Errorf("round %d: the copy %s kept aside is named TXID %d but holds %d rows, the content of TXID %d",
+					round, path, txid, len(rows), len(rows)+c.base)
+			}
 			for k := range rows {
 				if _, ok := c.aside[k]; !ok {
 					c.aside[k] = dst
@@ -748,13 +793,33 @@ func (c *chaos) rows(path string) (map[[2]int]bool, string) {
 	return rows, check
 }
 
+// checkContents compares each node's chaos.db rows with its TXID.
+func (c *chaos) checkContents(round int) {
+	for _, n := range c.nodes {
+		var txid uint64
+		b, err := os.ReadFile(n.Path(chaosDB + "-pos"))
+		if err == nil {
+			_, err = fmt.Sscanf(string(b), "%16x", &txid)
+		}
+		if err != nil {
+			c.t.Errorf("round %d: %s's %s-pos: %v", round, n.name, chaosDB, err)
+			continue
+		}
+		rows, check := c.rows(n.Path(chaosDB))
+		if check != "ok" {
+			c.t.Errorf("round %d: chaos.db on %s fails integrity_check: %s", round, n.name, check)
+		}
+		if len(rows) != int(txid)-c.base {
+			c.tally.mismatched++
+			c.t.Errorf("round %d: chaos.db on %s is at TXID %d but holds %d rows, the content of TXID %d", round, n.name, txid, len(rows), len(rows)+c.base)
+		}
+	}
+}
+
 // checkLost finds acknowledged writes missing from p (check 2); it returns
 // how many newly went missing, and of those how many are in a kept copy.
 func (c *chaos) checkLost(p *chaosNode) (lost, aside int) {
-	rows, check := c.rows(p.Path(chaosDB))
-	if check != "ok" {
-		c.t.Errorf("chaos.db on the primary %s fails integrity_check: %s", p.name, check)
-	}
+	rows, _ := c.rows(p.Path(chaosDB)) // checkContents checks it
 	for _, w := range c.writes {
 		k := [2]int{w.node, w.seq}
 		if rows[k] || c.lost[k] {
@@ -828,8 +893,8 @@ func (c *chaos) logTally() {
 	c.t.Logf("chaos tally: %d rounds (%s)", tl.rounds, strings.Join(acts, ", "))
 	c.t.Logf("chaos tally: %d acknowledged writes; split-brain writes %d (same epoch as another node %d, by a replica %d), overlapping writes %d, epoch changed during the commit %d",
 		len(c.writes), tl.splitBrain+tl.replicaWrites, tl.splitBrain, tl.replicaWrites, tl.overlaps, tl.ambiguous)
-	c.t.Logf("chaos tally: acknowledged writes lost %d (%d only in diverged/), convergence %d/%d (%.0f%%), copies kept aside %d (%d not named in a log)",
-		tl.lost, tl.lostAside, tl.converged, tl.rounds, pct, tl.keptAside, tl.unnamed)
+	c.t.Logf("chaos tally: acknowledged writes lost %d (%d only in diverged/), convergence %d/%d (%.0f%%), copies kept aside %d (%d not named in a log), copies whose rows disagree with their TXID %d",
+		tl.lost, tl.lostAside, tl.converged, tl.rounds, pct, tl.keptAside, tl.unnamed, tl.mismatched)
 	if fs := slices.Clone(tl.failovers); len(fs) > 0 {
 		slices.Sort(fs)
 		c.t.Logf("chaos tally: a new primary after kill -9 of the primary: median %.1f s, max %.1f s (%d)",
