@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -64,8 +65,8 @@ type Node struct {
 	MountDir   string
 	DataDir    string
 	ConfigPath string
-	HTTPAddr   string   // 127.0.0.1:port
-	URL        string   // http://127.0.0.1:port
+	HTTPAddr   string   // 127.0.0.1:port, or NodeOptions.URL's host:port
+	URL        string   // http://127.0.0.1:port, or NodeOptions.URL
 	Args       []string // extra args after -config, e.g. "--", "cmd"
 	Log        *syncbuf.Buffer
 	// Hostname is a static replica's $HOSTNAME, its name on the primary.
@@ -74,6 +75,7 @@ type Node struct {
 	// shows its certificate when the node has TLS.
 	HTTP *http.Client
 
+	exec []string // NodeOptions.Exec
 	cmd  *exec.Cmd
 	done chan struct{}
 	err  error // the process's exit error, once done is closed
@@ -97,6 +99,20 @@ type NodeOptions struct {
 	Lease string
 	// Security, if set, puts auth and TLS on the node's port.
 	Security *NodeSecurity
+	// Exec runs the node under a command that execs it, e.g. {"nsenter",
+	// "--net=/run/netns/x"} to run it in a network namespace. Such a node
+	// is killed if the test process dies.
+	Exec []string
+	// URL is where the test reaches the node and its {{URL}} (e.g.
+	// "http://[fdaa:0:1::2]:20202"); "": a free loopback port.
+	URL string
+	// Listen is the config's http.addr (e.g. "[::]:20202"); "": the
+	// URL's host:port.
+	Listen string
+	// Prepare, if set, runs once the node's folders are named and before
+	// its config is written (it may move n.DataDir, e.g. onto a tmpfs it
+	// mounts); cleanups it registers run after the node's.
+	Prepare func(n *Node)
 }
 
 // NodeSecurity is a node's auth and TLS: its token, and a certificate from
@@ -133,9 +149,15 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	t.Helper()
 	dir := t.TempDir()
 	n := &Node{t: t, Dir: dir, MountDir: filepath.Join(dir, "mnt"), DataDir: filepath.Join(dir, "data"),
-		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args}
-	n.HTTPAddr = freeAddr(t)
-	n.URL = "http://" + n.HTTPAddr
+		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args, exec: opts.Exec}
+	if opts.URL != "" {
+		n.URL = opts.URL
+		n.HTTPAddr = strings.TrimPrefix(opts.URL, "http://")
+	} else {
+		n.HTTPAddr = freeAddr(t)
+		n.URL = "http://" + n.HTTPAddr
+	}
+	listen := cmp.Or(opts.Listen, n.HTTPAddr)
 	n.HTTP = http.DefaultClient
 	security := ""
 	if sec := opts.Security; sec != nil {
@@ -155,13 +177,16 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if opts.Lease != "" {
 		lease = strings.ReplaceAll(opts.Lease, "{{URL}}", n.URL)
 	}
+	if opts.Prepare != nil {
+		opts.Prepare(n)
+	}
 	data := fmt.Sprintf("data:\n  dir: %q\n", n.DataDir)
 	if opts.Retention != "" {
 		data += fmt.Sprintf("  retention: %s\n", opts.Retention)
 	}
 	data += opts.Data
 	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s%s",
-		n.MountDir, data, n.HTTPAddr, lease, security, opts.Config)
+		n.MountDir, data, listen, lease, security, opts.Config)
 	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -175,8 +200,11 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 func (n *Node) Start(noWait bool) {
 	n.t.Helper()
 	n.Log = &syncbuf.Buffer{}
-	args := append([]string{"mount", "-config", n.ConfigPath}, n.Args...)
-	n.cmd = exec.Command(pagewireBin, args...)
+	args := append(append(append([]string(nil), n.exec...), pagewireBin, "mount", "-config", n.ConfigPath), n.Args...)
+	n.cmd = exec.Command(args[0], args[1:]...)
+	if n.exec != nil {
+		n.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	}
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = n.Log, n.Log
 	// The node's children (exec) find the mount in $PAGEWIRE_TEST_MNT.

@@ -143,10 +143,12 @@ func TestNetwork_HTTP(t *testing.T) {
 			TXID      string `json:"txid"`
 			Primary   string `json:"primary"`
 			IsPrimary bool   `json:"is_primary"`
+			Epoch     uint64 `json:"epoch"`
 		}
 		netGetJSON(t, n.URL+"/api/v1/dbs/net.db", http.StatusOK, &got)
-		if got.Name != "net.db" || got.TXID != txid || got.Primary != "node1" || !got.IsPrimary {
-			t.Errorf("/api/v1/dbs/net.db = %+v, want net.db at %s on primary node1", got, txid)
+		// A static lease's epoch is 1 (DESIGN §7).
+		if got.Name != "net.db" || got.TXID != txid || got.Primary != "node1" || !got.IsPrimary || got.Epoch != 1 {
+			t.Errorf("/api/v1/dbs/net.db = %+v, want net.db at %s on primary node1 at epoch 1", got, txid)
 		}
 	})
 

@@ -404,6 +404,12 @@ func (s *Store) Role() (pagewire.Role, pagewire.ReadOnlyError) {
 	return r.role, r.ro
 }
 
+// RoleEpoch is Role and Epoch read together, from one role change.
+func (s *Store) RoleEpoch() (pagewire.Role, pagewire.ReadOnlyError, pagewire.Epoch) {
+	r := s.role.Load()
+	return r.role, r.ro, r.epoch
+}
+
 // Writer says who writes a file, which decides whether the write is
 // allowed and what a commit it completes stands for.
 type Writer int

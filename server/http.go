@@ -32,6 +32,7 @@ type dbJSON struct {
 	PageCount   uint32 `json:"page_count"`
 	Primary     string `json:"primary,omitempty"`
 	IsPrimary   bool   `json:"is_primary"`
+	Epoch       uint64 `json:"epoch"` // the lease epoch of the node's role: its own lease's, or the one it follows (0: none yet)
 	OpenHandles int    `json:"open_handles"`
 	Error       string `json:"error,omitempty"`
 	// Replicas and HaltLock are only in GET /api/v1/dbs/{name}.
@@ -62,14 +63,14 @@ func haltToJSON(l *replicationv1.HaltLock) *haltJSON {
 const maxAPIBody = 64 << 10
 
 func (s *Server) dbToJSON(di engine.DatabaseInfo) dbJSON {
-	role, ro := s.cfg.Store.Role()
+	role, ro, epoch := s.cfg.Store.RoleEpoch() // one role change: is_primary and epoch agree
 	primary := ro.Primary
 	if role == pagewire.RolePrimary {
 		primary = s.cfg.Node.Hostname
 	}
 	j := dbJSON{Name: di.Name, TXID: di.Pos.TXID.String(), Checksum: fmt.Sprintf("%016x", di.Pos.Checksum),
 		PageSize: di.PageSize, PageCount: di.PageCount, Primary: primary, IsPrimary: role == pagewire.RolePrimary,
-		OpenHandles: di.OpenHandles}
+		Epoch: uint64(epoch), OpenHandles: di.OpenHandles}
 	if di.Err != nil {
 		j.Error = di.Err.Error()
 	}

@@ -44,7 +44,7 @@ func Binary() (string, error) {
 
 // Agent is a running dev agent.
 type Agent struct {
-	URL  string // http://127.0.0.1:port
+	URL  string // http://127.0.0.1:port, or http://[addr]:8500
 	cmd  *exec.Cmd
 	out  *syncbuf.Buffer
 	done chan struct{}
@@ -55,19 +55,43 @@ type Agent struct {
 // leader, and stops it when the test ends.
 func Start(t testing.TB) *Agent {
 	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// Options change where StartWith runs the agent.
+type Options struct {
+	// Prefix runs the agent under a command, e.g. {"nsenter",
+	// "--net=/run/netns/x"} to run it in a network namespace. The command
+	// must exec the agent (not fork it), so that killing the process kills
+	// the agent.
+	Prefix []string
+	// Addr is the IP address the agent binds and serves on; "" is
+	// 127.0.0.1 on free ports. With Addr set the agent takes Consul's
+	// default ports (8500 for HTTP), as in a namespace of its own.
+	Addr string
+}
+
+// StartWith runs a dev agent as opts say, waits until it has a leader, and
+// stops it when the test ends.
+func StartWith(t testing.TB, opts Options) *Agent {
+	t.Helper()
 	bin, err := Binary()
 	if err != nil {
 		t.Fatal(err)
 	}
 
-	// A dev agent on four free ports, with DNS and gRPC off, logging into a buffer.
-	ports := freePorts(t, 4)
-	a := &Agent{URL: "http://127.0.0.1:" + strconv.Itoa(ports[0]), out: &syncbuf.Buffer{}, done: make(chan struct{})}
-	a.cmd = exec.Command(bin, "agent", "-dev", "-node", "pagewire-test",
-		"-bind", "127.0.0.1", "-client", "127.0.0.1",
+	// A dev agent on four ports, with DNS and gRPC off, logging into a buffer.
+	addr, ports := opts.Addr, []int{8500, 8301, 8302, 8300}
+	if addr == "" {
+		addr, ports = "127.0.0.1", freePorts(t, 4)
+	}
+	a := &Agent{URL: "http://" + net.JoinHostPort(addr, strconv.Itoa(ports[0])), out: &syncbuf.Buffer{}, done: make(chan struct{})}
+	args := append(append([]string(nil), opts.Prefix...), bin, "agent", "-dev", "-node", "pagewire-test",
+		"-bind", addr, "-client", addr,
 		"-http-port", strconv.Itoa(ports[0]), "-serf-lan-port", strconv.Itoa(ports[1]),
 		"-serf-wan-port", strconv.Itoa(ports[2]), "-server-port", strconv.Itoa(ports[3]),
 		"-dns-port", "-1", "-grpc-port", "-1", "-grpc-tls-port", "-1", "-log-level", "warn")
+	a.cmd = exec.Command(args[0], args[1:]...)
 	a.cmd.Stdout, a.cmd.Stderr = a.out, a.out
 	a.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := a.cmd.Start(); err != nil {
