@@ -1,0 +1,497 @@
+package faultfs
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+)
+
+// mountT mounts a new backing folder; it skips where FUSE cannot be
+// mounted directly (not root, no /dev/fuse).
+func mountT(t *testing.T) (*FS, string) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("faultfs mounts with mount(2): needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	dir := t.TempDir()
+	backing, mnt := filepath.Join(dir, "backing"), filepath.Join(dir, "mnt")
+	for _, d := range []string{backing, mnt} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := Mount(backing, mnt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := f.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return f, mnt
+}
+
+func cut(t *testing.T, f *FS) Report {
+	t.Helper()
+	rep, err := f.PowerCut()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("power cut: %s", rep)
+	return rep
+}
+
+func write(t *testing.T, path, data string, sync bool) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteString(data); err != nil {
+		t.Fatal(err)
+	}
+	if sync {
+		if err := fh.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func writeAt(t *testing.T, path string, off int64, data string, sync bool) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt([]byte(data), off); err != nil {
+		t.Fatal(err)
+	}
+	if sync {
+		if err := fh.Sync(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func syncDir(t *testing.T, path string) {
+	t.Helper()
+	d, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tree lists every file of root with its content, and every folder with a
+// trailing slash.
+func tree(t *testing.T, root string) string {
+	t.Helper()
+	var out []string
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		if p == root {
+			return nil
+		}
+		rel, _ := filepath.Rel(root, p)
+		if fi.IsDir() {
+			out = append(out, rel+"/")
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		out = append(out, fmt.Sprintf("%s=%q", rel, b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(out)
+	return strings.Join(out, " ")
+}
+
+func wantTree(t *testing.T, f *FS, want string) {
+	t.Helper()
+	if got := tree(t, f.Mountpoint()); got != want {
+		t.Errorf("mount after the cut:\n got %s\nwant %s", got, want)
+	}
+	if got := tree(t, f.Backing()); got != want {
+		t.Errorf("backing folder after the cut:\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestNewFileWithoutSyncIsGone(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "a"), "hello", false)
+	if got := tree(t, mnt); got != `a="hello"` {
+		t.Fatalf("before the cut the mount reads %s", got)
+	}
+	cut(t, f)
+	wantTree(t, f, "")
+}
+
+func TestFileSyncedButNotItsFolderIsGone(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "a"), "hello", true)
+	cut(t, f)
+	wantTree(t, f, "")
+}
+
+func TestFolderSyncedButNotTheFileIsEmpty(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "a"), "hello", false)
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, `a=""`)
+}
+
+func TestSyncedFileAndFolderSurvive(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	write(t, p, "hello world", true)
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, `a="hello world"`)
+
+	// Overwrite a part and append, without fsync: both undone.
+	writeAt(t, p, 6, "WORLD and more", false)
+	rep := cut(t, f)
+	wantTree(t, f, `a="hello world"`)
+	if rep.FilesReverted != 1 {
+		t.Errorf("report %+v, want 1 file reverted", rep)
+	}
+
+	// The same with an fsync: kept.
+	writeAt(t, p, 6, "WORLD and more", true)
+	cut(t, f)
+	wantTree(t, f, `a="hello WORLD and more"`)
+}
+
+func TestUnsyncedTruncateIsUndone(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	big := strings.Repeat("0123456789", 2000) // 20,000 bytes: several pages
+	write(t, p, big, true)
+	syncDir(t, mnt)
+
+	if err := os.Truncate(p, 5000); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(p, 30000); err != nil { // grows with zeros
+		t.Fatal(err)
+	}
+	writeAt(t, p, 29000, "tail", false)
+	cut(t, f)
+	if b, err := os.ReadFile(p); err != nil || string(b) != big {
+		t.Fatalf("after the cut %d bytes (err %v), want the 20,000 synced", len(b), err)
+	}
+
+	// O_TRUNC on open is a truncation too.
+	write(t, p, "short", false)
+	cut(t, f)
+	if b, _ := os.ReadFile(p); string(b) != big {
+		t.Fatalf("after an unsynced O_TRUNC rewrite and a cut: %d bytes, want the 20,000 synced", len(b))
+	}
+
+	// A synced truncation stays.
+	fh, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Truncate(7); err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	cut(t, f)
+	wantTree(t, f, `a="0123456"`)
+}
+
+func TestUnsyncedRenameIsUndone(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "old"), "data", true)
+	write(t, filepath.Join(mnt, "target"), "durable target", true)
+	syncDir(t, mnt)
+
+	// A rename over an existing file, not made durable: both back.
+	if err := os.Rename(filepath.Join(mnt, "old"), filepath.Join(mnt, "target")); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, mnt); got != `target="data"` {
+		t.Fatalf("before the cut: %s", got)
+	}
+	cut(t, f)
+	wantTree(t, f, `old="data" target="durable target"`)
+
+	// The same made durable by an fsync of the folder.
+	if err := os.Rename(filepath.Join(mnt, "old"), filepath.Join(mnt, "target")); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, `target="data"`)
+}
+
+// TestWriteTempThenRename is the atomic-replace idiom: write a temporary
+// file, fsync it, rename it over the real one, fsync the folder. Each step
+// cut short leaves the old or the new content, never a mix or nothing.
+func TestWriteTempThenRename(t *testing.T) {
+	f, mnt := mountT(t)
+	p, tmp := filepath.Join(mnt, "meta"), filepath.Join(mnt, ".meta.tmp")
+	write(t, p, "v1", true)
+	syncDir(t, mnt)
+
+	write(t, tmp, "v2", false)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	cut(t, f) // nothing synced: v1
+	wantTree(t, f, `meta="v1"`)
+
+	write(t, tmp, "v2", false)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	cut(t, f) // the rename is durable, the content was never synced: empty
+	wantTree(t, f, `meta=""`)
+
+	write(t, tmp, "v3", true)
+	if err := os.Rename(tmp, p); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, `meta="v3"`)
+}
+
+func TestUnsyncedUnlinkIsUndone(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	write(t, p, "keep me", true)
+	syncDir(t, mnt)
+	// Write more without fsync, then unlink: the synced content is back.
+	writeAt(t, p, 0, "CHANGED", false)
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	cut(t, f)
+	wantTree(t, f, `a="keep me"`)
+
+	if err := os.Remove(p); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, "")
+}
+
+func TestNewFolders(t *testing.T) {
+	f, mnt := mountT(t)
+	sub := filepath.Join(mnt, "dbs", "x")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(sub, "database"), "pages", true)
+	syncDir(t, sub)
+	syncDir(t, filepath.Join(mnt, "dbs"))
+	cut(t, f) // the mount's root was never synced: dbs is gone
+	wantTree(t, f, "")
+
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(sub, "database"), "pages", true)
+	syncDir(t, sub)
+	syncDir(t, filepath.Join(mnt, "dbs"))
+	syncDir(t, mnt)
+	cut(t, f)
+	wantTree(t, f, `dbs/ dbs/x/ dbs/x/database="pages"`)
+
+	// A durable empty folder removed without a sync of its parent is back.
+	if err := os.Mkdir(filepath.Join(mnt, "empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	if err := os.Remove(filepath.Join(mnt, "empty")); err != nil {
+		t.Fatal(err)
+	}
+	cut(t, f)
+	wantTree(t, f, `dbs/ dbs/x/ dbs/x/database="pages" empty/`)
+}
+
+// TestFolderRenamedIntoPlace is the engine's restore: fill a temporary
+// folder, rename it to its name, sync the parent.
+func TestFolderRenamedIntoPlace(t *testing.T) {
+	f, mnt := mountT(t)
+	dbs := filepath.Join(mnt, "dbs")
+	if err := os.Mkdir(dbs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	tmp, err := os.MkdirTemp(dbs, ".restore-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(tmp, "database"), "restored", true)
+	write(t, filepath.Join(tmp, "meta"), "m", true)
+	// The temporary folder itself is never synced; only the parent after
+	// the rename.
+	if err := os.Rename(tmp, filepath.Join(dbs, "x")); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, dbs)
+	cut(t, f)
+	// The folder's own entries were never made durable: a real file system
+	// may lose them, and so does the model.
+	wantTree(t, f, `dbs/ dbs/x/`)
+
+	tmp, err = os.MkdirTemp(dbs, ".restore-*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(dbs, "x")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(tmp, "database"), "restored", true)
+	syncDir(t, tmp)
+	if err := os.Rename(tmp, filepath.Join(dbs, "x")); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, dbs)
+	cut(t, f)
+	wantTree(t, f, `dbs/ dbs/x/ dbs/x/database="restored"`)
+}
+
+func TestUnmountKeepsEverything(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "a"), "unsynced", false)
+	if err := f.Unmount(); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(t, f.Backing()); got != `a="unsynced"` {
+		t.Fatalf("backing after an orderly unmount: %s", got)
+	}
+	if _, err := f.PowerCut(); err == nil {
+		t.Fatal("PowerCut after Unmount succeeded; want an error")
+	}
+	if _, err := os.Stat(f.Backing() + ".faultfs"); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("private folder left behind: %v", err)
+	}
+}
+
+func TestRefusedOperations(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	write(t, p, "x", true)
+	if err := os.Link(p, filepath.Join(mnt, "b")); !errors.Is(err, syscall.ENOTSUP) {
+		t.Errorf("link: %v, want ENOTSUP", err)
+	}
+	if err := os.Rename(p, filepath.Join(mnt, "a")); err != nil {
+		t.Errorf("rename onto itself: %v", err)
+	}
+	if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(mnt, "d", "f"), "", false)
+	if err := os.Remove(filepath.Join(mnt, "d")); !errors.Is(err, syscall.ENOTEMPTY) && !errors.Is(err, syscall.EEXIST) {
+		t.Errorf("rmdir of a full folder: %v, want ENOTEMPTY", err)
+	}
+	// (os.Rename refuses a folder as the target itself; ask the mount.)
+	if err := syscall.Rename(p, filepath.Join(mnt, "d")); !errors.Is(err, syscall.EISDIR) {
+		t.Errorf("rename a file over a folder: %v, want EISDIR", err)
+	}
+	cut(t, f)
+	wantTree(t, f, "")
+}
+
+func TestMountErrors(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root")
+	}
+	dir := t.TempDir()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Mount(file, dir); err == nil {
+		t.Error("Mount of a file as the backing folder succeeded")
+	}
+	if _, err := Mount(filepath.Join(dir, "missing"), dir); err == nil {
+		t.Error("Mount of a missing backing folder succeeded")
+	}
+}
+
+// TestParallelWriters writes many files at once (run it with -race) and
+// syncs half of them; after the cut exactly those hold their data.
+func TestParallelWriters(t *testing.T) {
+	f, mnt := mountT(t)
+	const n = 16
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p := filepath.Join(mnt, fmt.Sprintf("f%02d", i))
+			fh, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o644)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer fh.Close()
+			buf := bytes.Repeat([]byte{byte('a' + i)}, 3000)
+			for j := range 20 {
+				if _, err := fh.WriteAt(buf, int64(j*len(buf))); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+			if i%2 == 0 {
+				if err := fh.Sync(); err != nil {
+					t.Error(err)
+				}
+			}
+			// More, never synced.
+			if _, err := fh.WriteAt([]byte("junk"), 7); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	syncDir(t, mnt)
+	cut(t, f)
+	for i := range n {
+		b, err := os.ReadFile(filepath.Join(mnt, fmt.Sprintf("f%02d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []byte{}
+		if i%2 == 0 {
+			want = bytes.Repeat([]byte{byte('a' + i)}, 60000)
+		}
+		if !bytes.Equal(b, want) {
+			t.Errorf("f%02d: %d bytes after the cut, want %d", i, len(b), len(want))
+		}
+	}
+}
