@@ -147,6 +147,27 @@ func (f *FS) PowerCut() (Report, error) {
 	return rep, f.mount()
 }
 
+// SyncAll makes everything written so far durable, as sync(2) does, or
+// the kernel's writeback of dirty pages a while after they were written.
+func (f *FS) SyncAll() error {
+	f.mu.Lock()
+	s := f.st
+	mounted := f.server != nil
+	f.mu.Unlock()
+	if !mounted {
+		return errors.New("faultfs: not mounted")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for ino := range s.graved {
+		if err := os.RemoveAll(s.gravePath(ino)); err != nil {
+			return err
+		}
+	}
+	s.files, s.dirs, s.refs, s.graved = map[uint64]*fileRec{}, map[uint64]*dirRec{}, map[uint64]int{}, map[uint64]bool{}
+	return nil
+}
+
 // Unmount is an orderly shutdown: everything written stays in the backing
 // folder. The FS cannot be used after it.
 func (f *FS) Unmount() error {

@@ -384,6 +384,30 @@ func TestFolderRenamedIntoPlace(t *testing.T) {
 	wantTree(t, f, `dbs/ dbs/x/ dbs/x/database="restored"`)
 }
 
+func TestSyncAll(t *testing.T) {
+	f, mnt := mountT(t)
+	write(t, filepath.Join(mnt, "a"), "old", true)
+	write(t, filepath.Join(mnt, "gone"), "x", false)
+	if err := os.Mkdir(filepath.Join(mnt, "d"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	syncDir(t, mnt)
+	if err := os.Remove(filepath.Join(mnt, "gone")); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(mnt, "a"), "new", false)
+	write(t, filepath.Join(mnt, "d", "b"), "b", false)
+	if err := f.SyncAll(); err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(mnt, "a"), "after", false)
+	cut(t, f)
+	wantTree(t, f, `a="new" d/ d/b="b"`)
+	if entries, err := os.ReadDir(filepath.Join(f.Backing()+".faultfs", "grave")); err != nil || len(entries) != 0 {
+		t.Errorf("grave after SyncAll and a cut: %v, %v; want empty", entries, err)
+	}
+}
+
 func TestUnmountKeepsEverything(t *testing.T) {
 	f, mnt := mountT(t)
 	write(t, filepath.Join(mnt, "a"), "unsynced", false)

@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"sync"
 	"syscall"
@@ -266,6 +267,9 @@ type Report struct {
 	FilesReverted int // files whose content or size went back to their last fsync
 	NamesDropped  int // names that were live and are gone
 	NamesRestored int // names that were gone and are back
+	// Changes lists each of them, e.g. "reverted dbs/x/wal: 8192 bytes
+	// (was 12288, 3 pages rewritten)", "dropped dbs/x/meta".
+	Changes []string
 }
 
 func (r Report) String() string {
@@ -357,6 +361,7 @@ func (s *state) materialize(scratch string) (Report, error) {
 				if r := s.files[c]; r != nil {
 					if r.changed(st.Size) {
 						rep.FilesReverted++
+						rep.Changes = append(rep.Changes, fmt.Sprintf("reverted %s: %d bytes (was %d, %d pages rewritten)", crel, r.size, st.Size, len(r.undo)))
 					}
 					if err := r.revert(dst); err != nil {
 						return err
@@ -381,13 +386,16 @@ func (s *state) materialize(scratch string) (Report, error) {
 	for p := range live {
 		if !durable[p] {
 			rep.NamesDropped++
+			rep.Changes = append(rep.Changes, "dropped "+p)
 		}
 	}
 	for p := range durable {
 		if !live[p] {
 			rep.NamesRestored++
+			rep.Changes = append(rep.Changes, "restored "+p)
 		}
 	}
+	sort.Strings(rep.Changes)
 
 	// Swap: the backing directory keeps its own inode and mode.
 	old, err := os.ReadDir(s.root)
