@@ -22,9 +22,9 @@ import (
 // The power-cut test's size. CI runs the defaults; a long run is e.g.
 //
 //	PAGEWIRE_E2E_RACE=0 go test -tags integration -run TestPowerCut ./e2e \
-//	    -timeout 0 -v -powercut.rounds 200
+//	    -timeout 0 -v -powercut.rounds=200
 var (
-	powercutRounds = flag.Int("powercut.rounds", 10, "power-cut test: randomized cut rounds")
+	powercutRounds = flag.Int("powercut.rounds", 15, "power-cut test: randomized cut rounds")
 	powercutSeed   = flag.Uint64("powercut.seed", 0, "power-cut test: seed (0: from the clock)")
 )
 
@@ -298,6 +298,7 @@ c.close()
 		if !pollUntil(60*time.Second, func() bool { return r.Pos(dbName) == p.Pos(dbName) }) {
 			unconverged++
 			t.Errorf("round %d (cut %s): the replica did not converge in 60s: primary %s, replica %s", round, victim, p.Pos(dbName), r.Pos(dbName))
+			explain()
 		}
 		rids, rintegrity, err := readIDs(t, r.Path(dbName))
 		if err != nil {
@@ -355,9 +356,15 @@ func readAcks(t *testing.T, path string) []int {
 	return ids
 }
 
-// tail returns the last n lines of s.
+// tail returns the last n lines of s, but for a replica's reconnecting
+// while its primary is down.
 func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	var lines []string
+	for _, l := range strings.Split(strings.TrimRight(s, "\n"), "\n") {
+		if !strings.Contains(l, "reconnecting") {
+			lines = append(lines, l)
+		}
+	}
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}

@@ -325,6 +325,19 @@ func (s *state) materialize(scratch string) (Report, error) {
 		for name, c := range entries {
 			crel := filepath.Join(rel, name)
 			dst := filepath.Join(scratch, crel)
+			durable[crel] = true
+			if first, ok := placed[c]; ok {
+				// A second durable name of a file already placed (moved
+				// into one folder, its old folder never synced): a copy.
+				if fi, err := os.Lstat(first); err != nil {
+					return err
+				} else if fi.Mode().IsRegular() {
+					if err := copyFile(first, dst); err != nil {
+						return err
+					}
+				}
+				continue
+			}
 			src, ok := where[c]
 			if !ok {
 				return fmt.Errorf("faultfs: inode %d, durably %s, is nowhere: a bug in faultfs", c, crel)
@@ -348,12 +361,6 @@ func (s *state) materialize(scratch string) (Report, error) {
 					return err
 				}
 			case syscall.S_IFREG:
-				if first, ok := placed[c]; ok {
-					if err := copyFile(first, dst); err != nil {
-						return err
-					}
-					break
-				}
 				if err := os.Rename(src, dst); err != nil {
 					return err
 				}
@@ -368,15 +375,11 @@ func (s *state) materialize(scratch string) (Report, error) {
 					}
 				}
 			default:
-				if _, ok := placed[c]; ok {
-					continue
-				}
 				if err := os.Rename(src, dst); err != nil {
 					return err
 				}
 				placed[c] = dst
 			}
-			durable[crel] = true
 		}
 		return nil
 	}

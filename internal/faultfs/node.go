@@ -334,6 +334,10 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 // through and are durable at once.
 func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
 	h, _ := f.(*handle)
+	if h != nil {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+	}
 	if sz, ok := in.GetSize(); ok {
 		s := n.st
 		s.mu.Lock()
