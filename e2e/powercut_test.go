@@ -182,9 +182,10 @@ func idRanges(ids []int) string {
 // TestPowerCut runs a static primary and a replica, each with its data.dir
 // on a faultfs, and a writer committing with synchronous=FULL on the
 // primary's mount. Each round cuts the power of the primary, the replica,
-// or both, at a random moment: their nodes and the writer are killed with
-// SIGKILL, everything their disks had not fsynced is dropped, and the nodes
-// start again. Then every commit the writer saw acknowledged, in any round,
+// or both, at a random moment (in half the rounds the disks' fsyncs take
+// 1-10ms, and one in flight at the cut does not count): their nodes and the
+// writer are killed with SIGKILL, everything their disks had not fsynced is
+// dropped, and the nodes start again. Then every commit the writer saw acknowledged, in any round,
 // must be on the primary and on the replica; both must reach the same TXID
 // and checksum; nothing may be kept aside under data.dir/diverged.
 func TestPowerCut(t *testing.T) {
@@ -222,6 +223,15 @@ c.close()
 	var lostP, lostR, divergedRounds, unconverged int
 	for round := 1; round <= *powercutRounds; round++ {
 		base := round * 1_000_000
+		// Half the rounds have disks whose fsync takes a while, as real
+		// ones do: a cut then often lands between a commit's write and its
+		// fsync.
+		var fsyncDelay time.Duration
+		if rnd.IntN(2) == 1 {
+			fsyncDelay = time.Duration(1+rnd.IntN(10)) * time.Millisecond
+		}
+		pdisk.SetFsyncDelay(fsyncDelay)
+		rdisk.SetFsyncDelay(fsyncDelay)
 		ackFile := filepath.Join(dir, fmt.Sprintf("acks-%d", round))
 		w := startPython(t, fmt.Sprintf("writer round %d", round), powercutWriter, db, strconv.Itoa(base), strconv.FormatUint(rnd.Uint64()>>1, 10), ackFile)
 		waitFor(t, 2*time.Minute, "the writer's first commit", func() bool {
@@ -233,6 +243,12 @@ c.close()
 
 		victim := []string{"primary", "replica", "both"}[rnd.IntN(3)]
 		var reports []string
+		// The power goes at once; the processes die just after.
+		for _, d := range []*faultDisk{pdisk, rdisk} {
+			if victim == "both" || victim == d.name {
+				d.Freeze()
+			}
+		}
 		if victim != "replica" {
 			p.Kill()
 		}
@@ -254,8 +270,8 @@ c.close()
 				}
 			}
 		}
-		t.Logf("round %d: cut %s after %s, %d rows acknowledged this round (%d in all); %s",
-			round, victim, delay, len(lines), len(acked), strings.Join(reports, "; "))
+		t.Logf("round %d: cut %s after %s (fsync takes %s), %d rows acknowledged this round (%d in all); %s",
+			round, victim, delay, fsyncDelay, len(lines), len(acked), strings.Join(reports, "; "))
 		// The logs of the nodes that were cut, up to the cut, for failures.
 		before := map[*Node]string{p: p.Log.String(), r: r.Log.String()}
 		if victim != "replica" {

@@ -20,6 +20,7 @@ type FS struct {
 	mu     sync.Mutex // guards server and st
 	server *fuse.Server
 	st     *state
+	delay  time.Duration // SetFsyncDelay's, kept across remounts
 }
 
 // Mount serves the folder backing at mountpoint (both must exist). It
@@ -90,6 +91,7 @@ func (f *FS) mount() error {
 	}
 	f.mu.Lock()
 	f.server, f.st = server, s
+	s.fsyncDelay.Store(int64(f.delay))
 	f.mu.Unlock()
 	return nil
 }
@@ -122,11 +124,25 @@ func (f *FS) unmount() error {
 	}
 }
 
+// Freeze is the instant of a power cut: from now on every change through
+// the mount fails with EIO and counts for nothing, and an fsync still in
+// progress (see SetFsyncDelay) fails. Kill the processes using the mount,
+// then call PowerCut. (PowerCut freezes too, at its start.)
+func (f *FS) Freeze() {
+	f.mu.Lock()
+	s := f.st
+	f.mu.Unlock()
+	s.mu.Lock()
+	s.cut = true
+	s.mu.Unlock()
+}
+
 // PowerCut simulates power loss: it unmounts (stop every process using the
 // mount first: what they do after it is lost), rebuilds the backing folder
 // as the model says a disk holds after power loss (see the package doc),
 // and mounts it again.
 func (f *FS) PowerCut() (Report, error) {
+	f.Freeze()
 	if err := f.unmount(); err != nil {
 		return Report{}, err
 	}
@@ -145,6 +161,18 @@ func (f *FS) PowerCut() (Report, error) {
 		return rep, err
 	}
 	return rep, f.mount()
+}
+
+// SetFsyncDelay makes every fsync of a file take d (0: none), as a real
+// disk's does; a power cut during it leaves the file as before the fsync
+// (the fsync fails with EIO, if anyone is still waiting). It widens the
+// window between a write and its durability that a power cut can hit.
+func (f *FS) SetFsyncDelay(d time.Duration) {
+	f.mu.Lock()
+	f.delay = d
+	s := f.st
+	f.mu.Unlock()
+	s.fsyncDelay.Store(int64(d))
 }
 
 // SyncAll makes everything written so far durable, as sync(2) does, or

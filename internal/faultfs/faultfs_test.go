@@ -414,6 +414,74 @@ func TestSyncAll(t *testing.T) {
 	}
 }
 
+// TestFsyncInterruptedByCut: with a slow fsync, a power cut that begins
+// during one leaves the file as it was before it; an fsync that finished
+// is kept.
+func TestFsyncInterruptedByCut(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	write(t, p, "before", true)
+	syncDir(t, mnt)
+	f.SetFsyncDelay(20 * time.Millisecond)
+	write(t, p, "synced slowly", true) // finished: durable
+	f.SetFsyncDelay(2 * time.Second)
+	fh, err := os.OpenFile(p, os.O_RDWR|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fh.WriteString("in flight"); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		err := fh.Sync()
+		fh.Close()
+		done <- err
+	}()
+	time.Sleep(200 * time.Millisecond) // the fsync is sleeping in the mount
+	cut(t, f)
+	if err := <-done; err == nil {
+		t.Error("the fsync a power cut interrupted succeeded; want an error")
+	}
+	wantTree(t, f, `a="synced slowly"`)
+}
+
+// TestFreeze: after Freeze nothing changes any more, and what was not
+// durable before it is dropped by the cut.
+func TestFreeze(t *testing.T) {
+	f, mnt := mountT(t)
+	p := filepath.Join(mnt, "a")
+	write(t, p, "durable", true)
+	syncDir(t, mnt)
+	fh, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.WriteAt([]byte("DUR"), 0); err != nil {
+		t.Fatal(err)
+	}
+	f.Freeze()
+	if _, err := fh.WriteAt([]byte("x"), 0); !errors.Is(err, syscall.EIO) {
+		t.Errorf("write after Freeze: %v, want EIO", err)
+	}
+	if err := fh.Sync(); !errors.Is(err, syscall.EIO) {
+		t.Errorf("fsync after Freeze: %v, want EIO", err)
+	}
+	if err := os.WriteFile(filepath.Join(mnt, "b"), nil, 0o644); !errors.Is(err, syscall.EIO) {
+		t.Errorf("create after Freeze: %v, want EIO", err)
+	}
+	if err := os.Remove(p); !errors.Is(err, syscall.EIO) {
+		t.Errorf("unlink after Freeze: %v, want EIO", err)
+	}
+	fh.Close()
+	cut(t, f)
+	wantTree(t, f, `a="durable"`)
+	// The new mount works.
+	write(t, p, "again", true)
+	wantTree(t, f, `a="again"`)
+}
+
 func TestUnmountKeepsEverything(t *testing.T) {
 	f, mnt := mountT(t)
 	write(t, filepath.Join(mnt, "a"), "unsynced", false)

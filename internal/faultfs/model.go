@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -101,6 +102,10 @@ type state struct {
 	dirs   map[uint64]*dirRec
 	refs   map[uint64]int  // durable names of each inode, in folders with a dirRec
 	graved map[uint64]bool // inodes with a name in grave
+	// cut: a power cut began; every change fails with EIO from now on.
+	cut bool
+
+	fsyncDelay atomic.Int64 // how long a file's fsync takes, in ns
 }
 
 func newState(root, grave string) *state {

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hanwen/go-fuse/v2/fs"
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -52,6 +53,9 @@ func (n *node) Create(ctx context.Context, name string, flags uint32, mode uint3
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return nil, nil, 0, syscall.EIO
+	}
 	dir := n.path()
 	if _, err := s.dir(dir); err != nil {
 		return nil, nil, 0, fs.ToErrno(err)
@@ -105,7 +109,10 @@ func (n *node) Open(ctx context.Context, flags uint32) (fs.FileHandle, uint32, s
 	h := &handle{st: n.st, fd: fd}
 	if flags&syscall.O_TRUNC != 0 {
 		n.st.mu.Lock()
-		errno := h.truncateLocked(0)
+		errno := syscall.EIO
+		if !n.st.cut {
+			errno = h.truncateLocked(0)
+		}
 		n.st.mu.Unlock()
 		if errno != 0 {
 			syscall.Close(fd)
@@ -129,6 +136,9 @@ func (n *node) Mkdir(ctx context.Context, name string, mode uint32, out *fuse.En
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return nil, syscall.EIO
+	}
 	dir := n.path()
 	if _, err := s.dir(dir); err != nil {
 		return nil, fs.ToErrno(err)
@@ -151,6 +161,9 @@ func (n *node) Mknod(ctx context.Context, name string, mode, rdev uint32, out *f
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return nil, syscall.EIO
+	}
 	if _, err := s.dir(n.path()); err != nil {
 		return nil, fs.ToErrno(err)
 	}
@@ -162,6 +175,9 @@ func (n *node) Symlink(ctx context.Context, target, name string, out *fuse.Entry
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return nil, syscall.EIO
+	}
 	if _, err := s.dir(n.path()); err != nil {
 		return nil, fs.ToErrno(err)
 	}
@@ -189,6 +205,9 @@ func (n *node) Unlink(ctx context.Context, name string) syscall.Errno {
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return syscall.EIO
+	}
 	dir := n.path()
 	if _, err := s.dir(dir); err != nil {
 		return fs.ToErrno(err)
@@ -223,6 +242,9 @@ func (n *node) Rmdir(ctx context.Context, name string) syscall.Errno {
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return syscall.EIO
+	}
 	dir := n.path()
 	if _, err := s.dir(dir); err != nil {
 		return fs.ToErrno(err)
@@ -280,6 +302,9 @@ func (n *node) Rename(ctx context.Context, name string, newParent fs.InodeEmbedd
 	s := n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return syscall.EIO
+	}
 	from, to := n.path(), np.path()
 	if _, err := s.dir(from); err != nil {
 		return fs.ToErrno(err)
@@ -342,7 +367,9 @@ func (n *node) Setattr(ctx context.Context, f fs.FileHandle, in *fuse.SetAttrIn,
 		s := n.st
 		s.mu.Lock()
 		var errno syscall.Errno
-		if h != nil {
+		if s.cut {
+			errno = syscall.EIO
+		} else if h != nil {
 			errno = h.truncateLocked(int64(sz))
 		} else if fd, err := syscall.Open(n.path(), syscall.O_RDWR|syscall.O_CLOEXEC, 0); err != nil {
 			errno = fs.ToErrno(err)
@@ -419,6 +446,9 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 	s := h.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return 0, syscall.EIO
+	}
 	r, err := s.file(h.fd)
 	if err != nil {
 		return 0, fs.ToErrno(err)
@@ -432,12 +462,21 @@ func (h *handle) Write(ctx context.Context, data []byte, off int64) (uint32, sys
 
 // Fsync makes the file's content and size durable. The backing file is
 // not fsynced: the simulation's durability is the model's, not the disk's.
+// With a fsync delay it takes that long first, and a power cut that
+// begins meanwhile makes it fail, not durable.
 func (h *handle) Fsync(ctx context.Context, flags uint32) syscall.Errno {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.st.mu.Lock()
-	defer h.st.mu.Unlock()
-	return fs.ToErrno(h.st.syncFile(h.fd))
+	s := h.st
+	if d := time.Duration(s.fsyncDelay.Load()); d > 0 {
+		time.Sleep(d)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cut {
+		return syscall.EIO
+	}
+	return fs.ToErrno(s.syncFile(h.fd))
 }
 
 func (h *handle) Flush(ctx context.Context) syscall.Errno { return 0 }
@@ -487,6 +526,9 @@ func (d *dirHandle) Fsyncdir(ctx context.Context, flags uint32) syscall.Errno {
 	s := d.n.st
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cut {
+		return syscall.EIO
+	}
 	return fs.ToErrno(s.syncDir(d.n.path()))
 }
 
