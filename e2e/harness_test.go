@@ -92,6 +92,9 @@ type NodeOptions struct {
 	ReplicaOf *Node
 	// Retention sets data.retention (e.g. "15s"); "": the default.
 	Retention string
+	// DataDir, if set, is the node's data.dir (e.g. inside a faultfs
+	// mount); "": a folder of its own under the node's folder.
+	DataDir string
 	// Data is more keys of the data section, each line indented by two
 	// spaces (e.g. "  max-import-size: 1MiB\n").
 	Data string
@@ -150,6 +153,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	dir := t.TempDir()
 	n := &Node{t: t, Dir: dir, MountDir: filepath.Join(dir, "mnt"), DataDir: filepath.Join(dir, "data"),
 		ConfigPath: filepath.Join(dir, "pagewire.yml"), Args: opts.Args, exec: opts.Exec}
+	if opts.DataDir != "" {
+		n.DataDir = opts.DataDir
+	}
 	if opts.URL != "" {
 		n.URL = opts.URL
 		n.HTTPAddr = strings.TrimPrefix(opts.URL, "http://")

@@ -150,6 +150,13 @@ func (p *proc) Wait(timeout time.Duration) int {
 	return -1
 }
 
+// Kill kills the process with SIGKILL and waits until everything it
+// printed was read.
+func (p *proc) Kill() {
+	_ = p.cmd.Process.Kill()
+	<-p.done
+}
+
 // WaitOK waits for the process and fails the test unless it exited 0.
 func (p *proc) WaitOK(timeout time.Duration) []string {
 	p.t.Helper()
