@@ -58,6 +58,9 @@ type durableState struct {
 	// normal is set once the database's commits were seen not to be
 	// followed by an fsync (synchronous=NORMAL or OFF).
 	normal bool
+	// afterCommit is set from an app's commit to the next appending write
+	// of the WAL: an fsync meanwhile follows that commit.
+	afterCommit bool
 	// learnedBySync is set when the last fsync marked the database FULL,
 	// with wasNormal what it was before: a checkpoint's database writes
 	// that follow show that fsync was the checkpoint's, and undo it.
@@ -110,7 +113,7 @@ func (d *database) wake() {
 // returns 0. mu must be held.
 func (d *database) noteAppCommit(prev pagewire.Pos) pagewire.TXID {
 	s := &d.durable
-	s.learnedBySync = false
+	s.learnedBySync, s.afterCommit = false, true
 	s.appTo = d.pos.TXID
 	if s.normal {
 		s.waitedTo = d.pos.TXID
@@ -140,7 +143,9 @@ func (d *database) graceOver(gen uint64) {
 // commit: if an app's commit is held with no fsync begun since, SQLite
 // went on without one (NORMAL). mu must be held.
 func (d *database) noteWALChange() {
-	if s := &d.durable; s.held && s.syncsBegun == s.heldSyncs {
+	s := &d.durable
+	s.afterCommit = false
+	if s.held && s.syncsBegun == s.heldSyncs {
 		d.releaseAsNormal()
 	}
 }
@@ -185,10 +190,12 @@ func (d *database) endWALSync(pos pagewire.Pos, ok bool) pagewire.TXID {
 		} else {
 			s.heldAt = pos
 		}
-		// A commit followed by its fsync: FULL, unless what comes next
+		d.wake()
+	}
+	if s.afterCommit && pos.TXID == d.pos.TXID && !s.learnedBySync {
+		// A commit followed by an fsync: FULL, unless what comes next
 		// shows this fsync was a checkpoint's.
 		s.learnedBySync, s.wasNormal, s.normal = true, s.normal, false
-		d.wake()
 	}
 	if s.appTo > s.waitedTo && pos.TXID > s.waitedTo {
 		s.waitedTo = pos.TXID
