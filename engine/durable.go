@@ -71,10 +71,6 @@ type durableState struct {
 	capped   bool
 	capAt    pagewire.Pos
 	capEpoch pagewire.Epoch
-	// appTo is the last TXID the app committed; waitedTo the last whose
-	// commit waited for replicas' acknowledgements (or will: a wait is
-	// under way).
-	appTo, waitedTo pagewire.TXID
 }
 
 // streamablePos is the position replicas may be sent up to. mu must be
@@ -107,16 +103,28 @@ func (d *database) wake() {
 }
 
 // noteAppCommit follows an app's commit that took the position from prev
-// to d.pos: on a database marked NORMAL it streams at once, and its write
-// is what SQLite's commit waits on, so it returns the TXID the write must
-// wait for replicas to acknowledge; else it waits for SQLite's fsync, and
-// returns 0. mu must be held.
-func (d *database) noteAppCommit(prev pagewire.Pos) pagewire.TXID {
+// to d.pos, and returns the TXID its write must not return before
+// replicas acknowledge (0: none). On a database marked NORMAL, or when
+// commits wait for replicas (syncWait), it streams at once; else it waits
+// for SQLite's fsync. mu must be held.
+//
+// Commits that wait for replicas wait in the commit frame's write, under
+// FULL too: the setting is learned only from what follows the commit, and
+// a wait in the fsync would let the first NORMAL commit after a FULL one
+// return unacknowledged. Such a commit reaches replicas before the
+// primary's fsync; it is not yet reported to the app, and a replica left
+// ahead of a primary that lost it keeps it aside (README, Replication).
+func (d *database) noteAppCommit(prev pagewire.Pos, syncWait bool) pagewire.TXID {
 	s := &d.durable
 	s.learnedBySync, s.afterCommit = false, true
-	s.appTo = d.pos.TXID
-	if s.normal {
-		s.waitedTo = d.pos.TXID
+	if s.normal || syncWait {
+		if s.held {
+			s.held = false // what was held goes with it
+			d.wake()
+		}
+		if !syncWait {
+			return 0
+		}
 		return d.pos.TXID // d.pos is streamable: nothing is held
 	}
 	if !s.held || s.heldAt.TXID >= d.pos.TXID {
@@ -176,13 +184,12 @@ func (d *database) beginWALSync() pagewire.Pos {
 }
 
 // endWALSync notes the end of a WAL fsync that covered pos; ok if it
-// succeeded. It returns the TXID whose commit now waits for replicas,
-// 0 if none. mu must be held.
-func (d *database) endWALSync(pos pagewire.Pos, ok bool) pagewire.TXID {
+// succeeded. mu must be held.
+func (d *database) endWALSync(pos pagewire.Pos, ok bool) {
 	s := &d.durable
 	s.syncing--
 	if !ok || pos.TXID > d.pos.TXID {
-		return 0 // failed, or the database was replaced meanwhile
+		return // failed, or the database was replaced meanwhile
 	}
 	if s.held && pos.TXID > s.heldAt.TXID {
 		if pos.TXID >= d.pos.TXID {
@@ -197,11 +204,6 @@ func (d *database) endWALSync(pos pagewire.Pos, ok bool) pagewire.TXID {
 		// shows this fsync was a checkpoint's.
 		s.learnedBySync, s.wasNormal, s.normal = true, s.normal, false
 	}
-	if s.appTo > s.waitedTo && pos.TXID > s.waitedTo {
-		s.waitedTo = pos.TXID
-		return pos.TXID
-	}
-	return 0
 }
 
 // capStream keeps replicas from being sent the app's commit after prev,
@@ -233,5 +235,4 @@ func (d *database) uncap(epoch pagewire.Epoch) {
 func (d *database) resetDurable() {
 	s := &d.durable
 	s.held, s.capped, s.learnedBySync = false, false, false
-	s.appTo, s.waitedTo = 0, 0
 }

@@ -1048,7 +1048,7 @@ func (s *Store) writeLocked(ref *fileRef, id uint64, p []byte, off int64, by Wri
 					logkey.DB, d.name, logkey.TXID, d.pos.TXID)
 				return 0, 0, 0, err
 			}
-			wait = d.noteAppCommit(prev)
+			wait = d.noteAppCommit(prev, s.syncReplicas > 0 && !d.acks.isDegraded())
 		}
 		st, err := d.wal.Stat()
 		if err != nil {
@@ -1175,7 +1175,7 @@ func (s *Store) Sync(id uint64) error {
 	d.mu.Unlock()
 
 	// Sync each one; a closed file means the database was deleted or replaced.
-	err = nil
+	err = nil // the lookup's
 	for _, f := range files {
 		if err = f.Sync(); errors.Is(err, os.ErrClosed) {
 			err = fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
@@ -1191,23 +1191,11 @@ func (s *Store) Sync(id uint64) error {
 	if err == nil && len(files) == 2 && d.metaGen == metaGen {
 		d.metaUnsynced = false // no newer generation was recorded meanwhile
 	}
-	var wait pagewire.TXID
 	if walSync {
-		wait = d.endWALSync(covers, err == nil)
+		d.endWALSync(covers, err == nil)
 	}
 	d.mu.Unlock()
-	if err != nil {
-		return err
-	}
-
-	// Under synchronous=FULL the commit returns after this fsync: it
-	// waits for replicas here.
-	if err := s.awaitReplicas(d, wait); err != nil {
-		s.log.Warn("a transaction committed as this node stopped being the primary, while it waited for replicas; the app is told it failed",
-			logkey.DB, d.name, logkey.TXID, wait)
-		return err
-	}
-	return nil
+	return err
 }
 
 // SyncDir makes created and deleted names durable.

@@ -16,9 +16,8 @@ import (
 // (replication.sync-replicas, DESIGN §7): replicas acknowledge what they
 // have applied (Acknowledge), and an app's commit returns only once
 // StoreConfig.SyncReplicas replicas acknowledged it durably. The commit
-// waits in the storage operation SQLite's commit waits on: the WAL fsync
-// under synchronous=FULL, the commit frame's write under NORMAL
-// (durable.go tells them apart), without the database's lock.
+// waits in its commit frame's write, without the database's lock
+// (durable.go, noteAppCommit, says why not in the fsync under FULL).
 
 // maxAckers bounds the replicas whose acknowledgements a database keeps.
 const maxAckers = 256
@@ -233,7 +232,7 @@ func (s *Store) ReplicaPositions(db string) []ReplicaPosition {
 	return out
 }
 
-// ErrSyncLost is the cause of a commit that failed while it waited for
+// errSyncLost is the cause of a commit that failed while it waited for
 // replicas because the node stopped being the primary.
 var errSyncLost = errors.New("this node stopped being the primary while the commit waited for replicas")
 

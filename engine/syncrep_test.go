@@ -37,14 +37,17 @@ func waitWaiting(t *testing.T, s *Store, n int64) {
 	}
 }
 
-// Under FULL the commit's fsync waits for the replicas' durable
-// acknowledgements; an acknowledgement that is not durable does not count.
-func TestStore_FullCommitWaitsInItsFsync(t *testing.T) {
+// A commit's write waits for the replicas' durable acknowledgements, under
+// FULL too (the first commit of a database is taken as FULL); one that is
+// not durable does not count. The commit streams at once.
+func TestStore_CommitWaitsInItsWrite(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
-	w.frame(1, newDatabasePage(defaultPageSize), 1) // TXID 2: the write returns
 	done := make(chan result, 1)
-	go func() { done <- result{s.Sync(w.id)} }()
+	go func() { _, err := w.tryFrame(1, newDatabasePage(defaultPageSize), 1); done <- result{err} }() // TXID 2
 	waitWaiting(t, s, 1)
+	if got := streamable(t, s); got != 2 {
+		t.Fatalf("a commit waiting for replicas streams up to %d, want 2", got)
+	}
 
 	pos, _ := s.Position("app.db")
 	if err := s.Acknowledge("app.db", "r1", 1, pos, false); err != nil {
@@ -52,13 +55,16 @@ func TestStore_FullCommitWaitsInItsFsync(t *testing.T) {
 	}
 	select {
 	case <-done:
-		t.Fatal("the fsync returned on an acknowledgement that is not durable")
+		t.Fatal("the commit returned on an acknowledgement that is not durable")
 	default:
 	}
 	if err := s.Acknowledge("app.db", "r1", 1, pos, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(w.id); err != nil { // SQLite's fsync after it does not wait
 		t.Fatal(err)
 	}
 	if st := s.SyncStats(); st.Waits != 1 || st.Timeouts != 0 || st.Waiting != 0 {
@@ -69,22 +75,12 @@ func TestStore_FullCommitWaitsInItsFsync(t *testing.T) {
 	}
 }
 
-// Under NORMAL the commit frame's write waits, without the database's
-// lock: readers go on meanwhile.
-func TestStore_NormalCommitWaitsInItsWrite(t *testing.T) {
+// Two replicas: the write waits for both, without the database's lock:
+// readers go on meanwhile.
+func TestStore_CommitWaitsForEveryReplica(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 2, 0 })
-	w.frame(1, newDatabasePage(defaultPageSize), 1)
-	w.frame(2, testPage(2), 0) // TXID 2 released as NORMAL; this one waits
-	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1)
-	for _, host := range []string{"r1", "r2"} {
-		pos, _ := s.Position("app.db")
-		if err := s.Acknowledge("app.db", host, 1, pos, true); err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	done := make(chan result, 1)
-	go func() { _, err := w.tryFrame(3, testPage(3), 3); done <- result{err} }()
+	go func() { _, err := w.tryFrame(1, newDatabasePage(defaultPageSize), 1); done <- result{err} }()
 	waitWaiting(t, s, 1)
 	if _, err := s.Database("app.db"); err != nil { // takes the lock, shared
 		t.Fatal(err)
@@ -106,23 +102,20 @@ func TestStore_NormalCommitWaitsInItsWrite(t *testing.T) {
 // commits do not wait until enough replicas have every transaction.
 func TestStore_SyncTimeoutGoesOnAsynchronously(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 50*time.Millisecond })
-	w.frame(1, newDatabasePage(defaultPageSize), 1)
-	if err := s.Sync(w.id); err != nil { // no replica: returns after the timeout
-		t.Fatal(err)
-	}
+	w.frame(1, newDatabasePage(defaultPageSize), 1) // no replica: returns after the timeout
 	st := s.SyncStats()
 	if st.Timeouts != 1 || len(st.Degraded) != 1 || st.Degraded[0] != "app.db" {
 		t.Fatalf("stats %+v, want a timeout and app.db degraded", st)
 	}
-	w.frame(2, testPage(2), 2)
-	if err := s.Sync(w.id); err != nil { // degraded: no wait
-		t.Fatal(err)
-	}
+	w.frame(2, testPage(2), 2) // degraded: no wait
 	if st := s.SyncStats(); st.Timeouts != 1 || st.Waits != 1 {
 		t.Fatalf("a commit after the timeout waited: %+v", st)
 	}
 
 	// A replica that catches up brings the waits back.
+	if err := s.Sync(w.id); err != nil {
+		t.Fatal(err)
+	}
 	pos, _ := s.Position("app.db")
 	if err := s.Acknowledge("app.db", "r1", 1, pos, true); err != nil {
 		t.Fatal(err)
@@ -136,9 +129,8 @@ func TestStore_SyncTimeoutGoesOnAsynchronously(t *testing.T) {
 // primary meanwhile.
 func TestStore_SyncWaitFailsWhenTheNodeStepsDown(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
-	w.frame(1, newDatabasePage(defaultPageSize), 1)
 	done := make(chan result, 1)
-	go func() { done <- result{s.Sync(w.id)} }()
+	go func() { _, err := w.tryFrame(1, newDatabasePage(defaultPageSize), 1); done <- result{err} }()
 	waitWaiting(t, s, 1)
 	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 2)
 	err := waitResult(t, done)
@@ -149,7 +141,7 @@ func TestStore_SyncWaitFailsWhenTheNodeStepsDown(t *testing.T) {
 
 // Acknowledgements that cannot be true are refused and change nothing.
 func TestStore_AcknowledgeRefusesBadInput(t *testing.T) {
-	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas = 1 })
+	s, w := newDurableStore(t, nil)
 	w.frame(1, newDatabasePage(defaultPageSize), 1)
 	w.frame(2, testPage(2), 0) // TXID 2 streamable
 	pos, _ := s.Position("app.db")
