@@ -121,6 +121,11 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	}
 	n.cmd = exec.Command(bin, args...)
 	n.cmd.Dir = spec.Dir
+	if spec.Primary != nil {
+		// Replicas on one machine need names of their own: the primary
+		// tells them (and their acknowledgements) apart by hostname.
+		n.cmd.Env = append(os.Environ(), "HOSTNAME=bench-"+filepath.Base(spec.Dir))
+	}
 	n.cmd.Stdout, n.cmd.Stderr = n.log, n.log
 	n.cmd.SysProcAttr = &syscall.SysProcAttr{
 		// Its own process group: a Ctrl-C reaches the harness only, which

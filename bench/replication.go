@@ -79,6 +79,11 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 	}
 	rr.WriteRates = rates
 
+	// 1b. With synchronous replication, on primaries of their own.
+	if err := s.syncRates(ctx, diskDir, rr); err != nil {
+		return fmt.Errorf("synchronous replication write rates: %w", err)
+	}
+
 	// Lag and reads run with one replica.
 	if err := s.setReplicas(ctx, 1); err != nil {
 		return err

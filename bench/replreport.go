@@ -12,6 +12,7 @@ type replicationReport struct {
 	Settings   replicationSettings `json:"settings"`
 	Bars       bars                `json:"bars"`
 	WriteRates []writeRateResult   `json:"write_rates,omitempty"`
+	SyncRates  []syncRateResult    `json:"sync_write_rates,omitempty"`
 	Lag        []lagResult         `json:"visibility_lag,omitempty"`
 	PointReads []pointReadResult   `json:"point_reads,omitempty"`
 	Snapshot   *snapshotResult     `json:"snapshot_catch_up,omitempty"`
@@ -122,6 +123,7 @@ func (rr *replicationReport) writeMarkdown(b io.Writer, cpus int) {
 		"Rates are medians of %d round(s). Bars are the issue's targets, shown for comparison and asserted nowhere.\n\n", s.Rounds)
 
 	rr.writeWriteRates(b, cpus)
+	rr.writeSyncRates(b)
 	rr.writeLag(b, cpus)
 	rr.writePointReads(b)
 	rr.writeSnapshot(b)

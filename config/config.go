@@ -44,6 +44,7 @@ const (
 	DefaultConsulLockDelay        = 1 * time.Second
 	DefaultConsulCheckTTL         = 2 * time.Second // pagewire's own; consul.DefaultCheckTTL
 	MinConsulCheckTTL             = 1 * time.Second
+	DefaultSyncTimeout            = 10 * time.Second
 )
 
 // Config is a node's whole configuration, litefs.yml compatible.
@@ -251,6 +252,11 @@ type ReplicationConfig struct {
 	// SyncReplicas is how many replicas must have applied a transaction before
 	// its commit returns; 0 (the default): commits don't wait (async).
 	SyncReplicas int `yaml:"sync-replicas"`
+	// SyncTimeout bounds a commit's wait for SyncReplicas replicas: past
+	// it the commit returns, and commits go on asynchronously (logged, and
+	// counted in pagewire_sync_replication_timeouts_total) until enough
+	// replicas catch up. 0: commits wait without limit. >= 0, default 10s.
+	SyncTimeout Duration `yaml:"sync-timeout"`
 }
 
 // BackupConfig is the backup section.
@@ -483,7 +489,8 @@ func defaults() Config {
 				CheckTTL:  Duration(DefaultConsulCheckTTL),
 			},
 		},
-		Log: LogConfig{Format: LogFormatText},
+		Log:         LogConfig{Format: LogFormatText},
+		Replication: ReplicationConfig{SyncTimeout: Duration(DefaultSyncTimeout)},
 	}
 }
 

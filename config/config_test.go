@@ -72,6 +72,7 @@ func TestDefault(t *testing.T) {
 		{"lease.consul.check-ttl", c.Lease.Consul.CheckTTL, Duration(2 * time.Second)},
 		{"log.format", c.Log.Format, "text"},
 		{"replication.sync-replicas", c.Replication.SyncReplicas, 0},
+		{"replication.sync-timeout", c.Replication.SyncTimeout, Duration(10 * time.Second)},
 		{"exec", len(c.Exec), 0},
 	} {
 		if tt.got != tt.want {
@@ -338,8 +339,11 @@ func TestParse(t *testing.T) {
 		},
 		{
 			name: "Replication",
-			yaml: "replication:\n  sync-replicas: 2\nbackup: {}\nauth:\n",
+			yaml: "replication:\n  sync-replicas: 2\n  sync-timeout: 0s\nbackup: {}\nauth:\n",
 			check: func(t *testing.T, c Config) {
+				if got, want := c.Replication.SyncTimeout, Duration(0); got != want {
+					t.Errorf("replication.sync-timeout=%s, want %s", got, want)
+				}
 				if got, want := c.Replication.SyncReplicas, 2; got != want {
 					t.Errorf("replication.sync-replicas=%d, want %d", got, want)
 				}
@@ -449,6 +453,7 @@ func TestParse_BadValue(t *testing.T) {
 		{"BadLeaseType", "lease:\n  type: zookeeper\n", "lease.type", 2, `lease.type "zookeeper" is not supported: use "static" or "consul"`},
 		{"BadHTTPAddr", "http:\n  addr: localhost\n", "http.addr", 2, `http.addr "localhost" is not host:port`},
 		{"NegativeSyncReplicas", "replication:\n  sync-replicas: -1\n", "replication.sync-replicas", 2, "replication.sync-replicas is -1"},
+		{"NegativeSyncTimeout", "replication:\n  sync-timeout: -1s\n", "replication.sync-timeout", 2, "replication.sync-timeout is -1s"},
 		{"NotANumber", "replication:\n  sync-replicas: two\n", "replication.sync-replicas", 2, `"two" is not a whole number`},
 		{"NotABool", "fuse:\n  allow-other: maybe\n", "fuse.allow-other", 2, `fuse.allow-other "maybe" is not a boolean`},
 		{"MappingAsString", "fuse:\n  dir: {a: b}\n", "fuse.dir", 2, "fuse.dir must be a single value"},

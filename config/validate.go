@@ -183,13 +183,17 @@ func (v *validator) consul() {
 	}
 }
 
-// logAndReplication checks log.format and replication.sync-replicas.
+// logAndReplication checks log.format, replication.sync-replicas and
+// replication.sync-timeout.
 func (v *validator) logAndReplication() {
 	if f := v.c.Log.Format; f != LogFormatText && f != LogFormatJSON {
 		v.fail("log.format", `log.format %q is not supported: use "text" or "json"`, f)
 	}
 	if n := v.c.Replication.SyncReplicas; n < 0 {
 		v.fail("replication.sync-replicas", "replication.sync-replicas is %d: use 0 for asynchronous commits, or the number of replicas each commit waits for", n)
+	}
+	if t := v.c.Replication.SyncTimeout; t < 0 {
+		v.fail("replication.sync-timeout", `replication.sync-timeout is %s: use a positive duration such as "10s", or 0 to wait for replicas without limit`, t)
 	}
 }
 

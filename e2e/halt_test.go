@@ -167,7 +167,7 @@ func TestHalt_LockBlocksPrimaryWritersAndShows(t *testing.T) {
 	}
 	waitFor(t, 10*time.Second, "the replica's position metrics", func() bool {
 		return metric(t, r, `litefs_db_position_primary{db="db"}`) == fmt.Sprint(txid) &&
-			metric(t, r, `litefs_db_position_replica{db="db"}`) == fmt.Sprint(txid) &&
+			metric(t, r, `litefs_db_position_replica{db="db",replica=""}`) == fmt.Sprint(txid) &&
 			metric(t, r, "litefs_lag_seconds") == "0"
 	})
 

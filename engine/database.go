@@ -70,6 +70,11 @@ type database struct {
 	visible pagewire.Pos
 	changed chan struct{} // closed and replaced on each commit
 	deleted bool          // set once the database is deleted; its files are closed
+	// durable decides what replicas may be sent (durable.go).
+	durable durableState
+	// acks are the replicas' acknowledgements (syncrep.go); it has its
+	// own lock, never taken before mu.
+	acks replicaAcks
 	// views are the open read views (view.go): a write to the database
 	// file or the -wal first saves what it overwrites of them.
 	views []*view
@@ -1286,6 +1291,7 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 		return err
 	}
 	d.pos.TXID = txid + 1
+	d.resetDurable()
 	d.w = walState{}
 	d.startupErr = damaged // nil: checkImportFile passed it
 	d.modTime[pagewire.FileDatabase] = time.Now()

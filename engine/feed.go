@@ -38,6 +38,9 @@ type Feed struct {
 	part     *feedPart     // a large transaction being sent a part at a time, or nil
 	lastSend time.Time
 	busy     *ewma.Busy
+	// syncReplicas is StoreConfig.SyncReplicas: while commits wait for
+	// replicas, the feed never holds a send back to batch.
+	syncReplicas int
 }
 
 // feedPart is a transaction of more page bytes than a batch may carry, sent
@@ -75,7 +78,7 @@ func (s *Store) Feed(name string, have pagewire.Pos, maxBytes int) (*Feed, error
 	if err != nil {
 		return nil, err
 	}
-	f := &Feed{d: d, snapDir: filepath.Join(s.dir, "dbs"), slots: s.snapshots, maxBytes: maxBytes, busy: ewma.NewBusy()}
+	f := &Feed{d: d, snapDir: filepath.Join(s.dir, "dbs"), slots: s.snapshots, maxBytes: maxBytes, busy: ewma.NewBusy(), syncReplicas: s.syncReplicas}
 	f.next, f.reason, f.diverged = d.streamStart(have)
 	return f, nil
 }
@@ -104,9 +107,11 @@ func (f *Feed) closeReader() {
 	}
 }
 
-// Next returns what to send next. On a busy feed it first waits until
-// sendInterval after the last batch, or until ctx is done; a snapshot
-// waits until fewer than maxSnapshots are being sent, or until ctx is done.
+// Next returns what to send next: transactions up to the database's
+// streamable position (durable.go), never past it. On a busy feed it first
+// waits until sendInterval after the last batch, or until ctx is done,
+// unless commits wait for replicas (SyncReplicas); a snapshot waits until
+// fewer than maxSnapshots are being sent, or until ctx is done.
 func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 	for {
 		// A snapshot first, if one is due.
@@ -126,8 +131,9 @@ func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 			return f.nextPart()
 		}
 
-		// Busy: let more transactions gather for one batch.
-		if wait := sendInterval - time.Since(f.lastSend); f.busy.Is() && wait > 0 {
+		// Busy: let more transactions gather for one batch, unless
+		// commits wait for this send.
+		if wait := sendInterval - time.Since(f.lastSend); f.busy.Is() && wait > 0 && !f.commitsWait() {
 			t := time.NewTimer(wait)
 			select {
 			case <-ctx.Done():
@@ -137,8 +143,9 @@ func (f *Feed) Next(ctx context.Context) (FeedItem, error) {
 			}
 		}
 
-		// Nothing new: the replica waits for the next commit.
-		pos, changed, deleted := f.d.watchPos()
+		// Nothing new: the replica waits for the next commit that may be
+		// streamed.
+		pos, changed, deleted := f.d.watchStreamable()
 		if deleted {
 			return FeedItem{}, fmt.Errorf("%w: database %q was deleted", pagewire.ErrNotFound, f.d.name)
 		}
@@ -237,8 +244,14 @@ func (f *Feed) nextPart() (FeedItem, error) {
 	if last {
 		f.endPart()
 	}
-	pos, _, _ := f.d.watchPos()
+	pos, _, _ := f.d.watchStreamable()
 	return FeedItem{Txns: []pagewire.Txn{t}, Large: true, More: !last, Pos: pos}, nil
+}
+
+// commitsWait reports whether the database's commits wait for replicas'
+// acknowledgements.
+func (f *Feed) commitsWait() bool {
+	return f.syncReplicas > 0 && !f.d.acks.isDegraded()
 }
 
 // Sent records that item went to the replica, and returns the replica's

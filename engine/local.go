@@ -332,6 +332,7 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 		return err
 	}
 	d.pos.TXID = pos.TXID
+	d.resetDurable()
 	d.hidden = false // the snapshot was published before the rebase
 	d.startupErr = nil
 	if err := d.saveMeta(true); err != nil {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/logkey"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // FileInfo describes a file on the mount.
@@ -58,7 +59,20 @@ type StoreConfig struct {
 	// log a part at a time, never held whole. Must be > 0;
 	// DefaultStoreConfig sets DefaultStreamTxnBytes.
 	StreamTxnBytes int
+	// SyncReplicas is how many replicas must acknowledge an app's commit
+	// on the primary, durably, before it returns
+	// (replication.sync-replicas); 0: commits don't wait (async).
+	SyncReplicas int
+	// SyncTimeout bounds a commit's wait for SyncReplicas replicas
+	// (replication.sync-timeout): past it the commit returns, and the
+	// database's commits go on without waiting until enough replicas have
+	// caught up. 0: commits wait without limit. Must be >= 0;
+	// DefaultStoreConfig sets DefaultSyncTimeout.
+	SyncTimeout time.Duration
 }
+
+// DefaultSyncTimeout is replication.sync-timeout's default.
+const DefaultSyncTimeout = 10 * time.Second
 
 // DefaultStreamTxnBytes is StoreConfig.StreamTxnBytes's default: what the
 // transaction log keeps of recent transactions in memory anyway.
@@ -88,7 +102,7 @@ func isLeftover(name string) bool {
 // DefaultStoreConfig returns a StoreConfig with every optional value set;
 // Dir is left to the caller.
 func DefaultStoreConfig() StoreConfig {
-	return StoreConfig{Retention: DefaultRetention, MaxImportSize: DefaultMaxImportSize, StreamTxnBytes: DefaultStreamTxnBytes}
+	return StoreConfig{Retention: DefaultRetention, MaxImportSize: DefaultMaxImportSize, StreamTxnBytes: DefaultStreamTxnBytes, SyncTimeout: DefaultSyncTimeout}
 }
 
 // Validate reports the first missing or bad value.
@@ -102,6 +116,10 @@ func (c StoreConfig) Validate() error {
 		return fmt.Errorf("data.max-import-size %d must be more than 0 bytes; start from DefaultStoreConfig", c.MaxImportSize)
 	case c.StreamTxnBytes <= 0:
 		return fmt.Errorf("StreamTxnBytes %d must be more than 0; start from DefaultStoreConfig", c.StreamTxnBytes)
+	case c.SyncReplicas < 0:
+		return fmt.Errorf("replication.sync-replicas %d must be 0 (asynchronous) or more", c.SyncReplicas)
+	case c.SyncTimeout < 0:
+		return fmt.Errorf("replication.sync-timeout %s must be 0 (wait without limit) or more", c.SyncTimeout)
 	}
 	return nil
 }
@@ -116,6 +134,11 @@ type Store struct {
 	maxImport int64 // StoreConfig.MaxImportSize
 	// streamTxnBytes is StoreConfig.StreamTxnBytes.
 	streamTxnBytes int
+	// syncReplicas and syncTimeout are StoreConfig's; sync counts the
+	// waits (syncrep.go).
+	syncReplicas int
+	syncTimeout  time.Duration
+	sync         syncStats
 
 	nextID atomic.Uint64
 
@@ -180,6 +203,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	s.exports, s.snapshots = make(chan struct{}, maxExports), make(chan struct{}, maxSnapshots)
 	s.nextID.Store(rootID + 1) // +1: the .primary file
 	s.retention, s.maxImport, s.streamTxnBytes = cfg.Retention, cfg.MaxImportSize, cfg.StreamTxnBytes
+	s.syncReplicas, s.syncTimeout = cfg.SyncReplicas, cfg.SyncTimeout
 
 	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
@@ -317,7 +341,27 @@ func (s *Store) Close() error {
 // the primary is.
 func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch) {
 	s.role.Store(&roleState{role: role, ro: ro, epoch: epoch})
+	if role == pagewire.RolePrimary {
+		s.uncapAll(epoch)
+	}
 	s.roleChange()
+}
+
+// uncapAll lets replicas have what the app was told failed in epochs before
+// epoch (durable.go): this node is the primary of epoch, with those
+// transactions in its history.
+func (s *Store) uncapAll(epoch pagewire.Epoch) {
+	s.mu.RLock()
+	dbs := make([]*database, 0, len(s.dbs))
+	for _, d := range s.dbs {
+		dbs = append(dbs, d)
+	}
+	s.mu.RUnlock()
+	for _, d := range dbs {
+		d.mu.Lock()
+		d.uncap(epoch)
+		d.mu.Unlock()
+	}
 }
 
 // RoleChanged returns a channel closed at the next role change.
@@ -347,6 +391,7 @@ func (s *Store) roleChange() {
 // the time it returns on. A zero time means no deadline.
 func (s *Store) SetPrimaryUntil(epoch pagewire.Epoch, until func() time.Time) {
 	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: epoch, until: until})
+	s.uncapAll(epoch)
 	s.roleChange()
 }
 
@@ -919,22 +964,39 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 		}
 	}
 
-	// Under the database's lock, exclusive, to the end of the write.
+	// Under the database's lock, exclusive, to the end of the write; a
+	// commit that must wait for replicas waits after it.
+	size, txid, wait, err := s.writeLocked(ref, id, p, off, by)
+	if err != nil || wait == 0 {
+		return size, txid, err
+	}
+	if err := s.awaitReplicas(ref.db, wait); err != nil {
+		s.log.Warn("a transaction committed as this node stopped being the primary, while it waited for replicas; the app is told it failed",
+			logkey.DB, ref.db.name, logkey.TXID, wait)
+		return 0, 0, err
+	}
+	return size, txid, nil
+}
+
+// writeLocked is WriteAt under the database's lock. wait is the TXID of
+// an app's commit the write must not return before replicas acknowledge
+// (0: none).
+func (s *Store) writeLocked(ref *fileRef, id uint64, p []byte, off int64, by Writer) (size int64, txid, wait pagewire.TXID, err error) {
 	d := ref.db
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.deleted {
-		return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+		return 0, 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 
 	// A database found damaged at startup takes no app writes: only the
 	// node's own, which re-seed it from the primary.
 	if d.startupErr != nil && ref.kind != pagewire.FileSHM && by != Applier {
-		return 0, 0, d.startupErr
+		return 0, 0, 0, d.startupErr
 	}
 	if ref.kind != pagewire.FileSHM {
 		if err := d.checkFileEnd(ref.kind, off+int64(len(p))); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 	}
 	d.modTime[ref.kind] = time.Now()
@@ -944,18 +1006,20 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		if err := d.writeDB(off, p); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
+		d.noteDBWrite()
 		st, err := d.db.Stat()
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		return st.Size(), d.pos.TXID, nil
+		return st.Size(), d.pos.TXID, 0, nil
 	case pagewire.FileWAL:
 		if d.wal == nil {
-			return 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+			return 0, 0, 0, fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 		}
-		before := d.pos.TXID
+		prev := d.pos
+		appends := !d.w.ok || off < walHeaderSize || off >= wal.FrameOffset(d.w.commitFrame+1, d.pageSize)
 
 		// What the commits this write completes stand for.
 		how := &commitRule{hidden: by == Applier, announced: d.expect}
@@ -963,33 +1027,43 @@ func (s *Store) WriteAt(id uint64, p []byte, off int64, by Writer) (size int64, 
 			// A halt lock's holder writes: each commit goes to the
 			// primary first, with d.mu held.
 			if !h.active() {
-				return 0, 0, fmt.Errorf("%w: the halt lock on %q expired; take it again", pagewire.ErrReadOnly, d.name)
+				return 0, 0, 0, fmt.Errorf("%w: the halt lock on %q expired; take it again", pagewire.ErrReadOnly, d.name)
 			}
 			how.forwardTo = h
 		}
 		if err := d.writeWAL(off, p, how); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		if d.pos.TXID != before && by == App && how.forwardTo == nil {
+		switch {
+		case d.pos.TXID == prev.TXID:
+			// No commit: if it goes on past the last one, SQLite did not
+			// fsync that one (durable.go).
+			if by == App && appends {
+				d.noteWALChange()
+			}
+		case by == App && how.forwardTo == nil:
 			// The write committed. If the node stopped being the primary
 			// meanwhile (it stepped down, or it was frozen past its lease),
 			// the app must not be told it succeeded: another node may have
 			// taken writes already. The transaction stays in this node's
-			// files and is kept aside when it rejoins the new primary.
+			// files, is never sent to replicas, and is kept aside when it
+			// rejoins the new primary.
 			if err := s.checkWritable(App); err != nil {
+				d.capStream(prev, s.role.Load().epoch)
 				s.log.Warn("a transaction committed as this node stopped being the primary; the app is told it failed",
 					logkey.DB, d.name, logkey.TXID, d.pos.TXID)
-				return 0, 0, err
+				return 0, 0, 0, err
 			}
+			wait = d.noteAppCommit(prev, s.syncReplicas > 0 && !d.acks.isDegraded())
 		}
 		st, err := d.wal.Stat()
 		if err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		return st.Size(), d.pos.TXID, nil
+		return st.Size(), d.pos.TXID, wait, nil
 	default: // FileSHM
 		size, err := ref.shm.writeAt(p, off)
-		return size, d.pos.TXID, err
+		return size, d.pos.TXID, 0, err
 	}
 }
 
@@ -1045,6 +1119,9 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		if err := d.wal.Truncate(size); err != nil {
 			return FileInfo{}, err
 		}
+		if by == App {
+			d.noteWALChange() // SQLite went on after the last commit without an fsync
+		}
 		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
 		if size < walHeaderSize+int64(d.w.commitFrame)*frameSize {
 			if err := d.resetWAL(); err != nil {
@@ -1087,6 +1164,8 @@ func (s *Store) Sync(id uint64) error {
 	// Pick the files to sync: a WAL's takes the meta file along while a new generation's record is not durable.
 	var files []*os.File
 	metaGen := d.metaGen
+	var covers pagewire.Pos // the position a WAL fsync makes durable
+	walSync := false
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		files = append(files, d.db)
@@ -1096,28 +1175,33 @@ func (s *Store) Sync(id uint64) error {
 			if d.metaUnsynced {
 				files = append(files, d.metaFile)
 			}
+			covers, walSync = d.beginWALSync(), true
 		}
 	}
 	d.mu.Unlock()
 
 	// Sync each one; a closed file means the database was deleted or replaced.
+	err = nil // the lookup's
 	for _, f := range files {
-		if err := f.Sync(); errors.Is(err, os.ErrClosed) {
-			return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+		if err = f.Sync(); errors.Is(err, os.ErrClosed) {
+			err = fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+			break
 		} else if err != nil {
-			return err
+			break
 		}
 	}
 
-	// Both synced: the meta record is durable.
-	if len(files) == 2 {
-		d.mu.Lock()
-		if d.metaGen == metaGen {
-			d.metaUnsynced = false // no newer generation was recorded meanwhile
-		}
-		d.mu.Unlock()
+	// Both synced: the meta record is durable. A WAL fsync makes the
+	// commits before it streamable (durable.go).
+	d.mu.Lock()
+	if err == nil && len(files) == 2 && d.metaGen == metaGen {
+		d.metaUnsynced = false // no newer generation was recorded meanwhile
 	}
-	return nil
+	if walSync {
+		d.endWALSync(covers, err == nil)
+	}
+	d.mu.Unlock()
+	return err
 }
 
 // SyncDir makes created and deleted names durable.

@@ -193,7 +193,7 @@ func (a *applier) applyPart(ctx context.Context, t pagewire.Txn, more bool) erro
 		return fmt.Errorf("%w: transaction page size %d, database's %d", pagewire.ErrInvalidArgument, t.PageSize, w.PageSize())
 	}
 	a.pageCount = 0 // unknown until the commit
-	if err := w.ApplyPart(ctx, TxnPart{PageCount: t.PageCount, Pages: t.Pages, First: p.parts == 0, Last: !more}, false); err != nil {
+	if err := w.ApplyPart(ctx, TxnPart{PageCount: t.PageCount, Pages: t.Pages, First: p.parts == 0, Last: !more}, a.sync && !more); err != nil {
 		return fmt.Errorf("apply transaction %d: %w", t.TXID, err)
 	}
 	p.parts++

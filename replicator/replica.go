@@ -362,6 +362,11 @@ func (r *Replica) followDB(ctx context.Context, name string) error {
 	}
 }
 
+// ctxDone reports whether err is a context's end: nothing to report.
+func (r *Replica) ctxDone(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
 // isPanic reports whether err is a recovered panic.
 func isPanic(err error) bool {
 	var pe *safego.PanicError
@@ -383,6 +388,15 @@ type applier struct {
 	pageCount uint32
 	// part is the transaction being applied a part at a time, or nil.
 	part *partTxn
+	// sync is set while the primary's commits wait for replicas
+	// (PrimaryInfo.SyncCommits): applies are durable and acknowledged at
+	// once, and never held back to batch. epoch is the stream's.
+	sync  bool
+	epoch pagewire.Epoch
+	// acks is the stream's acknowledgement stream, opened at the first
+	// acknowledgement; ackOff is set when the primary does not take them.
+	acks   AckStream
+	ackOff bool
 }
 
 // close checkpoints what it can, as SQLite's last connection does, so that
@@ -433,6 +447,7 @@ func (a *applier) stream(ctx context.Context) error {
 	// A transaction cut off mid-way is given up: this node stays at its
 	// last whole transaction, where the next stream resumes.
 	defer a.abortPart()
+	defer a.closeAcks()
 
 	// Apply each event in turn: a transaction together with those that
 	// arrived meanwhile, a big one a part at a time, a snapshot as its
@@ -452,6 +467,7 @@ func (a *applier) stream(ctx context.Context) error {
 		if err := a.r.checkEpoch(ev.Primary); err != nil {
 			return err
 		}
+		a.sync, a.epoch = ev.Primary.SyncCommits, ev.Primary.Epoch
 		switch {
 		case a.part != nil && ev.Txn == nil:
 			return fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, a.part.txn.TXID)
@@ -461,26 +477,34 @@ func (a *applier) stream(ctx context.Context) error {
 			}
 			if !ev.More {
 				p.applying(1)
+				a.ack(ctx, a.sync)
 			}
 		case ev.Txn != nil:
+			wait := p.wait()
+			if a.sync {
+				wait = 0 // a commit on the primary waits for this one
+			}
 			var batch []pagewire.Txn
-			batch, held = a.gather(*ev.Txn, q, p.wait())
+			batch, held = a.gather(*ev.Txn, q, wait)
 			p.applying(len(batch))
 			a.noteReceived(batch)
 			if err := a.applyTxns(ctx, batch); err != nil {
 				return err
 			}
 			a.noteApplied(batch)
+			a.ack(ctx, a.sync)
 		case ev.Heartbeat:
 			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
 				a.noteCurrent(pos, true)
 			}
+			a.ack(ctx, false)
 		case ev.Snapshot != nil:
 			a.pageCount = 0
 			if err := a.applySnapshot(ctx, *ev.Snapshot, a.snapshotPages(*ev.Snapshot, q)); err != nil {
 				return err
 			}
 			a.noteCurrent(ev.Snapshot.Pos, false)
+			a.ack(ctx, true) // a snapshot's last write is fsynced
 		default:
 			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
 		}
@@ -628,17 +652,64 @@ func (a *applier) finishApply(ctx context.Context, w Writer, txns []pagewire.Txn
 }
 
 // applyGroup applies a group as one WAL commit; the storage server counts
-// it as the group's transactions.
+// it as the group's transactions. While the primary waits for replicas,
+// the WAL is fsynced before the apply returns.
 func (a *applier) applyGroup(ctx context.Context, w Writer, g txnGroup) error {
 	if len(g.txns) == 1 {
-		return w.Apply(ctx, g.pageCount, g.pages, false)
+		return w.Apply(ctx, g.pageCount, g.pages, a.sync)
 	}
 	done, err := a.r.cfg.Local.ExpectCommit(a.name, g.txns)
 	if err != nil {
 		return err
 	}
 	defer done()
-	return w.Apply(ctx, g.pageCount, g.pages, false)
+	return w.Apply(ctx, g.pageCount, g.pages, a.sync)
+}
+
+// ack tells the primary this node's position of the database, durable if
+// the apply that led to it fsynced. A primary that does not take
+// acknowledgements (an older version, or it refused one) gets none until
+// the next stream.
+func (a *applier) ack(ctx context.Context, durable bool) {
+	if a.ackOff {
+		return
+	}
+	up, ok := a.r.cfg.Upstream.(Acknowledger)
+	pos, have := a.r.cfg.Local.Position(a.name)
+	if !ok || !have {
+		return
+	}
+	if a.acks == nil {
+		s, err := up.AcknowledgeTransactions(ctx, a.name, a.r.cfg.Hostname)
+		if err != nil {
+			a.ackFailed(err)
+			return
+		}
+		a.acks = s
+	}
+	if err := a.acks.Send(a.epoch, pos, durable); err != nil {
+		a.ackFailed(err)
+	}
+}
+
+// ackFailed stops acknowledging until the next stream.
+func (a *applier) ackFailed(err error) {
+	if a.r.ctxDone(err) {
+		return
+	}
+	a.log.Warn("the primary does not take this replica's acknowledgements; until the stream reconnects, commits that wait for replicas do not count this one",
+		logkey.Error, err)
+	a.closeAcks()
+	a.ackOff = true
+}
+
+// closeAcks ends the acknowledgement stream, if open.
+func (a *applier) closeAcks() {
+	if a.acks != nil {
+		_ = a.acks.Close()
+		a.acks = nil
+	}
+	a.ackOff = false
 }
 
 // applyTxn applies one transaction.

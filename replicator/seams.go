@@ -22,6 +22,31 @@ type PrimaryInfo struct {
 	Hostname     string
 	AdvertiseURL string
 	Epoch        pagewire.Epoch
+	// SyncCommits is set when the primary's commits wait for replicas'
+	// acknowledgements: apply durably, acknowledge at once, batch nothing.
+	SyncCommits bool
+}
+
+// Acknowledger is an optional capability of Upstream: the back channel on
+// which a replica tells the primary what it has applied, for synchronous
+// replication and the primary's view of its replicas. clients/go's
+// upstream implements it.
+type Acknowledger interface {
+	// AcknowledgeTransactions opens the back channel for one database; it
+	// ends with ctx.
+	AcknowledgeTransactions(ctx context.Context, db, hostname string) (AckStream, error)
+}
+
+// AckStream sends one database's acknowledgements.
+type AckStream interface {
+	// Send says the replica has applied the database up to pos, durably if
+	// durable, following the primary of lease epoch. An error ends the
+	// stream: pagewire.ErrInvalidArgument for a position the primary did
+	// not send, a *pagewire.ReadOnlyError for another epoch, ErrNotFound
+	// for a database the primary does not have, or a transport error.
+	Send(epoch pagewire.Epoch, pos pagewire.Pos, durable bool) error
+	// Close ends the stream without waiting for the primary.
+	Close() error
 }
 
 // DatabaseState is a database on the primary.

@@ -122,6 +122,12 @@ func TestAuth_GRPCNeedsAToken(t *testing.T) {
 			wantCode(t, "StreamTransactions", err, codes.Unauthenticated, tc.want)
 			_, err = replicationv1.NewReplicationServiceClient(conn).AcquireHalt(ctx, &replicationv1.AcquireHaltRequest{Name: "new.db"})
 			wantCode(t, "AcquireHalt", err, codes.Unauthenticated, tc.want)
+			ack, err := replicationv1.NewReplicationServiceClient(conn).AcknowledgeTransactions(ctx)
+			if err == nil {
+				_ = ack.Send(&replicationv1.AcknowledgeTransactionsRequest{Name: "new.db", Hostname: "r1", Epoch: 1})
+				_, err = ack.CloseAndRecv()
+			}
+			wantCode(t, "AcknowledgeTransactions", err, codes.Unauthenticated, tc.want)
 
 			// Health and reflection stay open.
 			if _, err := healthgrpc.NewHealthClient(conn).Check(ctx, &healthgrpc.HealthCheckRequest{}); err != nil {

@@ -104,6 +104,9 @@ func rpcSeedPrograms(st fuzzState) map[string][][]seedCall {
 		repl + "StreamTransactions": one(repl+"StreamTransactions", &replicationv1.StreamTransactionsRequest{Name: fuzzDB, Hostname: "replica1", Position: &replicationv1.Position{}}),
 		repl + "AcquireHalt":        one(repl+"AcquireHalt", &replicationv1.AcquireHaltRequest{Name: fuzzDB, Hostname: "replica1", Epoch: 1, Ttl: ms(time.Second), Wait: ms(100 * time.Millisecond)}),
 		repl + "ReleaseHalt":        {{acquire, {repl + "ReleaseHalt", []proto.Message{&replicationv1.ReleaseHaltRequest{Name: fuzzDB, Id: haltIDPlaceholder}}}}},
+		repl + "AcknowledgeTransactions": one(repl+"AcknowledgeTransactions",
+			&replicationv1.AcknowledgeTransactionsRequest{Name: fuzzDB, Hostname: "replica1", Epoch: 1, Position: st.pos, Durable: true},
+			&replicationv1.AcknowledgeTransactionsRequest{Name: fuzzDB, Hostname: "replica1", Epoch: 1, Position: st.pos}),
 		repl + "ForwardTransaction": {{acquire, {repl + "ForwardTransaction", []proto.Message{&replicationv1.ForwardTransactionRequest{Name: fuzzDB, HaltId: haltIDPlaceholder, Epoch: 1, Transaction: txn}}}}},
 
 		storage + "ListFiles":     one(storage+"ListFiles", &storagev1.ListFilesRequest{}),

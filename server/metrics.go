@@ -19,6 +19,8 @@ type storeCollector struct {
 	posPrimary, posReplica   *prometheus.Desc
 	subscribers, haltActive  *prometheus.Desc
 	lag                      *prometheus.Desc
+	// synchronous replication (engine.SyncStats)
+	syncWaits, syncTimeouts, syncWaitSeconds, syncWaiting, syncDegraded *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*storeCollector)(nil)
@@ -27,19 +29,28 @@ func newStoreCollector(s *engine.Store, h *engine.Halts, subs *subscribers, foll
 	db := []string{"db"}
 	return &storeCollector{
 		store: s, halts: h, subs: subs, following: following,
-		txid:        prometheus.NewDesc("litefs_db_txid", "TXID of the database's last committed transaction.", db, nil),
-		commits:     prometheus.NewDesc("litefs_db_commit_count", "Transactions committed on this node since it started.", db, nil),
-		isPrimary:   prometheus.NewDesc("litefs_is_primary", "1 if this node is the primary, else 0.", nil, nil),
-		posPrimary:  prometheus.NewDesc("litefs_db_position_primary", "The primary's TXID of the database, as this node knows it.", db, nil),
-		posReplica:  prometheus.NewDesc("litefs_db_position_replica", "This node's TXID of the database; position_primary minus it is the lag in transactions.", db, nil),
+		txid:       prometheus.NewDesc("litefs_db_txid", "TXID of the database's last committed transaction.", db, nil),
+		commits:    prometheus.NewDesc("litefs_db_commit_count", "Transactions committed on this node since it started.", db, nil),
+		isPrimary:  prometheus.NewDesc("litefs_is_primary", "1 if this node is the primary, else 0.", nil, nil),
+		posPrimary: prometheus.NewDesc("litefs_db_position_primary", "The primary's TXID of the database, as this node knows it.", db, nil),
+		posReplica: prometheus.NewDesc("litefs_db_position_replica",
+			"With replica=\"\": this node's TXID of the database (position_primary minus it is the lag in transactions); on the primary, with replica=HOSTNAME: the TXID that replica acknowledged having applied.",
+			[]string{"db", "replica"}, nil),
 		subscribers: prometheus.NewDesc("litefs_subscriber_count", "Replicas streaming from this node (0 unless it is the primary).", nil, nil),
 		haltActive:  prometheus.NewDesc("litefs_halt_lock_active", "1 while the database's halt lock is held (granted by this primary, or taken through this replica).", db, nil),
 		lag:         prometheus.NewDesc("litefs_lag_seconds", "How far this replica is behind the primary, in time; 0 on the primary.", nil, nil),
+
+		syncWaits:       prometheus.NewDesc("pagewire_sync_replication_waits_total", "Commits that waited for replicas' acknowledgements (replication.sync-replicas).", nil, nil),
+		syncTimeouts:    prometheus.NewDesc("pagewire_sync_replication_timeouts_total", "Commits that returned after replication.sync-timeout without enough replicas' acknowledgements.", nil, nil),
+		syncWaitSeconds: prometheus.NewDesc("pagewire_sync_replication_wait_seconds_total", "Time commits spent waiting for replicas' acknowledgements, in all.", nil, nil),
+		syncWaiting:     prometheus.NewDesc("pagewire_sync_replication_waiting", "Commits waiting for replicas' acknowledgements now.", nil, nil),
+		syncDegraded:    prometheus.NewDesc("pagewire_sync_replication_degraded", "1 while the database's commits return without waiting for replicas, after a sync-timeout, until enough replicas catch up.", db, nil),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.txid, c.commits, c.isPrimary, c.posPrimary, c.posReplica, c.subscribers, c.haltActive, c.lag} {
+	for _, d := range []*prometheus.Desc{c.txid, c.commits, c.isPrimary, c.posPrimary, c.posReplica, c.subscribers, c.haltActive, c.lag,
+		c.syncWaits, c.syncTimeouts, c.syncWaitSeconds, c.syncWaiting, c.syncDegraded} {
 		ch <- d
 	}
 }
@@ -67,7 +78,13 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 			lag = max(lag, fs.Lag.Seconds())
 		}
 		gauge(c.posPrimary, float64(primaryTXID))
-		gauge(c.posReplica, float64(di.Pos.TXID))
+		ch <- prometheus.MustNewConstMetric(c.posReplica, prometheus.GaugeValue, float64(di.Pos.TXID), di.Name, "")
+		if isPrimary {
+			// What each replica acknowledged having applied.
+			for _, ri := range c.subs.replicas(di.Name, di.Pos.TXID) {
+				ch <- prometheus.MustNewConstMetric(c.posReplica, prometheus.GaugeValue, float64(ri.TXID), di.Name, ri.Hostname)
+			}
+		}
 		halted := 0.0
 		if _, ok := c.halts.Held(di.Name); ok {
 			halted = 1
@@ -83,4 +100,22 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.isPrimary, prometheus.GaugeValue, primary)
 	ch <- prometheus.MustNewConstMetric(c.subscribers, prometheus.GaugeValue, float64(c.subs.count()))
 	ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag)
+
+	// Synchronous replication.
+	st := c.store.SyncStats()
+	ch <- prometheus.MustNewConstMetric(c.syncWaits, prometheus.CounterValue, float64(st.Waits))
+	ch <- prometheus.MustNewConstMetric(c.syncTimeouts, prometheus.CounterValue, float64(st.Timeouts))
+	ch <- prometheus.MustNewConstMetric(c.syncWaitSeconds, prometheus.CounterValue, st.WaitSeconds)
+	ch <- prometheus.MustNewConstMetric(c.syncWaiting, prometheus.GaugeValue, float64(st.Waiting))
+	degraded := map[string]bool{}
+	for _, db := range st.Degraded {
+		degraded[db] = true
+	}
+	for _, di := range c.store.Databases() {
+		v := 0.0
+		if degraded[di.Name] {
+			v = 1
+		}
+		ch <- prometheus.MustNewConstMetric(c.syncDegraded, prometheus.GaugeValue, v, di.Name)
+	}
 }

@@ -58,10 +58,11 @@ var recvLimits = map[string]recvLimit{
 	adminv1.AdminService_VerifyDatabase_FullMethodName:  small,
 
 	// ReplicationService: replicas' calls to the primary.
-	replicationv1.ReplicationService_WatchDatabases_FullMethodName:     small,
-	replicationv1.ReplicationService_StreamTransactions_FullMethodName: small,
-	replicationv1.ReplicationService_AcquireHalt_FullMethodName:        small,
-	replicationv1.ReplicationService_ReleaseHalt_FullMethodName:        small,
+	replicationv1.ReplicationService_WatchDatabases_FullMethodName:          small,
+	replicationv1.ReplicationService_StreamTransactions_FullMethodName:      small,
+	replicationv1.ReplicationService_AcquireHalt_FullMethodName:             small,
+	replicationv1.ReplicationService_ReleaseHalt_FullMethodName:             small,
+	replicationv1.ReplicationService_AcknowledgeTransactions_FullMethodName: small,
 	replicationv1.ReplicationService_ForwardTransaction_FullMethodName: {wire.MaxForwardMessageBytes,
 		fmt.Sprintf("a transaction under a halt lock changes at most %d MiB of pages: split it", wire.MaxForwardBytes>>20)},
 

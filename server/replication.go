@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/internal/wire"
@@ -54,7 +55,47 @@ func (r *replicationService) primary() (*replicationv1.Primary, error) {
 	if err != nil {
 		return nil, wire.ToStatus(err)
 	}
-	return &replicationv1.Primary{Hostname: r.node.Hostname, AdvertiseUrl: r.node.AdvertiseURL, Epoch: uint64(epoch)}, nil
+	return &replicationv1.Primary{Hostname: r.node.Hostname, AdvertiseUrl: r.node.AdvertiseURL, Epoch: uint64(epoch),
+		SyncCommits: r.store.SyncReplicas() > 0}, nil
+}
+
+// AcknowledgeTransactions records what a replica says it has applied of
+// one database, message by message, until the replica ends the stream.
+func (r *replicationService) AcknowledgeTransactions(stream replicationv1.ReplicationService_AcknowledgeTransactionsServer) error {
+	var name, host string
+	started := false
+	var done func() // ends the replica's count as a subscriber
+	defer func() {
+		if done != nil {
+			done()
+		}
+	}()
+	for {
+		msg, err := stream.Recv()
+		switch {
+		case errors.Is(err, io.EOF):
+			return stream.SendAndClose(&replicationv1.AcknowledgeTransactionsResponse{})
+		case err != nil:
+			return err
+		case started && (msg.GetName() != name || msg.GetHostname() != host):
+			return status.Errorf(codes.InvalidArgument, "every message of an acknowledgement stream names the same database and replica (%q of %q): open a stream per database", name, host)
+		}
+
+		// The store checks it: epoch, database, a position sent.
+		pos := wire.PosFromProto(msg.GetPosition())
+		if err := r.store.Acknowledge(msg.GetName(), msg.GetHostname(), pagewire.Epoch(msg.GetEpoch()), pos, msg.GetDurable()); err != nil {
+			return wire.ToStatus(err)
+		}
+
+		// The replica counts as streaming the database while it acknowledges.
+		if !started {
+			name, host, started = msg.GetName(), msg.GetHostname(), true
+			done = r.subs.stream(name, host, pos.TXID)
+		}
+		if cur, ok := r.store.Position(name); ok {
+			r.subs.applied(name, host, pos.TXID, cur.TXID)
+		}
+	}
 }
 
 func (r *replicationService) WatchDatabases(req *replicationv1.WatchDatabasesRequest, stream replicationv1.ReplicationService_WatchDatabasesServer) error {
@@ -153,8 +194,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		msg.Primary = primary
 		return stream.Send(msg)
 	}
-	sent, done := r.subs.stream(feed.Name(), req.GetHostname(), have.TXID)
-	defer done()
+	defer r.subs.stream(feed.Name(), req.GetHostname(), have.TXID)()
 
 	// The node's stop ends the stream as its client's going away does.
 	ctx, cancel := context.WithCancel(stream.Context())
@@ -198,7 +238,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 		case item.Idle:
 			// The replica has everything: wait for a commit, with
 			// heartbeats meanwhile.
-			sent(feed.Sent(item))
+			feed.Sent(item)
 			select {
 			case <-ctx.Done():
 				return ended()
@@ -227,7 +267,7 @@ func (r *replicationService) StreamTransactions(req *replicationv1.StreamTransac
 				return err
 			}
 		}
-		sent(feed.Sent(item))
+		feed.Sent(item)
 	}
 }
 

@@ -191,7 +191,7 @@ func New(cfg Config) (*Server, error) {
 	// The engine's halt locks, and who streams from this node.
 	s.halts = engine.NewHalts(cfg.Store, cfg.Node.Hostname, cfg.HoldWriter, newHaltPrimary(cfg.Credentials), log)
 	s.auth = newAuthenticator(cfg.Auth)
-	s.subs = newSubscribers()
+	s.subs = newSubscribers(cfg.Store.ForgetReplica)
 
 	// Metrics, then the gRPC server and the in-process channel.
 	grpcMetrics := grpcprom.NewServerMetrics()

@@ -12,28 +12,32 @@ import (
 // subscribers records the replicas the primary streams to: for
 // litefs_subscriber_count and the replicas of GET /api/v1/dbs/{name}.
 type subscribers struct {
+	// gone, if set, is called when a replica has no stream of db left.
+	gone func(db, hostname string)
+
 	mu       sync.Mutex
 	watchers map[string]int                  // hostname → open WatchDatabases streams
 	addrs    map[netip.Addr]int              // the watchers' addresses → their streams
-	streams  map[string]map[string]*subState // db → hostname → its stream
+	streams  map[string]map[string]*subState // db → hostname → its streams
 }
 
-// subState is one replica's stream of one database.
+// subState is one replica's streams of one database: its
+// StreamTransactions and AcknowledgeTransactions.
 type subState struct {
-	sent     pagewire.TXID // the last TXID sent
-	caughtUp time.Time     // when it was last sent everything
-	n        int           // open streams (a reconnecting replica may briefly have two)
+	applied  pagewire.TXID // the last TXID it said it applied (at first, where its stream began)
+	caughtUp time.Time     // when it last said it had everything
+	n        int           // open streams (a reconnecting replica may briefly have more)
 }
 
 // ReplicaInfo is a replica of one database, as the primary sees it.
 type ReplicaInfo struct {
 	Hostname string
-	TXID     pagewire.TXID // the last TXID sent to it
-	Lag      time.Duration // since it was last sent everything; 0 if it has been
+	TXID     pagewire.TXID // the last TXID it acknowledged having applied
+	Lag      time.Duration // since it last had everything; 0 if it has
 }
 
-func newSubscribers() *subscribers {
-	return &subscribers{watchers: map[string]int{}, addrs: map[netip.Addr]int{}, streams: map[string]map[string]*subState{}}
+func newSubscribers(gone func(db, hostname string)) *subscribers {
+	return &subscribers{gone: gone, watchers: map[string]int{}, addrs: map[netip.Addr]int{}, streams: map[string]map[string]*subState{}}
 }
 
 // watch counts a WatchDatabases stream from addr (the zero Addr for one
@@ -73,9 +77,9 @@ func (s *subscribers) count() int {
 	return len(s.watchers)
 }
 
-// stream records a replica's stream of db until done is called; sent
-// reports each TXID sent, and whether that was everything.
-func (s *subscribers) stream(db, hostname string, have pagewire.TXID) (sent func(txid pagewire.TXID, all bool), done func()) {
+// stream records a replica's stream of db, which began at its position
+// have, until done is called.
+func (s *subscribers) stream(db, hostname string, have pagewire.TXID) (done func()) {
 	s.mu.Lock()
 	m := s.streams[db]
 	if m == nil {
@@ -84,27 +88,38 @@ func (s *subscribers) stream(db, hostname string, have pagewire.TXID) (sent func
 	}
 	st := m[hostname]
 	if st == nil {
-		st = &subState{sent: have, caughtUp: time.Now()}
+		st = &subState{applied: have, caughtUp: time.Now()}
 		m[hostname] = st
 	}
 	st.n++
 	s.mu.Unlock()
-	sent = func(txid pagewire.TXID, all bool) {
+	return func() {
 		s.mu.Lock()
-		defer s.mu.Unlock()
-		st.sent = txid
-		if all {
-			st.caughtUp = time.Now()
-		}
-	}
-	done = func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
+		last := false
 		if st.n--; st.n <= 0 && m[hostname] == st {
 			delete(m, hostname)
+			last = true
+		}
+		s.mu.Unlock()
+		if last && s.gone != nil {
+			s.gone(db, hostname)
 		}
 	}
-	return sent, done
+}
+
+// applied records that replica hostname applied db up to txid, when the
+// primary was at primary.
+func (s *subscribers) applied(db, hostname string, txid, primary pagewire.TXID) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.streams[db][hostname]
+	if st == nil {
+		return
+	}
+	st.applied = txid
+	if txid >= primary {
+		st.caughtUp = time.Now()
+	}
 }
 
 // replicas lists db's replicas, given the primary's TXID now.
@@ -114,8 +129,8 @@ func (s *subscribers) replicas(db string, primary pagewire.TXID) []ReplicaInfo {
 	defer s.mu.Unlock()
 	out := []ReplicaInfo{}
 	for host, st := range s.streams[db] {
-		ri := ReplicaInfo{Hostname: host, TXID: st.sent}
-		if st.sent < primary {
+		ri := ReplicaInfo{Hostname: host, TXID: st.applied}
+		if st.applied < primary {
 			ri.Lag = now.Sub(st.caughtUp)
 		}
 		out = append(out, ri)

@@ -140,6 +140,7 @@ func (n *node) openStore() error {
 	if m := int64(n.cfg.Data.MaxImportSize); m > 0 {
 		scfg.MaxImportSize = m
 	}
+	scfg.SyncReplicas, scfg.SyncTimeout = n.cfg.Replication.SyncReplicas, time.Duration(n.cfg.Replication.SyncTimeout)
 	store, err := engine.OpenStore(scfg)
 	if err != nil {
 		return fmt.Errorf("open the store: %w", err)

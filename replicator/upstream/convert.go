@@ -10,7 +10,7 @@ import (
 )
 
 func primaryFromProto(p *replicationv1.Primary) replicator.PrimaryInfo {
-	return replicator.PrimaryInfo{Hostname: p.GetHostname(), AdvertiseURL: p.GetAdvertiseUrl(), Epoch: pagewire.Epoch(p.GetEpoch())}
+	return replicator.PrimaryInfo{Hostname: p.GetHostname(), AdvertiseURL: p.GetAdvertiseUrl(), Epoch: pagewire.Epoch(p.GetEpoch()), SyncCommits: p.GetSyncCommits()}
 }
 
 func databaseEventFromProto(msg *replicationv1.WatchDatabasesResponse) replicator.DatabaseEvent {

@@ -2,6 +2,8 @@ package upstream
 
 import (
 	"context"
+	"errors"
+	"io"
 
 	"google.golang.org/grpc"
 
@@ -17,7 +19,10 @@ type Upstream struct {
 	c replicationv1.ReplicationServiceClient
 }
 
-var _ replicator.Upstream = (*Upstream)(nil)
+var (
+	_ replicator.Upstream     = (*Upstream)(nil)
+	_ replicator.Acknowledger = (*Upstream)(nil)
+)
 
 // New follows the primary at the other end of conn.
 func New(conn grpc.ClientConnInterface) *Upstream {
@@ -42,6 +47,37 @@ func (u *Upstream) StreamTransactions(ctx context.Context, db, hostname string, 
 	}
 	return &txnStream{s: s}, nil
 }
+
+// AcknowledgeTransactions opens one database's acknowledgement stream.
+func (u *Upstream) AcknowledgeTransactions(ctx context.Context, db, hostname string) (replicator.AckStream, error) {
+	s, err := u.c.AcknowledgeTransactions(ctx)
+	if err != nil {
+		return nil, wire.FromStatus(err)
+	}
+	return &ackStream{s: s, db: db, hostname: hostname}, nil
+}
+
+type ackStream struct {
+	s            grpc.ClientStreamingClient[replicationv1.AcknowledgeTransactionsRequest, replicationv1.AcknowledgeTransactionsResponse]
+	db, hostname string
+}
+
+// Send sends one acknowledgement; a stream the primary ended reports the
+// primary's error.
+func (a *ackStream) Send(epoch pagewire.Epoch, pos pagewire.Pos, durable bool) error {
+	err := a.s.Send(&replicationv1.AcknowledgeTransactionsRequest{Name: a.db, Hostname: a.hostname, Epoch: uint64(epoch),
+		Position: wire.PosToProto(pos), Durable: durable})
+	if errors.Is(err, io.EOF) {
+		_, err = a.s.CloseAndRecv() // the primary's status
+	}
+	if err != nil {
+		return wire.FromStatus(err)
+	}
+	return nil
+}
+
+// Close half-closes the stream; its context ends it.
+func (a *ackStream) Close() error { return a.s.CloseSend() }
 
 type databaseWatch struct {
 	s grpc.ServerStreamingClient[replicationv1.WatchDatabasesResponse]

@@ -23,6 +23,127 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// AcknowledgeTransactionsRequest is one acknowledgement.
+type AcknowledgeTransactionsRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// name is the database's file name; every message of a stream names the
+	// same one.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// hostname is the replica's hostname.
+	Hostname string `protobuf:"bytes,2,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// epoch is the lease epoch of the primary the replica follows.
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// position is the replica's position: what its readers see.
+	Position *Position `protobuf:"bytes,4,opt,name=position,proto3" json:"position,omitempty"`
+	// durable is set when the replica has made position durable (its WAL
+	// fsynced), as sync_commits asks.
+	Durable       bool `protobuf:"varint,5,opt,name=durable,proto3" json:"durable,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeTransactionsRequest) Reset() {
+	*x = AcknowledgeTransactionsRequest{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeTransactionsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeTransactionsRequest) ProtoMessage() {}
+
+func (x *AcknowledgeTransactionsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeTransactionsRequest.ProtoReflect.Descriptor instead.
+func (*AcknowledgeTransactionsRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{0}
+}
+
+func (x *AcknowledgeTransactionsRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *AcknowledgeTransactionsRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *AcknowledgeTransactionsRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *AcknowledgeTransactionsRequest) GetPosition() *Position {
+	if x != nil {
+		return x.Position
+	}
+	return nil
+}
+
+func (x *AcknowledgeTransactionsRequest) GetDurable() bool {
+	if x != nil {
+		return x.Durable
+	}
+	return false
+}
+
+// AcknowledgeTransactionsResponse ends the stream.
+type AcknowledgeTransactionsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AcknowledgeTransactionsResponse) Reset() {
+	*x = AcknowledgeTransactionsResponse{}
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AcknowledgeTransactionsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AcknowledgeTransactionsResponse) ProtoMessage() {}
+
+func (x *AcknowledgeTransactionsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AcknowledgeTransactionsResponse.ProtoReflect.Descriptor instead.
+func (*AcknowledgeTransactionsResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{1}
+}
+
 // HaltLock is a held halt lock.
 type HaltLock struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -40,7 +161,7 @@ type HaltLock struct {
 
 func (x *HaltLock) Reset() {
 	*x = HaltLock{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -52,7 +173,7 @@ func (x *HaltLock) String() string {
 func (*HaltLock) ProtoMessage() {}
 
 func (x *HaltLock) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[0]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -65,7 +186,7 @@ func (x *HaltLock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HaltLock.ProtoReflect.Descriptor instead.
 func (*HaltLock) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{0}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *HaltLock) GetId() string {
@@ -115,7 +236,7 @@ type AcquireHaltRequest struct {
 
 func (x *AcquireHaltRequest) Reset() {
 	*x = AcquireHaltRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -127,7 +248,7 @@ func (x *AcquireHaltRequest) String() string {
 func (*AcquireHaltRequest) ProtoMessage() {}
 
 func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[1]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -140,7 +261,7 @@ func (x *AcquireHaltRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireHaltRequest.ProtoReflect.Descriptor instead.
 func (*AcquireHaltRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{1}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *AcquireHaltRequest) GetName() string {
@@ -189,7 +310,7 @@ type AcquireHaltResponse struct {
 
 func (x *AcquireHaltResponse) Reset() {
 	*x = AcquireHaltResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -201,7 +322,7 @@ func (x *AcquireHaltResponse) String() string {
 func (*AcquireHaltResponse) ProtoMessage() {}
 
 func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[2]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -214,7 +335,7 @@ func (x *AcquireHaltResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AcquireHaltResponse.ProtoReflect.Descriptor instead.
 func (*AcquireHaltResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{2}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *AcquireHaltResponse) GetLock() *HaltLock {
@@ -237,7 +358,7 @@ type ReleaseHaltRequest struct {
 
 func (x *ReleaseHaltRequest) Reset() {
 	*x = ReleaseHaltRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -249,7 +370,7 @@ func (x *ReleaseHaltRequest) String() string {
 func (*ReleaseHaltRequest) ProtoMessage() {}
 
 func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[3]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -262,7 +383,7 @@ func (x *ReleaseHaltRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHaltRequest.ProtoReflect.Descriptor instead.
 func (*ReleaseHaltRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{3}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ReleaseHaltRequest) GetName() string {
@@ -288,7 +409,7 @@ type ReleaseHaltResponse struct {
 
 func (x *ReleaseHaltResponse) Reset() {
 	*x = ReleaseHaltResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -300,7 +421,7 @@ func (x *ReleaseHaltResponse) String() string {
 func (*ReleaseHaltResponse) ProtoMessage() {}
 
 func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[4]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -313,7 +434,7 @@ func (x *ReleaseHaltResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseHaltResponse.ProtoReflect.Descriptor instead.
 func (*ReleaseHaltResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{4}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{6}
 }
 
 // ForwardTransactionRequest is one transaction of a halt holder.
@@ -334,7 +455,7 @@ type ForwardTransactionRequest struct {
 
 func (x *ForwardTransactionRequest) Reset() {
 	*x = ForwardTransactionRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -346,7 +467,7 @@ func (x *ForwardTransactionRequest) String() string {
 func (*ForwardTransactionRequest) ProtoMessage() {}
 
 func (x *ForwardTransactionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[5]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -359,7 +480,7 @@ func (x *ForwardTransactionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardTransactionRequest.ProtoReflect.Descriptor instead.
 func (*ForwardTransactionRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{5}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ForwardTransactionRequest) GetName() string {
@@ -401,7 +522,7 @@ type ForwardTransactionResponse struct {
 
 func (x *ForwardTransactionResponse) Reset() {
 	*x = ForwardTransactionResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -413,7 +534,7 @@ func (x *ForwardTransactionResponse) String() string {
 func (*ForwardTransactionResponse) ProtoMessage() {}
 
 func (x *ForwardTransactionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[6]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -426,7 +547,7 @@ func (x *ForwardTransactionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ForwardTransactionResponse.ProtoReflect.Descriptor instead.
 func (*ForwardTransactionResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{6}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ForwardTransactionResponse) GetPosition() *Position {
@@ -449,7 +570,7 @@ type Position struct {
 
 func (x *Position) Reset() {
 	*x = Position{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -461,7 +582,7 @@ func (x *Position) String() string {
 func (*Position) ProtoMessage() {}
 
 func (x *Position) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[7]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -474,7 +595,7 @@ func (x *Position) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Position.ProtoReflect.Descriptor instead.
 func (*Position) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{7}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Position) GetTxid() uint64 {
@@ -500,14 +621,19 @@ type Primary struct {
 	AdvertiseUrl string `protobuf:"bytes,2,opt,name=advertise_url,json=advertiseUrl,proto3" json:"advertise_url,omitempty"`
 	// epoch is the primary's lease epoch; a message from an older epoch than
 	// one already seen is refused.
-	Epoch         uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// sync_commits is set when the primary's commits wait for replicas'
+	// acknowledgements (replication.sync-replicas): a replica then applies
+	// each transaction durably, acknowledges it at once, and does not hold
+	// applies back to batch them.
+	SyncCommits   bool `protobuf:"varint,4,opt,name=sync_commits,json=syncCommits,proto3" json:"sync_commits,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Primary) Reset() {
 	*x = Primary{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -519,7 +645,7 @@ func (x *Primary) String() string {
 func (*Primary) ProtoMessage() {}
 
 func (x *Primary) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[8]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -532,7 +658,7 @@ func (x *Primary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Primary.ProtoReflect.Descriptor instead.
 func (*Primary) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Primary) GetHostname() string {
@@ -556,6 +682,13 @@ func (x *Primary) GetEpoch() uint64 {
 	return 0
 }
 
+func (x *Primary) GetSyncCommits() bool {
+	if x != nil {
+		return x.SyncCommits
+	}
+	return false
+}
+
 // WatchDatabasesRequest opens the database watch.
 type WatchDatabasesRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -567,7 +700,7 @@ type WatchDatabasesRequest struct {
 
 func (x *WatchDatabasesRequest) Reset() {
 	*x = WatchDatabasesRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -579,7 +712,7 @@ func (x *WatchDatabasesRequest) String() string {
 func (*WatchDatabasesRequest) ProtoMessage() {}
 
 func (x *WatchDatabasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[9]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -592,7 +725,7 @@ func (x *WatchDatabasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDatabasesRequest.ProtoReflect.Descriptor instead.
 func (*WatchDatabasesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WatchDatabasesRequest) GetHostname() string {
@@ -615,7 +748,7 @@ type DatabaseState struct {
 
 func (x *DatabaseState) Reset() {
 	*x = DatabaseState{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -627,7 +760,7 @@ func (x *DatabaseState) String() string {
 func (*DatabaseState) ProtoMessage() {}
 
 func (x *DatabaseState) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[10]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -640,7 +773,7 @@ func (x *DatabaseState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatabaseState.ProtoReflect.Descriptor instead.
 func (*DatabaseState) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *DatabaseState) GetName() string {
@@ -677,7 +810,7 @@ type WatchDatabasesResponse struct {
 
 func (x *WatchDatabasesResponse) Reset() {
 	*x = WatchDatabasesResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +822,7 @@ func (x *WatchDatabasesResponse) String() string {
 func (*WatchDatabasesResponse) ProtoMessage() {}
 
 func (x *WatchDatabasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[11]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +835,7 @@ func (x *WatchDatabasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchDatabasesResponse.ProtoReflect.Descriptor instead.
 func (*WatchDatabasesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchDatabasesResponse) GetPrimary() *Primary {
@@ -798,7 +931,7 @@ type DatabaseList struct {
 
 func (x *DatabaseList) Reset() {
 	*x = DatabaseList{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -810,7 +943,7 @@ func (x *DatabaseList) String() string {
 func (*DatabaseList) ProtoMessage() {}
 
 func (x *DatabaseList) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[12]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -823,7 +956,7 @@ func (x *DatabaseList) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatabaseList.ProtoReflect.Descriptor instead.
 func (*DatabaseList) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *DatabaseList) GetDatabases() []*DatabaseState {
@@ -844,7 +977,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -856,7 +989,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[13]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -869,7 +1002,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Heartbeat) GetTime() *timestamppb.Timestamp {
@@ -894,7 +1027,7 @@ type StreamTransactionsRequest struct {
 
 func (x *StreamTransactionsRequest) Reset() {
 	*x = StreamTransactionsRequest{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -906,7 +1039,7 @@ func (x *StreamTransactionsRequest) String() string {
 func (*StreamTransactionsRequest) ProtoMessage() {}
 
 func (x *StreamTransactionsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[14]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -919,7 +1052,7 @@ func (x *StreamTransactionsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamTransactionsRequest.ProtoReflect.Descriptor instead.
 func (*StreamTransactionsRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *StreamTransactionsRequest) GetName() string {
@@ -956,7 +1089,7 @@ type Page struct {
 
 func (x *Page) Reset() {
 	*x = Page{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1101,7 @@ func (x *Page) String() string {
 func (*Page) ProtoMessage() {}
 
 func (x *Page) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[15]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1114,7 @@ func (x *Page) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Page.ProtoReflect.Descriptor instead.
 func (*Page) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{15}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Page) GetPgno() uint32 {
@@ -1026,7 +1159,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1038,7 +1171,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[16]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1051,7 +1184,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{16}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Transaction) GetTxid() uint64 {
@@ -1131,7 +1264,7 @@ type SnapshotBegin struct {
 
 func (x *SnapshotBegin) Reset() {
 	*x = SnapshotBegin{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1143,7 +1276,7 @@ func (x *SnapshotBegin) String() string {
 func (*SnapshotBegin) ProtoMessage() {}
 
 func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[17]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1156,7 +1289,7 @@ func (x *SnapshotBegin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotBegin.ProtoReflect.Descriptor instead.
 func (*SnapshotBegin) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{17}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SnapshotBegin) GetPosition() *Position {
@@ -1205,7 +1338,7 @@ type SnapshotPages struct {
 
 func (x *SnapshotPages) Reset() {
 	*x = SnapshotPages{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1217,7 +1350,7 @@ func (x *SnapshotPages) String() string {
 func (*SnapshotPages) ProtoMessage() {}
 
 func (x *SnapshotPages) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[18]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1230,7 +1363,7 @@ func (x *SnapshotPages) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotPages.ProtoReflect.Descriptor instead.
 func (*SnapshotPages) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{18}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SnapshotPages) GetPages() []*Page {
@@ -1249,7 +1382,7 @@ type SnapshotEnd struct {
 
 func (x *SnapshotEnd) Reset() {
 	*x = SnapshotEnd{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1261,7 +1394,7 @@ func (x *SnapshotEnd) String() string {
 func (*SnapshotEnd) ProtoMessage() {}
 
 func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[19]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1274,7 +1407,7 @@ func (x *SnapshotEnd) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotEnd.ProtoReflect.Descriptor instead.
 func (*SnapshotEnd) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{19}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{21}
 }
 
 // StreamTransactionsResponse is one message of a database's stream.
@@ -1299,7 +1432,7 @@ type StreamTransactionsResponse struct {
 
 func (x *StreamTransactionsResponse) Reset() {
 	*x = StreamTransactionsResponse{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1311,7 +1444,7 @@ func (x *StreamTransactionsResponse) String() string {
 func (*StreamTransactionsResponse) ProtoMessage() {}
 
 func (x *StreamTransactionsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[20]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1324,7 +1457,7 @@ func (x *StreamTransactionsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StreamTransactionsResponse.ProtoReflect.Descriptor instead.
 func (*StreamTransactionsResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{20}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *StreamTransactionsResponse) GetPrimary() *Primary {
@@ -1455,7 +1588,7 @@ type Transactions struct {
 
 func (x *Transactions) Reset() {
 	*x = Transactions{}
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1467,7 +1600,7 @@ func (x *Transactions) String() string {
 func (*Transactions) ProtoMessage() {}
 
 func (x *Transactions) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[21]
+	mi := &file_pagewire_replication_v1_replication_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1480,7 +1613,7 @@ func (x *Transactions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transactions.ProtoReflect.Descriptor instead.
 func (*Transactions) Descriptor() ([]byte, []int) {
-	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{21}
+	return file_pagewire_replication_v1_replication_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Transactions) GetTransactions() []*Transaction {
@@ -1494,7 +1627,14 @@ var File_pagewire_replication_v1_replication_proto protoreflect.FileDescriptor
 
 const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\n" +
-	")pagewire/replication/v1/replication.proto\x12\x17pagewire.replication.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"|\n" +
+	")pagewire/replication/v1/replication.proto\x12\x17pagewire.replication.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbf\x01\n" +
+	"\x1eAcknowledgeTransactionsRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1a\n" +
+	"\bhostname\x18\x02 \x01(\tR\bhostname\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12=\n" +
+	"\bposition\x18\x04 \x01(\v2!.pagewire.replication.v1.PositionR\bposition\x12\x18\n" +
+	"\adurable\x18\x05 \x01(\bR\adurable\"!\n" +
+	"\x1fAcknowledgeTransactionsResponse\"|\n" +
 	"\bHaltLock\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x124\n" +
@@ -1521,11 +1661,12 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\bposition\x18\x01 \x01(\v2!.pagewire.replication.v1.PositionR\bposition\":\n" +
 	"\bPosition\x12\x12\n" +
 	"\x04txid\x18\x01 \x01(\x04R\x04txid\x12\x1a\n" +
-	"\bchecksum\x18\x02 \x01(\x04R\bchecksum\"`\n" +
+	"\bchecksum\x18\x02 \x01(\x04R\bchecksum\"\x83\x01\n" +
 	"\aPrimary\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12#\n" +
 	"\radvertise_url\x18\x02 \x01(\tR\fadvertiseUrl\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"3\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12!\n" +
+	"\fsync_commits\x18\x04 \x01(\bR\vsyncCommits\"3\n" +
 	"\x15WatchDatabasesRequest\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\"b\n" +
 	"\rDatabaseState\x12\x12\n" +
@@ -1580,13 +1721,14 @@ const file_pagewire_replication_v1_replication_proto_rawDesc = "" +
 	"\ftransactions\x18\a \x01(\v2%.pagewire.replication.v1.TransactionsH\x00R\ftransactionsB\a\n" +
 	"\x05event\"X\n" +
 	"\fTransactions\x12H\n" +
-	"\ftransactions\x18\x01 \x03(\v2$.pagewire.replication.v1.TransactionR\ftransactions2\xdd\x04\n" +
+	"\ftransactions\x18\x01 \x03(\v2$.pagewire.replication.v1.TransactionR\ftransactions2\xee\x05\n" +
 	"\x12ReplicationService\x12s\n" +
 	"\x0eWatchDatabases\x12..pagewire.replication.v1.WatchDatabasesRequest\x1a/.pagewire.replication.v1.WatchDatabasesResponse0\x01\x12\x7f\n" +
 	"\x12StreamTransactions\x122.pagewire.replication.v1.StreamTransactionsRequest\x1a3.pagewire.replication.v1.StreamTransactionsResponse0\x01\x12h\n" +
 	"\vAcquireHalt\x12+.pagewire.replication.v1.AcquireHaltRequest\x1a,.pagewire.replication.v1.AcquireHaltResponse\x12h\n" +
 	"\vReleaseHalt\x12+.pagewire.replication.v1.ReleaseHaltRequest\x1a,.pagewire.replication.v1.ReleaseHaltResponse\x12}\n" +
-	"\x12ForwardTransaction\x122.pagewire.replication.v1.ForwardTransactionRequest\x1a3.pagewire.replication.v1.ForwardTransactionResponseB\xfe\x01\n" +
+	"\x12ForwardTransaction\x122.pagewire.replication.v1.ForwardTransactionRequest\x1a3.pagewire.replication.v1.ForwardTransactionResponse\x12\x8e\x01\n" +
+	"\x17AcknowledgeTransactions\x127.pagewire.replication.v1.AcknowledgeTransactionsRequest\x1a8.pagewire.replication.v1.AcknowledgeTransactionsResponse(\x01B\xfe\x01\n" +
 	"\x1bcom.pagewire.replication.v1B\x10ReplicationProtoP\x01ZOgithub.com/pagewire/pagewire/proto/gen/go/pagewire/replication/v1;replicationv1\xa2\x02\x03PRX\xaa\x02\x17Pagewire.Replication.V1\xca\x02\x17Pagewire\\Replication\\V1\xe2\x02#Pagewire\\Replication\\V1\\GPBMetadata\xea\x02\x19Pagewire::Replication::V1b\x06proto3"
 
 var (
@@ -1601,75 +1743,80 @@ func file_pagewire_replication_v1_replication_proto_rawDescGZIP() []byte {
 	return file_pagewire_replication_v1_replication_proto_rawDescData
 }
 
-var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_pagewire_replication_v1_replication_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_pagewire_replication_v1_replication_proto_goTypes = []any{
-	(*HaltLock)(nil),                   // 0: pagewire.replication.v1.HaltLock
-	(*AcquireHaltRequest)(nil),         // 1: pagewire.replication.v1.AcquireHaltRequest
-	(*AcquireHaltResponse)(nil),        // 2: pagewire.replication.v1.AcquireHaltResponse
-	(*ReleaseHaltRequest)(nil),         // 3: pagewire.replication.v1.ReleaseHaltRequest
-	(*ReleaseHaltResponse)(nil),        // 4: pagewire.replication.v1.ReleaseHaltResponse
-	(*ForwardTransactionRequest)(nil),  // 5: pagewire.replication.v1.ForwardTransactionRequest
-	(*ForwardTransactionResponse)(nil), // 6: pagewire.replication.v1.ForwardTransactionResponse
-	(*Position)(nil),                   // 7: pagewire.replication.v1.Position
-	(*Primary)(nil),                    // 8: pagewire.replication.v1.Primary
-	(*WatchDatabasesRequest)(nil),      // 9: pagewire.replication.v1.WatchDatabasesRequest
-	(*DatabaseState)(nil),              // 10: pagewire.replication.v1.DatabaseState
-	(*WatchDatabasesResponse)(nil),     // 11: pagewire.replication.v1.WatchDatabasesResponse
-	(*DatabaseList)(nil),               // 12: pagewire.replication.v1.DatabaseList
-	(*Heartbeat)(nil),                  // 13: pagewire.replication.v1.Heartbeat
-	(*StreamTransactionsRequest)(nil),  // 14: pagewire.replication.v1.StreamTransactionsRequest
-	(*Page)(nil),                       // 15: pagewire.replication.v1.Page
-	(*Transaction)(nil),                // 16: pagewire.replication.v1.Transaction
-	(*SnapshotBegin)(nil),              // 17: pagewire.replication.v1.SnapshotBegin
-	(*SnapshotPages)(nil),              // 18: pagewire.replication.v1.SnapshotPages
-	(*SnapshotEnd)(nil),                // 19: pagewire.replication.v1.SnapshotEnd
-	(*StreamTransactionsResponse)(nil), // 20: pagewire.replication.v1.StreamTransactionsResponse
-	(*Transactions)(nil),               // 21: pagewire.replication.v1.Transactions
-	(*timestamppb.Timestamp)(nil),      // 22: google.protobuf.Timestamp
-	(*durationpb.Duration)(nil),        // 23: google.protobuf.Duration
+	(*AcknowledgeTransactionsRequest)(nil),  // 0: pagewire.replication.v1.AcknowledgeTransactionsRequest
+	(*AcknowledgeTransactionsResponse)(nil), // 1: pagewire.replication.v1.AcknowledgeTransactionsResponse
+	(*HaltLock)(nil),                        // 2: pagewire.replication.v1.HaltLock
+	(*AcquireHaltRequest)(nil),              // 3: pagewire.replication.v1.AcquireHaltRequest
+	(*AcquireHaltResponse)(nil),             // 4: pagewire.replication.v1.AcquireHaltResponse
+	(*ReleaseHaltRequest)(nil),              // 5: pagewire.replication.v1.ReleaseHaltRequest
+	(*ReleaseHaltResponse)(nil),             // 6: pagewire.replication.v1.ReleaseHaltResponse
+	(*ForwardTransactionRequest)(nil),       // 7: pagewire.replication.v1.ForwardTransactionRequest
+	(*ForwardTransactionResponse)(nil),      // 8: pagewire.replication.v1.ForwardTransactionResponse
+	(*Position)(nil),                        // 9: pagewire.replication.v1.Position
+	(*Primary)(nil),                         // 10: pagewire.replication.v1.Primary
+	(*WatchDatabasesRequest)(nil),           // 11: pagewire.replication.v1.WatchDatabasesRequest
+	(*DatabaseState)(nil),                   // 12: pagewire.replication.v1.DatabaseState
+	(*WatchDatabasesResponse)(nil),          // 13: pagewire.replication.v1.WatchDatabasesResponse
+	(*DatabaseList)(nil),                    // 14: pagewire.replication.v1.DatabaseList
+	(*Heartbeat)(nil),                       // 15: pagewire.replication.v1.Heartbeat
+	(*StreamTransactionsRequest)(nil),       // 16: pagewire.replication.v1.StreamTransactionsRequest
+	(*Page)(nil),                            // 17: pagewire.replication.v1.Page
+	(*Transaction)(nil),                     // 18: pagewire.replication.v1.Transaction
+	(*SnapshotBegin)(nil),                   // 19: pagewire.replication.v1.SnapshotBegin
+	(*SnapshotPages)(nil),                   // 20: pagewire.replication.v1.SnapshotPages
+	(*SnapshotEnd)(nil),                     // 21: pagewire.replication.v1.SnapshotEnd
+	(*StreamTransactionsResponse)(nil),      // 22: pagewire.replication.v1.StreamTransactionsResponse
+	(*Transactions)(nil),                    // 23: pagewire.replication.v1.Transactions
+	(*timestamppb.Timestamp)(nil),           // 24: google.protobuf.Timestamp
+	(*durationpb.Duration)(nil),             // 25: google.protobuf.Duration
 }
 var file_pagewire_replication_v1_replication_proto_depIdxs = []int32{
-	22, // 0: pagewire.replication.v1.HaltLock.expires:type_name -> google.protobuf.Timestamp
-	23, // 1: pagewire.replication.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
-	23, // 2: pagewire.replication.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
-	0,  // 3: pagewire.replication.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
-	16, // 4: pagewire.replication.v1.ForwardTransactionRequest.transaction:type_name -> pagewire.replication.v1.Transaction
-	7,  // 5: pagewire.replication.v1.ForwardTransactionResponse.position:type_name -> pagewire.replication.v1.Position
-	7,  // 6: pagewire.replication.v1.DatabaseState.position:type_name -> pagewire.replication.v1.Position
-	8,  // 7: pagewire.replication.v1.WatchDatabasesResponse.primary:type_name -> pagewire.replication.v1.Primary
-	12, // 8: pagewire.replication.v1.WatchDatabasesResponse.list:type_name -> pagewire.replication.v1.DatabaseList
-	10, // 9: pagewire.replication.v1.WatchDatabasesResponse.created:type_name -> pagewire.replication.v1.DatabaseState
-	13, // 10: pagewire.replication.v1.WatchDatabasesResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
-	10, // 11: pagewire.replication.v1.DatabaseList.databases:type_name -> pagewire.replication.v1.DatabaseState
-	22, // 12: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
-	7,  // 13: pagewire.replication.v1.StreamTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
-	22, // 14: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
-	15, // 15: pagewire.replication.v1.Transaction.pages:type_name -> pagewire.replication.v1.Page
-	7,  // 16: pagewire.replication.v1.SnapshotBegin.position:type_name -> pagewire.replication.v1.Position
-	15, // 17: pagewire.replication.v1.SnapshotPages.pages:type_name -> pagewire.replication.v1.Page
-	8,  // 18: pagewire.replication.v1.StreamTransactionsResponse.primary:type_name -> pagewire.replication.v1.Primary
-	16, // 19: pagewire.replication.v1.StreamTransactionsResponse.transaction:type_name -> pagewire.replication.v1.Transaction
-	17, // 20: pagewire.replication.v1.StreamTransactionsResponse.snapshot_begin:type_name -> pagewire.replication.v1.SnapshotBegin
-	18, // 21: pagewire.replication.v1.StreamTransactionsResponse.snapshot_pages:type_name -> pagewire.replication.v1.SnapshotPages
-	19, // 22: pagewire.replication.v1.StreamTransactionsResponse.snapshot_end:type_name -> pagewire.replication.v1.SnapshotEnd
-	13, // 23: pagewire.replication.v1.StreamTransactionsResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
-	21, // 24: pagewire.replication.v1.StreamTransactionsResponse.transactions:type_name -> pagewire.replication.v1.Transactions
-	16, // 25: pagewire.replication.v1.Transactions.transactions:type_name -> pagewire.replication.v1.Transaction
-	9,  // 26: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
-	14, // 27: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
-	1,  // 28: pagewire.replication.v1.ReplicationService.AcquireHalt:input_type -> pagewire.replication.v1.AcquireHaltRequest
-	3,  // 29: pagewire.replication.v1.ReplicationService.ReleaseHalt:input_type -> pagewire.replication.v1.ReleaseHaltRequest
-	5,  // 30: pagewire.replication.v1.ReplicationService.ForwardTransaction:input_type -> pagewire.replication.v1.ForwardTransactionRequest
-	11, // 31: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
-	20, // 32: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
-	2,  // 33: pagewire.replication.v1.ReplicationService.AcquireHalt:output_type -> pagewire.replication.v1.AcquireHaltResponse
-	4,  // 34: pagewire.replication.v1.ReplicationService.ReleaseHalt:output_type -> pagewire.replication.v1.ReleaseHaltResponse
-	6,  // 35: pagewire.replication.v1.ReplicationService.ForwardTransaction:output_type -> pagewire.replication.v1.ForwardTransactionResponse
-	31, // [31:36] is the sub-list for method output_type
-	26, // [26:31] is the sub-list for method input_type
-	26, // [26:26] is the sub-list for extension type_name
-	26, // [26:26] is the sub-list for extension extendee
-	0,  // [0:26] is the sub-list for field type_name
+	9,  // 0: pagewire.replication.v1.AcknowledgeTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
+	24, // 1: pagewire.replication.v1.HaltLock.expires:type_name -> google.protobuf.Timestamp
+	25, // 2: pagewire.replication.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
+	25, // 3: pagewire.replication.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
+	2,  // 4: pagewire.replication.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
+	18, // 5: pagewire.replication.v1.ForwardTransactionRequest.transaction:type_name -> pagewire.replication.v1.Transaction
+	9,  // 6: pagewire.replication.v1.ForwardTransactionResponse.position:type_name -> pagewire.replication.v1.Position
+	9,  // 7: pagewire.replication.v1.DatabaseState.position:type_name -> pagewire.replication.v1.Position
+	10, // 8: pagewire.replication.v1.WatchDatabasesResponse.primary:type_name -> pagewire.replication.v1.Primary
+	14, // 9: pagewire.replication.v1.WatchDatabasesResponse.list:type_name -> pagewire.replication.v1.DatabaseList
+	12, // 10: pagewire.replication.v1.WatchDatabasesResponse.created:type_name -> pagewire.replication.v1.DatabaseState
+	15, // 11: pagewire.replication.v1.WatchDatabasesResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
+	12, // 12: pagewire.replication.v1.DatabaseList.databases:type_name -> pagewire.replication.v1.DatabaseState
+	24, // 13: pagewire.replication.v1.Heartbeat.time:type_name -> google.protobuf.Timestamp
+	9,  // 14: pagewire.replication.v1.StreamTransactionsRequest.position:type_name -> pagewire.replication.v1.Position
+	24, // 15: pagewire.replication.v1.Transaction.commit_time:type_name -> google.protobuf.Timestamp
+	17, // 16: pagewire.replication.v1.Transaction.pages:type_name -> pagewire.replication.v1.Page
+	9,  // 17: pagewire.replication.v1.SnapshotBegin.position:type_name -> pagewire.replication.v1.Position
+	17, // 18: pagewire.replication.v1.SnapshotPages.pages:type_name -> pagewire.replication.v1.Page
+	10, // 19: pagewire.replication.v1.StreamTransactionsResponse.primary:type_name -> pagewire.replication.v1.Primary
+	18, // 20: pagewire.replication.v1.StreamTransactionsResponse.transaction:type_name -> pagewire.replication.v1.Transaction
+	19, // 21: pagewire.replication.v1.StreamTransactionsResponse.snapshot_begin:type_name -> pagewire.replication.v1.SnapshotBegin
+	20, // 22: pagewire.replication.v1.StreamTransactionsResponse.snapshot_pages:type_name -> pagewire.replication.v1.SnapshotPages
+	21, // 23: pagewire.replication.v1.StreamTransactionsResponse.snapshot_end:type_name -> pagewire.replication.v1.SnapshotEnd
+	15, // 24: pagewire.replication.v1.StreamTransactionsResponse.heartbeat:type_name -> pagewire.replication.v1.Heartbeat
+	23, // 25: pagewire.replication.v1.StreamTransactionsResponse.transactions:type_name -> pagewire.replication.v1.Transactions
+	18, // 26: pagewire.replication.v1.Transactions.transactions:type_name -> pagewire.replication.v1.Transaction
+	11, // 27: pagewire.replication.v1.ReplicationService.WatchDatabases:input_type -> pagewire.replication.v1.WatchDatabasesRequest
+	16, // 28: pagewire.replication.v1.ReplicationService.StreamTransactions:input_type -> pagewire.replication.v1.StreamTransactionsRequest
+	3,  // 29: pagewire.replication.v1.ReplicationService.AcquireHalt:input_type -> pagewire.replication.v1.AcquireHaltRequest
+	5,  // 30: pagewire.replication.v1.ReplicationService.ReleaseHalt:input_type -> pagewire.replication.v1.ReleaseHaltRequest
+	7,  // 31: pagewire.replication.v1.ReplicationService.ForwardTransaction:input_type -> pagewire.replication.v1.ForwardTransactionRequest
+	0,  // 32: pagewire.replication.v1.ReplicationService.AcknowledgeTransactions:input_type -> pagewire.replication.v1.AcknowledgeTransactionsRequest
+	13, // 33: pagewire.replication.v1.ReplicationService.WatchDatabases:output_type -> pagewire.replication.v1.WatchDatabasesResponse
+	22, // 34: pagewire.replication.v1.ReplicationService.StreamTransactions:output_type -> pagewire.replication.v1.StreamTransactionsResponse
+	4,  // 35: pagewire.replication.v1.ReplicationService.AcquireHalt:output_type -> pagewire.replication.v1.AcquireHaltResponse
+	6,  // 36: pagewire.replication.v1.ReplicationService.ReleaseHalt:output_type -> pagewire.replication.v1.ReleaseHaltResponse
+	8,  // 37: pagewire.replication.v1.ReplicationService.ForwardTransaction:output_type -> pagewire.replication.v1.ForwardTransactionResponse
+	1,  // 38: pagewire.replication.v1.ReplicationService.AcknowledgeTransactions:output_type -> pagewire.replication.v1.AcknowledgeTransactionsResponse
+	33, // [33:39] is the sub-list for method output_type
+	27, // [27:33] is the sub-list for method input_type
+	27, // [27:27] is the sub-list for extension type_name
+	27, // [27:27] is the sub-list for extension extendee
+	0,  // [0:27] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_replication_v1_replication_proto_init() }
@@ -1677,13 +1824,13 @@ func file_pagewire_replication_v1_replication_proto_init() {
 	if File_pagewire_replication_v1_replication_proto != nil {
 		return
 	}
-	file_pagewire_replication_v1_replication_proto_msgTypes[11].OneofWrappers = []any{
+	file_pagewire_replication_v1_replication_proto_msgTypes[13].OneofWrappers = []any{
 		(*WatchDatabasesResponse_List)(nil),
 		(*WatchDatabasesResponse_Created)(nil),
 		(*WatchDatabasesResponse_Deleted)(nil),
 		(*WatchDatabasesResponse_Heartbeat)(nil),
 	}
-	file_pagewire_replication_v1_replication_proto_msgTypes[20].OneofWrappers = []any{
+	file_pagewire_replication_v1_replication_proto_msgTypes[22].OneofWrappers = []any{
 		(*StreamTransactionsResponse_Transaction)(nil),
 		(*StreamTransactionsResponse_SnapshotBegin)(nil),
 		(*StreamTransactionsResponse_SnapshotPages)(nil),
@@ -1697,7 +1844,7 @@ func file_pagewire_replication_v1_replication_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_replication_v1_replication_proto_rawDesc), len(file_pagewire_replication_v1_replication_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   22,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -19,11 +19,12 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ReplicationService_WatchDatabases_FullMethodName     = "/pagewire.replication.v1.ReplicationService/WatchDatabases"
-	ReplicationService_StreamTransactions_FullMethodName = "/pagewire.replication.v1.ReplicationService/StreamTransactions"
-	ReplicationService_AcquireHalt_FullMethodName        = "/pagewire.replication.v1.ReplicationService/AcquireHalt"
-	ReplicationService_ReleaseHalt_FullMethodName        = "/pagewire.replication.v1.ReplicationService/ReleaseHalt"
-	ReplicationService_ForwardTransaction_FullMethodName = "/pagewire.replication.v1.ReplicationService/ForwardTransaction"
+	ReplicationService_WatchDatabases_FullMethodName          = "/pagewire.replication.v1.ReplicationService/WatchDatabases"
+	ReplicationService_StreamTransactions_FullMethodName      = "/pagewire.replication.v1.ReplicationService/StreamTransactions"
+	ReplicationService_AcquireHalt_FullMethodName             = "/pagewire.replication.v1.ReplicationService/AcquireHalt"
+	ReplicationService_ReleaseHalt_FullMethodName             = "/pagewire.replication.v1.ReplicationService/ReleaseHalt"
+	ReplicationService_ForwardTransaction_FullMethodName      = "/pagewire.replication.v1.ReplicationService/ForwardTransaction"
+	ReplicationService_AcknowledgeTransactions_FullMethodName = "/pagewire.replication.v1.ReplicationService/AcknowledgeTransactions"
 )
 
 // ReplicationServiceClient is the client API for ReplicationService service.
@@ -56,6 +57,16 @@ type ReplicationServiceClient interface {
 	// it must follow the primary's position. It returns once the
 	// transaction is committed there.
 	ForwardTransaction(ctx context.Context, in *ForwardTransactionRequest, opts ...grpc.CallOption) (*ForwardTransactionResponse, error)
+	// AcknowledgeTransactions is a replica's back channel for one database,
+	// open beside its StreamTransactions: each message says what the replica
+	// has applied, durably if durable is set. With
+	// replication.sync-replicas, the primary's commits return once that many
+	// replicas acknowledged them durably; GetDatabase lists each replica's
+	// applied position from them. A message for another lease epoch ends the
+	// stream with FAILED_PRECONDITION (READONLY_DBMOVED), one for an unknown
+	// database with NOT_FOUND, one naming a position the primary has not
+	// sent with INVALID_ARGUMENT.
+	AcknowledgeTransactions(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse], error)
 }
 
 type replicationServiceClient struct {
@@ -134,6 +145,19 @@ func (c *replicationServiceClient) ForwardTransaction(ctx context.Context, in *F
 	return out, nil
 }
 
+func (c *replicationServiceClient) AcknowledgeTransactions(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ReplicationService_ServiceDesc.Streams[2], ReplicationService_AcknowledgeTransactions_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicationService_AcknowledgeTransactionsClient = grpc.ClientStreamingClient[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]
+
 // ReplicationServiceServer is the server API for ReplicationService service.
 // All implementations must embed UnimplementedReplicationServiceServer
 // for forward compatibility.
@@ -164,6 +188,16 @@ type ReplicationServiceServer interface {
 	// it must follow the primary's position. It returns once the
 	// transaction is committed there.
 	ForwardTransaction(context.Context, *ForwardTransactionRequest) (*ForwardTransactionResponse, error)
+	// AcknowledgeTransactions is a replica's back channel for one database,
+	// open beside its StreamTransactions: each message says what the replica
+	// has applied, durably if durable is set. With
+	// replication.sync-replicas, the primary's commits return once that many
+	// replicas acknowledged them durably; GetDatabase lists each replica's
+	// applied position from them. A message for another lease epoch ends the
+	// stream with FAILED_PRECONDITION (READONLY_DBMOVED), one for an unknown
+	// database with NOT_FOUND, one naming a position the primary has not
+	// sent with INVALID_ARGUMENT.
+	AcknowledgeTransactions(grpc.ClientStreamingServer[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]) error
 	mustEmbedUnimplementedReplicationServiceServer()
 }
 
@@ -188,6 +222,9 @@ func (UnimplementedReplicationServiceServer) ReleaseHalt(context.Context, *Relea
 }
 func (UnimplementedReplicationServiceServer) ForwardTransaction(context.Context, *ForwardTransactionRequest) (*ForwardTransactionResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ForwardTransaction not implemented")
+}
+func (UnimplementedReplicationServiceServer) AcknowledgeTransactions(grpc.ClientStreamingServer[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]) error {
+	return status.Error(codes.Unimplemented, "method AcknowledgeTransactions not implemented")
 }
 func (UnimplementedReplicationServiceServer) mustEmbedUnimplementedReplicationServiceServer() {}
 func (UnimplementedReplicationServiceServer) testEmbeddedByValue()                            {}
@@ -286,6 +323,13 @@ func _ReplicationService_ForwardTransaction_Handler(srv interface{}, ctx context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _ReplicationService_AcknowledgeTransactions_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ReplicationServiceServer).AcknowledgeTransactions(&grpc.GenericServerStream[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ReplicationService_AcknowledgeTransactionsServer = grpc.ClientStreamingServer[AcknowledgeTransactionsRequest, AcknowledgeTransactionsResponse]
+
 // ReplicationService_ServiceDesc is the grpc.ServiceDesc for ReplicationService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -316,6 +360,11 @@ var ReplicationService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "StreamTransactions",
 			Handler:       _ReplicationService_StreamTransactions_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "AcknowledgeTransactions",
+			Handler:       _ReplicationService_AcknowledgeTransactions_Handler,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "pagewire/replication/v1/replication.proto",
