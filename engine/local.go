@@ -333,7 +333,7 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 	}
 	d.pos.TXID = pos.TXID
 	d.hidden = false // the snapshot was published before the rebase
-	d.startupErr = nil
+	d.startupErr, d.metaLost = nil, false
 	if err := d.saveMeta(true); err != nil {
 		return err
 	}

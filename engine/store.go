@@ -593,6 +593,7 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 				return FileInfo{}, err
 			}
 			d.wal = f
+			d.walDirUnsynced = true
 			d.ids.wal = s.newID()
 			d.modTime[kind] = time.Now()
 			s.register(d)
@@ -659,13 +660,20 @@ func (s *Store) Delete(name string) error {
 		if d.wal == nil {
 			return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
 		}
+		// The meta records the generation's end durably before the
+		// unlink can become durable.
+		if err := d.syncMetaEnd(); err != nil {
+			return err
+		}
 		d.wal.Close()
 		s.unregister(d.ids.wal)
 		d.wal, d.ids.wal = nil, 0
+		d.walDirUnsynced = false
 		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return d.resetWAL()
+		d.resetWAL()
+		return nil
 	}
 	return s.removeDatabase(d, false)
 }
@@ -1035,15 +1043,22 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		if err := d.checkFileEnd(ref.kind, size); err != nil {
 			return FileInfo{}, err
 		}
+		// A cut below the counted commit (wal_checkpoint(TRUNCATE))
+		// takes the generation off the disk: the meta records its end
+		// durably first.
+		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
+		reset := size < walHeaderSize+int64(d.w.commitFrame)*frameSize
+		if reset {
+			if err := d.syncMetaEnd(); err != nil {
+				return FileInfo{}, err
+			}
+		}
 		d.keepForViews(d.wal, size, -1)
 		if err := d.wal.Truncate(size); err != nil {
 			return FileInfo{}, err
 		}
-		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
-		if size < walHeaderSize+int64(d.w.commitFrame)*frameSize {
-			if err := d.resetWAL(); err != nil {
-				return FileInfo{}, err
-			}
+		if reset {
+			d.resetWAL()
 		}
 	case pagewire.FileSHM:
 		if err := ref.shm.truncate(size); err != nil {
@@ -1078,39 +1093,39 @@ func (s *Store) Sync(id uint64) error {
 		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 
-	// Pick the files to sync: a WAL's takes the meta file along while a new generation's record is not durable.
-	var files []*os.File
-	metaGen := d.metaGen
+	// Pick the file to sync; a -wal created since its folder was last
+	// synced takes the folder along, as SQLite syncs the directory of a
+	// -wal it created.
+	var f *os.File
+	syncFolder := false
 	switch ref.kind {
 	case pagewire.FileDatabase:
-		files = append(files, d.db)
+		f = d.db
 	case pagewire.FileWAL:
-		if d.wal != nil {
-			files = append(files, d.wal)
-			if d.metaUnsynced {
-				files = append(files, d.metaFile)
-			}
-		}
+		f, syncFolder = d.wal, d.walDirUnsynced
 	}
 	d.mu.Unlock()
-
-	// Sync each one; a closed file means the database was deleted or replaced.
-	for _, f := range files {
-		if err := f.Sync(); errors.Is(err, os.ErrClosed) {
-			return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
-		} else if err != nil {
-			return err
-		}
+	if f == nil {
+		return nil
 	}
 
-	// Both synced: the meta record is durable.
-	if len(files) == 2 {
-		d.mu.Lock()
-		if d.metaGen == metaGen {
-			d.metaUnsynced = false // no newer generation was recorded meanwhile
-		}
-		d.mu.Unlock()
+	// A closed file means the database was deleted or replaced.
+	if err := f.Sync(); errors.Is(err, os.ErrClosed) {
+		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	} else if err != nil {
+		return err
 	}
+	if !syncFolder {
+		return nil
+	}
+	if err := syncDir(d.dir); err != nil {
+		return err
+	}
+	d.mu.Lock()
+	if d.wal == f {
+		d.walDirUnsynced = false
+	}
+	d.mu.Unlock()
 	return nil
 }
 
