@@ -59,14 +59,14 @@ type database struct {
 	// walDirUnsynced is set when the -wal was created and its directory
 	// entry is not durable yet: the WAL's next fsync syncs the folder too.
 	walDirUnsynced bool
-	handles        int // open file handles on the mount
-	commits      uint64 // commits counted by writes since the node started
-	frameBuf     []byte // scratch for one WAL frame, used under mu
-	startupErr   error  // a checksum mismatch found when the database was opened
-	metaLost     bool   // the meta file was missing or damaged at startup: the TXID is a guess
-	txlog        *txlog
-	logTxns      bool            // log commits to txlog; off during startup recovery and snapshots
-	expect       *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
+	handles        int    // open file handles on the mount
+	commits        uint64 // commits counted by writes since the node started
+	frameBuf       []byte // scratch for one WAL frame, used under mu
+	startupErr     error  // a checksum mismatch found when the database was opened
+	metaLost       bool   // the meta file was missing or damaged at startup: the TXID is a guess
+	txlog          *txlog
+	logTxns        bool            // log commits to txlog; off during startup recovery and snapshots
+	expect         *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
 	// halt is the halt lock a client holds through this node while it is
 	// a replica; read without mu.
 	halt atomic.Pointer[localHalt]
@@ -1425,7 +1425,7 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	d.pos.TXID = txid + 1
 	d.w = walState{}
 	d.gen0, d.lastGen = walMark{}, walMark{} // no earlier WAL belongs to this file
-	d.startupErr = damaged // nil: checkImportFile passed it
+	d.startupErr = damaged                   // nil: checkImportFile passed it
 	d.metaLost = false
 	d.modTime[pagewire.FileDatabase] = time.Now()
 	return d.saveMeta(true)
