@@ -645,13 +645,30 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	expect := how.announced
 	how.announced, d.expect = nil, nil
 
+	// The apply worker's commit must end where it announced (the
+	// primary's checksum): one that does not is refused, before readers
+	// can see it, and the copy is marked for a re-seed.
+	if expect != nil && how.hidden {
+		if got := d.commitChecksum(nPage); got != expect.pos.Checksum {
+			if d.startupErr == nil {
+				d.startupErr = fmt.Errorf("%w: applying the primary's transactions up to TXID %d to %q led to checksum %016x, not the primary's %016x; this copy takes no writes until re-seeded from the primary, which the replica does itself",
+					pagewire.ErrCorrupt, expect.pos.TXID, d.name, got, expect.pos.Checksum)
+			}
+			return fmt.Errorf("%w: the commit in frame %d of %s-wal leads to checksum %016x, not the announced %016x at TXID %d: refused before readers could see it",
+				pagewire.ErrCorrupt, frame, d.name, got, expect.pos.Checksum, expect.pos.TXID)
+		}
+	}
+	// single: the commit is one transaction, logged from its frames; an
+	// announcement without transactions of the next TXID only checks it.
+	single := expect == nil || (expect.txns == nil && expect.pos.TXID == prevPos.TXID+1)
+
 	// The transaction's pages, for the log and for the primary: read now,
 	// or, when there are too many to hold, streamed from the WAL to the
 	// log once the transaction counts (logFrames).
 	var txn pagewire.Txn
 	var big []pendingFrame // sorted, with bigPages newest pages to log
 	var bigPages int
-	if (d.logTxns || how.forwardTo != nil) && expect == nil {
+	if (d.logTxns || how.forwardTo != nil) && single {
 		n := d.sortPending(nPage)
 		if how.forwardTo == nil && int64(n)*int64(d.pageSize) > int64(d.streamTxnBytes) {
 			big, bigPages = d.w.pending, n
@@ -662,7 +679,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 			}
 		}
 	}
-	if how.forwardTo != nil && expect == nil {
+	if how.forwardTo != nil && single {
 		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID+1, pre, d.commitChecksum(nPage)
 		if err := how.forwardTo.forward(txn); err != nil {
 			return err
@@ -699,7 +716,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	}
 	d.w.appended, d.w.overwritten, d.w.awaitRewrite = frame, 0, 0
 	switch {
-	case expect == nil:
+	case single:
 		d.pos.TXID++
 		if d.logTxns && big != nil {
 			d.logFrames(pagewire.Txn{TXID: d.pos.TXID, PreChecksum: pre, PostChecksum: d.pos.Checksum, PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now()}, big, bigPages)
@@ -1280,11 +1297,15 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 
 	// Count the transactions up to frame k.
 	rewritten := k == d.w.awaitRewrite
-	before := d.pos.TXID
+	before, beforeFrame := d.pos.TXID, d.w.commitFrame
 	_, stop, err := d.scanFrames(k, how, nil)
 	d.w.pending = d.w.pending[:0]
-	if err == nil && d.pos.TXID != before && stop == nil {
-		d.commits += uint64(d.pos.TXID - before)
+	if err == nil && d.w.commitFrame != beforeFrame && stop == nil {
+		// (A snapshot's commit may set the TXID back: a replica that was
+		// ahead of the primary.)
+		if d.pos.TXID > before {
+			d.commits += uint64(d.pos.TXID - before)
+		}
 		return d.saveMeta(false)
 	}
 
@@ -1300,7 +1321,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logkey.Error, err,
 		"rewritten", rewritten, "first_overwritten", d.w.overwritten, "counted_frame", d.w.commitFrame)
 	d.w.awaitRewrite, d.w.overwritten = 0, 0
-	if d.pos.TXID != before {
+	if d.w.commitFrame != beforeFrame && d.pos.TXID > before {
 		// Earlier commits in the write counted; the last did not.
 		d.commits += uint64(d.pos.TXID - before)
 		if serr := d.saveMeta(false); serr != nil {
@@ -1312,8 +1333,12 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 			pagewire.ErrInvalidArgument, k, d.name, stop)
 	}
 
-	// Later writes of the same commit fail the same way.
-	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
+	// Later writes of the same commit fail the same way: SQLite writes
+	// the rest of a write the kernel split. The apply worker instead
+	// writes the frames again, or others, from its last published commit.
+	if !how.hidden {
+		d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
+	}
 	if stop == nil {
 		// Valid frames refused (a halt lock's forward the primary
 		// refused, a size the frames cannot account for): make sure

@@ -522,7 +522,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	w.frame(2, testPage(2), 2)
 	pos, _ := s.Position("app.db")
 	pages := []pagewire.Page{{Pgno: 1, Data: p1}, {Pgno: 2, Data: testPage(2)}}
-	if err := s.RestoreDatabase("copy.db", defaultPageSize, pos, pagesOneByOne(pages)); err != nil {
+	if err := s.RestoreDatabase("copy.db", defaultPageSize, pos, pagesOneByOne(pages), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Position("copy.db"); got != pos {
@@ -531,7 +531,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	// A snapshot that does not match its position is refused and leaves
 	// nothing behind.
 	bad := pagewire.Pos{TXID: pos.TXID, Checksum: pos.Checksum ^ 1}
-	if err := s.RestoreDatabase("bad.db", defaultPageSize, bad, pagesOneByOne(pages)); !errors.Is(err, pagewire.ErrCorrupt) {
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, bad, pagesOneByOne(pages), nil); !errors.Is(err, pagewire.ErrCorrupt) {
 		t.Fatalf("err=%v, want ErrCorrupt", err)
 	}
 	if _, ok := s.Position("bad.db"); ok {
@@ -540,7 +540,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 
 	// Pages out of order, or a snapshot cut off, leave nothing either.
 	swapped := []pagewire.Page{pages[1], pages[0]}
-	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, pagesOneByOne(swapped)); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, pagesOneByOne(swapped), nil); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("pages out of order: err=%v, want ErrInvalidArgument", err)
 	}
 	cut := errors.New("stream cut")
@@ -550,7 +550,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 			return pages[:1], nil
 		}
 		return nil, cut
-	}); !errors.Is(err, cut) {
+	}, nil); !errors.Is(err, cut) {
 		t.Fatalf("cut off: err=%v, want the stream's", err)
 	}
 	if _, ok := s.Position("bad.db"); ok {
