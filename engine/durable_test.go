@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io/fs"
@@ -349,5 +350,148 @@ func TestStore_WALFsyncSyncsItsFolderOnce(t *testing.T) {
 	}
 	if unsynced() {
 		t.Fatal("the -wal's fsync did not sync its folder")
+	}
+}
+
+// The apply worker's commit that does not end at the checksum it announced
+// is refused: nothing counts, readers see nothing new, its commit frame is
+// zeroed so that SQLite's recovery cannot bring it back, and the copy is
+// marked for a re-seed.
+func TestStore_AppliedCommitWithAnotherChecksumIsRefused(t *testing.T) {
+	for _, single := range []bool{true, false} {
+		dir := t.TempDir()
+		s := openTestStore(t, dir)
+		s.Create("app.db", App)
+		before, _ := s.Position("app.db")
+		txns := expectTxns(3, 4)
+		if single {
+			txns = txns[:1]
+		}
+		done, err := s.ExpectCommit("app.db", txns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newWALBuilder(t, s, "app.db", 1)
+		w.by = Applier
+		// Page 2 as none of the transactions left it.
+		if _, err := w.tryFrame(2, testPage(9), 2); !errors.Is(err, pagewire.ErrCorrupt) {
+			t.Fatalf("single=%v: commit err=%v, want ErrCorrupt", single, err)
+		}
+		done()
+		if pos, _ := s.Position("app.db"); pos != before {
+			t.Fatalf("single=%v: pos=%v after a refused commit, want %v", single, pos, before)
+		}
+		if vis, _ := s.Visible("app.db"); vis != before {
+			t.Fatalf("single=%v: visible=%v, want %v", single, vis, before)
+		}
+		if err := s.Damaged("app.db"); !errors.Is(err, pagewire.ErrCorrupt) {
+			t.Fatalf("single=%v: Damaged=%v, want ErrCorrupt", single, err)
+		}
+		// The frame header on disk is zeroed.
+		st := readState(t, dir, "app.db")
+		if hdr := st.wal[32 : 32+24]; !bytes.Equal(hdr, make([]byte, 24)) {
+			t.Fatalf("single=%v: refused commit frame header is %x, want zeros", single, hdr)
+		}
+		// A restart does not count it either.
+		if di := openCut(t, dir, "app.db", st); di.Pos != before {
+			t.Fatalf("single=%v: after a restart pos=%v, want %v", single, di.Pos, before)
+		}
+		// The apply worker writes the right frames again over it: they
+		// count, as the primary's transactions.
+		w.next, w.enc = 1, w.enc0()
+		done, err = s.ExpectCommit("app.db", txns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := txns[len(txns)-1]
+		if got := w.frame(2, last.Pages[0].Data, 2); got != last.TXID {
+			t.Fatalf("single=%v: TXID=%d after the right frames, want %d", single, got, last.TXID)
+		}
+		done()
+		if pos, _ := s.Position("app.db"); pos.Checksum != last.PostChecksum {
+			t.Fatalf("single=%v: pos=%v, want checksum %016x", single, pos, last.PostChecksum)
+		}
+	}
+}
+
+// A commit written a part at a time announces its position alone
+// (ExpectPosition): it counts as one transaction, logged from its frames,
+// if it ends there, and is refused otherwise.
+func TestStore_ExpectPositionChecksAPartWiseCommit(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	txns := expectTxns(3)
+	want := pagewire.Pos{TXID: 2, Checksum: txns[0].PostChecksum}
+	done, err := s.ExpectPosition("app.db", want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	if _, err := w.tryFrame(2, testPage(4), 2); !errors.Is(err, pagewire.ErrCorrupt) {
+		t.Fatalf("wrong pages: err=%v, want ErrCorrupt", err)
+	}
+	done()
+	w.next, w.enc = 1, w.enc0()
+	if done, err = s.ExpectPosition("app.db", want); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.frame(2, testPage(3), 2); got != 2 {
+		t.Fatalf("TXID=%d, want 2", got)
+	}
+	done()
+	if pos, _ := s.Position("app.db"); pos != want {
+		t.Fatalf("pos=%v, want %v", pos, want)
+	}
+	r, err := s.dbs["app.db"].txlog.readFrom(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if got, ok, err := r.Next(); err != nil || !ok || got.PostChecksum != want.Checksum || !bytes.Equal(got.Pages[0].Data, testPage(3)) {
+		t.Fatalf("logged %+v ok=%v err=%v, want the transaction from its frames", got.TXID, ok, err)
+	}
+	if _, err := s.ExpectPosition("app.db", pagewire.Pos{}); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("TXID 0: err=%v, want ErrInvalidArgument", err)
+	}
+}
+
+// A replica whose position the transaction log cannot prove to be the
+// primary's history (the records after it are gone) gets a snapshot
+// marked diverged: it keeps its copy aside, since it may hold transactions
+// the primary never had.
+func TestFeed_UnprovenReplicaIsDiverged(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	var at []pagewire.Pos
+	for i := range 4 {
+		w.frame(2, testPage(byte(10+i)), 2)
+		pos, _ := s.Position("app.db")
+		at = append(at, pos) // TXIDs 2..5
+	}
+	d, _ := s.db("app.db")
+	if next, reason, diverged := d.streamStart(at[1]); next != 4 || reason != "" || diverged {
+		t.Fatalf("replica at TXID 3 with the log: next=%d reason=%q diverged=%v, want 4 and no snapshot", next, reason, diverged)
+	}
+	// Another history at TXID 3: diverged, as before.
+	other := pagewire.Pos{TXID: 3, Checksum: at[1].Checksum ^ 2}
+	if _, reason, diverged := d.streamStart(other); reason == "" || !diverged {
+		t.Fatalf("other history: reason=%q diverged=%v, want a diverged snapshot", reason, diverged)
+	}
+
+	// The log loses its records (an import, retention): the replica's
+	// copy can no longer be proven, whichever it is.
+	if err := d.txlog.reset(); err != nil {
+		t.Fatal(err)
+	}
+	for _, have := range []pagewire.Pos{at[1], other, {TXID: 4, Checksum: 1<<63 | 77}} {
+		if _, reason, diverged := d.streamStart(have); !diverged || !strings.Contains(reason, "cannot be proven") {
+			t.Fatalf("replica at %v without the log: reason=%q diverged=%v, want a diverged snapshot", have, reason, diverged)
+		}
+	}
+	// A replica at the primary's position needs nothing.
+	if next, reason, diverged := d.streamStart(at[3]); next != 6 || reason != "" || diverged {
+		t.Fatalf("replica at the primary's position: next=%d reason=%q diverged=%v", next, reason, diverged)
 	}
 }

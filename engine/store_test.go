@@ -32,17 +32,19 @@ type walBuilder struct {
 	// split writes each page in two, at the 4 KiB boundary of the file
 	// inside it, as the kernel may send one write() to the mount.
 	split bool
+	// by is who writes: App unless a test sets Applier.
+	by Writer
 }
 
 // writePage writes a frame's page data at off, in one write or split.
 func (w *walBuilder) writePage(page []byte, off int64) (pagewire.TXID, error) {
 	if cut := (off/4096+1)*4096 - off; w.split && cut < int64(len(page)) {
-		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, App); err != nil {
+		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, w.by); err != nil {
 			return 0, err
 		}
 		page, off = page[cut:], off+cut
 	}
-	_, txid, err := w.s.WriteAt(w.id, page, off, App)
+	_, txid, err := w.s.WriteAt(w.id, page, off, w.by)
 	return txid, err
 }
 
@@ -76,6 +78,15 @@ func (w *walBuilder) restart(salt1 uint32) {
 	w.next = 1
 }
 
+// enc0 is the encoder at the start of the current header's frames.
+func (w *walBuilder) enc0() wal.Encoder {
+	e := w.enc
+	if len(w.frames) > 0 {
+		e.Checksum = w.frames[0].ck
+	}
+	return e
+}
+
 // frame appends one frame; commit is the db size for a commit frame, else 0.
 func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXID {
 	w.t.Helper()
@@ -93,7 +104,7 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck: w.enc.Checksum})
 	fh := w.frameHeader(pgno, commit, page)
 	off := wal.FrameOffset(w.next, w.pageSize)
-	if _, _, err := w.s.WriteAt(w.id, fh, off, App); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, fh, off, w.by); err != nil {
 		w.t.Fatal(err)
 	}
 	txid, err := w.writePage(page, off+walFrameHeaderSize)
