@@ -1222,6 +1222,22 @@ func (d *database) unchanged(off int64, data []byte) bool {
 func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 	frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
 	end := off + int64(n)
+
+	// A write of whole frames from frame j's start (the apply worker;
+	// SQLite writes a frame's header and page apart) appends from frame j:
+	// a commit refused at or after j is being written again, not the rest
+	// of the refused write.
+	if rel := off - walHeaderSize; rel >= 0 && rel%frameSize == 0 && int64(n) > walFrameHeaderSize {
+		if j := uint32(rel/frameSize) + 1; j > d.w.commitFrame {
+			d.w.appended, d.w.awaitRewrite = min(d.w.appended, j-1), 0
+			if d.w.overwritten >= j {
+				d.w.overwritten = 0
+			}
+			if d.w.refused >= j {
+				d.w.refused = 0
+			}
+		}
+	}
 	if end <= walHeaderSize {
 		return 0, false
 	}
@@ -1333,12 +1349,10 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 			pagewire.ErrInvalidArgument, k, d.name, stop)
 	}
 
-	// Later writes of the same commit fail the same way: SQLite writes
-	// the rest of a write the kernel split. The apply worker instead
-	// writes the frames again, or others, from its last published commit.
-	if !how.hidden {
-		d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
-	}
+	// Later writes of the same commit fail the same way: SQLite, or the
+	// apply worker, writes the rest of a write the kernel split (a write
+	// that starts at a frame up to it is a new attempt: commitCandidate).
+	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
 	if stop == nil {
 		// Valid frames refused (a halt lock's forward the primary
 		// refused, a size the frames cannot account for): make sure

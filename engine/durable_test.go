@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // These tests build the files a power cut can leave: each file at one of
@@ -494,4 +495,46 @@ func TestFeed_UnprovenReplicaIsDiverged(t *testing.T) {
 	if next, reason, diverged := d.streamStart(at[3]); next != 6 || reason != "" || diverged {
 		t.Fatalf("replica at the primary's position: next=%d reason=%q diverged=%v", next, reason, diverged)
 	}
+}
+
+// The kernel may split the apply worker's write of a frame in two and the
+// writer then writes the rest again: a refused commit stays refused for
+// the rest, and counts once its frames are written again from the start.
+func TestStore_RefusedAppliedCommitStaysRefusedForTheRestOfASplitWrite(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	txns := expectTxns(3)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	start := w.enc
+	write := func(page []byte) (pagewire.TXID, error) {
+		enc := start
+		frame := enc.AppendFrame(nil, 2, 2, page)
+		off := wal.FrameOffset(1, defaultPageSize)
+		cut := 4096 - off // at the file's first 4 KiB boundary
+		if _, _, err := s.WriteAt(w.id, frame[:cut], off, Applier); err != nil {
+			return 0, err
+		}
+		_, txid, err := s.WriteAt(w.id, frame[cut:], off+cut, Applier)
+		if err != nil {
+			// The writer writes the rest again.
+			_, txid, err = s.WriteAt(w.id, frame[cut:], off+cut, Applier)
+		}
+		return txid, err
+	}
+	done, err := s.ExpectCommit("app.db", txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := write(testPage(9)); !errors.Is(err, pagewire.ErrCorrupt) {
+		t.Fatalf("the rest of a refused write: err=%v, want ErrCorrupt", err)
+	}
+	done()
+	if done, err = s.ExpectCommit("app.db", txns); err != nil {
+		t.Fatal(err)
+	}
+	if txid, err := write(testPage(3)); err != nil || txid != 2 {
+		t.Fatalf("the right frame written again: TXID=%d err=%v, want 2", txid, err)
+	}
+	done()
 }
