@@ -154,7 +154,9 @@ func TestReplication_CatchUpFromLogThenSnapshot(t *testing.T) {
 		t.Fatalf("replica: %q", got)
 	}
 
-	// Away past retention: a snapshot.
+	// Away past retention: a snapshot. The primary can no longer prove
+	// that the replica's copy is its history (the replica might hold
+	// transactions the primary lost), so the copy is kept aside.
 	r.Stop()
 	insertRows(t, p.Path("app.db"), 100)
 	waitFor(t, 30*time.Second, "the primary to prune its transaction log", func() bool {
@@ -165,6 +167,9 @@ func TestReplication_CatchUpFromLogThenSnapshot(t *testing.T) {
 	waitCaughtUp(t, "app.db", p, r)
 	if !strings.Contains(r.Log.String(), "applied snapshot") {
 		t.Fatalf("the replica did not catch up by snapshot:\n%s", r.Log)
+	}
+	if kept, _ := filepath.Glob(filepath.Join(r.DataDir, "diverged", "app.db.*")); len(kept) != 1 || !strings.Contains(r.Log.String(), "cannot be proven") {
+		t.Fatalf("kept copies: %v, want one, for an unproven position:\n%s", kept, r.Log)
 	}
 	if got := countAndCheck(t, r, "app.db"); got != "10110\nok" {
 		t.Fatalf("replica: %q", got)

@@ -49,17 +49,24 @@ type database struct {
 	pos      pagewire.Pos
 	pages    []uint64 // per-page checksums, index pgno-1; len = pages in the database
 	w        walState
-	// metaUnsynced is set when the meta file records a WAL generation that
-	// has not been fsync'd; the next fsync of the WAL syncs it too.
-	metaUnsynced bool
-	metaGen      uint64 // counts the times metaUnsynced was set
-	handles      int    // open file handles on the mount
-	commits      uint64 // commits counted by writes since the node started
-	frameBuf     []byte // scratch for one WAL frame, used under mu
-	startupErr   error  // a checksum mismatch found when the database was opened
-	txlog        *txlog
-	logTxns      bool            // log commits to txlog; off during startup recovery and snapshots
-	expect       *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
+	// gen0 is where the current WAL generation began (the meta's Prev);
+	// lastGen, while there is no WAL generation (w.ok unset), is the end
+	// of the last one, which the meta goes on recording: a WAL whose
+	// deletion did not become durable comes back with it after a power
+	// cut. metaSynced is the generation's end the meta file durably
+	// records (syncMetaEnd).
+	gen0, lastGen, metaSynced walMark
+	// walDirUnsynced is set when the -wal was created and its directory
+	// entry is not durable yet: the WAL's next fsync syncs the folder too.
+	walDirUnsynced bool
+	handles        int    // open file handles on the mount
+	commits        uint64 // commits counted by writes since the node started
+	frameBuf       []byte // scratch for one WAL frame, used under mu
+	startupErr     error  // a checksum mismatch found when the database was opened
+	metaLost       bool   // the meta file was missing or damaged at startup: the TXID is a guess
+	txlog          *txlog
+	logTxns        bool            // log commits to txlog; off during startup recovery and snapshots
+	expect         *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
 	// halt is the halt lock a client holds through this node while it is
 	// a replica; read without mu.
 	halt atomic.Pointer[localHalt]
@@ -272,6 +279,10 @@ func openDatabase(dir, name string, o dbOptions) (*database, error) {
 		d.closeFiles()
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
+	if d.metaLost {
+		// A guess that keeps TXIDs going forward: the newest one logged.
+		d.pos.TXID = max(d.pos.TXID, d.txlog.lastTXID())
+	}
 	d.logTxns = true
 	d.ids = fileIDs{db: newID(), pos: newID()}
 	if d.wal != nil {
@@ -311,11 +322,6 @@ func (d *database) load() error {
 	buf := make([]byte, metaSize)
 	n, _ := f.ReadAt(buf, 0)
 	m, merr := decodeMeta(buf[:n])
-	if merr != nil {
-		d.log.Warn("database meta file is missing or damaged; its TXID restarts at 1", logkey.Error, merr)
-		m = meta{Pos: pagewire.Pos{TXID: 1, Checksum: d.pos.Checksum}}
-	}
-	d.pos.TXID = m.Pos.TXID
 
 	if d.wal, err = os.OpenFile(filepath.Join(d.dir, walFileName), os.O_RDWR, 0); errors.Is(err, fs.ErrNotExist) {
 		d.wal = nil
@@ -323,8 +329,23 @@ func (d *database) load() error {
 		return err
 	}
 
+	// Without a meta record the position is unknown. The one exception is
+	// a database whose creation was cut off: its fresh first page alone.
+	if merr != nil {
+		if n == 0 && d.wal == nil && d.freshlyCreated() {
+			d.log.Info("database meta file is missing but the database was just created; it starts at TXID 1")
+		} else {
+			d.metaLost = true
+			d.startupErr = fmt.Errorf("%w: the meta file under %s is missing or damaged (%v), so the database's TXID is unknown; it takes no writes until replaced (a replica re-seeds it itself; on a primary, export it, then import the copy over it: pagewire export -name %s COPY && pagewire import -name %s COPY)",
+				pagewire.ErrCorrupt, d.dir, merr, d.name, d.name)
+			d.log.Error("database meta file damaged at startup", logkey.Error, d.startupErr)
+		}
+		m = meta{Pos: pagewire.Pos{TXID: 1, Checksum: d.pos.Checksum}}
+	}
+	d.pos.TXID = m.Pos.TXID
+
 	// Apply the WAL's committed transactions to the checksums and the TXID.
-	recovered, verifiable, err := d.recoverWAL(m)
+	recovered, want, err := d.recoverWAL(m)
 	if err != nil {
 		return err
 	}
@@ -333,12 +354,24 @@ func (d *database) load() error {
 	}
 
 	// Files changed outside pagewire leave a checksum other than the recorded one.
-	if verifiable && merr == nil && d.pos.Checksum != m.Pos.Checksum && d.startupErr == nil {
+	if want != nil && merr == nil && d.pos.Checksum != want.Checksum && d.startupErr == nil {
 		d.startupErr = fmt.Errorf("%w: checksum at TXID %d is %016x but %016x was recorded%s: the files under %s were changed outside pagewire; it takes no writes until re-seeded (a replica does so itself; on a primary, export it, delete it and import the copy)",
-			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, m.Pos.Checksum, d.changedPages(m.Pos), d.dir)
+			pagewire.ErrCorrupt, d.pos.TXID, d.pos.Checksum, want.Checksum, d.changedPages(*want), d.dir)
 		d.log.Error("database checksum mismatch at startup", logkey.Error, d.startupErr)
 	}
+
+	// The folder's entries (a -wal made before a crash) and the record
+	// become durable before anything new is written.
+	if err := syncDir(d.dir); err != nil {
+		return err
+	}
 	return d.saveMeta(true)
+}
+
+// freshlyCreated reports whether the database is what createDatabase
+// writes before its meta file: one empty page.
+func (d *database) freshlyCreated() bool {
+	return len(d.pages) == 1 && d.pos.Checksum == pageChecksum(1, newDatabasePage(d.pageSize))|checksumFlag
 }
 
 // changedPages names the pages that differ from the page checksums saved
@@ -434,46 +467,85 @@ func (d *database) loadPages(nPage uint32) error {
 
 // recoverWAL scans the -wal (if any) for committed transactions, applies
 // them to the page checksums, and works out the TXID from the meta record.
-// It reports how many commits the meta had not recorded, and whether the
-// recomputed checksum can be compared with the recorded one.
-func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error) {
+// It reports how many commits the meta had not recorded and, when the
+// recomputed checksum can be compared with a recorded one, that position.
+//
+// The WAL on disk may hold the meta's generation, the one before it (a
+// new header that never became durable), a later one (the meta was made
+// durable at its generation's end before the new header was written), or
+// nothing (emptied or deleted: every frame is in the database file, and
+// the meta was made durable at the generation's end first). Each is
+// counted from the mark where it starts or ends.
+func (d *database) recoverWAL(m meta) (recovered int, want *pagewire.Pos, err error) {
 	d.w = walState{}
+	d.gen0, d.lastGen = m.Prev, m.end()
+	end := m.end()
+
+	// Without a WAL the database file holds every commit: those of the
+	// meta's generation, or, if that generation never reached the disk,
+	// those up to where it began.
+	noWAL := func() (int, *pagewire.Pos, error) {
+		if m.Prev.known() && d.pos.Checksum != m.Pos.Checksum && d.pos.Checksum == m.Prev.Pos.Checksum {
+			d.gen0, d.lastGen, d.pos.TXID = walMark{}, m.Prev, m.Prev.Pos.TXID
+			d.log.Warn("the database file is where the WAL generation the meta file recorded began (a new WAL was lost in a crash)", logkey.Position, m.Prev.Pos.String())
+			return 0, &m.Prev.Pos, nil
+		}
+		return 0, &end.Pos, nil
+	}
 	if d.wal == nil {
-		return 0, true, nil
+		return noWAL()
 	}
 
 	// A WAL without a valid header for this page size holds nothing.
 	hdr := make([]byte, walHeaderSize)
 	if n, _ := d.wal.ReadAt(hdr, 0); n < walHeaderSize {
-		return 0, true, nil
+		return noWAL()
 	}
 	h, herr := wal.DecodeHeader(hdr)
 	if herr != nil || h.PageSize != d.pageSize {
-		return 0, true, nil // SQLite treats such a WAL as empty
+		return noWAL() // SQLite treats such a WAL as empty
 	}
 	d.w.hdr, d.w.ok, d.w.ck1, d.w.ck2 = h, true, h.Checksum[0], h.Checksum[1]
-	sameGen := h.Salt == wal.Salt{m.Salt1, m.Salt2}
+
+	// Which generation the WAL holds, and from which mark it is counted:
+	// the commit counted last in it, or, for a later generation, its start.
+	mark, next := end, m.Next
+	var sameGen bool
+	switch salt := h.Salt; {
+	case salt == wal.Salt{m.Salt1, m.Salt2}:
+		sameGen = true
+	case m.Prev.known() && (m.Prev.Salt1 != 0 || m.Prev.Salt2 != 0) && salt == wal.Salt{m.Prev.Salt1, m.Prev.Salt2}:
+		// The meta's generation never reached the disk: the WAL is still
+		// the one before it, which ended at Prev. Next was for the lost one.
+		mark, next, sameGen = m.Prev, pagewire.Pos{}, true
+		d.gen0 = walMark{}
+		d.log.Warn("the WAL holds the generation before the one the meta file recorded (a new WAL header was lost in a crash)", logkey.Position, m.Prev.Pos.String())
+	default:
+		// A generation that began after the meta's.
+		mark.Frame = 0
+		d.gen0 = end
+	}
 	commits := 0
 
-	// From the meta's frame on, commits advance the meta's TXID: by one
+	// From the mark's frame on, commits advance the mark's TXID: by one
 	// each, but the first by what the meta's Next announced, if its
 	// checksum matches.
-	atMeta := !sameGen || m.CommitFrame == 0
+	atMark := mark.Frame == 0
 	replay := &commitRule{}
-	fromMeta := func() {
-		d.pos.TXID, commits, replay.announced = m.Pos.TXID, 0, nil
-		if m.Next.TXID > m.Pos.TXID {
-			replay.announced = &expectedCommit{pos: m.Next}
+	fromMark := func() {
+		d.pos.TXID, commits, replay.announced = mark.Pos.TXID, 0, nil
+		if next.TXID > mark.Pos.TXID {
+			replay.announced = &expectedCommit{pos: next}
 		}
 	}
-	fromMeta()
+	fromMark()
 
-	// Replay the commits, starting the count over at the meta's frame.
+	// Replay the commits, starting the count over at the mark's frame.
 	_, _, err = d.scanFrames(0, replay, func(frame uint32) {
 		commits++
-		if sameGen && frame == m.CommitFrame {
-			atMeta = true
-			fromMeta()
+		if sameGen && frame == mark.Frame {
+			atMark = true
+			fromMark()
 		}
 	})
 	if errors.Is(err, pagewire.ErrInvalidArgument) {
@@ -484,22 +556,29 @@ func (d *database) recoverWAL(m meta) (recovered int, verifiable bool, err error
 		d.startupErr = fmt.Errorf("%w: the WAL under %s holds a commit SQLite could not have written: %v; it takes no writes until replaced (a replica re-seeds it itself; on a primary, export it, delete it and import the copy)",
 			pagewire.ErrCorrupt, d.dir, err)
 		d.log.Error("database WAL damaged at startup", logkey.Error, d.startupErr)
-		return commits, false, nil
+		return commits, nil, nil
 	}
 	if err != nil {
-		return 0, false, err
+		return 0, nil, err
 	}
 
-	// A WAL that ends before the meta's frame has lost commits.
+	// A WAL that ends before the mark's frame has lost commits: counted
+	// from where the generation began, if the meta knows it.
 	d.w.pending, d.expect = nil, nil
-	if sameGen && !atMeta {
+	if !atMark {
+		if d.gen0.known() && mark == end {
+			d.pos.TXID = d.gen0.Pos.TXID + pagewire.TXID(commits)
+		}
 		d.log.Error("the WAL ends before the last commit the meta file recorded; transactions were lost (power failure with synchronous=OFF or NORMAL?)",
-			"recorded_frame", m.CommitFrame, "wal_commit_frame", d.w.commitFrame)
-		return 0, false, nil
+			"recorded_frame", mark.Frame, "wal_commit_frame", d.w.commitFrame, logkey.TXID, d.pos.TXID)
+		return 0, nil, nil
 	}
-	// The checksum can be compared only when nothing after the meta's frame
-	// was committed: checkpoints may have copied later pages into the file.
-	return commits, commits == 0, nil
+	// The checksum can be compared only when nothing after the mark was
+	// committed: checkpoints may have copied later pages into the file.
+	if commits > 0 {
+		return commits, nil, nil
+	}
+	return 0, &mark.Pos, nil
 }
 
 // commitError is a commit frame that applyCommit refused during a scan.
@@ -571,13 +650,38 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	expect := how.announced
 	how.announced, d.expect = nil, nil
 
+	// The apply worker's commit must end where it announced (the
+	// primary's checksum): one that does not is refused, before readers
+	// can see it, and the copy is marked for a re-seed.
+	if expect == nil && how.hidden {
+		// Unannounced: the replicator withdrew its announcement (its apply
+		// was cancelled) before this write of the worker's landed. Counted
+		// as one transaction it would put the primary's later pages under
+		// an earlier TXID; refused, the replica applies it again.
+		return fmt.Errorf("%w: the apply worker's commit in frame %d of %s-wal was not announced (its apply was cancelled): refused before readers could see it",
+			pagewire.ErrInvalidArgument, frame, d.name)
+	}
+	if expect != nil && how.hidden {
+		if got := d.commitChecksum(nPage); got != expect.pos.Checksum {
+			if d.startupErr == nil {
+				d.startupErr = fmt.Errorf("%w: applying the primary's transactions up to TXID %d to %q led to checksum %016x, not the primary's %016x; this copy takes no writes until re-seeded from the primary, which the replica does itself",
+					pagewire.ErrCorrupt, expect.pos.TXID, d.name, got, expect.pos.Checksum)
+			}
+			return fmt.Errorf("%w: the commit in frame %d of %s-wal leads to checksum %016x, not the announced %016x at TXID %d: refused before readers could see it",
+				pagewire.ErrCorrupt, frame, d.name, got, expect.pos.Checksum, expect.pos.TXID)
+		}
+	}
+	// single: the commit is one transaction, logged from its frames; an
+	// announcement without transactions of the next TXID only checks it.
+	single := expect == nil || (expect.txns == nil && expect.pos.TXID == prevPos.TXID+1)
+
 	// The transaction's pages, for the log and for the primary: read now,
 	// or, when there are too many to hold, streamed from the WAL to the
 	// log once the transaction counts (logFrames).
 	var txn pagewire.Txn
 	var big []pendingFrame // sorted, with bigPages newest pages to log
 	var bigPages int
-	if (d.logTxns || how.forwardTo != nil) && expect == nil {
+	if (d.logTxns || how.forwardTo != nil) && single {
 		n := d.sortPending(nPage)
 		if how.forwardTo == nil && int64(n)*int64(d.pageSize) > int64(d.streamTxnBytes) {
 			big, bigPages = d.w.pending, n
@@ -588,7 +692,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 			}
 		}
 	}
-	if how.forwardTo != nil && expect == nil {
+	if how.forwardTo != nil && single {
 		txn.TXID, txn.PreChecksum, txn.PostChecksum = d.pos.TXID+1, pre, d.commitChecksum(nPage)
 		if err := how.forwardTo.forward(txn); err != nil {
 			return err
@@ -625,7 +729,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	}
 	d.w.appended, d.w.overwritten, d.w.awaitRewrite = frame, 0, 0
 	switch {
-	case expect == nil:
+	case single:
 		d.pos.TXID++
 		if d.logTxns && big != nil {
 			d.logFrames(pagewire.Txn{TXID: d.pos.TXID, PreChecksum: pre, PostChecksum: d.pos.Checksum, PageSize: d.pageSize, PageCount: nPage, CommitTime: time.Now()}, big, bigPages)
@@ -877,16 +981,33 @@ func (d *database) watchVisible() (pagewire.Pos, <-chan struct{}, bool) {
 	return d.visiblePos(), d.changed, d.deleted
 }
 
-// saveMeta records the position and WAL state; fsync makes it durable now,
-// otherwise it becomes durable at the next WAL fsync.
-func (d *database) saveMeta(fsync bool) error {
-	m := meta{Pos: d.pos, CommitFrame: d.w.commitFrame, Ck1: d.w.ck1, Ck2: d.w.ck2, PageSize: d.pageSize}
+// metaRecord is what the meta file records now.
+func (d *database) metaRecord() meta {
+	m := meta{Pos: d.pos, PageSize: d.pageSize, Prev: d.gen0}
+	if d.w.ok {
+		m.Salt1, m.Salt2 = d.w.hdr.Salt[0], d.w.hdr.Salt[1]
+		m.CommitFrame, m.Ck1, m.Ck2 = d.w.commitFrame, d.w.ck1, d.w.ck2
+	} else {
+		m.Salt1, m.Salt2, m.CommitFrame = d.lastGen.Salt1, d.lastGen.Salt2, d.lastGen.Frame
+	}
 	if d.expect != nil {
 		m.Next = d.expect.pos
 	}
-	if d.w.ok {
-		m.Salt1, m.Salt2 = d.w.hdr.Salt[0], d.w.hdr.Salt[1]
+	return m
+}
+
+// saveMeta records the position and WAL state; fsync makes it durable now.
+// Otherwise it may never be: recovery counts the WAL's commits from the
+// last durable record, which syncMetaEnd keeps from falling behind the
+// WAL's generations.
+func (d *database) saveMeta(fsync bool) error {
+	if d.metaLost {
+		// A damaged meta file is not overwritten with a guessed position:
+		// it stays damaged, and the database refusing writes, until the
+		// database is replaced (an import, a replica's snapshot).
+		return nil
 	}
+	m := d.metaRecord()
 	if _, err := d.metaFile.WriteAt(m.encode(), 0); err != nil {
 		return fmt.Errorf("write meta: %w", err)
 	}
@@ -894,26 +1015,51 @@ func (d *database) saveMeta(fsync bool) error {
 		if err := d.metaFile.Sync(); err != nil {
 			return fmt.Errorf("sync meta: %w", err)
 		}
+		d.metaSynced = m.end()
 	}
 	return nil
 }
 
-// resetWAL forgets the WAL generation: the WAL was emptied or deleted,
-// which SQLite does only once every frame is in the database file.
-func (d *database) resetWAL() error {
-	d.w = walState{pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
-	d.w.clearIndex()
-	d.metaUnsynced, d.metaGen = true, d.metaGen+1
-	return d.saveMeta(false)
+// syncMetaEnd makes the meta file durably record the current WAL
+// generation's last counted commit, unless it does already. It is called
+// before anything that can take the generation off the disk (a new WAL
+// header, a truncation below its counted commit, an unlink), so that
+// recovery never counts from an older record against a WAL that no longer
+// holds what came after it. It costs one fsync of the meta file per WAL
+// generation (a checkpoint that restarts the WAL), none per commit.
+func (d *database) syncMetaEnd() error {
+	if d.metaRecord().end() == d.metaSynced {
+		return nil
+	}
+	return d.saveMeta(true)
 }
 
-// startGeneration follows a new WAL header. SQLite writes one only when
-// its WAL is logically empty, every frame of the last generation being in
-// the database file, so counting restarts at frame 1.
+// resetWAL forgets the WAL generation: the WAL was emptied or deleted,
+// which SQLite does only once every frame is in the database file. The
+// caller made the meta durable at the generation's end first
+// (syncMetaEnd); the meta goes on recording that end, so that a WAL whose
+// truncation or deletion a power cut undoes still counts right.
+func (d *database) resetWAL() {
+	if d.w.ok {
+		d.lastGen = walMark{Salt1: d.w.hdr.Salt[0], Salt2: d.w.hdr.Salt[1], Frame: d.w.commitFrame, Pos: d.pos}
+	}
+	d.w = walState{pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
+	d.w.clearIndex()
+}
+
+// startGeneration follows a new WAL header, which writeWAL wrote after
+// syncMetaEnd. SQLite writes one only when its WAL is logically empty,
+// every frame of the last generation being in the database file, so
+// counting restarts at frame 1, from where the last generation ended.
 func (d *database) startGeneration(h wal.Header) error {
+	if d.w.ok {
+		d.gen0 = walMark{Salt1: d.w.hdr.Salt[0], Salt2: d.w.hdr.Salt[1], Frame: d.w.commitFrame, Pos: d.pos}
+	} else {
+		d.gen0 = d.lastGen
+		d.gen0.Pos = d.pos
+	}
 	d.w = walState{hdr: h, ok: true, ck1: h.Checksum[0], ck2: h.Checksum[1], pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
 	d.w.clearIndex()
-	d.metaUnsynced, d.metaGen = true, d.metaGen+1
 	return d.saveMeta(false)
 }
 
@@ -1039,6 +1185,14 @@ func (d *database) writeWAL(off int64, data []byte, how *commitRule) error {
 		}
 	}
 
+	// A new header takes the current generation off the disk: the meta
+	// must record its end durably first.
+	if isHeader {
+		if err := d.syncMetaEnd(); err != nil {
+			return err
+		}
+	}
+
 	// Write the data as SQLite gave it.
 	d.keepForViews(d.wal, off, len(data))
 	if _, err := d.wal.WriteAt(data, off); err != nil {
@@ -1081,6 +1235,22 @@ func (d *database) unchanged(off int64, data []byte) bool {
 func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 	frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
 	end := off + int64(n)
+
+	// A write of whole frames from frame j's start (the apply worker;
+	// SQLite writes a frame's header and page apart) appends from frame j:
+	// a commit refused at or after j is being written again, not the rest
+	// of the refused write.
+	if rel := off - walHeaderSize; rel >= 0 && rel%frameSize == 0 && int64(n) > walFrameHeaderSize {
+		if j := uint32(rel/frameSize) + 1; j > d.w.commitFrame {
+			d.w.appended, d.w.awaitRewrite = min(d.w.appended, j-1), 0
+			if d.w.overwritten >= j {
+				d.w.overwritten = 0
+			}
+			if d.w.refused >= j {
+				d.w.refused = 0
+			}
+		}
+	}
 	if end <= walHeaderSize {
 		return 0, false
 	}
@@ -1156,11 +1326,15 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 
 	// Count the transactions up to frame k.
 	rewritten := k == d.w.awaitRewrite
-	before := d.pos.TXID
+	before, beforeFrame := d.pos.TXID, d.w.commitFrame
 	_, stop, err := d.scanFrames(k, how, nil)
 	d.w.pending = d.w.pending[:0]
-	if err == nil && d.pos.TXID != before && stop == nil {
-		d.commits += uint64(d.pos.TXID - before)
+	if err == nil && d.w.commitFrame != beforeFrame && stop == nil {
+		// (A snapshot's commit may set the TXID back: a replica that was
+		// ahead of the primary.)
+		if d.pos.TXID > before {
+			d.commits += uint64(d.pos.TXID - before)
+		}
 		return d.saveMeta(false)
 	}
 
@@ -1176,7 +1350,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 	d.log.Warn("refusing a WAL commit that does not validate", "frame", k, "stop", fmt.Sprint(stop), logkey.Error, err,
 		"rewritten", rewritten, "first_overwritten", d.w.overwritten, "counted_frame", d.w.commitFrame)
 	d.w.awaitRewrite, d.w.overwritten = 0, 0
-	if d.pos.TXID != before {
+	if d.w.commitFrame != beforeFrame && d.pos.TXID > before {
 		// Earlier commits in the write counted; the last did not.
 		d.commits += uint64(d.pos.TXID - before)
 		if serr := d.saveMeta(false); serr != nil {
@@ -1188,7 +1362,9 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 			pagewire.ErrInvalidArgument, k, d.name, stop)
 	}
 
-	// Later writes of the same commit fail the same way.
+	// Later writes of the same commit fail the same way: SQLite, or the
+	// apply worker, writes the rest of a write the kernel split (a write
+	// that starts at a frame up to it is a new attempt: commitCandidate).
 	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
 	if stop == nil {
 		// Valid frames refused (a halt lock's forward the primary
@@ -1261,11 +1437,19 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	}
 	f.Close()
 
-	// The old WAL belongs to the old file.
+	// The old WAL belongs to the old file: it goes first, durably, so that
+	// a power cut never leaves it beside the new file; the meta records
+	// the old file's position without it first.
 	if d.wal != nil {
+		if err := d.syncMetaEnd(); err != nil {
+			return err
+		}
 		d.wal.Close()
 		d.wal = nil
 		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		if err := syncDir(d.dir); err != nil {
 			return err
 		}
 	}
@@ -1293,7 +1477,9 @@ func (d *database) replaceLocked(path string, newID func() uint64) error {
 	d.pos.TXID = txid + 1
 	d.resetDurable()
 	d.w = walState{}
-	d.startupErr = damaged // nil: checkImportFile passed it
+	d.gen0, d.lastGen = walMark{}, walMark{} // no earlier WAL belongs to this file
+	d.startupErr = damaged                   // nil: checkImportFile passed it
+	d.metaLost = false
 	d.modTime[pagewire.FileDatabase] = time.Now()
 	return d.saveMeta(true)
 }

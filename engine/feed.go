@@ -293,22 +293,37 @@ func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotR
 	case have.TXID == pos.TXID:
 		return have.TXID + 1, "", false
 	}
-	rd, err := d.txlog.readFrom(have.TXID + 1)
+	// The log proves the replica's copy is the primary's history if the
+	// transaction after it starts at its checksum. Without that record the
+	// replica may hold transactions the primary never had (a primary that
+	// lost its last ones, a replica of an old primary): its copy is then
+	// kept aside, unless the record of its own TXID proves it.
+	txn, found := d.loggedHeader(have.TXID + 1)
+	switch {
+	case found && txn.PreChecksum == have.Checksum:
+		return have.TXID + 1, "", false
+	case found:
+		return 0, fmt.Sprintf("the replica's checksum at TXID %d differs from the primary's: diverged", have.TXID), true
+	}
+	if own, ok := d.loggedHeader(have.TXID); ok && own.PostChecksum == have.Checksum {
+		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
+	}
+	return 0, fmt.Sprintf("the transaction log has no transaction %d, so the replica's copy at TXID %d cannot be proven to be the primary's history: kept aside", have.TXID+1, have.TXID), true
+}
+
+// loggedHeader returns the header of transaction txid from the log, if the
+// log has it.
+func (d *database) loggedHeader(txid pagewire.TXID) (pagewire.Txn, bool) {
+	rd, err := d.txlog.readFrom(txid)
 	if err != nil {
-		return 0, fmt.Sprintf("transaction %d is no longer in the transaction log", have.TXID+1), false
+		return pagewire.Txn{}, false
 	}
 	defer rd.Close()
 	txn, rec, ok, err := rd.nextRecord(0) // the header is enough
 	if rec != nil {
 		rec.close()
 	}
-	if err != nil || !ok {
-		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
-	}
-	if txn.PreChecksum != have.Checksum {
-		return 0, fmt.Sprintf("the replica's checksum at TXID %d differs from the primary's: diverged", have.TXID), true
-	}
-	return have.TXID + 1, "", false
+	return txn, err == nil && ok && txn.TXID == txid
 }
 
 // Snapshot is a consistent copy of a database, for a replica that the

@@ -11,6 +11,8 @@ import (
 func FuzzDecodeMeta(f *testing.F) {
 	f.Add(meta{CommitFrame: 3, Salt1: 1, PageSize: 4096}.encode())
 	f.Add([]byte("PWMETA01"))
+	f.Add(meta{Pos: pagewire.Pos{TXID: 9, Checksum: 1<<63 | 5}, Salt1: 2, Salt2: 3, CommitFrame: 4, PageSize: 4096,
+		Prev: walMark{Salt1: 1, Salt2: 7, Frame: 12, Pos: pagewire.Pos{TXID: 8, Checksum: 1<<63 | 6}}}.encode())
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := decodeMeta(b)
 		if err != nil {

@@ -60,12 +60,15 @@ func (s *Store) CreateDatabase(name string, pageSize uint32) error {
 	return nil
 }
 
-// RestoreDatabase creates a database this node does not have from a
-// snapshot's pages, written straight to its file as next gives them (nil
-// at the end): no app can be reading a database that did not exist, and
-// no more than one of next's batches is held. The result must be at pos.
-// An error from next, or a page out of order, leaves nothing behind.
-func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error {
+// RestoreDatabase creates a database from a snapshot's pages, written
+// straight to a file of its own as next gives them (nil at the end): no
+// app can be reading a database that did not exist, and no more than one
+// of next's batches is held. The pages must lead to pos's checksum;
+// only then is replace, if set, called to make room (it deletes the copy
+// this node has, keeping it aside if need be) before the new one takes the
+// name. An error from next, a page out of order or another checksum leaves
+// nothing behind and the existing copy as it was.
+func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error), replace func() error) error {
 	if err := pagewire.ValidateDBName(name); err != nil {
 		return err
 	}
@@ -83,9 +86,14 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, 
 	if err != nil {
 		return err
 	}
-	if err := writeSnapshotPages(f, pageSize, next); err != nil {
+	sum, err := writeSnapshotPages(f, pageSize, next)
+	if err != nil {
 		f.Close()
 		return err
+	}
+	if sum != pos.Checksum {
+		f.Close()
+		return fmt.Errorf("%w: the snapshot's pages lead to checksum %016x, not its %016x: refused before it replaced anything", pagewire.ErrCorrupt, sum, pos.Checksum)
 	}
 	if err := f.Sync(); err != nil {
 		f.Close()
@@ -101,7 +109,13 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, 
 		return err
 	}
 
-	// The folder becomes the database, which must open at pos.
+	// The copy this node has makes room; the folder becomes the
+	// database, which must open at pos.
+	if replace != nil {
+		if err := replace(); err != nil {
+			return err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.dbs[name] != nil {
@@ -135,31 +149,33 @@ func (s *Store) RestoreDatabase(name string, pageSize uint32, pos pagewire.Pos, 
 }
 
 // writeSnapshotPages writes the pages next gives, 1, 2, ... in order, each
-// pageSize bytes, to f, through a buffer.
-func writeSnapshotPages(f *os.File, pageSize uint32, next func() ([]pagewire.Page, error)) error {
+// pageSize bytes, to f, through a buffer, and returns their checksum.
+func writeSnapshotPages(f *os.File, pageSize uint32, next func() ([]pagewire.Page, error)) (uint64, error) {
 	bw := bufio.NewWriterSize(f, 1<<20)
 	var n uint32
+	var sum uint64
 	for {
 		pages, err := next()
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if pages == nil {
 			break
 		}
 		for _, p := range pages {
 			if n++; p.Pgno != n || uint32(len(p.Data)) != pageSize {
-				return fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
+				return 0, fmt.Errorf("%w: snapshot page %d out of order or of the wrong size", pagewire.ErrInvalidArgument, p.Pgno)
 			}
+			sum ^= pageChecksum(p.Pgno, p.Data)
 			if _, err := bw.Write(p.Data); err != nil {
-				return err
+				return 0, err
 			}
 		}
 	}
 	if n == 0 {
-		return fmt.Errorf("%w: a snapshot of no pages", pagewire.ErrInvalidArgument)
+		return 0, fmt.Errorf("%w: a snapshot of no pages", pagewire.ErrInvalidArgument)
 	}
-	return bw.Flush()
+	return sum | checksumFlag, bw.Flush()
 }
 
 // ChecksumPages returns sum, a running checksum of database name that
@@ -233,8 +249,44 @@ func (s *Store) ExpectCommit(name string, txns []pagewire.Txn) (done func(), err
 		prev = pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum}
 	}
 
-	// Announce the commit.
-	e := &expectedCommit{pos: prev, txns: txns}
+	return d.announce(&expectedCommit{pos: prev, txns: txns})
+}
+
+// ExpectPosition announces that the next commit of a database, which the
+// apply worker writes a part at a time, takes it to pos: one transaction
+// (pos.TXID the next), logged from its frames, or a snapshot (BeginSnapshot)
+// of the primary at pos. A commit that ends at another checksum is refused
+// before readers see it, and the copy is marked for a re-seed (Damaged).
+// done withdraws the announcement if that commit did not happen.
+func (s *Store) ExpectPosition(name string, pos pagewire.Pos) (done func(), err error) {
+	d, err := s.db(name)
+	if err != nil {
+		return nil, err
+	}
+	if pos.TXID == 0 {
+		return nil, fmt.Errorf("%w: expected position at TXID 0", pagewire.ErrInvalidArgument)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.announce(&expectedCommit{pos: pos})
+}
+
+// Damaged returns why a database takes no writes (its files were found
+// damaged at startup, or an apply did not lead to the primary's checksum),
+// or nil (also when it does not exist). A replica re-seeds such a copy
+// from the primary, keeping it aside.
+func (s *Store) Damaged(name string) error {
+	d, err := s.db(name)
+	if err != nil {
+		return nil
+	}
+	d.mu.RLock()
+	defer d.mu.RUnlock()
+	return d.startupErr
+}
+
+// announce makes e the announcement of the next commit. d.mu is held.
+func (d *database) announce(e *expectedCommit) (done func(), err error) {
 	d.expect = e
 	// Recorded before the commit, so that recovery after a crash counts
 	// it right.
@@ -334,7 +386,7 @@ func (s *Store) Rebase(name string, pos pagewire.Pos) error {
 	d.pos.TXID = pos.TXID
 	d.resetDurable()
 	d.hidden = false // the snapshot was published before the rebase
-	d.startupErr = nil
+	d.startupErr, d.metaLost = nil, false
 	if err := d.saveMeta(true); err != nil {
 		return err
 	}

@@ -12,10 +12,19 @@ import (
 // meta is what a database's meta file records: its position at the last
 // commit the server counted, and where in the WAL that commit ends. The WAL
 // after that frame is re-scanned at startup, so the file is written on every
-// commit but fsync'd only when SQLite starts a new WAL generation.
+// commit without an fsync.
+//
+// The meta file and the WAL are two files, and a power cut can leave either
+// one at any of its recent durable states. So that every combination counts
+// right, the meta file is fsync'd, recording the end of the current WAL
+// generation, before that generation can disappear from disk (before a new
+// WAL header, a truncation below the counted commit or an unlink of the
+// WAL), and it records where the current generation began (Prev): recovery
+// then knows the position whichever generation the WAL on disk holds, or
+// none (recoverWAL).
 type meta struct {
 	Pos         pagewire.Pos
-	Salt1       uint32 // salts of the WAL generation CommitFrame belongs to; 0 with no WAL
+	Salt1       uint32 // salts of the WAL generation CommitFrame belongs to; kept after that WAL is emptied or deleted
 	Salt2       uint32
 	CommitFrame uint32 // last counted commit frame in that generation
 	Ck1, Ck2    uint32 // WAL running checksum at CommitFrame
@@ -25,13 +34,36 @@ type meta struct {
 	// WAL commit, which then advances the TXID to Next.TXID, provided the
 	// checksum after it is Next.Checksum.
 	Next pagewire.Pos
+	// Prev is where the generation Salt1/Salt2 began: the end of the one
+	// before it (zero: not known). A WAL still holding that generation (the
+	// new header never became durable) is counted from there.
+	Prev walMark
 }
 
-// Meta files are version 2; version 1 (no Next) is still read.
+// walMark marks the end of a WAL generation: frame Frame of the generation
+// with salts Salt1/Salt2 is its last counted commit, after which the
+// database is at Pos. A zero Pos.TXID means no mark.
+type walMark struct {
+	Salt1, Salt2, Frame uint32
+	Pos                 pagewire.Pos
+}
+
+// known reports whether m marks a generation's end.
+func (m walMark) known() bool { return m.Pos.TXID != 0 }
+
+// end is the mark of the meta's own generation at its counted commit.
+func (m meta) end() walMark {
+	return walMark{Salt1: m.Salt1, Salt2: m.Salt2, Frame: m.CommitFrame, Pos: m.Pos}
+}
+
+// Meta files are version 3; versions 1 (no Next) and 2 (no Prev) are
+// still read.
 const (
-	metaMagic   = "PWMETA02"
+	metaMagic   = "PWMETA03"
+	metaMagicV2 = "PWMETA02"
 	metaMagicV1 = "PWMETA01"
-	metaSize    = 72
+	metaSize    = 104
+	metaSizeV2  = 72
 	metaSizeV1  = 64
 )
 
@@ -50,22 +82,31 @@ func (m meta) encode() []byte {
 	binary.BigEndian.PutUint64(b[52:], uint64(m.Next.TXID))
 	binary.BigEndian.PutUint64(b[60:], m.Next.Checksum)
 	binary.BigEndian.PutUint32(b[68:], crc32.ChecksumIEEE(b[:68]))
+	binary.BigEndian.PutUint32(b[72:], m.Prev.Salt1)
+	binary.BigEndian.PutUint32(b[76:], m.Prev.Salt2)
+	binary.BigEndian.PutUint32(b[80:], m.Prev.Frame)
+	binary.BigEndian.PutUint64(b[84:], uint64(m.Prev.Pos.TXID))
+	binary.BigEndian.PutUint64(b[92:], m.Prev.Pos.Checksum)
+	binary.BigEndian.PutUint32(b[100:], crc32.ChecksumIEEE(b[:100]))
 	return b
 }
 
 func decodeMeta(b []byte) (meta, error) {
-	v1 := len(b) >= 8 && string(b[:8]) == metaMagicV1
-	size := metaSize
-	if v1 {
-		size = metaSizeV1
+	version, size := 3, metaSize
+	switch {
+	case len(b) >= 8 && string(b[:8]) == metaMagicV1:
+		version, size = 1, metaSizeV1
+	case len(b) >= 8 && string(b[:8]) == metaMagicV2:
+		version, size = 2, metaSizeV2
 	}
 	switch {
 	case len(b) < size:
 		return meta{}, fmt.Errorf("%w: meta file is %d bytes, want %d", pagewire.ErrCorrupt, len(b), size)
-	case !v1 && string(b[:8]) != metaMagic:
+	case version == 3 && string(b[:8]) != metaMagic:
 		return meta{}, fmt.Errorf("%w: meta file has a bad magic", pagewire.ErrCorrupt)
 	case crc32.ChecksumIEEE(b[:48]) != binary.BigEndian.Uint32(b[48:]),
-		!v1 && crc32.ChecksumIEEE(b[:68]) != binary.BigEndian.Uint32(b[68:]):
+		version >= 2 && crc32.ChecksumIEEE(b[:68]) != binary.BigEndian.Uint32(b[68:]),
+		version >= 3 && crc32.ChecksumIEEE(b[:100]) != binary.BigEndian.Uint32(b[100:]):
 		return meta{}, errors.Join(pagewire.ErrCorrupt, errors.New("meta file checksum mismatch"))
 	}
 	m := meta{
@@ -80,8 +121,19 @@ func decodeMeta(b []byte) (meta, error) {
 		Ck2:         binary.BigEndian.Uint32(b[40:]),
 		PageSize:    binary.BigEndian.Uint32(b[44:]),
 	}
-	if !v1 {
+	if version >= 2 {
 		m.Next = pagewire.Pos{TXID: pagewire.TXID(binary.BigEndian.Uint64(b[52:])), Checksum: binary.BigEndian.Uint64(b[60:])}
+	}
+	if version >= 3 {
+		m.Prev = walMark{
+			Salt1: binary.BigEndian.Uint32(b[72:]),
+			Salt2: binary.BigEndian.Uint32(b[76:]),
+			Frame: binary.BigEndian.Uint32(b[80:]),
+			Pos:   pagewire.Pos{TXID: pagewire.TXID(binary.BigEndian.Uint64(b[84:])), Checksum: binary.BigEndian.Uint64(b[92:])},
+		}
+	}
+	if m.Pos.TXID == 0 {
+		return meta{}, fmt.Errorf("%w: meta file records TXID 0", pagewire.ErrCorrupt)
 	}
 	return m, nil
 }

@@ -644,6 +644,7 @@ func (s *Store) Create(name string, by Writer) (FileInfo, error) {
 				return FileInfo{}, err
 			}
 			d.wal = f
+			d.walDirUnsynced = true
 			d.ids.wal = s.newID()
 			d.modTime[kind] = time.Now()
 			s.register(d)
@@ -710,13 +711,20 @@ func (s *Store) Delete(name string) error {
 		if d.wal == nil {
 			return fmt.Errorf("%w: %s", pagewire.ErrNotFound, name)
 		}
+		// The meta records the generation's end durably before the
+		// unlink can become durable.
+		if err := d.syncMetaEnd(); err != nil {
+			return err
+		}
 		d.wal.Close()
 		s.unregister(d.ids.wal)
 		d.wal, d.ids.wal = nil, 0
+		d.walDirUnsynced = false
 		if err := os.Remove(filepath.Join(d.dir, walFileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		return d.resetWAL()
+		d.resetWAL()
+		return nil
 	}
 	return s.removeDatabase(d, false)
 }
@@ -1115,6 +1123,16 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		if err := d.checkFileEnd(ref.kind, size); err != nil {
 			return FileInfo{}, err
 		}
+		// A cut below the counted commit (wal_checkpoint(TRUNCATE))
+		// takes the generation off the disk: the meta records its end
+		// durably first.
+		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
+		reset := size < walHeaderSize+int64(d.w.commitFrame)*frameSize
+		if reset {
+			if err := d.syncMetaEnd(); err != nil {
+				return FileInfo{}, err
+			}
+		}
 		d.keepForViews(d.wal, size, -1)
 		if err := d.wal.Truncate(size); err != nil {
 			return FileInfo{}, err
@@ -1122,11 +1140,8 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 		if by == App {
 			d.noteWALChange() // SQLite went on after the last commit without an fsync
 		}
-		frameSize := int64(walFrameHeaderSize) + int64(d.pageSize)
-		if size < walHeaderSize+int64(d.w.commitFrame)*frameSize {
-			if err := d.resetWAL(); err != nil {
-				return FileInfo{}, err
-			}
+		if reset {
+			d.resetWAL()
 		}
 	case pagewire.FileSHM:
 		if err := ref.shm.truncate(size); err != nil {
@@ -1161,41 +1176,39 @@ func (s *Store) Sync(id uint64) error {
 		return fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 
-	// Pick the files to sync: a WAL's takes the meta file along while a new generation's record is not durable.
-	var files []*os.File
-	metaGen := d.metaGen
+	// Pick the file to sync; a -wal created since its folder was last
+	// synced takes the folder along, as SQLite syncs the directory of a
+	// -wal it created. A WAL fsync makes the commits before it
+	// streamable (durable.go).
+	var f *os.File
+	syncFolder := false
 	var covers pagewire.Pos // the position a WAL fsync makes durable
 	walSync := false
 	switch ref.kind {
 	case pagewire.FileDatabase:
-		files = append(files, d.db)
+		f = d.db
 	case pagewire.FileWAL:
 		if d.wal != nil {
-			files = append(files, d.wal)
-			if d.metaUnsynced {
-				files = append(files, d.metaFile)
-			}
+			f, syncFolder = d.wal, d.walDirUnsynced
 			covers, walSync = d.beginWALSync(), true
 		}
 	}
 	d.mu.Unlock()
-
-	// Sync each one; a closed file means the database was deleted or replaced.
-	err = nil // the lookup's
-	for _, f := range files {
-		if err = f.Sync(); errors.Is(err, os.ErrClosed) {
-			err = fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
-			break
-		} else if err != nil {
-			break
-		}
+	if f == nil {
+		return nil
 	}
 
-	// Both synced: the meta record is durable. A WAL fsync makes the
-	// commits before it streamable (durable.go).
+	// A closed file means the database was deleted or replaced.
+	err = f.Sync()
+	if errors.Is(err, os.ErrClosed) {
+		err = fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
+	}
+	if err == nil && syncFolder {
+		err = syncDir(d.dir)
+	}
 	d.mu.Lock()
-	if err == nil && len(files) == 2 && d.metaGen == metaGen {
-		d.metaUnsynced = false // no newer generation was recorded meanwhile
+	if err == nil && syncFolder && d.wal == f {
+		d.walDirUnsynced = false
 	}
 	if walSync {
 		d.endWALSync(covers, err == nil)

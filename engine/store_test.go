@@ -32,17 +32,19 @@ type walBuilder struct {
 	// split writes each page in two, at the 4 KiB boundary of the file
 	// inside it, as the kernel may send one write() to the mount.
 	split bool
+	// by is who writes: App unless a test sets Applier.
+	by Writer
 }
 
 // writePage writes a frame's page data at off, in one write or split.
 func (w *walBuilder) writePage(page []byte, off int64) (pagewire.TXID, error) {
 	if cut := (off/4096+1)*4096 - off; w.split && cut < int64(len(page)) {
-		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, App); err != nil {
+		if _, _, err := w.s.WriteAt(w.id, page[:cut], off, w.by); err != nil {
 			return 0, err
 		}
 		page, off = page[cut:], off+cut
 	}
-	_, txid, err := w.s.WriteAt(w.id, page, off, App)
+	_, txid, err := w.s.WriteAt(w.id, page, off, w.by)
 	return txid, err
 }
 
@@ -76,6 +78,15 @@ func (w *walBuilder) restart(salt1 uint32) {
 	w.next = 1
 }
 
+// enc0 is the encoder at the start of the current header's frames.
+func (w *walBuilder) enc0() wal.Encoder {
+	e := w.enc
+	if len(w.frames) > 0 {
+		e.Checksum = w.frames[0].ck
+	}
+	return e
+}
+
 // frame appends one frame; commit is the db size for a commit frame, else 0.
 func (w *walBuilder) frame(pgno uint32, page []byte, commit uint32) pagewire.TXID {
 	w.t.Helper()
@@ -93,7 +104,7 @@ func (w *walBuilder) tryFrame(pgno uint32, page []byte, commit uint32) (pagewire
 	w.frames = append(w.frames[:w.next-1], builtFrame{pgno: pgno, commit: commit, page: page, ck: w.enc.Checksum})
 	fh := w.frameHeader(pgno, commit, page)
 	off := wal.FrameOffset(w.next, w.pageSize)
-	if _, _, err := w.s.WriteAt(w.id, fh, off, App); err != nil {
+	if _, _, err := w.s.WriteAt(w.id, fh, off, w.by); err != nil {
 		w.t.Fatal(err)
 	}
 	txid, err := w.writePage(page, off+walFrameHeaderSize)
@@ -522,7 +533,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	w.frame(2, testPage(2), 2)
 	pos, _ := s.Position("app.db")
 	pages := []pagewire.Page{{Pgno: 1, Data: p1}, {Pgno: 2, Data: testPage(2)}}
-	if err := s.RestoreDatabase("copy.db", defaultPageSize, pos, pagesOneByOne(pages)); err != nil {
+	if err := s.RestoreDatabase("copy.db", defaultPageSize, pos, pagesOneByOne(pages), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := s.Position("copy.db"); got != pos {
@@ -531,7 +542,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 	// A snapshot that does not match its position is refused and leaves
 	// nothing behind.
 	bad := pagewire.Pos{TXID: pos.TXID, Checksum: pos.Checksum ^ 1}
-	if err := s.RestoreDatabase("bad.db", defaultPageSize, bad, pagesOneByOne(pages)); !errors.Is(err, pagewire.ErrCorrupt) {
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, bad, pagesOneByOne(pages), nil); !errors.Is(err, pagewire.ErrCorrupt) {
 		t.Fatalf("err=%v, want ErrCorrupt", err)
 	}
 	if _, ok := s.Position("bad.db"); ok {
@@ -540,7 +551,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 
 	// Pages out of order, or a snapshot cut off, leave nothing either.
 	swapped := []pagewire.Page{pages[1], pages[0]}
-	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, pagesOneByOne(swapped)); !errors.Is(err, pagewire.ErrInvalidArgument) {
+	if err := s.RestoreDatabase("bad.db", defaultPageSize, pos, pagesOneByOne(swapped), nil); !errors.Is(err, pagewire.ErrInvalidArgument) {
 		t.Fatalf("pages out of order: err=%v, want ErrInvalidArgument", err)
 	}
 	cut := errors.New("stream cut")
@@ -550,7 +561,7 @@ func TestStore_RestoreDatabase(t *testing.T) {
 			return pages[:1], nil
 		}
 		return nil, cut
-	}); !errors.Is(err, cut) {
+	}, nil); !errors.Is(err, cut) {
 		t.Fatalf("cut off: err=%v, want the stream's", err)
 	}
 	if _, ok := s.Position("bad.db"); ok {

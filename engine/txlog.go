@@ -392,6 +392,18 @@ func (l *txlog) prune(now time.Time) {
 	l.pruneLocked(now)
 }
 
+// lastTXID is the TXID of the newest record, or 0 for an empty log.
+func (l *txlog) lastTXID() pagewire.TXID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for i := len(l.segs) - 1; i >= 0; i-- {
+		if l.segs[i].last != 0 {
+			return l.segs[i].last
+		}
+	}
+	return 0
+}
+
 // reset forgets every record (the database was replaced or deleted).
 func (l *txlog) reset() error {
 	l.mu.Lock()

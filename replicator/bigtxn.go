@@ -193,6 +193,15 @@ func (a *applier) applyPart(ctx context.Context, t pagewire.Txn, more bool) erro
 		return fmt.Errorf("%w: transaction page size %d, database's %d", pagewire.ErrInvalidArgument, t.PageSize, w.PageSize())
 	}
 	a.pageCount = 0 // unknown until the commit
+	if !more {
+		// The storage checks the commit's checksum too, before readers
+		// see it.
+		done, err := a.r.cfg.Local.ExpectPosition(a.name, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum})
+		if err != nil {
+			return err
+		}
+		defer done()
+	}
 	if err := w.ApplyPart(ctx, TxnPart{PageCount: t.PageCount, Pages: t.Pages, First: p.parts == 0, Last: !more}, a.sync && !more); err != nil {
 		return fmt.Errorf("apply transaction %d: %w", t.TXID, err)
 	}
@@ -295,8 +304,9 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, next func() 
 	}
 
 	// A diverged copy is kept aside before it changes.
+	damaged := exists && a.r.cfg.Local.Damaged(a.name) != nil
 	keepAside := func() error {
-		if exists && snap.Diverged && have.TXID > 1 {
+		if exists && snap.Diverged && (have.TXID > 1 || damaged) {
 			if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
 				return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
 			}
@@ -308,19 +318,21 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, next func() 
 	}
 
 	// Otherwise no reader reads a copy of this page size: write a new file.
-	// A copy of another page size goes once every page has come.
+	// A copy of another page size goes once every page has come and
+	// proved the snapshot's checksum.
 	if exists {
 		a.close()
 	}
-	err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, snap.Pos, func() ([]pagewire.Page, error) {
-		pages, err := next()
-		if pages == nil && err == nil && exists {
-			if err = keepAside(); err == nil {
-				err = a.r.cfg.Local.DeleteDatabase(a.name)
+	var replace func() error
+	if exists {
+		replace = func() error {
+			if err := keepAside(); err != nil {
+				return err
 			}
+			return a.r.cfg.Local.DeleteDatabase(a.name)
 		}
-		return pages, err
-	})
+	}
+	err := a.r.cfg.Local.RestoreDatabase(a.name, snap.PageSize, snap.Pos, next, replace)
 	if err != nil {
 		return fmt.Errorf("restore %q from a snapshot: %w", a.name, err)
 	}
@@ -382,6 +394,11 @@ func (a *applier) snapshotViaWAL(ctx context.Context, snap Snapshot, have pagewi
 	if err := keepAside(); err != nil {
 		return err
 	}
+	done, err := a.r.cfg.Local.ExpectPosition(a.name, snap.Pos)
+	if err != nil {
+		return err
+	}
+	defer done()
 	if err := w.ApplyPart(ctx, TxnPart{PageCount: snap.PageCount, Pages: held, First: parts == 0, Last: true}, true); err != nil {
 		return fmt.Errorf("apply snapshot: %w", err)
 	}

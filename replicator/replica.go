@@ -431,8 +431,14 @@ func (a *applier) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	// Open the stream at this node's position.
+	// Open the stream at this node's position. A damaged copy asks at a
+	// checksum no copy has: the primary sends a snapshot, marked diverged,
+	// and the copy is kept aside before it is replaced.
 	have, _ := a.r.cfg.Local.Position(a.name)
+	if err := a.r.cfg.Local.Damaged(a.name); err != nil && have.TXID > 0 {
+		a.log.Warn("this node's copy is damaged; asking the primary for a snapshot", logkey.Error, err)
+		have.Checksum = 0
+	}
 	a.pageCount = 0
 	s, err := a.r.cfg.Upstream.StreamTransactions(ctx, a.name, a.r.cfg.Hostname, have)
 	if err != nil {
@@ -473,7 +479,7 @@ func (a *applier) stream(ctx context.Context) error {
 			return fmt.Errorf("%w: transaction %d was cut off by another message", pagewire.ErrInvalidArgument, a.part.txn.TXID)
 		case ev.Txn != nil && (ev.More || a.part != nil):
 			if err := a.applyPart(ctx, *ev.Txn, ev.More); err != nil {
-				return err
+				return a.applyFailed(err)
 			}
 			if !ev.More {
 				p.applying(1)
@@ -489,7 +495,7 @@ func (a *applier) stream(ctx context.Context) error {
 			p.applying(len(batch))
 			a.noteReceived(batch)
 			if err := a.applyTxns(ctx, batch); err != nil {
-				return err
+				return a.applyFailed(err)
 			}
 			a.noteApplied(batch)
 			a.ack(ctx, a.sync)
@@ -509,6 +515,17 @@ func (a *applier) stream(ctx context.Context) error {
 			return fmt.Errorf("%w: snapshot pages without a snapshot", pagewire.ErrInvalidArgument)
 		}
 	}
+}
+
+// applyFailed follows a failed apply: if the storage refused it because
+// it did not lead to the primary's checksum, the copy is damaged and the
+// stream reopens at once, asking for a snapshot.
+func (a *applier) applyFailed(err error) error {
+	if derr := a.r.cfg.Local.Damaged(a.name); derr != nil {
+		a.log.Error("an apply did not lead to the primary's checksum and was refused before readers saw it; re-seeding from the primary", logkey.Error, err)
+		return errProgress
+	}
+	return err
 }
 
 // gather batches first with the transactions already read from q, waiting
@@ -652,12 +669,10 @@ func (a *applier) finishApply(ctx context.Context, w Writer, txns []pagewire.Txn
 }
 
 // applyGroup applies a group as one WAL commit; the storage server counts
-// it as the group's transactions. While the primary waits for replicas,
-// the WAL is fsynced before the apply returns.
+// it as the group's transactions, and refuses it, before readers see it,
+// unless it ends at the last one's checksum. While the primary waits for
+// replicas, the WAL is fsynced before the apply returns.
 func (a *applier) applyGroup(ctx context.Context, w Writer, g txnGroup) error {
-	if len(g.txns) == 1 {
-		return w.Apply(ctx, g.pageCount, g.pages, a.sync)
-	}
 	done, err := a.r.cfg.Local.ExpectCommit(a.name, g.txns)
 	if err != nil {
 		return err

@@ -75,7 +75,7 @@ func (l *fakeLocal) ExpectCommit(db string, txns []pagewire.Txn) (func(), error)
 	}, nil
 }
 
-func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error {
+func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error), replace func() error) error {
 	for {
 		pages, err := next()
 		if err != nil {
@@ -83,6 +83,11 @@ func (l *fakeLocal) RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos
 		}
 		if pages == nil {
 			break
+		}
+	}
+	if replace != nil {
+		if err := replace(); err != nil {
+			return err
 		}
 	}
 	l.mu.Lock()
@@ -102,6 +107,10 @@ func (l *fakeLocal) ChecksumPages(db string, at pagewire.Pos, _ uint64, _ []page
 	}
 	return l.nextSum, nil
 }
+
+func (l *fakeLocal) ExpectPosition(string, pagewire.Pos) (func(), error) { return func() {}, nil }
+
+func (l *fakeLocal) Damaged(string) error { return nil }
 
 func (l *fakeLocal) MarkVisible(string, pagewire.Pos) {}
 

@@ -123,15 +123,29 @@ type Local interface {
 	Rebase(db string, pos pagewire.Pos) error
 	// ExpectCommit announces that the next commit of a database applies
 	// txns (consecutive, following its position) at once, so that it
-	// advances the TXID past all of them; done withdraws the announcement
-	// if that commit did not happen.
+	// advances the TXID past all of them; a commit that does not end at
+	// the last one's checksum is refused before local readers see it, and
+	// the copy is then Damaged. done withdraws the announcement if that
+	// commit did not happen.
 	ExpectCommit(db string, txns []pagewire.Txn) (done func(), err error)
-	// RestoreDatabase creates a database this node does not have from a
-	// snapshot: pages 1..n, in order, which it takes from next as they
-	// come, writing them to a file of its own (next returns nil at the
-	// end, or an error that ends the restore with nothing created). It
-	// fails unless the result is at pos.
-	RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error)) error
+	// ExpectPosition announces that the next commit of db, written a part
+	// at a time (a big transaction's last part, a snapshot's), takes it to
+	// pos; a commit that ends at another checksum is refused before local
+	// readers see it, and the copy is then Damaged. done withdraws the
+	// announcement if that commit did not happen.
+	ExpectPosition(db string, pos pagewire.Pos) (done func(), err error)
+	// Damaged returns why db takes no writes (its files were damaged at
+	// startup, or an apply did not lead to the primary's checksum), or
+	// nil: such a copy is re-seeded from a snapshot and kept aside.
+	Damaged(db string) error
+	// RestoreDatabase creates a database from a snapshot: pages 1..n, in
+	// order, which it takes from next as they come, writing them to a
+	// file of its own (next returns nil at the end, or an error that ends
+	// the restore with nothing created). Once the pages proved pos's
+	// checksum, and only then, it calls replace, if set, to make room (the
+	// copy this node has is deleted, or kept aside); it fails unless the
+	// result is at pos.
+	RestoreDatabase(db string, pageSize uint32, pos pagewire.Pos, next func() ([]pagewire.Page, error), replace func() error) error
 	// ChecksumPages returns sum changed for pages replacing db's pages and,
 	// if truncate > 0, for db's pages past truncate dropped: started from
 	// db's checksum at position at, and carried from call to call, it is
