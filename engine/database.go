@@ -107,6 +107,9 @@ type commitRule struct {
 	// stands for: several of the primary's transactions at once
 	// (ExpectCommit). Nil: a commit is one new transaction.
 	announced *expectedCommit
+	// mustAnnounce: a commit without an announcement is refused (a
+	// replica's apply worker announces each of its commits).
+	mustAnnounce bool
 }
 
 // fileIDs are the ids of a database's files; 0 means the file does not exist.
@@ -653,7 +656,7 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	// The apply worker's commit must end where it announced (the
 	// primary's checksum): one that does not is refused, before readers
 	// can see it, and the copy is marked for a re-seed.
-	if expect == nil && how.hidden {
+	if expect == nil && how.mustAnnounce {
 		// Unannounced: the replicator withdrew its announcement (its apply
 		// was cancelled) before this write of the worker's landed. Counted
 		// as one transaction it would put the primary's later pages under

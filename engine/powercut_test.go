@@ -538,3 +538,56 @@ func TestStore_RefusedAppliedCommitStaysRefusedForTheRestOfASplitWrite(t *testin
 	}
 	done()
 }
+
+// A replica's apply worker announces every commit. One whose announcement
+// was withdrawn before its write landed (the apply was cancelled when the
+// stream broke) is refused: counted as one transaction it would put the
+// primary's later pages under an earlier TXID. On the primary, the commits
+// the worker writes for a halt lock's holder are not announced, and count.
+func TestStore_UnannouncedAppliedCommitIsRefusedOnAReplica(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "node1"}, 2)
+	before, _ := s.Position("app.db")
+	txns := expectTxns(3, 4, 5)
+
+	// Announced, then withdrawn before the frames land.
+	done, err := s.ExpectCommit("app.db", txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done()
+	last := txns[len(txns)-1]
+	if _, err := w.tryFrame(2, last.Pages[0].Data, 2); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("unannounced commit: err=%v, want ErrInvalidArgument", err)
+	}
+	if pos, _ := s.Position("app.db"); pos != before {
+		t.Fatalf("pos=%v after a refused commit, want %v", pos, before)
+	}
+	st := readState(t, dir, "app.db")
+	if hdr := st.wal[32 : 32+24]; !bytes.Equal(hdr, make([]byte, 24)) {
+		t.Fatalf("refused commit frame header is %x, want zeros", hdr)
+	}
+	if err := s.Damaged("app.db"); err != nil {
+		t.Fatalf("Damaged=%v: a refused unannounced commit leaves the copy as it was", err)
+	}
+
+	// Announced again, the same frames count as the three transactions.
+	w.next, w.enc = 1, w.enc0()
+	if done, err = s.ExpectCommit("app.db", txns); err != nil {
+		t.Fatal(err)
+	}
+	if got := w.frame(2, last.Pages[0].Data, 2); got != last.TXID {
+		t.Fatalf("TXID=%d after the announced frames, want %d", got, last.TXID)
+	}
+	done()
+
+	// On the primary an unannounced commit of the worker counts, as one.
+	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 3)
+	if got := w.frame(2, testPage(6), 3); got != last.TXID+1 {
+		t.Fatalf("TXID=%d after the primary's worker commit, want %d", got, last.TXID+1)
+	}
+}

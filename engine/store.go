@@ -1030,7 +1030,10 @@ func (s *Store) writeLocked(ref *fileRef, id uint64, p []byte, off int64, by Wri
 		appends := !d.w.ok || off < walHeaderSize || off >= wal.FrameOffset(d.w.commitFrame+1, d.pageSize)
 
 		// What the commits this write completes stand for.
-		how := &commitRule{hidden: by == Applier, announced: d.expect}
+		// A replica's apply worker announces every commit (ExpectCommit);
+		// the primary's commits a halt lock's holder forwarded are not.
+		how := &commitRule{hidden: by == Applier, announced: d.expect,
+			mustAnnounce: by == Applier && s.role.Load().role != pagewire.RolePrimary}
 		if h := d.halt.Load(); by == App && h != nil && s.role.Load().role != pagewire.RolePrimary {
 			// A halt lock's holder writes: each commit goes to the
 			// primary first, with d.mu held.
