@@ -65,14 +65,14 @@ type database struct {
 	startupErr     error  // a checksum mismatch found when the database was opened
 	metaLost       bool   // the meta file was missing or damaged at startup: the TXID is a guess
 	txlog          *txlog
-	logTxns        bool            // log commits to txlog; off during startup recovery and snapshots
+	logTxns        bool // log commits to txlog; off during startup recovery and snapshots
 	// replayLog, during startup recovery, holds the logged headers of the
 	// transactions after replayFrom: a commit that ends at one of their
 	// checksums stands for every transaction up to it (an apply worker's
 	// commit of several of the primary's), not for one.
 	replayLog  []pagewire.Txn
 	replayFrom pagewire.TXID
-	expect         *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
+	expect     *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
 	// halt is the halt lock a client holds through this node while it is
 	// a replica; read without mu.
 	halt atomic.Pointer[localHalt]
