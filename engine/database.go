@@ -65,8 +65,14 @@ type database struct {
 	startupErr     error  // a checksum mismatch found when the database was opened
 	metaLost       bool   // the meta file was missing or damaged at startup: the TXID is a guess
 	txlog          *txlog
-	logTxns        bool            // log commits to txlog; off during startup recovery and snapshots
-	expect         *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
+	logTxns        bool // log commits to txlog; off during startup recovery and snapshots
+	// replayLog, during startup recovery, holds the logged headers of the
+	// transactions after replayFrom: a commit that ends at one of their
+	// checksums stands for every transaction up to it (an apply worker's
+	// commit of several of the primary's), not for one.
+	replayLog  []pagewire.Txn
+	replayFrom pagewire.TXID
+	expect     *expectedCommit // what the apply worker announced its next commit stands for (ExpectCommit)
 	// halt is the halt lock a client holds through this node while it is
 	// a replica; read without mu.
 	halt atomic.Pointer[localHalt]
@@ -274,17 +280,22 @@ func openDatabase(dir, name string, o dbOptions) (*database, error) {
 	if d.db, err = os.OpenFile(filepath.Join(dir, databaseFileName), os.O_RDWR, 0); err != nil {
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
-	if err := d.load(); err != nil {
+	if d.txlog, err = openTxlog(filepath.Join(dir, txlogDirName), o.retention); err != nil {
 		d.closeFiles()
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
-	if d.txlog, err = openTxlog(filepath.Join(dir, txlogDirName), o.retention); err != nil {
+	if err := d.load(); err != nil {
 		d.closeFiles()
 		return nil, fmt.Errorf("open database %q: %w", name, err)
 	}
 	if d.metaLost {
 		// A guess that keeps TXIDs going forward: the newest one logged.
 		d.pos.TXID = max(d.pos.TXID, d.txlog.lastTXID())
+	} else if d.startupErr == nil {
+		if err := d.dropUnrecoveredLog(); err != nil {
+			d.closeFiles()
+			return nil, fmt.Errorf("open database %q: %w", name, err)
+		}
 	}
 	d.logTxns = true
 	d.ids = fileIDs{db: newID(), pos: newID()}
@@ -369,6 +380,51 @@ func (d *database) load() error {
 		return err
 	}
 	return d.saveMeta(true)
+}
+
+// dropUnrecoveredLog cuts the transaction log back to the recovered
+// position: records after it are of commits a power cut took from the WAL
+// (the log's fsync ran alongside the WAL's, and may have won), which are
+// not the database's history and must never be streamed. A record at the
+// position itself that does not end at its checksum goes too.
+func (d *database) dropUnrecoveredLog() error {
+	n, err := d.txlog.truncateAfter(d.pos.TXID)
+	if err != nil {
+		return err
+	}
+	if own := d.txlog.headersAfter(d.pos.TXID-1, 1); d.pos.TXID > 1 && len(own) == 1 && own[0].PostChecksum != d.pos.Checksum {
+		m, err := d.txlog.truncateAfter(d.pos.TXID - 1)
+		if err != nil {
+			return err
+		}
+		n += m
+	}
+	if n > 0 {
+		d.log.Warn("dropped transaction log records after the recovered position (their commits were lost from the WAL in a crash)", "records", n, logkey.TXID, d.pos.TXID)
+	}
+	return nil
+}
+
+// replayTXID is the TXID a commit replayed at startup, from d.pos with
+// pre-checksum pre to checksum post, ends at: the logged transaction that
+// ends there, when the records after d.pos chain from pre to it (the
+// apply worker's commit of several of the primary's transactions), else
+// the next one.
+func (d *database) replayTXID(pre, post uint64) pagewire.TXID {
+	next := d.pos.TXID + 1
+	if next <= d.replayFrom {
+		return next
+	}
+	i := uint64(next - d.replayFrom - 1)
+	if i >= uint64(len(d.replayLog)) || d.replayLog[i].PreChecksum != pre {
+		return next
+	}
+	for ; i < uint64(len(d.replayLog)); i++ {
+		if d.replayLog[i].PostChecksum == post {
+			return d.replayLog[i].TXID
+		}
+	}
+	return next
 }
 
 // freshlyCreated reports whether the database is what createDatabase
@@ -543,7 +599,20 @@ func (d *database) recoverWAL(m meta) (recovered int, want *pagewire.Pos, err er
 	}
 	fromMark()
 
-	// Replay the commits, starting the count over at the mark's frame.
+	// Replay the commits, starting the count over at the mark's frame,
+	// each counted against the transaction log's records from the earliest
+	// position the count may start from.
+	d.replayFrom = mark.Pos.TXID
+	if d.gen0.known() {
+		d.replayFrom = min(d.replayFrom, d.gen0.Pos.TXID)
+	}
+	if d.txlog != nil {
+		d.replayLog = d.txlog.headersAfter(d.replayFrom, maxReplayHeaders)
+	}
+	if d.replayLog == nil {
+		d.replayLog = []pagewire.Txn{}
+	}
+	defer func() { d.replayLog = nil }()
 	_, _, err = d.scanFrames(0, replay, func(frame uint32) {
 		commits++
 		if sameGen && frame == mark.Frame {
@@ -583,6 +652,10 @@ func (d *database) recoverWAL(m meta) (recovered int, want *pagewire.Pos, err er
 	}
 	return 0, &mark.Pos, nil
 }
+
+// maxReplayHeaders bounds the transaction log headers recovery holds to
+// count a WAL's commits against (about 100 bytes each).
+const maxReplayHeaders = 1 << 16
 
 // commitError is a commit frame that applyCommit refused during a scan.
 type commitError struct {
@@ -732,6 +805,8 @@ func (d *database) applyCommit(nPage, frame, ck1, ck2 uint32, how *commitRule) e
 	}
 	d.w.appended, d.w.overwritten, d.w.awaitRewrite = frame, 0, 0
 	switch {
+	case single && d.replayLog != nil:
+		d.pos.TXID = d.replayTXID(pre, d.pos.Checksum)
 	case single:
 		d.pos.TXID++
 		if d.logTxns && big != nil {
@@ -1030,7 +1105,15 @@ func (d *database) saveMeta(fsync bool) error {
 // recovery never counts from an older record against a WAL that no longer
 // holds what came after it. It costs one fsync of the meta file per WAL
 // generation (a checkpoint that restarts the WAL), none per commit.
+//
+// The transaction log is synced first: the records of the generation's
+// commits must outlive the WAL frames they came from.
 func (d *database) syncMetaEnd() error {
+	if d.txlog != nil {
+		if err := d.txlog.sync(); err != nil {
+			return err
+		}
+	}
 	if d.metaRecord().end() == d.metaSynced {
 		return nil
 	}

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/wal"
@@ -537,6 +538,128 @@ func TestStore_RefusedAppliedCommitStaysRefusedForTheRestOfASplitWrite(t *testin
 		t.Fatalf("the right frame written again: TXID=%d err=%v, want 2", txid, err)
 	}
 	done()
+}
+
+// A replica's apply worker commits several of the primary's transactions
+// at once; a power cut that keeps its WAL (a checkpoint fsynced it) but
+// loses the meta file's later records still counts each such commit as
+// the transactions it stood for, by the transaction log's checksums,
+// which every WAL fsync makes durable with it. Counted as one transaction
+// each, the copy would sit at TXIDs of the primary's with other checksums.
+func TestPowerCut_ReplicaGroupedCommitsCountedByTheLog(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	atStart := readState(t, dir, "app.db") // the meta durable at the generation's start
+	txns := expectTxns(3, 4, 5, 6, 7)
+	for _, group := range [][]pagewire.Txn{txns[:3], txns[3:]} {
+		done, err := s.ExpectCommit("app.db", group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := group[len(group)-1]
+		if got := w.frame(2, last.Pages[0].Data, 2); got != last.TXID {
+			t.Fatalf("TXID=%d, want %d", got, last.TXID)
+		}
+		done()
+	}
+	want := pagewire.Pos{TXID: txns[4].TXID, Checksum: txns[4].PostChecksum}
+	if pos, _ := s.Position("app.db"); pos != want {
+		t.Fatalf("pos=%v, want %v", pos, want)
+	}
+	// The WAL as written, the meta file as at the generation's start.
+	st := readState(t, dir, "app.db")
+	st.meta = atStart.meta
+	wantPos(t, "grouped commits after a cut", openCut(t, dir, "app.db", st), want)
+
+	// Without the log's records (a log that lost them) each commit is
+	// one transaction, as before: the copy is found diverged later.
+	if err := os.RemoveAll(filepath.Join(dir, "dbs", "app.db", txlogDirName)); err != nil {
+		t.Fatal(err)
+	}
+	if di := openCut(t, dir, "app.db", st); di.Pos.TXID != 3 || di.Pos.Checksum != want.Checksum {
+		t.Fatalf("without the log: pos=%v, want TXID 3 (one per commit) at checksum %016x", di.Pos, want.Checksum)
+	}
+}
+
+// A power cut can keep transaction log records whose WAL frames it lost
+// (the two fsyncs run side by side): the restarted node drops them, so
+// that no replica is ever sent a transaction that is not in its history,
+// and logs the next commit of that TXID in their place.
+func TestPowerCut_LogTailAheadOfTheWALIsDropped(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.frame(2, testPage(10), 2)
+	atTwo, _ := s.Position("app.db")
+	st := readState(t, dir, "app.db") // WAL and meta with TXID 2
+	w.frame(2, testPage(11), 2)       // TXID 3: its frames are lost, its record kept
+	w.frame(2, testPage(12), 2)       // TXID 4 likewise
+
+	s2 := openCutStore(t, dir, "app.db", st)
+	if di, _ := s2.Database("app.db"); di.Pos != atTwo {
+		t.Fatalf("pos=%v, want %v", di.Pos, atTwo)
+	}
+	d, _ := s2.db("app.db")
+	if last := d.txlog.lastTXID(); last != 2 {
+		t.Fatalf("log ends at TXID %d after the cut, want 2", last)
+	}
+
+	// A new TXID 3 is logged and streamed, not the lost one.
+	w2 := newWALBuilder(t, s2, "app.db", 2)
+	w2.frame(2, testPage(20), 2)
+	if err := s2.Sync(w2.id); err != nil { // SQLite's fsync under FULL: streamable
+		t.Fatal(err)
+	}
+	f, err := s2.Feed("app.db", pagewire.Pos{TXID: 1, Checksum: checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize)}, 1)}, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	item, err := f.Next(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(item.Txns) != 2 || !bytes.Equal(item.Txns[1].Pages[0].Data, testPage(20)) {
+		t.Fatalf("streamed %d transactions, want TXIDs 2 and the new 3", len(item.Txns))
+	}
+}
+
+// A WAL fsync makes the transaction log durable with it, and a roll to a
+// new segment syncs the one it leaves and, at the next sync, the folder.
+func TestTxlog_SyncCoversRolls(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "txlog")
+	l, err := openTxlog(dir, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.close()
+	l.segmentMax = 1 // every record rolls
+	for _, txn := range expectTxns(3, 4, 5) {
+		if err := l.append(txn); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.dirRolls == l.dirSynced {
+		t.Fatalf("rolls=%d synced=%d: new segments' names are not marked for the folder's sync", l.dirRolls, l.dirSynced)
+	}
+	if err := l.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if l.dirRolls != l.dirSynced {
+		t.Fatalf("after sync: rolls=%d synced=%d", l.dirRolls, l.dirSynced)
+	}
+	// Headers chain across segments.
+	if hs := l.headersAfter(2, 10); len(hs) != 2 || hs[0].TXID != 3 || hs[1].TXID != 4 || hs[0].PostChecksum != hs[1].PreChecksum {
+		t.Fatalf("headers after 2: %+v", hs)
+	}
+	// Truncation across segments.
+	if n, err := l.truncateAfter(2); err != nil || n != 2 || l.lastTXID() != 2 {
+		t.Fatalf("truncateAfter(2): dropped %d, err %v, last %d; want 2, nil, 2", n, err, l.lastTXID())
+	}
 }
 
 // A replica's apply worker announces every commit. One whose announcement

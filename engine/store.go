@@ -209,6 +209,14 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
 		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
 	}
+	// Folders just made are durable before a database is created in them:
+	// dbs in data.dir, and data.dir in its parent.
+	for _, dir := range []string{filepath.Join(cfg.Dir, "dbs"), cfg.Dir} {
+		if err := syncDir(dir); err != nil {
+			return nil, fmt.Errorf("data.dir %q cannot be made durable: %w; check the disk", cfg.Dir, err)
+		}
+	}
+	_ = syncDir(filepath.Dir(filepath.Clean(cfg.Dir))) // may not be ours to open
 	lock, err := os.OpenFile(filepath.Join(cfg.Dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("data.dir %q is not writable: %w", cfg.Dir, err)
@@ -1201,13 +1209,26 @@ func (s *Store) Sync(id uint64) error {
 		return nil
 	}
 
-	// A closed file means the database was deleted or replaced.
+	// A WAL fsync syncs the transaction log alongside, so that ext4 can
+	// make both durable in one journal commit: the records of the commits
+	// it makes durable are durable too when it returns (txlog.go). A
+	// closed file means the database was deleted or replaced.
+	var logErr chan error
+	if walSync {
+		logErr = make(chan error, 1)
+		go func() { logErr <- d.txlog.sync() }()
+	}
 	err = f.Sync()
 	if errors.Is(err, os.ErrClosed) {
 		err = fmt.Errorf("%w: file %d", pagewire.ErrStale, id)
 	}
 	if err == nil && syncFolder {
 		err = syncDir(d.dir)
+	}
+	if logErr != nil {
+		if lerr := <-logErr; err == nil && lerr != nil {
+			err = lerr
+		}
 	}
 	d.mu.Lock()
 	if err == nil && syncFolder && d.wal == f {

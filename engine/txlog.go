@@ -24,12 +24,22 @@ import (
 // txlog is a database's transaction log: every committed transaction's
 // pages, appended to segment files under dbs/<name>/txlog, kept for the
 // retention period so that a replica that was away can catch up. Appends
-// are plain writes: a transaction costs one write() and no fsync; after a
-// power failure a replica that needs a lost record gets a snapshot instead.
+// are plain writes: a transaction costs one write() and no fsync of its
+// own. The log is made durable with the WAL instead (sync, which every WAL
+// fsync runs alongside its own): a transaction durable in the WAL has its
+// record durable too, so that a power cut never leaves the primary unable
+// to prove a replica's position, and a replica's recovery can count the
+// primary's transactions a commit of its apply worker stood for.
 type txlog struct {
 	dir        string
 	retention  time.Duration
 	segmentMax int64 // roll to a new segment past this size
+
+	// syncMu serializes sync; dirRolls counts segments created (or the log's
+	// folder itself) whose folder entries sync has not made durable yet.
+	syncMu    sync.Mutex
+	dirRolls  uint64
+	dirSynced uint64
 
 	// mu guards segs, the tail segment's file and size, and recent.
 	mu   sync.Mutex
@@ -86,6 +96,14 @@ const (
 // cutting off a torn record at the end of the last one.
 func openTxlog(dir string, retention time.Duration) (*txlog, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	// The folder and its name in the database's folder are durable before
+	// anything is logged in it.
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	if err := syncDir(filepath.Dir(dir)); err != nil {
 		return nil, err
 	}
 	l := &txlog{dir: dir, retention: retention, segmentMax: defaultSegment, recentMax: defaultRecent}
@@ -341,6 +359,11 @@ func (l *txlog) appendAll(txns []pagewire.Txn) error {
 // segments past retention.
 func (l *txlog) rollLocked(first pagewire.TXID) error {
 	if l.tail != nil {
+		// The segment's records become durable before its handle goes: a
+		// sync running meanwhile finds the handle closed.
+		if err := l.tail.Sync(); err != nil {
+			return fmt.Errorf("sync transaction log segment: %w", err)
+		}
 		l.tail.Close()
 		l.tail = nil
 	}
@@ -350,6 +373,7 @@ func (l *txlog) rollLocked(first pagewire.TXID) error {
 		return err
 	}
 	l.tail = f
+	l.dirRolls++ // its name is durable at the next sync
 	// Segments before a gap can never be streamed past it: keep them only
 	// for retention like the others.
 	l.segs = append(l.segs, &segment{first: first, path: path})
@@ -383,6 +407,137 @@ func (l *txlog) pruneLocked(now time.Time) {
 		l.recent[0] = recentRecord{}
 		l.recent = l.recent[1:]
 	}
+}
+
+// sync makes every record appended so far durable: the tail segment's
+// content, and the folder's entries of segments created since the last
+// sync. It holds l.mu only to pick the file, so appends and readers go on
+// during the fsync; a segment rolled meanwhile was synced by the roll.
+func (l *txlog) sync() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.mu.Lock()
+	f, rolls := l.tail, l.dirRolls
+	l.mu.Unlock()
+	if f != nil {
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			return fmt.Errorf("sync transaction log segment: %w", err)
+		}
+	}
+	if rolls != l.dirSynced {
+		if err := syncDir(l.dir); err != nil {
+			return err
+		}
+		l.dirSynced = rolls
+	}
+	return nil
+}
+
+// truncateAfter drops every record after txid: a tail a power cut left
+// ahead of the database's recovered position (records of commits whose WAL
+// frames were lost), which must never be streamed. Segments that start
+// after txid go, the one holding txid is cut after its record. The cut is
+// durable when it returns. It returns how many records were dropped.
+func (l *txlog) truncateAfter(txid pagewire.TXID) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	dropped := 0
+	for len(l.segs) > 0 {
+		s := l.segs[len(l.segs)-1]
+		if s.first <= txid || (s.first == txid+1 && s.last == 0) {
+			break
+		}
+		if s.last != 0 {
+			dropped += int(s.last-s.first) + 1
+		}
+		if l.tail != nil {
+			l.tail.Close()
+			l.tail = nil
+		}
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return dropped, err
+		}
+		l.segs = l.segs[:len(l.segs)-1]
+		l.dirRolls++
+	}
+	if n := len(l.segs); n > 0 && l.segs[n-1].last > txid {
+		s := l.segs[n-1]
+		f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+		if err != nil {
+			return dropped, err
+		}
+		defer f.Close()
+		var off int64
+		var lastTime time.Time
+		for off < s.size {
+			h, err := readRecordHeader(f, off)
+			if err != nil {
+				return dropped, fmt.Errorf("transaction log %s: %w", s.path, err)
+			}
+			if h.txn.TXID > txid {
+				break
+			}
+			off, lastTime = off+h.size, h.txn.CommitTime
+		}
+		dropped += int(s.last - txid)
+		if err := f.Truncate(off); err != nil {
+			return dropped, err
+		}
+		if err := f.Sync(); err != nil {
+			return dropped, err
+		}
+		s.size, s.last, s.lastTime = off, txid, lastTime
+		if off == 0 {
+			s.last = 0
+		}
+	}
+	l.forgetRecentLocked()
+	if l.dirRolls != l.dirSynced {
+		if err := syncDir(l.dir); err != nil {
+			return dropped, err
+		}
+		l.dirSynced = l.dirRolls
+	}
+	return dropped, nil
+}
+
+// headersAfter returns the headers (without pages) of the consecutive
+// records from txid+1 on, at most max of them: what recovery counts a
+// WAL's commits against.
+func (l *txlog) headersAfter(txid pagewire.TXID, max int) []pagewire.Txn {
+	l.mu.Lock()
+	segs := slices.Clone(l.segs)
+	l.mu.Unlock()
+	var out []pagewire.Txn
+	next := txid + 1
+	for i, s := range segs {
+		if s.last < next || (i+1 < len(segs) && segs[i+1].first <= next) {
+			continue // ends before next, or the following one holds it
+		}
+		if s.first > next {
+			return out // a gap
+		}
+		f, err := os.Open(s.path)
+		if err != nil {
+			return out
+		}
+		for off := int64(0); off < s.size && len(out) < max; {
+			h, err := readRecordHeader(f, off)
+			if err != nil || h.txn.TXID > next {
+				break
+			}
+			off += h.size
+			if h.txn.TXID == next {
+				out = append(out, h.txn)
+				next++
+			}
+		}
+		f.Close()
+		if len(out) >= max {
+			break
+		}
+	}
+	return out
 }
 
 // prune drops segments past retention; the server calls it periodically.
