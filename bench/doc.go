@@ -28,6 +28,11 @@
 //     interleaved by round, in two placements: shared (every process on
 //     every CPU) and separate (the primary and its writer on half the CPUs,
 //     the replicas on the other half, as on separate machines);
+//   - with synchronous replication: insert-normal and insert-full on
+//     primaries of their own with replication.sync-replicas 0 (the
+//     asynchronous reference) and 1 with one replica, 0 and 2 with two, in
+//     the separate placement, each rate over the asynchronous one of the
+//     same workload with as many replicas;
 //   - visibility lag at ~1,000 tx/s (-lag-rate, -lag-seconds): a paced
 //     writer on the primary notes when each commit returns, a poller on a
 //     replica when it first sees it, once by the replica's -pos file and
@@ -60,6 +65,7 @@
 //	go run ./bench                  # 3 rounds, default counts, then replication
 //	go run ./bench -quick           # a smoke run of both
 //	go run ./bench -replication     # the replication section alone
+//	go run ./bench -sync            # its synchronous replication write rates alone
 //	go run ./bench -no-replication  # skip replication
 //	go run ./bench -export          # the export section alone
 //	go run ./bench -json out.json   # also machine-readable results

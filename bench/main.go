@@ -47,18 +47,21 @@ type options struct {
 	// -no-replication only the plain disk vs mount workloads.
 	OnlyReplication bool
 	NoReplication   bool
-	OnlyProxy       bool
-	NoProxy         bool
-	OnlyExport      bool
-	NoExport        bool
-	LagSeconds      float64
-	LagRate         float64
-	LagPollPause    time.Duration
-	LagCSV          string
-	ApplyRate       float64
-	SnapshotMiB     int
-	ExportMiB       int
-	ExportSeconds   float64
+	// OnlySync runs only the replication section's synchronous
+	// replication write rates.
+	OnlySync      bool
+	OnlyProxy     bool
+	NoProxy       bool
+	OnlyExport    bool
+	NoExport      bool
+	LagSeconds    float64
+	LagRate       float64
+	LagPollPause  time.Duration
+	LagCSV        string
+	ApplyRate     float64
+	SnapshotMiB   int
+	ExportMiB     int
+	ExportSeconds float64
 
 	// -vacuum runs only the VACUUM section, which is off otherwise: it
 	// needs about 7.5 times -vacuum-gib of disk, and minutes.
@@ -68,14 +71,16 @@ type options struct {
 
 // only reports whether a flag asked for one section alone.
 func (o options) only() bool {
-	return o.OnlyReplication || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum
+	return o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum
 }
 
 // workloads reports whether the plain disk vs mount workloads run.
 func (o options) workloads() bool { return !o.only() }
 
 // replication reports whether the replication section runs.
-func (o options) replication() bool { return o.OnlyReplication || (!o.only() && !o.NoReplication) }
+func (o options) replication() bool {
+	return o.OnlyReplication || o.OnlySync || (!o.only() && !o.NoReplication)
+}
 
 // proxy reports whether the proxy section runs.
 func (o options) proxy() bool { return o.OnlyProxy || (!o.only() && !o.NoProxy) }
@@ -132,6 +137,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 
 	// Sections.
 	fs.BoolVar(&o.OnlyReplication, "replication", false, "run only the replication section (default: the workloads, then replication)")
+	fs.BoolVar(&o.OnlySync, "sync", false, "run only the replication section's synchronous replication write rates")
 	fs.BoolVar(&o.NoReplication, "no-replication", false, "skip the replication section")
 	fs.BoolVar(&o.OnlyProxy, "proxy", false, "run only the proxy section: the example app's writes on plain disk and through a primary's and a replica's proxy")
 	fs.BoolVar(&o.NoProxy, "no-proxy", false, "skip the proxy section")
@@ -179,7 +185,8 @@ Then, unless -no-replication, the replication section: a primary and up to
 two replicas; the primary's write rate with 0, 1 and 2 replicas, visibility
 lag from commit on the primary to visible on a replica, point reads on a
 replica while it applies, and a new replica's snapshot catch-up.
--replication runs that section alone.
+-replication runs that section alone; -sync only its synchronous replication
+write rates (insert-normal and insert-full, sync-replicas 0, 1 and 2).
 
 Last, unless -no-proxy, the proxy section: the example app (deploy/example)
 on plain disk and behind a primary's and a replica's proxy; sequential
@@ -236,8 +243,10 @@ func (o options) check() error {
 		return errors.New("-reads must be at least 1")
 	case o.Rows < 1:
 		return errors.New("-rows must be at least 1")
-	case o.OnlyReplication && o.NoReplication:
-		return errors.New("-replication and -no-replication exclude each other")
+	case (o.OnlyReplication || o.OnlySync) && o.NoReplication:
+		return errors.New("-replication and -sync exclude -no-replication")
+	case o.OnlySync && (o.OnlyReplication || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum):
+		return errors.New("-sync excludes -replication, -proxy, -export and -vacuum")
 	case o.OnlyProxy && (o.NoProxy || o.OnlyReplication):
 		return errors.New("-proxy excludes -no-proxy and -replication")
 	case o.OnlyExport && (o.NoExport || o.OnlyReplication || o.OnlyProxy):

@@ -64,6 +64,12 @@ func runReplication(ctx context.Context, o options, bin, workDir, diskDir string
 		replicas: make([]*node, writeRateReplicas),
 	}
 	defer func() { err = errors.Join(err, stopNodes(s.nodes...)) }()
+	if o.OnlySync {
+		if err := s.syncRates(ctx, diskDir, rr); err != nil {
+			return fmt.Errorf("synchronous replication write rates: %w", err)
+		}
+		return nil
+	}
 
 	// Start the primary.
 	s.logf("starting the primary")

@@ -53,6 +53,7 @@ func TestParseFlags_sections(t *testing.T) {
 	}{
 		{nil, true, true, true, true},
 		{[]string{"-replication"}, false, true, false, false},
+		{[]string{"-sync"}, false, true, false, false},
 		{[]string{"-no-replication"}, true, false, true, true},
 		{[]string{"-proxy"}, false, false, true, false},
 		{[]string{"-export"}, false, false, false, true},
@@ -67,7 +68,7 @@ func TestParseFlags_sections(t *testing.T) {
 			t.Errorf("%q: workloads, replication, proxy, export = %v, want %v", tc.args, got, want)
 		}
 	}
-	for _, args := range [][]string{{"-replication", "-no-replication"}, {"-export", "-no-export"}, {"-export", "-proxy"}, {"-export", "-replication"}} {
+	for _, args := range [][]string{{"-replication", "-no-replication"}, {"-export", "-no-export"}, {"-export", "-proxy"}, {"-export", "-replication"}, {"-sync", "-no-replication"}, {"-sync", "-replication"}, {"-sync", "-proxy"}} {
 		if _, err := parseFlags(args, io.Discard); err == nil {
 			t.Errorf("%q: no error", args)
 		}

@@ -44,7 +44,7 @@ const (
 	DefaultConsulLockDelay        = 1 * time.Second
 	DefaultConsulCheckTTL         = 2 * time.Second // pagewire's own; consul.DefaultCheckTTL
 	MinConsulCheckTTL             = 1 * time.Second
-	DefaultSyncTimeout            = 10 * time.Second
+	DefaultSyncTimeout            = 0 // wait for replicas without limit
 )
 
 // Config is a node's whole configuration, litefs.yml compatible.
@@ -252,10 +252,13 @@ type ReplicationConfig struct {
 	// SyncReplicas is how many replicas must have applied a transaction before
 	// its commit returns; 0 (the default): commits don't wait (async).
 	SyncReplicas int `yaml:"sync-replicas"`
-	// SyncTimeout bounds a commit's wait for SyncReplicas replicas: past
-	// it the commit returns, and commits go on asynchronously (logged, and
-	// counted in pagewire_sync_replication_timeouts_total) until enough
-	// replicas catch up. 0: commits wait without limit. >= 0, default 10s.
+	// SyncTimeout bounds a commit's wait for SyncReplicas replicas. 0 (the
+	// default): commits wait without limit, so an acknowledged commit is
+	// always on SyncReplicas replicas. A positive duration opts in to
+	// going on: past it the commit returns, and commits go on
+	// asynchronously (logged, and counted in
+	// pagewire_sync_replication_timeouts_total) until enough replicas
+	// catch up. >= 0.
 	SyncTimeout Duration `yaml:"sync-timeout"`
 }
 

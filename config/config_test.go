@@ -72,7 +72,7 @@ func TestDefault(t *testing.T) {
 		{"lease.consul.check-ttl", c.Lease.Consul.CheckTTL, Duration(2 * time.Second)},
 		{"log.format", c.Log.Format, "text"},
 		{"replication.sync-replicas", c.Replication.SyncReplicas, 0},
-		{"replication.sync-timeout", c.Replication.SyncTimeout, Duration(10 * time.Second)},
+		{"replication.sync-timeout", c.Replication.SyncTimeout, Duration(0)},
 		{"exec", len(c.Exec), 0},
 	} {
 		if tt.got != tt.want {

@@ -135,7 +135,7 @@ func TestSyncReplication_CommitWaitsForAFrozenReplica(t *testing.T) {
 	}
 }
 
-// With the default policy (a sync-timeout), a commit whose replica is gone
+// With a sync-timeout (opted in: the default waits without limit), a commit whose replica is gone
 // returns after the timeout, and the primary says so in its log and
 // metrics; commits wait again once the replica has caught up.
 func TestSyncReplication_TimeoutGoesOnAsynchronously(t *testing.T) {

@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // This file decides when the primary's transactions may be streamed to
@@ -29,6 +30,25 @@ import (
 //     fsync that follows a commit before anything else marks it FULL again
 //     (unless a checkpoint's database writes show that fsync was a
 //     checkpoint's).
+//
+// With synchronous replication (syncrep.go) a commit also waits for
+// replicas' acknowledgements, and where it waits follows the same
+// learning:
+//
+//   - On a database learned FULL, the commit is held like any other and
+//     its write returns at once; the WAL fsync that follows streams it
+//     once the primary's copy is durable, then waits for the replicas
+//     before it returns to SQLite (and so to the app).
+//   - On a database learned NORMAL, or not learned yet (no commit seen
+//     since the node started), the commit streams at once and its commit
+//     frame's write waits.
+//   - FULL then NORMAL: a commit whose write returned expecting an fsync
+//     that never came has returned to the app unacknowledged. It is found
+//     when NORMAL is learned (the next write, or normalGrace), logged and
+//     counted (SyncStats.Unacknowledged); later commits wait in the write.
+//   - NORMAL then FULL: the first FULL commit waits in its write and so
+//     reaches replicas before the primary's fsync (README, Replication);
+//     its fsync marks the database FULL and later ones wait in the fsync.
 //
 // The node's own apply worker's commits (a replica's, or a halt lock's
 // holder's forwarded to the primary) are the primary's history already and
@@ -56,15 +76,22 @@ type durableState struct {
 	syncsBegun, heldSyncs uint64
 	syncing               int
 	// normal is set once the database's commits were seen not to be
-	// followed by an fsync (synchronous=NORMAL or OFF).
-	normal bool
+	// followed by an fsync (synchronous=NORMAL or OFF); full once one was
+	// (FULL). Neither: not learned yet.
+	normal, full bool
 	// afterCommit is set from an app's commit to the next appending write
 	// of the WAL: an fsync meanwhile follows that commit.
 	afterCommit bool
 	// learnedBySync is set when the last fsync marked the database FULL,
 	// with wasNormal what it was before: a checkpoint's database writes
 	// that follow show that fsync was the checkpoint's, and undo it.
-	learnedBySync, wasNormal bool
+	learnedBySync, wasNormal, wasFull bool
+	// syncPending is the TXID of an app's commit whose write returned
+	// without waiting for replicas, on a database learned FULL: the WAL
+	// fsync that follows it waits instead. pendingSyncs is syncsBegun
+	// when it committed.
+	syncPending  pagewire.TXID
+	pendingSyncs uint64
 	// capped is set after a commit the app was told failed: capAt, the
 	// position before it, is as far as replicas may be sent, while the
 	// node's role epoch is capEpoch.
@@ -104,20 +131,21 @@ func (d *database) wake() {
 
 // noteAppCommit follows an app's commit that took the position from prev
 // to d.pos, and returns the TXID its write must not return before
-// replicas acknowledge (0: none). On a database marked NORMAL, or when
-// commits wait for replicas (syncWait), it streams at once; else it waits
-// for SQLite's fsync. mu must be held.
-//
-// Commits that wait for replicas wait in the commit frame's write, under
-// FULL too: the setting is learned only from what follows the commit, and
-// a wait in the fsync would let the first NORMAL commit after a FULL one
-// return unacknowledged. Such a commit reaches replicas before the
-// primary's fsync; it is not yet reported to the app, and a replica left
-// ahead of a primary that lost it keeps it aside (README, Replication).
+// replicas acknowledge (0: none). syncWait says whether commits wait for
+// replicas. On a database marked NORMAL it streams at once; else it waits
+// for SQLite's fsync, except a commit that waits for replicas on a
+// database not learned FULL, which streams at once and waits in its write
+// (the top of this file says why). mu must be held.
 func (d *database) noteAppCommit(prev pagewire.Pos, syncWait bool) pagewire.TXID {
 	s := &d.durable
+	if s.held && s.syncsBegun == s.heldSyncs {
+		// The commit held before this one had no fsync: SQLite went on
+		// without one (NORMAL), and this write is its next.
+		d.releaseAsNormal()
+	}
 	s.learnedBySync, s.afterCommit = false, true
-	if s.normal || syncWait {
+	s.syncPending = 0
+	if s.normal || (syncWait && !s.full) {
 		if s.held {
 			s.held = false // what was held goes with it
 			d.wake()
@@ -132,6 +160,9 @@ func (d *database) noteAppCommit(prev pagewire.Pos, syncWait bool) pagewire.TXID
 	}
 	s.gen++
 	s.heldSyncs = s.syncsBegun
+	if syncWait {
+		s.syncPending, s.pendingSyncs = d.pos.TXID, s.syncsBegun
+	}
 	gen := s.gen
 	time.AfterFunc(normalGrace, func() { d.graceOver(gen) })
 	return 0
@@ -162,17 +193,51 @@ func (d *database) noteWALChange() {
 // must be held.
 func (d *database) releaseAsNormal() {
 	s := &d.durable
-	s.held, s.normal, s.learnedBySync = false, true, false
+	s.held, s.normal, s.full, s.learnedBySync = false, true, false, false
 	d.wake()
+	if s.syncPending != 0 && s.syncsBegun == s.pendingSyncs {
+		d.syncUnacked() // its write returned for an fsync that never came
+	}
+	s.syncPending = 0
+}
+
+// syncUnacked counts and logs the pending commit, which returned to the
+// app before replicas acknowledged it. mu must be held.
+func (d *database) syncUnacked() {
+	s := &d.durable
+	d.acks.unacked.Add(1)
+	d.log.Warn("a commit returned to the app before replicas acknowledged it: the database went from synchronous=FULL to NORMAL, and the commit's wait was to be in the fsync that FULL makes; later commits wait in their write",
+		logkey.TXID, s.syncPending)
+	s.syncPending = 0
+}
+
+// forgetFull follows the deletion of the -wal, which SQLite does as its
+// last connection to the database closes: the next connection may run
+// under another synchronous setting, so commits that wait for replicas
+// wait in their write until an fsync shows FULL again. mu must be held.
+func (d *database) forgetFull() {
+	s := &d.durable
+	s.full, s.learnedBySync, s.syncPending = false, false, 0
 }
 
 // noteDBWrite follows a write to the database file (a checkpoint): an
 // fsync that just marked the database FULL was the checkpoint's. mu must
 // be held.
 func (d *database) noteDBWrite() {
-	if s := &d.durable; s.learnedBySync {
-		s.normal, s.learnedBySync = s.wasNormal, false
+	s := &d.durable
+	if !s.learnedBySync {
+		return
 	}
+	s.learnedBySync = false
+	if s.syncPending != 0 && s.syncsBegun == s.pendingSyncs+1 {
+		// The only fsync after the pending commit was this
+		// checkpoint's (under FULL SQLite's own comes first): the
+		// commit was made under NORMAL, and returned unacknowledged.
+		s.normal, s.full = true, false
+		d.syncUnacked()
+		return
+	}
+	s.normal, s.full = s.wasNormal, s.wasFull
 }
 
 // beginWALSync notes a WAL fsync about to start and returns the position
@@ -184,12 +249,19 @@ func (d *database) beginWALSync() pagewire.Pos {
 }
 
 // endWALSync notes the end of a WAL fsync that covered pos; ok if it
-// succeeded. mu must be held.
-func (d *database) endWALSync(pos pagewire.Pos, ok bool) {
+// succeeded. It returns the TXID of an app's commit the fsync must not
+// return before replicas acknowledge (0: none). mu must be held.
+func (d *database) endWALSync(pos pagewire.Pos, ok bool) (wait pagewire.TXID) {
 	s := &d.durable
 	s.syncing--
 	if !ok || pos.TXID > d.pos.TXID {
-		return // failed, or the database was replaced meanwhile
+		return 0 // failed, or the database was replaced meanwhile
+	}
+	if s.syncPending != 0 && pos.TXID >= s.syncPending {
+		// The commit whose write left its wait to this fsync. It stays
+		// pending: an fsync of another connection's (a checkpoint's)
+		// may cover it before SQLite's own, and both wait.
+		wait = s.syncPending
 	}
 	if s.held && pos.TXID > s.heldAt.TXID {
 		if pos.TXID >= d.pos.TXID {
@@ -202,8 +274,10 @@ func (d *database) endWALSync(pos pagewire.Pos, ok bool) {
 	if s.afterCommit && pos.TXID == d.pos.TXID && !s.learnedBySync {
 		// A commit followed by an fsync: FULL, unless what comes next
 		// shows this fsync was a checkpoint's.
-		s.learnedBySync, s.wasNormal, s.normal = true, s.normal, false
+		s.learnedBySync, s.wasNormal, s.wasFull = true, s.normal, s.full
+		s.normal, s.full = false, true
 	}
+	return wait
 }
 
 // capStream keeps replicas from being sent the app's commit after prev,
@@ -235,4 +309,5 @@ func (d *database) uncap(epoch pagewire.Epoch) {
 func (d *database) resetDurable() {
 	s := &d.durable
 	s.held, s.capped, s.learnedBySync = false, false, false
+	s.syncPending = 0
 }

@@ -732,6 +732,7 @@ func (s *Store) Delete(name string) error {
 			return err
 		}
 		d.resetWAL()
+		d.forgetFull()
 		return nil
 	}
 	return s.removeDatabase(d, false)
@@ -1234,11 +1235,20 @@ func (s *Store) Sync(id uint64) error {
 	if err == nil && syncFolder && d.wal == f {
 		d.walDirUnsynced = false
 	}
+	var wait pagewire.TXID // an app's commit that waits here for replicas
 	if walSync {
-		d.endWALSync(covers, err == nil)
+		wait = d.endWALSync(covers, err == nil)
 	}
 	d.mu.Unlock()
-	return err
+	if err != nil || wait == 0 {
+		return err
+	}
+	if err := s.awaitReplicas(d, wait); err != nil {
+		s.log.Warn("a transaction committed as this node stopped being the primary, while its fsync waited for replicas; the app is told it failed",
+			logkey.DB, d.name, logkey.TXID, wait)
+		return err
+	}
+	return nil
 }
 
 // SyncDir makes created and deleted names durable.

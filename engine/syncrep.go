@@ -16,8 +16,9 @@ import (
 // (replication.sync-replicas, DESIGN §7): replicas acknowledge what they
 // have applied (Acknowledge), and an app's commit returns only once
 // StoreConfig.SyncReplicas replicas acknowledged it durably. The commit
-// waits in its commit frame's write, without the database's lock
-// (durable.go, noteAppCommit, says why not in the fsync under FULL).
+// waits, without the database's lock, in the WAL fsync that follows it on
+// a database learned to run under synchronous=FULL, else in its commit
+// frame's write (durable.go says how and why).
 
 // maxAckers bounds the replicas whose acknowledgements a database keeps.
 const maxAckers = 256
@@ -35,6 +36,9 @@ type replicaAcks struct {
 	// degraded is set once a commit gave up waiting (sync-timeout): later
 	// commits do not wait until enough replicas have every transaction.
 	degraded bool
+	// unacked counts commits that returned unacknowledged on a switch
+	// from synchronous=FULL to NORMAL (durable.go).
+	unacked atomic.Uint64
 }
 
 // replicaAck is one replica's last acknowledgement.
@@ -98,7 +102,12 @@ type SyncStats struct {
 	Timeouts    uint64        // waits that gave up at SyncTimeout
 	WaitSeconds float64       // time spent waiting, in all
 	Waiting     int64         // commits waiting now
-	Degraded    []string      // databases whose commits go on without waiting, sorted
+	// Unacknowledged counts commits that returned before replicas
+	// acknowledged them because the database switched from
+	// synchronous=FULL to NORMAL (their wait was to be in an fsync that
+	// never came), in databases open now.
+	Unacknowledged uint64
+	Degraded       []string // databases whose commits go on without waiting, sorted
 }
 
 // SyncStats reports synchronous replication's counters.
@@ -110,6 +119,7 @@ func (s *Store) SyncStats() SyncStats {
 		if d.acks.isDegraded() {
 			st.Degraded = append(st.Degraded, name)
 		}
+		st.Unacknowledged += d.acks.unacked.Load()
 	}
 	s.mu.RUnlock()
 	sort.Strings(st.Degraded)

@@ -37,9 +37,9 @@ func waitWaiting(t *testing.T, s *Store, n int64) {
 	}
 }
 
-// A commit's write waits for the replicas' durable acknowledgements, under
-// FULL too (the first commit of a database is taken as FULL); one that is
-// not durable does not count. The commit streams at once.
+// A commit's write waits for the replicas' durable acknowledgements when
+// the database's synchronous setting is not learned yet (its first commit);
+// one that is not durable does not count. The commit streams at once.
 func TestStore_CommitWaitsInItsWrite(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
 	done := make(chan result, 1)
@@ -72,6 +72,183 @@ func TestStore_CommitWaitsInItsWrite(t *testing.T) {
 	}
 	if got := s.ReplicaPositions("app.db"); len(got) != 1 || got[0].Hostname != "r1" || got[0].Applied != pos || got[0].Durable != 2 {
 		t.Fatalf("replica positions %+v", got)
+	}
+}
+
+// ackDurable acknowledges app.db's position for replica host, durably.
+func ackDurable(t *testing.T, s *Store, host string) pagewire.Pos {
+	t.Helper()
+	pos, _ := s.Position("app.db")
+	if err := s.Acknowledge("app.db", host, 1, pos, true); err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+// learnFull commits TXID 2 (its write waits: nothing is learned yet), has
+// r1 acknowledge it, and fsyncs it: app.db is learned FULL.
+func learnFull(t *testing.T, s *Store, w *walBuilder) {
+	t.Helper()
+	done := make(chan result, 1)
+	go func() { _, err := w.tryFrame(1, newDatabasePage(defaultPageSize), 1); done <- result{err} }()
+	waitWaiting(t, s, 1)
+	ackDurable(t, s, "r1")
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Sync(w.id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// On a database learned FULL a commit's write returns at once, held from
+// replicas; the fsync that follows streams it once the primary's copy is
+// durable, then waits for the replicas' acknowledgements.
+func TestStore_FullCommitWaitsInItsFsync(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	if txid := w.frame(2, testPage(3), 2); txid != 3 { // returns: no replica acknowledges
+		t.Fatalf("TXID %d, want 3", txid)
+	}
+	if got := streamable(t, s); got != 2 {
+		t.Fatalf("before its fsync a FULL commit streams up to %d, want 2", got)
+	}
+	if st := s.SyncStats(); st.Waiting != 0 {
+		t.Fatalf("a FULL commit's write waits: %+v", st)
+	}
+	done := make(chan result, 1)
+	go func() { done <- result{s.Sync(w.id)} }()
+	waitWaiting(t, s, 1)
+	if got := streamable(t, s); got != 3 {
+		t.Fatalf("while its fsync waits for replicas the commit streams up to %d, want 3", got)
+	}
+	ackDurable(t, s, "r1")
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.SyncStats(); st.Waits != 2 || st.Unacknowledged != 0 {
+		t.Fatalf("stats %+v, want 2 waits", st)
+	}
+}
+
+// A FULL commit's fsync that waits for replicas fails when the node stops
+// being the primary meanwhile: SQLite reports the commit failed.
+func TestStore_FsyncWaitFailsWhenTheNodeStepsDown(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	w.frame(2, testPage(3), 2)
+	done := make(chan result, 1)
+	go func() { done <- result{s.Sync(w.id)} }()
+	waitWaiting(t, s, 1)
+	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 2)
+	if err := waitResult(t, done); !errors.Is(err, pagewire.ErrReadOnly) || !errors.Is(err, errSyncLost) {
+		t.Fatalf("err=%v, want ErrReadOnly for a node that stopped being the primary", err)
+	}
+}
+
+// FULL then NORMAL: the commit whose write returned for an fsync that
+// never came is counted unacknowledged when the next write shows NORMAL,
+// and later commits wait in their write, streamed at once. NORMAL then
+// FULL: the first FULL commit waits in its write; its fsync marks the
+// database FULL, and the next commit waits in its fsync again.
+func TestStore_SyncWaitFollowsModeSwitches(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next func(t *testing.T, w *walBuilder) // the write after the commit with no fsync
+	}{
+		{"NextFrame", func(_ *testing.T, w *walBuilder) { w.frame(3, testPage(4), 0) }},
+		{"NextCommit", nil}, // the next transaction is its commit frame alone
+		{"Checkpoint", func(t *testing.T, w *walBuilder) { // one fsync, the checkpoint's, then its database writes
+			s := w.s
+			done := make(chan result, 1)
+			go func() { done <- result{s.Sync(w.id)} }()
+			waitWaiting(t, s, 1) // the checkpoint's fsync covers the commit: it waits
+			ackDurable(t, s, "r1")
+			if err := waitResult(t, done); err != nil {
+				t.Fatal(err)
+			}
+			db := mustLookup(t, s, "app.db")
+			if _, _, err := s.WriteAt(db.ID, testPage(3), defaultPageSize, App); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+			learnFull(t, s, w)
+			w.frame(2, testPage(3), 2) // TXID 3: its wait is left to an fsync
+			if tc.next != nil {
+				tc.next(t, w)
+				if st := s.SyncStats(); st.Unacknowledged != 1 || streamable(t, s) != 3 {
+					t.Fatalf("after FULL then NORMAL: stats %+v, streamable %d; want 1 unacknowledged, 3", st, streamable(t, s))
+				}
+			}
+
+			// NORMAL: the commit waits in its write, streamed at once.
+			done := make(chan result, 1)
+			go func() { _, err := w.tryFrame(2, testPage(5), 3); done <- result{err} }() // TXID 4
+			waitWaiting(t, s, 1)
+			if st := s.SyncStats(); st.Unacknowledged != 1 || streamable(t, s) != 4 {
+				t.Fatalf("a NORMAL commit waiting in its write: stats %+v, streamable %d; want 1 unacknowledged, 4", st, streamable(t, s))
+			}
+			ackDurable(t, s, "r1")
+			if err := waitResult(t, done); err != nil {
+				t.Fatal(err)
+			}
+
+			// NORMAL then FULL: that commit's fsync marks the database
+			// FULL without waiting, and the next commit waits in its fsync.
+			if err := s.Sync(w.id); err != nil {
+				t.Fatal(err)
+			}
+			w.frame(2, testPage(6), 3) // TXID 5
+			if got := streamable(t, s); got != 4 {
+				t.Fatalf("a FULL commit streams up to %d before its fsync, want 4", got)
+			}
+			go func() { done <- result{s.Sync(w.id)} }()
+			waitWaiting(t, s, 1)
+			ackDurable(t, s, "r1")
+			if err := waitResult(t, done); err != nil {
+				t.Fatal(err)
+			}
+			if st := s.SyncStats(); st.Unacknowledged != 1 || st.Timeouts != 0 {
+				t.Fatalf("stats %+v, want 1 unacknowledged", st)
+			}
+		})
+	}
+}
+
+// Once the -wal is deleted (its last connection closed), what was learned
+// of FULL is forgotten: the next connection's first commit waits in its
+// write.
+func TestStore_SyncForgetsFullWithTheWAL(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	if err := s.Delete("app.db-wal"); err != nil {
+		t.Fatal(err)
+	}
+	w = newWALBuilder(t, s, "app.db", 2)
+	done := make(chan result, 1)
+	go func() { _, err := w.tryFrame(2, testPage(3), 2); done <- result{err} }() // TXID 3
+	waitWaiting(t, s, 1)
+	ackDurable(t, s, "r1")
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.SyncStats(); st.Unacknowledged != 0 {
+		t.Fatalf("stats %+v, want none unacknowledged", st)
+	}
+}
+
+// A FULL commit that nothing follows for normalGrace is counted
+// unacknowledged too.
+func TestStore_SyncFullCommitWithoutFsyncIsCounted(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	w.frame(2, testPage(3), 2)
+	waitStreamable(t, s, 3)
+	if st := s.SyncStats(); st.Unacknowledged != 1 {
+		t.Fatalf("stats %+v, want 1 unacknowledged", st)
 	}
 }
 

@@ -213,7 +213,7 @@ func (a *applier) applyPart(ctx context.Context, t pagewire.Txn, more bool) erro
 	a.pageCount = t.PageCount
 	hdr := t
 	hdr.Pages = nil
-	if err := a.finishApply(ctx, w, []pagewire.Txn{hdr}, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum}); err != nil {
+	if err := a.finishApply([]pagewire.Txn{hdr}, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum}); err != nil {
 		return err
 	}
 	a.noteApplied([]pagewire.Txn{hdr})

@@ -483,7 +483,7 @@ func (a *applier) stream(ctx context.Context) error {
 			}
 			if !ev.More {
 				p.applying(1)
-				a.ack(ctx, a.sync)
+				a.afterApply(ctx)
 			}
 		case ev.Txn != nil:
 			wait := p.wait()
@@ -498,7 +498,7 @@ func (a *applier) stream(ctx context.Context) error {
 				return a.applyFailed(err)
 			}
 			a.noteApplied(batch)
-			a.ack(ctx, a.sync)
+			a.afterApply(ctx)
 		case ev.Heartbeat:
 			if pos, ok := a.r.cfg.Local.Position(a.name); ok {
 				a.noteCurrent(pos, true)
@@ -638,13 +638,14 @@ func (a *applier) applyTxns(ctx context.Context, txns []pagewire.Txn) error {
 		a.pageCount = g.pageCount
 	}
 
-	return a.finishApply(ctx, w, txns, prev)
+	return a.finishApply(txns, prev)
 }
 
 // finishApply follows the apply of txns, which must have brought the local
-// position to want: it makes them visible, reports their lag and
-// checkpoints if the WAL is long.
-func (a *applier) finishApply(ctx context.Context, w Writer, txns []pagewire.Txn, want pagewire.Pos) error {
+// position to want: it makes them visible and reports their lag. The
+// caller checkpoints if the WAL is long (afterApply), once it has
+// acknowledged them: a commit on the primary may be waiting for that.
+func (a *applier) finishApply(txns []pagewire.Txn, want pagewire.Pos) error {
 	// The local position must now be the primary's.
 	got, _ := a.r.cfg.Local.Position(a.name)
 	a.r.cfg.Local.MarkVisible(a.name, got)
@@ -664,7 +665,6 @@ func (a *applier) finishApply(ctx context.Context, w Writer, txns []pagewire.Txn
 			}
 		}
 	}
-	a.checkpoint(ctx, w)
 	return nil
 }
 
@@ -679,6 +679,16 @@ func (a *applier) applyGroup(ctx context.Context, w Writer, g txnGroup) error {
 	}
 	defer done()
 	return w.Apply(ctx, g.pageCount, g.pages, a.sync)
+}
+
+// afterApply acknowledges what was applied, then checkpoints if the WAL is
+// long: a checkpoint takes milliseconds, which a commit waiting on the
+// primary does not wait for.
+func (a *applier) afterApply(ctx context.Context) {
+	a.ack(ctx, a.sync)
+	if a.w != nil {
+		a.checkpoint(ctx, a.w)
+	}
 }
 
 // ack tells the primary this node's position of the database, durable if

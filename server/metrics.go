@@ -20,7 +20,7 @@ type storeCollector struct {
 	subscribers, haltActive  *prometheus.Desc
 	lag                      *prometheus.Desc
 	// synchronous replication (engine.SyncStats)
-	syncWaits, syncTimeouts, syncWaitSeconds, syncWaiting, syncDegraded *prometheus.Desc
+	syncWaits, syncTimeouts, syncWaitSeconds, syncWaiting, syncDegraded, syncUnacked *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*storeCollector)(nil)
@@ -44,13 +44,15 @@ func newStoreCollector(s *engine.Store, h *engine.Halts, subs *subscribers, foll
 		syncTimeouts:    prometheus.NewDesc("pagewire_sync_replication_timeouts_total", "Commits that returned after replication.sync-timeout without enough replicas' acknowledgements.", nil, nil),
 		syncWaitSeconds: prometheus.NewDesc("pagewire_sync_replication_wait_seconds_total", "Time commits spent waiting for replicas' acknowledgements, in all.", nil, nil),
 		syncWaiting:     prometheus.NewDesc("pagewire_sync_replication_waiting", "Commits waiting for replicas' acknowledgements now.", nil, nil),
-		syncDegraded:    prometheus.NewDesc("pagewire_sync_replication_degraded", "1 while the database's commits return without waiting for replicas, after a sync-timeout, until enough replicas catch up.", db, nil),
+		syncUnacked: prometheus.NewDesc("pagewire_sync_replication_unacknowledged_total",
+			"Commits that returned before replicas acknowledged them because their database switched from synchronous=FULL to NORMAL (the wait was to be in an fsync that never came).", nil, nil),
+		syncDegraded: prometheus.NewDesc("pagewire_sync_replication_degraded", "1 while the database's commits return without waiting for replicas, after a sync-timeout, until enough replicas catch up.", db, nil),
 	}
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.txid, c.commits, c.isPrimary, c.posPrimary, c.posReplica, c.subscribers, c.haltActive, c.lag,
-		c.syncWaits, c.syncTimeouts, c.syncWaitSeconds, c.syncWaiting, c.syncDegraded} {
+		c.syncWaits, c.syncTimeouts, c.syncWaitSeconds, c.syncWaiting, c.syncDegraded, c.syncUnacked} {
 		ch <- d
 	}
 }
@@ -107,6 +109,7 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.syncTimeouts, prometheus.CounterValue, float64(st.Timeouts))
 	ch <- prometheus.MustNewConstMetric(c.syncWaitSeconds, prometheus.CounterValue, st.WaitSeconds)
 	ch <- prometheus.MustNewConstMetric(c.syncWaiting, prometheus.GaugeValue, float64(st.Waiting))
+	ch <- prometheus.MustNewConstMetric(c.syncUnacked, prometheus.CounterValue, float64(st.Unacknowledged))
 	degraded := map[string]bool{}
 	for _, db := range st.Degraded {
 		degraded[db] = true
