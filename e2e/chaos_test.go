@@ -217,7 +217,7 @@ func (c *chaos) setup() {
 			URL:       cn.host.URL(chaosPort),
 			Listen:    fmt.Sprintf("[::]:%d", chaosPort),
 			Retention: "1m",
-			Config:    "replication:\n  sync-replicas: 1\n",
+			Config:    "replication:\n  sync-replicas: 1\n  sync-timeout: 0s\n",
 			Lease: fmt.Sprintf(`lease:
   type: consul
   hostname: %s
