@@ -66,21 +66,25 @@ const (
 )
 
 // chaosFaults are the faults a round picks from. Each names its target:
-// the primary or a replica at the round's start.
+// the primary or a replica at the round's start. The durations straddle
+// what decides the outcome, and no more, so that rounds are short: the
+// check TTL (2 s: a primary that cannot pass its check stops writing, and
+// a new one takes over ~3 s after), and for faults that cut the primary
+// from Consul the session TTL (10 s) as well.
 var chaosFaults = []string{
 	"kill-primary",              // kill -9, then start it again
-	"kill-replica",              // kill -9, then start it again
-	"stop-primary",              // SIGSTOP for 0.5-20 s, then SIGCONT
-	"stop-replica",              // SIGSTOP for 0.5-10 s, then SIGCONT
-	"cut-primary-consul",        // partition primary | Consul, 2-25 s
-	"cut-primary-replicas",      // partition primary | replicas, 2-15 s
-	"isolate-primary",           // both partitions at once, 2-30 s
-	"link-down-primary",         // ip link set eth0 down, 2-30 s
+	"kill-replica",              // kill -9, 0-2 s down, then start it again
+	"stop-primary",              // SIGSTOP for 0.5-10 s, then SIGCONT
+	"stop-replica",              // SIGSTOP for 0.5-5 s, then SIGCONT
+	"cut-primary-consul",        // partition primary | Consul, 1-12 s
+	"cut-primary-replicas",      // partition primary | replicas, 1-8 s
+	"isolate-primary",           // both partitions at once, 1-12 s
+	"link-down-primary",         // ip link set eth0 down, 1-12 s
 	"cut-replicas-kill-primary", // primary | replicas for 2-4 s, then kill -9 of the primary
 	"restart-primary",           // SIGTERM (a handoff), then start it again
 	"restart-replica",           // SIGTERM, then start it again
-	"disk-full-primary",         // fill its tmpfs for 2-6 s
-	"disk-full-replica",         // fill its tmpfs for 2-6 s
+	"disk-full-primary",         // fill its tmpfs for 1-4 s
+	"disk-full-replica",         // fill its tmpfs for 1-4 s
 }
 
 // chaosNode is a node of the suite, with its writer.
@@ -575,30 +579,30 @@ func (c *chaos) act(action string, p *chaosNode) string {
 		return c.failover(others)
 	case "kill-replica":
 		r.Kill()
-		return fmt.Sprintf("%s down %.1f s", r.name, c.sleep(0, 3).Seconds())
+		return fmt.Sprintf("%s down %.1f s", r.name, c.sleep(0, 2).Seconds())
 	case "stop-primary":
 		c.freeze(p)
-		return fmt.Sprintf("frozen %.1f s", c.sleep(0.5, 20).Seconds())
+		return fmt.Sprintf("frozen %.1f s", c.sleep(0.5, 10).Seconds())
 	case "stop-replica":
 		c.freeze(r)
-		return fmt.Sprintf("%s frozen %.1f s", r.name, c.sleep(0.5, 10).Seconds())
+		return fmt.Sprintf("%s frozen %.1f s", r.name, c.sleep(0.5, 5).Seconds())
 	case "cut-primary-consul":
 		c.lab.Cut(p.host, c.consul)
-		return fmt.Sprintf("cut %.1f s", c.sleep(2, 25).Seconds())
+		return fmt.Sprintf("cut %.1f s", c.sleep(1, 12).Seconds())
 	case "cut-primary-replicas":
 		for _, o := range others {
 			c.lab.Cut(p.host, o.host)
 		}
-		return fmt.Sprintf("cut %.1f s", c.sleep(2, 15).Seconds())
+		return fmt.Sprintf("cut %.1f s", c.sleep(1, 8).Seconds())
 	case "isolate-primary":
 		c.lab.Cut(p.host, c.consul)
 		for _, o := range others {
 			c.lab.Cut(p.host, o.host)
 		}
-		return fmt.Sprintf("cut %.1f s", c.sleep(2, 30).Seconds())
+		return fmt.Sprintf("cut %.1f s", c.sleep(1, 12).Seconds())
 	case "link-down-primary":
 		c.lab.LinkDown(p.host)
-		return fmt.Sprintf("down %.1f s", c.sleep(2, 30).Seconds())
+		return fmt.Sprintf("down %.1f s", c.sleep(1, 12).Seconds())
 	case "cut-replicas-kill-primary":
 		for _, o := range others {
 			c.lab.Cut(p.host, o.host)
@@ -615,10 +619,10 @@ func (c *chaos) act(action string, p *chaosNode) string {
 		return r.name + " SIGTERM"
 	case "disk-full-primary":
 		c.fillDisk(p)
-		return fmt.Sprintf("full %.1f s", c.sleep(2, 6).Seconds())
+		return fmt.Sprintf("full %.1f s", c.sleep(1, 4).Seconds())
 	case "disk-full-replica":
 		c.fillDisk(r)
-		return fmt.Sprintf("%s full %.1f s", r.name, c.sleep(2, 6).Seconds())
+		return fmt.Sprintf("%s full %.1f s", r.name, c.sleep(1, 4).Seconds())
 	}
 	c.t.Fatalf("unknown action %q", action)
 	return ""
