@@ -51,7 +51,7 @@ import (
 //	    -chaos.rounds=200 -chaos.budget=0 -v
 
 var (
-	chaosRounds  = flag.Int("chaos.rounds", 12, "rounds of TestChaos (at most: -chaos.budget may end it sooner)")
+	chaosRounds  = flag.Int("chaos.rounds", 26, "rounds of TestChaos (at most: -chaos.budget may end it sooner); the faults are dealt as a shuffled deck, so 26 runs each twice")
 	chaosBudget  = flag.Duration("chaos.budget", 5*time.Minute, "TestChaos starts no round once less than 45 s of this is left (counted from its start); 0: no limit")
 	chaosSeed    = flag.Uint64("chaos.seed", 0, "TestChaos's random seed; 0: from the clock")
 	chaosActions = flag.String("chaos.actions", "", "TestChaos's faults to pick from, comma-separated (see chaosFaults); \"\": all")
