@@ -1089,3 +1089,54 @@ func TestStore_RemovesLeftoversAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// The apply worker's commit that was not announced (the replicator
+// withdrew its ExpectCommit when its apply was cancelled, and the worker's
+// write landed after) is refused: it may stand for several of the
+// primary's transactions, and counted as one it would put their pages
+// under an earlier TXID. Nothing counts, readers see nothing new, its
+// commit frame is zeroed so that SQLite's recovery cannot bring it back,
+// and the worker's write of it again, announced, counts as announced.
+func TestStore_UnannouncedAppliedCommitIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", App)
+	before, _ := s.Position("app.db")
+	txns := expectTxns(3, 4, 5)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	// The three transactions' last page 2, in one commit, unannounced.
+	if _, err := w.tryFrame(2, testPage(5), 2); !errors.Is(err, pagewire.ErrInvalidArgument) {
+		t.Fatalf("unannounced commit: err=%v, want ErrInvalidArgument", err)
+	}
+	if pos, _ := s.Position("app.db"); pos != before {
+		t.Fatalf("pos=%v after a refused commit, want %v", pos, before)
+	}
+	if vis, _ := s.Visible("app.db"); vis != before {
+		t.Fatalf("visible=%v after a refused commit, want %v", vis, before)
+	}
+	if err := s.Damaged("app.db"); err != nil {
+		t.Fatalf("Damaged=%v: a refused unannounced commit damages nothing", err)
+	}
+	st := readState(t, dir, "app.db")
+	if hdr := st.wal[32 : 32+walFrameHeaderSize]; !bytes.Equal(hdr, make([]byte, walFrameHeaderSize)) {
+		t.Fatalf("refused commit frame header is %x, want zeros", hdr)
+	}
+	if di := openCut(t, dir, "app.db", st); di.Pos != before {
+		t.Fatalf("after a restart pos=%v, want %v", di.Pos, before)
+	}
+
+	// Written again with its announcement, it stands for the three.
+	w.next, w.enc = 1, w.enc0()
+	done, err := s.ExpectCommit("app.db", txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := w.frame(2, testPage(5), 2); got != 4 {
+		t.Fatalf("TXID=%d after the announced commit, want 4", got)
+	}
+	done()
+	if pos, _ := s.Position("app.db"); pos != (pagewire.Pos{TXID: 4, Checksum: txns[2].PostChecksum}) {
+		t.Fatalf("pos=%v, want TXID 4 at %016x", pos, txns[2].PostChecksum)
+	}
+}
