@@ -1133,11 +1133,19 @@ func (d *database) syncMetaEnd() error {
 // grouped commits with the log's records: counted as one transaction
 // each, the copy would sit at a TXID whose checksum is not the primary's.
 // Counted from the checkpoint's mark, every commit replayed comes after
-// the pages the file holds. It costs one fsync of the meta file and the
-// log per checkpoint. mu must be held.
+// the pages the file holds. The WAL is synced first (a checkpointer syncs
+// it before its first database write, but a writer may have committed
+// since): the record must not name a commit the WAL could lose. It costs
+// fsyncs of the WAL, the log and the meta file once per checkpoint. mu
+// must be held.
 func (d *database) markCheckpoint() error {
 	if d.ckptMarked {
 		return nil
+	}
+	if d.wal != nil && d.w.ok && d.metaRecord().end() != d.metaSynced {
+		if err := d.wal.Sync(); err != nil {
+			return fmt.Errorf("sync the WAL before a checkpoint's first write: %w", err)
+		}
 	}
 	if err := d.syncMetaEnd(); err != nil {
 		return err
