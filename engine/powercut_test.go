@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -798,4 +799,41 @@ func pageTxns(pages map[uint32][]byte, first pagewire.TXID, pgno uint32, fills .
 		prev = post
 	}
 	return txns
+}
+
+// A replica whose recovery miscounted its TXID (several of the primary's
+// transactions counted as one) asks at a TXID whose checksum is not the
+// primary's, but its copy is the primary's as of another TXID: it holds
+// nothing the primary lacks, so it is re-seeded without being kept aside.
+// A checksum the log never ended at is still diverged.
+func TestFeed_MiscountedReplicaIsNotDiverged(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	var at []pagewire.Pos
+	for i := range 4 {
+		w.frame(2, testPage(byte(10+i)), 2)
+		pos, _ := s.Position("app.db")
+		at = append(at, pos) // TXIDs 2..5
+	}
+	d, _ := s.db("app.db")
+	for _, c := range []struct {
+		what string
+		have pagewire.Pos
+		at   pagewire.TXID
+	}{
+		{"undercounted", pagewire.Pos{TXID: 3, Checksum: at[3].Checksum}, 5},
+		{"undercounted, at the primary's TXID", pagewire.Pos{TXID: 5, Checksum: at[1].Checksum}, 3},
+		{"overcounted, ahead", pagewire.Pos{TXID: 9, Checksum: at[2].Checksum}, 4},
+	} {
+		next, reason, diverged := d.streamStart(c.have)
+		if next != 0 || diverged || !strings.Contains(reason, fmt.Sprintf("is the primary's at TXID %d", c.at)) {
+			t.Errorf("%s: next=%d reason=%q diverged=%v, want a snapshot, not diverged, naming TXID %d", c.what, next, reason, diverged, c.at)
+		}
+	}
+	for _, have := range []pagewire.Pos{{TXID: 3, Checksum: at[1].Checksum ^ 2}, {TXID: 9, Checksum: 1<<63 | 77}} {
+		if _, reason, diverged := d.streamStart(have); !diverged {
+			t.Errorf("replica at %v: reason=%q diverged=%v, want diverged", have, reason, diverged)
+		}
+	}
 }
