@@ -66,6 +66,10 @@ type database struct {
 	metaLost       bool   // the meta file was missing or damaged at startup: the TXID is a guess
 	txlog          *txlog
 	logTxns        bool // log commits to txlog; off during startup recovery and snapshots
+	// ckptMarked is set once a checkpoint's first database write made the
+	// meta durable at the WAL's counted end (markCheckpoint), until the
+	// database file's fsync.
+	ckptMarked bool
 	// replayLog, during startup recovery, holds the logged headers of the
 	// transactions after replayFrom: a commit that ends at one of their
 	// checksums stands for every transaction up to it (an apply worker's
@@ -1120,6 +1124,36 @@ func (d *database) syncMetaEnd() error {
 	return d.saveMeta(true)
 }
 
+// markCheckpoint follows a checkpoint's write to the database file: before
+// the first one (until the file's fsync ends the checkpoint), the meta file
+// durably records the WAL's counted end, as syncMetaEnd does. A checkpoint
+// copies pages of the newest commits into the file; recovery from an older
+// record would replay the commits after it over those pages, through
+// checksums the primary never had, and could not match a replica's
+// grouped commits with the log's records: counted as one transaction
+// each, the copy would sit at a TXID whose checksum is not the primary's.
+// Counted from the checkpoint's mark, every commit replayed comes after
+// the pages the file holds. The WAL is synced first (a checkpointer syncs
+// it before its first database write, but a writer may have committed
+// since): the record must not name a commit the WAL could lose. It costs
+// fsyncs of the WAL, the log and the meta file once per checkpoint. mu
+// must be held.
+func (d *database) markCheckpoint() error {
+	if d.ckptMarked {
+		return nil
+	}
+	if d.wal != nil && d.w.ok && d.metaRecord().end() != d.metaSynced {
+		if err := d.wal.Sync(); err != nil {
+			return fmt.Errorf("sync the WAL before a checkpoint's first write: %w", err)
+		}
+	}
+	if err := d.syncMetaEnd(); err != nil {
+		return err
+	}
+	d.ckptMarked = true
+	return nil
+}
+
 // resetWAL forgets the WAL generation: the WAL was emptied or deleted,
 // which SQLite does only once every frame is in the database file. The
 // caller made the meta durable at the generation's end first
@@ -1146,6 +1180,7 @@ func (d *database) startGeneration(h wal.Header) error {
 	}
 	d.w = walState{hdr: h, ok: true, ck1: h.Checksum[0], ck2: h.Checksum[1], pending: d.w.pending[:0], index: d.w.index, versions: d.w.versions}
 	d.w.clearIndex()
+	d.ckptMarked = false
 	return d.saveMeta(false)
 }
 

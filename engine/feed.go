@@ -9,6 +9,7 @@ import (
 
 	"github.com/pagewire/pagewire"
 	"github.com/pagewire/pagewire/internal/ewma"
+	"github.com/pagewire/pagewire/internal/logkey"
 )
 
 // sendInterval is the least time between two batches of transactions on a
@@ -280,6 +281,20 @@ func txnBytes(t pagewire.Txn) int { return len(t.Pages) * int(t.PageSize) }
 // next, or a reason to send a snapshot first, and whether the replica's
 // copy has diverged from the primary's history (it then keeps it aside).
 func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotReason string, diverged bool) {
+	next, snapshotReason, diverged = d.streamStartByTXID(have)
+	if diverged && have.TXID > 0 {
+		// A copy that is the primary's as of another TXID holds nothing
+		// the primary lacks: re-seeded, not kept aside.
+		if at, ok := d.loggedStateAt(have); ok {
+			d.log.Warn("a replica's copy is the primary's under another TXID (its recovery miscounted); sending it a snapshot", logkey.Position, have.String(), logkey.TXID, at)
+			return 0, fmt.Sprintf("the replica's copy at TXID %d is the primary's at TXID %d (checksum %016x): its TXID was miscounted; re-seeded, nothing to keep aside", have.TXID, at, have.Checksum), false
+		}
+	}
+	return next, snapshotReason, diverged
+}
+
+// streamStartByTXID is streamStart by the replica's TXID alone.
+func (d *database) streamStartByTXID(have pagewire.Pos) (next pagewire.TXID, snapshotReason string, diverged bool) {
 	d.mu.RLock()
 	pos := d.pos
 	d.mu.RUnlock()
@@ -309,6 +324,29 @@ func (d *database) streamStart(have pagewire.Pos) (next pagewire.TXID, snapshotR
 		return 0, fmt.Sprintf("the transaction log has no transaction %d", have.TXID+1), false
 	}
 	return 0, fmt.Sprintf("the transaction log has no transaction %d, so the replica's copy at TXID %d cannot be proven to be the primary's history: kept aside", have.TXID+1, have.TXID), true
+}
+
+// loggedStateAt looks in the transaction log, around have's TXID, for a
+// transaction that ends at have's checksum, and returns its TXID: a
+// replica whose copy has that checksum under another TXID holds the
+// primary's database as it was then, nothing the primary lacks, under a
+// miscounted TXID (a recovery that counted several of the primary's
+// transactions as one). It reads at most maxReplayHeaders headers.
+func (d *database) loggedStateAt(have pagewire.Pos) (pagewire.TXID, bool) {
+	first := d.txlog.firstTXID()
+	if first == 0 {
+		return 0, false
+	}
+	from := first - 1
+	if have.TXID > from+maxReplayHeaders/2 {
+		from = have.TXID - maxReplayHeaders/2
+	}
+	for _, h := range d.txlog.headersAfter(from, maxReplayHeaders) {
+		if h.PostChecksum == have.Checksum && h.TXID != have.TXID {
+			return h.TXID, true
+		}
+	}
+	return 0, false
 }
 
 // loggedHeader returns the header of transaction txid from the log, if the

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -712,5 +713,127 @@ func TestStore_UnannouncedAppliedCommitIsRefusedOnAReplica(t *testing.T) {
 	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 3)
 	if got := w.frame(2, testPage(6), 3); got != last.TXID+1 {
 		t.Fatalf("TXID=%d after the primary's worker commit, want %d", got, last.TXID+1)
+	}
+}
+
+// A checkpoint copies pages of later commits into the database file, so
+// that replaying a WAL from an older meta record goes through checksums
+// the primary never had: a replica's grouped commits could then not be
+// matched with the log's records and were counted as one transaction each,
+// leaving the copy at a TXID whose checksum is not the primary's (kept
+// aside as diverged, the log's later records dropped). The meta file is
+// made durable at the WAL's counted end before a checkpoint's first write
+// to the database file, so that recovery only replays commits after the
+// pages the file holds.
+func TestPowerCut_ReplicaGroupedCommitsAfterACheckpoint(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestStore(t, dir)
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+
+	// TXID 2 makes a database of 3 pages, checkpointed; the WAL restarts.
+	pages := map[uint32][]byte{1: page1(3), 2: testPage(1), 3: testPage(2)}
+	first := pagewire.Txn{TXID: 2, PreChecksum: checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize)}, 1), PostChecksum: checksumOf(pages, 3),
+		PageSize: defaultPageSize, PageCount: 3, Pages: []pagewire.Page{{Pgno: 1, Data: page1(3)}, {Pgno: 2, Data: testPage(1)}, {Pgno: 3, Data: testPage(2)}}}
+	done, err := s.ExpectCommit("app.db", []pagewire.Txn{first})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.frame(1, page1(3), 0)
+	w.frame(2, testPage(1), 0)
+	if got := w.frame(3, testPage(2), 3); got != 2 {
+		t.Fatalf("TXID=%d, want 2", got)
+	}
+	done()
+	checkpointTo(t, s, "app.db", pages)
+	w.restart(2)
+	atRestart := readState(t, dir, "app.db") // the meta durable there
+
+	// Two grouped commits: TXIDs 3-5 set page 2, 6-7 page 3.
+	txns := append(pageTxns(pages, 3, 2, 3, 4, 5), pageTxns(pages, 6, 3, 6, 7)...)
+	for _, group := range [][]pagewire.Txn{txns[:3], txns[3:]} {
+		done, err := s.ExpectCommit("app.db", group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		last := group[len(group)-1]
+		if got := w.frame(last.Pages[0].Pgno, last.Pages[0].Data, 3); got != last.TXID {
+			t.Fatalf("TXID=%d, want %d", got, last.TXID)
+		}
+		done()
+	}
+	want := pagewire.Pos{TXID: 7, Checksum: txns[4].PostChecksum}
+
+	// Before a checkpoint, the meta of the restart counts them by the log.
+	st := readState(t, dir, "app.db")
+	st.meta = atRestart.meta
+	wantPos(t, "grouped commits, meta at the restart", openCut(t, dir, "app.db", st), want)
+
+	// A checkpoint copies page 3 of TXID 7 into the database file (from
+	// the restart's record, the first group would be replayed through a
+	// checksum the primary never had, and counted as one): the meta file
+	// is durable at TXID 7 before it does.
+	if got := durableEnd(s, "app.db"); got.Pos.TXID != 2 {
+		t.Fatalf("durable meta at %v before the checkpoint, want TXID 2", got.Pos)
+	}
+	checkpointTo(t, s, "app.db", map[uint32][]byte{3: testPage(7)})
+	if got := durableEnd(s, "app.db"); got.Pos != want {
+		t.Fatalf("durable meta at %v after the checkpoint's first write, want %v", got.Pos, want)
+	}
+	st = readState(t, dir, "app.db")
+	wantPos(t, "grouped commits after a checkpoint", openCut(t, dir, "app.db", st), want)
+}
+
+// pageTxns are transactions of a 3-page database, from TXID first on, each
+// setting page pgno to testPage(fill), from the state pages, which they
+// update.
+func pageTxns(pages map[uint32][]byte, first pagewire.TXID, pgno uint32, fills ...byte) []pagewire.Txn {
+	prev := checksumOf(pages, 3)
+	var txns []pagewire.Txn
+	for i, f := range fills {
+		pages[pgno] = testPage(f)
+		post := checksumOf(pages, 3)
+		txns = append(txns, pagewire.Txn{TXID: first + pagewire.TXID(i), PreChecksum: prev, PostChecksum: post, PageSize: defaultPageSize, PageCount: 3,
+			Pages: []pagewire.Page{{Pgno: pgno, Data: testPage(f)}}})
+		prev = post
+	}
+	return txns
+}
+
+// A replica whose recovery miscounted its TXID (several of the primary's
+// transactions counted as one) asks at a TXID whose checksum is not the
+// primary's, but its copy is the primary's as of another TXID: it holds
+// nothing the primary lacks, so it is re-seeded without being kept aside.
+// A checksum the log never ended at is still diverged.
+func TestFeed_MiscountedReplicaIsNotDiverged(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	w := newWALBuilder(t, s, "app.db", 1)
+	var at []pagewire.Pos
+	for i := range 4 {
+		w.frame(2, testPage(byte(10+i)), 2)
+		pos, _ := s.Position("app.db")
+		at = append(at, pos) // TXIDs 2..5
+	}
+	d, _ := s.db("app.db")
+	for _, c := range []struct {
+		what string
+		have pagewire.Pos
+		at   pagewire.TXID
+	}{
+		{"undercounted", pagewire.Pos{TXID: 3, Checksum: at[3].Checksum}, 5},
+		{"undercounted, at the primary's TXID", pagewire.Pos{TXID: 5, Checksum: at[1].Checksum}, 3},
+		{"overcounted, ahead", pagewire.Pos{TXID: 9, Checksum: at[2].Checksum}, 4},
+	} {
+		next, reason, diverged := d.streamStart(c.have)
+		if next != 0 || diverged || !strings.Contains(reason, fmt.Sprintf("is the primary's at TXID %d", c.at)) {
+			t.Errorf("%s: next=%d reason=%q diverged=%v, want a snapshot, not diverged, naming TXID %d", c.what, next, reason, diverged, c.at)
+		}
+	}
+	for _, have := range []pagewire.Pos{{TXID: 3, Checksum: at[1].Checksum ^ 2}, {TXID: 9, Checksum: 1<<63 | 77}} {
+		if _, reason, diverged := d.streamStart(have); !diverged {
+			t.Errorf("replica at %v: reason=%q diverged=%v, want diverged", have, reason, diverged)
+		}
 	}
 }

@@ -931,6 +931,7 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		f = d.db
+		d.ckptMarked = false // the checkpoint ends with this fsync
 	case pagewire.FileWAL:
 		f = d.wal
 	case pagewire.FileSHM:
@@ -1022,6 +1023,9 @@ func (s *Store) writeLocked(ref *fileRef, id uint64, p []byte, off int64, by Wri
 	// -wal counts commits, the -shm is memory.
 	switch ref.kind {
 	case pagewire.FileDatabase:
+		if err := d.markCheckpoint(); err != nil {
+			return 0, 0, 0, err
+		}
 		if err := d.writeDB(off, p); err != nil {
 			return 0, 0, 0, err
 		}
@@ -1199,6 +1203,7 @@ func (s *Store) Sync(id uint64) error {
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		f = d.db
+		d.ckptMarked = false // the checkpoint ends with this fsync
 	case pagewire.FileWAL:
 		if d.wal != nil {
 			f, syncFolder = d.wal, d.walDirUnsynced

@@ -547,6 +547,18 @@ func (l *txlog) prune(now time.Time) {
 	l.pruneLocked(now)
 }
 
+// firstTXID is the TXID of the oldest record, or 0 for an empty log.
+func (l *txlog) firstTXID() pagewire.TXID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.segs {
+		if s.last != 0 {
+			return s.first
+		}
+	}
+	return 0
+}
+
 // lastTXID is the TXID of the newest record, or 0 for an empty log.
 func (l *txlog) lastTXID() pagewire.TXID {
 	l.mu.Lock()

@@ -311,6 +311,36 @@ func (fs *followers) followOnly(list []DatabaseState) map[string]bool {
 	return want
 }
 
+// Viewer is an optional capability of Local: the position local readers
+// see of a database (what its -pos file says), which trails Position while
+// an apply's commits are written but not yet reported with MarkVisible.
+type Viewer interface {
+	Visible(db string) (pos pagewire.Pos, ok bool)
+}
+
+// publishInterrupted reports as visible the commits of an apply whose wait
+// ended (its stream broke, ctx was cancelled) after the storage server had
+// counted them: the writer still finished it, publishing them to readers,
+// but MarkVisible was never called. The next stream starts at the counted
+// position, so without this no later apply would report them, and the
+// -pos file and WaitForPosition would trail the primary until its next
+// commit. The writer serves requests in order: closing it waits for the
+// interrupted apply to end before the position is reported.
+func (a *applier) publishInterrupted() {
+	v, ok := a.r.cfg.Local.(Viewer)
+	if !ok {
+		return
+	}
+	pos, ok := a.r.cfg.Local.Position(a.name)
+	if vis, vok := v.Visible(a.name); !ok || !vok || vis == pos {
+		return
+	}
+	a.close()
+	pos, _ = a.r.cfg.Local.Position(a.name)
+	a.log.Info("reporting commits an interrupted apply made visible", logkey.Position, pos.String())
+	a.r.cfg.Local.MarkVisible(a.name, pos)
+}
+
 // Lister is an optional capability of Local: listing its databases, so
 // that a replica can delete the ones the primary deleted while it was away.
 type Lister interface {
@@ -430,6 +460,10 @@ func (a *applier) writer(ctx context.Context) (Writer, error) {
 func (a *applier) stream(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+
+	// Commits an earlier stream's apply left unreported are made visible
+	// first: this stream starts past them.
+	a.publishInterrupted()
 
 	// Open the stream at this node's position. A damaged copy asks at a
 	// checksum no copy has: the primary sends a snapshot, marked diverged,

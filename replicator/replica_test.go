@@ -345,3 +345,87 @@ func TestReplica_MinEpochRefusesAnOlderPrimary(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// viewLocal is a fakeLocal that tracks what readers see, as the Store
+// does: MarkVisible moves it, applies do not.
+type viewLocal struct {
+	*fakeLocal
+	vis    map[string]pagewire.Pos
+	events *[]string
+}
+
+func (l *viewLocal) Visible(db string) (pagewire.Pos, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p, ok := l.vis[db]
+	return p, ok
+}
+
+func (l *viewLocal) MarkVisible(db string, pos pagewire.Pos) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.vis[db] = pos
+	*l.events = append(*l.events, "visible "+pos.String())
+}
+
+// closeWriter is a fakeWriter that records its Close.
+type closeWriter struct {
+	*fakeWriter
+	events *[]string
+}
+
+func (w *closeWriter) Close() error {
+	*w.events = append(*w.events, "close")
+	return nil
+}
+
+// An apply whose wait was cancelled after the storage server counted its
+// commit (the worker went on and published it) left readers' position
+// behind: the next stream, which starts at the counted position and may
+// bring nothing, reports it, after the writer (which serves requests in
+// order) has finished the apply.
+func TestReplica_StreamReportsAnInterruptedApplyAsVisible(t *testing.T) {
+	var events []string
+	fl := newFakeLocal()
+	start := pagewire.Pos{TXID: 7, Checksum: 70}
+	fl.pos["app.db"] = start
+	l := &viewLocal{fakeLocal: fl, vis: map[string]pagewire.Pos{"app.db": start}, events: &events}
+	w := &closeWriter{fakeWriter: &fakeWriter{l: fl, db: "app.db", next: 80}, events: &events}
+	r := newTestReplica(t, fl, nil)
+	r.cfg.Local = l
+	r.cfg.OpenWriter = func(context.Context, string) (Writer, error) { return w, nil }
+	a := &applier{r: r, name: "app.db", path: "/mnt/app.db", log: r.log}
+	ctx := context.Background()
+
+	// The commit counts; the replicator stops waiting before it reports it.
+	if _, err := a.writer(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Apply(ctx, 1, []pagewire.Page{page(1)}, false); err != nil {
+		t.Fatal(err)
+	}
+	counted := pagewire.Pos{TXID: 8, Checksum: 80}
+	if vis, _ := l.Visible("app.db"); vis != start {
+		t.Fatalf("visible=%v before the next stream, want %v", vis, start)
+	}
+
+	// The next stream (the primary has nothing more) reports it.
+	if err := a.stream(ctx); err == nil {
+		t.Fatal("a stream that ends at once returned nil")
+	}
+	if vis, _ := l.Visible("app.db"); vis != counted {
+		t.Fatalf("visible=%v after the next stream began, want %v", vis, counted)
+	}
+	if want := []string{"close", "visible " + counted.String()}; len(events) != 2 || events[0] != want[0] || events[1] != want[1] {
+		t.Fatalf("events %q, want %q", events, want)
+	}
+
+	// With nothing unreported, a stream touches nothing.
+	events = events[:0]
+	if err := a.stream(ctx); err == nil {
+		t.Fatal("a stream that ends at once returned nil")
+	}
+	if len(events) != 0 {
+		t.Fatalf("events %q with nothing unreported, want none", events)
+	}
+}
