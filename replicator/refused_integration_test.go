@@ -5,7 +5,9 @@ package replicator
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -118,4 +120,47 @@ func TestApply_RefusedCommitIsWrittenOverAndCounts(t *testing.T) {
 		t.Fatalf("rows=%d, want %d", n, 50+300+5)
 	}
 	rp.integrity("r")
+}
+
+// Abandon kills the apply worker (SetKill) and returns once its output
+// ended: nothing it was asked can land after, and every call fails.
+func TestApplyClient_AbandonKillsTheWorker(t *testing.T) {
+	_, mnt, mntDir := mountStore(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestApplyWorkerProcess$")
+	cmd.Env = append(os.Environ(), applyWorkerEnv+"=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill(); <-exited })
+	mnt.Trust(cmd.Process.Pid)
+	c := NewApplyClient(stdin, stdout, nil)
+	c.SetKill(func() { _ = cmd.Process.Kill() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	w, err := c.Open(ctx, filepath.Join(mntDir, "missing.db"))
+	if err == nil {
+		w.Close()
+		t.Fatal("opened a database that does not exist")
+	}
+	c.Abandon()
+	select {
+	case <-exited:
+		exited <- nil // for the cleanup
+	case <-ctx.Done():
+		t.Fatal("the worker did not exit once abandoned")
+	}
+	if _, err := c.Open(ctx, filepath.Join(mntDir, "missing.db")); err == nil || !strings.Contains(err.Error(), "stopped") {
+		t.Fatalf("a call after Abandon: %v, want the worker stopped", err)
+	}
 }
