@@ -161,6 +161,11 @@ type walState struct {
 	refused       uint32
 	refusedErr    error
 	refusedHeader bool // refused at the checksum rewrite of its header
+	// zeroed is the frame whose header the refusal of refused zeroed, or
+	// 0: the rest of the refused write may write that header again (the
+	// kernel split the write, and the writer retries its rest), so it is
+	// zeroed again each time.
+	zeroed uint32
 }
 
 // expectedCommit is a replica's announcement that the next commit applies
@@ -1432,7 +1437,13 @@ func (d *database) commitCandidate(off int64, n int) (uint32, bool) {
 func (d *database) countCommit(k uint32, how *commitRule) error {
 	if k == d.w.refused {
 		// SQLite writes the rest of a write the kernel split, and the
-		// rest of a refused commit is refused too.
+		// rest of a refused commit is refused too. If that rest wrote
+		// the zeroed header again, it is zeroed again: else a scan of the
+		// WAL (SQLite's recovery, the apply worker's) finds the refused
+		// commit valid.
+		if d.w.zeroed != 0 {
+			d.zeroFrameHeader(d.w.zeroed)
+		}
 		return d.w.refusedErr
 	}
 
@@ -1486,7 +1497,7 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 	// Later writes of the same commit fail the same way: SQLite, or the
 	// apply worker, writes the rest of a write the kernel split (a write
 	// that starts at a frame up to it is a new attempt: commitCandidate).
-	d.w.refused, d.w.refusedErr, d.w.refusedHeader = k, err, rewritten
+	d.w.refused, d.w.refusedErr, d.w.refusedHeader, d.w.zeroed = k, err, rewritten, 0
 	if stop == nil {
 		// Valid frames refused (a halt lock's forward the primary
 		// refused, a size the frames cannot account for): make sure
@@ -1497,13 +1508,20 @@ func (d *database) countCommit(k uint32, how *commitRule) error {
 		if errors.As(err, &ce) {
 			bad = ce.frame
 		}
-		var zero [walFrameHeaderSize]byte
-		d.keepForViews(d.wal, wal.FrameOffset(bad, d.pageSize), len(zero))
-		if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(bad, d.pageSize)); werr != nil {
-			d.log.Error("could not undo a refused commit", logkey.Error, werr)
-		}
+		d.zeroFrameHeader(bad)
+		d.w.zeroed = bad
 	}
 	return err
+}
+
+// zeroFrameHeader zeroes the header of WAL frame f: no scan of the WAL
+// (SQLite's recovery) goes past it.
+func (d *database) zeroFrameHeader(f uint32) {
+	var zero [walFrameHeaderSize]byte
+	d.keepForViews(d.wal, wal.FrameOffset(f, d.pageSize), len(zero))
+	if _, werr := d.wal.WriteAt(zero[:], wal.FrameOffset(f, d.pageSize)); werr != nil {
+		d.log.Error("could not undo a refused commit", logkey.Error, werr)
+	}
 }
 
 // readPage reads page pgno of the committed database: from its newest WAL

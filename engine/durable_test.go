@@ -1,12 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/wal"
 )
 
 // streamable is how far a new feed of app.db sends: the TXID of the last
@@ -200,5 +202,40 @@ func TestFeed_DoesNotBatchWhileCommitsWait(t *testing.T) {
 		t.Fatalf("a feed from nothing: err=%v, want a snapshot", err)
 	} else {
 		item.Snapshot.Close()
+	}
+}
+
+// When the rest of a refused commit's split write carries part of the
+// commit frame's header (the writer writes the rest again), the header
+// the refusal zeroed is zeroed again: a scan of the WAL (SQLite's
+// recovery, the apply worker's) must not find the refused commit valid.
+func TestStore_RefusedCommitHeaderStaysZeroedAfterTheRestIsWrittenAgain(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	s.Create("app.db", App)
+	txns := expectTxns(3)
+	w := newWALBuilder(t, s, "app.db", 1)
+	w.by = Applier
+	frame := w.enc.AppendFrame(nil, 2, 2, testPage(9)) // not the announced page
+	off := wal.FrameOffset(1, defaultPageSize)
+	done, err := s.ExpectCommit("app.db", txns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const cut = 10 // inside the frame's header
+	if _, _, err := s.WriteAt(w.id, frame[:cut], off, Applier); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // refused, then written again by the writer: refused
+		if _, _, err := s.WriteAt(w.id, frame[cut:], off+cut, Applier); err == nil {
+			t.Fatal("the rest of a refused commit was taken")
+		}
+	}
+	done()
+	hdr := make([]byte, wal.FrameHeaderSize)
+	if _, err := s.ReadAt(w.id, hdr, off); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(hdr, make([]byte, wal.FrameHeaderSize)) {
+		t.Fatalf("the refused commit's header is % x after its rest was written again, want zeroes", hdr)
 	}
 }

@@ -150,12 +150,48 @@ type ApplyClient struct {
 	next    uint64
 	pending map[uint64]chan applyResponse
 	err     error // set once the worker's output ended
+
+	// stopped is closed once the worker's output ended; kill, if set,
+	// kills the worker (SetKill).
+	stopped chan struct{}
+	kill    func()
+}
+
+// SetKill sets how Abandon kills the worker (the node's
+// exec.Cmd.Process.Kill). Without it, Abandon only closes the worker's
+// input and waits for it to answer.
+func (c *ApplyClient) SetKill(kill func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.kill = kill
+}
+
+// Abandon stops the worker for good: a request it is still serving must
+// not land after its caller gave up waiting (the storage would take it
+// for a later announcement's). It kills the worker and returns once its
+// output ended, or after abortTimeout; every call fails from then on.
+func (c *ApplyClient) Abandon() {
+	c.mu.Lock()
+	kill := c.kill
+	c.mu.Unlock()
+	_ = c.w.Close()
+	if kill != nil {
+		kill()
+	}
+	select {
+	case <-c.stopped:
+	case <-time.After(abortTimeout):
+		c.log.Error("the apply worker did not stop after it was killed")
+	}
 }
 
 // NewApplyClient starts reading responses from r; requests go to w. log
 // (nil: slog.Default()) logs a panic reading them.
 func NewApplyClient(w io.WriteCloser, r io.Reader, log *slog.Logger) *ApplyClient {
-	c := &ApplyClient{enc: gob.NewEncoder(w), w: w, pending: map[uint64]chan applyResponse{}, log: log}
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &ApplyClient{enc: gob.NewEncoder(w), w: w, pending: map[uint64]chan applyResponse{}, log: log, stopped: make(chan struct{})}
 	go c.read(gob.NewDecoder(r))
 	return c
 }
@@ -171,6 +207,7 @@ func (c *ApplyClient) read(dec *gob.Decoder) {
 		delete(c.pending, id)
 	}
 	c.mu.Unlock()
+	close(c.stopped)
 }
 
 // readResponses hands each response to its caller until decoding fails.
@@ -315,6 +352,10 @@ func (w *RemoteWALWriter) Release(ctx context.Context) error {
 	_, err := w.c.call(ctx, applyRequest{Op: "release", Path: w.path})
 	return err
 }
+
+// Abandon stops the apply worker for good (ApplyClient.Abandon): the
+// replica gave up waiting for a write it must not let land later.
+func (w *RemoteWALWriter) Abandon() { w.c.Abandon() }
 
 // Frames is WALWriter.Frames as of the last call.
 func (w *RemoteWALWriter) Frames() uint32 { return w.frames }

@@ -202,7 +202,8 @@ func (a *applier) applyPart(ctx context.Context, t pagewire.Txn, more bool) erro
 		}
 		defer done()
 	}
-	if err := w.ApplyPart(ctx, TxnPart{PageCount: t.PageCount, Pages: t.Pages, First: p.parts == 0, Last: !more}, a.sync && !more); err != nil {
+	part := TxnPart{PageCount: t.PageCount, Pages: t.Pages, First: p.parts == 0, Last: !more}
+	if err := a.writerCall(ctx, w, func(ctx context.Context) error { return w.ApplyPart(ctx, part, a.sync && !more) }); err != nil {
 		return fmt.Errorf("apply transaction %d: %w", t.TXID, err)
 	}
 	p.parts++
@@ -306,11 +307,18 @@ func (a *applier) applySnapshot(ctx context.Context, snap Snapshot, next func() 
 	// A diverged copy is kept aside before it changes.
 	damaged := exists && a.r.cfg.Local.Damaged(a.name) != nil
 	keepAside := func() error {
-		if exists && snap.Diverged && (have.TXID > 1 || damaged) {
-			if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
-				return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
-			}
+		if !exists || !snap.Diverged || (have.TXID <= 1 && !damaged) {
+			return nil
 		}
+		if a.hasKept && a.keptAt == have {
+			a.log.Warn("not keeping this node's diverged copy aside again: a copy at this position was kept aside already (a snapshot after it failed)",
+				logkey.Position, have.String(), logkey.Reason, snap.Reason)
+			return nil
+		}
+		if _, err := a.r.cfg.Local.KeepAside(a.name, snap.Reason); err != nil {
+			return fmt.Errorf("keep the diverged copy of %q aside: %w", a.name, err)
+		}
+		a.keptAt, a.hasKept = have, true
 		return nil
 	}
 	if viaWAL {
@@ -399,7 +407,8 @@ func (a *applier) snapshotViaWAL(ctx context.Context, snap Snapshot, have pagewi
 		return err
 	}
 	defer done()
-	if err := w.ApplyPart(ctx, TxnPart{PageCount: snap.PageCount, Pages: held, First: parts == 0, Last: true}, true); err != nil {
+	last := TxnPart{PageCount: snap.PageCount, Pages: held, First: parts == 0, Last: true}
+	if err := a.writerCall(ctx, w, func(ctx context.Context) error { return w.ApplyPart(ctx, last, true) }); err != nil {
 		return fmt.Errorf("apply snapshot: %w", err)
 	}
 	committed = true

@@ -427,6 +427,11 @@ type applier struct {
 	// acknowledgement; ackOff is set when the primary does not take them.
 	acks   AckStream
 	ackOff bool
+	// keptAt is the position of the copy last kept aside (hasKept): a
+	// snapshot that fails after it, retried, does not keep the same
+	// copy again and again.
+	keptAt  pagewire.Pos
+	hasKept bool
 }
 
 // close checkpoints what it can, as SQLite's last connection does, so that
@@ -712,7 +717,66 @@ func (a *applier) applyGroup(ctx context.Context, w Writer, g txnGroup) error {
 		return err
 	}
 	defer done()
-	return w.Apply(ctx, g.pageCount, g.pages, a.sync)
+	return a.writerCall(ctx, w, func(ctx context.Context) error {
+		return w.Apply(ctx, g.pageCount, g.pages, a.sync)
+	})
+}
+
+// applyGrace bounds how long a write to the writer goes on once the
+// stream that asked for it has ended.
+const applyGrace = 5 * time.Second
+
+// abandoner is a Writer whose writes may still be under way after its
+// call returned (RemoteWALWriter: the apply worker goes on with a request
+// its caller stopped waiting for).
+type abandoner interface {
+	// Abandon stops the writer for good, returning once nothing it was
+	// asked to write can still land.
+	Abandon()
+}
+
+// writerCall runs call, one write to w, and returns only once w has
+// answered it: an announcement (ExpectCommit, ExpectPosition) is withdrawn
+// after the call returns, and a write landing after that is refused as
+// unannounced, or, under the next stream's announcement, taken for that
+// one's and refused at a checksum that was never the copy's. So when ctx
+// ends, call's own context lasts applyGrace longer; a writer still busy
+// then is abandoned (the apply worker is killed) and the applier opens a
+// new one.
+func (a *applier) writerCall(ctx context.Context, w Writer, call func(context.Context) error) error {
+	cctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	var mu sync.Mutex
+	var grace *time.Timer
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		grace = time.AfterFunc(applyGrace, cancel)
+	})
+	defer func() {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		if grace != nil {
+			grace.Stop()
+		}
+	}()
+
+	err := call(cctx)
+	if err == nil || cctx.Err() == nil || !errors.Is(err, cctx.Err()) {
+		return err
+	}
+	// The grace ran out before the writer answered. (A WALWriter in this
+	// process has returned: it wrote nothing, as it was waiting for a lock.)
+	if ab, ok := w.(abandoner); ok {
+		a.log.Error("the apply worker did not answer a write within the grace after its stream ended; stopping it so that the write cannot land unannounced",
+			"grace", applyGrace.String())
+		ab.Abandon()
+		if a.w == w {
+			a.w = nil
+		}
+	}
+	return fmt.Errorf("%w (the writer did not answer within %s after the stream ended)", ctx.Err(), applyGrace)
 }
 
 // afterApply acknowledges what was applied, then checkpoints if the WAL is

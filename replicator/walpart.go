@@ -94,6 +94,7 @@ func (w *WALWriter) applyPart(ctx context.Context, p TxnPart, sync bool) error {
 		}
 		w.part = &walPart{hdr: hdr, pageCount: p.PageCount}
 		if w.part.hdr, err = w.startGeneration(hdr, ckpt, false); err != nil {
+			w.failedWrite()
 			return err
 		}
 		h := w.part.hdr
@@ -109,9 +110,11 @@ func (w *WALWriter) applyPart(ctx context.Context, p TxnPart, sync bool) error {
 		commits = map[int]uint32{len(p.Pages) - 1: p.PageCount}
 	}
 	if err := w.writeFrames(&part.enc, first, p.Pages, commits, sync && p.Last); err != nil {
+		w.failedWrite()
 		return err
 	}
 	if err := w.indexFrames(first-1, p.Pages); err != nil {
+		w.failedWrite()
 		return err
 	}
 	part.frames += uint32(len(p.Pages))
@@ -122,6 +125,7 @@ func (w *WALWriter) applyPart(ctx context.Context, p TxnPart, sync bool) error {
 
 	// The last part publishes the whole transaction, and lets the lock go.
 	if err := w.publishCommit(part.hdr, part.frames, p.PageCount, part.enc.Checksum); err != nil {
+		w.failedWrite()
 		return err
 	}
 	w.part = nil

@@ -17,6 +17,7 @@ import (
 	"github.com/pagewire/pagewire/internal/backoff"
 	"github.com/pagewire/pagewire/internal/logkey"
 	"github.com/pagewire/pagewire/wal"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -67,7 +68,14 @@ type WALWriter struct {
 	// against the file, a stat and a read through the mount, is skipped.
 	published    wal.IndexHeader
 	hasPublished bool
-	indexSize    int64 // the -shm is at least this big
+	// rescan is set when a write failed after it may have reached the
+	// WAL (the storage refuses a commit that does not validate, zeroing
+	// its frame header, or any I/O error): the next write rebuilds the
+	// wal-index from the WAL first, as SQLite's recovery does, so that
+	// it appends at the last commit the WAL holds (where the storage
+	// counted to), not past frames no reader may ever see.
+	rescan    bool
+	indexSize int64 // the -shm is at least this big
 
 	// held is set between Hold and Release: this writer keeps
 	// WAL_WRITE_LOCK, and Apply neither takes nor releases it.
@@ -321,7 +329,9 @@ func (w *WALWriter) ApplyBatch(ctx context.Context, txns []pagewire.Txn, sync bo
 	// unless it is held.
 	err = w.checkGrowth(hdr, txns)
 	if err == nil {
-		err = w.appendTxns(hdr, ckpt, txns, sync)
+		if err = w.appendTxns(hdr, ckpt, txns, sync); err != nil {
+			w.failedWrite()
+		}
 	}
 	if !w.held {
 		if uerr := unlockShm(w.shm.f, wal.LockWrite, 1); uerr != nil && err == nil {
@@ -483,12 +493,23 @@ func (w *WALWriter) tryBeginWrite() (hdr wal.IndexHeader, ckpt wal.CkptInfo, rec
 	return w.validIndex()
 }
 
+// failedWrite follows a write that failed after it may have written
+// frames: see rescan.
+func (w *WALWriter) failedWrite() {
+	w.rescan, w.hasPublished = true, false
+}
+
 // validIndex returns a valid wal-index header, rebuilding the index if it
-// does not describe the WAL. The caller holds WAL_WRITE_LOCK.
+// does not describe the WAL, or if a write failed since the last rebuild
+// (rescan). The caller holds WAL_WRITE_LOCK.
 func (w *WALWriter) validIndex() (hdr wal.IndexHeader, ckpt wal.CkptInfo, recovered bool, err error) {
 	hdr, ckpt, ok, err := w.shm.readHeader()
 	if err != nil {
 		return hdr, ckpt, false, fmt.Errorf("read the wal-index header: %w", err)
+	}
+	if w.rescan && ok {
+		w.log.Info("a write to the WAL failed; rebuilding the wal-index from the WAL before the next", logkey.Frames, hdr.MxFrame)
+		ok = false
 	}
 	if ok {
 		if hdr.Version != wal.IndexVersion {
@@ -511,6 +532,9 @@ func (w *WALWriter) validIndex() (hdr wal.IndexHeader, ckpt wal.CkptInfo, recove
 	hdr, ckpt, err = w.recover()
 	if uerr := unlockShm(w.shm.f, wal.LockCkpt, 2); uerr != nil && err == nil {
 		err = fmt.Errorf("release the wal-index recovery locks: %w", uerr)
+	}
+	if err == nil {
+		w.rescan = false
 	}
 	return hdr, ckpt, true, err
 }
@@ -565,6 +589,7 @@ func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
 	if n, _ := w.shm.f.ReadAt(raw[:], 0); n == len(raw) {
 		hdr.Change = wal.IndexOrder.Uint32(raw[8:]) + 1
 	}
+	w.dropCachedWAL()
 	pgnos, err := w.scanWAL(&hdr)
 	if err != nil {
 		return hdr, wal.CkptInfo{}, err
@@ -610,6 +635,17 @@ func (w *WALWriter) recover() (wal.IndexHeader, wal.CkptInfo, error) {
 		return hdr, wal.CkptInfo{}, fmt.Errorf("read the wal-index header: %w", err)
 	}
 	return hdr, ckpt, nil
+}
+
+// dropCachedWAL drops what the kernel cached of the WAL, so that a scan
+// reads what the file holds. On a pagewire mount the kernel keeps the
+// frames this process wrote, and the storage may since have zeroed the
+// header of a commit it refused: read from the cache, that commit would
+// be found valid, indexed and appended after, though the storage counted
+// none of it. Errors are ignored: a file system without a page cache
+// has nothing to drop.
+func (w *WALWriter) dropCachedWAL() {
+	_ = unix.Fadvise(int(w.wal.Fd()), 0, 0, unix.FADV_DONTNEED)
 }
 
 // recoverReadMarks sets aReadMark[1] to mxFrame (unused if 0) and [2..4]

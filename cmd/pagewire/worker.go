@@ -49,7 +49,9 @@ func startApplyWorker(log *slog.Logger) (*applyWorker, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start the apply worker: %w", err)
 	}
-	return &applyWorker{cmd: cmd, client: replicator.NewApplyClient(stdin, stdout, log), exited: make(chan struct{})}, nil
+	client := replicator.NewApplyClient(stdin, stdout, log)
+	client.SetKill(func() { _ = cmd.Process.Kill() })
+	return &applyWorker{cmd: cmd, client: client, exited: make(chan struct{})}, nil
 }
 
 // watch waits for the worker to exit: nil if the node is stopping,
