@@ -92,6 +92,8 @@ type durableState struct {
 	// when it committed.
 	syncPending  pagewire.TXID
 	pendingSyncs uint64
+	// heldSince is when the current hold began, for its grace timer.
+	heldSince time.Time
 	// capped is set after a commit the app was told failed: capAt, the
 	// position before it, is as far as replicas may be sent, while the
 	// node's role epoch is capEpoch.
@@ -143,6 +145,9 @@ func (d *database) noteAppCommit(prev pagewire.Pos, syncWait bool) pagewire.TXID
 		// without one (NORMAL), and this write is its next.
 		d.releaseAsNormal()
 	}
+	if s.syncPending != 0 && s.syncsBegun == s.pendingSyncs {
+		d.syncUnacked() // its write returned for an fsync that never came
+	}
 	s.learnedBySync, s.afterCommit = false, true
 	s.syncPending = 0
 	if s.normal || (syncWait && !s.full) {
@@ -164,18 +169,29 @@ func (d *database) noteAppCommit(prev pagewire.Pos, syncWait bool) pagewire.TXID
 		s.syncPending, s.pendingSyncs = d.pos.TXID, s.syncsBegun
 	}
 	gen := s.gen
+	s.heldSince = time.Now()
 	time.AfterFunc(normalGrace, func() { d.graceOver(gen) })
 	return 0
 }
 
 // graceOver releases hold gen if no fsync began since: the commit was made
-// under NORMAL.
+// under NORMAL. A timer that fires a grace late (the node was frozen, or
+// starved of CPU) waits another grace instead: SQLite's fsync may be
+// queued behind it. Released, a commit whose fsync was to wait for
+// replicas still waits in that fsync if it comes next (releaseAsNormal).
 func (d *database) graceOver(gen uint64) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if s := &d.durable; s.held && s.gen == gen && s.syncsBegun == s.heldSyncs && s.syncing == 0 {
-		d.releaseAsNormal()
+	s := &d.durable
+	if !s.held || s.gen != gen || s.syncsBegun != s.heldSyncs || s.syncing != 0 {
+		return
 	}
+	if late := time.Since(s.heldSince); late > 2*normalGrace {
+		s.heldSince = time.Now()
+		time.AfterFunc(normalGrace, func() { d.graceOver(gen) })
+		return
+	}
+	d.releaseAsNormal()
 }
 
 // noteWALChange follows a write or truncation of the -wal that counted no
@@ -187,18 +203,20 @@ func (d *database) noteWALChange() {
 	if s.held && s.syncsBegun == s.heldSyncs {
 		d.releaseAsNormal()
 	}
+	if s.syncPending != 0 && s.syncsBegun == s.pendingSyncs {
+		d.syncUnacked() // its write returned for an fsync that never came
+	}
 }
 
 // releaseAsNormal streams what is held and marks the database NORMAL. mu
-// must be held.
+// must be held. A commit whose wait for replicas was left to the fsync
+// that FULL makes stays pending: until SQLite writes the WAL again without
+// an fsync (noteWALChange, noteAppCommit), that fsync may still come, late,
+// and then waits as it would have.
 func (d *database) releaseAsNormal() {
 	s := &d.durable
 	s.held, s.normal, s.full, s.learnedBySync = false, true, false, false
 	d.wake()
-	if s.syncPending != 0 && s.syncsBegun == s.pendingSyncs {
-		d.syncUnacked() // its write returned for an fsync that never came
-	}
-	s.syncPending = 0
 }
 
 // syncUnacked counts and logs the pending commit, which returned to the

@@ -246,9 +246,33 @@ func TestStore_SyncFullCommitWithoutFsyncIsCounted(t *testing.T) {
 	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
 	learnFull(t, s, w)
 	w.frame(2, testPage(3), 2)
-	waitStreamable(t, s, 3)
+	waitStreamable(t, s, 3) // released after its grace: the fsync may still come
+	if st := s.SyncStats(); st.Unacknowledged != 0 {
+		t.Fatalf("stats %+v before SQLite went on, want none unacknowledged", st)
+	}
+	w.frame(3, testPage(4), 0) // SQLite went on without the fsync
 	if st := s.SyncStats(); st.Unacknowledged != 1 {
 		t.Fatalf("stats %+v, want 1 unacknowledged", st)
+	}
+}
+
+// A FULL commit's fsync that comes after its grace (the node was frozen
+// between the commit's write and the fsync, or starved) still waits for
+// the replicas: the app is not told the commit succeeded without them.
+func TestStore_LateFsyncOfAFullCommitStillWaits(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	w.frame(2, testPage(3), 2)
+	waitStreamable(t, s, 3) // the grace ran out before the fsync came
+	done := make(chan result, 1)
+	go func() { done <- result{s.Sync(w.id)} }()
+	waitWaiting(t, s, 1)
+	ackDurable(t, s, "r1")
+	if err := waitResult(t, done); err != nil {
+		t.Fatal(err)
+	}
+	if st := s.SyncStats(); st.Unacknowledged != 0 {
+		t.Fatalf("stats %+v, want none unacknowledged", st)
 	}
 }
 
