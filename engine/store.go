@@ -931,7 +931,6 @@ func (s *Store) ReadAt(id uint64, p []byte, off int64) (int, error) {
 	switch ref.kind {
 	case pagewire.FileDatabase:
 		f = d.db
-		d.ckptMarked = false // the checkpoint ends with this fsync
 	case pagewire.FileWAL:
 		f = d.wal
 	case pagewire.FileSHM:
