@@ -505,8 +505,12 @@ func (l *txlog) truncateAfter(txid pagewire.TXID) (int, error) {
 // records from txid+1 on, at most max of them: what recovery counts a
 // WAL's commits against.
 func (l *txlog) headersAfter(txid pagewire.TXID, max int) []pagewire.Txn {
+	// The segments as they are now: appends change the last one's size.
 	l.mu.Lock()
-	segs := slices.Clone(l.segs)
+	segs := make([]segment, len(l.segs))
+	for i, s := range l.segs {
+		segs[i] = *s
+	}
 	l.mu.Unlock()
 	var out []pagewire.Txn
 	next := txid + 1
