@@ -355,16 +355,22 @@ func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pag
 	s.roleChange()
 }
 
-// uncapAll lets replicas have what the app was told failed in epochs before
-// epoch (durable.go): this node is the primary of epoch, with those
-// transactions in its history.
-func (s *Store) uncapAll(epoch pagewire.Epoch) {
+// databases returns the store's databases as they are now.
+func (s *Store) databases() []*database {
 	s.mu.RLock()
+	defer s.mu.RUnlock()
 	dbs := make([]*database, 0, len(s.dbs))
 	for _, d := range s.dbs {
 		dbs = append(dbs, d)
 	}
-	s.mu.RUnlock()
+	return dbs
+}
+
+// uncapAll lets replicas have what the app was told failed in epochs before
+// epoch (durable.go): this node is the primary of epoch, with those
+// transactions in its history.
+func (s *Store) uncapAll(epoch pagewire.Epoch) {
+	dbs := s.databases()
 	for _, d := range dbs {
 		d.mu.Lock()
 		d.uncap(epoch)
@@ -1264,12 +1270,7 @@ func (s *Store) List() []FileInfo {
 	if fi, err := s.primaryInfo(); err == nil {
 		out = append(out, fi)
 	}
-	s.mu.RLock()
-	dbs := make([]*database, 0, len(s.dbs))
-	for _, d := range s.dbs {
-		dbs = append(dbs, d)
-	}
-	s.mu.RUnlock()
+	dbs := s.databases()
 	for _, d := range dbs {
 		d.mu.RLock()
 		for _, k := range []pagewire.FileKind{pagewire.FileDatabase, pagewire.FileWAL, pagewire.FileSHM, pagewire.FilePos} {
