@@ -258,7 +258,9 @@ func (s *Store) awaitReplicas(d *database, txid pagewire.TXID) error {
 	}
 	epoch, err := s.SendsAs()
 	if err != nil {
-		return nil // not a primary: nobody acknowledges; checkWritable says the rest
+		// No longer the primary (or past its lease, frozen): nobody will
+		// acknowledge it, and the app must not be told it committed.
+		return fmt.Errorf("%w: %w", errSyncLost, err)
 	}
 
 	// Register, unless it is acknowledged already or commits go on without waiting.

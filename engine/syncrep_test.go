@@ -146,6 +146,19 @@ func TestStore_FsyncWaitFailsWhenTheNodeStepsDown(t *testing.T) {
 	}
 }
 
+// A FULL commit whose fsync comes once the node is no longer the primary
+// (it was frozen past its lease between the write and the fsync) fails:
+// nobody acknowledges it, and the app must not be told it committed.
+func TestStore_FsyncAfterSteppingDownFails(t *testing.T) {
+	s, w := newDurableStore(t, func(c *StoreConfig) { c.SyncReplicas, c.SyncTimeout = 1, 0 })
+	learnFull(t, s, w)
+	w.frame(2, testPage(3), 2)
+	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 2)
+	if err := s.Sync(w.id); !errors.Is(err, pagewire.ErrReadOnly) || !errors.Is(err, errSyncLost) {
+		t.Fatalf("err=%v, want ErrReadOnly for a node that stopped being the primary", err)
+	}
+}
+
 // FULL then NORMAL: the commit whose write returned for an fsync that
 // never came is counted unacknowledged when the next write shows NORMAL,
 // and later commits wait in their write, streamed at once. NORMAL then
