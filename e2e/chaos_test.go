@@ -176,6 +176,7 @@ func TestChaos_Rounds(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
+			c.saveLogs("end")
 			t.Logf("the nodes' earlier logs and the kept copies are in %s", c.logDir)
 			return
 		}
@@ -528,6 +529,18 @@ func (c *chaos) restart(n *chaosNode) {
 	n.Start(false)
 }
 
+// saveLogs writes every node's current log as <node>.<tag>.log, for a
+// round to be diagnosed after the run.
+func (c *chaos) saveLogs(tag string) {
+	for _, n := range c.nodes {
+		path := filepath.Join(c.logDir, fmt.Sprintf("%s.%s.log", n.name, tag))
+		if err := os.WriteFile(path, []byte(n.Log.String()), 0o644); err != nil {
+			c.t.Error(err)
+		}
+	}
+	c.t.Logf("logs of every node: %s/*.%s.log", c.logDir, tag)
+}
+
 // heal ends every fault: the network, freezes, full disks, stopped nodes.
 func (c *chaos) heal() {
 	c.lab.Heal()
@@ -693,6 +706,7 @@ func (c *chaos) round(round int, action string) {
 	status := "converged"
 	if !converged {
 		status = "NOT CONVERGED: " + c.positions()
+		c.saveLogs(fmt.Sprintf("r%d", round))
 		t.Errorf("round %d (%s): the nodes did not converge within 60 s: %s", round, action, c.positions())
 	}
 	var problems []string

@@ -69,7 +69,7 @@ func TestStore_FullCommitStreamsAfterItsFsync(t *testing.T) {
 	if got := streamable(t, s); got != 1 {
 		t.Fatalf("before the fsync app.db streams up to %d, want 1", got)
 	}
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 	if got := streamable(t, s); got != 2 {
@@ -104,7 +104,7 @@ func TestStore_NormalCommitStreamsAtTheNextWrite(t *testing.T) {
 	}
 
 	// An fsync that follows a commit marks it FULL again.
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 	w.frame(1, testPage(4), 3) // TXID 4
@@ -119,7 +119,7 @@ func TestStore_CheckpointFsyncKeepsNormal(t *testing.T) {
 	s, w := newDurableStore(t, nil)
 	w.frame(1, newDatabasePage(defaultPageSize), 1)
 	w.frame(2, testPage(2), 2) // TXID 3; TXID 2 released: NORMAL
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 	db := mustLookup(t, s, "app.db")
@@ -144,7 +144,7 @@ func TestStore_LoneCommitStreamsAfterTheGrace(t *testing.T) {
 func TestStore_CommitReportedFailedIsNotStreamed(t *testing.T) {
 	s, w := newDurableStore(t, nil)
 	w.frame(1, newDatabasePage(defaultPageSize), 1)
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 
@@ -161,7 +161,7 @@ func TestStore_CommitReportedFailedIsNotStreamed(t *testing.T) {
 	if _, err := w.tryFrame(2, testPage(2), 2); err == nil {
 		t.Fatal("a commit made as the lease ran out reported success")
 	}
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 	if got := streamable(t, s); got != 2 {

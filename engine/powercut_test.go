@@ -348,7 +348,7 @@ func TestStore_WALFsyncSyncsItsFolderOnce(t *testing.T) {
 	if !unsynced() {
 		t.Fatal("a new -wal's entry is taken as durable")
 	}
-	if err := s.Sync(fi.ID); err != nil {
+	if err := s.Sync(fi.ID, App); err != nil {
 		t.Fatal(err)
 	}
 	if unsynced() {
@@ -612,7 +612,7 @@ func TestPowerCut_LogTailAheadOfTheWALIsDropped(t *testing.T) {
 	// A new TXID 3 is logged and streamed, not the lost one.
 	w2 := newWALBuilder(t, s2, "app.db", 2)
 	w2.frame(2, testPage(20), 2)
-	if err := s2.Sync(w2.id); err != nil { // SQLite's fsync under FULL: streamable
+	if err := s2.Sync(w2.id, App); err != nil { // SQLite's fsync under FULL: streamable
 		t.Fatal(err)
 	}
 	f, err := s2.Feed("app.db", pagewire.Pos{TXID: 1, Checksum: checksumOf(map[uint32][]byte{1: newDatabasePage(defaultPageSize)}, 1)}, 1<<20)

@@ -1176,8 +1176,11 @@ func (s *Store) Truncate(id uint64, size int64, by Writer) (FileInfo, error) {
 }
 
 // Sync makes a file's data durable. A WAL fsync also makes a new WAL
-// generation's meta record durable.
-func (s *Store) Sync(id uint64) error {
+// generation's meta record durable. An app's fsync that follows a commit
+// waiting for replicas waits for them (syncrep.go); the apply worker's
+// never does: the app's commit is not the worker's to acknowledge, and on
+// a node that stopped being the primary the wait fails.
+func (s *Store) Sync(id uint64, by Writer) error {
 	ref, err := s.file(id)
 	if err != nil {
 		return err
@@ -1248,6 +1251,9 @@ func (s *Store) Sync(id uint64) error {
 	var wait pagewire.TXID // an app's commit that waits here for replicas
 	if walSync {
 		wait = d.endWALSync(covers, err == nil)
+	}
+	if by == Applier {
+		wait = 0
 	}
 	d.mu.Unlock()
 	if err != nil || wait == 0 {

@@ -64,7 +64,7 @@ func TestStore_CommitWaitsInItsWrite(t *testing.T) {
 	if err := waitResult(t, done); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Sync(w.id); err != nil { // SQLite's fsync after it does not wait
+	if err := s.Sync(w.id, App); err != nil { // SQLite's fsync after it does not wait
 		t.Fatal(err)
 	}
 	if st := s.SyncStats(); st.Waits != 1 || st.Timeouts != 0 || st.Waiting != 0 {
@@ -96,7 +96,7 @@ func learnFull(t *testing.T, s *Store, w *walBuilder) {
 	if err := waitResult(t, done); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -117,7 +117,7 @@ func TestStore_FullCommitWaitsInItsFsync(t *testing.T) {
 		t.Fatalf("a FULL commit's write waits: %+v", st)
 	}
 	done := make(chan result, 1)
-	go func() { done <- result{s.Sync(w.id)} }()
+	go func() { done <- result{s.Sync(w.id, App)} }()
 	waitWaiting(t, s, 1)
 	if got := streamable(t, s); got != 3 {
 		t.Fatalf("while its fsync waits for replicas the commit streams up to %d, want 3", got)
@@ -138,7 +138,7 @@ func TestStore_FsyncWaitFailsWhenTheNodeStepsDown(t *testing.T) {
 	learnFull(t, s, w)
 	w.frame(2, testPage(3), 2)
 	done := make(chan result, 1)
-	go func() { done <- result{s.Sync(w.id)} }()
+	go func() { done <- result{s.Sync(w.id, App)} }()
 	waitWaiting(t, s, 1)
 	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 2)
 	if err := waitResult(t, done); !errors.Is(err, pagewire.ErrReadOnly) || !errors.Is(err, errSyncLost) {
@@ -154,8 +154,14 @@ func TestStore_FsyncAfterSteppingDownFails(t *testing.T) {
 	learnFull(t, s, w)
 	w.frame(2, testPage(3), 2)
 	s.SetRole(pagewire.RoleReplica, pagewire.ReadOnlyError{Primary: "other"}, 2)
-	if err := s.Sync(w.id); !errors.Is(err, pagewire.ErrReadOnly) || !errors.Is(err, errSyncLost) {
+	if err := s.Sync(w.id, App); !errors.Is(err, pagewire.ErrReadOnly) || !errors.Is(err, errSyncLost) {
 		t.Fatalf("err=%v, want ErrReadOnly for a node that stopped being the primary", err)
+	}
+	// The node, now a replica, applies the new primary's transactions: the
+	// apply worker's fsyncs do not wait for the app's failed commit (chaos:
+	// a replica that failed every apply, never converging).
+	if err := s.Sync(w.id, Applier); err != nil {
+		t.Fatalf("the apply worker's fsync on a replica: %v", err)
 	}
 }
 
@@ -174,7 +180,7 @@ func TestStore_SyncWaitFollowsModeSwitches(t *testing.T) {
 		{"Checkpoint", func(t *testing.T, w *walBuilder) { // one fsync, the checkpoint's, then its database writes
 			s := w.s
 			done := make(chan result, 1)
-			go func() { done <- result{s.Sync(w.id)} }()
+			go func() { done <- result{s.Sync(w.id, App)} }()
 			waitWaiting(t, s, 1) // the checkpoint's fsync covers the commit: it waits
 			ackDurable(t, s, "r1")
 			if err := waitResult(t, done); err != nil {
@@ -211,14 +217,14 @@ func TestStore_SyncWaitFollowsModeSwitches(t *testing.T) {
 
 			// NORMAL then FULL: that commit's fsync marks the database
 			// FULL without waiting, and the next commit waits in its fsync.
-			if err := s.Sync(w.id); err != nil {
+			if err := s.Sync(w.id, App); err != nil {
 				t.Fatal(err)
 			}
 			w.frame(2, testPage(6), 3) // TXID 5
 			if got := streamable(t, s); got != 4 {
 				t.Fatalf("a FULL commit streams up to %d before its fsync, want 4", got)
 			}
-			go func() { done <- result{s.Sync(w.id)} }()
+			go func() { done <- result{s.Sync(w.id, App)} }()
 			waitWaiting(t, s, 1)
 			ackDurable(t, s, "r1")
 			if err := waitResult(t, done); err != nil {
@@ -278,7 +284,7 @@ func TestStore_LateFsyncOfAFullCommitStillWaits(t *testing.T) {
 	w.frame(2, testPage(3), 2)
 	waitStreamable(t, s, 3) // the grace ran out before the fsync came
 	done := make(chan result, 1)
-	go func() { done <- result{s.Sync(w.id)} }()
+	go func() { done <- result{s.Sync(w.id, App)} }()
 	waitWaiting(t, s, 1)
 	ackDurable(t, s, "r1")
 	if err := waitResult(t, done); err != nil {
@@ -327,7 +333,7 @@ func TestStore_SyncTimeoutGoesOnAsynchronously(t *testing.T) {
 	}
 
 	// A replica that catches up brings the waits back.
-	if err := s.Sync(w.id); err != nil {
+	if err := s.Sync(w.id, App); err != nil {
 		t.Fatal(err)
 	}
 	pos, _ := s.Position("app.db")

@@ -131,8 +131,8 @@ func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 	return uint32(len(data)), 0
 }
 
-func (n *fileNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
-	if _, err := n.m.cfg.Storage.SyncFile(ctx, &storagev1.SyncFileRequest{FileId: n.id}); err != nil {
+func (n *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, _ uint32) syscall.Errno {
+	if _, err := n.m.cfg.Storage.SyncFile(ctx, &storagev1.SyncFileRequest{FileId: n.id, Internal: isInternal(fh)}); err != nil {
 		return n.m.fail("fsync", n.name, err)
 	}
 	return 0

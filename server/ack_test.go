@@ -164,7 +164,7 @@ func syncWAL(t *testing.T, store *engine.Store, db string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Sync(fi.ID); err != nil {
+	if err := store.Sync(fi.ID, engine.App); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -138,7 +138,11 @@ func (s *storageService) TruncateFile(_ context.Context, req *storagev1.Truncate
 }
 
 func (s *storageService) SyncFile(_ context.Context, req *storagev1.SyncFileRequest) (*storagev1.SyncFileResponse, error) {
-	if err := s.store.Sync(req.GetFileId()); err != nil {
+	by, err := s.writer(req.GetInternal())
+	if err != nil {
+		return nil, err
+	}
+	if err := s.store.Sync(req.GetFileId(), by); err != nil {
 		return nil, wire.ToStatus(err)
 	}
 	return &storagev1.SyncFileResponse{}, nil

@@ -1187,7 +1187,11 @@ func (x *TruncateFileResponse) GetFile() *FileInfo {
 type SyncFileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// file_id is the file's id.
-	FileId        uint64 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	FileId uint64 `protobuf:"varint,1,opt,name=file_id,json=fileId,proto3" json:"file_id,omitempty"`
+	// internal is set for fsyncs through a handle the node itself opened
+	// (a replica applying transactions): such an fsync never waits for
+	// replicas to acknowledge an app's commit.
+	Internal      bool `protobuf:"varint,2,opt,name=internal,proto3" json:"internal,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1227,6 +1231,13 @@ func (x *SyncFileRequest) GetFileId() uint64 {
 		return x.FileId
 	}
 	return 0
+}
+
+func (x *SyncFileRequest) GetInternal() bool {
+	if x != nil {
+		return x.Internal
+	}
+	return false
 }
 
 // SyncFileResponse is empty.
@@ -1566,9 +1577,10 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\x04size\x18\x02 \x01(\x03R\x04size\x12\x1a\n" +
 	"\binternal\x18\x03 \x01(\bR\binternal\"I\n" +
 	"\x14TruncateFileResponse\x121\n" +
-	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"*\n" +
+	"\x04file\x18\x01 \x01(\v2\x1d.pagewire.storage.v1.FileInfoR\x04file\"F\n" +
 	"\x0fSyncFileRequest\x12\x17\n" +
-	"\afile_id\x18\x01 \x01(\x04R\x06fileId\"\x12\n" +
+	"\afile_id\x18\x01 \x01(\x04R\x06fileId\x12\x1a\n" +
+	"\binternal\x18\x02 \x01(\bR\binternal\"\x12\n" +
 	"\x10SyncFileResponse\"\x16\n" +
 	"\x14SyncDirectoryRequest\"\x17\n" +
 	"\x15SyncDirectoryResponse\"\x13\n" +
