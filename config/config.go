@@ -3,9 +3,11 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -262,9 +264,190 @@ type ReplicationConfig struct {
 	SyncTimeout Duration `yaml:"sync-timeout"`
 }
 
-// BackupConfig is the backup section.
-// It has no keys yet: configured in a later issue.
-type BackupConfig struct{}
+// Backup types, the values of backup.type.
+const (
+	BackupTypeFile  = "file"  // a directory on this machine (or a mounted volume)
+	BackupTypeS3    = "s3"    // Amazon S3 or an S3-compatible store (MinIO, SeaweedFS, Tigris, R2, ...)
+	BackupTypeGCS   = "gcs"   // Google Cloud Storage
+	BackupTypeAzure = "azure" // Azure Blob Storage
+	// BackupTypeLiteFSCloud is LiteFS's backup service. LiteFS Cloud closed
+	// in October 2024: the type is accepted so that a litefs.yml keeps
+	// loading, listed in Config.Ignored, and backs nothing up. Use
+	// BackupTypeS3 or BackupTypeFile instead.
+	BackupTypeLiteFSCloud = "litefs-cloud"
+)
+
+// Defaults and bounds of the backup section.
+const (
+	DefaultBackupDelay            = 1 * time.Second
+	MaxBackupDelay                = 1 * time.Minute
+	DefaultBackupRetention        = 24 * time.Hour
+	DefaultBackupSnapshotInterval = 24 * time.Hour
+	MinBackupRetention            = 1 * time.Minute // also snapshot-interval's minimum
+	MaxBackupLevels               = 8
+)
+
+// defaultBackupLevels returns backup.levels' default, [30s, 5m, 1h], a new
+// slice each time.
+func defaultBackupLevels() []Duration {
+	return []Duration{Duration(30 * time.Second), Duration(5 * time.Minute), Duration(time.Hour)}
+}
+
+// BackupConfig is the backup section, pagewire's own apart from LiteFS's
+// type, path and url: continuous backups of every database to a directory
+// or to object storage. It is off unless type or url is set.
+//
+// Where backups go is type plus path (file), type plus bucket and path
+// (s3, gcs, azure), or url alone; Kind and Location resolve either form.
+type BackupConfig struct {
+	// Type is BackupTypeFile, BackupTypeS3, BackupTypeGCS or
+	// BackupTypeAzure; "" (the default) is off, or the type url's scheme
+	// names. LiteFS's "litefs-cloud" is accepted and ignored (see
+	// BackupTypeLiteFSCloud): use "s3" or "file" instead.
+	Type string `yaml:"type"`
+	// Path is, for type file, the directory backups go in (required; a
+	// relative path is taken from the working directory; it must not be in
+	// data.dir or fuse.dir). For s3, gcs and azure it is the key prefix
+	// inside the bucket: optional (default "": the bucket's top), without a
+	// leading "/"; a trailing "/" is dropped.
+	Path string `yaml:"path"`
+	// URL is LiteFS's key, kept (and ignored) for litefs-cloud. For
+	// pagewire's types it replaces bucket and path: "s3://bucket/prefix",
+	// "gs://bucket/prefix", "azblob://container/prefix" or "file:///dir",
+	// with no query; type may then be left out. It cannot be set with
+	// bucket or path.
+	URL    string `yaml:"url"`
+	Bucket string `yaml:"bucket"` // s3, gcs, azure: the bucket (container) name; required unless url is set
+	Region string `yaml:"region"` // s3: the region; "" (default): from AWS_REGION or the AWS config files
+	// Endpoint is, for s3, the http:// or https:// URL of an S3-compatible
+	// store (MinIO, SeaweedFS, Tigris, R2, ...); "" (default): AWS.
+	Endpoint       string `yaml:"endpoint"`
+	ForcePathStyle bool   `yaml:"force-path-style"` // s3: path-style addressing, which most S3-compatible stores need
+	// AccessKeyID and SecretAccessKey are, for s3, static credentials, set
+	// both or neither; unset (default): the usual AWS environment variables
+	// and files. SecretAccessKey is a secret: BackupConfig's Format and
+	// LogValue redact it, and no error message prints it.
+	AccessKeyID     string `yaml:"access-key-id"`
+	SecretAccessKey string `yaml:"secret-access-key"`
+	// Delay is the most time a commit waits before it is uploaded: more
+	// than 0 and at most 1m, default 1s.
+	Delay Duration `yaml:"delay"`
+	// Retention is how long restore points are kept: at least 1m, default 24h.
+	Retention Duration `yaml:"retention"`
+	// SnapshotInterval is how often a full snapshot of each database is
+	// written: at least 1m, default 24h.
+	SnapshotInterval Duration `yaml:"snapshot-interval"`
+	// Levels are the compaction levels: uploads are merged into files
+	// spanning each level's duration in turn. 1 to 8 durations, strictly
+	// increasing, each above delay; default [30s, 5m, 1h].
+	Levels []Duration `yaml:"levels"`
+	// RestoreOnStart makes a node whose data.dir holds no databases restore
+	// every database from the backup before it serves. It requires a backup.
+	RestoreOnStart bool `yaml:"restore-on-start"`
+}
+
+// backupSchemes maps backup.url's schemes to the backup types they mean.
+var backupSchemes = map[string]string{
+	"s3":     BackupTypeS3,
+	"gs":     BackupTypeGCS,
+	"azblob": BackupTypeAzure,
+	"file":   BackupTypeFile,
+}
+
+// Enabled reports whether backups are on: type or url names one of
+// pagewire's backup types (litefs-cloud does not).
+func (b BackupConfig) Enabled() bool { return b.Kind() != "" }
+
+// Kind returns the backup type: type when set, else the type url's scheme
+// names ("s3", "gs" -> "gcs", "azblob" -> "azure", "file"); "" when backups
+// are off, with litefs-cloud too, or when url's scheme is none of those.
+func (b BackupConfig) Kind() string {
+	switch {
+	case b.Type == BackupTypeLiteFSCloud:
+		return ""
+	case b.Type != "":
+		return b.Type
+	case b.URL == "":
+		return ""
+	}
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		return ""
+	}
+	return backupSchemes[u.Scheme]
+}
+
+// Location returns where backups go, from bucket and path or from url.
+// For type file, bucket is "" and prefix the directory, made absolute and
+// clean; for s3, gcs and azure, the bucket (container) and the key prefix
+// inside it, without a leading or trailing "/" ("" for the bucket's top).
+// Both are "" when backups are off.
+func (b BackupConfig) Location() (bucket, prefix string) {
+	kind := b.Kind()
+	if kind == "" {
+		return "", ""
+	}
+	bucket, prefix = b.Bucket, b.Path
+	if b.URL != "" {
+		u, err := url.Parse(b.URL)
+		if err != nil {
+			return "", ""
+		}
+		bucket, prefix = u.Host, u.Path
+		if kind == BackupTypeFile {
+			bucket = ""
+		}
+	}
+	if kind == BackupTypeFile {
+		if prefix == "" {
+			return "", ""
+		}
+		return "", absPath(prefix)
+	}
+	return bucket, strings.Trim(prefix, "/")
+}
+
+// redacted stands for a secret in BackupConfig's Format and LogValue.
+const redacted = "REDACTED"
+
+// Format prints b as fmt prints a struct, with secret-access-key redacted,
+// so that printing a Config (%v, %+v, %#v) shows no secret.
+func (b BackupConfig) Format(f fmt.State, verb rune) {
+	type plain BackupConfig // without methods, so that Fprintf does not call Format again
+	p := plain(b)
+	if p.SecretAccessKey != "" {
+		p.SecretAccessKey = redacted
+	}
+	fmt.Fprintf(f, fmt.FormatString(f, verb), p)
+}
+
+// LogValue logs b as a group of its keys, secret-access-key redacted.
+func (b BackupConfig) LogValue() slog.Value {
+	secret := ""
+	if b.SecretAccessKey != "" {
+		secret = redacted
+	}
+	levels := make([]string, len(b.Levels))
+	for i, l := range b.Levels {
+		levels[i] = l.String()
+	}
+	return slog.GroupValue(
+		slog.String("type", b.Type),
+		slog.String("path", b.Path),
+		slog.String("url", b.URL),
+		slog.String("bucket", b.Bucket),
+		slog.String("region", b.Region),
+		slog.String("endpoint", b.Endpoint),
+		slog.Bool("force-path-style", b.ForcePathStyle),
+		slog.String("access-key-id", b.AccessKeyID),
+		slog.String("secret-access-key", secret),
+		slog.String("delay", b.Delay.String()),
+		slog.String("retention", b.Retention.String()),
+		slog.String("snapshot-interval", b.SnapshotInterval.String()),
+		slog.Any("levels", levels),
+		slog.Bool("restore-on-start", b.RestoreOnStart),
+	)
+}
 
 // AuthConfig is the auth section: who may call http.addr.
 type AuthConfig struct {
@@ -494,6 +677,12 @@ func defaults() Config {
 		},
 		Log:         LogConfig{Format: LogFormatText},
 		Replication: ReplicationConfig{SyncTimeout: Duration(DefaultSyncTimeout)},
+		Backup: BackupConfig{
+			Delay:            Duration(DefaultBackupDelay),
+			Retention:        Duration(DefaultBackupRetention),
+			SnapshotInterval: Duration(DefaultBackupSnapshotInterval),
+			Levels:           defaultBackupLevels(),
+		},
 	}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -74,6 +75,13 @@ func TestDefault(t *testing.T) {
 		{"replication.sync-replicas", c.Replication.SyncReplicas, 0},
 		{"replication.sync-timeout", c.Replication.SyncTimeout, Duration(0)},
 		{"exec", len(c.Exec), 0},
+		{"backup.type", c.Backup.Type, ""},
+		{"backup.Enabled", c.Backup.Enabled(), false},
+		{"backup.delay", c.Backup.Delay, Duration(time.Second)},
+		{"backup.retention", c.Backup.Retention, Duration(24 * time.Hour)},
+		{"backup.snapshot-interval", c.Backup.SnapshotInterval, Duration(24 * time.Hour)},
+		{"backup.levels", fmt.Sprint(c.Backup.Levels), "[30s 5m0s 1h0m0s]"},
+		{"backup.restore-on-start", c.Backup.RestoreOnStart, false},
 	} {
 		if tt.got != tt.want {
 			t.Errorf("%s=%v, want %v", tt.name, tt.got, tt.want)
@@ -350,6 +358,88 @@ func TestParse(t *testing.T) {
 			},
 		},
 		{
+			name: "BackupS3",
+			yaml: "backup:\n  type: s3\n  bucket: my-bucket\n  path: myapp/\n  region: us-east-1\n  endpoint: http://localhost:8333\n  force-path-style: true\n" +
+				"  access-key-id: AKIDEXAMPLE\n  secret-access-key: wJalrXUtnFEMI\n  delay: 250ms\n  retention: 72h\n  snapshot-interval: 6h\n  levels: [1s, 1m]\n  restore-on-start: true\n",
+			check: func(t *testing.T, c Config) {
+				b := c.Backup
+				want := BackupConfig{
+					Type: "s3", Bucket: "my-bucket", Path: "myapp/", Region: "us-east-1", Endpoint: "http://localhost:8333", ForcePathStyle: true,
+					AccessKeyID: "AKIDEXAMPLE", SecretAccessKey: "wJalrXUtnFEMI", Delay: Duration(250 * time.Millisecond),
+					Retention: Duration(72 * time.Hour), SnapshotInterval: Duration(6 * time.Hour),
+					Levels: []Duration{Duration(time.Second), Duration(time.Minute)}, RestoreOnStart: true,
+				}
+				if !reflect.DeepEqual(b, want) {
+					t.Errorf("backup=%+v, want %+v", b, want)
+				}
+				if !b.Enabled() || b.Kind() != BackupTypeS3 {
+					t.Errorf("Enabled()=%v Kind()=%q, want true, \"s3\"", b.Enabled(), b.Kind())
+				}
+				if bucket, prefix := b.Location(); bucket != "my-bucket" || prefix != "myapp" {
+					t.Errorf("Location()=%q, %q, want \"my-bucket\", \"myapp\"", bucket, prefix)
+				}
+				if len(c.Ignored) != 0 {
+					t.Errorf("Ignored=%v, want none", c.Ignored)
+				}
+			},
+		},
+		{
+			name: "BackupURLSetsType",
+			yaml: "backup:\n  url: gs://my-bucket/a/b/\n",
+			check: func(t *testing.T, c Config) {
+				b := c.Backup
+				if !b.Enabled() || b.Kind() != BackupTypeGCS || b.Type != "" {
+					t.Errorf("Enabled()=%v Kind()=%q Type=%q, want true, \"gcs\", \"\"", b.Enabled(), b.Kind(), b.Type)
+				}
+				if bucket, prefix := b.Location(); bucket != "my-bucket" || prefix != "a/b" {
+					t.Errorf("Location()=%q, %q, want \"my-bucket\", \"a/b\"", bucket, prefix)
+				}
+			},
+		},
+		{
+			name: "BackupFile",
+			yaml: "backup:\n  type: file\n  path: backups/\n",
+			check: func(t *testing.T, c Config) {
+				wd, err := os.Getwd()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if bucket, dir := c.Backup.Location(); bucket != "" || dir != filepath.Join(wd, "backups") {
+					t.Errorf("Location()=%q, %q, want \"\", %q (made absolute)", bucket, dir, filepath.Join(wd, "backups"))
+				}
+			},
+		},
+		{
+			name: "BackupFileURL",
+			yaml: "backup:\n  type: file\n  url: file:///mnt/backups/\n",
+			check: func(t *testing.T, c Config) {
+				if bucket, dir := c.Backup.Location(); c.Backup.Kind() != BackupTypeFile || bucket != "" || dir != "/mnt/backups" {
+					t.Errorf("Kind()=%q Location()=%q, %q, want \"file\", \"\", \"/mnt/backups\"", c.Backup.Kind(), bucket, dir)
+				}
+			},
+		},
+		{
+			name: "BackupEnv",
+			yaml: "backup:\n  type: ${BACKUP_TYPE:-s3}\n  bucket: ${BACKUP_BUCKET}\n  secret-access-key: $AWS_SECRET\n  access-key-id: ${AWS_KEY}\n",
+			env:  map[string]string{"BACKUP_BUCKET": "prod-backups", "AWS_SECRET": "s3cr3t", "AWS_KEY": "AKID"},
+			check: func(t *testing.T, c Config) {
+				b := c.Backup
+				if b.Type != "s3" || b.Bucket != "prod-backups" || b.SecretAccessKey != "s3cr3t" || b.AccessKeyID != "AKID" {
+					t.Errorf("backup type=%q bucket=%q access-key-id=%q secret set=%v, want s3, prod-backups, AKID, true",
+						b.Type, b.Bucket, b.AccessKeyID, b.SecretAccessKey == "s3cr3t")
+				}
+			},
+		},
+		{
+			name: "BackupUnsetEnvIsOff",
+			yaml: "backup:\n  type: ${BACKUP_TYPE}\n",
+			check: func(t *testing.T, c Config) {
+				if c.Backup.Enabled() {
+					t.Errorf("backup enabled with an empty type: %+v", c.Backup)
+				}
+			},
+		},
+		{
 			name: "AliasAndMerge",
 			yaml: "fuse: &f\n  dir: /litefs\n  debug: true\ndata:\n  dir: /var/lib/litefs\nproxy:\n  passthrough: &p [\"*.ico\"]\n  always-forward: *p\n",
 			check: func(t *testing.T, c Config) {
@@ -397,8 +487,23 @@ func TestParse_UnknownKey(t *testing.T) {
 		},
 		{
 			name: "Backup",
-			yaml: "backup:\n  bucket: x\n",
-			want: []string{`litefs.yml:2: unknown key "backup.bucket"`, "backup takes no keys yet"},
+			yaml: "backup:\n  type: s3\n  buckit: x\n",
+			want: []string{`litefs.yml:3: unknown key "backup.buckit"`, `did you mean "backup.bucket"?`},
+		},
+		{
+			name: "BackupNotLiteFSKey",
+			yaml: "backup:\n  type: s3\n  bucket: b\n  delay-max: 1s\n",
+			want: []string{`litefs.yml:4: unknown key "backup.delay-max": backup takes type, path, url, bucket, region`},
+		},
+		{
+			name: "LiteFSCloudClusterWithS3",
+			yaml: "backup:\n  type: s3\n  bucket: b\n  cluster: my-cluster\n",
+			want: []string{`litefs.yml:4: backup.cluster is a LiteFS Cloud key`, `backup.type "litefs-cloud"`, "remove it"},
+		},
+		{
+			name: "LiteFSCloudAuthTokenWithoutType",
+			yaml: "backup:\n  auth-token: FlyV1 abc\n",
+			want: []string{`litefs.yml:2: backup.auth-token is a LiteFS Cloud key`},
 		},
 		{
 			name: "XPrefixIsNotSpecial",
@@ -504,6 +609,43 @@ func TestParse_BadValue(t *testing.T) {
 		{"BadSyntax", "fuse:\n  dir: /a\n dir: /b\n", "", 2, "invalid YAML"},
 		{"TopLevelList", "- a\n- b\n", "", 1, "the file must be a mapping"},
 		{"TwoDocuments", "fuse:\n  dir: /a\n---\nfuse:\n  dir: /b\n", "", 3, "more than one YAML document"},
+		{"BackupBadType", "backup:\n  type: ftp\n", "backup.type", 2, `backup.type "ftp" is not supported: use "file", "s3", "gcs" or "azure"`},
+		{"BackupFileWithoutPath", "backup:\n  type: file\n", "backup.path", 1, `backup.path is not set: with backup.type "file" set it to the directory`},
+		{"BackupS3WithoutBucket", "backup:\n  type: s3\n", "backup.bucket", 1, `backup.bucket is not set: with backup.type "s3" set it to the bucket's name, or set backup.url instead, e.g. "s3://`},
+		{"BackupAzureWithoutBucket", "backup:\n  type: azure\n  path: myapp\n", "backup.bucket", 1, `e.g. "azblob://my-container/myapp"`},
+		{"BackupBucketWithSlash", "backup:\n  type: s3\n  bucket: my-bucket/myapp\n", "backup.bucket", 3, `backup.bucket "my-bucket/myapp" holds a "/"`},
+		{"BackupPrefixLeadingSlash", "backup:\n  type: gcs\n  bucket: b\n  path: /myapp\n", "backup.path", 4, `backup.path "/myapp" starts with "/"`},
+		{"BackupBucketWithFile", "backup:\n  type: file\n  path: /mnt/backups\n  bucket: b\n", "backup.bucket", 4, `backup.bucket is for types "s3", "gcs" and "azure"`},
+		{"BackupBucketWithoutType", "backup:\n  bucket: b\n", "backup.bucket", 2, `backup.bucket is set but backups are off: set backup.type`},
+		{"BackupURLBadScheme", "backup:\n  url: https://example.com/backups\n", "backup.url", 2, `backup.url "https://example.com/backups" has the scheme "https", which is not a backup's: use "s3://bucket/prefix"`},
+		{"BackupURLAndBucket", "backup:\n  url: s3://b/myapp\n  bucket: b\n", "backup.bucket", 3, "backup.bucket and backup.url are both set"},
+		{"BackupURLAndPath", "backup:\n  url: file:///mnt/backups\n  path: /mnt/backups\n", "backup.path", 3, "backup.path and backup.url are both set"},
+		{"BackupURLTypeMismatch", "backup:\n  type: gcs\n  url: s3://b/myapp\n", "backup.url", 3, `is a "s3" URL, and backup.type is "gcs": make them agree`},
+		{"BackupURLQuery", "backup:\n  url: s3://b/myapp?region=us-east-1\n", "backup.url", 2, "carries options (a query, user info or a fragment): remove them"},
+		{"BackupURLNoBucket", "backup:\n  url: s3:///myapp\n", "backup.url", 2, "names no bucket"},
+		{"BackupFileURLRelative", "backup:\n  url: file://backups\n", "backup.url", 2, `use "file:///dir"`},
+		{"BackupEndpointNotHTTP", "backup:\n  type: s3\n  bucket: b\n  endpoint: localhost:8333\n", "backup.endpoint", 4, `backup.endpoint "localhost:8333" is not an http or https URL`},
+		{"BackupRegionWithGCS", "backup:\n  type: gcs\n  bucket: b\n  region: us-east-1\n", "backup.region", 4, `backup.region is for backup.type "s3" only, and the backup type is "gcs"`},
+		{"BackupEndpointWithAzureURL", "backup:\n  url: azblob://c/myapp\n  endpoint: http://localhost:10000\n", "backup.endpoint", 3, `backup.endpoint is for backup.type "s3" only, and the backup type is "azure"`},
+		{"BackupForcePathStyleWithFile", "backup:\n  type: file\n  path: /mnt/backups\n  force-path-style: true\n", "backup.force-path-style", 4, `backup.force-path-style is for backup.type "s3" only`},
+		{"BackupAccessKeyWithGCS", "backup:\n  type: gcs\n  bucket: b\n  access-key-id: AKID\n  secret-access-key: s\n", "backup.access-key-id", 4, `backup.access-key-id is for backup.type "s3" only`},
+		{"BackupAccessKeyWithoutSecret", "backup:\n  type: s3\n  bucket: b\n  access-key-id: AKID\n", "backup.secret-access-key", 1, "backup.secret-access-key is not set but backup.access-key-id is: set both"},
+		{"BackupSecretWithoutAccessKey", "backup:\n  type: s3\n  bucket: b\n  secret-access-key: s\n", "backup.access-key-id", 1, "backup.access-key-id is not set but backup.secret-access-key is: set both"},
+		{"BackupZeroDelay", "backup:\n  delay: 0s\n", "backup.delay", 2, `backup.delay is 0s: use a duration above 0 and at most 1m0s, such as "1s"`},
+		{"BackupLongDelay", "backup:\n  delay: 2m\n", "backup.delay", 2, "backup.delay is 2m0s"},
+		{"BackupShortRetention", "backup:\n  retention: 30s\n", "backup.retention", 2, `backup.retention is 30s: use at least 1m0s, such as "24h0m0s"`},
+		{"BackupShortSnapshotInterval", "backup:\n  snapshot-interval: 10s\n", "backup.snapshot-interval", 2, "backup.snapshot-interval is 10s: use at least 1m0s"},
+		{"BackupLevelsNotIncreasing", "backup:\n  levels: [30s, 1h, 5m]\n", "backup.levels[2]", 2, "backup.levels[2] is 5m0s, not above backup.levels[1] (1h0m0s): list the levels in increasing order"},
+		{"BackupLevelNotAboveDelay", "backup:\n  delay: 10s\n  levels:\n    - 10s\n    - 1m\n", "backup.levels[0]", 4, "backup.levels[0] is 10s, not above backup.delay (10s)"},
+		{"BackupLevelsEmpty", "backup:\n  levels: []\n", "backup.levels", 2, "backup.levels is empty"},
+		{"BackupTooManyLevels", "backup:\n  levels: [1m, 2m, 3m, 4m, 5m, 6m, 7m, 8m, 9m]\n", "backup.levels", 2, "backup.levels lists 9 levels, more than 8"},
+		{"BackupLevelNotADuration", "backup:\n  levels: [30s, 5]\n", "backup.levels[1]", 2, `backup.levels[1] "5" is not a duration`},
+		{"RestoreOnStartWithoutBackup", "backup:\n  restore-on-start: true\n", "backup.restore-on-start", 2, "backup.restore-on-start needs a backup to restore from, and backups are off"},
+		{"RestoreOnStartWithLiteFSCloud", "backup:\n  type: litefs-cloud\n  restore-on-start: true\n", "backup.restore-on-start", 3, `backup.type "litefs-cloud" is ignored (LiteFS Cloud closed in October 2024): use backup.type "s3" or "file" instead`},
+		{"BackupPathInDataDir", dirs + "backup:\n  type: file\n  path: /var/lib/litefs/backups\n", "backup.path", 7, `backup.path "/var/lib/litefs/backups" is in data.dir "/var/lib/litefs": backups there are lost with the node`},
+		{"BackupPathIsDataDir", "data:\n  dir: ./data\nbackup:\n  type: file\n  path: data/\n", "backup.path", 5, "is in data.dir"},
+		{"BackupPathInFUSEDir", dirs + "backup:\n  type: file\n  path: /litefs/backups\n", "backup.path", 7, `backup.path "/litefs/backups" is in fuse.dir "/litefs", the mount apps see`},
+		{"BackupFileURLInDataDir", dirs + "backup:\n  url: file:///var/lib/litefs/b\n", "backup.url", 6, "backup.url \"file:///var/lib/litefs/b\" is in data.dir"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.yaml), "litefs.yml", env(nil))
@@ -861,6 +1003,99 @@ func TestParse_IgnoresLiteFSOnlyKeys(t *testing.T) {
 	}
 	if c.Data.Dir != "/var/lib/litefs" {
 		t.Fatalf("data.dir=%q", c.Data.Dir)
+	}
+}
+
+// A LiteFS Cloud backup (LiteFS Cloud closed in October 2024) still loads:
+// its keys are listed as ignored, and backups stay off.
+func TestParse_LiteFSCloudBackup(t *testing.T) {
+	yml := "backup:\n  type: \"litefs-cloud\"\n  url: https://litefs.fly.io\n  cluster: my-cluster\n  auth-token: \"FlyV1 fm2_abc\"\n  path: /x\n"
+	c, err := Parse([]byte(yml), "litefs.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Ignored{{"backup.type", 2}, {"backup.url", 3}, {"backup.cluster", 4}, {"backup.auth-token", 5}, {"backup.path", 6}}
+	if !reflect.DeepEqual(c.Ignored, want) {
+		t.Errorf("Ignored=%v, want %v", c.Ignored, want)
+	}
+	b := c.Backup
+	if b.Enabled() || b.Kind() != "" || b.Type != BackupTypeLiteFSCloud || b.URL != "" || b.Path != "" {
+		t.Errorf("Enabled()=%v Kind()=%q backup=%+v, want off, with only type litefs-cloud kept", b.Enabled(), b.Kind(), b)
+	}
+
+	t.Run("WithPagewireKeys", func(t *testing.T) {
+		_, err := Parse([]byte(yml+"  bucket: b\n"), "litefs.yml", env(nil))
+		if want := `litefs.yml:7: backup.bucket is set but backups are off: backup.type "litefs-cloud" is ignored`; err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("err=%v, want it to contain %q", err, want)
+		}
+	})
+}
+
+// secret-access-key is never printed: not by fmt, slog (text or JSON), nor
+// in an error.
+func TestBackupConfig_SecretRedacted(t *testing.T) {
+	const secret = "wJalrXUtnFEMI-K7MDENG"
+	yml := "backup:\n  type: s3\n  bucket: b\n  access-key-id: AKIDEXAMPLE\n  secret-access-key: " + secret + "\n"
+	c, err := Parse([]byte(yml), "litefs.yml", env(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf strings.Builder
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s"} {
+		fmt.Fprintf(&buf, verb+"\n", c)
+		fmt.Fprintf(&buf, verb+"\n", c.Backup)
+		fmt.Fprintf(&buf, verb+"\n", &c.Backup)
+	}
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("config", "backup", c.Backup)
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("config", "backup", c.Backup)
+	out := buf.String()
+	if strings.Contains(out, secret) {
+		t.Errorf("the secret is printed:\n%s", out)
+	}
+	for _, want := range []string{"SecretAccessKey:REDACTED", "AKIDEXAMPLE", `backup.secret-access-key=REDACTED`, `"secret-access-key":"REDACTED"`} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output does not contain %q:\n%s", want, out)
+		}
+	}
+
+	// Errors about the keys do not print them.
+	for _, y := range []string{
+		"backup:\n  type: gcs\n  bucket: b\n  secret-access-key: " + secret + "\n",
+		"backup:\n  type: s3\n  bucket: b\n  secret-access-key: " + secret + "\n",
+		"backup:\n  secret-access-key: " + secret + "\n",
+		"backup:\n  type: s3\n  endpoint: \"http://user:" + secret + "@[::1\"\n",
+		"backup:\n  url: \"s3://user:" + secret + "@b/p\"\n",
+	} {
+		_, err := Parse([]byte(y), "litefs.yml", env(nil))
+		if err == nil {
+			t.Errorf("Parse(%q) succeeded, want an error", y)
+		} else if strings.Contains(err.Error(), secret) {
+			t.Errorf("err=%q prints the secret", err)
+		}
+	}
+}
+
+func TestBackupConfig_Kind(t *testing.T) {
+	for _, tt := range []struct {
+		b    BackupConfig
+		want string
+	}{
+		{BackupConfig{}, ""},
+		{BackupConfig{Type: "s3"}, "s3"},
+		{BackupConfig{Type: "litefs-cloud", URL: "https://litefs.fly.io"}, ""},
+		{BackupConfig{URL: "s3://b/p"}, "s3"},
+		{BackupConfig{URL: "gs://b/p"}, "gcs"},
+		{BackupConfig{URL: "azblob://c/p"}, "azure"},
+		{BackupConfig{URL: "file:///mnt/backups"}, "file"},
+		{BackupConfig{URL: "https://example.com"}, ""},
+		{BackupConfig{URL: "::"}, ""},
+	} {
+		if got := tt.b.Kind(); got != tt.want {
+			t.Errorf("%+v.Kind()=%q, want %q", tt.b, got, tt.want)
+		}
+		if got, want := tt.b.Enabled(), tt.want != ""; got != want {
+			t.Errorf("%+v.Enabled()=%v, want %v", tt.b, got, want)
+		}
 	}
 }
 

@@ -46,6 +46,10 @@ func FuzzParse(f *testing.F) {
 		"lease:\n  type: consul\n  consul:\n    url: http://x\n", "a: &a [*a]\n",
 		"exec:\n  - <<: {cmd: x}\n", "fuse: {dirr: 1}\n", "- a\n", "---\n---\n",
 		"data:\n  retention: ${A:-10m}\n", "proxy:\n  passthrough: [\"[\"]\n",
+		"backup:\n  type: s3\n  bucket: b\n  path: p/\n  endpoint: http://x:8333\n  force-path-style: true\n",
+		"backup:\n  url: gs://b/p\n  levels: [1m, 5m]\n  restore-on-start: true\n",
+		"backup:\n  type: litefs-cloud\n  url: https://x\n  cluster: c\n  auth-token: t\n",
+		"backup:\n  type: file\n  path: ${A:-/b}\n  delay: 2s\n",
 	} {
 		f.Add([]byte(s))
 	}

@@ -296,6 +296,9 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, key string, merged bool) 
 	}
 	defer w.leave(n)
 
+	// A LiteFS Cloud backup's keys are ignored (see liteFSCloudKeys).
+	cloud := key == "backup" && scalarValue(n, "type") == BackupTypeLiteFSCloud
+
 	// Walk the keys: each must be a plain name, set once.
 	seen := map[string]int{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -323,15 +326,22 @@ func (w *walker) mapping(n *yaml.Node, t reflect.Type, key string, merged bool) 
 
 		// Keys only LiteFS uses are dropped; unknown ones fail.
 		f, ok := fieldByKey(t, k.Value)
-		if !ok && liteFSOnly[full] {
+		switch {
+		case cloud && k.Value == "type":
+			// Kept, so that Validate knows the backup is LiteFS Cloud's.
+			w.ignored = append(w.ignored, Ignored{Key: full, Line: k.Line})
+		case (!ok && liteFSOnly[full]) || (cloud && liteFSCloudKeys[k.Value]):
 			// A LiteFS key pagewire has no use for: keep the user's file
 			// working, say so, and drop it before decoding.
 			w.ignored = append(w.ignored, Ignored{Key: full, Line: k.Line})
 			n.Content = append(n.Content[:i], n.Content[i+2:]...)
 			i -= 2
 			continue
-		}
-		if !ok {
+		case !ok && key == "backup" && liteFSCloudKeys[k.Value]:
+			w.fail(k.Line, full, `%s is a LiteFS Cloud key, which means something only with backup.type %q, and LiteFS Cloud closed in October 2024: remove it`,
+				full, BackupTypeLiteFSCloud)
+			continue
+		case !ok:
 			w.unknown(k.Line, full, t, key, k.Value)
 			continue
 		}
@@ -446,11 +456,29 @@ var liteFSOnly = map[string]bool{
 	"lease.reconnect-delay":           true,
 	"lease.databases":                 true,
 	"log.timestamp":                   true,
-	"backup.type":                     true,
-	"backup.path":                     true,
-	"backup.url":                      true,
-	"backup.cluster":                  true,
-	"backup.auth-token":               true,
+}
+
+// liteFSCloudKeys are the keys of the backup section that LiteFS's
+// "litefs-cloud" backups use. With that type they are all listed in
+// Config.Ignored: backup.type is kept, so that Validate and Kind know the
+// backup is LiteFS Cloud's, and the others are dropped. cluster and
+// auth-token mean nothing with any other type: setting them then is an
+// error.
+var liteFSCloudKeys = map[string]bool{"type": true, "path": true, "url": true, "cluster": true, "auth-token": true}
+
+// scalarValue returns the value of the plain key name in the mapping n, or
+// "" if n does not set it to a single value. Merge keys are not followed.
+func scalarValue(n *yaml.Node, name string) string {
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		if v.Kind == yaml.AliasNode && v.Alias != nil {
+			v = v.Alias
+		}
+		if k.Kind == yaml.ScalarNode && k.Value == name && v.Kind == yaml.ScalarNode {
+			return v.Value
+		}
+	}
+	return ""
 }
 
 // unknown records an unknown key, saying what to do about it.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/url"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -22,6 +23,7 @@ func (c *Config) Validate() error {
 	v.logAndReplication()
 	v.auth()
 	v.tls()
+	v.backup()
 	return v.err()
 }
 
@@ -246,6 +248,225 @@ func (v *validator) tls() {
 	if t.Enabled() && ownURL && strings.HasPrefix(v.c.Lease.AdvertiseURL, "http://") {
 		v.fail("lease.advertise-url", "lease.advertise-url %q is http:// but tls.cert puts TLS on http.addr: use https://", v.c.Lease.AdvertiseURL)
 	}
+}
+
+// backup checks the backup section: its type, where backups go and the
+// keys of each type, then the timings, which are checked (with their
+// defaults) even when backups are off, as proxy's are.
+func (v *validator) backup() {
+	b := v.c.Backup
+	switch b.Type {
+	case "", BackupTypeFile, BackupTypeS3, BackupTypeGCS, BackupTypeAzure:
+		v.backupTarget()
+	case BackupTypeLiteFSCloud:
+		v.backupOff()
+	default:
+		v.fail("backup.type", `backup.type %q is not supported: use "file", "s3", "gcs" or "azure", or leave it out to turn backups off`, b.Type)
+	}
+	v.backupTimings()
+}
+
+// backupTarget checks where backups go, for a type that is "" or one of
+// pagewire's.
+func (v *validator) backupTarget() {
+	b := v.c.Backup
+	if b.URL != "" && !v.backupURL() {
+		return
+	}
+	kind := b.Kind()
+	switch kind {
+	case "":
+		v.backupOff()
+		return
+	case BackupTypeFile:
+		if b.Bucket != "" {
+			v.fail("backup.bucket", `backup.bucket is for types "s3", "gcs" and "azure": backup.type "file" writes to the directory backup.path; remove backup.bucket`)
+		}
+		if b.Path == "" && b.URL == "" {
+			v.fail("backup.path", `backup.path is not set: with backup.type "file" set it to the directory backups go in, e.g. "/mnt/backups"`)
+		} else {
+			v.backupDir()
+		}
+	default: // s3, gcs, azure
+		switch {
+		case b.Bucket == "" && b.URL == "":
+			v.fail("backup.bucket", `backup.bucket is not set: with backup.type %q set it to the bucket's name, or set backup.url instead, e.g. "%s"`, kind, exampleBackupURL(kind))
+		case strings.Contains(b.Bucket, "/"):
+			v.fail("backup.bucket", `backup.bucket %q holds a "/": set only the bucket's name, and put a key prefix in backup.path`, b.Bucket)
+		}
+		if strings.HasPrefix(b.Path, "/") {
+			v.fail("backup.path", `backup.path %q starts with "/": with backup.type %q it is a key prefix inside the bucket, which has none; use %q`, b.Path, kind, strings.TrimLeft(b.Path, "/"))
+		}
+	}
+
+	// The S3 keys, for s3 only.
+	if kind != BackupTypeS3 {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{
+			{"backup.region", b.Region != ""},
+			{"backup.endpoint", b.Endpoint != ""},
+			{"backup.force-path-style", b.ForcePathStyle},
+			{"backup.access-key-id", b.AccessKeyID != ""},
+			{"backup.secret-access-key", b.SecretAccessKey != ""},
+		} {
+			if k.set {
+				v.fail(k.key, `%s is for backup.type "s3" only, and the backup type is %q: remove it`, k.key, kind)
+			}
+		}
+		return
+	}
+	if b.Endpoint != "" {
+		if _, err := parseHTTPURL(b.Endpoint); err != nil {
+			v.fail("backup.endpoint", `backup.endpoint%s is not an http or https URL: set the S3-compatible store's URL, e.g. "http://localhost:8333" (SeaweedFS) or "http://minio:9000" (MinIO), or remove it for AWS`,
+				quotedURL(b.Endpoint))
+		}
+	}
+	switch {
+	case b.AccessKeyID != "" && b.SecretAccessKey == "":
+		v.fail("backup.secret-access-key", "backup.secret-access-key is not set but backup.access-key-id is: set both (e.g. secret-access-key: ${AWS_SECRET_ACCESS_KEY}), or neither to use the AWS environment variables and files")
+	case b.AccessKeyID == "" && b.SecretAccessKey != "":
+		v.fail("backup.access-key-id", "backup.access-key-id is not set but backup.secret-access-key is: set both, or neither to use the AWS environment variables and files")
+	}
+}
+
+// backupURL checks backup.url; it returns false when the URL is unusable,
+// so that backupTarget stops.
+func (v *validator) backupURL() bool {
+	b := v.c.Backup
+	const use = `use "s3://bucket/prefix", "gs://bucket/prefix", "azblob://container/prefix" or "file:///dir"`
+	u, err := url.Parse(b.URL)
+	if err != nil {
+		v.fail("backup.url", "backup.url is not a URL: %s", use)
+		return false
+	}
+	kind, ok := backupSchemes[u.Scheme]
+	switch {
+	case !ok:
+		v.fail("backup.url", "backup.url%s has the scheme %q, which is not a backup's: %s", quotedURL(b.URL), u.Scheme, use)
+		return false
+	case b.Type != "" && b.Type != kind:
+		v.fail("backup.url", "backup.url%s is a %q URL, and backup.type is %q: make them agree, or leave backup.type out", quotedURL(b.URL), kind, b.Type)
+		return false
+	case u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "":
+		v.fail("backup.url", "backup.url%s carries options (a query, user info or a fragment): remove them, and set backup's own keys instead (region, endpoint, force-path-style, access-key-id, secret-access-key)", quotedURL(b.URL))
+		return false
+	case kind == BackupTypeFile && (u.Host != "" || u.Path == ""):
+		v.fail("backup.url", `backup.url%s is not a file URL of a directory: use "file:///dir" (three slashes and an absolute path), or backup.type "file" and backup.path`, quotedURL(b.URL))
+		return false
+	case kind != BackupTypeFile && u.Host == "":
+		v.fail("backup.url", `backup.url%s names no bucket: use e.g. "%s"`, quotedURL(b.URL), exampleBackupURL(kind))
+		return false
+	}
+	ok = true
+	for _, k := range []struct{ key, val string }{{"backup.bucket", b.Bucket}, {"backup.path", b.Path}} {
+		if k.val != "" {
+			v.fail(k.key, "%s and backup.url are both set: put the bucket and prefix in backup.url, or use backup.bucket and backup.path and remove backup.url", k.key)
+			ok = false
+		}
+	}
+	return ok
+}
+
+// backupDir checks that a file backup's directory is neither in data.dir
+// nor in fuse.dir.
+func (v *validator) backupDir() {
+	c := v.c
+	key, shown := "backup.path", c.Backup.Path
+	if c.Backup.URL != "" {
+		key, shown = "backup.url", c.Backup.URL
+	}
+	_, dir := c.Backup.Location()
+	switch {
+	case c.Data.Dir != "" && (dir == absPath(c.Data.Dir) || within(absPath(c.Data.Dir), dir)):
+		v.fail(key, "%s %q is in data.dir %q: backups there are lost with the node; choose a directory outside it, such as a mounted volume or a network share", key, shown, c.Data.Dir)
+	case c.FUSE.Dir != "" && (dir == absPath(c.FUSE.Dir) || within(absPath(c.FUSE.Dir), dir)):
+		v.fail(key, "%s %q is in fuse.dir %q, the mount apps see: choose a directory outside it", key, shown, c.FUSE.Dir)
+	}
+}
+
+// backupOff checks that no key that needs a backup is set when backups
+// are off (no type or url, or litefs-cloud's).
+func (v *validator) backupOff() {
+	b := v.c.Backup
+	todo := `set backup.type ("file", "s3", "gcs" or "azure") and where backups go, or remove it`
+	if b.Type == BackupTypeLiteFSCloud {
+		todo = `backup.type "litefs-cloud" is ignored (LiteFS Cloud closed in October 2024): use backup.type "s3" or "file" instead, or remove it`
+	}
+	for _, k := range []struct {
+		key string
+		set bool
+	}{
+		{"backup.path", b.Path != ""},
+		{"backup.bucket", b.Bucket != ""},
+		{"backup.region", b.Region != ""},
+		{"backup.endpoint", b.Endpoint != ""},
+		{"backup.force-path-style", b.ForcePathStyle},
+		{"backup.access-key-id", b.AccessKeyID != ""},
+		{"backup.secret-access-key", b.SecretAccessKey != ""},
+	} {
+		if k.set {
+			v.fail(k.key, "%s is set but backups are off: %s", k.key, todo)
+		}
+	}
+	if b.RestoreOnStart {
+		v.fail("backup.restore-on-start", "backup.restore-on-start needs a backup to restore from, and backups are off: %s", todo)
+	}
+}
+
+// backupTimings checks backup.delay, retention, snapshot-interval and levels.
+func (v *validator) backupTimings() {
+	b := v.c.Backup
+	if b.Delay <= 0 || b.Delay > Duration(MaxBackupDelay) {
+		v.fail("backup.delay", `backup.delay is %s: use a duration above 0 and at most %s, such as "%s"`, b.Delay, Duration(MaxBackupDelay), Duration(DefaultBackupDelay))
+	}
+	if b.Retention < Duration(MinBackupRetention) {
+		v.fail("backup.retention", `backup.retention is %s: use at least %s, such as "%s"`, b.Retention, Duration(MinBackupRetention), Duration(DefaultBackupRetention))
+	}
+	if b.SnapshotInterval < Duration(MinBackupRetention) {
+		v.fail("backup.snapshot-interval", `backup.snapshot-interval is %s: use at least %s, such as "%s"`, b.SnapshotInterval, Duration(MinBackupRetention), Duration(DefaultBackupSnapshotInterval))
+	}
+
+	const example = "e.g. [30s, 5m, 1h]"
+	switch n := len(b.Levels); {
+	case n == 0:
+		v.fail("backup.levels", "backup.levels is empty: list 1 to %d compaction levels, %s, or remove it for that default", MaxBackupLevels, example)
+		return
+	case n > MaxBackupLevels:
+		v.fail("backup.levels", "backup.levels lists %d levels, more than %d: remove some", n, MaxBackupLevels)
+	}
+	for i, l := range b.Levels {
+		key := fmt.Sprintf("backup.levels[%d]", i)
+		switch {
+		case l <= b.Delay:
+			v.fail(key, "%s is %s, not above backup.delay (%s): each level must be longer than delay, %s", key, l, b.Delay, example)
+		case i > 0 && l <= b.Levels[i-1]:
+			v.fail(key, "%s is %s, not above backup.levels[%d] (%s): list the levels in increasing order, %s", key, l, i-1, b.Levels[i-1], example)
+		}
+	}
+}
+
+// exampleBackupURL is an example backup.url of a bucket type for messages.
+func exampleBackupURL(kind string) string {
+	switch kind {
+	case BackupTypeGCS:
+		return "gs://my-bucket/myapp"
+	case BackupTypeAzure:
+		return "azblob://my-container/myapp"
+	}
+	return "s3://my-bucket/myapp"
+}
+
+// quotedURL is raw for a message, " " and quoted with any password
+// redacted, or "" if raw does not parse (it may hold a secret we cannot
+// find).
+func quotedURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return " " + strconv.Quote(u.Redacted())
 }
 
 // validator collects Validate's errors.

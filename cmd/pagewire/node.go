@@ -98,6 +98,13 @@ func (n *node) loadConfig(args []string) error {
 	for _, ig := range cfg.Ignored {
 		n.log.Warn("ignoring a LiteFS config key pagewire does not use", "key", ig.Key, "line", ig.Line, logkey.Config, source)
 	}
+	if cfg.Backup.Enabled() {
+		// The backup section is configured ahead of the backups themselves:
+		// say so rather than let a configured backup silently do nothing.
+		// BackupConfig's LogValue redacts the secret key.
+		n.log.Warn("backup is configured, but this build does not back up yet: nothing is uploaded, and restore-on-start does nothing",
+			"backup", cfg.Backup, logkey.Config, source)
+	}
 	n.log.Info("starting pagewire", "version", Version, logkey.Config, source, "fuse.dir", cfg.FUSE.Dir, "data.dir", cfg.Data.Dir, "http.addr", cfg.HTTP.Addr)
 	if argv := fset.Args(); len(argv) > 0 {
 		n.app = argv
