@@ -56,6 +56,7 @@ unit:
 # without the fuzzer runs nothing and passes, so fuzz first checks that
 # this list and the module's Fuzz functions are the same.
 FUZZERS = \
+	backup:FuzzApplyPack:3000x \
 	engine:FuzzDecodeMeta:50000x \
 	engine:FuzzDecodePageSums:50000x \
 	engine:FuzzStore_WALWrites:5000x \
