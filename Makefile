@@ -8,8 +8,15 @@ INTEGRATION_FLAGS ?= -race -tags integration -p 1 -timeout 40m
 # (about 7 minutes cold on 2 cores) and reused.
 CONSUL_BIN ?= $(HOME)/.cache/pagewire/consul-1.14.11
 export CONSUL_BIN
+# The SeaweedFS S3 server internal/s3test runs, built once from
+# deploy/seaweedfs and reused. WEED_VERSION is SeaweedFS's release number
+# and the commit of the module version deploy/seaweedfs/go.mod requires;
+# s3test.Version must be the same (a unit test checks).
+WEED_VERSION = 4.53-7506e5f91cd6
+WEED_BIN ?= $(HOME)/.cache/pagewire/weed-$(WEED_VERSION)/weed
+export WEED_BIN
 
-.PHONY: test deps consul lint proto-check unit fuzz integration run bench
+.PHONY: test deps consul seaweedfs lint proto-check unit fuzz integration run bench
 
 test: deps lint proto-check unit fuzz integration
 
@@ -20,12 +27,20 @@ deps:
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sqlite3 fuse3 python3 >/dev/null; }
 	@test -e /dev/fuse || { echo "/dev/fuse is missing: the integration tests need FUSE"; exit 1; }
 	$(GO) mod download
-	@$(MAKE) --no-print-directory consul
+	@$(MAKE) --no-print-directory consul seaweedfs
 
 # consul builds the Consul 1.14.11 agent into CONSUL_BIN unless it is there.
 consul:
 	@test -x $(CONSUL_BIN) || { echo "building Consul 1.14.11 into $(CONSUL_BIN) (once; about 7 minutes)"; \
 		mkdir -p $(dir $(CONSUL_BIN)) && cd deploy/consul && $(GO) build -o $(CONSUL_BIN).tmp . && mv $(CONSUL_BIN).tmp $(CONSUL_BIN); }
+
+# seaweedfs builds the weed binary into WEED_BIN unless it is there:
+# -trimpath and no VCS stamp, so the same module version and Go toolchain
+# give the same binary on every machine.
+seaweedfs:
+	@test -x $(WEED_BIN) || { echo "building SeaweedFS $(WEED_VERSION) into $(WEED_BIN) (once; 10-15 minutes cold on 2 cores)"; \
+		mkdir -p $(dir $(WEED_BIN)) && cd deploy/seaweedfs && \
+		$(GO) build -trimpath -buildvcs=false -ldflags='-s -w' -o $(WEED_BIN).tmp . && mv $(WEED_BIN).tmp $(WEED_BIN); }
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^proto/gen/')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
