@@ -36,6 +36,10 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	defer n.store.Close()
+	if err := n.openBackup(ctx); err != nil {
+		return err
+	}
+	defer n.closeBackup()
 	if err := n.decideRole(); err != nil {
 		return err
 	}
