@@ -214,6 +214,9 @@ func (u *Uploader) maintain(ctx context.Context) {
 // errFenced: this node no longer uploads as the segment's primary.
 var errFenced = errors.New("this node is no longer the primary the backup segment belongs to")
 
+// errNotOurs: the backup belongs to a primary of a newer lease epoch.
+var errNotOurs = errors.New("the backup is not this primary's to extend")
+
 // runDB backs up one database until ctx is done, the database is deleted
 // or the node stops being the primary of epoch.
 func (u *Uploader) runDB(ctx context.Context, epoch pagewire.Epoch, name string) {
@@ -227,6 +230,10 @@ func (u *Uploader) runDB(ctx context.Context, epoch pagewire.Epoch, name string)
 			return
 		case errors.Is(err, errFenced):
 			w.log.Info("backup stopped: this node is no longer the primary", logkey.Error, err)
+			return
+		case errors.Is(err, errNotOurs):
+			w.log.Error("backup stopped: nothing is uploaded until this node is primary again", logkey.Error, err)
+			u.update(name, func(s *Status) { s.Err = err.Error() })
 			return
 		case errors.Is(err, pagewire.ErrNotFound):
 			w.log.Info("backup stopped: the database was deleted")
@@ -329,7 +336,7 @@ func (w *worker) choose(ctx context.Context) error {
 	var seq uint32
 	for _, s := range tl.Segments {
 		if s.ID.Epoch > w.epoch {
-			return fmt.Errorf("%w: the backup has segment %s of lease epoch %d, newer than this primary's %d: another primary uploads it (or the cluster's lease moved to a store with lower epochs; point backup.path elsewhere)", errFenced, s.ID, s.ID.Epoch, w.epoch)
+			return fmt.Errorf("%w: the backup has segment %s of lease epoch %d, newer than this primary's %d: another primary uploads it (or the cluster's lease moved to a store with lower epochs; point backup.path elsewhere)", errNotOurs, s.ID, s.ID.Epoch, w.epoch)
 		}
 		if s.ID.Epoch == w.epoch {
 			seq = max(seq, s.ID.Seq+1)

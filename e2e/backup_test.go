@@ -298,3 +298,75 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// A backup whose last object is damaged (its trailer cut off): the node
+// cannot prove where the backup ends, says so, and starts its segment
+// with a snapshot; a restore to the newest transaction works, and one to
+// a transaction only the damaged object holds fails, naming it.
+func TestBackup_DamagedHeadStartsSnapshot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backup")
+	section := fileBackup(dir)
+	p := StartNode(t, NodeOptions{Config: section})
+	insertRows(t, p.Path("dmg.db"), 30)
+	before := p.Pos("dmg.db")
+	waitBackedUp(t, p, "dmg.db", before[:16])
+	p.Stop()
+
+	packs, _ := filepath.Glob(filepath.Join(dir, "dmg.db", "*", "l0", "*.pack"))
+	slices.Sort(packs)
+	if len(packs) == 0 {
+		t.Fatalf("no packs under %s", dir)
+	}
+	last := packs[len(packs)-1]
+	fi, err := os.Stat(last)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(last, fi.Size()-5); err != nil {
+		t.Fatal(err)
+	}
+
+	p.Start(false)
+	insertRows(t, p.Path("dmg.db"), 5)
+	head := p.Pos("dmg.db")
+	waitBackedUp(t, p, "dmg.db", head[:16])
+	if !strings.Contains(p.Log.String(), "cannot read where the backup ends") {
+		t.Fatalf("the log does not say the backup's end is unreadable:\n%s", p.Log)
+	}
+	b := openBackup(t, section)
+	if got, _ := restoreAt(t, b, "dmg.db", 0); got != head {
+		t.Fatalf("newest restore %s, primary %s", got, head)
+	}
+	// The new segment's snapshot is at `before`: the transaction before it
+	// is only in the damaged pack.
+	_, err = backup.Restore(context.Background(), b, backup.RestoreOptions{DB: "dmg.db", TXID: pagewire.TXID(txidOf(t, before) - 1), Output: filepath.Join(t.TempDir(), "x.db")})
+	if err == nil || !strings.Contains(err.Error(), filepath.Base(last)) {
+		t.Fatalf("restore through the damaged pack: %v, want an error naming %s", err, filepath.Base(last))
+	}
+}
+
+// A backup that a primary of a newer lease epoch uploads to is not this
+// static primary's to extend: it uploads nothing and says why, and its
+// writes go on.
+func TestBackup_NewerEpochInBucketIsNotExtended(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backup")
+	seg := filepath.Join(dir, "fenced.db", "00000000000000ff-00000000")
+	if err := os.MkdirAll(seg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(seg, "begin.json"), []byte(`{"prev_head":0,"node":"other","time":"2026-01-01T00:00:00Z"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := StartNode(t, NodeOptions{Config: fileBackup(dir)})
+	insertRows(t, p.Path("fenced.db"), 10)
+	waitFor(t, 30*time.Second, "the log to say the backup belongs to a newer epoch", func() bool {
+		return strings.Contains(p.Log.String(), "newer than this primary's")
+	})
+	entries, _ := os.ReadDir(filepath.Join(dir, "fenced.db"))
+	if len(entries) != 1 {
+		t.Fatalf("the backup has %d segments, want the other primary's alone", len(entries))
+	}
+	if got := countAndCheck(t, p, "fenced.db"); got != "10\nok" {
+		t.Fatalf("writes: %q", got)
+	}
+}
