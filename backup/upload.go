@@ -312,8 +312,7 @@ func (w *worker) run(ctx context.Context) error {
 				return err
 			}
 			feed.Sent(item)
-			last := item.Txns[len(item.Txns)-1].TXID
-			due := w.pack.size >= maxPackBytes || (last >= item.Pos.TXID && time.Since(w.pending) >= w.u.cfg.Delay)
+			due := w.pack.size >= maxPackBytes || time.Since(w.pending) >= w.u.cfg.Delay
 			if !item.More && due {
 				if err := w.flush(ctx); err != nil {
 					return err
