@@ -267,7 +267,6 @@ func (tl *timeline) txidAt(ctx context.Context, b *blob.Bucket, t time.Time) (pa
 			if !o.Time.After(t) {
 				best = max(best, o.Max)
 			} else if o.Level == 0 && (next == nil || o.Min < next.Min) {
-				o := o
 				next = &o
 			}
 		}

@@ -301,16 +301,7 @@ func (v *validator) backupTarget() {
 
 	// The S3 keys, for s3 only.
 	if kind != BackupTypeS3 {
-		for _, k := range []struct {
-			key string
-			set bool
-		}{
-			{"backup.region", b.Region != ""},
-			{"backup.endpoint", b.Endpoint != ""},
-			{"backup.force-path-style", b.ForcePathStyle},
-			{"backup.access-key-id", b.AccessKeyID != ""},
-			{"backup.secret-access-key", b.SecretAccessKey != ""},
-		} {
+		for _, k := range s3Keys(b) {
 			if k.set {
 				v.fail(k.key, `%s is for backup.type "s3" only, and the backup type is %q: remove it`, k.key, kind)
 			}
@@ -394,18 +385,8 @@ func (v *validator) backupOff() {
 	if b.Type == BackupTypeLiteFSCloud {
 		todo = `backup.type "litefs-cloud" is ignored (LiteFS Cloud closed in October 2024): use backup.type "s3" or "file" instead, or remove it`
 	}
-	for _, k := range []struct {
-		key string
-		set bool
-	}{
-		{"backup.path", b.Path != ""},
-		{"backup.bucket", b.Bucket != ""},
-		{"backup.region", b.Region != ""},
-		{"backup.endpoint", b.Endpoint != ""},
-		{"backup.force-path-style", b.ForcePathStyle},
-		{"backup.access-key-id", b.AccessKeyID != ""},
-		{"backup.secret-access-key", b.SecretAccessKey != ""},
-	} {
+	keys := append([]setKey{{"backup.path", b.Path != ""}, {"backup.bucket", b.Bucket != ""}}, s3Keys(b)...)
+	for _, k := range keys {
 		if k.set {
 			v.fail(k.key, "%s is set but backups are off: %s", k.key, todo)
 		}
@@ -534,4 +515,21 @@ func absPath(p string) string {
 func within(parent, child string) bool {
 	rel, err := filepath.Rel(parent, child)
 	return err == nil && rel != "." && filepath.IsLocal(rel)
+}
+
+// setKey is a config key and whether it is set.
+type setKey struct {
+	key string
+	set bool
+}
+
+// s3Keys are the backup keys only backup.type s3 uses.
+func s3Keys(b BackupConfig) []setKey {
+	return []setKey{
+		{"backup.region", b.Region != ""},
+		{"backup.endpoint", b.Endpoint != ""},
+		{"backup.force-path-style", b.ForcePathStyle},
+		{"backup.access-key-id", b.AccessKeyID != ""},
+		{"backup.secret-access-key", b.SecretAccessKey != ""},
+	}
 }
