@@ -157,7 +157,13 @@ func (u *Uploader) runEpoch(ctx context.Context, epoch pagewire.Epoch, roleChang
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		wg.Wait()
+		// What a former primary uploaded is no news of the backup.
+		u.mu.Lock()
+		clear(u.status)
+		u.mu.Unlock()
+	}()
 	if u.cfg.Maintain != nil {
 		wg.Go(func() { u.maintain(ctx) })
 	}
