@@ -155,9 +155,9 @@ func (u *Uploader) Run(ctx context.Context) error {
 // runEpoch runs a worker per database until the role changes.
 func (u *Uploader) runEpoch(ctx context.Context, epoch pagewire.Epoch, roleChanged <-chan struct{}) {
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	var wg sync.WaitGroup
 	defer func() {
+		cancel()
 		wg.Wait()
 		// What a former primary uploaded is no news of the backup.
 		u.mu.Lock()
