@@ -370,3 +370,43 @@ func TestBackup_NewerEpochInBucketIsNotExtended(t *testing.T) {
 		t.Fatalf("writes: %q", got)
 	}
 }
+
+// Handoffs there and back: each new primary continues the backup in a
+// segment of its own, the old one stops reporting it, and the backup's
+// newest restore is the final primary's database.
+func TestBackup_FollowsHandoffs(t *testing.T) {
+	section := fileBackup(filepath.Join(t.TempDir(), "backup"))
+	agent := consultest.Start(t)
+	var nodes []*Node
+	for i := range 2 {
+		nodes = append(nodes, StartNode(t, NodeOptions{Config: section, Lease: consulLease(agent.URL, fmt.Sprintf("node%d", i+1), true, "")}))
+	}
+	p := waitOnePrimary(t, nodes, time.Minute)
+	segments := map[string]bool{}
+	for round := range 3 {
+		insertRows(t, p.Path("hand.db"), 10)
+		head := p.Pos("hand.db")
+		waitBackedUp(t, p, "hand.db", head[:16])
+		segments[backupState(t, p, "hand.db").Segment] = true
+		if round == 2 {
+			break
+		}
+		waitCaughtUp(t, "hand.db", p, allBut(nodes, p)...)
+		if out, code := p.CLI("handoff", "-url", p.URL); code != 0 {
+			t.Fatalf("handoff: exit %d: %s", code, out)
+		}
+		old := p
+		waitFor(t, 30*time.Second, "a new primary", func() bool {
+			primaries, _ := leaseRoles(t, nodes)
+			return len(primaries) == 1 && primaries[0] != old
+		})
+		p = allBut(nodes, old)[0]
+		waitFor(t, 10*time.Second, "the old primary to stop reporting the backup", func() bool { return backupState(t, old, "hand.db") == nil })
+	}
+	if len(segments) != 3 {
+		t.Fatalf("segments %v, want one per primary's run", segments)
+	}
+	if got, _ := restoreAt(t, openBackup(t, section), "hand.db", 0); got != p.Pos("hand.db") {
+		t.Fatalf("newest restore %s, primary %s", got, p.Pos("hand.db"))
+	}
+}
