@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/superfly/ltx"
 	"gocloud.dev/blob"
 
 	"github.com/pagewire/pagewire"
@@ -311,4 +312,70 @@ func Databases(ctx context.Context, b *blob.Bucket) ([]string, error) {
 	}
 	slices.Sort(names)
 	return names, nil
+}
+
+// headPos reads where the backup ends: the position after transaction h
+// (the timeline's head, in segment s) and its commit time, from the
+// header and trailer of the LTX file that ends at h.
+func headPos(ctx context.Context, b *blob.Bucket, s *segment, h pagewire.TXID) (pagewire.Pos, time.Time, error) {
+	var o *object
+	for i := range s.Objects {
+		if s.Objects[i].Max == h {
+			o = &s.Objects[i]
+		}
+	}
+	if o == nil {
+		return pagewire.Pos{}, time.Time{}, fmt.Errorf("%w: segment %s has no object that ends at transaction %d", pagewire.ErrNotFound, s.ID, h)
+	}
+	var off int64 // where the last LTX file starts
+	if o.Level == 0 {
+		r, err := b.NewRangeReader(ctx, o.Key, 0, -1, nil)
+		if err != nil {
+			return pagewire.Pos{}, time.Time{}, err
+		}
+		lengths, err := readPackDir(r, o.Size)
+		r.Close()
+		if err != nil {
+			return pagewire.Pos{}, time.Time{}, fmt.Errorf("%s: %w", o.Key, err)
+		}
+		off = o.Size - lengths[len(lengths)-1]
+	}
+	hb, err := readRange(ctx, b, o.Key, off, ltx.HeaderSize)
+	if err != nil {
+		return pagewire.Pos{}, time.Time{}, err
+	}
+	tb, err := readRange(ctx, b, o.Key, o.Size-ltx.TrailerSize, ltx.TrailerSize)
+	if err != nil {
+		return pagewire.Pos{}, time.Time{}, err
+	}
+	var hdr ltx.Header
+	var tr ltx.Trailer
+	if err := hdr.UnmarshalBinary(hb); err != nil {
+		return pagewire.Pos{}, time.Time{}, fmt.Errorf("%w: %s: LTX header: %v", pagewire.ErrCorrupt, o.Key, err)
+	}
+	if err := tr.UnmarshalBinary(tb); err != nil {
+		return pagewire.Pos{}, time.Time{}, fmt.Errorf("%w: %s: LTX trailer: %v", pagewire.ErrCorrupt, o.Key, err)
+	}
+	if err := hdr.Validate(); err != nil || pagewire.TXID(hdr.MaxTXID) != h {
+		return pagewire.Pos{}, time.Time{}, fmt.Errorf("%w: %s: its last LTX file does not end at transaction %d", pagewire.ErrCorrupt, o.Key, h)
+	}
+	pos := pagewire.Pos{TXID: h, Checksum: pagewireChecksum(tr.PostApplyChecksum, hdr.PageSize, hdr.Commit)}
+	return pos, time.UnixMilli(hdr.Timestamp).UTC(), nil
+}
+
+// readRange reads n bytes of key from off.
+func readRange(ctx context.Context, b *blob.Bucket, key string, off, n int64) ([]byte, error) {
+	if off < 0 {
+		return nil, fmt.Errorf("%w: %s is too small", pagewire.ErrCorrupt, key)
+	}
+	r, err := b.NewRangeReader(ctx, key, off, n, nil)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, fmt.Errorf("read %s: %w", key, err)
+	}
+	return buf, nil
 }

@@ -3,325 +3,298 @@
 package e2e
 
 import (
+	"context"
+	"encoding/json"
 	"fmt"
+	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"gocloud.dev/blob"
+
+	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/backup"
+	"github.com/pagewire/pagewire/config"
+	"github.com/pagewire/pagewire/internal/consultest"
 	"github.com/pagewire/pagewire/internal/s3test"
 )
 
-// This file tests backups end to end through the command line: a primary
-// backs up (backup.Uploader), `pagewire backup ls` lists what it wrote,
-// `pagewire restore` restores to a file or onto a running cluster, and a
-// node with restore-on-start and an empty data.dir restores before it
-// serves. Restored databases are compared with the primary's at the same
-// TXID by position (pagewire's checksum) and by sqlite3's answers.
+// This file tests continuous backup from a running primary to a real
+// bucket (a folder, or SeaweedFS's S3 server on loopback) and restores
+// from it with the backup package, as `pagewire restore` does.
 
-// backupWait bounds how long a test waits for the primary to upload a
-// transaction (backup.delay is 100ms here).
-const backupWait = 60 * time.Second
-
-// fileBackup is a backup section for a `type: file` backup in a new
-// folder, with extra (indented) keys appended.
-func fileBackup(t testing.TB, extra string) string {
-	return fmt.Sprintf("backup:\n  type: file\n  path: %q\n  delay: 100ms\n%s", t.TempDir(), extra)
+// fileBackup is the backup section for a folder.
+func fileBackup(dir string) string {
+	return fmt.Sprintf("backup:\n  type: file\n  path: %q\n  delay: 200ms\n", dir)
 }
 
-// s3Backup is a backup section for a new SeaweedFS S3 server's bucket.
-func s3Backup(t testing.TB, extra string) string {
-	s := s3test.Start(t)
-	return fmt.Sprintf("backup:\n  type: s3\n  bucket: %q\n  path: e2e\n  endpoint: %q\n  region: %q\n  force-path-style: true\n  access-key-id: %q\n  secret-access-key: %q\n  delay: 100ms\n%s",
-		s.Bucket, s.Endpoint, s.Region, s.AccessKey, s.SecretKey, extra)
+// s3Backup is the backup section for the S3 server.
+func s3Backup(s *s3test.Server) string {
+	return fmt.Sprintf("backup:\n  type: s3\n  bucket: %s\n  path: pw\n  endpoint: %q\n  region: %s\n  force-path-style: true\n  access-key-id: %s\n  secret-access-key: %s\n  delay: 200ms\n",
+		s.Bucket, s.Endpoint, s.Region, s.AccessKey, s.SecretKey)
 }
 
-// backupStores are the stores tests back up to: a folder and SeaweedFS.
-var backupStores = []struct {
-	name   string
-	backup func(testing.TB, string) string
-}{{"File", fileBackup}, {"S3", s3Backup}}
-
-// rowsOf is what the tests compare databases by: the rows of t that
-// cliMakeDB writes, and integrity_check.
-func rowsOf(t testing.TB, db string) string {
+// openBackup opens the bucket a node's backup section names, as the
+// node and the CLI do.
+func openBackup(t testing.TB, section string) *blob.Bucket {
 	t.Helper()
-	return cli(t, db, "SELECT count(*), coalesce(group_concat(v, ','), '') FROM (SELECT v FROM t ORDER BY id);\nPRAGMA integrity_check;\n")
-}
-
-// backupHead is the newest TXID `pagewire backup ls -name db` lists for the
-// backup in n's config; 0 if it lists none.
-func backupHead(t testing.TB, n *Node, db string) uint64 {
-	t.Helper()
-	out, code := n.CLI("backup", "ls", "-name", db, "-config", n.ConfigPath)
-	if code != 0 {
-		return 0
-	}
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	fields := strings.Fields(lines[len(lines)-1])
-	if len(fields) < 3 || fields[0] == "SEGMENT" {
-		return 0
-	}
-	txids := fields[2]
-	v, err := strconv.ParseUint(txids[strings.LastIndex(txids, "-")+1:], 16, 64)
+	cfg, err := config.Parse([]byte(section), "backup section", os.Getenv)
 	if err != nil {
-		t.Fatalf("backup ls: TXIDS %q is not hex:\n%s", txids, out)
+		t.Fatalf("backup section: %v", err)
 	}
-	return v
+	b, err := backup.OpenBucket(context.Background(), cfg.Backup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
 }
 
-// waitBackedUp waits until n's backup of db reaches txid.
-func waitBackedUp(t testing.TB, n *Node, db string, txid uint64) {
+// backupJSON is the backup part of GET /api/v1/dbs/{db}.
+type backupJSON struct {
+	TXID       string  `json:"txid"`
+	LagSeconds float64 `json:"lag_seconds"`
+	Error      string  `json:"error"`
+	Segment    string  `json:"segment"`
+}
+
+// backupState reads a database's backup status from the node's API; nil
+// when the node does not upload it.
+func backupState(t testing.TB, n *Node, db string) *backupJSON {
 	t.Helper()
-	waitFor(t, backupWait, fmt.Sprintf("the backup of %s to reach TXID %d (is backup.Uploader wired into the node?)", db, txid), func() bool {
-		return backupHead(t, n, db) >= txid
+	resp, err := n.HTTP.Get(n.URL + "/api/v1/dbs/" + db)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil
+	}
+	var j struct {
+		Backup *backupJSON `json:"backup"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&j); err != nil {
+		t.Fatal(err)
+	}
+	return j.Backup
+}
+
+// waitBackedUp waits until n's backup of db reaches TXID txid (hex, as
+// -pos), with nothing pending.
+func waitBackedUp(t testing.TB, n *Node, db, txid string) {
+	t.Helper()
+	waitFor(t, 60*time.Second, fmt.Sprintf("the backup of %s to reach %s", db, txid), func() bool {
+		b := backupState(t, n, db)
+		return b != nil && b.TXID == txid && b.LagSeconds == 0
 	})
 }
 
-// printed returns the value of a "  key: value" line of restore's output.
-func printed(t testing.TB, out, key string) string {
+// writeHistory runs testdata/backup_writer.py: count transactions on db,
+// and returns the database's -pos after each, by TXID.
+func writeHistory(t *testing.T, n *Node, db string, count int, seed int) map[pagewire.TXID]string {
 	t.Helper()
-	for _, line := range strings.Split(out, "\n") {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok && k == key {
-			return strings.TrimSpace(v)
+	p := startPython(t, "backup writer", readTestdata(t, "backup_writer.py"), n.Path(db), strconv.Itoa(count), strconv.Itoa(seed))
+	lines := p.WaitOK(5 * time.Minute)
+	hist := map[pagewire.TXID]string{}
+	for _, l := range lines {
+		pos, ok := strings.CutPrefix(l, "pos ")
+		if !ok {
+			continue
 		}
+		hist[pagewire.TXID(txidOf(t, pos))] = pos
 	}
-	t.Fatalf("restore printed no %s:\n%s", key, out)
-	return ""
+	if len(hist) < count/2 {
+		t.Fatalf("the writer reported %d positions for %d transactions", len(hist), count)
+	}
+	return hist
 }
 
-// cliFails runs a pagewire subcommand that must exit 1 with want in its
-// output.
-func cliFails(t testing.TB, n *Node, want string, args ...string) {
+// restoreAt restores db as of txid (0: the newest) and returns the
+// restored position as -pos prints it, and the file.
+func restoreAt(t testing.TB, b *blob.Bucket, db string, txid pagewire.TXID) (string, string) {
 	t.Helper()
-	if out, code := n.CLI(args...); code != 1 || !strings.Contains(out, want) {
-		t.Errorf("pagewire %s: exit %d, want 1 and %q\n%s", strings.Join(args, " "), code, want, out)
+	out := filepath.Join(t.TempDir(), db)
+	r, err := backup.Restore(context.Background(), b, backup.RestoreOptions{DB: db, TXID: txid, Output: out})
+	if err != nil {
+		t.Fatalf("restore %s at %d: %v", db, txid, err)
 	}
+	return r.Pos.String(), out
 }
 
-// history is a database on a primary at two points: k, after 20 rows,
-// and head, after 15 more.
-type history struct {
-	posK, posHead   string
-	rowsK, rowsHead string
-}
-
-// makeHistory writes db's history on n and waits until it is backed up.
-func makeHistory(t testing.TB, n *Node, db string) history {
+// checkPointInTime restores db at count random TXIDs of hist, and its
+// newest, and requires each to be the primary's state at that TXID.
+func checkPointInTime(t *testing.T, b *blob.Bucket, db string, hist map[pagewire.TXID]string, count int) {
 	t.Helper()
-	var h history
-	cliMakeDB(t, n, db, 20)
-	h.posK, h.rowsK = n.Pos(db), rowsOf(t, n.Path(db))
-	cliMakeDB(t, n, db, 15)
-	h.posHead, h.rowsHead = n.Pos(db), rowsOf(t, n.Path(db))
-	waitBackedUp(t, n, db, txidOf(t, h.posHead))
-	return h
-}
-
-// TestBackup_RestoreToFile restores offline (-o) from a `type: file`
-// backup and from SeaweedFS: to a TXID in decimal and in hex, to the
-// newest, and to the time restore printed for a TXID; each restore is at
-// the primary's position for that TXID and sqlite3 reads the same rows.
-// Bad input fails and writes nothing.
-func TestBackup_RestoreToFile(t *testing.T) {
-	for _, tc := range backupStores {
-		t.Run(tc.name, func(t *testing.T) {
-			n := StartNode(t, NodeOptions{Config: tc.backup(t, "")})
-			h := makeHistory(t, n, "app.db")
-			k := txidOf(t, h.posK)
-			dir := t.TempDir()
-			restore := func(out string, args ...string) (string, int) {
-				return n.CLI(append([]string{"restore", "-name", "app.db", "-config", n.ConfigPath, "-o", filepath.Join(dir, out)}, args...)...)
-			}
-			check := func(file, out string, code int, pos, rows string) {
-				t.Helper()
-				if code != 0 {
-					t.Fatalf("restore to %s: exit %d\n%s", file, code, out)
-				}
-				if got := printed(t, out, "position"); got != pos {
-					t.Errorf("restore to %s: at %s, want %s\n%s", file, got, pos, out)
-				}
-				if got := rowsOf(t, filepath.Join(dir, file)); got != rows {
-					t.Errorf("restore to %s: sqlite3 reads %q, want %q", file, got, rows)
-				}
-			}
-
-			out, code := restore("k.db", "-txid", strconv.FormatUint(k, 10))
-			check("k.db", out, code, h.posK, h.rowsK)
-			at := printed(t, out, "time")
-			out, code = restore("k-hex.db", "-txid", fmt.Sprintf("%016x", k))
-			check("k-hex.db", out, code, h.posK, h.rowsK)
-			out, code = restore("k-time.db", "-timestamp", at)
-			check("k-time.db", out, code, h.posK, h.rowsK)
-			out, code = restore("head.db")
-			check("head.db", out, code, h.posHead, h.rowsHead)
-
-			// Bad input: an error, and no file.
-			for _, bad := range []struct {
-				args []string
-				want string
-			}{
-				{[]string{"-txid", strconv.FormatUint(txidOf(t, h.posHead)+1, 10)}, "past the backup's newest"},
-				{[]string{"-timestamp", "2001-01-01T00:00:00Z"}, "nothing as old as"},
-			} {
-				out, code := restore("bad.db", bad.args...)
-				if code != 1 || !strings.Contains(out, bad.want) {
-					t.Errorf("restore %q: exit %d, want 1 and %q\n%s", bad.args, code, bad.want, out)
-				}
-				if _, err := os.Stat(filepath.Join(dir, "bad.db")); err == nil {
-					t.Errorf("restore %q failed but wrote its file", bad.args)
-				}
-			}
-			out, code = n.CLI("restore", "-name", "nope.db", "-config", n.ConfigPath, "-o", filepath.Join(dir, "nope.db"))
-			if code != 1 || !strings.Contains(out, "nope.db") {
-				t.Errorf("restore of a database the backup lacks: exit %d, want 1 and an error naming it\n%s", code, out)
-			}
-		})
+	txids := make([]pagewire.TXID, 0, len(hist))
+	for x := range hist {
+		txids = append(txids, x)
 	}
-}
-
-// TestBackup_List: `backup ls` lists the databases, and a database's
-// restore points from its first snapshot to the newest transaction.
-func TestBackup_List(t *testing.T) {
-	n := StartNode(t, NodeOptions{Config: fileBackup(t, "")})
-	cliMakeDB(t, n, "a.db", 5)
-	cliMakeDB(t, n, "b.db", 3)
-	waitBackedUp(t, n, "a.db", txidOf(t, n.Pos("a.db")))
-	waitBackedUp(t, n, "b.db", txidOf(t, n.Pos("b.db")))
-
-	out, code := n.CLI("backup", "ls", "-config", n.ConfigPath)
-	if code != 0 || strings.TrimSpace(out) != "a.db\nb.db" {
-		t.Fatalf("backup ls: exit %d, want a.db and b.db\n%s", code, out)
+	slices.Sort(txids)
+	rng := rand.New(rand.NewPCG(uint64(len(hist)), 7))
+	picks := []pagewire.TXID{txids[0], txids[len(txids)-1]}
+	for range count - len(picks) {
+		picks = append(picks, txids[rng.IntN(len(txids))])
 	}
-	out, code = n.CLI("backup", "ls", "-name", "a.db", "-config", n.ConfigPath)
-	lines := strings.Split(strings.TrimSpace(out), "\n")
-	if code != 0 || len(lines) < 2 || !strings.HasPrefix(lines[0], "SEGMENT") || !strings.Contains(out, " snapshot ") {
-		t.Fatalf("backup ls -name a.db: exit %d, want a table with a snapshot\n%s", code, out)
-	}
-	if got, want := backupHead(t, n, "a.db"), txidOf(t, n.Pos("a.db")); got != want {
-		t.Errorf("backup ls -name a.db ends at TXID %d, want %d\n%s", got, want, out)
-	}
-	out, code = n.CLI("backup", "ls", "-name", "nope.db", "-config", n.ConfigPath)
-	if code != 1 || !strings.Contains(out, "nope.db") {
-		t.Errorf("backup ls -name nope.db: exit %d, want 1 and an error naming it\n%s", code, out)
-	}
-}
-
-// TestBackup_RestoreOntoCluster restores an older TXID onto a running
-// primary, which imports it as a new transaction; its replica follows.
-// Pointed at the replica, restore refuses before anything changes.
-func TestBackup_RestoreOntoCluster(t *testing.T) {
-	p := StartNode(t, NodeOptions{Config: fileBackup(t, "")})
-	r := StartNode(t, NodeOptions{ReplicaOf: p})
-	h := makeHistory(t, p, "app.db")
-	waitFor(t, 30*time.Second, "the replica to catch up", func() bool { return r.Pos("app.db") == h.posHead })
-
-	// Onto the replica: refused.
-	out, code := r.CLI("restore", "-name", "app.db", "-txid", strconv.FormatUint(txidOf(t, h.posK), 10), "-config", p.ConfigPath, "-url", r.URL)
-	if code != 1 || !strings.Contains(out, "is not the primary") {
-		t.Fatalf("restore onto the replica: exit %d, want 1 and that it is not the primary\n%s", code, out)
-	}
-	if got := p.Pos("app.db"); got != h.posHead {
-		t.Fatalf("a refused restore moved the primary from %s to %s", h.posHead, got)
-	}
-
-	// Onto the primary.
-	out, code = p.CLI("restore", "-name", "app.db", "-txid", strconv.FormatUint(txidOf(t, h.posK), 10), "-config", p.ConfigPath, "-url", p.URL)
-	if code != 0 || !strings.Contains(out, "imported app.db") {
-		t.Fatalf("restore onto the primary: exit %d\n%s", code, out)
-	}
-	if got := rowsOf(t, p.Path("app.db")); got != h.rowsK {
-		t.Errorf("the primary reads %q after the restore, want %q", got, h.rowsK)
-	}
-	if got, head := txidOf(t, p.Pos("app.db")), txidOf(t, h.posHead); got <= head {
-		t.Errorf("the restore is at TXID %d, want a new transaction after %d", got, head)
-	}
-	pos := p.Pos("app.db")
-	waitFor(t, 30*time.Second, "the replica to follow the restore", func() bool { return r.Pos("app.db") == pos })
-	if got := rowsOf(t, r.Path("app.db")); got != h.rowsK {
-		t.Errorf("the replica reads %q after the restore, want %q", got, h.rowsK)
-	}
-}
-
-// TestBackup_RestoreOnStart starts a node with an empty data.dir and
-// mount -restore-on-start on a primary's backup: before it serves, it has
-// every database at the primary's position, with the same rows.
-func TestBackup_RestoreOnStart(t *testing.T) {
-	for _, tc := range backupStores {
-		t.Run(tc.name, func(t *testing.T) {
-			bk := tc.backup(t, "")
-			p := StartNode(t, NodeOptions{Config: bk})
-			ha := makeHistory(t, p, "a.db")
-			cliMakeDB(t, p, "b.db", 3)
-			posB, rowsB := p.Pos("b.db"), rowsOf(t, p.Path("b.db"))
-			waitBackedUp(t, p, "b.db", txidOf(t, posB))
-			p.Stop() // one primary uploads at a time
-
-			n := StartNode(t, NodeOptions{Config: bk, Args: []string{"-restore-on-start"}})
-			for db, want := range map[string][2]string{"a.db": {ha.posHead, ha.rowsHead}, "b.db": {posB, rowsB}} {
-				if got := n.Pos(db); got != want[0] {
-					t.Errorf("%s restored at %s, want %s", db, got, want[0])
-				}
-				if got := rowsOf(t, n.Path(db)); got != want[1] {
-					t.Errorf("%s restored reads %q, want %q", db, got, want[1])
-				}
-			}
-			if left, _ := filepath.Glob(filepath.Join(n.DataDir, ".restore-on-start-*")); len(left) != 0 {
-				t.Errorf("restore-on-start left %v", left)
-			}
-		})
-	}
-}
-
-// TestBackup_RestoreOnStartWithoutBackups needs no uploader: an empty
-// backup starts the node empty; a backup that does not verify stops the
-// start with an error naming the object and what to do, and restores
-// nothing; -restore-on-start without a backup is refused; restore and
-// backup ls say when the config has no backup.
-func TestBackup_RestoreOnStartWithoutBackups(t *testing.T) {
-	t.Run("Empty", func(t *testing.T) {
-		n := StartNode(t, NodeOptions{Config: fileBackup(t, "  restore-on-start: true\n")})
-		if names := mountNames(t, n); len(names) != 0 {
-			t.Errorf("a node restored from an empty backup has %v, want nothing", names)
+	start := time.Now()
+	for _, x := range picks {
+		if got, _ := restoreAt(t, b, db, x); got != hist[x] {
+			t.Fatalf("restore at TXID %d gave %s, the primary had %s", x, got, hist[x])
 		}
-		if !strings.Contains(n.Log.String(), "the backup has no databases") {
-			t.Errorf("the log does not say the backup was empty:\n%s", n.Log)
-		}
-		cliFails(t, n, "app.db", "restore", "-name", "app.db", "-config", n.ConfigPath, "-o", filepath.Join(t.TempDir(), "x.db"))
-		if out, code := n.CLI("backup", "ls", "-config", n.ConfigPath); code != 0 || !strings.Contains(out, "no databases") {
-			t.Errorf("backup ls of an empty backup: exit %d\n%s", code, out)
-		}
+	}
+	t.Logf("%d/%d point-in-time restores equal to the primary's state (checksum) in %s", len(picks), len(picks), time.Since(start).Round(time.Millisecond))
+}
+
+// A primary backing up to a folder: every commit reaches it, and a
+// restore to any TXID is the primary's database at that TXID; the newest
+// restore opens in SQLite with the primary's rows.
+func TestBackup_FilePointInTime(t *testing.T) {
+	section := fileBackup(filepath.Join(t.TempDir(), "backup"))
+	p := StartNode(t, NodeOptions{Config: section})
+	hist := writeHistory(t, p, "pitr.db", 200, 1)
+	head := p.Pos("pitr.db")
+	waitBackedUp(t, p, "pitr.db", head[:16])
+	b := openBackup(t, section)
+	checkPointInTime(t, b, "pitr.db", hist, 30)
+
+	got, file := restoreAt(t, b, "pitr.db", 0)
+	if got != head {
+		t.Fatalf("newest restore %s, primary %s", got, head)
+	}
+	want := countAndCheck(t, p, "pitr.db")
+	out, err := sqliteCLI(t, file, "select count(*) from t; pragma integrity_check;")
+	if err != nil || strings.TrimSpace(out) != want {
+		t.Fatalf("restored file: %q (%v), the primary's: %q", out, err, want)
+	}
+	if code, body := p.HTTPGet("/metrics"); code != 200 || !strings.Contains(body, `pagewire_backup_position{db="pitr.db"} `+strconv.FormatUint(txidOf(t, head), 10)) {
+		t.Fatalf("metrics lack the backup position %d:\n%s", txidOf(t, head), grepLines(body, "pagewire_backup"))
+	}
+	if out, code := p.CLI("status", "-url", p.URL); code != 0 || !strings.Contains(out, head[:16]+" (") {
+		t.Fatalf("pagewire status does not show the backup at %s:\n%s", head[:16], out)
+	}
+}
+
+// The same against a real S3 server, with 100 point-in-time restores;
+// a node restarted on the same backup continues it in a new segment.
+func TestBackup_S3PointInTime(t *testing.T) {
+	s3 := s3test.Start(t)
+	section := s3Backup(s3)
+	p := StartNode(t, NodeOptions{Config: section})
+	hist := writeHistory(t, p, "pitr.db", 250, 2)
+	waitBackedUp(t, p, "pitr.db", p.Pos("pitr.db")[:16])
+	first := backupState(t, p, "pitr.db").Segment
+
+	p.Stop()
+	p.Start(false)
+	for x, pos := range writeHistory(t, p, "pitr.db", 50, 3) {
+		hist[x] = pos
+	}
+	head := p.Pos("pitr.db")
+	waitBackedUp(t, p, "pitr.db", head[:16])
+	if second := backupState(t, p, "pitr.db").Segment; second == first {
+		t.Fatalf("the restarted node uploads to segment %s again", first)
+	}
+	b := openBackup(t, section)
+	checkPointInTime(t, b, "pitr.db", hist, 100)
+	points, err := backup.List(context.Background(), b, "pitr.db")
+	if err != nil || len(points) < 2 {
+		t.Fatalf("restore points: %v, %v", points, err)
+	}
+}
+
+// A bucket that stops answering: writes go on, the lag grows and the
+// node says so (API, metrics, log); once it answers again the backup
+// catches up and restores to the newest transaction.
+func TestBackup_BucketOutage(t *testing.T) {
+	s3 := s3test.Start(t)
+	section := s3Backup(s3)
+	p := StartNode(t, NodeOptions{Config: section})
+	insertRows(t, p.Path("out.db"), 20)
+	waitBackedUp(t, p, "out.db", p.Pos("out.db")[:16])
+
+	s3.Stop()
+	insertRows(t, p.Path("out.db"), 50)
+	waitFor(t, 60*time.Second, "the API to report the failing upload and a growing lag", func() bool {
+		b := backupState(t, p, "out.db")
+		return b != nil && b.Error != "" && b.LagSeconds > 1
 	})
-	t.Run("Broken", func(t *testing.T) {
-		dir := t.TempDir()
-		begin := filepath.Join(dir, "app.db", "0000000000000001-00000000", "begin.json")
-		if err := os.MkdirAll(filepath.Dir(begin), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(begin, []byte("not json"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		n := StartNode(t, NodeOptions{NoWait: true, Config: fmt.Sprintf("backup:\n  type: file\n  path: %q\n  restore-on-start: true\n", dir)})
-		if code := n.Wait(60 * time.Second); code != 1 {
-			t.Fatalf("a node whose restore-on-start fails exited %d, want 1\n%s", code, n.Log)
-		}
-		for _, want := range []string{"app.db/0000000000000001-00000000/begin.json", "-restore-on-start=false", "pagewire backup ls -name app.db"} {
-			if !strings.Contains(n.Log.String(), want) {
-				t.Errorf("the node's error does not say %q:\n%s", want, n.Log)
+	_, body := p.HTTPGet("/metrics")
+	if !strings.Contains(body, `pagewire_backup_upload_errors_total{db="out.db"}`) || strings.Contains(body, `pagewire_backup_upload_errors_total{db="out.db"} 0`) {
+		t.Fatalf("metrics do not count the failed uploads:\n%s", grepLines(body, "pagewire_backup"))
+	}
+	if !strings.Contains(p.Log.String(), "backup upload failed") {
+		t.Fatalf("the log does not say the upload fails:\n%s", p.Log)
+	}
+
+	s3.Restart(t)
+	head := p.Pos("out.db")
+	waitBackedUp(t, p, "out.db", head[:16])
+	if got, _ := restoreAt(t, openBackup(t, section), "out.db", 0); got != head {
+		t.Fatalf("restore after the outage: %s, primary %s", got, head)
+	}
+}
+
+// Kill -9 of the primary while it uploads, on a Consul lease with
+// synchronous replication: the next primary continues the backup, and
+// every acknowledged write is in it.
+func TestBackup_KillPrimaryFailover(t *testing.T) {
+	s3 := s3test.Start(t)
+	section := s3Backup(s3) + "replication:\n  sync-replicas: 1\n"
+	agent := consultest.Start(t)
+	var nodes []*Node
+	for i := range 3 {
+		nodes = append(nodes, StartNode(t, NodeOptions{Config: section, Lease: consulLease(agent.URL, fmt.Sprintf("node%d", i+1), true, "")}))
+	}
+	p := waitOnePrimary(t, nodes, time.Minute)
+	setupProbe(t, p, nodes)
+	collect, stopProbes := probeWrites(t, nodes)
+	waitProbeWrite(t, collect, indexOf(nodes, p))
+	time.Sleep(2 * time.Second) // uploads under way
+
+	p.Kill()
+	np := waitOnePrimary(t, allBut(nodes, p), 90*time.Second)
+	waitFor(t, 60*time.Second, "a write on the new primary", func() bool { return firstWriteAfter(collect(), indexOf(nodes, p), now()-1) >= 0 })
+	stopProbes()
+	head := np.Pos("probe.db")
+	waitBackedUp(t, np, "probe.db", head[:16])
+
+	got, file := restoreAt(t, openBackup(t, section), "probe.db", 0)
+	if got != head {
+		t.Fatalf("the backup's newest is %s, the new primary's %s", got, head)
+	}
+	have := map[string]bool{}
+	for _, r := range probeRows(t, file) {
+		have[r] = true
+	}
+	ws := collect()
+	missing := 0
+	for _, w := range ws {
+		if !have[fmt.Sprintf("%d_%.6f", w.node, w.t0)] {
+			missing++
+			if missing <= 5 {
+				t.Errorf("acknowledged write of node %d at %.6f is not in the backup", w.node, w.t0)
 			}
 		}
-		if entries, _ := os.ReadDir(filepath.Join(n.DataDir, "dbs")); len(entries) != 0 {
-			t.Errorf("a failed restore-on-start left %d entries in data.dir/dbs", len(entries))
+	}
+	t.Logf("%d acknowledged writes, %d missing from the backup after kill -9 and failover", len(ws), missing)
+	if missing > 0 {
+		t.FailNow()
+	}
+	p.Start(false) // rejoins; its cleanup checks the mount is gone
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for l := range strings.SplitSeq(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
 		}
-	})
-	t.Run("FlagWithoutBackup", func(t *testing.T) {
-		n := StartNode(t, NodeOptions{NoWait: true, Args: []string{"-restore-on-start"}})
-		if code := n.Wait(60 * time.Second); code != 1 || !strings.Contains(n.Log.String(), "-restore-on-start needs a backup") {
-			t.Fatalf("mount -restore-on-start without a backup: exit %d, want 1 and why\n%s", code, n.Log)
-		}
-		cliFails(t, n, "configures no backup", "restore", "-name", "app.db", "-config", n.ConfigPath, "-o", filepath.Join(t.TempDir(), "x.db"))
-		cliFails(t, n, "configures no backup", "backup", "ls", "-config", n.ConfigPath)
-	})
+	}
+	return strings.Join(out, "\n")
 }

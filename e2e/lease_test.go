@@ -37,7 +37,13 @@ func startConsulNode(t *testing.T, agent *consultest.Agent, host string, candida
 // more YAML for the lease section (indented two spaces).
 func startConsulNodeAt(t *testing.T, consulURL, host string, candidate bool, extra string) *Node {
 	t.Helper()
-	return StartNode(t, NodeOptions{Lease: fmt.Sprintf(`lease:
+	return StartNode(t, NodeOptions{Lease: consulLease(consulURL, host, candidate, extra)})
+}
+
+// consulLease is the lease section of a node on the Consul at consulURL;
+// extra is more YAML for it (indented two spaces).
+func consulLease(consulURL, host string, candidate bool, extra string) string {
+	return fmt.Sprintf(`lease:
   type: consul
   hostname: %s
   advertise-url: "{{URL}}"
@@ -47,7 +53,7 @@ func startConsulNodeAt(t *testing.T, consulURL, host string, candidate bool, ext
     key: pagewire-e2e/primary
     ttl: 10s
     lock-delay: 1s
-`, host, candidate, extra, consulURL)})
+`, host, candidate, extra, consulURL)
 }
 
 // leaseRoles asks every running node whether it is the primary (the

@@ -32,6 +32,7 @@ type adminService struct {
 	subs    *subscribers
 	// proxyURL is this node's proxy's URL ("" without one).
 	proxyURL string
+	backup   func(db string) (BackupStatus, bool) // Config.Backup
 }
 
 // NewNodeID returns a random ID for a run of a node.
@@ -92,7 +93,7 @@ func (a *adminService) ListDatabases(context.Context, *adminv1.ListDatabasesRequ
 	dbs := a.store.Databases()
 	resp := &adminv1.ListDatabasesResponse{Databases: make([]*adminv1.Database, len(dbs))}
 	for i, di := range dbs {
-		resp.Databases[i] = databaseToProto(di)
+		resp.Databases[i] = databaseToProto(di, a.backup)
 	}
 	return resp, nil
 }
@@ -103,7 +104,7 @@ func (a *adminService) GetDatabase(_ context.Context, req *adminv1.GetDatabaseRe
 		return nil, wire.ToStatus(err)
 	}
 	role, ro := a.store.Role()
-	resp := &adminv1.GetDatabaseResponse{Database: databaseToProto(di), Primary: ro.Primary, IsPrimary: role == pagewire.RolePrimary}
+	resp := &adminv1.GetDatabaseResponse{Database: databaseToProto(di, a.backup), Primary: ro.Primary, IsPrimary: role == pagewire.RolePrimary}
 	if resp.IsPrimary {
 		resp.Primary = a.node.Hostname
 		for _, ri := range a.subs.replicas(di.Name, di.Pos.TXID) {
@@ -194,5 +195,5 @@ func (a *adminService) ImportDatabase(stream adminv1.AdminService_ImportDatabase
 	if err != nil {
 		return wire.ToStatus(err)
 	}
-	return stream.SendAndClose(&adminv1.ImportDatabaseResponse{Database: databaseToProto(di)})
+	return stream.SendAndClose(&adminv1.ImportDatabaseResponse{Database: databaseToProto(di, a.backup)})
 }

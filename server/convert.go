@@ -1,6 +1,7 @@
 package server
 
 import (
+	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/pagewire/pagewire"
@@ -31,8 +32,8 @@ func fileInfoToProto(fi engine.FileInfo) *storagev1.FileInfo {
 	}
 }
 
-func databaseToProto(di engine.DatabaseInfo) *adminv1.Database {
-	return &adminv1.Database{
+func databaseToProto(di engine.DatabaseInfo, backup func(string) (BackupStatus, bool)) *adminv1.Database {
+	d := &adminv1.Database{
 		Name:        di.Name,
 		Txid:        uint64(di.Pos.TXID),
 		Checksum:    di.Pos.Checksum,
@@ -40,6 +41,22 @@ func databaseToProto(di engine.DatabaseInfo) *adminv1.Database {
 		PageCount:   di.PageCount,
 		OpenHandles: int32(di.OpenHandles),
 	}
+	if b, ok := backupOf(backup, di.Name); ok {
+		d.Backup = &adminv1.DatabaseBackup{Txid: uint64(b.TXID), Lag: durationpb.New(b.Lag), Error: b.Err, Segment: b.Segment}
+		if !b.Time.IsZero() {
+			d.Backup.Time = timestamppb.New(b.Time)
+		}
+	}
+	return d
+}
+
+// backupOf is db's backup as f reports it, if f is set and this node
+// uploads it.
+func backupOf(f func(string) (BackupStatus, bool), db string) (BackupStatus, bool) {
+	if f == nil {
+		return BackupStatus{}, false
+	}
+	return f(db)
 }
 
 func verifyReportToProto(r engine.VerifyReport) *adminv1.VerifyDatabaseResponse {

@@ -38,6 +38,18 @@ type dbJSON struct {
 	// Replicas and HaltLock are only in GET /api/v1/dbs/{name}.
 	Replicas *[]replicaJSON `json:"replicas,omitempty"`
 	HaltLock *haltJSON      `json:"halt_lock,omitempty"`
+	// Backup is set when this node uploads the database's backup.
+	Backup *backupJSON `json:"backup,omitempty"`
+}
+
+// backupJSON is how far a database's backup has come.
+type backupJSON struct {
+	TXID       string  `json:"txid"`                  // the newest transaction in the backup
+	Time       string  `json:"time,omitempty"`        // its commit time, RFC 3339
+	AgeSeconds float64 `json:"age_seconds,omitempty"` // since that commit
+	LagSeconds float64 `json:"lag_seconds"`           // how long the oldest transaction not in the backup has waited
+	Error      string  `json:"error,omitempty"`       // the last upload's error, until one succeeds
+	Segment    string  `json:"segment"`
 }
 
 // replicaJSON is a replica the primary streams a database to.
@@ -73,6 +85,13 @@ func (s *Server) dbToJSON(di engine.DatabaseInfo) dbJSON {
 		Epoch: uint64(epoch), OpenHandles: di.OpenHandles}
 	if di.Err != nil {
 		j.Error = di.Err.Error()
+	}
+	if b, ok := backupOf(s.cfg.Backup, di.Name); ok {
+		j.Backup = &backupJSON{TXID: b.TXID.String(), LagSeconds: b.Lag.Seconds(), Error: b.Err, Segment: b.Segment}
+		if !b.Time.IsZero() {
+			j.Backup.Time = b.Time.UTC().Format(time.RFC3339Nano)
+			j.Backup.AgeSeconds = time.Since(b.Time).Seconds()
+		}
 	}
 	return j
 }

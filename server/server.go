@@ -79,6 +79,9 @@ type Config struct {
 	// Following, if set, reports this replica's view of the primary per
 	// database (litefs_db_position_primary, litefs_lag_seconds).
 	Following func() map[string]FollowStatus
+	// Backup, if set, reports a database's backup, when this node uploads
+	// it (GET /api/v1/dbs, GetDatabase, ListDatabases).
+	Backup func(db string) (BackupStatus, bool)
 	// StorageSocket, if set, is a unix socket path to serve StorageService
 	// on (mode 0600), for a mount in another process. StorageService is
 	// never served on Listener: it is the node's own mount's protocol, and
@@ -102,6 +105,15 @@ type Config struct {
 	// Limits bound what the network's clients can hold on Listener;
 	// DefaultConfig sets DefaultLimits.
 	Limits Limits
+}
+
+// BackupStatus is how far a database's backup has come.
+type BackupStatus struct {
+	TXID    pagewire.TXID // the newest transaction in the backup
+	Time    time.Time     // its commit time
+	Lag     time.Duration // how long the oldest transaction not in the backup has waited
+	Err     string        // the last upload's error, until one succeeds
+	Segment string        // the segment this node uploads
 }
 
 // FollowStatus is a replica's view of one database on the primary.
@@ -298,7 +310,7 @@ func pooledServer(opts ...grpc.ServerOption) *grpc.Server {
 // writes) and admin in process.
 func (s *Server) registerServices() {
 	cfg := s.cfg
-	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff, halts: s.halts, subs: s.subs, proxyURL: cfg.ProxyURL}
+	admin := &adminService{store: cfg.Store, node: cfg.Node, handoff: cfg.Handoff, halts: s.halts, subs: s.subs, proxyURL: cfg.ProxyURL, backup: cfg.Backup}
 	s.admin = admin
 	// The block protocol: in process, and on the owner-only socket, whose
 	// clients are this node's mounts as much as the in-process one is.

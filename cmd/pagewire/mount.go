@@ -39,6 +39,10 @@ func runMount(ctx context.Context, args []string) error {
 	if err := restoreOnStart(ctx, n.log, n.cfg.Backup, n.store, n.cfg.Data.Dir); err != nil {
 		return err
 	}
+	if err := n.openBackup(ctx); err != nil {
+		return err
+	}
+	defer n.closeBackup()
 	if err := n.decideRole(); err != nil {
 		return err
 	}

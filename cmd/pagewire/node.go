@@ -16,9 +16,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"gocloud.dev/blob"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/pagewire/pagewire"
+	"github.com/pagewire/pagewire/backup"
 	"github.com/pagewire/pagewire/config"
 	"github.com/pagewire/pagewire/engine"
 	"github.com/pagewire/pagewire/fusemount"
@@ -74,6 +76,10 @@ type node struct {
 
 	prxNode *proxyNode // the node as prx sees it; set by newProxy
 
+	// Set by openBackup when backup is configured.
+	bucket   *blob.Bucket
+	uploader *backup.Uploader
+
 	// Set by run.
 	g      *errgroup.Group
 	stop   context.CancelFunc // stops the node
@@ -101,13 +107,6 @@ func (n *node) loadConfig(args []string) error {
 	n.log = newLogger(cfg.Log)
 	for _, ig := range cfg.Ignored {
 		n.log.Warn("ignoring a LiteFS config key pagewire does not use", "key", ig.Key, "line", ig.Line, logkey.Config, source)
-	}
-	if cfg.Backup.Enabled() {
-		// The backup section is configured ahead of the backups themselves:
-		// say so rather than let a configured backup silently do nothing.
-		// BackupConfig's LogValue redacts the secret key.
-		n.log.Warn("backup is configured, but this build does not back up yet: nothing is uploaded, and restore-on-start does nothing",
-			"backup", cfg.Backup, logkey.Config, source)
 	}
 	n.log.Info("starting pagewire", "version", Version, logkey.Config, source, "fuse.dir", cfg.FUSE.Dir, "data.dir", cfg.Data.Dir, "http.addr", cfg.HTTP.Addr)
 	if argv := fset.Args(); len(argv) > 0 {
@@ -173,6 +172,45 @@ func (n *node) openStore() error {
 	}
 	n.store = store
 	return nil
+}
+
+// openBackup opens the backup's bucket and makes the uploader, when
+// backup is configured.
+func (n *node) openBackup(ctx context.Context) error {
+	bc := n.cfg.Backup
+	if !bc.Enabled() {
+		return nil
+	}
+	b, err := backup.OpenBucket(ctx, bc)
+	if err != nil {
+		return fmt.Errorf("open the backup (backup.type %s): %w", bc.Kind(), err)
+	}
+	spool := filepath.Join(n.cfg.Data.Dir, "spool")
+	if err := os.MkdirAll(spool, 0o700); err != nil {
+		b.Close()
+		return fmt.Errorf("backup spool: %w", err)
+	}
+	levels := make([]time.Duration, len(bc.Levels))
+	for i, l := range bc.Levels {
+		levels[i] = time.Duration(l)
+	}
+	n.bucket = b
+	n.uploader = backup.NewUploader(backup.UploaderConfig{
+		Bucket: b, Source: n.store, Node: n.info.Hostname, Dir: spool,
+		Delay: time.Duration(bc.Delay), SnapshotInterval: time.Duration(bc.SnapshotInterval),
+		Log: n.log,
+	})
+	n.log.Info("backing up", "backup", bc)
+	return nil
+}
+
+// backupStatus is db's backup as this node uploads it.
+func (n *node) backupStatus(db string) (server.BackupStatus, bool) {
+	st, ok := n.uploader.Status(db)
+	if !ok {
+		return server.BackupStatus{}, false
+	}
+	return server.BackupStatus{TXID: st.Pos.TXID, Time: st.Time, Lag: st.Lag(time.Now()), Err: st.Err, Segment: st.Segment}, true
 }
 
 // decideRole sets the store's first role from lease.type and
@@ -297,6 +335,10 @@ func (n *node) newServer() error {
 	scfg.StorageSocket = n.cfg.Data.StorageSocketPath()
 	scfg.HoldWriter = n.holdWriter
 	scfg.Following = n.following
+	if n.uploader != nil {
+		scfg.Backup = n.backupStatus
+		n.reg.MustRegister(n.uploader)
+	}
 	if n.conflict != nil {
 		scfg.LeaseProblem = n.conflict.Problem
 	}
@@ -408,6 +450,9 @@ func (n *node) run(ctx context.Context) error {
 	defer stopMount()
 	n.goPart("the storage server", func() error { return n.srv.Run(gctx) })
 	n.goPart("the mount", func() error { return n.mnt.Run(mntCtx) })
+	if n.uploader != nil {
+		n.goPart("the backup", func() error { return n.uploader.Run(gctx) })
+	}
 	g.Go(func() error {
 		<-gctx.Done()
 		n.users.Wait()
@@ -540,4 +585,11 @@ func (n *node) runApp(ctx context.Context) {
 	n.log.Info("stopping")
 	handOff(n.manager, n.log)
 	n.stop()
+}
+
+// closeBackup closes the backup's bucket, if open.
+func (n *node) closeBackup() {
+	if n.bucket != nil {
+		n.bucket.Close()
+	}
 }

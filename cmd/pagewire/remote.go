@@ -39,9 +39,9 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "hostname: %s\nrole:     %s\nprimary:  %s\nversion:  %s\n\n", node.GetHostname(), roleName(node.GetRole()), node.GetPrimary(), node.GetVersion())
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DATABASE\tTXID\tCHECKSUM\tPAGES\tPAGE SIZE")
+	fmt.Fprintln(tw, "DATABASE\tTXID\tCHECKSUM\tPAGES\tPAGE SIZE\tBACKUP")
 	for _, d := range dbs.GetDatabases() {
-		fmt.Fprintf(tw, "%s\t%016x\t%016x\t%d\t%d\n", d.GetName(), d.GetTxid(), d.GetChecksum(), d.GetPageCount(), d.GetPageSize())
+		fmt.Fprintf(tw, "%s\t%016x\t%016x\t%d\t%d\t%s\n", d.GetName(), d.GetTxid(), d.GetChecksum(), d.GetPageCount(), d.GetPageSize(), backupSummary(d.GetBackup(), time.Now()))
 	}
 	return tw.Flush()
 }
@@ -59,6 +59,26 @@ func (r *remote) dialNode(ctx context.Context, rawURL string) (*grpc.ClientConn,
 		return nil, nil, fmt.Errorf("node at %s: %w (is it running? check -url)", rawURL, client.Error(err))
 	}
 	return conn, node, nil
+}
+
+// backupSummary is a database's backup in one column of `pagewire
+// status`: the newest backed-up TXID, its age and the lag, or "-" when
+// this node does not upload it.
+func backupSummary(b *adminv1.DatabaseBackup, now time.Time) string {
+	if b == nil {
+		return "-"
+	}
+	s := fmt.Sprintf("%016x", b.GetTxid())
+	if b.GetTime() != nil {
+		s += fmt.Sprintf(" (%s old)", now.Sub(b.GetTime().AsTime()).Round(time.Millisecond))
+	}
+	if lag := b.GetLag().AsDuration(); lag > 0 {
+		s += fmt.Sprintf(", lag %s", lag.Round(time.Millisecond))
+	}
+	if b.GetError() != "" {
+		s += ", upload failing: " + b.GetError()
+	}
+	return s
 }
 
 func roleName(r adminv1.Role) string {

@@ -11,6 +11,7 @@ import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
+	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -552,7 +553,10 @@ type Database struct {
 	// page_count is its size in pages at txid.
 	PageCount uint32 `protobuf:"varint,5,opt,name=page_count,json=pageCount,proto3" json:"page_count,omitempty"`
 	// open_handles is how many file handles the mount has open on it.
-	OpenHandles   int32 `protobuf:"varint,6,opt,name=open_handles,json=openHandles,proto3" json:"open_handles,omitempty"`
+	OpenHandles int32 `protobuf:"varint,6,opt,name=open_handles,json=openHandles,proto3" json:"open_handles,omitempty"`
+	// backup is its backup, when this node uploads it (the primary, with
+	// backup configured); unset otherwise.
+	Backup        *DatabaseBackup `protobuf:"bytes,7,opt,name=backup,proto3" json:"backup,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -629,6 +633,96 @@ func (x *Database) GetOpenHandles() int32 {
 	return 0
 }
 
+func (x *Database) GetBackup() *DatabaseBackup {
+	if x != nil {
+		return x.Backup
+	}
+	return nil
+}
+
+// DatabaseBackup is how far a database's backup has come.
+type DatabaseBackup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// txid is the newest transaction in the backup.
+	Txid uint64 `protobuf:"varint,1,opt,name=txid,proto3" json:"txid,omitempty"`
+	// time is when it was committed (a snapshot's: when it was taken).
+	Time *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=time,proto3" json:"time,omitempty"`
+	// lag is how long the oldest transaction not yet in the backup has
+	// waited; zero when the backup has every transaction.
+	Lag *durationpb.Duration `protobuf:"bytes,3,opt,name=lag,proto3" json:"lag,omitempty"`
+	// error is the last upload's error, until an upload succeeds.
+	Error string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	// segment names the segment this node uploads.
+	Segment       string `protobuf:"bytes,5,opt,name=segment,proto3" json:"segment,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatabaseBackup) Reset() {
+	*x = DatabaseBackup{}
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatabaseBackup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatabaseBackup) ProtoMessage() {}
+
+func (x *DatabaseBackup) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatabaseBackup.ProtoReflect.Descriptor instead.
+func (*DatabaseBackup) Descriptor() ([]byte, []int) {
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *DatabaseBackup) GetTxid() uint64 {
+	if x != nil {
+		return x.Txid
+	}
+	return 0
+}
+
+func (x *DatabaseBackup) GetTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Time
+	}
+	return nil
+}
+
+func (x *DatabaseBackup) GetLag() *durationpb.Duration {
+	if x != nil {
+		return x.Lag
+	}
+	return nil
+}
+
+func (x *DatabaseBackup) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *DatabaseBackup) GetSegment() string {
+	if x != nil {
+		return x.Segment
+	}
+	return ""
+}
+
 // ListDatabasesRequest asks for every database.
 type ListDatabasesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -638,7 +732,7 @@ type ListDatabasesRequest struct {
 
 func (x *ListDatabasesRequest) Reset() {
 	*x = ListDatabasesRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -650,7 +744,7 @@ func (x *ListDatabasesRequest) String() string {
 func (*ListDatabasesRequest) ProtoMessage() {}
 
 func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -663,7 +757,7 @@ func (x *ListDatabasesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesRequest.ProtoReflect.Descriptor instead.
 func (*ListDatabasesRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 // ListDatabasesResponse holds every database, sorted by name.
@@ -677,7 +771,7 @@ type ListDatabasesResponse struct {
 
 func (x *ListDatabasesResponse) Reset() {
 	*x = ListDatabasesResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +783,7 @@ func (x *ListDatabasesResponse) String() string {
 func (*ListDatabasesResponse) ProtoMessage() {}
 
 func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +796,7 @@ func (x *ListDatabasesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListDatabasesResponse.ProtoReflect.Descriptor instead.
 func (*ListDatabasesResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListDatabasesResponse) GetDatabases() []*Database {
@@ -723,7 +817,7 @@ type GetDatabaseRequest struct {
 
 func (x *GetDatabaseRequest) Reset() {
 	*x = GetDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -735,7 +829,7 @@ func (x *GetDatabaseRequest) String() string {
 func (*GetDatabaseRequest) ProtoMessage() {}
 
 func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -748,7 +842,7 @@ func (x *GetDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*GetDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *GetDatabaseRequest) GetName() string {
@@ -779,7 +873,7 @@ type GetDatabaseResponse struct {
 
 func (x *GetDatabaseResponse) Reset() {
 	*x = GetDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -791,7 +885,7 @@ func (x *GetDatabaseResponse) String() string {
 func (*GetDatabaseResponse) ProtoMessage() {}
 
 func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -804,7 +898,7 @@ func (x *GetDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*GetDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *GetDatabaseResponse) GetDatabase() *Database {
@@ -851,7 +945,7 @@ type GetNodeRequest struct {
 
 func (x *GetNodeRequest) Reset() {
 	*x = GetNodeRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +957,7 @@ func (x *GetNodeRequest) String() string {
 func (*GetNodeRequest) ProtoMessage() {}
 
 func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +970,7 @@ func (x *GetNodeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeRequest.ProtoReflect.Descriptor instead.
 func (*GetNodeRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 // GetNodeResponse describes the node.
@@ -906,7 +1000,7 @@ type GetNodeResponse struct {
 
 func (x *GetNodeResponse) Reset() {
 	*x = GetNodeResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1012,7 @@ func (x *GetNodeResponse) String() string {
 func (*GetNodeResponse) ProtoMessage() {}
 
 func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1025,7 @@ func (x *GetNodeResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetNodeResponse.ProtoReflect.Descriptor instead.
 func (*GetNodeResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetNodeResponse) GetHostname() string {
@@ -1007,7 +1101,7 @@ type WaitForPositionRequest struct {
 
 func (x *WaitForPositionRequest) Reset() {
 	*x = WaitForPositionRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1019,7 +1113,7 @@ func (x *WaitForPositionRequest) String() string {
 func (*WaitForPositionRequest) ProtoMessage() {}
 
 func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1032,7 +1126,7 @@ func (x *WaitForPositionRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionRequest.ProtoReflect.Descriptor instead.
 func (*WaitForPositionRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *WaitForPositionRequest) GetName() string {
@@ -1069,7 +1163,7 @@ type WaitForPositionResponse struct {
 
 func (x *WaitForPositionResponse) Reset() {
 	*x = WaitForPositionResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1081,7 +1175,7 @@ func (x *WaitForPositionResponse) String() string {
 func (*WaitForPositionResponse) ProtoMessage() {}
 
 func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1094,7 +1188,7 @@ func (x *WaitForPositionResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WaitForPositionResponse.ProtoReflect.Descriptor instead.
 func (*WaitForPositionResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *WaitForPositionResponse) GetTxid() uint64 {
@@ -1123,7 +1217,7 @@ type HandoffRequest struct {
 
 func (x *HandoffRequest) Reset() {
 	*x = HandoffRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1135,7 +1229,7 @@ func (x *HandoffRequest) String() string {
 func (*HandoffRequest) ProtoMessage() {}
 
 func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1148,7 +1242,7 @@ func (x *HandoffRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffRequest.ProtoReflect.Descriptor instead.
 func (*HandoffRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *HandoffRequest) GetTarget() string {
@@ -1171,7 +1265,7 @@ type HandoffResponse struct {
 
 func (x *HandoffResponse) Reset() {
 	*x = HandoffResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1183,7 +1277,7 @@ func (x *HandoffResponse) String() string {
 func (*HandoffResponse) ProtoMessage() {}
 
 func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1196,7 +1290,7 @@ func (x *HandoffResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HandoffResponse.ProtoReflect.Descriptor instead.
 func (*HandoffResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *HandoffResponse) GetPrimary() string {
@@ -1224,7 +1318,7 @@ type ExportDatabaseRequest struct {
 
 func (x *ExportDatabaseRequest) Reset() {
 	*x = ExportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1330,7 @@ func (x *ExportDatabaseRequest) String() string {
 func (*ExportDatabaseRequest) ProtoMessage() {}
 
 func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1343,7 @@ func (x *ExportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ExportDatabaseRequest) GetName() string {
@@ -1274,7 +1368,7 @@ type ExportDatabaseResponse struct {
 
 func (x *ExportDatabaseResponse) Reset() {
 	*x = ExportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1286,7 +1380,7 @@ func (x *ExportDatabaseResponse) String() string {
 func (*ExportDatabaseResponse) ProtoMessage() {}
 
 func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1299,7 +1393,7 @@ func (x *ExportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ExportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ExportDatabaseResponse) GetData() []byte {
@@ -1336,7 +1430,7 @@ type ImportDatabaseRequest struct {
 
 func (x *ImportDatabaseRequest) Reset() {
 	*x = ImportDatabaseRequest{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1442,7 @@ func (x *ImportDatabaseRequest) String() string {
 func (*ImportDatabaseRequest) ProtoMessage() {}
 
 func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[20]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1455,7 @@ func (x *ImportDatabaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseRequest.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseRequest) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ImportDatabaseRequest) GetName() string {
@@ -1389,7 +1483,7 @@ type ImportDatabaseResponse struct {
 
 func (x *ImportDatabaseResponse) Reset() {
 	*x = ImportDatabaseResponse{}
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1401,7 +1495,7 @@ func (x *ImportDatabaseResponse) String() string {
 func (*ImportDatabaseResponse) ProtoMessage() {}
 
 func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[21]
+	mi := &file_pagewire_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1414,7 +1508,7 @@ func (x *ImportDatabaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ImportDatabaseResponse.ProtoReflect.Descriptor instead.
 func (*ImportDatabaseResponse) Descriptor() ([]byte, []int) {
-	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_pagewire_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ImportDatabaseResponse) GetDatabase() *Database {
@@ -1428,7 +1522,7 @@ var File_pagewire_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a)pagewire/replication/v1/replication.proto\"C\n" +
+	"\x1dpagewire/admin/v1/admin.proto\x12\x11pagewire.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a)pagewire/replication/v1/replication.proto\"C\n" +
 	"\x15VerifyDatabaseRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06repair\x18\x02 \x01(\bR\x06repair\"\xda\x02\n" +
@@ -1460,7 +1554,7 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\aReplica\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12+\n" +
-	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\"\xad\x01\n" +
+	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\"\xe8\x01\n" +
 	"\bDatabase\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04txid\x18\x02 \x01(\x04R\x04txid\x12\x1a\n" +
@@ -1468,7 +1562,14 @@ const file_pagewire_admin_v1_admin_proto_rawDesc = "" +
 	"\tpage_size\x18\x04 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_count\x18\x05 \x01(\rR\tpageCount\x12!\n" +
-	"\fopen_handles\x18\x06 \x01(\x05R\vopenHandles\"\x16\n" +
+	"\fopen_handles\x18\x06 \x01(\x05R\vopenHandles\x129\n" +
+	"\x06backup\x18\a \x01(\v2!.pagewire.admin.v1.DatabaseBackupR\x06backup\"\xb1\x01\n" +
+	"\x0eDatabaseBackup\x12\x12\n" +
+	"\x04txid\x18\x01 \x01(\x04R\x04txid\x12.\n" +
+	"\x04time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x04time\x12+\n" +
+	"\x03lag\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03lag\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x18\n" +
+	"\asegment\x18\x05 \x01(\tR\asegment\"\x16\n" +
 	"\x14ListDatabasesRequest\"R\n" +
 	"\x15ListDatabasesResponse\x129\n" +
 	"\tdatabases\x18\x01 \x03(\v2\x1b.pagewire.admin.v1.DatabaseR\tdatabases\"(\n" +
@@ -1547,7 +1648,7 @@ func file_pagewire_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 22)
+var file_pagewire_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(Role)(0),                       // 0: pagewire.admin.v1.Role
 	(*VerifyDatabaseRequest)(nil),   // 1: pagewire.admin.v1.VerifyDatabaseRequest
@@ -1558,60 +1659,65 @@ var file_pagewire_admin_v1_admin_proto_goTypes = []any{
 	(*ReleaseHaltResponse)(nil),     // 6: pagewire.admin.v1.ReleaseHaltResponse
 	(*Replica)(nil),                 // 7: pagewire.admin.v1.Replica
 	(*Database)(nil),                // 8: pagewire.admin.v1.Database
-	(*ListDatabasesRequest)(nil),    // 9: pagewire.admin.v1.ListDatabasesRequest
-	(*ListDatabasesResponse)(nil),   // 10: pagewire.admin.v1.ListDatabasesResponse
-	(*GetDatabaseRequest)(nil),      // 11: pagewire.admin.v1.GetDatabaseRequest
-	(*GetDatabaseResponse)(nil),     // 12: pagewire.admin.v1.GetDatabaseResponse
-	(*GetNodeRequest)(nil),          // 13: pagewire.admin.v1.GetNodeRequest
-	(*GetNodeResponse)(nil),         // 14: pagewire.admin.v1.GetNodeResponse
-	(*WaitForPositionRequest)(nil),  // 15: pagewire.admin.v1.WaitForPositionRequest
-	(*WaitForPositionResponse)(nil), // 16: pagewire.admin.v1.WaitForPositionResponse
-	(*HandoffRequest)(nil),          // 17: pagewire.admin.v1.HandoffRequest
-	(*HandoffResponse)(nil),         // 18: pagewire.admin.v1.HandoffResponse
-	(*ExportDatabaseRequest)(nil),   // 19: pagewire.admin.v1.ExportDatabaseRequest
-	(*ExportDatabaseResponse)(nil),  // 20: pagewire.admin.v1.ExportDatabaseResponse
-	(*ImportDatabaseRequest)(nil),   // 21: pagewire.admin.v1.ImportDatabaseRequest
-	(*ImportDatabaseResponse)(nil),  // 22: pagewire.admin.v1.ImportDatabaseResponse
-	(*durationpb.Duration)(nil),     // 23: google.protobuf.Duration
-	(*v1.HaltLock)(nil),             // 24: pagewire.replication.v1.HaltLock
+	(*DatabaseBackup)(nil),          // 9: pagewire.admin.v1.DatabaseBackup
+	(*ListDatabasesRequest)(nil),    // 10: pagewire.admin.v1.ListDatabasesRequest
+	(*ListDatabasesResponse)(nil),   // 11: pagewire.admin.v1.ListDatabasesResponse
+	(*GetDatabaseRequest)(nil),      // 12: pagewire.admin.v1.GetDatabaseRequest
+	(*GetDatabaseResponse)(nil),     // 13: pagewire.admin.v1.GetDatabaseResponse
+	(*GetNodeRequest)(nil),          // 14: pagewire.admin.v1.GetNodeRequest
+	(*GetNodeResponse)(nil),         // 15: pagewire.admin.v1.GetNodeResponse
+	(*WaitForPositionRequest)(nil),  // 16: pagewire.admin.v1.WaitForPositionRequest
+	(*WaitForPositionResponse)(nil), // 17: pagewire.admin.v1.WaitForPositionResponse
+	(*HandoffRequest)(nil),          // 18: pagewire.admin.v1.HandoffRequest
+	(*HandoffResponse)(nil),         // 19: pagewire.admin.v1.HandoffResponse
+	(*ExportDatabaseRequest)(nil),   // 20: pagewire.admin.v1.ExportDatabaseRequest
+	(*ExportDatabaseResponse)(nil),  // 21: pagewire.admin.v1.ExportDatabaseResponse
+	(*ImportDatabaseRequest)(nil),   // 22: pagewire.admin.v1.ImportDatabaseRequest
+	(*ImportDatabaseResponse)(nil),  // 23: pagewire.admin.v1.ImportDatabaseResponse
+	(*durationpb.Duration)(nil),     // 24: google.protobuf.Duration
+	(*v1.HaltLock)(nil),             // 25: pagewire.replication.v1.HaltLock
+	(*timestamppb.Timestamp)(nil),   // 26: google.protobuf.Timestamp
 }
 var file_pagewire_admin_v1_admin_proto_depIdxs = []int32{
-	23, // 0: pagewire.admin.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
-	23, // 1: pagewire.admin.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
-	24, // 2: pagewire.admin.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
-	23, // 3: pagewire.admin.v1.Replica.lag:type_name -> google.protobuf.Duration
-	8,  // 4: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
-	8,  // 5: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	7,  // 6: pagewire.admin.v1.GetDatabaseResponse.replicas:type_name -> pagewire.admin.v1.Replica
-	24, // 7: pagewire.admin.v1.GetDatabaseResponse.halt_lock:type_name -> pagewire.replication.v1.HaltLock
-	0,  // 8: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
-	23, // 9: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
-	8,  // 10: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
-	9,  // 11: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
-	11, // 12: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
-	13, // 13: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
-	19, // 14: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
-	21, // 15: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
-	17, // 16: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
-	15, // 17: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
-	3,  // 18: pagewire.admin.v1.AdminService.AcquireHalt:input_type -> pagewire.admin.v1.AcquireHaltRequest
-	5,  // 19: pagewire.admin.v1.AdminService.ReleaseHalt:input_type -> pagewire.admin.v1.ReleaseHaltRequest
-	1,  // 20: pagewire.admin.v1.AdminService.VerifyDatabase:input_type -> pagewire.admin.v1.VerifyDatabaseRequest
-	10, // 21: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
-	12, // 22: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
-	14, // 23: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
-	20, // 24: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
-	22, // 25: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
-	18, // 26: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
-	16, // 27: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
-	4,  // 28: pagewire.admin.v1.AdminService.AcquireHalt:output_type -> pagewire.admin.v1.AcquireHaltResponse
-	6,  // 29: pagewire.admin.v1.AdminService.ReleaseHalt:output_type -> pagewire.admin.v1.ReleaseHaltResponse
-	2,  // 30: pagewire.admin.v1.AdminService.VerifyDatabase:output_type -> pagewire.admin.v1.VerifyDatabaseResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	24, // 0: pagewire.admin.v1.AcquireHaltRequest.ttl:type_name -> google.protobuf.Duration
+	24, // 1: pagewire.admin.v1.AcquireHaltRequest.wait:type_name -> google.protobuf.Duration
+	25, // 2: pagewire.admin.v1.AcquireHaltResponse.lock:type_name -> pagewire.replication.v1.HaltLock
+	24, // 3: pagewire.admin.v1.Replica.lag:type_name -> google.protobuf.Duration
+	9,  // 4: pagewire.admin.v1.Database.backup:type_name -> pagewire.admin.v1.DatabaseBackup
+	26, // 5: pagewire.admin.v1.DatabaseBackup.time:type_name -> google.protobuf.Timestamp
+	24, // 6: pagewire.admin.v1.DatabaseBackup.lag:type_name -> google.protobuf.Duration
+	8,  // 7: pagewire.admin.v1.ListDatabasesResponse.databases:type_name -> pagewire.admin.v1.Database
+	8,  // 8: pagewire.admin.v1.GetDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	7,  // 9: pagewire.admin.v1.GetDatabaseResponse.replicas:type_name -> pagewire.admin.v1.Replica
+	25, // 10: pagewire.admin.v1.GetDatabaseResponse.halt_lock:type_name -> pagewire.replication.v1.HaltLock
+	0,  // 11: pagewire.admin.v1.GetNodeResponse.role:type_name -> pagewire.admin.v1.Role
+	24, // 12: pagewire.admin.v1.WaitForPositionRequest.timeout:type_name -> google.protobuf.Duration
+	8,  // 13: pagewire.admin.v1.ImportDatabaseResponse.database:type_name -> pagewire.admin.v1.Database
+	10, // 14: pagewire.admin.v1.AdminService.ListDatabases:input_type -> pagewire.admin.v1.ListDatabasesRequest
+	12, // 15: pagewire.admin.v1.AdminService.GetDatabase:input_type -> pagewire.admin.v1.GetDatabaseRequest
+	14, // 16: pagewire.admin.v1.AdminService.GetNode:input_type -> pagewire.admin.v1.GetNodeRequest
+	20, // 17: pagewire.admin.v1.AdminService.ExportDatabase:input_type -> pagewire.admin.v1.ExportDatabaseRequest
+	22, // 18: pagewire.admin.v1.AdminService.ImportDatabase:input_type -> pagewire.admin.v1.ImportDatabaseRequest
+	18, // 19: pagewire.admin.v1.AdminService.Handoff:input_type -> pagewire.admin.v1.HandoffRequest
+	16, // 20: pagewire.admin.v1.AdminService.WaitForPosition:input_type -> pagewire.admin.v1.WaitForPositionRequest
+	3,  // 21: pagewire.admin.v1.AdminService.AcquireHalt:input_type -> pagewire.admin.v1.AcquireHaltRequest
+	5,  // 22: pagewire.admin.v1.AdminService.ReleaseHalt:input_type -> pagewire.admin.v1.ReleaseHaltRequest
+	1,  // 23: pagewire.admin.v1.AdminService.VerifyDatabase:input_type -> pagewire.admin.v1.VerifyDatabaseRequest
+	11, // 24: pagewire.admin.v1.AdminService.ListDatabases:output_type -> pagewire.admin.v1.ListDatabasesResponse
+	13, // 25: pagewire.admin.v1.AdminService.GetDatabase:output_type -> pagewire.admin.v1.GetDatabaseResponse
+	15, // 26: pagewire.admin.v1.AdminService.GetNode:output_type -> pagewire.admin.v1.GetNodeResponse
+	21, // 27: pagewire.admin.v1.AdminService.ExportDatabase:output_type -> pagewire.admin.v1.ExportDatabaseResponse
+	23, // 28: pagewire.admin.v1.AdminService.ImportDatabase:output_type -> pagewire.admin.v1.ImportDatabaseResponse
+	19, // 29: pagewire.admin.v1.AdminService.Handoff:output_type -> pagewire.admin.v1.HandoffResponse
+	17, // 30: pagewire.admin.v1.AdminService.WaitForPosition:output_type -> pagewire.admin.v1.WaitForPositionResponse
+	4,  // 31: pagewire.admin.v1.AdminService.AcquireHalt:output_type -> pagewire.admin.v1.AcquireHaltResponse
+	6,  // 32: pagewire.admin.v1.AdminService.ReleaseHalt:output_type -> pagewire.admin.v1.ReleaseHaltResponse
+	2,  // 33: pagewire.admin.v1.AdminService.VerifyDatabase:output_type -> pagewire.admin.v1.VerifyDatabaseResponse
+	24, // [24:34] is the sub-list for method output_type
+	14, // [14:24] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_pagewire_admin_v1_admin_proto_init() }
@@ -1625,7 +1731,7 @@ func file_pagewire_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_admin_v1_admin_proto_rawDesc), len(file_pagewire_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   22,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
