@@ -14,15 +14,27 @@ import (
 var Version = "dev"
 
 const usage = `usage:
-  pagewire mount   [-config PATH] [-- CMD ARGS...]   run a node; run CMD once it is ready
+  pagewire mount   [-config PATH] [-restore-on-start] [-- CMD ARGS...]
+                                                     run a node; run CMD once it is ready;
+                                                     -restore-on-start (=false) overrides backup.restore-on-start
   pagewire status  [-url URL]                        role, primary, databases and positions
   pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
   pagewire handoff [-url URL] [-to HOST]             the primary hands the lease to a caught-up candidate
   pagewire halt    -name DB [-url URL] -- CMD        run CMD while holding the halt lock
   pagewire verify  -name DB [-url URL] [-repair]     check a database's content against its position
+  pagewire restore -name DB [-txid X | -timestamp T] [-o FILE] [-config PATH] [-url URL]
+                                                     restore from the backup: to FILE, offline, or
+                                                     onto the primary at URL as an import
+  pagewire backup ls [-name DB] [-config PATH]       the backup's databases, or DB's restore points
   pagewire version
 `
+
+// usageError is a usage error with a message: main prints both.
+type usageError struct{ msg string }
+
+func (e *usageError) Error() string        { return e.msg }
+func (e *usageError) Is(target error) bool { return target == errUsage }
 
 // exitError carries a child's exit code out of run.
 type exitError struct{ code int }
@@ -38,6 +50,10 @@ func main() {
 	case errors.As(err, &ee):
 		os.Exit(ee.code)
 	case errors.Is(err, errUsage):
+		var ue *usageError
+		if errors.As(err, &ue) {
+			fmt.Fprintln(os.Stderr, "pagewire:", ue)
+		}
 		fmt.Fprint(os.Stderr, usage)
 		os.Exit(2)
 	case err != nil:
@@ -67,6 +83,10 @@ func run(ctx context.Context, args []string) error {
 		return runHalt(ctx, args[1:], os.Stderr)
 	case "verify":
 		return runVerify(ctx, args[1:], os.Stdout)
+	case "restore":
+		return runRestore(ctx, args[1:], os.Stdout)
+	case "backup":
+		return runBackup(ctx, args[1:], os.Stdout)
 	case "apply-worker": // internal: started by a replica node
 		return runApplyWorker(ctx, args[1:])
 	case "version":

@@ -36,6 +36,9 @@ func runMount(ctx context.Context, args []string) error {
 		return err
 	}
 	defer n.store.Close()
+	if err := restoreOnStart(ctx, n.log, n.cfg.Backup, n.store, n.cfg.Data.Dir); err != nil {
+		return err
+	}
 	if err := n.openBackup(ctx); err != nil {
 		return err
 	}
@@ -148,6 +151,9 @@ func runChild(ctx context.Context, argv []string, sigs <-chan os.Signal, log *sl
 	}
 }
 
+// embeddedDefault is loadConfig's source when no config file was found.
+const embeddedDefault = "embedded default"
+
 // loadConfig finds and loads the config, or the embedded default.
 func loadConfig(explicit string) (config.Config, string, error) {
 	path, err := config.Find(explicit)
@@ -155,7 +161,7 @@ func loadConfig(explicit string) (config.Config, string, error) {
 		return config.Config{}, "", err
 	}
 	if path == "" {
-		return config.Default(), "embedded default", nil
+		return config.Default(), embeddedDefault, nil
 	}
 	cfg, err := config.Load(path, os.Getenv)
 	return cfg, path, err

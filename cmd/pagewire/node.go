@@ -92,11 +92,15 @@ type node struct {
 func (n *node) loadConfig(args []string) error {
 	fset := flag.NewFlagSet("mount", flag.ContinueOnError)
 	configPath := fset.String("config", "", "config file (default: ./pagewire.yml, ./litefs.yml, /etc/pagewire.yml, /etc/litefs.yml, else the embedded single-node default)")
+	restore := fset.Bool("restore-on-start", false, "restore every database from the backup if data.dir has none (overrides backup.restore-on-start; =false turns it off)")
 	if err := fset.Parse(args); err != nil {
 		return errUsage
 	}
 	cfg, source, err := loadConfig(*configPath)
 	if err != nil {
+		return err
+	}
+	if err := overrideRestoreOnStart(fset, *restore, &cfg.Backup, source); err != nil {
 		return err
 	}
 	n.cfg = cfg
@@ -108,6 +112,21 @@ func (n *node) loadConfig(args []string) error {
 	if argv := fset.Args(); len(argv) > 0 {
 		n.app = argv
 	}
+	return nil
+}
+
+// overrideRestoreOnStart applies mount's -restore-on-start, when given, to
+// backup.restore-on-start.
+func overrideRestoreOnStart(fset *flag.FlagSet, restore bool, b *config.BackupConfig, source string) error {
+	set := false
+	fset.Visit(func(f *flag.Flag) { set = set || f.Name == "restore-on-start" })
+	if !set {
+		return nil
+	}
+	if restore && !b.Enabled() {
+		return fmt.Errorf("-restore-on-start needs a backup to restore from, and %s configures none: set backup.type (file, s3, gcs or azure) and where backups go", source)
+	}
+	b.RestoreOnStart = restore
 	return nil
 }
 

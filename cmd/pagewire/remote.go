@@ -11,6 +11,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/pagewire/pagewire"
 	client "github.com/pagewire/pagewire/clients/go"
 	adminv1 "github.com/pagewire/pagewire/proto/gen/go/pagewire/admin/v1"
@@ -25,16 +27,12 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
 		return errUsage
 	}
-	conn, err := r.dial(*rawURL)
+	conn, node, err := r.dialNode(ctx, *rawURL)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
 	admin := adminv1.NewAdminServiceClient(conn)
-	node, err := admin.GetNode(ctx, &adminv1.GetNodeRequest{})
-	if err != nil {
-		return fmt.Errorf("node at %s: %w (is it running? check -url)", *rawURL, client.Error(err))
-	}
 	dbs, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
 	if err != nil {
 		return client.Error(err)
@@ -46,6 +44,21 @@ func runStatus(ctx context.Context, args []string, out io.Writer) error {
 		fmt.Fprintf(tw, "%s\t%016x\t%016x\t%d\t%d\t%s\n", d.GetName(), d.GetTxid(), d.GetChecksum(), d.GetPageCount(), d.GetPageSize(), backupSummary(d.GetBackup(), time.Now()))
 	}
 	return tw.Flush()
+}
+
+// dialNode connects to the node at rawURL and asks what it is. The caller
+// closes the connection.
+func (r *remote) dialNode(ctx context.Context, rawURL string) (*grpc.ClientConn, *adminv1.GetNodeResponse, error) {
+	conn, err := r.dial(rawURL)
+	if err != nil {
+		return nil, nil, err
+	}
+	node, err := adminv1.NewAdminServiceClient(conn).GetNode(ctx, &adminv1.GetNodeRequest{})
+	if err != nil {
+		conn.Close()
+		return nil, nil, fmt.Errorf("node at %s: %w (is it running? check -url)", rawURL, client.Error(err))
+	}
+	return conn, node, nil
 }
 
 // backupSummary is a database's backup in one column of `pagewire
@@ -160,21 +173,32 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-
-	// Open the file to import.
-	f, err := os.Open(path)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
 	conn, err := r.dial(*r.url)
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	stream, err := adminv1.NewAdminServiceClient(conn).ImportDatabase(ctx)
+	d, err := importFile(ctx, adminv1.NewAdminServiceClient(conn), name, path)
 	if err != nil {
-		return client.Error(err)
+		return err
+	}
+	printImported(out, d)
+	return nil
+}
+
+// importFile sends the file at path to the primary as database name, which
+// replaces it (or creates it) as one new transaction, and returns the
+// database as the primary has it then. `pagewire import` and `pagewire
+// restore` both import through it.
+func importFile(ctx context.Context, admin adminv1.AdminServiceClient, name, path string) (*adminv1.Database, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	stream, err := admin.ImportDatabase(ctx)
+	if err != nil {
+		return nil, client.Error(err)
 	}
 
 	// Send the file in chunks of 1 MiB; the first also names the database.
@@ -195,18 +219,21 @@ func runImport(ctx context.Context, args []string, out io.Writer) error {
 			break
 		}
 		if rerr != nil {
-			return rerr
+			return nil, rerr
 		}
 	}
 
 	// The server answers with the imported database.
 	resp, err := stream.CloseAndRecv()
 	if err != nil {
-		return client.Error(err)
+		return nil, client.Error(err)
 	}
-	d := resp.GetDatabase()
+	return resp.GetDatabase(), nil
+}
+
+// printImported prints the database an import made.
+func printImported(out io.Writer, d *adminv1.Database) {
 	fmt.Fprintf(out, "imported %s: %d pages, now at %s\n", d.GetName(), d.GetPageCount(), pagewire.Pos{TXID: pagewire.TXID(d.GetTxid()), Checksum: d.GetChecksum()})
-	return nil
 }
 
 // runHandoff asks the primary to hand the lease off. Pointed at another
@@ -228,16 +255,11 @@ func runHandoff(ctx context.Context, args []string, out io.Writer) error {
 	// Find the primary: a node that is not the primary names it, once.
 	primaryURL := *rawURL
 	for hop := 0; ; hop++ {
-		conn, err := r.dial(primaryURL)
+		conn, node, err := r.dialNode(ctx, primaryURL)
 		if err != nil {
 			return err
 		}
 		admin := adminv1.NewAdminServiceClient(conn)
-		node, err := admin.GetNode(ctx, &adminv1.GetNodeRequest{})
-		if err != nil {
-			conn.Close()
-			return fmt.Errorf("node at %s: %w (is it running? check -url)", primaryURL, client.Error(err))
-		}
 		if node.GetRole() != adminv1.Role_ROLE_PRIMARY {
 			conn.Close()
 			if node.GetPrimaryUrl() == "" || hop > 0 {
