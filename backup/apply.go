@@ -66,7 +66,15 @@ func (im *image) applyLTX(r io.Reader) error {
 		return fmt.Errorf("%w: transaction %d starts from checksum %s, the database is at %s", pagewire.ErrCorrupt, h.MinTXID, h.PreApplyChecksum, im.checksum())
 	}
 
-	// Pages past the new size go first, so that their checksums leave the sum.
+	// Pages past the new size go first, so that their checksums leave the
+	// sum, and from the file, so that a later transaction that grows the
+	// database without writing them reads zeros there, as its checksum
+	// says, not the dropped pages.
+	if h.Commit < im.commit {
+		if err := im.f.Truncate(int64(h.Commit) * int64(h.PageSize)); err != nil {
+			return err
+		}
+	}
 	im.truncate(h.Commit)
 	if len(im.buf) != int(h.PageSize) {
 		im.buf = make([]byte, h.PageSize)

@@ -59,10 +59,24 @@ func (h *history) page() []byte {
 	return p
 }
 
+// next is the header of the next transaction, which leaves count pages.
+func (h *history) next(count int) pagewire.Txn {
+	prev := h.pos[len(h.pos)-1]
+	return pagewire.Txn{TXID: prev.TXID + 1, PreChecksum: prev.Checksum, PageSize: testPageSize, PageCount: uint32(count), CommitTime: h.t0.Add(time.Duration(len(h.pos)) * time.Second)}
+}
+
+// record adds t, made of h's pages as they now are, to the history.
+func (h *history) record(t pagewire.Txn) pagewire.Txn {
+	t.PostChecksum = checksumOf(h.pages)
+	h.pos = append(h.pos, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum})
+	h.times = append(h.times, t.CommitTime)
+	h.txns = append(h.txns, t)
+	return t
+}
+
 // commit makes the next transaction: some pages change, the database may
 // grow or shrink.
 func (h *history) commit() pagewire.Txn {
-	prev := h.pos[len(h.pos)-1]
 	count := len(h.pages)
 	grownFrom := count // pages from here on are new: written too
 	switch h.rnd.IntN(6) {
@@ -79,7 +93,7 @@ func (h *history) commit() pagewire.Txn {
 	for range 1 + h.rnd.IntN(4) {
 		changed[h.rnd.IntN(count)] = true
 	}
-	t := pagewire.Txn{TXID: prev.TXID + 1, PreChecksum: prev.Checksum, PageSize: testPageSize, PageCount: uint32(count), CommitTime: h.t0.Add(time.Duration(len(h.pos)) * time.Second)}
+	t := h.next(count)
 	for i := range count {
 		if changed[i] {
 			h.pages[i] = h.page()
@@ -90,11 +104,50 @@ func (h *history) commit() pagewire.Txn {
 			t.Pages = append(t.Pages, pagewire.Page{Pgno: uint32(i + 1), Data: h.pages[i]})
 		}
 	}
-	t.PostChecksum = checksumOf(h.pages)
-	h.pos = append(h.pos, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum})
-	h.times = append(h.times, t.CommitTime)
-	h.txns = append(h.txns, t)
-	return t
+	return h.record(t)
+}
+
+// commitResize makes a transaction that sets the database to count pages
+// and writes only the pages in write (0-based, ascending): pages it adds
+// without writing read as zeros, as after a VACUUM-like shrink and regrowth.
+func (h *history) commitResize(count int, write ...int) pagewire.Txn {
+	h.pages = h.pages[:min(count, len(h.pages))]
+	for len(h.pages) < count {
+		h.pages = append(h.pages, make([]byte, testPageSize))
+	}
+	t := h.next(count)
+	for _, i := range write {
+		h.pages[i] = h.page()
+		t.Pages = append(t.Pages, pagewire.Page{Pgno: uint32(i + 1), Data: h.pages[i]})
+	}
+	return h.record(t)
+}
+
+// TestRestoreRegrowth: a transaction that grows the database back after
+// one that shrank it, without writing the pages it adds, restores them as
+// zeros, as its checksum says, not as the pages the shrink dropped.
+func TestRestoreRegrowth(t *testing.T) {
+	b, _ := openTestBucket(t)
+	h := newHistory(6)
+	seg := segmentID{Epoch: 1}
+	putBegin(t, b, "db", seg, 0)
+	putSnapshot(t, b, "db", seg, h.pages, h.pos[0], h.t0)
+	h.commitResize(3, 0)
+	h.commitResize(10, 1)
+	h.commitResize(2)
+	h.commitResize(9)
+	putPack(t, b, "db", seg, h.txns[:1])
+	putPack(t, b, "db", seg, h.txns[1:])
+	out := filepath.Join(t.TempDir(), "restored.db")
+	for x := pagewire.TXID(1); x <= 5; x++ {
+		got, err := Restore(context.Background(), b, RestoreOptions{DB: "db", TXID: x, Output: out})
+		if err != nil {
+			t.Fatalf("restore to %d: %v", x, err)
+		}
+		if sum, want := fileChecksum(t, out), h.pos[x-1].Checksum; got.Pos.Checksum != want || sum != want {
+			t.Fatalf("restore to %d: at %016x, the file's checksum %016x, want %016x", x, got.Pos.Checksum, sum, want)
+		}
+	}
 }
 
 func openTestBucket(t *testing.T) (*blob.Bucket, string) {
