@@ -406,3 +406,142 @@ func (m *merger) encode(w io.Writer) error {
 	enc.SetPostApplyChecksum(m.post)
 	return enc.Close()
 }
+
+// PruneStats says what a Prune deleted.
+type PruneStats struct {
+	Deleted int   // objects and begin records deleted
+	Bytes   int64 // the objects' size
+}
+
+// Prune deletes what no restore to a point in [now-retention, now] needs.
+// The oldest such point is the state at now-retention, transaction from;
+// kept are the objects that restore from and the head, and every object
+// of a segment that serves past from that holds a transaction past it.
+// The rest is deleted, and the begin records of the oldest segments left
+// without objects (never the newest segment's). Prune first plans from and
+// the head on what would be left; if either cannot be planned, before or
+// after, it deletes nothing and says why. A backup younger than the
+// retention is left whole.
+func Prune(ctx context.Context, b *blob.Bucket, db string, retention time.Duration, now time.Time) (PruneStats, error) {
+	var st PruneStats
+	if err := pagewire.ValidateDBName(db); err != nil {
+		return st, err
+	}
+	if retention <= 0 {
+		return st, fmt.Errorf("prune %q: a retention of %s: it must be positive", db, retention)
+	}
+	tl, err := loadTimeline(ctx, b, db)
+	if err != nil {
+		return st, err
+	}
+	head, _ := tl.head()
+	if head == 0 {
+		return st, fmt.Errorf("prune %q: %w", db, errNoBackup)
+	}
+	from, err := tl.txidAt(ctx, b, now.Add(-retention))
+	if errors.Is(err, pagewire.ErrNotFound) {
+		return st, nil // nothing is as old as the retention
+	}
+	if err != nil {
+		return st, fmt.Errorf("prune %q: %w", db, err)
+	}
+	from = min(from, head)
+
+	// What restores from and the head, and whatever serves after from.
+	keep := map[string]bool{}
+	for _, x := range []pagewire.TXID{from, head} {
+		steps, err := tl.plan(x)
+		if err != nil {
+			return st, fmt.Errorf("prune %q: nothing deleted: the backup cannot restore transaction %d as it is: %w", db, x, err)
+		}
+		for _, o := range steps {
+			keep[o.Key] = true
+		}
+	}
+	for _, s := range tl.Segments {
+		for _, o := range s.Objects {
+			if s.End >= from && o.Max > from {
+				keep[o.Key] = true
+			}
+		}
+	}
+
+	// Prove what is left restores as much, before deleting anything.
+	rest, drop, begins := tl.without(keep)
+	if err := rest.restores(from, head); err != nil {
+		return st, fmt.Errorf("prune %q: nothing deleted: what would be left cannot be shown to restore: %w", db, err)
+	}
+
+	for _, o := range drop {
+		if err := deleteKey(ctx, b, o.Key); err != nil {
+			return st, fmt.Errorf("prune %q: %w", db, err)
+		}
+		st.Deleted++
+		st.Bytes += o.Size
+	}
+	for _, key := range begins {
+		if err := deleteKey(ctx, b, key); err != nil {
+			return st, fmt.Errorf("prune %q: %w", db, err)
+		}
+		st.Deleted++
+	}
+	return st, nil
+}
+
+// deleteKey deletes key; one already gone (another Prune) is no error.
+func deleteKey(ctx context.Context, b *blob.Bucket, key string) error {
+	if err := b.Delete(ctx, key); err != nil && gcerrors.Code(err) != gcerrors.NotFound {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// without returns the timeline left once every object not in keep is
+// deleted, the objects to delete, and the begin records to delete: those
+// of the oldest segments left with no objects, not the newest segment's.
+// A begin record of a later segment stays, since it fences the older
+// ones (their End).
+func (tl *timeline) without(keep map[string]bool) (*timeline, []object, []string) {
+	rest := &timeline{DB: tl.DB}
+	var drop []object
+	var begins []string
+	emptied := true // every segment so far is left with nothing
+	for i, s := range tl.Segments {
+		left := &segment{ID: s.ID, Begin: s.Begin}
+		for _, o := range s.Objects {
+			if keep[o.Key] {
+				left.Objects = append(left.Objects, o)
+			} else {
+				drop = append(drop, o)
+			}
+		}
+		emptied = emptied && len(left.Objects) == 0
+		if emptied && i < len(tl.Segments)-1 {
+			begins = append(begins, beginKey(tl.DB, s.ID))
+			continue
+		}
+		rest.Segments = append(rest.Segments, left)
+	}
+	rest.fence()
+	return rest, drop, begins
+}
+
+// restores checks that tl plans from, head, and each segment's end
+// between them, and that its head is head.
+func (tl *timeline) restores(from, head pagewire.TXID) error {
+	if got, _ := tl.head(); got != head {
+		return fmt.Errorf("its newest transaction would be %d, not %d", got, head)
+	}
+	points := []pagewire.TXID{from, head}
+	for _, s := range tl.Segments {
+		if s.End > from && s.End < head {
+			points = append(points, s.End)
+		}
+	}
+	for _, x := range points {
+		if _, err := tl.plan(x); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -54,6 +54,16 @@ func backUpHistory(t *testing.T, b *blob.Bucket) *history {
 	return h
 }
 
+// newTestBackup makes backUpHistory's backup in a new bucket and returns
+// it, its directory, its history, head, and a time an hour past the head,
+// when every compaction window has ended.
+func newTestBackup(t *testing.T) (*blob.Bucket, string, *history, pagewire.TXID, time.Time) {
+	b, dir := openTestBucket(t)
+	h := backUpHistory(t, b)
+	head := pagewire.TXID(len(h.pos))
+	return b, dir, h, head, h.times[head-1].Add(time.Hour)
+}
+
 // pagesAt restores x from b and returns its pages.
 func (h *history) pagesAt(t *testing.T, b *blob.Bucket, x pagewire.TXID) [][]byte {
 	out := filepath.Join(t.TempDir(), "at.db")
@@ -94,12 +104,9 @@ func bucketKeys(t *testing.T, b *blob.Bucket) []string {
 
 func TestCompact(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openTestBucket(t)
-	h := backUpHistory(t, b)
-	head := pagewire.TXID(len(h.pos))
+	b, _, h, head, now := newTestBackup(t)
 	before := restoreEach(t, b, h, 1, head)
 
-	now := h.times[head-1].Add(time.Hour)
 	st, err := Compact(ctx, b, "db", testLevels, now)
 	if err != nil {
 		t.Fatal(err)
@@ -159,9 +166,7 @@ func TestCompact(t *testing.T) {
 // merges the rest.
 func TestCompact_Windows(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openTestBucket(t)
-	h := backUpHistory(t, b)
-	head := pagewire.TXID(len(h.pos))
+	b, _, h, head, _ := newTestBackup(t)
 	mid := h.times[40]
 	if _, err := Compact(ctx, b, "db", testLevels, mid); err != nil {
 		t.Fatal(err)
@@ -187,10 +192,7 @@ func TestCompact_Windows(t *testing.T) {
 // between them.
 func TestCompact_Concurrent(t *testing.T) {
 	ctx := context.Background()
-	b, _ := openTestBucket(t)
-	h := backUpHistory(t, b)
-	head := pagewire.TXID(len(h.pos))
-	now := h.times[head-1].Add(time.Hour)
+	b, _, h, head, now := newTestBackup(t)
 	var wg sync.WaitGroup
 	stats := make([]CompactStats, 2)
 	errs := make([]error, 2)
@@ -253,10 +255,8 @@ func TestCompact_CorruptSource(t *testing.T) {
 // its checksums, though its file checksum is right, is refused on restore.
 func TestCompact_HostileLevel(t *testing.T) {
 	ctx := context.Background()
-	b, dir := openTestBucket(t)
-	h := backUpHistory(t, b)
-	head := pagewire.TXID(len(h.pos))
-	if _, err := Compact(ctx, b, "db", testLevels, h.times[head-1].Add(time.Hour)); err != nil {
+	b, dir, _, _, now := newTestBackup(t)
+	if _, err := Compact(ctx, b, "db", testLevels, now); err != nil {
 		t.Fatal(err)
 	}
 	tl, err := loadTimeline(ctx, b, "db")
@@ -322,4 +322,123 @@ func TestCompact_HostileLevel(t *testing.T) {
 	if !errors.Is(err, pagewire.ErrCorrupt) || !strings.Contains(err.Error(), victim.Key) {
 		t.Fatalf("restore through a lying %s: %v, want ErrCorrupt naming it", victim.Key, err)
 	}
+}
+
+func TestPrune(t *testing.T) {
+	ctx := context.Background()
+	b, _, h, head, now := newTestBackup(t)
+	if _, err := Compact(ctx, b, "db", testLevels, now); err != nil {
+		t.Fatal(err)
+	}
+
+	// The retention starts between transactions 110 and 111: its plan
+	// goes through a compacted object (97 to 106) whose packs go.
+	const from = 110
+	cutoff := h.times[from-1].Add(500 * time.Millisecond)
+	retention := now.Sub(cutoff)
+	keys := len(bucketKeys(t, b))
+	st, err := Prune(ctx, b, "db", retention, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Deleted == 0 || st.Bytes == 0 {
+		t.Fatalf("prune: %+v, want objects deleted", st)
+	}
+	if got := len(bucketKeys(t, b)); got != keys-st.Deleted {
+		t.Fatalf("prune said %d deleted, the bucket went from %d keys to %d", st.Deleted, keys, got)
+	}
+
+	// Every point of the retention restores, by TXID and by time.
+	restoreEach(t, b, h, from, head)
+	out := filepath.Join(t.TempDir(), "out.db")
+	for _, x := range []pagewire.TXID{from, from + 1, 115, head} {
+		at := h.times[x-1].Add(500 * time.Millisecond)
+		if x == from {
+			at = cutoff
+		}
+		got, err := Restore(ctx, b, RestoreOptions{DB: "db", Time: at, Output: out})
+		if err != nil || got.Pos != h.pos[x-1] {
+			t.Fatalf("restore to %s (transaction %d): %v at %s, want %s", at, x, err, got.Pos, h.pos[x-1])
+		}
+	}
+
+	// What only older points needed is gone: the first segment, begin
+	// record and all; the snapshot the retention's plan starts from stays.
+	if _, err := Restore(ctx, b, RestoreOptions{DB: "db", TXID: 50, Output: out}); !errors.Is(err, pagewire.ErrNotFound) {
+		t.Fatalf("restore to 50, before the retention: %v, want ErrNotFound", err)
+	}
+	tl, err := loadTimeline(ctx, b, "db")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tl.Segments) != 1 || tl.Segments[0].ID != (segmentID{Epoch: 4}) {
+		t.Fatalf("segments left: %+v", tl.Segments)
+	}
+	for _, o := range tl.Segments[0].Objects {
+		if o.Max < snapshotTXID {
+			t.Errorf("%s kept: no restore from %d needs it", o.Key, from)
+		}
+	}
+
+	t.Run("Again", func(t *testing.T) {
+		if st, err := Prune(ctx, b, "db", retention, now); err != nil || st != (PruneStats{}) {
+			t.Fatalf("a second prune: %+v, %v; want nothing deleted", st, err)
+		}
+	})
+	t.Run("Young", func(t *testing.T) {
+		if st, err := Prune(ctx, b, "db", 100*time.Hour, now); err != nil || st != (PruneStats{}) {
+			t.Fatalf("a retention longer than the backup: %+v, %v; want nothing deleted", st, err)
+		}
+	})
+}
+
+// TestPrune_Refuses: a backup that cannot restore a point of the
+// retention, or its head, is left whole.
+func TestPrune_Refuses(t *testing.T) {
+	ctx := context.Background()
+	for name, tc := range map[string]struct {
+		lose func(tl *timeline) string // the key of an object to remove
+		from pagewire.TXID
+	}{
+		"a pack after the retention's start": {from: 100, lose: func(tl *timeline) string {
+			return objectHolding(t, tl, 110, 0)
+		}},
+		"the snapshot the retention starts from": {from: 30, lose: func(tl *timeline) string {
+			return objectHolding(t, tl, 1, levelSnap)
+		}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, _ := openTestBucket(t)
+			h := backUpHistory(t, b)
+			tl, err := loadTimeline(ctx, b, "db")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Delete(ctx, tc.lose(tl)); err != nil {
+				t.Fatal(err)
+			}
+			keys := bucketKeys(t, b)
+			now := h.times[len(h.times)-1].Add(time.Hour)
+			st, err := Prune(ctx, b, "db", now.Sub(h.times[tc.from-1]), now)
+			if err == nil || !strings.Contains(err.Error(), "nothing deleted") {
+				t.Fatalf("prune: %+v, %v; want a refusal", st, err)
+			}
+			if got := bucketKeys(t, b); !slices.Equal(got, keys) {
+				t.Fatalf("a refused prune changed the bucket: %d keys, %d before", len(got), len(keys))
+			}
+		})
+	}
+}
+
+// objectHolding is the key of tl's object at level that holds x.
+func objectHolding(t *testing.T, tl *timeline, x pagewire.TXID, level int) string {
+	for _, s := range tl.Segments {
+		for _, o := range s.Objects {
+			if o.Level == level && o.Min <= x && x <= o.Max && x <= s.End {
+				return o.Key
+			}
+		}
+	}
+	t.Fatalf("no object at level %d holds %d", level, x)
+	return ""
 }
