@@ -87,9 +87,10 @@ func Compact(ctx context.Context, b *blob.Bucket, db string, levels []time.Durat
 	return st, nil
 }
 
-// compactionRuns lists the runs of segment s's level-1 objects to merge
-// into level objects: each run lies in one ended window of d, its objects
-// consecutive and within s.End, and no level object covers it yet.
+// compactionRuns lists the runs of segment s's objects one level below
+// level to merge into one object at level each: a run lies in one window
+// of d that has ended, its objects are consecutive and within s.End, and
+// no object at level covers it yet.
 func compactionRuns(s *segment, level int, d time.Duration, now time.Time) [][]object {
 	var sources []object
 	for _, o := range s.Objects {
