@@ -41,11 +41,10 @@ func (im *image) pagewirePos() pagewire.Pos {
 // checksum, or if the file's own checksum is wrong; the image is then
 // unusable.
 func (im *image) applyLTX(r io.Reader) error {
-	dec := ltx.NewDecoder(newFrameGuard(r))
-	if err := dec.DecodeHeader(); err != nil {
-		return fmt.Errorf("%w: LTX header: %v", pagewire.ErrCorrupt, err)
+	dec, h, err := decodeLTX(r)
+	if err != nil {
+		return err
 	}
-	h := dec.Header()
 	if err := h.Validate(); err != nil {
 		return fmt.Errorf("%w: LTX header: %v", pagewire.ErrCorrupt, err)
 	}
@@ -66,32 +65,30 @@ func (im *image) applyLTX(r io.Reader) error {
 		return fmt.Errorf("%w: transaction %d starts from checksum %s, the database is at %s", pagewire.ErrCorrupt, h.MinTXID, h.PreApplyChecksum, im.checksum())
 	}
 
-	// Pages past the new size go first, so that their checksums leave the sum.
+	// Pages past the new size go first, so that their checksums leave the
+	// sum, and from the file, so that a later transaction that grows the
+	// database without writing them reads zeros there, as its checksum
+	// says, not the dropped pages.
+	if h.Commit < im.commit {
+		if err := im.f.Truncate(int64(h.Commit) * int64(h.PageSize)); err != nil {
+			return err
+		}
+	}
 	im.truncate(h.Commit)
 	if len(im.buf) != int(h.PageSize) {
 		im.buf = make([]byte, h.PageSize)
 	}
-	var ph ltx.PageHeader
-	for {
-		err := dec.DecodePage(&ph, im.buf)
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("%w: transactions %d to %d: %v", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, err)
-		}
-		if ph.Pgno > h.Commit {
-			return fmt.Errorf("%w: page %d of a database of %d pages", pagewire.ErrCorrupt, ph.Pgno, h.Commit)
-		}
-		if _, err := im.f.WriteAt(im.buf, int64(ph.Pgno-1)*int64(h.PageSize)); err != nil {
+	err = decodePages(dec, h, im.buf, func(pgno uint32) error {
+		if _, err := im.f.WriteAt(im.buf, int64(pgno-1)*int64(h.PageSize)); err != nil {
 			return err
 		}
-		c := uint64(ltx.ChecksumPage(ph.Pgno, im.buf)) &^ uint64(ltx.ChecksumFlag)
-		im.sum ^= im.sums[ph.Pgno-1] ^ c
-		im.sums[ph.Pgno-1] = c
-	}
-	if err := dec.Close(); err != nil {
-		return fmt.Errorf("%w: transactions %d to %d: %v", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, err)
+		c := uint64(ltx.ChecksumPage(pgno, im.buf)) &^ uint64(ltx.ChecksumFlag)
+		im.sum ^= im.sums[pgno-1] ^ c
+		im.sums[pgno-1] = c
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	if got := dec.Trailer().PostApplyChecksum; got != im.checksum() {
 		return fmt.Errorf("%w: transactions %d to %d lead to checksum %s, their trailer says %s", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, im.checksum(), got)

@@ -10,6 +10,10 @@
 // before ended at and end at the one it records, before the restored file
 // replaces anything.
 //
-// This build has the format, the restore and the listing; the uploader
-// that runs on the primary is not wired yet (issue 16).
+// compact.go merges uploads into compacted levels (Compact) and deletes
+// what no restore within the retention needs (Prune).
+//
+// This build has the format, the restore, the listing, Compact and Prune;
+// the uploader that runs on the primary, which would call them, is not
+// wired yet (issue 16).
 package backup

@@ -263,14 +263,19 @@ func loadTimeline(ctx context.Context, b *blob.Bucket, db string) (*timeline, er
 		}
 		return 0
 	})
-	// Each segment serves up to the next one's PrevHead, at most.
+	tl.fence()
+	return tl, nil
+}
+
+// fence sets each segment's End: it serves up to the next ones' PrevHead,
+// at most.
+func (tl *timeline) fence() {
 	for i, s := range tl.Segments {
 		s.End = s.head()
 		for _, later := range tl.Segments[i+1:] {
 			s.End = min(s.End, later.Begin.PrevHead)
 		}
 	}
-	return tl, nil
 }
 
 func cmpTXID(a, b pagewire.TXID) int {

@@ -359,3 +359,40 @@ func encodeSnapshot(w io.Writer, r io.Reader, pos pagewire.Pos, pageSize, count 
 	enc.SetPostApplyChecksum(ltxChecksum(pos.Checksum, pageSize, count))
 	return enc.Close()
 }
+
+// decodeLTX starts decoding one LTX file read from r, its page frames
+// bounded by frameGuard, and returns its header.
+func decodeLTX(r io.Reader) (*ltx.Decoder, ltx.Header, error) {
+	dec := ltx.NewDecoder(newFrameGuard(r))
+	dec.SetRetainPageIndex(false) // pages are streamed; no index is kept
+	if err := dec.DecodeHeader(); err != nil {
+		return nil, ltx.Header{}, fmt.Errorf("%w: LTX header: %v", pagewire.ErrCorrupt, err)
+	}
+	return dec, dec.Header(), nil
+}
+
+// decodePages reads the pages of dec's file, whose header is h, each into
+// buf, and calls fn with each one's number; then it checks the file's own
+// checksum.
+func decodePages(dec *ltx.Decoder, h ltx.Header, buf []byte, fn func(pgno uint32) error) error {
+	var ph ltx.PageHeader
+	for {
+		err := dec.DecodePage(&ph, buf)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return fmt.Errorf("%w: transactions %d to %d: %v", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, err)
+		}
+		if ph.Pgno > h.Commit {
+			return fmt.Errorf("%w: page %d of a database of %d pages", pagewire.ErrCorrupt, ph.Pgno, h.Commit)
+		}
+		if err := fn(ph.Pgno); err != nil {
+			return err
+		}
+	}
+	if err := dec.Close(); err != nil {
+		return fmt.Errorf("%w: transactions %d to %d: %v", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, err)
+	}
+	return nil
+}

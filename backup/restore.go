@@ -261,9 +261,11 @@ func (tl *timeline) txidAt(ctx context.Context, b *blob.Bucket, t time.Time) (pa
 	var next *object // the first pack past t, whose early transactions may be before it
 	for _, s := range tl.Segments {
 		for _, o := range s.Objects {
-			if o.Level > 0 || o.Max > s.End {
+			if o.Max > s.End {
 				continue
 			}
+			// A compacted object counts too: once Prune has deleted the
+			// packs it was merged from, it may be all there is.
 			if !o.Time.After(t) {
 				best = max(best, o.Max)
 			} else if o.Level == 0 && (next == nil || o.Min < next.Min) {

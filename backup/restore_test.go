@@ -59,10 +59,24 @@ func (h *history) page() []byte {
 	return p
 }
 
+// next is the header of the next transaction, which leaves count pages.
+func (h *history) next(count int) pagewire.Txn {
+	prev := h.pos[len(h.pos)-1]
+	return pagewire.Txn{TXID: prev.TXID + 1, PreChecksum: prev.Checksum, PageSize: testPageSize, PageCount: uint32(count), CommitTime: h.t0.Add(time.Duration(len(h.pos)) * time.Second)}
+}
+
+// record adds t, made of h's pages as they now are, to the history.
+func (h *history) record(t pagewire.Txn) pagewire.Txn {
+	t.PostChecksum = checksumOf(h.pages)
+	h.pos = append(h.pos, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum})
+	h.times = append(h.times, t.CommitTime)
+	h.txns = append(h.txns, t)
+	return t
+}
+
 // commit makes the next transaction: some pages change, the database may
 // grow or shrink.
 func (h *history) commit() pagewire.Txn {
-	prev := h.pos[len(h.pos)-1]
 	count := len(h.pages)
 	grownFrom := count // pages from here on are new: written too
 	switch h.rnd.IntN(6) {
@@ -79,7 +93,7 @@ func (h *history) commit() pagewire.Txn {
 	for range 1 + h.rnd.IntN(4) {
 		changed[h.rnd.IntN(count)] = true
 	}
-	t := pagewire.Txn{TXID: prev.TXID + 1, PreChecksum: prev.Checksum, PageSize: testPageSize, PageCount: uint32(count), CommitTime: h.t0.Add(time.Duration(len(h.pos)) * time.Second)}
+	t := h.next(count)
 	for i := range count {
 		if changed[i] {
 			h.pages[i] = h.page()
@@ -90,11 +104,60 @@ func (h *history) commit() pagewire.Txn {
 			t.Pages = append(t.Pages, pagewire.Page{Pgno: uint32(i + 1), Data: h.pages[i]})
 		}
 	}
-	t.PostChecksum = checksumOf(h.pages)
-	h.pos = append(h.pos, pagewire.Pos{TXID: t.TXID, Checksum: t.PostChecksum})
-	h.times = append(h.times, t.CommitTime)
-	h.txns = append(h.txns, t)
-	return t
+	return h.record(t)
+}
+
+// commitResize makes a transaction that sets the database to count pages
+// and writes only the pages in write (0-based, ascending): pages it adds
+// without writing read as zeros, as after a VACUUM-like shrink and regrowth.
+func (h *history) commitResize(count int, write ...int) pagewire.Txn {
+	h.pages = h.pages[:min(count, len(h.pages))]
+	for len(h.pages) < count {
+		h.pages = append(h.pages, make([]byte, testPageSize))
+	}
+	t := h.next(count)
+	for _, i := range write {
+		h.pages[i] = h.page()
+		t.Pages = append(t.Pages, pagewire.Page{Pgno: uint32(i + 1), Data: h.pages[i]})
+	}
+	return h.record(t)
+}
+
+// restoreTo restores b to x into out and checks it against the history,
+// by its position and by the checksum of the file written.
+func (h *history) restoreTo(t testing.TB, b *blob.Bucket, x pagewire.TXID, out string) Restored {
+	t.Helper()
+	got, err := Restore(context.Background(), b, RestoreOptions{DB: "db", TXID: x, Output: out})
+	if err != nil {
+		t.Fatalf("restore to %d: %v", x, err)
+	}
+	want := h.pos[x-1]
+	if got.Pos != want {
+		t.Fatalf("restore to %d: at %s, want %s", x, got.Pos, want)
+	}
+	if sum := fileChecksum(t, out); sum != want.Checksum {
+		t.Fatalf("restore to %d: the file's checksum is %016x, want %016x", x, sum, want.Checksum)
+	}
+	return got
+}
+
+// TestRestoreRegrowth: a transaction that grows the database back after
+// one that shrank it, without writing the pages it adds, restores them as
+// zeros, as its checksum says, not as the pages the shrink dropped.
+func TestRestoreRegrowth(t *testing.T) {
+	b, _ := openTestBucket(t)
+	h := newHistory(6)
+	seg := startBackup(t, b, h)
+	h.commitResize(3, 0)
+	h.commitResize(10, 1)
+	h.commitResize(2)
+	h.commitResize(9)
+	putPack(t, b, "db", seg, h.txns[:1])
+	putPack(t, b, "db", seg, h.txns[1:])
+	out := filepath.Join(t.TempDir(), "restored.db")
+	for x := pagewire.TXID(1); x <= 5; x++ {
+		h.restoreTo(t, b, x, out)
+	}
 }
 
 func openTestBucket(t *testing.T) (*blob.Bucket, string) {
@@ -160,8 +223,20 @@ func putPack(t *testing.T, b *blob.Bucket, db string, seg segmentID, txns []page
 	return key
 }
 
+// startBackup begins segment 1 of a backup of h with a snapshot of its
+// first state.
+func startBackup(t *testing.T, b *blob.Bucket, h *history) segmentID {
+	seg := segmentID{Epoch: 1}
+	putBegin(t, b, "db", seg, 0)
+	putSnapshot(t, b, "db", seg, h.pages, h.pos[0], h.t0)
+	return seg
+}
+
 // fileChecksum is pagewire's checksum of a database file.
-func fileChecksum(t *testing.T, path string) uint64 {
+func fileChecksum(t testing.TB, path string) uint64 { return checksumOf(filePages(t, path)) }
+
+// filePages reads a database file's pages.
+func filePages(t testing.TB, path string) [][]byte {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -170,7 +245,32 @@ func fileChecksum(t *testing.T, path string) uint64 {
 	for i := 0; i < len(data); i += testPageSize {
 		pages = append(pages, data[i:i+testPageSize])
 	}
-	return checksumOf(pages)
+	return pages
+}
+
+// backUpTwoSegments backs up h's first state and 120 transactions, which
+// commit makes n at a time: 60 in a segment, as packs of 7, and 60 in the
+// next, as packs of per; the first segment's deposed primary uploads a
+// transaction 62 of another history, which must never be read.
+func backUpTwoSegments(t *testing.T, b *blob.Bucket, h *history, commit func(n int), per int) {
+	seg1, seg2 := segmentID{Epoch: 3}, segmentID{Epoch: 4}
+	putBegin(t, b, "db", seg1, 0)
+	putSnapshot(t, b, "db", seg1, h.pages, h.pos[0], h.t0)
+	commit(60)
+	for i := 0; i < 60; i += 7 {
+		putPack(t, b, "db", seg1, h.txns[i:min(i+7, 60)])
+	}
+	// The next primary continues at 61.
+	putBegin(t, b, "db", seg2, 61)
+	fork := newHistory(99)
+	for range 61 {
+		fork.commit()
+	}
+	putPack(t, b, "db", seg1, fork.txns[60:61])
+	commit(60)
+	for i := 60; i < 120; i += per {
+		putPack(t, b, "db", seg2, h.txns[i:min(i+per, 120)])
+	}
 }
 
 // TestRestoreEveryPoint backs a history up as a snapshot and packs across
@@ -181,30 +281,11 @@ func TestRestoreEveryPoint(t *testing.T) {
 	ctx := context.Background()
 	b, _ := openTestBucket(t)
 	h := newHistory(1)
-	seg1, seg2 := segmentID{Epoch: 3}, segmentID{Epoch: 4}
-	putBegin(t, b, "db", seg1, 0)
-	putSnapshot(t, b, "db", seg1, h.pages, h.pos[0], h.t0)
-	for range 60 {
-		h.commit()
-	}
-	for i := 0; i < 60; i += 7 {
-		putPack(t, b, "db", seg1, h.txns[i:min(i+7, 60)])
-	}
-	// The next primary continues at 61; the deposed one uploads a
-	// transaction 62 of another history into its own segment, which must
-	// never be read.
-	putBegin(t, b, "db", seg2, 61)
-	fork := newHistory(99)
-	for range 61 {
-		fork.commit()
-	}
-	putPack(t, b, "db", seg1, fork.txns[60:61])
-	for range 60 {
-		h.commit()
-	}
-	for i := 60; i < 120; i += 11 {
-		putPack(t, b, "db", seg2, h.txns[i:min(i+11, 120)])
-	}
+	backUpTwoSegments(t, b, h, func(n int) {
+		for range n {
+			h.commit()
+		}
+	}, 11)
 
 	out := filepath.Join(t.TempDir(), "restored.db")
 	rnd := rand.New(rand.NewPCG(7, 7))
@@ -213,17 +294,7 @@ func TestRestoreEveryPoint(t *testing.T) {
 		if n == 0 {
 			x = 121
 		}
-		got, err := Restore(ctx, b, RestoreOptions{DB: "db", TXID: x, Output: out})
-		if err != nil {
-			t.Fatalf("restore to %d: %v", x, err)
-		}
-		want := h.pos[x-1]
-		if got.Pos != want {
-			t.Fatalf("restore to %d: at %s, want %s", x, got.Pos, want)
-		}
-		if sum := fileChecksum(t, out); sum != want.Checksum {
-			t.Fatalf("restore to %d: the file's checksum is %016x, want %016x", x, sum, want.Checksum)
-		}
+		h.restoreTo(t, b, x, out)
 	}
 
 	// The newest, by default; and by time.
@@ -258,9 +329,7 @@ func TestRestoreRefusesCorruptObject(t *testing.T) {
 	ctx := context.Background()
 	b, dir := openTestBucket(t)
 	h := newHistory(2)
-	seg := segmentID{Epoch: 1}
-	putBegin(t, b, "db", seg, 0)
-	putSnapshot(t, b, "db", seg, h.pages, h.pos[0], h.t0)
+	seg := startBackup(t, b, h)
 	for range 20 {
 		h.commit()
 	}
