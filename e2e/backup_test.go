@@ -410,3 +410,27 @@ func TestBackup_FollowsHandoffs(t *testing.T) {
 		t.Fatalf("newest restore %s, primary %s", got, p.Pos("hand.db"))
 	}
 }
+
+// The primary compacts its uploads as it goes (levels of 1 s and 3 s
+// here): compacted objects appear, and restores to any TXID still equal
+// the primary's state.
+func TestBackup_CompactsWhileWriting(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backup")
+	section := fileBackup(dir) + "  levels: [1s, 3s]\n"
+	p := StartNode(t, NodeOptions{Config: section})
+	hist := writeHistory(t, p, "cmp.db", 60, 4)
+	time.Sleep(1500 * time.Millisecond)
+	for x, pos := range writeHistory(t, p, "cmp.db", 60, 5) {
+		hist[x] = pos
+	}
+	head := p.Pos("cmp.db")
+	waitBackedUp(t, p, "cmp.db", head[:16])
+	waitFor(t, 60*time.Second, "level-2 objects in the backup", func() bool {
+		l2, _ := filepath.Glob(filepath.Join(dir, "cmp.db", "*", "l2", "*.ltx"))
+		return len(l2) > 0
+	})
+	if !strings.Contains(p.Log.String(), "backup compacted and pruned") {
+		t.Fatalf("the log does not report the compaction:\n%s", p.Log)
+	}
+	checkPointInTime(t, openBackup(t, section), "cmp.db", hist, 40)
+}

@@ -194,10 +194,28 @@ func (n *node) openBackup(ctx context.Context) error {
 	for i, l := range bc.Levels {
 		levels[i] = time.Duration(l)
 	}
+	retention := time.Duration(bc.Retention)
+	maintain := func(ctx context.Context, db string) error {
+		now := time.Now()
+		cs, err := backup.Compact(ctx, b, db, levels, now)
+		if err != nil {
+			return err
+		}
+		ps, err := backup.Prune(ctx, b, db, retention, now)
+		if err != nil {
+			return err
+		}
+		if cs.Objects > 0 || ps.Deleted > 0 {
+			n.log.Info("backup compacted and pruned", logkey.DB, db, "compacted", cs.Objects, "compacted_bytes", cs.Bytes,
+				"sources", cs.Sources, "deleted", ps.Deleted, "deleted_bytes", ps.Bytes)
+		}
+		return nil
+	}
 	n.bucket = b
 	n.uploader = backup.NewUploader(backup.UploaderConfig{
 		Bucket: b, Source: n.store, Node: n.info.Hostname, Dir: spool,
 		Delay: time.Duration(bc.Delay), SnapshotInterval: time.Duration(bc.SnapshotInterval),
+		Maintain: maintain, MaintainInterval: levels[0],
 		Log: n.log,
 	})
 	n.log.Info("backing up", "backup", bc)
