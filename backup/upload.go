@@ -351,8 +351,12 @@ func (w *worker) choose(ctx context.Context) error {
 	if h, hs := tl.head(); h > 0 {
 		w.prevHead = h
 		pos, t, err := headPos(ctx, w.u.cfg.Bucket, hs, h)
+		if err == nil {
+			// Continued, the backup is only as good as its head's restore.
+			_, err = tl.plan(h)
+		}
 		if err != nil {
-			w.log.Warn("cannot read where the backup ends; the new segment starts with a snapshot", logkey.Error, err)
+			w.log.Warn("cannot continue the backup from where it ends (unreadable, or not restorable); the new segment starts with a snapshot", logkey.Error, err)
 		} else {
 			w.pos = pos
 			w.u.update(w.db, func(s *Status) { s.Pos, s.Time = pos, t })

@@ -330,7 +330,7 @@ func TestBackup_DamagedHeadStartsSnapshot(t *testing.T) {
 	insertRows(t, p.Path("dmg.db"), 5)
 	head := p.Pos("dmg.db")
 	waitBackedUp(t, p, "dmg.db", head[:16])
-	if !strings.Contains(p.Log.String(), "cannot read where the backup ends") {
+	if !strings.Contains(p.Log.String(), "cannot continue the backup from where it ends") {
 		t.Fatalf("the log does not say the backup's end is unreadable:\n%s", p.Log)
 	}
 	b := openBackup(t, section)
@@ -433,4 +433,33 @@ func TestBackup_CompactsWhileWriting(t *testing.T) {
 		t.Fatalf("the log does not report the compaction:\n%s", p.Log)
 	}
 	checkPointInTime(t, openBackup(t, section), "cmp.db", hist, 40)
+}
+
+// A backup whose snapshot is gone cannot restore its head: the next run
+// does not continue it, but starts with a snapshot of its own.
+func TestBackup_UnrestorableHeadStartsSnapshot(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "backup")
+	section := fileBackup(dir)
+	p := StartNode(t, NodeOptions{Config: section})
+	insertRows(t, p.Path("nosnap.db"), 10)
+	waitBackedUp(t, p, "nosnap.db", p.Pos("nosnap.db")[:16])
+	p.Stop()
+	snaps, _ := filepath.Glob(filepath.Join(dir, "nosnap.db", "*", "snap", "*.ltx"))
+	if len(snaps) != 1 {
+		t.Fatalf("snapshots %v, want one", snaps)
+	}
+	if err := os.Remove(snaps[0]); err != nil {
+		t.Fatal(err)
+	}
+
+	p.Start(false)
+	insertRows(t, p.Path("nosnap.db"), 5)
+	head := p.Pos("nosnap.db")
+	waitBackedUp(t, p, "nosnap.db", head[:16])
+	if !strings.Contains(p.Log.String(), "cannot continue the backup from where it ends") {
+		t.Fatalf("the log does not say why the backup is not continued:\n%s", p.Log)
+	}
+	if got, _ := restoreAt(t, openBackup(t, section), "nosnap.db", 0); got != head {
+		t.Fatalf("newest restore %s, primary %s", got, head)
+	}
 }
