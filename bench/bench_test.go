@@ -262,3 +262,31 @@ func mountsUnder(dir string) ([]string, error) {
 	}
 	return mounts, s.Err()
 }
+
+// TestBench_backupQuick runs the backup section alone against the S3
+// server and checks that every part was measured. It asserts no timings:
+// the bars are the report's business, not the test's.
+func TestBench_backupQuick(t *testing.T) {
+	out, rep := runBench(t, buildPagewireBin(t), "-quick", "-backup")
+	if len(rep.Workloads) != 0 || rep.Replication != nil || rep.Proxy != nil || rep.Export != nil {
+		t.Errorf("-backup: the report has other sections")
+	}
+	br := rep.Backup
+	if br == nil {
+		t.Fatal("-backup: the report has no backup section")
+	}
+	if len(br.RoundRatios) != 1 || br.Off.MedianRate <= 0 || br.On.MedianRate <= 0 || br.Disk.MedianRate <= 0 {
+		t.Errorf("backup write rates %+v; want one round with three positive rates", *br)
+	}
+	if r := br.RPO; r == nil || r.Commits == 0 || r.Samples == 0 {
+		t.Errorf("backup RPO %+v; want commits and samples", r)
+	}
+	if r := br.Restore; r == nil || r.DatabaseBytes < quickBackupRestoreMiB<<20 || r.Objects == 0 || r.RestoredBytes != r.DatabaseBytes {
+		t.Errorf("backup restore %+v; want the whole database restored", r)
+	}
+	for _, s := range []string{"## Backup", "| mount, backup on |", "### RPO", "### Restore"} {
+		if !strings.Contains(out, s) {
+			t.Errorf("output lacks %q", s)
+		}
+	}
+}

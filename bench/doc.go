@@ -58,6 +58,22 @@
 // the VACUUM through /proc/PID/clear_refs) of every pagewire process, each
 // node and each apply worker, until both replicas have its position.
 //
+// -backup runs, alone, the backup section (off otherwise; it needs the
+// SeaweedFS weed binary `make seaweedfs` builds): an S3 server (weed mini,
+// through internal/s3test) on loopback, and
+//
+//   - insert-normal on plain disk and on two primaries, one without a
+//     backup section and one backing up to the S3 server (backup.delay
+//     1s), round by round in rotating order; the ratio on/off;
+//   - the RPO: a writer paced at 1,000 tx/s for -backup-seconds (60) on the
+//     primary with backup on, the node's API (the database's TXID and
+//     backup.txid) read every 100 ms, each reading's RPO the time since
+//     the primary committed the first transaction the backup lacked;
+//     p50, p99, max;
+//   - a -backup-restore-mib (200) MiB database written in 10 transactions,
+//     and, once backed up, restored from the bucket to local disk with
+//     backup.Restore: MB/s, objects and bytes read.
+//
 // The issue's bars are printed next to those results, never asserted.
 //
 // Run it as root (FUSE) from the module root:
@@ -70,6 +86,7 @@
 //	go run ./bench -export          # the export section alone
 //	go run ./bench -json out.json   # also machine-readable results
 //	go run ./bench -vacuum          # the VACUUM section alone (big disk, minutes)
+//	go run ./bench -backup          # the backup section alone (S3 on loopback, minutes)
 //	go run ./bench -h               # every flag
 //
 // Every node is stopped with SIGTERM, and its mount detached if it is left
@@ -78,8 +95,9 @@
 // with and without -replication, and check only that every number was
 // measured.
 //
-// bench imports nothing of pagewire's but the generated gRPC client; it
-// drives the binary, reads its HTTP API and, for the export section, opens
-// a stream with a plain gRPC client, as a user (or anyone on the network)
-// would.
+// bench drives the binary, reads its HTTP API and, for the export section,
+// opens a stream with a plain gRPC client, as a user (or anyone on the
+// network) would. Of pagewire's packages it imports the generated gRPC
+// client, and for the backup section internal/s3test (the S3 server),
+// config and backup (the restore, as `pagewire restore` runs it).
 package main

@@ -67,11 +67,17 @@ type options struct {
 	// needs about 7.5 times -vacuum-gib of disk, and minutes.
 	OnlyVacuum bool
 	VacuumGiB  float64
+
+	// -backup runs only the backup section, which is off otherwise: it
+	// needs the SeaweedFS weed binary, and minutes.
+	OnlyBackup       bool
+	BackupSeconds    float64
+	BackupRestoreMiB int
 }
 
 // only reports whether a flag asked for one section alone.
 func (o options) only() bool {
-	return o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum
+	return o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum || o.OnlyBackup
 }
 
 // workloads reports whether the plain disk vs mount workloads run.
@@ -98,6 +104,9 @@ const (
 	// The export section's database must outgrow the stream's windows
 	// even in a smoke run; its writer runs shorter.
 	quickExportSeconds = 1
+	// The backup section's RPO run must outlast backup.delay a few times.
+	quickBackupSeconds    = 5
+	quickBackupRestoreMiB = 8
 )
 
 // parseFlags parses the command line: flags, then -quick's counts for the
@@ -146,6 +155,10 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.OnlyVacuum, "vacuum", false, "run only the VACUUM section (off otherwise): a database of -vacuum-gib on a primary with two replicas,\n"+
 		"VACUUM on the primary's mount and on plain disk, and the peak RSS of every pagewire process; needs about 7.5 times -vacuum-gib of disk")
 	fs.Float64Var(&o.VacuumGiB, "vacuum-gib", 2, "vacuum: size in GiB of the database VACUUM rewrites")
+	fs.BoolVar(&o.OnlyBackup, "backup", false, "run only the backup section (off otherwise): a primary's write rate with continuous backup to a\n"+
+		"SeaweedFS S3 server on loopback off and on, the backup's RPO at 1,000 tx/s, and a restore from it; needs `make seaweedfs`")
+	fs.Float64Var(&o.BackupSeconds, "backup-seconds", 60, "backup: how long the RPO writer commits at 1,000 tx/s")
+	fs.IntVar(&o.BackupRestoreMiB, "backup-restore-mib", 200, "backup: size in MiB of the database restored from the backup")
 
 	// The replication section.
 	fs.Float64Var(&o.LagSeconds, "lag-seconds", 5, "replication: how long the writer runs for each visibility-lag measurement")
@@ -163,8 +176,9 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.Float64Var(&o.ExportSeconds, "export-seconds", 3, "export: how long each writer run commits")
 
 	// A smoke run.
-	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, %d s export writers, unless set explicitly",
-		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB, quickExportSeconds))
+	fs.BoolVar(&o.Quick, "quick", false, fmt.Sprintf("a smoke run: 1 round, %d inserts, %d reads, %d rows, %d s of lag, a %d MiB snapshot, %d s export writers,\n"+
+		"a %d s backup RPO run and a %d MiB restore, unless set explicitly",
+		quickInserts, quickReads, quickRows, quickLagSeconds, quickSnapshotMiB, quickExportSeconds, quickBackupSeconds, quickBackupRestoreMiB))
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -202,6 +216,12 @@ alone.
 mount and on plain disk, and the peak RSS of every pagewire process (each
 node and each apply worker) during the VACUUM and its replication.
 
+-backup runs, alone, the backup section (off otherwise): a SeaweedFS S3
+server on loopback; insert-normal on plain disk and on primaries with
+backup off and on (backup.delay 1s); the backup's RPO while a writer
+commits 1,000 tx/s for -backup-seconds; a -backup-restore-mib MiB database
+restored from the bucket to local disk.
+
 Needs root (FUSE) and python3.
 
 flags:
@@ -229,6 +249,12 @@ func (o *options) applyQuick(set map[string]bool) {
 	}
 	if !set["export-seconds"] {
 		o.ExportSeconds = quickExportSeconds
+	}
+	if !set["backup-seconds"] {
+		o.BackupSeconds = quickBackupSeconds
+	}
+	if !set["backup-restore-mib"] {
+		o.BackupRestoreMiB = quickBackupRestoreMiB
 	}
 }
 
@@ -265,6 +291,10 @@ func (o options) check() error {
 		return errors.New("-vacuum excludes -replication and -proxy")
 	case o.VacuumGiB*1024 < 1:
 		return errors.New("-vacuum-gib must be at least 1/1024 (1 MiB)")
+	case o.OnlyBackup && (o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum):
+		return errors.New("-backup excludes -replication, -sync, -proxy, -export and -vacuum")
+	case o.BackupSeconds*backupRPORate < 1 || o.BackupRestoreMiB < 1:
+		return errors.New("-backup-seconds must be at least one commit at 1,000 tx/s and -backup-restore-mib at least 1")
 	}
 	return nil
 }
@@ -351,6 +381,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.OnlyVacuum {
 		if rep.Vacuum, err = runVacuum(ctx, o, bin, workDir, diskDir, stderr); err != nil {
 			return fmt.Errorf("vacuum: %w", err)
+		}
+	}
+	if o.OnlyBackup {
+		rep.Backup = &backupReport{Bars: backupBars}
+		if err := runBackup(ctx, o, bin, workDir, diskDir, stderr, rep.Backup); err != nil {
+			// Print what was measured before the failure, then fail.
+			if ctx.Err() == nil {
+				_ = rep.writeMarkdown(stdout)
+			}
+			return fmt.Errorf("backup: %w", err)
 		}
 	}
 

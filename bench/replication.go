@@ -381,20 +381,11 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	res = lagResult{SeenBy: by, TargetRate: o.LagRate}
 
 	// Start the writer, which sets up the table and a warm-up row.
-	w, err := startPython(ctx, "lag writer on the primary", replicationScript, workDir,
-		"writer", filepath.Join(p.MountDir, db), posPath(p, db), fmtFloat(o.LagRate), fmtFloat(o.LagSeconds), "1")
+	w, ready, err := startRecordingWriter(ctx, "lag writer on the primary", p, db, o.LagRate, o.LagSeconds, workDir)
 	if err != nil {
 		return res, err
 	}
 	defer func() { err = w.finish(err) }()
-	var ready struct {
-		Ready    bool
-		BaseTXID int64 `json:"base_txid"`
-		BaseID   int64 `json:"base_id"`
-	}
-	if err := w.read(&ready); err != nil {
-		return res, err
-	}
 
 	// Start the poller once the replica has the table (and the warm-up
 	// row); the values it sees count from base.
@@ -438,6 +429,29 @@ func measureLag(ctx context.Context, o options, p, r *node, db, by, workDir stri
 	return res, res.setLags(base, wres, pres, csv)
 }
 
+// writerReady is what replication.py's writer reports once ready.
+type writerReady struct {
+	Ready    bool
+	BaseTXID int64 `json:"base_txid"`
+	BaseID   int64 `json:"base_id"`
+}
+
+// startRecordingWriter starts replication.py's writer on db on n's mount,
+// paced at rate for seconds and noting each commit's time, and reads its
+// ready line. The caller must call finish on the writer it returns.
+func startRecordingWriter(ctx context.Context, what string, n *node, db string, rate, seconds float64, workDir string) (*pyProc, writerReady, error) {
+	var ready writerReady
+	w, err := startPython(ctx, what, replicationScript, workDir,
+		"writer", filepath.Join(n.MountDir, db), posPath(n, db), fmtFloat(rate), fmtFloat(seconds), "1")
+	if err != nil {
+		return nil, ready, err
+	}
+	if err := w.read(&ready); err != nil {
+		return nil, ready, w.finish(err)
+	}
+	return w, ready, nil
+}
+
 // lagWriterResult is what the lag writer reports after its run.
 type lagWriterResult struct {
 	Commits     int       `json:"commits"`
@@ -451,6 +465,20 @@ type lagPollResult struct {
 	Polls   int          `json:"polls"`
 	Seconds float64      `json:"seconds"`
 	Seen    [][2]float64 `json:"seen"`
+}
+
+// check reports a run whose commits were not one TXID each from baseTXID
+// on, each with its time.
+func (wres lagWriterResult) check(baseTXID int64) error {
+	if wres.Commits == 0 || len(wres.CommitTimes) != wres.Commits {
+		return fmt.Errorf("the writer reported %d commits and %d commit times", wres.Commits, len(wres.CommitTimes))
+	}
+	if got := wres.EndTXID - baseTXID; got != int64(wres.Commits) {
+		// The TXID of commit k would not be base+k.
+		return fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
+			baseTXID, wres.EndTXID, wres.Commits)
+	}
+	return nil
 }
 
 // runLagWriter lets the writer w run, checks that each commit took one TXID
@@ -469,13 +497,8 @@ func runLagWriter(ctx context.Context, w *pyProc, r *node, baseTXID int64, res *
 	if err := w.read(&wres); err != nil {
 		return wres, err
 	}
-	if wres.Commits == 0 || len(wres.CommitTimes) != wres.Commits {
-		return wres, fmt.Errorf("the writer reported %d commits and %d commit times", wres.Commits, len(wres.CommitTimes))
-	}
-	if got := wres.EndTXID - baseTXID; got != int64(wres.Commits) {
-		// The TXID of commit k would not be base+k.
-		return wres, fmt.Errorf("the primary's TXID went from %d to %d over %d commits; want one TXID per commit",
-			baseTXID, wres.EndTXID, wres.Commits)
+	if err := wres.check(baseTXID); err != nil {
+		return wres, err
 	}
 	if after, err := scrapeCounters(ctx, client, r.URL+"/metrics"); err != nil {
 		return wres, err

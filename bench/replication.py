@@ -8,10 +8,11 @@
 #   setup-read DB
 #       On the primary: a fresh database with the point-read table of
 #       workload.py (same rows, same values). Prints {"rows": N} and exits.
-#   setup-snapshot DB MIB
+#   setup-snapshot DB MIB [TXNS]
 #       On the primary: a fresh database holding MIB rows of a 1 MiB random
-#       blob, written in one transaction. Prints {"bytes": B, "seconds": S}
-#       (B = page_count * page_size) and exits.
+#       blob, written in one transaction, or in TXNS of about equal size.
+#       Prints {"bytes": B, "seconds": S} (B = page_count * page_size) and
+#       exits.
 #   writer DB POS_FILE RATE SECONDS RECORD
 #       On the primary: creates table t if needed and commits one warm-up
 #       row, then prints {"ready": true, "base_txid": T, "base_id": I}.
@@ -86,14 +87,16 @@ def setup_read(path):
     emit({"rows": READ_TABLE_ROWS})
 
 
-def setup_snapshot(path, mib):
+def setup_snapshot(path, mib, txns):
     conn = connect(path)
     conn.execute("CREATE TABLE b(id INTEGER PRIMARY KEY, v BLOB)")
+    txns = max(1, min(txns, mib))
     start = time.perf_counter()
-    conn.execute("BEGIN")
-    for _ in range(mib):
-        conn.execute("INSERT INTO b(v) VALUES(randomblob(1048576))")
-    conn.execute("COMMIT")
+    for t in range(txns):
+        conn.execute("BEGIN")
+        for _ in range(mib // txns + (1 if t < mib % txns else 0)):
+            conn.execute("INSERT INTO b(v) VALUES(randomblob(1048576))")
+        conn.execute("COMMIT")
     seconds = time.perf_counter() - start
     size = conn.execute("PRAGMA page_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
     conn.close()
@@ -239,8 +242,8 @@ def main():
     mode, args = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     if mode == "setup-read" and len(args) == 1:
         setup_read(args[0])
-    elif mode == "setup-snapshot" and len(args) == 2:
-        setup_snapshot(args[0], int(args[1]))
+    elif mode == "setup-snapshot" and len(args) in (2, 3):
+        setup_snapshot(args[0], int(args[1]), int(args[2]) if len(args) == 3 else 1)
     elif mode == "writer" and len(args) == 5:
         writer(args[0], args[1], float(args[2]), float(args[3]), args[4] == "1")
     elif mode == "poll-pos" and len(args) == 2:

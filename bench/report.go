@@ -25,6 +25,7 @@ type report struct {
 	Proxy       *proxyReport       `json:"proxy,omitempty"`       // nil with -no-proxy
 	Export      *exportReport      `json:"export,omitempty"`      // nil with -no-export
 	Vacuum      *vacuumReport      `json:"vacuum,omitempty"`      // only with -vacuum
+	Backup      *backupReport      `json:"backup,omitempty"`      // only with -backup
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -130,6 +131,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	switch {
 	case r.Vacuum != nil:
 		fmt.Fprintf(b, "# pagewire bench: VACUUM\n\n")
+	case r.Backup != nil:
+		fmt.Fprintf(b, "# pagewire bench: backup\n\n")
+		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios, the RPO and the restore speed are the point.\n\n")
 	case len(r.Workloads) == 0 && r.Replication == nil && r.Proxy == nil:
 		fmt.Fprintf(b, "# pagewire bench: export\n\n")
 		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratio is the point.\n\n")
@@ -176,6 +180,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	if r.Vacuum != nil {
 		r.Vacuum.writeMarkdown(b)
+	}
+	if r.Backup != nil {
+		r.Backup.writeMarkdown(b)
 	}
 	return b.Flush()
 }

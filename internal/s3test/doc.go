@@ -11,7 +11,11 @@
 // dies (a -timeout panic, a SIGKILL), the kernel kills weed with it, but its
 // folder and its Unix sockets in /tmp stay behind.
 //
-// It is for tests only, and imports the standard library only; tests reach
-// the server through Endpoint (or BucketURL, for gocloud.dev/blob) with the
-// S3 client they test, and hand child processes its credentials with Env.
+// StartIn is Start outside a test, in a folder the caller gives, for the
+// bench's backup section, which measures uploads to and restores from it.
+//
+// It is for tests and the bench only, and imports the standard library
+// only; tests reach the server through Endpoint (or BucketURL, for
+// gocloud.dev/blob) with the S3 client they test, and hand child processes
+// its credentials with Env.
 package s3test

@@ -87,21 +87,36 @@ type process struct {
 // the server when the test ends, whether it passes or not.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bin, err := Binary()
+	started := time.Now()
+	s, err := StartIn(t.TempDir()) // removed after Stop: cleanups run last first
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(s.Stop)
+	t.Logf("s3test: weed S3 server at %s ready in %v", s.Endpoint, time.Since(started).Round(time.Millisecond))
+	return s
+}
+
+// StartIn is Start outside a test (the bench runs it): the server's data,
+// config and log go in dir, an empty folder that is the caller's to
+// remove, and the caller must call Stop. On error nothing is left running.
+func StartIn(dir string) (*Server, error) {
+	bin, err := Binary()
+	if err != nil {
+		return nil, err
+	}
+	secret := make([]byte, 20)
+	_, _ = rand.Read(secret) // crypto/rand.Read never fails
 	s := &Server{
 		Region:    "us-east-1",
 		Bucket:    "pagewire-test",
 		AccessKey: "PAGEWIRETEST",
-		SecretKey: randomHex(t, 20),
-		dir:       t.TempDir(), // removed after Stop: cleanups run last first
+		SecretKey: hex.EncodeToString(secret),
+		dir:       dir,
 	}
-	t.Cleanup(s.Stop)
 	for _, sub := range []string{"data", "tmp"} {
 		if err := os.Mkdir(filepath.Join(s.dir, sub), 0o700); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 
@@ -113,10 +128,10 @@ func Start(t testing.TB) *Server {
 		"actions":     []string{"Admin", "Read", "List", "Tagging", "Write"},
 	}}})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(s.dir, "s3.json"), config, 0o600); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 
 	// weed mini, SeaweedFS's all-in-one for development: master, volume
@@ -126,7 +141,10 @@ func Start(t testing.TB) *Server {
 	// ports), bound to loopback only. No WebDAV, admin UI, Iceberg, Lance or
 	// IAM API; no telemetry; no bucket made by a write (as S3 does); small
 	// volumes, so that a test's data does not need a GiB volume file.
-	p := freePorts(t, 10)
+	p, err := freePorts(10)
+	if err != nil {
+		return nil, err
+	}
 	s.Endpoint = "http://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(p[6]))
 	s.args = []string{bin, "-logtostderr", "mini",
 		"-dir", filepath.Join(s.dir, "data"), "-ip", "127.0.0.1", "-ip.bind", "127.0.0.1",
@@ -151,8 +169,11 @@ func Start(t testing.TB) *Server {
 		s.sockets = append(s.sockets, fmt.Sprintf("/tmp/seaweedfs-%s-%d.sock", sock.name, sock.port))
 	}
 
-	s.start(t)
-	return s
+	if err := s.start(); err != nil {
+		s.Stop()
+		return nil, err
+	}
+	return s, nil
 }
 
 // Stop kills the server (SIGKILL to its process group: a crash, with no
@@ -184,8 +205,12 @@ func (s *Server) Stop() {
 // there again.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
+	started := time.Now()
 	s.Stop()
-	s.start(t)
+	if err := s.start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("s3test: weed S3 server at %s ready again in %v", s.Endpoint, time.Since(started).Round(time.Millisecond))
 }
 
 // Env is the server's credentials and region as environment entries, for a
@@ -221,13 +246,13 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
-// start runs weed and waits until Bucket exists and takes a write.
-func (s *Server) start(t testing.TB) {
-	t.Helper()
+// start runs weed and waits until Bucket exists and takes a write. On
+// error weed may still run: the caller stops it.
+func (s *Server) start() error {
 	started := time.Now()
 	log, err := os.OpenFile(filepath.Join(s.dir, "weed.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer log.Close() // the child has its own copy
 	s.mu.Lock()
@@ -251,7 +276,7 @@ func (s *Server) start(t testing.TB) {
 	}
 	cmd.Env = append(cmd.Env, "HOME="+s.dir, "TMPDIR="+filepath.Join(s.dir, "tmp"))
 	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", s.args[0], err)
+		return fmt.Errorf("start %s: %w", s.args[0], err)
 	}
 	p := &process{cmd: cmd, done: make(chan struct{})}
 	go func() {
@@ -269,15 +294,14 @@ func (s *Server) start(t testing.TB) {
 	for {
 		err := s.probe()
 		if err == nil {
-			t.Logf("s3test: weed S3 server at %s ready in %v", s.Endpoint, time.Since(started).Round(time.Millisecond))
-			return
+			return nil
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("weed S3 server not ready after %v: %v\nlast lines of its log:\n%s", readyTimeout, err, s.logTail(60))
+			return fmt.Errorf("weed S3 server not ready after %v: %w\nlast lines of its log:\n%s", readyTimeout, err, s.logTail(60))
 		}
 		select {
 		case <-p.done:
-			t.Fatalf("weed exited while starting (%v)\nlast lines of its log:\n%s", cmd.ProcessState, s.logTail(60))
+			return fmt.Errorf("weed exited while starting (%v)\nlast lines of its log:\n%s", cmd.ProcessState, s.logTail(60))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
@@ -363,22 +387,12 @@ func (s *Server) logTail(n int) string {
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
 
-func randomHex(t testing.TB, n int) string {
-	t.Helper()
-	b := make([]byte, n)
-	if _, err := rand.Read(b); err != nil {
-		t.Fatal(err)
-	}
-	return hex.EncodeToString(b)
-}
-
 // freePorts returns n distinct TCP ports free on loopback, drawn below the
 // kernel's ephemeral range: weed binds its ports one after another over
 // seconds, and a port from that range (as port 0 gives) could meanwhile
 // become the source port of one of weed's own connections, or of anyone's
 // before a Restart binds it again.
-func freePorts(t testing.TB, n int) []int {
-	t.Helper()
+func freePorts(n int) ([]int, error) {
 	const low = 10000
 	high := ephemeralFloor()
 	var ports []int
@@ -390,7 +404,7 @@ func freePorts(t testing.TB, n int) []int {
 	}()
 	for try := 0; len(ports) < n; try++ {
 		if try == 1000 {
-			t.Fatalf("no %d free loopback ports in [%d, %d)", n, low, high)
+			return nil, fmt.Errorf("no %d free loopback ports in [%d, %d)", n, low, high)
 		}
 		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(low+mrand.IntN(high-low))))
 		if err != nil {
@@ -399,7 +413,7 @@ func freePorts(t testing.TB, n int) []int {
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
 	}
-	return ports
+	return ports, nil
 }
 
 // ephemeralFloor is the first port of the kernel's ephemeral range, or
