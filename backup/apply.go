@@ -23,6 +23,7 @@ type image struct {
 	time     int64 // the newest applied transaction's commit time, Unix ms
 	buf      []byte
 	zero     []byte // a page of zeros
+	run      pageRun
 }
 
 func newImage(f *os.File) *image { return &image{f: f} }
@@ -74,22 +75,32 @@ func (im *image) applyLTX(r io.Reader) error {
 			return err
 		}
 	}
-	im.truncate(h.Commit)
+	grown := im.truncate(h.Commit)
 	if len(im.buf) != int(h.PageSize) {
 		im.buf = make([]byte, h.PageSize)
 	}
+	// Pages go out in runs of consecutive ones, one write per run.
+	run := &im.run
+	run.reset(im.f, h.PageSize)
 	err = decodePages(dec, h, im.buf, func(pgno uint32) error {
-		if _, err := im.f.WriteAt(im.buf, int64(pgno-1)*int64(h.PageSize)); err != nil {
+		if err := run.add(pgno, im.buf); err != nil {
 			return err
 		}
 		c := uint64(ltx.ChecksumPage(pgno, im.buf)) &^ uint64(ltx.ChecksumFlag)
 		im.sum ^= im.sums[pgno-1] ^ c
 		im.sums[pgno-1] = c
+		if pgno > grown.from {
+			grown.written[pgno-grown.from-1] = true
+		}
 		return nil
 	})
+	if err == nil {
+		err = run.flush()
+	}
 	if err != nil {
 		return err
 	}
+	im.sumZeros(grown)
 	if got := dec.Trailer().PostApplyChecksum; got != im.checksum() {
 		return fmt.Errorf("%w: transactions %d to %d lead to checksum %s, their trailer says %s", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, im.checksum(), got)
 	}
@@ -110,24 +121,84 @@ func (im *image) reset(pageSize uint32) error {
 	return nil
 }
 
-// truncate sets the image's size to commit pages.
-func (im *image) truncate(commit uint32) {
+// growth is the pages a file added past the image's old size: from+1 on,
+// and which of them the file wrote.
+type growth struct {
+	from    uint32
+	written []bool
+}
+
+// truncate sets the image's size to commit pages. Pages it adds count as
+// unwritten until sumZeros: most are written by the file that adds them,
+// and a zero page's checksum would be computed for nothing.
+func (im *image) truncate(commit uint32) growth {
 	for int(commit) < len(im.sums) {
 		im.sum ^= im.sums[len(im.sums)-1]
 		im.sums = im.sums[:len(im.sums)-1]
 	}
-	// Pages up to commit that no file wrote yet read as zeros: their
-	// checksum is that of a zero page, which a valid file then replaces.
-	for uint32(len(im.sums)) < commit {
-		pgno := uint32(len(im.sums)) + 1
-		var c uint64
-		if pgno != ltx.LockPgno(im.pageSize) {
-			c = uint64(ltx.ChecksumPage(pgno, im.zero)) &^ uint64(ltx.ChecksumFlag)
-		}
-		im.sums = append(im.sums, c)
-		im.sum ^= c
+	g := growth{from: uint32(len(im.sums))}
+	if commit > g.from {
+		g.written = make([]bool, commit-g.from)
+		im.sums = append(im.sums, make([]uint64, commit-g.from)...)
 	}
 	im.commit = commit
+	return g
+}
+
+// sumZeros adds the checksums of the grown pages no file wrote: they read
+// as zeros, and a valid file's trailer counts them so.
+func (im *image) sumZeros(g growth) {
+	lock := ltx.LockPgno(im.pageSize)
+	for i, w := range g.written {
+		pgno := g.from + uint32(i) + 1
+		if w || pgno == lock {
+			continue
+		}
+		c := uint64(ltx.ChecksumPage(pgno, im.zero)) &^ uint64(ltx.ChecksumFlag)
+		im.sums[pgno-1] = c
+		im.sum ^= c
+	}
+}
+
+// pageRun gathers consecutive pages for one write.
+type pageRun struct {
+	f        *os.File
+	pageSize int64
+	first    uint32 // the run's first page; 0: empty
+	buf      []byte
+}
+
+// maxRun bounds a run's bytes.
+const maxRun = 1 << 20
+
+func (r *pageRun) reset(f *os.File, pageSize uint32) {
+	r.f, r.pageSize, r.first, r.buf = f, int64(pageSize), 0, r.buf[:0]
+}
+
+// add appends page pgno, writing the run first if pgno does not follow it
+// or it is full.
+func (r *pageRun) add(pgno uint32, page []byte) error {
+	next := r.first + uint32(int64(len(r.buf))/r.pageSize)
+	if r.first != 0 && (pgno != next || len(r.buf)+len(page) > maxRun) {
+		if err := r.flush(); err != nil {
+			return err
+		}
+	}
+	if r.first == 0 {
+		r.first = pgno
+	}
+	r.buf = append(r.buf, page...)
+	return nil
+}
+
+// flush writes the run.
+func (r *pageRun) flush() error {
+	if r.first == 0 {
+		return nil
+	}
+	_, err := r.f.WriteAt(r.buf, int64(r.first-1)*r.pageSize)
+	r.first, r.buf = 0, r.buf[:0]
+	return err
 }
 
 // finish sets the file's size to the image's and syncs it.
