@@ -120,9 +120,10 @@ type packWriter struct {
 	f       *os.File
 	lengths []int64
 	size    int64
-	first   pagewire.Txn // the first transaction's header
-	last    pagewire.Txn // the last one's
-	cur     *txnEncoder  // the transaction being written, if any
+	first   pagewire.Txn  // the first transaction's header
+	last    pagewire.Txn  // the last one's
+	cur     *txnEncoder   // the transaction being written, if any
+	bw      *bufio.Writer // buffers the spool's writes
 	w       *countWriter
 }
 
@@ -143,7 +144,8 @@ func newPackWriter(dir string) (*packWriter, error) {
 		return nil, err
 	}
 	_ = os.Remove(f.Name()) // unlinked: nothing left behind, even on a crash
-	return &packWriter{f: f, w: &countWriter{w: f}}, nil
+	bw := bufio.NewWriterSize(f, 256<<10)
+	return &packWriter{f: f, bw: bw, w: &countWriter{w: bw}}, nil
 }
 
 // add writes txn (or, with more, the first or a further part of it:
@@ -183,8 +185,12 @@ func (p *packWriter) add(t pagewire.Txn, more bool) error {
 	return nil
 }
 
-// reader returns the pack as one stream and its length.
+// reader returns the pack as one stream and its length; reading it fails
+// if the spool could not be written.
 func (p *packWriter) reader() (io.Reader, int64) {
+	if err := p.bw.Flush(); err != nil {
+		return &errReader{fmt.Errorf("spool the pack: %w", err)}, 0
+	}
 	dir := make([]byte, len(packMagic)+4+8*len(p.lengths))
 	copy(dir, packMagic)
 	binary.BigEndian.PutUint32(dir[len(packMagic):], uint32(len(p.lengths)))
@@ -396,3 +402,8 @@ func decodePages(dec *ltx.Decoder, h ltx.Header, buf []byte, fn func(pgno uint32
 	}
 	return nil
 }
+
+// errReader fails every read with err.
+type errReader struct{ err error }
+
+func (r *errReader) Read([]byte) (int, error) { return 0, r.err }

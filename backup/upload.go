@@ -318,7 +318,12 @@ func (w *worker) run(ctx context.Context) error {
 				return err
 			}
 			feed.Sent(item)
-			due := w.pack.size >= maxPackBytes || time.Since(w.pending) >= w.u.cfg.Delay
+			// Due, a pack goes once the feed has given what was committed
+			// meanwhile; a feed that never catches up still sends it
+			// within twice the delay.
+			waited := time.Since(w.pending)
+			caughtUp := item.Txns[len(item.Txns)-1].TXID >= item.Pos.TXID
+			due := w.pack.size >= maxPackBytes || (waited >= w.u.cfg.Delay && caughtUp) || waited >= 2*w.u.cfg.Delay
 			if !item.More && due {
 				if err := w.flush(ctx); err != nil {
 					return err
@@ -389,13 +394,21 @@ func (w *worker) gather(item engine.FeedItem) error {
 	return nil
 }
 
-// idle waits for the next commit, uploading the pack when it is due.
+// idle waits while the feed has nothing new. The feed is read once per
+// half delay at most, not once per commit: a pack gathers a delay's
+// commits in a few reads, which is what keeps the primary's write rate.
+// A pack that is due is uploaded.
 func (w *worker) idle(ctx context.Context, changed <-chan struct{}) error {
-	var due <-chan time.Time
 	if w.pack != nil {
-		t := time.NewTimer(time.Until(w.pending.Add(w.u.cfg.Delay)))
-		defer t.Stop()
-		due = t.C
+		due := time.Until(w.pending.Add(w.u.cfg.Delay))
+		if due <= 0 {
+			return w.flush(ctx)
+		}
+		// Commits meanwhile are read when the pack is due, all at once.
+		if !backoff.Sleep(ctx, min(due, w.nextPeriodic())) {
+			return ctx.Err()
+		}
+		return nil
 	}
 	tick := time.NewTimer(w.nextPeriodic())
 	defer tick.Stop()
@@ -403,9 +416,11 @@ func (w *worker) idle(ctx context.Context, changed <-chan struct{}) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-changed:
+		// Let the commits that follow this one gather.
+		if !backoff.Sleep(ctx, w.u.cfg.Delay/2) {
+			return ctx.Err()
+		}
 		return nil
-	case <-due:
-		return w.flush(ctx)
 	case <-tick.C:
 		return nil // run's periodic step
 	}
