@@ -79,13 +79,20 @@ func (im *image) applyLTX(r io.Reader) error {
 	if len(im.buf) != int(h.PageSize) {
 		im.buf = make([]byte, h.PageSize)
 	}
-	// Pages go out in runs of consecutive ones, one write per run.
+	// Pages go out in runs of consecutive ones, one write per run. The
+	// image grows as pages past its size come, never further than the
+	// file's pages allow (growthGuard).
 	run := &im.run
 	run.reset(im.f, h.PageSize)
+	guard := growthGuard{from: grown.from, pageSize: h.PageSize}
 	err = decodePages(dec, h, im.buf, func(pgno uint32) error {
+		if err := guard.page(pgno); err != nil {
+			return err
+		}
 		if err := run.add(pgno, im.buf); err != nil {
 			return err
 		}
+		im.extend(pgno, &grown)
 		c := uint64(ltx.ChecksumPage(pgno, im.buf)) &^ uint64(ltx.ChecksumFlag)
 		im.sum ^= im.sums[pgno-1] ^ c
 		im.sums[pgno-1] = c
@@ -97,9 +104,14 @@ func (im *image) applyLTX(r io.Reader) error {
 	if err == nil {
 		err = run.flush()
 	}
+	if err == nil {
+		err = guard.done(h.Commit)
+	}
 	if err != nil {
 		return err
 	}
+	im.extend(h.Commit, &grown)
+	im.commit = h.Commit
 	im.sumZeros(grown)
 	if got := dec.Trailer().PostApplyChecksum; got != im.checksum() {
 		return fmt.Errorf("%w: transactions %d to %d lead to checksum %s, their trailer says %s", pagewire.ErrCorrupt, h.MinTXID, h.MaxTXID, im.checksum(), got)
@@ -128,21 +140,25 @@ type growth struct {
 	written []bool
 }
 
-// truncate sets the image's size to commit pages. Pages it adds count as
-// unwritten until sumZeros: most are written by the file that adds them,
-// and a zero page's checksum would be computed for nothing.
+// truncate drops the image's pages past commit, and returns where a file
+// that sets the size to commit grows it from (extend grows it).
 func (im *image) truncate(commit uint32) growth {
 	for int(commit) < len(im.sums) {
 		im.sum ^= im.sums[len(im.sums)-1]
 		im.sums = im.sums[:len(im.sums)-1]
 	}
-	g := growth{from: uint32(len(im.sums))}
-	if commit > g.from {
-		g.written = make([]bool, commit-g.from)
-		im.sums = append(im.sums, make([]uint64, commit-g.from)...)
+	im.commit = min(im.commit, commit)
+	return growth{from: uint32(len(im.sums))}
+}
+
+// extend grows the image to n pages, if smaller. Pages it adds count as
+// unwritten until sumZeros: most are written by the file that adds them,
+// and a zero page's checksum would be computed for nothing.
+func (im *image) extend(n uint32, g *growth) {
+	if add := int(n) - len(im.sums); add > 0 {
+		im.sums = append(im.sums, make([]uint64, add)...)
+		g.written = append(g.written, make([]bool, add)...)
 	}
-	im.commit = commit
-	return g
 }
 
 // sumZeros adds the checksums of the grown pages no file wrote: they read

@@ -318,17 +318,32 @@ func (m *merger) addLTX(r io.Reader) error {
 	}
 
 	// Pages past the new size leave the merge before its pages come in.
+	// After the first file, each adds only pages it holds (growthGuard);
+	// the bitmap grows with the pages written, never with a claimed size.
 	m.truncate(h.Commit)
 	if len(m.buf) != int(h.PageSize) {
 		m.buf = make([]byte, h.PageSize)
 	}
+	guard := growthGuard{from: pagewire.MaxPageCount, pageSize: h.PageSize}
+	if m.n > 0 {
+		guard.from = m.last.Commit
+	}
 	err = decodePages(dec, h, m.buf, func(pgno uint32) error {
+		if err := guard.page(pgno); err != nil {
+			return err
+		}
 		if _, err := m.pages.WriteAt(m.buf, int64(pgno-1)*int64(h.PageSize)); err != nil {
 			return err
+		}
+		for int(pgno-1)/64 >= len(m.has) {
+			m.has = append(m.has, 0)
 		}
 		m.has[(pgno-1)/64] |= 1 << ((pgno - 1) % 64)
 		return nil
 	})
+	if err == nil && m.n > 0 {
+		err = guard.done(h.Commit)
+	}
 	if err != nil {
 		return err
 	}
@@ -345,7 +360,7 @@ func (m *merger) addLTX(r io.Reader) error {
 	return nil
 }
 
-// truncate drops the pages past commit and sizes the bitmap for commit.
+// truncate drops the pages past commit from the bitmap.
 func (m *merger) truncate(commit uint32) {
 	m.low = min(m.low, commit)
 	words := int((uint64(commit) + 63) / 64)
@@ -356,9 +371,12 @@ func (m *merger) truncate(commit uint32) {
 	if r := commit % 64; r != 0 && words <= len(m.has) {
 		m.has[words-1] &= 1<<r - 1
 	}
-	for len(m.has) < words {
-		m.has = append(m.has, 0)
-	}
+}
+
+// holds reports whether the merge has a page pgno.
+func (m *merger) holds(pgno uint32) bool {
+	w := int(pgno-1) / 64
+	return w < len(m.has) && m.has[w]&(1<<((pgno-1)%64)) != 0
 }
 
 // encode writes the merged LTX file.
@@ -392,7 +410,7 @@ func (m *merger) encode(w io.Writer) error {
 		}
 		data := zero
 		switch {
-		case m.has[(pgno-1)/64]&(1<<((pgno-1)%64)) != 0:
+		case m.holds(pgno):
 			if _, err := m.pages.ReadAt(m.buf, int64(pgno-1)*int64(hdr.PageSize)); err != nil {
 				return err
 			}

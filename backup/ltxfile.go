@@ -407,3 +407,36 @@ func decodePages(dec *ltx.Decoder, h ltx.Header, buf []byte, fn func(pgno uint32
 type errReader struct{ err error }
 
 func (r *errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// growthGuard checks, page by page as an LTX file is read, that the file
+// adds to a database of from pages only pages it holds (as
+// pagewire.MaxPagesAfter allows: the lock page aside, every added page is
+// written), so that a file of a few bytes cannot make its reader allocate
+// for billions of pages it claims.
+type growthGuard struct {
+	from     uint32
+	pageSize uint32
+	written  int // pages of the file so far
+	grown    int // of them, past from
+}
+
+// page checks page pgno, the file's next.
+func (g *growthGuard) page(pgno uint32) error {
+	g.written++
+	if pgno <= g.from {
+		return nil
+	}
+	g.grown++
+	if limit := pagewire.MaxPagesAfter(g.from, g.grown, g.pageSize); pgno > limit {
+		return fmt.Errorf("%w: page %d of a file that grows a database of %d pages holds only %d pages past it: a file adds only pages it holds", pagewire.ErrCorrupt, pgno, g.from, g.grown)
+	}
+	return nil
+}
+
+// done checks the file's size in pages, commit, once every page is read.
+func (g *growthGuard) done(commit uint32) error {
+	if err := pagewire.CheckGrowth(g.from, commit, g.written, g.pageSize); err != nil {
+		return fmt.Errorf("%w: %v", pagewire.ErrCorrupt, err)
+	}
+	return nil
+}

@@ -9,6 +9,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -108,16 +109,25 @@ func (h *history) commit() pagewire.Txn {
 }
 
 // commitResize makes a transaction that sets the database to count pages
-// and writes only the pages in write (0-based, ascending): pages it adds
-// without writing read as zeros, as after a VACUUM-like shrink and regrowth.
+// and writes the pages in write (0-based, ascending) with new content; the
+// pages it adds past the old size and does not name in write it writes as
+// zeros, as pagewire's engine requires of every transaction (a
+// transaction adds only pages it writes), as after a VACUUM-like shrink
+// and regrowth.
 func (h *history) commitResize(count int, write ...int) pagewire.Txn {
-	h.pages = h.pages[:min(count, len(h.pages))]
+	old := min(count, len(h.pages))
+	h.pages = h.pages[:old]
 	for len(h.pages) < count {
 		h.pages = append(h.pages, make([]byte, testPageSize))
 	}
 	t := h.next(count)
-	for _, i := range write {
-		h.pages[i] = h.page()
+	for i := range count {
+		switch {
+		case slices.Contains(write, i):
+			h.pages[i] = h.page()
+		case i < old:
+			continue
+		}
 		t.Pages = append(t.Pages, pagewire.Page{Pgno: uint32(i + 1), Data: h.pages[i]})
 	}
 	return h.record(t)
@@ -432,5 +442,22 @@ func TestObjectKeys(t *testing.T) {
 		if o, ok := parseObjectKey("app.db", key); ok {
 			t.Errorf("%s parsed as %+v", key, o)
 		}
+	}
+}
+
+// TestRestoreRefusesGrowthWithoutPages: a transaction that claims a
+// database of a billion pages while holding one is refused, naming its
+// object, before the restore allocates anything for the pages it claims.
+func TestRestoreRefusesGrowthWithoutPages(t *testing.T) {
+	b, _ := openTestBucket(t)
+	h := newHistory(4)
+	seg := startBackup(t, b, h)
+	huge := h.next(1 << 30)
+	huge.PostChecksum = h.pos[0].Checksum
+	huge.Pages = []pagewire.Page{{Pgno: 1, Data: h.page()}}
+	key := putPack(t, b, "db", seg, []pagewire.Txn{huge})
+	_, err := Restore(context.Background(), b, RestoreOptions{DB: "db", TXID: huge.TXID, Output: filepath.Join(t.TempDir(), "out.db")})
+	if !errors.Is(err, pagewire.ErrCorrupt) || !strings.Contains(err.Error(), key) {
+		t.Fatalf("restore through a transaction that claims pages it lacks: %v, want ErrCorrupt naming %s", err, key)
 	}
 }
