@@ -446,7 +446,7 @@ func (c *chaos) pauseWriters() {
 	if err := os.WriteFile(c.pause, nil, 0o644); err != nil {
 		c.t.Fatal(err)
 	}
-	waitFor(c.t, 60*time.Second, "every writer to pause", func() bool {
+	paused := func() bool {
 		c.collect()
 		for _, n := range c.nodes {
 			if !n.paused {
@@ -454,7 +454,22 @@ func (c *chaos) pauseWriters() {
 			}
 		}
 		return true
-	})
+	}
+	if pollUntil(60*time.Second, paused) {
+		return
+	}
+	// A writer stuck in a commit: say where, with every node's log, before
+	// failing.
+	for _, n := range c.nodes {
+		if !n.paused {
+			pid := n.writer.cmd.Process.Pid
+			wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", pid))
+			stack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", pid))
+			c.t.Logf("the writer on %s (pid %d) has not paused: waiting in %s\n%s", n.name, pid, wchan, stack)
+		}
+	}
+	c.saveLogs("stuck")
+	c.t.Fatal("timed out after 60s waiting for every writer to pause: a commit hangs (see the writers' kernel stacks above and the nodes' logs)")
 }
 
 func (c *chaos) resumeWriters() {

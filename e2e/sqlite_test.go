@@ -81,7 +81,14 @@ func startProc(t testing.TB, name, prog string, args ...string) *proc {
 		case <-p.done:
 		default:
 			_ = p.cmd.Process.Kill()
-			<-p.done
+			select {
+			case <-p.done:
+			case <-time.After(30 * time.Second):
+				// Killed, but its output stays open (a process stuck in
+				// the kernel, or one that inherited the pipe): report it
+				// rather than hang the run.
+				t.Errorf("%s (pid %d) did not end within 30 s of SIGKILL", p.name, p.cmd.Process.Pid)
+			}
 		}
 		if t.Failed() {
 			t.Logf("%s output:\n%s", p.name, p.out)
