@@ -5,6 +5,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -306,4 +307,33 @@ func TestBackup_RestoreOnStartWithoutBackups(t *testing.T) {
 		cliFails(t, n, "configures no backup", "restore", "-name", "app.db", "-config", n.ConfigPath, "-o", filepath.Join(t.TempDir(), "x.db"))
 		cliFails(t, n, "configures no backup", "backup", "ls", "-config", n.ConfigPath)
 	})
+}
+
+// On a terminal (a pty from script(1)) restore, import and export show a
+// progress bar on stderr (cmd/pagewire's tests check that it stays quiet
+// on a file that is no terminal).
+func TestBackup_ProgressOnTerminal(t *testing.T) {
+	section := fileBackup(t.TempDir())
+	p := StartNode(t, NodeOptions{Config: section})
+	insertRows(t, p.Path("bar.db"), 20)
+	waitBackedUp(t, p, "bar.db", p.Pos("bar.db")[:16])
+	onTTY := func(args ...string) string {
+		t.Helper()
+		cmd := pagewireBin + " " + strings.Join(args, " ")
+		out, err := exec.Command("script", "-qec", cmd, "/dev/null").CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s on a terminal: %v\n%s", cmd, err, out)
+		}
+		return string(out)
+	}
+	restored := filepath.Join(t.TempDir(), "bar.db")
+	if out := onTTY("restore", "-name", "bar.db", "-o", restored, "-config", p.ConfigPath); !strings.Contains(out, "100%") {
+		t.Errorf("restore on a terminal shows no progress bar:\n%q", out)
+	}
+	if out := onTTY("import", "-name", "copy.db", "-url", p.URL, restored); !strings.Contains(out, "upload copy.db") || !strings.Contains(out, "100%") {
+		t.Errorf("import on a terminal shows no progress bar:\n%q", out)
+	}
+	if out := onTTY("export", "-name", "copy.db", "-url", p.URL, filepath.Join(t.TempDir(), "out.db")); !strings.Contains(out, "download copy.db") {
+		t.Errorf("export on a terminal shows no progress:\n%q", out)
+	}
 }

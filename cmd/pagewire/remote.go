@@ -137,6 +137,9 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer os.Remove(tmp.Name())
 	var last *adminv1.ExportDatabaseResponse
+	bar := newProgress(os.Stderr, "download "+name) // a terminal sees the bytes come (the size is not known ahead)
+	defer bar.done()
+	var got int64
 	for {
 		msg, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -150,6 +153,8 @@ func runExport(ctx context.Context, args []string, out io.Writer) error {
 			tmp.Close()
 			return err
 		}
+		got += int64(len(msg.GetData()))
+		bar.update(got, -1)
 		last = msg
 	}
 
@@ -196,16 +201,26 @@ func importFile(ctx context.Context, admin adminv1.AdminServiceClient, name, pat
 		return nil, err
 	}
 	defer f.Close()
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
 	stream, err := admin.ImportDatabase(ctx)
 	if err != nil {
 		return nil, client.Error(err)
 	}
 
 	// Send the file in chunks of 1 MiB; the first also names the database.
+	// A terminal sees the upload's progress.
+	bar := newProgress(os.Stderr, "upload "+name)
+	defer bar.done()
 	buf := make([]byte, 1<<20)
 	first := true
+	var sent int64
 	for {
 		n, rerr := f.Read(buf)
+		sent += int64(n)
+		bar.update(sent, max(size, sent))
 		if n > 0 || first {
 			msg := &adminv1.ImportDatabaseRequest{Data: buf[:n]}
 			if first {
