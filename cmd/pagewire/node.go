@@ -296,6 +296,7 @@ func (n *node) newFollower(url string, minEpoch pagewire.Epoch) (*follower, erro
 	rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = upstream.New(conn), n.store, n.cfg.FUSE.Dir, n.info.Hostname, n.log
 	rcfg.MinEpoch = minEpoch
 	rcfg.Applied = func(lag time.Duration) { n.applyLag.Observe(lag.Seconds()) }
+	rcfg.OnPrimary = n.namePrimary
 	r, err := replicator.NewReplica(rcfg)
 	if err != nil {
 		conn.Close()
@@ -304,6 +305,18 @@ func (n *node) newFollower(url string, minEpoch pagewire.Epoch) (*follower, erro
 	f := &follower{Replica: r, conn: conn}
 	n.current.Store(f)
 	return f, nil
+}
+
+// logKeyConfigured is the primary's name as the config gave it.
+const logKeyConfigured = "configured"
+
+// namePrimary shows the primary by the name it gives itself: a static
+// replica's lease.hostname may be the primary's (as LiteFS's docs write
+// it) or the replica's own, and .primary must name the primary either way.
+func (n *node) namePrimary(p replicator.PrimaryInfo) {
+	if _, ro := n.store.Role(); n.store.NamePrimary(p.Epoch, p.Hostname) {
+		n.log.Info("the primary names itself otherwise than configured; showing its name", logkey.Primary, p.Hostname, logKeyConfigured, ro.Primary)
+	}
 }
 
 // openWriter opens a writer on the mounted database at path through the
