@@ -98,6 +98,22 @@ func TestFly(t *testing.T) {
 		}
 	})
 
+	t.Run("exec waits for a primary", func(t *testing.T) {
+		for _, m := range f.machines {
+			log := m.Log.String()
+			app := strings.Index(log, `"msg":"started app"`)
+			known := -1
+			for _, s := range []string{`"msg":"this node is the primary"`, `"msg":"following the primary","component":"roles"`} {
+				if i := strings.Index(log, s); i >= 0 && (known < 0 || i < known) {
+					known = i
+				}
+			}
+			if app < 0 || known < 0 || app < known {
+				t.Errorf("%s started its exec (at %d) before it knew a primary (at %d)", m.host.Name, app, known)
+			}
+		}
+	})
+
 	t.Run("replicas follow by name", func(t *testing.T) {
 		url := fmt.Sprintf("http://%s:20202", primary.name(app))
 		for _, m := range f.others(primary) {
@@ -235,8 +251,8 @@ func (f *flyCluster) prepare() {
 
 	// The config's exec: `myapp serve` is the example app, and `myapp
 	// migrate` makes its table, retrying while this candidate is not the
-	// primary yet (pagewire starts exec once the mount is ready, before a
-	// primary is known).
+	// primary (pagewire starts exec once a primary is known, which may be
+	// the other candidate).
 	f.shims = t.TempDir()
 	shim := fmt.Sprintf(flyShim, exampleBin)
 	if err := os.WriteFile(filepath.Join(f.shims, "myapp"), []byte(shim), 0o755); err != nil {
