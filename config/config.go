@@ -217,7 +217,10 @@ type LeaseConfig struct {
 	Type string `yaml:"type"` // LeaseTypeStatic (default) or LeaseTypeConsul
 	// Hostname is this node's name as others see it (the .primary file).
 	// Unset: with a static lease and candidate false, the host of
-	// AdvertiseURL (the primary's); otherwise os.Hostname().
+	// AdvertiseURL (the primary's); otherwise os.Hostname(). On a static
+	// replica it names the primary (as LiteFS's docs use it) until the
+	// replica hears the primary's own name, which .primary then shows
+	// whatever was written here.
 	Hostname string `yaml:"hostname"`
 	// AdvertiseURL is this node's API URL; with a static lease and candidate
 	// false, the primary's, and then required. Unset otherwise:

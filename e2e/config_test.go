@@ -404,6 +404,7 @@ func flyEnv(region string) map[string]string {
 		"FLY_CONSUL_URL": "https://:s3cr3t@consul-iad.fly-shared.net/myapp-abc123/",
 		"HOSTNAME":       "e2865014a7d586",
 		"FLY_MACHINE_ID": "e2865014a7d586",
+		"FLY_ALLOC_ID":   "e2865014a7d586",
 	}
 }
 
@@ -463,6 +464,15 @@ func TestDeployConfigs_Valid(t *testing.T) {
 					}
 					if got, want := c.Lease.Consul.URL, env["FLY_CONSUL_URL"]; got != want {
 						t.Errorf("lease.consul.url=%q, want %q", got, want)
+					}
+					if got, want := c.Lease.Hostname, "e2865014a7d586"; got != want {
+						t.Errorf("lease.hostname=%q, want FLY_ALLOC_ID %q", got, want)
+					}
+					if got, want := c.Lease.Consul.Key, "myapp/primary"; got != want {
+						t.Errorf("lease.consul.key=%q, want %q", got, want)
+					}
+					if got, want := c.HTTP.Addr, "[::]:20202"; got != want {
+						t.Errorf("http.addr=%q, want %q (6PN is IPv6-only)", got, want)
 					}
 					if got, want := c.Lease.AdvertiseURL, "http://e2865014a7d586.vm.myapp.internal:20202"; got != want {
 						t.Errorf("lease.advertise-url=%q, want %q", got, want)

@@ -84,7 +84,9 @@ func TestMountExec_ForwardsSIGTERM(t *testing.T) {
 	script := `trap "echo got-term; exit 3" TERM; echo child-ready; while :; do sleep 0.1; done`
 	n := StartNode(t, NodeOptions{Args: []string{"--", "sh", "-c", script}})
 	waitFor(t, time.Minute, "the app to install its trap", func() bool {
-		return strings.Contains(n.Log.String(), "child-ready")
+		// Its own output line: the "started app" log line quotes the
+		// script, child-ready included, before the trap is in place.
+		return strings.Contains(n.Log.String(), "\nchild-ready\n")
 	})
 	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

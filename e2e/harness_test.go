@@ -112,6 +112,11 @@ type NodeOptions struct {
 	// Listen is the config's http.addr (e.g. "[::]:20202"); "": the
 	// URL's host:port.
 	Listen string
+	// ConfigFile, if set, is a config file the node runs as it is (e.g.
+	// ../deploy/fly/litefs.yml): StartNode writes none, and the mount and
+	// data folders are the file's. Exec then usually runs the node in
+	// namespaces of its own.
+	ConfigFile string
 	// Prepare, if set, runs once the node's folders are named and before
 	// its config is written (it may move n.DataDir, e.g. onto a tmpfs it
 	// mounts); cleanups it registers run after the node's.
@@ -193,7 +198,9 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	data += opts.Data
 	cfg := fmt.Sprintf("fuse:\n  dir: %q\n%shttp:\n  addr: %q\n%s%s%s",
 		n.MountDir, data, listen, lease, security, opts.Config)
-	if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
+	if opts.ConfigFile != "" {
+		n.ConfigPath = opts.ConfigFile
+	} else if err := os.WriteFile(n.ConfigPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.cleanup)

@@ -290,3 +290,38 @@ func TestLease_ConsulPromote(t *testing.T) {
 		t.Fatalf("old primary after the promotion: %q, want 105 rows", got)
 	}
 }
+
+// TestLease_StaticReplicaNamesThePrimary checks that a static replica's
+// .primary and GET /primary name the primary as the primary calls itself,
+// whether its lease.hostname is the primary's (as LiteFS's docs write it)
+// or its own.
+func TestLease_StaticReplicaNamesThePrimary(t *testing.T) {
+	p := StartNode(t, NodeOptions{}) // static primary "node1"
+	cliMakeDB(t, p, "named.db", 2)
+	for _, tc := range []struct {
+		name  string
+		lease string // "": LiteFS's style, lease.hostname is the primary's
+	}{
+		{"hostname is the primary's", ""},
+		{"hostname is the replica's own", fmt.Sprintf("lease:\n  type: static\n  hostname: replica-own\n  advertise-url: %q\n  candidate: false\n", p.URL)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			opts := NodeOptions{ReplicaOf: p}
+			if tc.lease != "" {
+				opts = NodeOptions{Lease: tc.lease}
+			}
+			r := StartNode(t, opts)
+			waitCaughtUp(t, "named.db", p, r)
+			var file, api string
+			ok := pollUntil(30*time.Second, func() bool {
+				b, _ := os.ReadFile(r.Path(".primary"))
+				_, api = r.HTTPGet("/primary")
+				file = string(b)
+				return file == "node1\n" && api == "node1\n"
+			})
+			if !ok {
+				t.Fatalf(".primary = %q, GET /primary = %q, want both %q (the primary's own hostname)", file, api, "node1\n")
+			}
+		})
+	}
+}

@@ -355,6 +355,29 @@ func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pag
 	s.roleChange()
 }
 
+// NamePrimary names the primary as it calls itself: hostname, as a
+// replica hears it from the primary of lease epoch that it follows. The
+// name the node was told (a static replica's lease.hostname, which a
+// config may set to the replica's own name) then gives way to the
+// primary's own, in .primary, GET /primary and read-only errors. It
+// changes nothing and returns false unless this node is a replica that
+// knows its primary, at an epoch no newer than epoch: a name heard from
+// an older primary, or after the role changed, is dropped.
+func (s *Store) NamePrimary(epoch pagewire.Epoch, hostname string) bool {
+	for {
+		st := s.role.Load()
+		if hostname == "" || st.role != pagewire.RoleReplica || st.ro.Primary == "" || st.epoch > epoch || st.ro.Primary == hostname {
+			return false
+		}
+		next := *st
+		next.ro.Primary = hostname
+		if s.role.CompareAndSwap(st, &next) {
+			s.roleChange()
+			return true
+		}
+	}
+}
+
 // databases returns the store's databases as they are now.
 func (s *Store) databases() []*database {
 	s.mu.RLock()

@@ -1089,3 +1089,51 @@ func TestStore_RemovesLeftoversAtOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestStore_NamePrimary(t *testing.T) {
+	const url = "http://10.0.0.1:20202"
+	for _, tc := range []struct {
+		name    string
+		role    pagewire.Role
+		told    string // the primary's name the node was told
+		epoch   pagewire.Epoch
+		heardAt pagewire.Epoch // the epoch the name was heard at
+		heard   string
+		want    string
+		changed bool
+	}{
+		{"static replica told its own name", pagewire.RoleReplica, "replica1", 1, 1, "node1", "node1", true},
+		{"static replica told the primary's name", pagewire.RoleReplica, "node1", 1, 1, "node1", "node1", false},
+		{"newer primary", pagewire.RoleReplica, "node1", 3, 4, "node2", "node2", true},
+		{"older primary", pagewire.RoleReplica, "node2", 4, 3, "node1", "node2", false},
+		{"no primary known", pagewire.RoleReplica, "", 4, 4, "node1", "", false},
+		{"primary", pagewire.RolePrimary, "", 4, 4, "node1", "", false},
+		{"empty name", pagewire.RoleReplica, "replica1", 1, 1, "", "replica1", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := openTestStore(t, t.TempDir())
+			s.SetRole(tc.role, pagewire.ReadOnlyError{Primary: tc.told, AdvertiseURL: url}, tc.epoch)
+			changed := s.RoleChanged()
+			if got := s.NamePrimary(tc.heardAt, tc.heard); got != tc.changed {
+				t.Errorf("NamePrimary(%d, %q)=%v, want %v", tc.heardAt, tc.heard, got, tc.changed)
+			}
+			role, ro, epoch := s.RoleEpoch()
+			if role != tc.role || ro.Primary != tc.want || epoch != tc.epoch {
+				t.Errorf("role %v primary %q epoch %d, want %v %q %d", role, ro.Primary, epoch, tc.role, tc.want, tc.epoch)
+			}
+			if tc.told != "" && ro.AdvertiseURL != url {
+				t.Errorf("advertise URL %q, want %q kept", ro.AdvertiseURL, url)
+			}
+			select {
+			case <-changed:
+				if !tc.changed {
+					t.Error("the role changed")
+				}
+			default:
+				if tc.changed {
+					t.Error("no role change was signalled (.primary's cached entry stays)")
+				}
+			}
+		})
+	}
+}

@@ -47,6 +47,10 @@ type ReplicaConfig struct {
 	// replica keeps up, each transaction is applied as soon as it arrives.
 	// 0 applies as soon as possible always.
 	ApplyInterval time.Duration
+	// OnPrimary, if set, is called with the primary as it names itself
+	// each time a message brings a new name or lease epoch, e.g. to show
+	// the primary's own hostname in .primary. It must not block.
+	OnPrimary func(PrimaryInfo)
 	// OpenWriter opens the writer that appends to a database; nil:
 	// OpenWALWriter in this process. A node applying to its own mount must
 	// use a worker process (ApplyClient).
@@ -102,10 +106,11 @@ type Replica struct {
 	cfg ReplicaConfig
 	log *slog.Logger
 
-	// mu guards epoch and primary.
+	// mu guards epoch, primary and named.
 	mu      sync.Mutex
 	epoch   pagewire.Epoch // the highest epoch seen; older ones are refused
 	primary PrimaryInfo
+	named   PrimaryInfo          // the last primary given to cfg.OnPrimary
 	status  map[string]*dbStatus // per followed database
 }
 
@@ -131,14 +136,24 @@ func (r *Replica) Primary() PrimaryInfo {
 	return r.primary
 }
 
-// checkEpoch refuses a message from an older lease epoch than one seen.
+// checkEpoch refuses a message from an older lease epoch than one seen,
+// and tells cfg.OnPrimary of a primary that names itself anew.
 func (r *Replica) checkEpoch(p PrimaryInfo) error {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	if p.Epoch < r.epoch {
+		r.mu.Unlock()
 		return fmt.Errorf("%w: message from %s carries lease epoch %d, older than %d: refused", pagewire.ErrInvalidArgument, p.Hostname, p.Epoch, r.epoch)
 	}
 	r.epoch, r.primary = p.Epoch, p
+	renamed := p.Hostname != "" && (p.Hostname != r.named.Hostname || p.Epoch != r.named.Epoch)
+	if renamed {
+		r.named = p
+	}
+	r.mu.Unlock()
+
+	if renamed && r.cfg.OnPrimary != nil {
+		r.cfg.OnPrimary(p)
+	}
 	return nil
 }
 

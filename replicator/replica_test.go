@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -203,6 +204,32 @@ func TestReplica_RefusesOlderEpoch(t *testing.T) {
 	}
 	if got := r.Primary().Hostname; got != "a" {
 		t.Fatalf("primary=%q, want a (the refused message must not change it)", got)
+	}
+}
+
+func TestReplica_OnPrimary(t *testing.T) {
+	var got []PrimaryInfo
+	cfg := DefaultReplicaConfig()
+	cfg.Upstream, cfg.Local, cfg.MountDir, cfg.Hostname = upstreamFunc(nil), newFakeLocal(), "/mnt", "replica1"
+	cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg.OnPrimary = func(p PrimaryInfo) { got = append(got, p) }
+	r, err := NewReplica(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []PrimaryInfo{
+		{Hostname: "node1", Epoch: 1}, // first: named
+		{Hostname: "node1", Epoch: 1}, // the same again: not
+		{Epoch: 1},                    // no name: not
+		{Hostname: "node1", Epoch: 2}, // a new epoch: named
+		{Hostname: "node2", Epoch: 2}, // a new name: named
+		{Hostname: "old", Epoch: 1},   // refused: not
+	} {
+		_ = r.checkEpoch(p)
+	}
+	want := []PrimaryInfo{{Hostname: "node1", Epoch: 1}, {Hostname: "node1", Epoch: 2}, {Hostname: "node2", Epoch: 2}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("OnPrimary got %v, want %v", got, want)
 	}
 }
 

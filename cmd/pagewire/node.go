@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -296,6 +297,7 @@ func (n *node) newFollower(url string, minEpoch pagewire.Epoch) (*follower, erro
 	rcfg.Upstream, rcfg.Local, rcfg.MountDir, rcfg.Hostname, rcfg.Logger = upstream.New(conn), n.store, n.cfg.FUSE.Dir, n.info.Hostname, n.log
 	rcfg.MinEpoch = minEpoch
 	rcfg.Applied = func(lag time.Duration) { n.applyLag.Observe(lag.Seconds()) }
+	rcfg.OnPrimary = n.namePrimary
 	r, err := replicator.NewReplica(rcfg)
 	if err != nil {
 		conn.Close()
@@ -304,6 +306,18 @@ func (n *node) newFollower(url string, minEpoch pagewire.Epoch) (*follower, erro
 	f := &follower{Replica: r, conn: conn}
 	n.current.Store(f)
 	return f, nil
+}
+
+// logKeyConfigured is the primary's name as the config gave it.
+const logKeyConfigured = "configured"
+
+// namePrimary shows the primary by the name it gives itself: a static
+// replica's lease.hostname may be the primary's (as LiteFS's docs write
+// it) or the replica's own, and .primary must name the primary either way.
+func (n *node) namePrimary(p replicator.PrimaryInfo) {
+	if _, ro := n.store.Role(); n.store.NamePrimary(p.Epoch, p.Hostname) {
+		n.log.Info("the primary names itself otherwise than configured; showing its name", logkey.Primary, p.Hostname, logKeyConfigured, ro.Primary)
+	}
 }
 
 // openWriter opens a writer on the mounted database at path through the
@@ -590,6 +604,11 @@ func (n *node) replicate(ctx context.Context) error {
 func (n *node) runApp(ctx context.Context) {
 	role, _ := n.store.Role()
 	n.log.Info("node ready", logkey.Role, role.String(), "mount", n.cfg.FUSE.Dir)
+	if (len(n.app) > 0 || len(n.cfg.Exec) > 0) && !n.waitPrimaryKnown(ctx) {
+		handOff(n.manager, n.log)
+		n.stop()
+		return
+	}
 	n.appErr = runApps(ctx, n.cfg, n.app, n.sigs, n.log)
 	if n.appErr != nil || len(n.app) > 0 || len(n.cfg.Exec) > 0 {
 		handOff(n.manager, n.log)
@@ -603,6 +622,36 @@ func (n *node) runApp(ctx context.Context) {
 	n.log.Info("stopping")
 	handOff(n.manager, n.log)
 	n.stop()
+}
+
+// waitPrimaryKnown waits until this node is the primary or knows which
+// node is, as LiteFS waits to be "connected to cluster" before exec: a
+// migration or an app never starts on a node that cannot tell where writes
+// go. A static lease knows at once; a Consul lease once it is read. It
+// reports false if the node stops first; a signal stops it.
+func (n *node) waitPrimaryKnown(ctx context.Context) bool {
+	logged := false
+	for {
+		changed := n.store.RoleChanged()
+		if role, ro := n.store.Role(); role == pagewire.RolePrimary || ro.Primary != "" {
+			if logged {
+				n.log.Info("connected to the cluster; running exec", logkey.Primary, cmp.Or(ro.Primary, n.info.Hostname))
+			}
+			return true
+		}
+		if !logged {
+			n.log.Info("waiting to be the primary or to know it before running exec")
+			logged = true
+		}
+		select {
+		case <-changed:
+		case <-n.sigs:
+			n.log.Info("stopping before a primary was known")
+			return false
+		case <-ctx.Done():
+			return false
+		}
+	}
 }
 
 // closeBackup closes the backup's bucket, if open.
