@@ -163,3 +163,23 @@ func TestSplit_MountInItsOwnProcess(t *testing.T) {
 		t.Fatalf("pagewire fuse stopped across the node's restart")
 	}
 }
+
+// TestSplit_RefusedBesideTheNodesOwnMount: a node that mounts fuse.dir
+// itself holds its server's mount session, so `pagewire fuse` against its
+// socket is refused naming the node's mount; and -external-fuse is refused
+// on a replica, which applies through its own mount.
+func TestSplit_RefusedBesideTheNodesOwnMount(t *testing.T) {
+	n := StartNode(t, NodeOptions{})
+	f := StartFuse(t, filepath.Join(n.DataDir, "storage.sock"), filepath.Join(n.Dir, "split"))
+	if !f.Exited(30 * time.Second) {
+		t.Fatal("pagewire fuse beside the node's own mount is still running")
+	}
+	if want := "at " + n.MountDir + ": a storage server serves one mount at a time"; f.err == nil || !strings.Contains(f.Log.String(), want) {
+		t.Fatalf("pagewire fuse: %v\n%s\nwant it refused naming the node's mount (%q)", f.err, f.Log, want)
+	}
+
+	r := StartNode(t, NodeOptions{ReplicaOf: n, Args: []string{"-external-fuse"}, NoWait: true})
+	if code := r.Wait(30 * time.Second); code == 0 || !strings.Contains(r.Log.String(), "-external-fuse needs a static primary") {
+		t.Fatalf("a replica with -external-fuse exited %d:\n%s", code, r.Log)
+	}
+}

@@ -622,7 +622,11 @@ func (n *node) replicate(ctx context.Context) error {
 // handing the lease off first. Without an app, it waits for a signal.
 func (n *node) runApp(ctx context.Context) {
 	role, _ := n.store.Role()
-	n.log.Info("node ready", logkey.Role, role.String(), "mount", n.cfg.FUSE.Dir)
+	mount := n.cfg.FUSE.Dir
+	if n.external {
+		mount = "none here (-external-fuse): pagewire fuse mounts " + n.cfg.Data.StorageSocketPath()
+	}
+	n.log.Info("node ready", logkey.Role, role.String(), "mount", mount)
 	n.appErr = runApps(ctx, n.cfg, n.app, n.sigs, n.log)
 	if n.appErr != nil || len(n.app) > 0 || len(n.cfg.Exec) > 0 {
 		handOff(n.manager, n.log)
