@@ -74,7 +74,26 @@ var (
 	// ErrTooMany: the node already runs as many operations of the kind
 	// as it allows at once (exports, say); try again when one has ended.
 	ErrTooMany = errors.New("too many at once")
+	// ErrMounted: the storage server already serves a mount; it serves
+	// one at a time (see MountedError).
+	ErrMounted = errors.New("the storage server already serves a mount")
 )
+
+// MountedError is a mount refused because another mount holds the
+// storage server's mount session. It names that mount as it registered.
+type MountedError struct {
+	Hostname string // the first mount's host
+	PID      int    // its process id on that host
+	Dir      string // its mount point there
+}
+
+// Error names the first mount and says what to do.
+func (e *MountedError) Error() string {
+	return fmt.Sprintf("the storage server is already mounted by %s (pid %d) at %s: a storage server serves one mount at a time; stop that mount first", e.Hostname, e.PID, e.Dir)
+}
+
+// Is makes errors.Is(err, ErrMounted) true.
+func (e *MountedError) Is(target error) bool { return target == ErrMounted }
 
 // ReadOnlyError is a write refused because another node is the primary.
 type ReadOnlyError struct {
@@ -193,6 +212,7 @@ const (
 	ReasonInvalidArgument = "INVALID_ARGUMENT"
 	ReasonNotHolder       = "NOT_HOLDER"
 	ReasonTooMany         = "TOO_MANY"
+	ReasonMounted         = "MOUNTED"
 )
 
 // ErrorDomain is the google.rpc.ErrorInfo domain of pagewire's errors.
@@ -212,6 +232,7 @@ var reasons = []struct {
 	{ReasonInvalidArgument, ErrInvalidArgument},
 	{ReasonNotHolder, ErrNotHolder},
 	{ReasonTooMany, ErrTooMany},
+	{ReasonMounted, ErrMounted},
 }
 
 // ReasonOf is the wire reason of err, or "" if err is none of the sentinels.

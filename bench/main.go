@@ -68,6 +68,9 @@ type options struct {
 	OnlyVacuum bool
 	VacuumGiB  float64
 
+	// -split runs only the split-mode section, which is off otherwise.
+	OnlySplit bool
+
 	// -backup runs only the backup section, which is off otherwise: it
 	// needs the SeaweedFS weed binary, and minutes.
 	OnlyBackup       bool
@@ -77,7 +80,7 @@ type options struct {
 
 // only reports whether a flag asked for one section alone.
 func (o options) only() bool {
-	return o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum || o.OnlyBackup
+	return o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum || o.OnlyBackup || o.OnlySplit
 }
 
 // workloads reports whether the plain disk vs mount workloads run.
@@ -155,6 +158,8 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.OnlyVacuum, "vacuum", false, "run only the VACUUM section (off otherwise): a database of -vacuum-gib on a primary with two replicas,\n"+
 		"VACUUM on the primary's mount and on plain disk, and the peak RSS of every pagewire process; needs about 7.5 times -vacuum-gib of disk")
 	fs.Float64Var(&o.VacuumGiB, "vacuum-gib", 2, "vacuum: size in GiB of the database VACUUM rewrites")
+	fs.BoolVar(&o.OnlySplit, "split", false, "run only the split-mode section (off otherwise): point reads and NORMAL inserts through pagewire fuse\n"+
+		"in its own process against a node's storage socket, and through a node's own mount, in the same rounds")
 	fs.BoolVar(&o.OnlyBackup, "backup", false, "run only the backup section (off otherwise): a primary's write rate with continuous backup to a\n"+
 		"SeaweedFS S3 server on loopback off and on, the backup's RPO at 1,000 tx/s, and a restore from it; needs `make seaweedfs`")
 	fs.Float64Var(&o.BackupSeconds, "backup-seconds", 60, "backup: how long the RPO writer commits at 1,000 tx/s")
@@ -215,6 +220,11 @@ alone.
 -vacuum-gib GiB on a primary with two replicas, VACUUM on the primary's
 mount and on plain disk, and the peak RSS of every pagewire process (each
 node and each apply worker) during the VACUUM and its replication.
+
+-split runs, alone, the split-mode section (off otherwise): a node with its
+own mount, and a node started with -external-fuse whose storage socket
+` + "`pagewire fuse`" + ` mounts in its own process; point reads and NORMAL inserts on
+both mounts in the same rounds, and the split/in-process ratios.
 
 -backup runs, alone, the backup section (off otherwise): a SeaweedFS S3
 server on loopback; insert-normal on plain disk and on primaries with
@@ -293,6 +303,8 @@ func (o options) check() error {
 		return errors.New("-vacuum-gib must be at least 1/1024 (1 MiB)")
 	case o.OnlyBackup && (o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum):
 		return errors.New("-backup excludes -replication, -sync, -proxy, -export and -vacuum")
+	case o.OnlySplit && (o.OnlyReplication || o.OnlySync || o.OnlyProxy || o.OnlyExport || o.OnlyVacuum || o.OnlyBackup):
+		return errors.New("-split excludes -replication, -sync, -proxy, -export, -vacuum and -backup")
 	case o.BackupSeconds*backupRPORate < 1 || o.BackupRestoreMiB < 1:
 		return errors.New("-backup-seconds must be at least one commit at 1,000 tx/s and -backup-restore-mib at least 1")
 	}
@@ -381,6 +393,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (err erro
 	if o.OnlyVacuum {
 		if rep.Vacuum, err = runVacuum(ctx, o, bin, workDir, diskDir, stderr); err != nil {
 			return fmt.Errorf("vacuum: %w", err)
+		}
+	}
+	if o.OnlySplit {
+		if rep.Split, err = runSplit(ctx, o, bin, workDir, stderr); err != nil {
+			return fmt.Errorf("split: %w", err)
 		}
 	}
 	if o.OnlyBackup {

@@ -52,6 +52,8 @@ type nodeSpec struct {
 	Config string
 	// Exec, if set, is the app the node runs once ready (after "--").
 	Exec []string
+	// Args are more flags of pagewire mount (e.g. -external-fuse).
+	Args []string
 }
 
 // primaryHostname is the static lease's hostname: a primary's own, and the
@@ -115,7 +117,7 @@ func launchNode(bin string, spec nodeSpec) (*node, error) {
 	}
 
 	// Run pagewire mount, with the app after -- if there is one.
-	args := []string{"mount", "-config", configPath}
+	args := append([]string{"mount", "-config", configPath}, spec.Args...)
 	if len(spec.Exec) > 0 {
 		args = append(append(args, "--"), spec.Exec...)
 	}

@@ -26,6 +26,7 @@ type report struct {
 	Export      *exportReport      `json:"export,omitempty"`      // nil with -no-export
 	Vacuum      *vacuumReport      `json:"vacuum,omitempty"`      // only with -vacuum
 	Backup      *backupReport      `json:"backup,omitempty"`      // only with -backup
+	Split       *splitReport       `json:"split,omitempty"`       // only with -split
 }
 
 // machine describes where the bench ran; rates mean little without it.
@@ -131,6 +132,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	switch {
 	case r.Vacuum != nil:
 		fmt.Fprintf(b, "# pagewire bench: VACUUM\n\n")
+	case r.Split != nil:
+		fmt.Fprintf(b, "# pagewire bench: split mode\n\n")
+		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios are the point. Python sqlite3, WAL mode, a fresh database per run.\n\n")
 	case r.Backup != nil:
 		fmt.Fprintf(b, "# pagewire bench: backup\n\n")
 		fmt.Fprintf(b, "Rates vary by machine and by what else it runs; the ratios, the RPO and the restore speed are the point.\n\n")
@@ -183,6 +187,9 @@ func (r *report) writeMarkdown(w io.Writer) error {
 	}
 	if r.Backup != nil {
 		r.Backup.writeMarkdown(b)
+	}
+	if r.Split != nil {
+		r.Split.writeMarkdown(b)
 	}
 	return b.Flush()
 }

@@ -20,6 +20,7 @@ type fileNode struct {
 	id       uint64
 	volatile bool // content changes on the server: no caching
 	readOnly bool
+	shm      bool // a -shm: mapped by SQLite
 }
 
 var (
@@ -34,8 +35,11 @@ var (
 
 // handle is an open file. internal marks a handle the node's own process
 // opened (a replica applying transactions): its writes are the node's, not
-// an app's.
-type handle struct{ internal bool }
+// an app's. gen is the mount session it was opened in.
+type handle struct {
+	internal bool
+	gen      uint64
+}
 
 // isInternal reports whether fh is a handle the node itself opened.
 func isInternal(fh fs.FileHandle) bool {
@@ -92,7 +96,11 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	if write && n.readOnly {
 		return nil, 0, syscall.EACCES
 	}
-	h := &handle{internal: write && n.m.callerIsNode(ctx)}
+	gen, errno := n.m.sess.current()
+	if errno != 0 {
+		return nil, 0, errno
+	}
+	h := &handle{internal: write && n.m.callerIsNode(ctx), gen: gen}
 	if _, err := n.m.cfg.Storage.OpenFile(ctx, &storagev1.OpenFileRequest{FileId: n.id, Write: write, Internal: h.internal}); err != nil {
 		errno := toErrno(err)
 		if errno == syscall.EROFS {
@@ -108,7 +116,10 @@ func (n *fileNode) open(ctx context.Context, flags uint32) (fs.FileHandle, uint3
 	return h, fuse.FOPEN_KEEP_CACHE, 0
 }
 
-func (n *fileNode) Release(ctx context.Context, _ fs.FileHandle) syscall.Errno {
+func (n *fileNode) Release(ctx context.Context, fh fs.FileHandle) syscall.Errno {
+	if n.m.sess.check(fh) != 0 {
+		return 0 // the server that knew of the handle is gone
+	}
 	// Release must reach the server even if the closing process is gone.
 	if _, err := n.m.cfg.Storage.CloseFile(context.WithoutCancel(ctx), &storagev1.CloseFileRequest{FileId: n.id}); err != nil {
 		return n.m.fail("close", n.name, err)
@@ -116,7 +127,16 @@ func (n *fileNode) Release(ctx context.Context, _ fs.FileHandle) syscall.Errno {
 	return 0
 }
 
-func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+func (n *fileNode) Read(ctx context.Context, fh fs.FileHandle, dest []byte, off int64) (fuse.ReadResult, syscall.Errno) {
+	if n.shm {
+		// A -shm's page faults come through the handle it was mapped
+		// with: after the server is back, such a process reads the new
+		// index rather than get SIGBUS; its next database read fails.
+		fh = nil
+	}
+	if errno := n.m.sess.check(fh); errno != 0 {
+		return nil, errno
+	}
 	resp, err := n.m.cfg.Storage.ReadFile(ctx, &storagev1.ReadFileRequest{FileId: n.id, Offset: off, Length: int64(len(dest))})
 	if err != nil {
 		return nil, n.m.fail("read", n.name, err)
@@ -125,6 +145,9 @@ func (n *fileNode) Read(ctx context.Context, _ fs.FileHandle, dest []byte, off i
 }
 
 func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off int64) (uint32, syscall.Errno) {
+	if errno := n.m.sess.check(fh); errno != 0 {
+		return 0, errno
+	}
 	if _, err := n.m.cfg.Storage.WriteFile(ctx, &storagev1.WriteFileRequest{FileId: n.id, Offset: off, Data: data, Internal: isInternal(fh)}); err != nil {
 		return 0, n.m.fail("write", n.name, err)
 	}
@@ -132,13 +155,19 @@ func (n *fileNode) Write(ctx context.Context, fh fs.FileHandle, data []byte, off
 }
 
 func (n *fileNode) Fsync(ctx context.Context, fh fs.FileHandle, _ uint32) syscall.Errno {
+	if errno := n.m.sess.check(fh); errno != 0 {
+		return errno
+	}
 	if _, err := n.m.cfg.Storage.SyncFile(ctx, &storagev1.SyncFileRequest{FileId: n.id, Internal: isInternal(fh)}); err != nil {
 		return n.m.fail("fsync", n.name, err)
 	}
 	return 0
 }
 
-func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+func (n *fileNode) Getattr(ctx context.Context, fh fs.FileHandle, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.m.sess.check(fh); errno != 0 {
+		return errno
+	}
 	// By id: an open file deleted since (a -shm at last close) still has
 	// attributes; one replaced since is stale, and the kernel looks it up anew.
 	resp, err := n.m.cfg.Storage.StatFile(ctx, &storagev1.StatFileRequest{FileId: n.id})
@@ -153,6 +182,9 @@ func (n *fileNode) Getattr(ctx context.Context, _ fs.FileHandle, out *fuse.AttrO
 }
 
 func (n *fileNode) Setattr(ctx context.Context, fh fs.FileHandle, in *fuse.SetAttrIn, out *fuse.AttrOut) syscall.Errno {
+	if errno := n.m.sess.check(fh); errno != 0 {
+		return errno
+	}
 	if size, ok := in.GetSize(); ok {
 		resp, err := n.m.cfg.Storage.TruncateFile(ctx, &storagev1.TruncateFileRequest{FileId: n.id, Size: int64(size), Internal: isInternal(fh)})
 		if err != nil {

@@ -61,6 +61,7 @@ type Mount struct {
 	cfg   Config
 	log   *slog.Logger
 	ready chan struct{}
+	sess  session // the storage server's mount session, as the mount holds it
 
 	// trustMu guards trusted.
 	trustMu sync.Mutex
@@ -92,9 +93,23 @@ func (m *Mount) Ready() <-chan struct{} { return m.ready }
 
 // Run mounts the filesystem, serves it until ctx is done, then unmounts.
 // A stale mount left at the mount point by a killed node is cleared first.
+//
+// The mount first takes the storage server's mount session, and fails
+// with a *pagewire.MountedError if another mount holds it. It holds the
+// session while it runs: if the server goes away, every operation fails
+// with EIO until the mount has the session again, and files opened before
+// fail with EIO for good.
 func (m *Mount) Run(ctx context.Context) error {
-	// Prepare the mount point.
 	dir := m.cfg.Dir
+	sessCtx, stopSession := context.WithCancel(ctx)
+	defer stopSession()
+	stream, err := m.holdSession(sessCtx)
+	if err != nil {
+		return fmt.Errorf("mount %q: %w", dir, err)
+	}
+	m.sess.set(true)
+
+	// Prepare the mount point.
 	clearStaleMount(dir, m.log)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create fuse.dir %q: %w; fix its permissions or choose another fuse.dir", dir, err)
@@ -107,6 +122,15 @@ func (m *Mount) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		_ = safego.Call(m.log, "hold the mount session", func() error { m.keepSession(sessCtx, root, stream); return nil })
+	}()
+	defer func() {
+		stopSession()
+		<-kept
+	}()
 	done := make(chan struct{})
 	go func() {
 		srv.Wait()

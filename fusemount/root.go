@@ -2,6 +2,7 @@ package fusemount
 
 import (
 	"context"
+	"strings"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fs"
@@ -39,6 +40,9 @@ func (r *rootNode) Getattr(_ context.Context, _ fs.FileHandle, out *fuse.AttrOut
 func (r *rootNode) Access(context.Context, uint32) syscall.Errno { return syscall.ENOSYS }
 
 func (r *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) (*fs.Inode, syscall.Errno) {
+	if errno := r.m.sess.check(nil); errno != 0 {
+		return nil, errno
+	}
 	resp, err := r.m.cfg.Storage.LookupFile(ctx, &storagev1.LookupFileRequest{Name: name})
 	if err != nil {
 		errno := toErrno(err)
@@ -52,7 +56,8 @@ func (r *rootNode) Lookup(ctx context.Context, name string, out *fuse.EntryOut) 
 
 // child makes (or finds) the inode of a file and fills its entry.
 func (r *rootNode) child(ctx context.Context, fi *storagev1.FileInfo, out *fuse.EntryOut) *fs.Inode {
-	n := &fileNode{m: r.m, name: fi.GetName(), id: fi.GetFileId(), volatile: fi.GetVolatile(), readOnly: fi.GetReadOnly()}
+	n := &fileNode{m: r.m, name: fi.GetName(), id: fi.GetFileId(), volatile: fi.GetVolatile(), readOnly: fi.GetReadOnly(),
+		shm: strings.HasSuffix(fi.GetName(), "-shm")}
 	n.fill(fi, &out.Attr)
 	if fi.GetVolatile() {
 		out.SetEntryTimeout(0)
@@ -61,10 +66,17 @@ func (r *rootNode) child(ctx context.Context, fi *storagev1.FileInfo, out *fuse.
 		out.SetEntryTimeout(r.m.cfg.CacheTimeout)
 		out.SetAttrTimeout(r.m.cfg.CacheTimeout)
 	}
-	return r.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: fi.GetFileId()})
+	// A new session's files are new inodes to the kernel: a file opened
+	// before keeps the old inode, whose cache forget dropped, so its reads
+	// reach the mount and fail rather than find the new session's pages.
+	gen, _ := r.m.sess.current()
+	return r.NewInode(ctx, n, fs.StableAttr{Mode: syscall.S_IFREG, Ino: fi.GetFileId(), Gen: gen})
 }
 
 func (r *rootNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
+	if errno := r.m.sess.check(nil); errno != 0 {
+		return nil, errno
+	}
 	resp, err := r.m.cfg.Storage.ListFiles(ctx, &storagev1.ListFilesRequest{})
 	if err != nil {
 		return nil, r.m.fail("list files", "", err)
@@ -77,6 +89,9 @@ func (r *rootNode) Readdir(ctx context.Context) (fs.DirStream, syscall.Errno) {
 }
 
 func (r *rootNode) Create(ctx context.Context, name string, flags uint32, _ uint32, out *fuse.EntryOut) (*fs.Inode, fs.FileHandle, uint32, syscall.Errno) {
+	if errno := r.m.sess.check(nil); errno != 0 {
+		return nil, nil, 0, errno
+	}
 	resp, err := r.m.cfg.Storage.CreateFile(ctx, &storagev1.CreateFileRequest{Name: name, Internal: r.m.callerIsNode(ctx)})
 	if err != nil {
 		return nil, nil, 0, r.m.fail("create", name, err)
@@ -92,6 +107,9 @@ func (r *rootNode) Create(ctx context.Context, name string, flags uint32, _ uint
 }
 
 func (r *rootNode) Unlink(ctx context.Context, name string) syscall.Errno {
+	if errno := r.m.sess.check(nil); errno != 0 {
+		return errno
+	}
 	if _, err := r.m.cfg.Storage.DeleteFile(ctx, &storagev1.DeleteFileRequest{Name: name}); err != nil {
 		return r.m.fail("delete", name, err)
 	}
@@ -108,6 +126,9 @@ func (r *rootNode) Rename(_ context.Context, name string, _ fs.InodeEmbedder, ne
 }
 
 func (r *rootNode) Fsync(ctx context.Context, _ fs.FileHandle, _ uint32) syscall.Errno {
+	if errno := r.m.sess.check(nil); errno != 0 {
+		return errno
+	}
 	if _, err := r.m.cfg.Storage.SyncDirectory(ctx, &storagev1.SyncDirectoryRequest{}); err != nil {
 		return r.m.fail("sync directory", "", err)
 	}

@@ -122,6 +122,7 @@ func rpcSeedPrograms(st fuzzState) map[string][][]seedCall {
 		storage + "SyncFile":      one(storage+"SyncFile", &storagev1.SyncFileRequest{FileId: st.dbID}),
 		storage + "SyncDirectory": one(storage+"SyncDirectory", &storagev1.SyncDirectoryRequest{}),
 		storage + "WatchFiles":    one(storage+"WatchFiles", &storagev1.WatchFilesRequest{}),
+		storage + "HoldMount":     one(storage+"HoldMount", &storagev1.HoldMountRequest{Hostname: "app1", Pid: 42, Dir: "/litefs"}),
 
 		health + "Check": one(health+"Check", &healthgrpc.HealthCheckRequest{}),
 		health + "Watch": one(health+"Watch", &healthgrpc.HealthCheckRequest{Service: "pagewire.primary"}),

@@ -80,6 +80,7 @@ var recvLimits = map[string]recvLimit{
 	storagev1.StorageService_SyncFile_FullMethodName:      small,
 	storagev1.StorageService_SyncDirectory_FullMethodName: small,
 	storagev1.StorageService_WatchFiles_FullMethodName:    small,
+	storagev1.StorageService_HoldMount_FullMethodName:     small,
 }
 
 // checkSize refuses a message received by method that is over the

@@ -314,13 +314,15 @@ func (s *Server) registerServices() {
 	s.admin = admin
 	// The block protocol: in process, and on the owner-only socket, whose
 	// clients are this node's mounts as much as the in-process one is.
-	storagev1.RegisterStorageServiceServer(s.inproc, &storageService{store: cfg.Store, allowInternal: true})
+	// One mount session for all of them.
+	storage := &storageService{store: cfg.Store, allowInternal: true, mounts: &mountSession{}}
+	storagev1.RegisterStorageServiceServer(s.inproc, storage)
 	if s.storage != nil {
-		storagev1.RegisterStorageServiceServer(s.storage, &storageService{store: cfg.Store, allowInternal: true})
+		storagev1.RegisterStorageServiceServer(s.storage, storage)
 		reflection.Register(s.storage)
 	}
 	if cfg.ServeStorage {
-		storagev1.RegisterStorageServiceServer(s.gs, &storageService{store: cfg.Store, allowInternal: true})
+		storagev1.RegisterStorageServiceServer(s.gs, storage)
 	}
 	adminv1.RegisterAdminServiceServer(s.gs, admin)
 	adminv1.RegisterAdminServiceServer(s.inproc, admin)

@@ -21,6 +21,7 @@ type storageService struct {
 	// allowInternal accepts the node's own writes on a replica; only the
 	// in-process channel, which only this node's mount reaches, sets it.
 	allowInternal bool
+	mounts        *mountSession // shared by every listener's service
 }
 
 // writer tells who sends a request from its internal flag: the node's own

@@ -92,13 +92,20 @@ func storageSocket(t *testing.T) (storagev1.StorageServiceClient, *grpc.ClientCo
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "storage.sock")
 	conn, _, store := startServerWith(t, func(c *server.Config) { c.StorageSocket = sock })
+	return storagev1.NewStorageServiceClient(dialSocket(t, sock)), conn, store
+}
+
+// dialSocket waits for the storage socket sock and returns a connection
+// to it. Cleanup closes it before the server stops.
+func dialSocket(t *testing.T, sock string) *grpc.ClientConn {
+	t.Helper()
 	waitFor(t, func() bool { _, err := os.Stat(sock); return err == nil })
-	uconn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { uconn.Close() })
-	return storagev1.NewStorageServiceClient(uconn), conn, store
+	t.Cleanup(func() { conn.Close() })
+	return conn
 }
 
 // waitFor polls f for up to 10 s.

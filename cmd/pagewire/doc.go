@@ -1,6 +1,7 @@
 // Command pagewire runs a pagewire node and talks to running ones.
 //
-//	pagewire mount   [-config PATH] [-restore-on-start] [-- CMD ARGS...]
+//	pagewire mount   [-config PATH] [-restore-on-start] [-external-fuse] [-- CMD ARGS...]
+//	pagewire fuse    -storage unix:///PATH -dir DIR [-allow-other] [-debug] [-timeout D]
 //	pagewire status  [-url URL]
 //	pagewire export  -name DB [-url URL] PATH
 //	pagewire import  -name DB [-url URL] PATH
@@ -13,6 +14,7 @@
 //
 // main.go dispatches the subcommands; mount.go and node.go start a node in
 // named steps (config, store, role, listener, proxy, server, mount, run);
+// fuse.go runs the mount alone, against another process's storage socket;
 // restore.go and backup.go read the backup (restore, backup ls, and a
 // node's restore-on-start); the other files are the subcommands that talk
 // to a running node. It wires the packages together and holds no logic of

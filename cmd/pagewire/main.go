@@ -14,9 +14,12 @@ import (
 var Version = "dev"
 
 const usage = `usage:
-  pagewire mount   [-config PATH] [-restore-on-start] [-- CMD ARGS...]
+  pagewire mount   [-config PATH] [-restore-on-start] [-external-fuse] [-- CMD ARGS...]
                                                      run a node; run CMD once it is ready;
                                                      -restore-on-start (=false) overrides backup.restore-on-start
+  pagewire fuse    -storage unix:///PATH -dir DIR [-allow-other] [-debug] [-timeout 10s]
+                                                     run only the FUSE mount, against the storage
+                                                     socket of a node started with -external-fuse
   pagewire status  [-url URL]                        role, primary, databases and positions
   pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
@@ -71,6 +74,8 @@ func run(ctx context.Context, args []string) error {
 	switch args[0] {
 	case "mount":
 		return runMount(ctx, args[1:])
+	case "fuse":
+		return runFuse(ctx, args[1:])
 	case "status":
 		return runStatus(ctx, args[1:], os.Stdout)
 	case "export":

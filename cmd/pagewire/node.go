@@ -49,6 +49,9 @@ type node struct {
 	log     *slog.Logger
 	info    server.NodeInfo
 	dynamic bool // lease.type consul: roles.Manager decides the role
+	// external: the node mounts nothing; `pagewire fuse` in another
+	// process mounts its storage socket (mount's -external-fuse).
+	external bool
 
 	// Set by secure: what the node shows the nodes it calls, and its
 	// port's TLS (nil: plaintext).
@@ -94,6 +97,7 @@ func (n *node) loadConfig(args []string) error {
 	fset := flag.NewFlagSet("mount", flag.ContinueOnError)
 	configPath := fset.String("config", "", "config file (default: ./pagewire.yml, ./litefs.yml, /etc/pagewire.yml, /etc/litefs.yml, else the embedded single-node default)")
 	restore := fset.Bool("restore-on-start", false, "restore every database from the backup if data.dir has none (overrides backup.restore-on-start; =false turns it off)")
+	external := fset.Bool("external-fuse", false, "mount nothing here: `pagewire fuse` in another process mounts the storage socket (a static primary only)")
 	if err := fset.Parse(args); err != nil {
 		return errUsage
 	}
@@ -104,7 +108,10 @@ func (n *node) loadConfig(args []string) error {
 	if err := overrideRestoreOnStart(fset, *restore, &cfg.Backup, source); err != nil {
 		return err
 	}
-	n.cfg = cfg
+	if *external && (cfg.Lease.Type == config.LeaseTypeConsul || !cfg.Lease.Candidate) {
+		return fmt.Errorf("-external-fuse needs a static primary (lease.type static, lease.candidate true) in %s: a replica applies its primary's transactions through its own mount", source)
+	}
+	n.cfg, n.external = cfg, *external
 	n.log = newLogger(cfg.Log)
 	for _, ig := range cfg.Ignored {
 		n.log.Warn("ignoring a LiteFS config key pagewire does not use", "key", ig.Key, "line", ig.Line, logkey.Config, source)
@@ -418,6 +425,9 @@ func newApplyLag() prometheus.Histogram {
 // holdWriter holds the write lock of db for a halt lock (server.Config's
 // HoldWriter).
 func (n *node) holdWriter(ctx context.Context, db string, wait time.Duration) (engine.HeldWriter, error) {
+	if n.external {
+		return nil, fmt.Errorf("%w: halt locks are taken through the node's own mount, and this node runs with -external-fuse", pagewire.ErrBusy)
+	}
 	w, err := n.openWriter(ctx, filepath.Join(n.cfg.FUSE.Dir, db))
 	if err != nil {
 		return nil, err
@@ -453,8 +463,11 @@ func (n *node) handoff(ctx context.Context, target string) (string, string, erro
 }
 
 // newMount builds the FUSE mount on fuse.dir, served by the storage
-// server; run mounts it.
+// server; run mounts it. With -external-fuse there is none.
 func (n *node) newMount() error {
+	if n.external {
+		return nil
+	}
 	mcfg := fusemount.DefaultConfig()
 	mcfg.Dir, mcfg.AllowOther, mcfg.Debug, mcfg.Logger, mcfg.Registry = n.cfg.FUSE.Dir, n.cfg.FUSE.AllowOther, n.cfg.FUSE.Debug, n.log, n.reg
 	mcfg.Storage = storagev1.NewStorageServiceClient(n.srv.Conn())
@@ -481,7 +494,9 @@ func (n *node) run(ctx context.Context) error {
 	mntCtx, stopMount := context.WithCancel(context.Background())
 	defer stopMount()
 	n.goPart("the storage server", func() error { return n.srv.Run(gctx) })
-	n.goPart("the mount", func() error { return n.mnt.Run(mntCtx) })
+	if n.mnt != nil {
+		n.goPart("the mount", func() error { return n.mnt.Run(mntCtx) })
+	}
 	if n.uploader != nil {
 		n.goPart("the backup", func() error { return n.uploader.Run(gctx) })
 	}
@@ -531,8 +546,16 @@ func (n *node) start(ctx context.Context) error {
 // waitReady waits for the mount. It reports false if the node stops
 // first; a signal stops it.
 func (n *node) waitReady(ctx context.Context) bool {
+	var ready <-chan struct{}
+	if n.mnt != nil {
+		ready = n.mnt.Ready()
+	} else { // -external-fuse: ready at once
+		c := make(chan struct{})
+		close(c)
+		ready = c
+	}
 	select {
-	case <-n.mnt.Ready():
+	case <-ready:
 	case <-n.sigs:
 		n.log.Info("stopping before the node was ready")
 		n.stop()
@@ -565,6 +588,16 @@ func (n *node) startProxy(ctx context.Context) {
 // roles.Manager, a static replica's follower, or nothing on a static
 // primary. The worker stops once that returns.
 func (n *node) startReplication(ctx context.Context) error {
+	if n.external {
+		// A static primary: nothing to apply, no lock to hold (halt
+		// refuses); replicate waits for the node to stop.
+		n.users.Add(1)
+		n.goPart("replication", func() error {
+			defer n.users.Done()
+			return n.replicate(ctx)
+		})
+		return nil
+	}
 	// A replica applies, and a primary holds its write lock for halt
 	// locks, through a worker process: a node must never wait on its
 	// own mount.
@@ -603,7 +636,11 @@ func (n *node) replicate(ctx context.Context) error {
 // handing the lease off first. Without an app, it waits for a signal.
 func (n *node) runApp(ctx context.Context) {
 	role, _ := n.store.Role()
-	n.log.Info("node ready", logkey.Role, role.String(), "mount", n.cfg.FUSE.Dir)
+	mount := n.cfg.FUSE.Dir
+	if n.external {
+		mount = "none here (-external-fuse): pagewire fuse mounts " + n.cfg.Data.StorageSocketPath()
+	}
+	n.log.Info("node ready", logkey.Role, role.String(), "mount", mount)
 	if (len(n.app) > 0 || len(n.cfg.Exec) > 0) && !n.waitPrimaryKnown(ctx) {
 		handOff(n.manager, n.log)
 		n.stop()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
@@ -104,3 +105,32 @@ func (r reloadingTLS) Clone() credentials.TransportCredentials { return r }
 
 // OverrideServerName is part of the interface; gRPC no longer calls it.
 func (r reloadingTLS) OverrideServerName(string) error { return nil }
+
+// DialSocket connects to a node's storage socket at path, for a mount in
+// another process. Each unary call gets timeout as its deadline unless it
+// has an earlier one, so that a server that hangs fails the call rather
+// than the app; no call waits for the server to be ready. Without a
+// network between them, the socket closes as soon as either end dies, so
+// no keepalive is needed (and the storage server allows none).
+func DialSocket(path string, timeout time.Duration) (*grpc.ClientConn, error) {
+	if timeout <= 0 {
+		return nil, fmt.Errorf("the storage call timeout is %s: use a positive duration", timeout)
+	}
+	deadline := func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		ctx, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+	return grpc.NewClient("unix://"+path,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20), grpc.ForceCodecV2(codec)),
+		grpc.WithInitialWindowSize(16<<20),
+		grpc.WithInitialConnWindowSize(64<<20),
+		experimental.WithBufferPool(bufPool),
+		grpc.WithUnaryInterceptor(deadline),
+		// Reconnect soon after a restarted server is back: gRPC's
+		// default backoff grows to two minutes.
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{
+			BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second}}),
+	)
+}

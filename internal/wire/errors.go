@@ -1,6 +1,8 @@
 package wire
 
 import (
+	"strconv"
+
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/status"
 
@@ -26,6 +28,11 @@ func FromStatus(err error) error {
 		if info.GetReason() == pagewire.ReasonReadOnly {
 			return &remoteReadOnly{ReadOnlyError: pagewire.ReadOnlyError{
 				Primary: info.GetMetadata()["primary"], AdvertiseURL: info.GetMetadata()["advertise_url"]}, msg: st.Message()}
+		}
+		if info.GetReason() == pagewire.ReasonMounted {
+			md := info.GetMetadata()
+			pid, _ := strconv.Atoi(md["pid"])
+			return &pagewire.MountedError{Hostname: md["hostname"], PID: pid, Dir: md["dir"]}
 		}
 		if sentinel := pagewire.ErrorOf(info.GetReason()); sentinel != nil {
 			return &remoteError{sentinel: sentinel, msg: st.Message()}

@@ -3,6 +3,7 @@ package wire
 import (
 	"context"
 	"errors"
+	"strconv"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
@@ -34,7 +35,7 @@ func ToStatus(err error) error {
 	case errors.Is(err, pagewire.ErrInvalidName), errors.Is(err, pagewire.ErrInvalidArgument):
 		code = codes.InvalidArgument
 	case errors.Is(err, pagewire.ErrReadOnly), errors.Is(err, pagewire.ErrNotWAL),
-		errors.Is(err, pagewire.ErrStale), errors.Is(err, pagewire.ErrBusy):
+		errors.Is(err, pagewire.ErrStale), errors.Is(err, pagewire.ErrBusy), errors.Is(err, pagewire.ErrMounted):
 		code = codes.FailedPrecondition
 	case errors.Is(err, pagewire.ErrCorrupt):
 		code = codes.DataLoss
@@ -46,11 +47,16 @@ func ToStatus(err error) error {
 		return status.Error(codes.Internal, err.Error())
 	}
 
-	// The details carry the error's reason and, from a read-only node, the primary.
+	// The details carry the error's reason and, from a read-only node, the
+	// primary; from a mounted server, its mount.
 	info := &errdetails.ErrorInfo{Reason: pagewire.ReasonOf(err), Domain: pagewire.ErrorDomain}
 	var ro *pagewire.ReadOnlyError
-	if errors.As(err, &ro) {
+	var me *pagewire.MountedError
+	switch {
+	case errors.As(err, &ro):
 		info.Metadata = map[string]string{"primary": ro.Primary, "advertise_url": ro.AdvertiseURL}
+	case errors.As(err, &me):
+		info.Metadata = map[string]string{"hostname": me.Hostname, "pid": strconv.Itoa(me.PID), "dir": me.Dir}
 	}
 	st, derr := status.New(code, err.Error()).WithDetails(info)
 	if derr != nil {

@@ -50,6 +50,12 @@ func TestStatus_DomainErrorsSurviveTheRoundTrip(t *testing.T) {
 			}
 		}
 	}
+	mounted := &pagewire.MountedError{Hostname: "app1", PID: 42, Dir: "/litefs"}
+	st := ToStatus(fmt.Errorf("hold the mount session: %w", mounted))
+	var got *pagewire.MountedError
+	if status.Code(st) != codes.FailedPrecondition || !errors.As(FromStatus(st), &got) || *got != *mounted || !errors.Is(FromStatus(st), pagewire.ErrMounted) {
+		t.Errorf("MountedError came back as %#v (%v)", FromStatus(st), st)
+	}
 	if ToStatus(nil) != nil || FromStatus(nil) != nil {
 		t.Error("nil errors must stay nil")
 	}

@@ -1517,6 +1517,108 @@ func (x *FileChange) GetLength() int64 {
 	return 0
 }
 
+// HoldMountRequest names the mount that takes the session, for the error a
+// second mount gets.
+type HoldMountRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// hostname is the mount's host.
+	Hostname string `protobuf:"bytes,1,opt,name=hostname,proto3" json:"hostname,omitempty"`
+	// pid is the mount's process id on that host.
+	Pid int64 `protobuf:"varint,2,opt,name=pid,proto3" json:"pid,omitempty"`
+	// dir is the mount point.
+	Dir           string `protobuf:"bytes,3,opt,name=dir,proto3" json:"dir,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldMountRequest) Reset() {
+	*x = HoldMountRequest{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldMountRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldMountRequest) ProtoMessage() {}
+
+func (x *HoldMountRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldMountRequest.ProtoReflect.Descriptor instead.
+func (*HoldMountRequest) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *HoldMountRequest) GetHostname() string {
+	if x != nil {
+		return x.Hostname
+	}
+	return ""
+}
+
+func (x *HoldMountRequest) GetPid() int64 {
+	if x != nil {
+		return x.Pid
+	}
+	return 0
+}
+
+func (x *HoldMountRequest) GetDir() string {
+	if x != nil {
+		return x.Dir
+	}
+	return ""
+}
+
+// HoldMountResponse says that the session is held.
+type HoldMountResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HoldMountResponse) Reset() {
+	*x = HoldMountResponse{}
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HoldMountResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HoldMountResponse) ProtoMessage() {}
+
+func (x *HoldMountResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pagewire_storage_v1_storage_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HoldMountResponse.ProtoReflect.Descriptor instead.
+func (*HoldMountResponse) Descriptor() ([]byte, []int) {
+	return file_pagewire_storage_v1_storage_proto_rawDescGZIP(), []int{29}
+}
+
 var File_pagewire_storage_v1_storage_proto protoreflect.FileDescriptor
 
 const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
@@ -1593,14 +1695,20 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\afile_id\x18\x02 \x01(\x04R\x06fileId\x12\x14\n" +
 	"\x05entry\x18\x03 \x01(\bR\x05entry\x12\x16\n" +
 	"\x06offset\x18\x04 \x01(\x03R\x06offset\x12\x16\n" +
-	"\x06length\x18\x05 \x01(\x03R\x06length*\x8d\x01\n" +
+	"\x06length\x18\x05 \x01(\x03R\x06length\"R\n" +
+	"\x10HoldMountRequest\x12\x1a\n" +
+	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +
+	"\x03pid\x18\x02 \x01(\x03R\x03pid\x12\x10\n" +
+	"\x03dir\x18\x03 \x01(\tR\x03dir\"\x13\n" +
+	"\x11HoldMountResponse*\x8d\x01\n" +
 	"\bFileKind\x12\x19\n" +
 	"\x15FILE_KIND_UNSPECIFIED\x10\x00\x12\x16\n" +
 	"\x12FILE_KIND_DATABASE\x10\x01\x12\x11\n" +
 	"\rFILE_KIND_WAL\x10\x02\x12\x11\n" +
 	"\rFILE_KIND_SHM\x10\x03\x12\x11\n" +
 	"\rFILE_KIND_POS\x10\x04\x12\x15\n" +
-	"\x11FILE_KIND_PRIMARY\x10\x052\xd3\t\n" +
+	"\x11FILE_KIND_PRIMARY\x10\x052\xb1\n" +
+	"\n" +
 	"\x0eStorageService\x12Z\n" +
 	"\tListFiles\x12%.pagewire.storage.v1.ListFilesRequest\x1a&.pagewire.storage.v1.ListFilesResponse\x12]\n" +
 	"\n" +
@@ -1618,7 +1726,8 @@ const file_pagewire_storage_v1_storage_proto_rawDesc = "" +
 	"\bSyncFile\x12$.pagewire.storage.v1.SyncFileRequest\x1a%.pagewire.storage.v1.SyncFileResponse\x12f\n" +
 	"\rSyncDirectory\x12).pagewire.storage.v1.SyncDirectoryRequest\x1a*.pagewire.storage.v1.SyncDirectoryResponse\x12_\n" +
 	"\n" +
-	"WatchFiles\x12&.pagewire.storage.v1.WatchFilesRequest\x1a'.pagewire.storage.v1.WatchFilesResponse0\x01B\xde\x01\n" +
+	"WatchFiles\x12&.pagewire.storage.v1.WatchFilesRequest\x1a'.pagewire.storage.v1.WatchFilesResponse0\x01\x12\\\n" +
+	"\tHoldMount\x12%.pagewire.storage.v1.HoldMountRequest\x1a&.pagewire.storage.v1.HoldMountResponse0\x01B\xde\x01\n" +
 	"\x17com.pagewire.storage.v1B\fStorageProtoP\x01ZGgithub.com/pagewire/pagewire/proto/gen/go/pagewire/storage/v1;storagev1\xa2\x02\x03PSX\xaa\x02\x13Pagewire.Storage.V1\xca\x02\x13Pagewire\\Storage\\V1\xe2\x02\x1fPagewire\\Storage\\V1\\GPBMetadata\xea\x02\x15Pagewire::Storage::V1b\x06proto3"
 
 var (
@@ -1634,7 +1743,7 @@ func file_pagewire_storage_v1_storage_proto_rawDescGZIP() []byte {
 }
 
 var file_pagewire_storage_v1_storage_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_pagewire_storage_v1_storage_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
 var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(FileKind)(0),                 // 0: pagewire.storage.v1.FileKind
 	(*FileInfo)(nil),              // 1: pagewire.storage.v1.FileInfo
@@ -1665,11 +1774,13 @@ var file_pagewire_storage_v1_storage_proto_goTypes = []any{
 	(*WatchFilesRequest)(nil),     // 26: pagewire.storage.v1.WatchFilesRequest
 	(*WatchFilesResponse)(nil),    // 27: pagewire.storage.v1.WatchFilesResponse
 	(*FileChange)(nil),            // 28: pagewire.storage.v1.FileChange
-	(*timestamppb.Timestamp)(nil), // 29: google.protobuf.Timestamp
+	(*HoldMountRequest)(nil),      // 29: pagewire.storage.v1.HoldMountRequest
+	(*HoldMountResponse)(nil),     // 30: pagewire.storage.v1.HoldMountResponse
+	(*timestamppb.Timestamp)(nil), // 31: google.protobuf.Timestamp
 }
 var file_pagewire_storage_v1_storage_proto_depIdxs = []int32{
 	0,  // 0: pagewire.storage.v1.FileInfo.kind:type_name -> pagewire.storage.v1.FileKind
-	29, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
+	31, // 1: pagewire.storage.v1.FileInfo.mod_time:type_name -> google.protobuf.Timestamp
 	1,  // 2: pagewire.storage.v1.ListFilesResponse.files:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 3: pagewire.storage.v1.LookupFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
 	1,  // 4: pagewire.storage.v1.CreateFileResponse.file:type_name -> pagewire.storage.v1.FileInfo
@@ -1690,21 +1801,23 @@ var file_pagewire_storage_v1_storage_proto_depIdxs = []int32{
 	22, // 19: pagewire.storage.v1.StorageService.SyncFile:input_type -> pagewire.storage.v1.SyncFileRequest
 	24, // 20: pagewire.storage.v1.StorageService.SyncDirectory:input_type -> pagewire.storage.v1.SyncDirectoryRequest
 	26, // 21: pagewire.storage.v1.StorageService.WatchFiles:input_type -> pagewire.storage.v1.WatchFilesRequest
-	3,  // 22: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
-	5,  // 23: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
-	7,  // 24: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
-	9,  // 25: pagewire.storage.v1.StorageService.StatFile:output_type -> pagewire.storage.v1.StatFileResponse
-	11, // 26: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
-	13, // 27: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
-	15, // 28: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
-	17, // 29: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
-	19, // 30: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
-	21, // 31: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
-	23, // 32: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
-	25, // 33: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
-	27, // 34: pagewire.storage.v1.StorageService.WatchFiles:output_type -> pagewire.storage.v1.WatchFilesResponse
-	22, // [22:35] is the sub-list for method output_type
-	9,  // [9:22] is the sub-list for method input_type
+	29, // 22: pagewire.storage.v1.StorageService.HoldMount:input_type -> pagewire.storage.v1.HoldMountRequest
+	3,  // 23: pagewire.storage.v1.StorageService.ListFiles:output_type -> pagewire.storage.v1.ListFilesResponse
+	5,  // 24: pagewire.storage.v1.StorageService.LookupFile:output_type -> pagewire.storage.v1.LookupFileResponse
+	7,  // 25: pagewire.storage.v1.StorageService.CreateFile:output_type -> pagewire.storage.v1.CreateFileResponse
+	9,  // 26: pagewire.storage.v1.StorageService.StatFile:output_type -> pagewire.storage.v1.StatFileResponse
+	11, // 27: pagewire.storage.v1.StorageService.DeleteFile:output_type -> pagewire.storage.v1.DeleteFileResponse
+	13, // 28: pagewire.storage.v1.StorageService.OpenFile:output_type -> pagewire.storage.v1.OpenFileResponse
+	15, // 29: pagewire.storage.v1.StorageService.CloseFile:output_type -> pagewire.storage.v1.CloseFileResponse
+	17, // 30: pagewire.storage.v1.StorageService.ReadFile:output_type -> pagewire.storage.v1.ReadFileResponse
+	19, // 31: pagewire.storage.v1.StorageService.WriteFile:output_type -> pagewire.storage.v1.WriteFileResponse
+	21, // 32: pagewire.storage.v1.StorageService.TruncateFile:output_type -> pagewire.storage.v1.TruncateFileResponse
+	23, // 33: pagewire.storage.v1.StorageService.SyncFile:output_type -> pagewire.storage.v1.SyncFileResponse
+	25, // 34: pagewire.storage.v1.StorageService.SyncDirectory:output_type -> pagewire.storage.v1.SyncDirectoryResponse
+	27, // 35: pagewire.storage.v1.StorageService.WatchFiles:output_type -> pagewire.storage.v1.WatchFilesResponse
+	30, // 36: pagewire.storage.v1.StorageService.HoldMount:output_type -> pagewire.storage.v1.HoldMountResponse
+	23, // [23:37] is the sub-list for method output_type
+	9,  // [9:23] is the sub-list for method input_type
 	9,  // [9:9] is the sub-list for extension type_name
 	9,  // [9:9] is the sub-list for extension extendee
 	0,  // [0:9] is the sub-list for field type_name
@@ -1721,7 +1834,7 @@ func file_pagewire_storage_v1_storage_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pagewire_storage_v1_storage_proto_rawDesc), len(file_pagewire_storage_v1_storage_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   28,
+			NumMessages:   30,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

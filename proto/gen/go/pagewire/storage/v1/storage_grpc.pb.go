@@ -32,6 +32,7 @@ const (
 	StorageService_SyncFile_FullMethodName      = "/pagewire.storage.v1.StorageService/SyncFile"
 	StorageService_SyncDirectory_FullMethodName = "/pagewire.storage.v1.StorageService/SyncDirectory"
 	StorageService_WatchFiles_FullMethodName    = "/pagewire.storage.v1.StorageService/WatchFiles"
+	StorageService_HoldMount_FullMethodName     = "/pagewire.storage.v1.StorageService/HoldMount"
 )
 
 // StorageServiceClient is the client API for StorageService service.
@@ -77,6 +78,14 @@ type StorageServiceClient interface {
 	// drop what the kernel has cached. The first message, empty, says that
 	// watching has started.
 	WatchFiles(ctx context.Context, in *WatchFilesRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchFilesResponse], error)
+	// HoldMount holds the server's mount session for as long as the stream
+	// is open: a server serves one mount at a time (a second mount's kernel
+	// would not see the first's POSIX locks). The first message, empty, says
+	// that the session is held; the stream then stays open until the mount
+	// or the server goes away, which frees the session. While another mount
+	// holds it, HoldMount fails with FAILED_PRECONDITION (reason MOUNTED),
+	// naming that mount in the ErrorInfo's metadata.
+	HoldMount(ctx context.Context, in *HoldMountRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HoldMountResponse], error)
 }
 
 type storageServiceClient struct {
@@ -226,6 +235,25 @@ func (c *storageServiceClient) WatchFiles(ctx context.Context, in *WatchFilesReq
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type StorageService_WatchFilesClient = grpc.ServerStreamingClient[WatchFilesResponse]
 
+func (c *storageServiceClient) HoldMount(ctx context.Context, in *HoldMountRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[HoldMountResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &StorageService_ServiceDesc.Streams[1], StorageService_HoldMount_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[HoldMountRequest, HoldMountResponse]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StorageService_HoldMountClient = grpc.ServerStreamingClient[HoldMountResponse]
+
 // StorageServiceServer is the server API for StorageService service.
 // All implementations must embed UnimplementedStorageServiceServer
 // for forward compatibility.
@@ -269,6 +297,14 @@ type StorageServiceServer interface {
 	// drop what the kernel has cached. The first message, empty, says that
 	// watching has started.
 	WatchFiles(*WatchFilesRequest, grpc.ServerStreamingServer[WatchFilesResponse]) error
+	// HoldMount holds the server's mount session for as long as the stream
+	// is open: a server serves one mount at a time (a second mount's kernel
+	// would not see the first's POSIX locks). The first message, empty, says
+	// that the session is held; the stream then stays open until the mount
+	// or the server goes away, which frees the session. While another mount
+	// holds it, HoldMount fails with FAILED_PRECONDITION (reason MOUNTED),
+	// naming that mount in the ErrorInfo's metadata.
+	HoldMount(*HoldMountRequest, grpc.ServerStreamingServer[HoldMountResponse]) error
 	mustEmbedUnimplementedStorageServiceServer()
 }
 
@@ -317,6 +353,9 @@ func (UnimplementedStorageServiceServer) SyncDirectory(context.Context, *SyncDir
 }
 func (UnimplementedStorageServiceServer) WatchFiles(*WatchFilesRequest, grpc.ServerStreamingServer[WatchFilesResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchFiles not implemented")
+}
+func (UnimplementedStorageServiceServer) HoldMount(*HoldMountRequest, grpc.ServerStreamingServer[HoldMountResponse]) error {
+	return status.Error(codes.Unimplemented, "method HoldMount not implemented")
 }
 func (UnimplementedStorageServiceServer) mustEmbedUnimplementedStorageServiceServer() {}
 func (UnimplementedStorageServiceServer) testEmbeddedByValue()                        {}
@@ -566,6 +605,17 @@ func _StorageService_WatchFiles_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type StorageService_WatchFilesServer = grpc.ServerStreamingServer[WatchFilesResponse]
 
+func _StorageService_HoldMount_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(HoldMountRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(StorageServiceServer).HoldMount(m, &grpc.GenericServerStream[HoldMountRequest, HoldMountResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type StorageService_HoldMountServer = grpc.ServerStreamingServer[HoldMountResponse]
+
 // StorageService_ServiceDesc is the grpc.ServiceDesc for StorageService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -626,6 +676,11 @@ var StorageService_ServiceDesc = grpc.ServiceDesc{
 		{
 			StreamName:    "WatchFiles",
 			Handler:       _StorageService_WatchFiles_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "HoldMount",
+			Handler:       _StorageService_HoldMount_Handler,
 			ServerStreams: true,
 		},
 	},
