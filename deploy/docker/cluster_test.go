@@ -4,6 +4,8 @@ package docker
 
 import (
 	"fmt"
+	"os/exec"
+	"strings"
 	"testing"
 )
 
@@ -51,4 +53,39 @@ func TestRestart_KeepsVolume(t *testing.T) {
 	if got, want := mustSQLite(t, c, "app.db", "SELECT group_concat(x) FROM t"), "kept,after restart"; got != want {
 		t.Fatalf("in a new container: %q, want %q", got, want)
 	}
+}
+
+// The README's command: the image's default config (a single static
+// primary on /litefs) and an app after "--", started once the mount is
+// ready, whose output and exit code are the container's. No network: the
+// node needs none (and :20202 on this host may be taken).
+func TestDefaultConfig_RunsApp(t *testing.T) {
+	o := runOptions{fuse: true, sysAdmin: true, volume: newVolume(t, "data"), network: "none",
+		app: []string{"sqlite3", "/litefs/app.db", "CREATE TABLE t(x); INSERT INTO t VALUES (42); SELECT x FROM t;"}}
+	c := name(t, "app")
+	out, err := exec.Command("docker", append([]string{"run", "--rm"}, o.args(c)...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v:\n%s", err, out)
+	}
+	if !hasLine(out, "42") {
+		t.Fatalf("the app's output lacks 42:\n%s", out)
+	}
+
+	// The database is in the volume: a second run sees it.
+	o.app = []string{"sqlite3", "/litefs/app.db", "SELECT count(*) FROM t;"}
+	out, err = exec.Command("docker", append([]string{"run", "--rm"}, o.args(c)...)...).CombinedOutput()
+	if err != nil || !hasLine(out, "1") {
+		t.Fatalf("second run: %v:\n%s", err, out)
+	}
+}
+
+// hasLine reports whether out has a line that is exactly want: the app's
+// output among the node's log lines.
+func hasLine(out []byte, want string) bool {
+	for _, l := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(l) == want {
+			return true
+		}
+	}
+	return false
 }

@@ -24,11 +24,17 @@ type runOptions struct {
 	config   string   // a config file, mounted at /etc/pagewire.yml
 	extra    []string // more docker run flags
 	app      []string // the command after --
+	network  string   // docker run --network; "": host
 }
 
-// args is the docker run command line after "run": host network only.
+// args is the docker run command line after "run": the host network
+// unless o.network names another.
 func (o runOptions) args(name string) []string {
-	args := []string{"--name", name, "--network", "host"}
+	network := o.network
+	if network == "" {
+		network = "host"
+	}
+	args := []string{"--name", name, "--network", network}
 	if o.fuse {
 		args = append(args, "--device", "/dev/fuse")
 	}
