@@ -29,6 +29,9 @@ const (
 	exampleImage = "pagewire-example:test"
 )
 
+// modProxyAddr is where the build's Go module proxy listens when it can.
+const modProxyAddr = "127.0.0.1:37491"
+
 // prefix names this run's containers and volumes, so that cleanup removes
 // only what this run made.
 var prefix = fmt.Sprintf("pwtest%d-", os.Getpid())
@@ -190,9 +193,14 @@ func buildImages() error {
 	if err != nil {
 		return fmt.Errorf("go env GOMODCACHE: %w", err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	// GOPROXY is a build argument, so its value is part of Docker's cache
+	// key: a fixed port keeps the cached build; a random one, if that
+	// port is taken, only costs a full build.
+	lis, err := net.Listen("tcp", modProxyAddr)
 	if err != nil {
-		return err
+		if lis, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+			return err
+		}
 	}
 	srv := &http.Server{Handler: http.FileServer(http.Dir(filepath.Join(strings.TrimSpace(string(gomodcache)), "cache", "download")))}
 	go func() { _ = srv.Serve(lis) }()
