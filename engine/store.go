@@ -207,7 +207,7 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 
 	// Take data.dir for this process alone.
 	if err := os.MkdirAll(filepath.Join(cfg.Dir, "dbs"), 0o755); err != nil {
-		return nil, fmt.Errorf("data.dir %q cannot be created: %w; fix its permissions or choose another data.dir", cfg.Dir, err)
+		return nil, dataDirError(cfg.Dir, err)
 	}
 	// Folders just made are durable before a database is created in them:
 	// dbs in data.dir, and data.dir in its parent.
@@ -219,11 +219,11 @@ func OpenStore(cfg StoreConfig) (*Store, error) {
 	_ = syncDir(filepath.Dir(filepath.Clean(cfg.Dir))) // may not be ours to open
 	lock, err := os.OpenFile(filepath.Join(cfg.Dir, ".lock"), os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("data.dir %q is not writable: %w", cfg.Dir, err)
+		return nil, dataDirError(cfg.Dir, err)
 	}
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
 		lock.Close()
-		return nil, fmt.Errorf("data.dir %q is in use by another pagewire process; stop it or choose another data.dir", cfg.Dir)
+		return nil, dataDirInUse(cfg.Dir)
 	}
 	s.lock = lock
 

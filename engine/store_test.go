@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/pagewire/pagewire"
@@ -455,8 +456,29 @@ func TestStore_ImportRefusedWhileOpen(t *testing.T) {
 func TestStore_OneNodePerDataDir(t *testing.T) {
 	dir := t.TempDir()
 	openTestStore(t, dir)
-	if _, err := OpenStore(storeConfig(dir)); err == nil {
+	_, err := OpenStore(storeConfig(dir))
+	if err == nil {
 		t.Fatal("a second store opened the same data.dir")
+	}
+	if want := "give each node its own data.dir"; !strings.Contains(err.Error(), want) {
+		t.Fatalf("error %q does not say %q", err, want)
+	}
+}
+
+// A data.dir that cannot be written names the fix: a read-only volume
+// (Docker's -v ...:ro) or its permissions.
+func TestDataDirError(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{&os.PathError{Op: "open", Path: "/data/.lock", Err: syscall.EROFS}, "read-only filesystem: mount its volume read-write (in Docker, drop :ro from -v)"},
+		{&os.PathError{Op: "mkdir", Path: "/data/dbs", Err: syscall.EACCES}, "not writable (permission denied): fix its permissions"},
+		{&os.PathError{Op: "mkdir", Path: "/data/dbs", Err: syscall.ENOSPC}, "cannot be created: mkdir /data/dbs: no space left on device"},
+	} {
+		if got := dataDirError("/data", tc.err).Error(); !strings.Contains(got, tc.want) {
+			t.Errorf("dataDirError(%v)=%q, want it to contain %q", tc.err, got, tc.want)
+		}
 	}
 }
 

@@ -184,9 +184,12 @@ func (m *Mount) mount(root *rootNode) (srv *fuse.Server, served <-chan error, er
 	opts := m.options()
 	rawFS := newCountingFS(fs.NewNodeFS(root, opts), m.cfg.Registry)
 	readers := goFuseReaderLimit()
+	if err := checkDevice(); err != nil {
+		return nil, nil, err
+	}
 	srv, err = fuse.NewServer(rawFS, dir, &opts.MountOptions)
 	if err != nil {
-		return nil, nil, fmt.Errorf("mount %q: %w (is /dev/fuse present and are you root or in the fuse group?)", dir, err)
+		return nil, nil, mountError(dir, err, hasCapability(capSysAdmin))
 	}
 	reserveReaderProcs(readers, m.log)
 	// go-fuse recovers a panic in a request's handler (PanicHandler); this
@@ -213,11 +216,14 @@ func (m *Mount) options() *fs.Options {
 		AttrTimeout:     &timeout,
 		NegativeTimeout: &negative,
 		MountOptions: fuse.MountOptions{
-			FsName:                   "pagewire",
-			Name:                     "pagewire",
-			AllowOther:               m.cfg.AllowOther,
-			Debug:                    m.cfg.Debug,
-			DirectMount:              true,
+			FsName:      "pagewire",
+			Name:        "pagewire",
+			AllowOther:  m.cfg.AllowOther,
+			Debug:       m.cfg.Debug,
+			DirectMount: true,
+			// As root, fusermount would make the same mount(2) call and
+			// hide its errno behind an exit code; mountError needs it.
+			DirectMountStrict:        os.Geteuid() == 0,
 			DisableXAttrs:            true, // else a security.capability lookup per write()
 			ExplicitDataCacheControl: true, // keep the page cache; the server says when to drop it
 			MaxWrite:                 1 << 20,

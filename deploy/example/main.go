@@ -25,6 +25,11 @@ const (
 	shutdownTimeout = 10 * time.Second
 	// maxOpenConns keeps the pool small: SQLite has one writer anyway.
 	maxOpenConns = 4
+	// connMaxLifetime renews connections: on a replica SQLite opens the
+	// database read-only (the mount refuses a writable open there) and a
+	// connection keeps that mode, so after a failover the new primary's app
+	// takes writes within this long.
+	connMaxLifetime = time.Second
 )
 
 func main() {
@@ -113,5 +118,6 @@ func openDB(path string, params ...string) (*sql.DB, error) {
 	}
 	db.SetMaxOpenConns(maxOpenConns)
 	db.SetMaxIdleConns(maxOpenConns)
+	db.SetConnMaxLifetime(connMaxLifetime)
 	return db, nil
 }
