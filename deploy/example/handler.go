@@ -64,10 +64,22 @@ func (a *app) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var it item
-	err := a.db.QueryRowContext(r.Context(),
-		`INSERT INTO items (name, value, created_at) VALUES (?, ?, ?) RETURNING `+itemColumns,
-		in.name, in.value, time.Now().UTC().Format(time.RFC3339Nano),
-	).Scan(&it.ID, &it.Name, &it.Value, &it.CreatedAt)
+	insert := func() error {
+		return a.db.QueryRowContext(r.Context(),
+			`INSERT INTO items (name, value, created_at) VALUES (?, ?, ?) RETURNING `+itemColumns,
+			in.name, in.value, time.Now().UTC().Format(time.RFC3339Nano),
+		).Scan(&it.ID, &it.Name, &it.Value, &it.CreatedAt)
+	}
+	err := insert()
+	if err != nil && strings.Contains(err.Error(), "no such table: items") {
+		// The app started while this node was a replica of a primary that
+		// had not made the table: now that writes come here, the first
+		// one makes it.
+		if _, cerr := a.db.ExecContext(r.Context(), createItems); cerr == nil {
+			a.log.Info("created table items on the first write")
+			err = insert()
+		}
+	}
 	if err != nil {
 		a.dbError(w, "create item", err)
 		return

@@ -336,3 +336,22 @@ func TestRun(t *testing.T) {
 		t.Error("run accepted an unknown flag")
 	}
 }
+
+// An app that started before its node was the primary has no table: the
+// first write, once writes come here, makes it (the compose failover test
+// found writes refused for good without this).
+func TestHandler_FirstWriteMakesTheTable(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.db")
+	db, err := openDB(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s := newTestServer(t, db)
+	if r := call(t, http.MethodPost, s.URL+"/items", strings.NewReader(`{"name": "a", "value": "b"}`)); r.status != http.StatusCreated {
+		t.Fatalf("first write without the table: %d %s", r.status, r.body)
+	}
+	if r := call(t, http.MethodGet, s.URL+"/items/1", nil); r.status != http.StatusOK {
+		t.Fatalf("the item: %d %s", r.status, r.body)
+	}
+}
