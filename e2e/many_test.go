@@ -84,7 +84,8 @@ for k in range(dbs):
 	}
 	status := map[string]string{} // database: TXID, from the table's rows
 	for _, l := range strings.Split(out, "\n") {
-		if f := strings.Fields(l); len(f) == 5 {
+		// DATABASE TXID CHECKSUM PAGES PAGE-SIZE BACKUP...: rows name a .db.
+		if f := strings.Fields(l); len(f) >= 5 && strings.HasSuffix(f[0], ".db") {
 			status[f[0]] = f[1]
 		}
 	}
