@@ -169,11 +169,10 @@ func mergeRun(ctx context.Context, b *blob.Bucket, db string, seg segmentID, lev
 
 	// The merged file goes to a spool first: nothing is written to the
 	// bucket unless every source was read whole and verified.
-	spool, err := os.CreateTemp("", "pagewire-compact-*")
+	spool, err := spoolFile("")
 	if err != nil {
 		return o, false, fmt.Errorf("compact %s: %w", key, err)
 	}
-	_ = os.Remove(spool.Name()) // unlinked: nothing left behind, even on a crash
 	defer spool.Close()
 	cw := &countWriter{w: spool}
 	if err := m.encode(cw); err != nil {
@@ -255,11 +254,10 @@ type merger struct {
 }
 
 func newMerger() (*merger, error) {
-	f, err := os.CreateTemp("", "pagewire-merge-*")
+	f, err := spoolFile("")
 	if err != nil {
 		return nil, err
 	}
-	_ = os.Remove(f.Name())
 	return &merger{pages: f, low: math.MaxUint32}, nil
 }
 

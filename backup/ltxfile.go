@@ -3,6 +3,7 @@ package backup
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -139,11 +140,10 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 func newPackWriter(dir string) (*packWriter, error) {
-	f, err := os.CreateTemp(dir, "pack-*")
+	f, err := spoolFile(dir)
 	if err != nil {
 		return nil, err
 	}
-	_ = os.Remove(f.Name()) // unlinked: nothing left behind, even on a crash
 	bw := bufio.NewWriterSize(f, 256<<10)
 	return &packWriter{f: f, bw: bw, w: &countWriter{w: bw}}, nil
 }
@@ -439,4 +439,15 @@ func (g *growthGuard) done(commit uint32) error {
 		return fmt.Errorf("%w: %v", pagewire.ErrCorrupt, err)
 	}
 	return nil
+}
+
+// spoolFile creates an unlinked temporary file in dir ("": the system's
+// temporary directory): nothing is left behind, even on a crash.
+func spoolFile(dir string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, "pagewire-spool-*")
+	if err != nil {
+		return nil, fmt.Errorf("spool in %s: %w", cmp.Or(dir, os.TempDir()), err)
+	}
+	_ = os.Remove(f.Name())
+	return f, nil
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"sync"
 	"time"
 
@@ -613,14 +612,4 @@ func (w *worker) write(ctx context.Context, key string, body func() (io.Reader, 
 // uploadTimeout bounds one upload: a minute, plus a second per MiB.
 func uploadTimeout(size int64) time.Duration {
 	return time.Minute + time.Duration(size>>20)*time.Second
-}
-
-// spoolFile creates an unlinked temporary file in dir.
-func spoolFile(dir string) (*os.File, error) {
-	f, err := os.CreateTemp(dir, "spool-*")
-	if err != nil {
-		return nil, fmt.Errorf("spool in %s: %w", dir, err)
-	}
-	_ = os.Remove(f.Name())
-	return f, nil
 }
