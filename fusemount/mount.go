@@ -105,6 +105,9 @@ func (m *Mount) Run(ctx context.Context) error {
 	defer stopSession()
 	stream, err := m.holdSession(sessCtx)
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped before it mounted: nothing to undo
+		}
 		return fmt.Errorf("mount %q: %w", dir, err)
 	}
 	m.sess.set(true)
