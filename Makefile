@@ -16,9 +16,9 @@ WEED_VERSION = 4.53-7506e5f91cd6
 WEED_BIN ?= $(HOME)/.cache/pagewire/weed-$(WEED_VERSION)/weed
 export WEED_BIN
 
-.PHONY: test deps consul seaweedfs lint proto-check unit fuzz integration docker-test run bench
+.PHONY: test deps consul seaweedfs lint proto-check proto-breaking unit fuzz integration docker-test run bench
 
-test: deps lint proto-check unit fuzz integration docker-test
+test: deps lint proto-check proto-breaking unit fuzz integration docker-test
 
 # deps installs the tools the tests drive: fuse3 and the sqlite3 CLI from
 # Debian; buf, protoc plugins and staticcheck are `go tool`s pinned in go.mod.
@@ -61,6 +61,21 @@ proto-check:
 	@if [ -n "$$(git status --porcelain -- proto go.mod go.sum)" ]; then \
 		echo "buf generate or go mod tidy changed the tree: run them and commit the result"; \
 		git status --porcelain -- proto go.mod go.sum; exit 1; fi
+
+# proto-breaking fails when the protos would break a client built from the
+# ones before them (buf's FILE rules: a renumbered, retyped or removed field,
+# message or RPC): uncommitted proto changes against HEAD, else the last
+# commit that changed the protos against its parent. A deliberate break goes
+# through review with the reason in its commit, and the check is run on the
+# commit after it.
+proto-breaking:
+	@git=$$(git rev-parse --git-common-dir) || exit 1; \
+	if ! git diff --quiet HEAD -- proto/pagewire; then base=HEAD; \
+	else base=$$(git log -1 --format=%H -- proto/pagewire)~1; fi; \
+	if ! git rev-parse -q --verify "$$base^{commit}" >/dev/null; then \
+		echo "proto-breaking: $$base is not in this clone: fetch its history (git fetch --unshallow) and run make proto-breaking again"; exit 1; fi; \
+	echo "buf breaking against $$(git rev-parse --short $$base)"; \
+	$(GO) tool buf breaking --against "$$git#ref=$$(git rev-parse $$base),subdir=proto"
 
 unit:
 	$(GO) test -race -short -count=1 ./...
