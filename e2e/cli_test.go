@@ -420,3 +420,63 @@ print(c.execute("pragma journal_mode").fetchone()[0], c.execute("select count(*)
 		}
 	})
 }
+
+// TestCLI_StatusWatch runs `pagewire status -watch` against a primary with
+// one replica while an app writes: the table comes again every interval,
+// with the database's commit rate and its replica, plain (no terminal
+// codes) into a pipe and redrawn in place on a terminal (a pty from
+// script(1)); Ctrl-C ends it with exit 0; a bad -interval is refused.
+func TestCLI_StatusWatch(t *testing.T) {
+	p, rs := startCluster(t, 1, "")
+	cliMakeDB(t, p, "w.db", 3)
+	waitCaughtUp(t, "w.db", p, rs...)
+
+	w := cliStart(t, p.Dir, nil, nil, "status", "-watch", "-interval", "300ms", "-url", p.URL)
+	writer := startPython(t, "writer", `
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+print("ready", flush=True)
+while True:
+    c.execute("insert into t(v) values ('watched')")
+    time.sleep(0.01)
+`, p.Path("w.db"))
+	writer.WaitLines(1, 30*time.Second)
+	row := regexp.MustCompile(`(?m)^w\.db\s+[0-9a-f]{16}\s+[0-9a-f]{16}\s+\d+\s+\d+\s+([0-9.]+) tx/s\s+1, max lag \d+ tx/\S+\s`)
+	if !pollUntil(time.Minute, func() bool {
+		for _, m := range row.FindAllStringSubmatch(w.log.String(), -1) {
+			if m[1] != "0.0" {
+				return true
+			}
+		}
+		return false
+	}) {
+		t.Fatalf("status -watch never showed w.db with a commit rate and its one replica:\n%s", w.log)
+	}
+	out := w.log.String()
+	if n := strings.Count(out, "DATABASE"); n < 2 {
+		t.Errorf("status -watch printed %d tables, want one per refresh:\n%s", n, out)
+	}
+	if strings.Contains(out, "\x1b[") {
+		t.Errorf("status -watch into a pipe printed terminal codes:\n%q", out)
+	}
+	w.signal(os.Interrupt)
+	if code := w.wait(30 * time.Second); code != 0 {
+		t.Errorf("status -watch after Ctrl-C: exit %d, want 0:\n%s", code, w.log)
+	}
+
+	// On a terminal: each refresh clears the screen and draws the table.
+	cmd := "timeout -s INT 2 " + pagewireBin + " status -watch -interval 200ms -url " + p.URL
+	tty, err := exec.Command("script", "-qec", cmd, "/dev/null").CombinedOutput()
+	var ee *exec.ExitError
+	if err != nil && !(errors.As(err, &ee) && ee.ExitCode() == 124) { // 124: timeout sent the INT
+		t.Fatalf("status -watch on a terminal: %v\n%s", err, tty)
+	}
+	if n := strings.Count(string(tty), "\x1b[H\x1b[2J"); n < 2 {
+		t.Errorf("status -watch on a terminal cleared the screen %d times in 2 s at 200ms, want a redraw per refresh:\n%q", n, tty)
+	}
+
+	out, code := p.CLI("status", "-watch", "-interval", "0s", "-url", p.URL)
+	if code != 1 || !strings.Contains(out, "status: -interval is 0s: use a positive duration such as 1s") {
+		t.Errorf("status -interval 0s: exit %d, want 1 and why:\n%s", code, out)
+	}
+}

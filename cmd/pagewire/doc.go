@@ -2,7 +2,7 @@
 //
 //	pagewire mount   [-config PATH] [-restore-on-start] [-external-fuse] [-- CMD ARGS...]
 //	pagewire fuse    -storage unix:///PATH -dir DIR [-allow-other] [-debug] [-timeout D]
-//	pagewire status  [-url URL]
+//	pagewire status  [-url URL] [-watch [-interval 1s]]
 //	pagewire export  -name DB [-url URL] PATH
 //	pagewire import  -name DB [-url URL] PATH
 //	pagewire handoff [-url URL] [-to HOST]

@@ -20,7 +20,9 @@ const usage = `usage:
   pagewire fuse    -storage unix:///PATH -dir DIR [-allow-other] [-debug] [-timeout 10s]
                                                      run only the FUSE mount, against the storage
                                                      socket of a node started with -external-fuse
-  pagewire status  [-url URL]                        role, primary, databases and positions
+  pagewire status  [-url URL] [-watch [-interval 1s]]
+                                                     role, primary, databases, positions, replicas;
+                                                     -watch refreshes it, with rates, until Ctrl-C
   pagewire export  -name DB [-url URL] PATH          copy a consistent snapshot out
   pagewire import  -name DB [-url URL] PATH          replace a database on the primary
   pagewire handoff [-url URL] [-to HOST]             the primary hands the lease to a caught-up candidate

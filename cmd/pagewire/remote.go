@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"text/tabwriter"
 	"time"
 
 	"google.golang.org/grpc"
@@ -19,32 +18,6 @@ import (
 )
 
 const defaultURL = "http://localhost:20202"
-
-func runStatus(ctx context.Context, args []string, out io.Writer) error {
-	fset := flag.NewFlagSet("status", flag.ContinueOnError)
-	r := addRemoteFlags(fset, "node URL")
-	rawURL := r.url
-	if err := fset.Parse(args); err != nil || fset.NArg() != 0 {
-		return errUsage
-	}
-	conn, node, err := r.dialNode(ctx, *rawURL)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	admin := adminv1.NewAdminServiceClient(conn)
-	dbs, err := admin.ListDatabases(ctx, &adminv1.ListDatabasesRequest{})
-	if err != nil {
-		return client.Error(err)
-	}
-	fmt.Fprintf(out, "hostname: %s\nrole:     %s\nprimary:  %s\nversion:  %s\n\n", node.GetHostname(), roleName(node.GetRole()), node.GetPrimary(), node.GetVersion())
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "DATABASE\tTXID\tCHECKSUM\tPAGES\tPAGE SIZE\tBACKUP")
-	for _, d := range dbs.GetDatabases() {
-		fmt.Fprintf(tw, "%s\t%016x\t%016x\t%d\t%d\t%s\n", d.GetName(), d.GetTxid(), d.GetChecksum(), d.GetPageCount(), d.GetPageSize(), backupSummary(d.GetBackup(), time.Now()))
-	}
-	return tw.Flush()
-}
 
 // dialNode connects to the node at rawURL and asks what it is. The caller
 // closes the connection.
@@ -59,36 +32,6 @@ func (r *remote) dialNode(ctx context.Context, rawURL string) (*grpc.ClientConn,
 		return nil, nil, fmt.Errorf("node at %s: %w (is it running? check -url)", rawURL, client.Error(err))
 	}
 	return conn, node, nil
-}
-
-// backupSummary is a database's backup in one column of `pagewire
-// status`: the newest backed-up TXID, its age and the lag, or "-" when
-// this node does not upload it.
-func backupSummary(b *adminv1.DatabaseBackup, now time.Time) string {
-	if b == nil {
-		return "-"
-	}
-	s := fmt.Sprintf("%016x", b.GetTxid())
-	if b.GetTime() != nil {
-		s += fmt.Sprintf(" (%s old)", now.Sub(b.GetTime().AsTime()).Round(time.Millisecond))
-	}
-	if lag := b.GetLag().AsDuration(); lag > 0 {
-		s += fmt.Sprintf(", lag %s", lag.Round(time.Millisecond))
-	}
-	if b.GetError() != "" {
-		s += ", upload failing: " + b.GetError()
-	}
-	return s
-}
-
-func roleName(r adminv1.Role) string {
-	switch r {
-	case adminv1.Role_ROLE_PRIMARY:
-		return "primary"
-	case adminv1.Role_ROLE_REPLICA:
-		return "replica"
-	}
-	return "unknown"
 }
 
 // parseNameFlags parses -name, the remote flags and one PATH argument.
