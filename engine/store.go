@@ -147,6 +147,8 @@ type Store struct {
 	watchers map[*Watcher]struct{}
 
 	role atomic.Pointer[roleState] // read at every write, without mu
+	// becamePrimary and becameReplica count role changes (metrics).
+	becamePrimary, becameReplica atomic.Uint64
 	// roleMu guards roleChanged, closed and replaced at each role change.
 	roleMu      sync.Mutex
 	roleChanged chan struct{}
@@ -348,11 +350,29 @@ func (s *Store) Close() error {
 // SetRole sets the node's role and lease epoch. On a replica, ro says who
 // the primary is.
 func (s *Store) SetRole(role pagewire.Role, ro pagewire.ReadOnlyError, epoch pagewire.Epoch) {
-	s.role.Store(&roleState{role: role, ro: ro, epoch: epoch})
+	s.swapRole(&roleState{role: role, ro: ro, epoch: epoch})
 	if role == pagewire.RolePrimary {
 		s.uncapAll(epoch)
 	}
 	s.roleChange()
+}
+
+// swapRole makes next the role state and counts a change of role.
+func (s *Store) swapRole(next *roleState) {
+	if prev := s.role.Swap(next); prev == nil || prev.role != next.role {
+		if next.role == pagewire.RolePrimary {
+			s.becamePrimary.Add(1)
+		} else {
+			s.becameReplica.Add(1)
+		}
+	}
+}
+
+// RoleChanges returns how many times the node became the primary and how
+// many times it became a replica since the store was opened (a store
+// opens as the primary, uncounted).
+func (s *Store) RoleChanges() (toPrimary, toReplica uint64) {
+	return s.becamePrimary.Load(), s.becameReplica.Load()
 }
 
 // NamePrimary names the primary as it calls itself: hostname, as a
@@ -427,7 +447,7 @@ func (s *Store) roleChange() {
 // (called at each write) says the lease is held: writes are refused from
 // the time it returns on. A zero time means no deadline.
 func (s *Store) SetPrimaryUntil(epoch pagewire.Epoch, until func() time.Time) {
-	s.role.Store(&roleState{role: pagewire.RolePrimary, epoch: epoch, until: until})
+	s.swapRole(&roleState{role: pagewire.RolePrimary, epoch: epoch, until: until})
 	s.uncapAll(epoch)
 	s.roleChange()
 }

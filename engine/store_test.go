@@ -1159,3 +1159,19 @@ func TestStore_NamePrimary(t *testing.T) {
 		})
 	}
 }
+
+// TestStore_RoleChanges counts changes of role, not every SetRole: the
+// metrics' failover count.
+func TestStore_RoleChanges(t *testing.T) {
+	s := openTestStore(t, t.TempDir())
+	ro := pagewire.ReadOnlyError{Primary: "node1"}
+	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 1) // opened as the primary: no change
+	s.SetRole(pagewire.RoleReplica, ro, 2)
+	s.SetRole(pagewire.RoleReplica, ro, 3) // a new primary, still a replica
+	s.SetPrimaryUntil(4, nil)
+	s.SetRole(pagewire.RoleReplica, ro, 5)
+	s.SetRole(pagewire.RolePrimary, pagewire.ReadOnlyError{}, 6)
+	if p, r := s.RoleChanges(); p != 2 || r != 2 {
+		t.Fatalf("RoleChanges() = %d to primary, %d to replica; want 2 and 2", p, r)
+	}
+}

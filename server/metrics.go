@@ -19,6 +19,7 @@ type storeCollector struct {
 	posPrimary, posReplica   *prometheus.Desc
 	subscribers, haltActive  *prometheus.Desc
 	lag                      *prometheus.Desc
+	epoch, roleChanges       *prometheus.Desc
 	// synchronous replication (engine.SyncStats)
 	syncWaits, syncTimeouts, syncWaitSeconds, syncWaiting, syncDegraded, syncUnacked *prometheus.Desc
 }
@@ -39,6 +40,8 @@ func newStoreCollector(s *engine.Store, h *engine.Halts, subs *subscribers, foll
 		subscribers: prometheus.NewDesc("litefs_subscriber_count", "Replicas streaming from this node (0 unless it is the primary).", nil, nil),
 		haltActive:  prometheus.NewDesc("litefs_halt_lock_active", "1 while the database's halt lock is held (granted by this primary, or taken through this replica).", db, nil),
 		lag:         prometheus.NewDesc("litefs_lag_seconds", "How far this replica is behind the primary, in time; 0 on the primary.", nil, nil),
+		epoch:       prometheus.NewDesc("pagewire_lease_epoch", "The lease epoch of this node's role: it grows at every change of primary (failover or handoff).", nil, nil),
+		roleChanges: prometheus.NewDesc("pagewire_role_changes_total", "Times this node became the primary (role=\"primary\") or a replica (role=\"replica\") since it started.", []string{"role"}, nil),
 
 		syncWaits:       prometheus.NewDesc("pagewire_sync_replication_waits_total", "Commits that waited for replicas' acknowledgements (replication.sync-replicas).", nil, nil),
 		syncTimeouts:    prometheus.NewDesc("pagewire_sync_replication_timeouts_total", "Commits that returned after replication.sync-timeout without enough replicas' acknowledgements.", nil, nil),
@@ -51,14 +54,14 @@ func newStoreCollector(s *engine.Store, h *engine.Halts, subs *subscribers, foll
 }
 
 func (c *storeCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.txid, c.commits, c.isPrimary, c.posPrimary, c.posReplica, c.subscribers, c.haltActive, c.lag,
+	for _, d := range []*prometheus.Desc{c.txid, c.commits, c.isPrimary, c.posPrimary, c.posReplica, c.subscribers, c.haltActive, c.lag, c.epoch, c.roleChanges,
 		c.syncWaits, c.syncTimeouts, c.syncWaitSeconds, c.syncWaiting, c.syncDegraded, c.syncUnacked} {
 		ch <- d
 	}
 }
 
 func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
-	role, _ := c.store.Role()
+	role, _, epoch := c.store.RoleEpoch()
 	isPrimary := role == pagewire.RolePrimary
 	var following map[string]FollowStatus
 	if !isPrimary && c.following != nil {
@@ -102,6 +105,10 @@ func (c *storeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.isPrimary, prometheus.GaugeValue, primary)
 	ch <- prometheus.MustNewConstMetric(c.subscribers, prometheus.GaugeValue, float64(c.subs.count()))
 	ch <- prometheus.MustNewConstMetric(c.lag, prometheus.GaugeValue, lag)
+	ch <- prometheus.MustNewConstMetric(c.epoch, prometheus.GaugeValue, float64(epoch))
+	toPrimary, toReplica := c.store.RoleChanges()
+	ch <- prometheus.MustNewConstMetric(c.roleChanges, prometheus.CounterValue, float64(toPrimary), "primary")
+	ch <- prometheus.MustNewConstMetric(c.roleChanges, prometheus.CounterValue, float64(toReplica), "replica")
 
 	// Synchronous replication.
 	st := c.store.SyncStats()
